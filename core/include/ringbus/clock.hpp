@@ -1,0 +1,71 @@
+// Cheap timestamps for the publish path and the benchmark.
+//
+// `Tsc` reads the invariant time-stamp counter (about 11 ns on our VMs, against 28 ns
+// for clock_gettime) and converts ticks to nanoseconds with a rate calibrated once per
+// process against CLOCK_MONOTONIC_RAW. Without an invariant TSC it falls back to
+// steady_clock and the conversion is the identity.
+//
+// `wall_clock_ns()` is a Unix-epoch time built on it: each thread anchors the TSC to
+// CLOCK_REALTIME and re-anchors every ~128 ms, so its error stays within a few hundred
+// nanoseconds of the system clock while costing one rdtsc and a multiply per call.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <x86intrin.h>
+#define RINGBUS_HAVE_RDTSC 1
+#else
+#define RINGBUS_HAVE_RDTSC 0
+#endif
+
+namespace ringbus {
+
+class Tsc {
+ public:
+  // True when ticks() reads an invariant TSC (else steady_clock nanoseconds).
+  static bool invariant() noexcept { return calibration().invariant; }
+
+  static std::uint64_t ticks() noexcept {
+#if RINGBUS_HAVE_RDTSC
+    if (calibration().invariant) return __rdtsc();
+#endif
+    return static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  }
+
+  static double ns_per_tick() noexcept { return calibration().ns_per_tick; }
+
+  static std::uint64_t to_ns(std::uint64_t ticks_delta) noexcept {
+    return static_cast<std::uint64_t>(static_cast<double>(ticks_delta) * calibration().ns_per_tick);
+  }
+
+  struct Calibration {
+    bool invariant = false;
+    double ns_per_tick = 1.0;
+    std::uint64_t mult = std::uint64_t{1} << 32;  // ns_per_tick in 32.32 fixed point
+  };
+  // Measured on first use (about 20 ms), then constant for the life of the process.
+  static const Calibration& calibration() noexcept;
+};
+
+namespace detail {
+struct ClockAnchor {
+  std::uint64_t tsc = 0;
+  std::uint64_t ns = 0;
+  std::uint64_t mult = 0;
+  std::uint64_t refresh_ticks = 0;  // 0 forces a re-anchor on the next call
+};
+std::uint64_t reanchor(ClockAnchor& a, std::uint64_t now_ticks) noexcept;
+}  // namespace detail
+
+// Nanoseconds since the Unix epoch, from the TSC (see above).
+inline std::uint64_t wall_clock_ns() noexcept {
+  thread_local detail::ClockAnchor anchor;
+  const std::uint64_t t = Tsc::ticks();
+  const std::uint64_t elapsed = t - anchor.tsc;
+  if (elapsed >= anchor.refresh_ticks) [[unlikely]] return detail::reanchor(anchor, t);
+  return anchor.ns + ((elapsed * anchor.mult) >> 32);
+}
+
+}  // namespace ringbus

@@ -1,0 +1,33 @@
+// Process identity and liveness, for owners recorded in shared memory.
+//
+// An owner is (pid, start time in clock ticks since boot). A pid alone is not enough:
+// pids are recycled, and a recycled pid must not keep a dead owner's claim alive.
+// All processes sharing a segment must share a pid namespace (documented in DESIGN.md).
+#pragma once
+
+#include <cstdint>
+
+namespace ringbus::detail {
+
+struct ProcessId {
+  std::uint32_t pid = 0;
+  std::uint64_t start_ticks = 0;
+};
+
+// This process, computed once and again after fork().
+const ProcessId& self_process() noexcept;
+
+enum class Liveness : std::uint8_t { alive, dead, unknown };
+
+// `start_ticks` == 0 means "not recorded": only the pid is checked. A zombie (killed
+// but not yet reaped) counts as dead: it can never run again.
+Liveness process_liveness(std::uint32_t pid, std::uint64_t start_ticks) noexcept;
+
+inline bool process_dead(std::uint32_t pid, std::uint64_t start_ticks) noexcept {
+  return process_liveness(pid, start_ticks) == Liveness::dead;
+}
+
+std::uint64_t realtime_ns() noexcept;
+std::uint64_t monotonic_ns() noexcept;
+
+}  // namespace ringbus::detail

@@ -1,0 +1,95 @@
+// The idle loop of a WaitStrategy, shared by consumers (waiting for data) and blocked
+// producers (waiting for space). See detail/sync.hpp for the park protocol.
+#pragma once
+
+#include <sched.h>
+#include <time.h>
+
+#include <atomic>
+#include <cstdint>
+
+#include "ringbus/detail/sync.hpp"
+#include "ringbus/wait_strategy.hpp"
+
+namespace ringbus::detail {
+
+class Waiter {
+ public:
+  explicit Waiter(const WaitStrategy& s) noexcept : s_(s) {}
+
+  void reset() noexcept { n_ = 0; }
+
+  // One idle step. `ready` re-checks the awaited condition after this thread has
+  // announced itself in `waiters` (spin_park only). Returns true if it slept.
+  template <class Ready>
+  bool idle(std::atomic<std::uint32_t>& waiters, std::atomic<std::uint32_t>& seq, Ready&& ready) noexcept {
+    switch (s_.kind) {
+      case WaitStrategy::Kind::busy_spin:
+        return false;
+      case WaitStrategy::Kind::spin_yield:
+        if (n_ < s_.spins) {
+          ++n_;
+          cpu_relax();
+        } else {
+          ::sched_yield();
+        }
+        return false;
+      case WaitStrategy::Kind::spin_sleep:
+        if (n_ < s_.spins) {
+          ++n_;
+          cpu_relax();
+          return false;
+        }
+        sleep_for_ns(static_cast<std::uint64_t>(s_.sleep.count()) * 1000);
+        return true;
+      case WaitStrategy::Kind::spin_park:
+        if (n_ < s_.spins) {
+          ++n_;
+          cpu_relax();
+          return false;
+        }
+        if (n_ < s_.spins + s_.yields) {
+          ++n_;
+          ::sched_yield();
+          return false;
+        }
+        park(waiters, seq, ready);
+        return true;
+    }
+    return false;
+  }
+
+  // Parks on `seq` unless `ready` holds once this waiter is visible to the other side.
+  template <class Ready>
+  void park(std::atomic<std::uint32_t>& waiters, std::atomic<std::uint32_t>& seq, Ready&& ready) noexcept {
+    const std::uint32_t observed = seq.load(std::memory_order_acquire);
+    waiters.fetch_add(1, std::memory_order_seq_cst);
+    heavy_fence();  // pairs with light_fence() in wake_if_parked()
+    if (!ready()) {
+      const std::uint64_t timeout = s_.sleep.count() > 0 ? static_cast<std::uint64_t>(s_.sleep.count()) * 1000
+                                                         : 10'000'000ull;
+      futex_wait(seq, observed, timeout);
+    }
+    waiters.fetch_sub(1, std::memory_order_release);
+  }
+
+ private:
+  static void sleep_for_ns(std::uint64_t ns) noexcept {
+    timespec ts{static_cast<time_t>(ns / 1'000'000'000ull), static_cast<long>(ns % 1'000'000'000ull)};
+    ::nanosleep(&ts, nullptr);
+  }
+
+  WaitStrategy s_;
+  std::uint32_t n_ = 0;
+};
+
+// The other side of Waiter::park: call after publishing what a waiter waits for.
+inline void wake_if_parked(std::atomic<std::uint32_t>& waiters, std::atomic<std::uint32_t>& seq) noexcept {
+  light_fence();  // pairs with heavy_fence() in Waiter::park
+  if (waiters.load(std::memory_order_relaxed) != 0) [[unlikely]] {
+    seq.fetch_add(1, std::memory_order_release);
+    futex_wake_all(seq);
+  }
+}
+
+}  // namespace ringbus::detail

@@ -1,0 +1,249 @@
+// The shared-memory layout of a ringbus segment. Every struct here lives in memory
+// shared between processes: explicitly padded, sizes and offsets asserted, atomics
+// lock-free. DESIGN.md, "Segment layout", draws the whole picture; tools read the
+// counters from outside the process through these definitions.
+//
+// A segment is a sequence of regions, each described in the header's region table:
+//
+//   [header page][control block][producer slots][group slots][key table] ... [log ring]
+//
+// Memory in a segment is untrusted: it is validated on attach (segment.cpp) and every
+// offset or length read from it later is bounded before use.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+#include "ringbus/record.hpp"
+
+namespace ringbus::layout {
+
+inline constexpr std::uint64_t kMagic = 0x0053554247'4e4952ull;  // "RINGBUS\0" in memory order
+inline constexpr std::uint32_t kVersionMajor = 1;
+inline constexpr std::uint32_t kVersionMinor = 0;
+
+inline constexpr std::size_t kPage = 4096;
+// Independently written hot words are kept this far apart: one line, plus the
+// adjacent line the L2 spatial prefetcher pulls in with it.
+inline constexpr std::size_t kHotAlign = 128;
+inline constexpr std::size_t kMaxRegions = 16;
+inline constexpr std::size_t kNameBytes = 256;
+inline constexpr std::size_t kGroupNameBytes = 64;  // including the terminating zero
+inline constexpr std::uint32_t kMaxWorkers = 16;    // workers per consumer group
+inline constexpr std::uint32_t kMaxProducerSlots = 1u << 15;  // owner field of a key latch
+inline constexpr std::uint64_t kMinCapacity = 64 * 1024;
+inline constexpr std::uint64_t kMaxCapacity = std::uint64_t{1} << 40;
+
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
+static_assert(sizeof(std::atomic<std::uint64_t>) == 8 && alignof(std::atomic<std::uint64_t>) == 8,
+              "shared atomics must have the layout of the plain integer");
+
+// ---------------------------------------------------------------------------------
+// Ownership words: who holds a producer slot, a group registration or a worker.
+// [state:8 | reserved:24 | pid:32]. The owner's process start time is kept beside it
+// so that a recycled pid is not mistaken for the owner (see detail/process.hpp).
+namespace owner {
+enum State : std::uint64_t {
+  free = 0,        // never used
+  attaching = 1,   // being taken; start time not yet written
+  active = 2,      // held by a live process (or a dead one nobody has recovered yet)
+  detached = 3,    // released cleanly; identity (producer id, sequence) retained
+  recovering = 4,  // a process is repairing what a dead owner left behind
+  registering = 5, // consumer group being registered
+};
+constexpr std::uint64_t make(State s, std::uint32_t pid) noexcept {
+  return (std::uint64_t(s) << 56) | pid;
+}
+constexpr State state(std::uint64_t w) noexcept { return State(w >> 56); }
+constexpr std::uint32_t pid(std::uint64_t w) noexcept { return std::uint32_t(w); }
+}  // namespace owner
+
+// ---------------------------------------------------------------------------------
+enum class RegionKind : std::uint32_t {
+  none = 0,
+  control = 1,
+  producers = 2,
+  groups = 3,
+  keys = 4,
+  log = 8,
+};
+
+struct RegionDesc {
+  std::uint32_t kind;         // RegionKind
+  std::uint32_t entry_size;   // bytes per entry (tables) or 1 (the log)
+  std::uint64_t entry_count;
+  std::uint64_t offset;       // from the start of the segment
+  std::uint64_t size;         // entry_size * entry_count
+};
+static_assert(sizeof(RegionDesc) == 32);
+
+// Page 0. Everything from `total_size` to the end of `name` is immutable after
+// creation and covered by `checksum`; `magic` is stored last with release order,
+// so an opener that acquires the magic sees a complete header.
+struct SegmentHeader {
+  std::atomic<std::uint64_t> magic;   // 0
+  std::uint32_t version_major;        // 8
+  std::uint32_t version_minor;        // 12
+  std::uint64_t checksum;             // 16 FNV-1a over [offsetof(total_size), kChecksumEnd)
+  std::uint64_t reserved0;            // 24
+  // ---- immutable, checksummed ----
+  std::uint64_t total_size;           // 32 bytes of the whole segment
+  std::uint64_t creator_pid;          // 40
+  std::uint64_t creator_start_ticks;  // 48
+  std::uint64_t created_realtime_ns;  // 56
+  std::uint32_t mode;                 // 64 permission bits asked for at creation
+  std::uint32_t header_size;          // 68 sizeof(SegmentHeader)
+  std::uint64_t log_capacity;         // 72 bytes, power of two
+  std::uint32_t log_capacity_shift;   // 80 log2(log_capacity)
+  std::uint32_t max_event;            // 84 largest payload accepted
+  std::uint32_t max_producers;        // 88
+  std::uint32_t max_groups;           // 92
+  std::uint32_t max_workers;          // 96 == kMaxWorkers
+  std::uint32_t key_slots;            // 100 power of two
+  std::uint32_t region_count;         // 104
+  std::uint32_t reserved1;            // 108
+  std::uint64_t reserved2[2];         // 112
+  RegionDesc regions[kMaxRegions];    // 128
+  char name[kNameBytes];              // 640 shm name or file path, zero-terminated
+  std::uint8_t pad[kPage - 896];      // 896
+};
+inline constexpr std::size_t kChecksumBegin = 32;
+inline constexpr std::size_t kChecksumEnd = 896;
+static_assert(sizeof(SegmentHeader) == kPage, "the header is exactly page 0");
+static_assert(offsetof(SegmentHeader, total_size) == kChecksumBegin);
+static_assert(offsetof(SegmentHeader, regions) == 128);
+static_assert(offsetof(SegmentHeader, name) == 640);
+static_assert(offsetof(SegmentHeader, pad) == kChecksumEnd);
+
+// ---------------------------------------------------------------------------------
+// Control block: the words every producer and consumer meets. Each group of words
+// written by different parties sits on its own kHotAlign block.
+struct alignas(kHotAlign) ControlBlock {
+  // Next free position of the log. Producers advance it by CAS (Producer::try_claim);
+  // consumers never touch it on their fast path (they spin on frame words).
+  alignas(kHotAlign) std::atomic<std::uint64_t> tail;
+  // Bumped around every change of the set of gating consumer groups; producers
+  // re-read the gating cursors under it like a seqlock (producer.cpp, refresh_limit).
+  alignas(kHotAlign) std::atomic<std::uint64_t> gating_gen;
+  // Consumers parked waiting for data, and the futex word they sleep on.
+  alignas(kHotAlign) std::atomic<std::uint32_t> data_waiters;
+  std::atomic<std::uint32_t> data_seq;
+  // Producers parked waiting for space, and the futex word they sleep on.
+  alignas(kHotAlign) std::atomic<std::uint32_t> space_waiters;
+  std::atomic<std::uint32_t> space_seq;
+  // Rarely written: identity allocation and the recovery counters.
+  alignas(kHotAlign) std::atomic<std::uint64_t> next_producer_id;
+  std::atomic<std::uint64_t> keys_used;
+  std::atomic<std::uint64_t> producers_recovered;  // dead producers repaired
+  std::atomic<std::uint64_t> holes_padded;         // claims of dead producers turned to padding
+  std::atomic<std::uint64_t> records_voided;       // claims of dead producers turned to void
+  std::atomic<std::uint64_t> latches_released;     // key latches taken back from dead producers
+  std::atomic<std::uint64_t> stalls_unresolved;    // stalls whose owner could not be decided
+  std::atomic<std::uint64_t> longest_stall_ns;     // longest reader stall ended by recovery
+};
+static_assert(offsetof(ControlBlock, tail) == 0);
+static_assert(offsetof(ControlBlock, gating_gen) == kHotAlign, "tail and gating generation apart");
+static_assert(offsetof(ControlBlock, data_waiters) == 2 * kHotAlign);
+static_assert(offsetof(ControlBlock, space_waiters) == 3 * kHotAlign);
+static_assert(sizeof(ControlBlock) == 5 * kHotAlign);
+
+// ---------------------------------------------------------------------------------
+// Claim journal phases (ProducerSlot::claim = [phase:2 | position:62]).
+namespace claim_phase {
+inline constexpr std::uint64_t idle = 0;
+inline constexpr std::uint64_t claiming = 1;  // about to CAS the tail from `position`
+inline constexpr std::uint64_t claimed = 2;   // owns [position, position + shape bytes)
+inline constexpr std::uint64_t kPositionMask = (std::uint64_t{1} << 62) - 1;
+constexpr std::uint64_t make(std::uint64_t phase, std::uint64_t position) noexcept {
+  return (phase << 62) | (position & kPositionMask);
+}
+constexpr std::uint64_t phase(std::uint64_t w) noexcept { return w >> 62; }
+constexpr std::uint64_t position(std::uint64_t w) noexcept { return w & kPositionMask; }
+}  // namespace claim_phase
+
+// One per producer handle. The first block is identity and counters; the second is
+// the claim journal, written only by the owner on every claim and read only when the
+// owner is dead (recovery.cpp). Both are private to the owner's core in steady state.
+struct alignas(kHotAlign) ProducerSlot {
+  std::atomic<std::uint64_t> owner;        // owner:: word
+  std::atomic<std::uint64_t> owner_start;  // owner process start time (ticks since boot)
+  std::atomic<std::uint64_t> producer_id;  // stable across restarts when chosen by the user
+  std::atomic<std::uint64_t> epoch;        // attach count of this producer id
+  std::atomic<std::uint64_t> next_seq;     // next producer_seq to assign
+  std::atomic<std::uint64_t> published;    // records committed through this slot
+  std::atomic<std::uint64_t> full_count;   // claims refused or delayed by back-pressure
+  std::atomic<std::uint64_t> limit;        // gating limit the owner currently claims up to
+  std::atomic<std::uint64_t> attached_ns;  // realtime of the last attach
+  std::atomic<std::uint64_t> aborted;      // claims aborted by the owner
+  std::uint64_t reserved0[6];
+  // ---- claim journal ----
+  std::atomic<std::uint64_t> claim;            // claim_phase word
+  std::atomic<std::uint64_t> claim_shape;      // record bytes (low 32) | record count (high 32)
+  std::atomic<std::uint64_t> claim_key_index;  // 1 + key table index latched; 0 = none
+  std::atomic<std::uint64_t> claim_key_seq;    // first key_seq the claim assigns
+  std::atomic<std::uint64_t> claim_meta;       // type id (low 16) | payload length (high 32)
+  std::atomic<std::uint64_t> claim_seq;        // first producer_seq of the claim
+  std::uint64_t reserved1[10];
+};
+static_assert(sizeof(ProducerSlot) == 2 * kHotAlign);
+static_assert(offsetof(ProducerSlot, claim) == kHotAlign, "journal on its own block");
+
+// ---------------------------------------------------------------------------------
+// One per (group, worker index). Written by the worker; read by producers when they
+// recompute their gating limit and by tools.
+struct alignas(kHotAlign) WorkerSlot {
+  std::atomic<std::uint64_t> cursor;       // every event before it that routes here is handled
+  std::atomic<std::uint64_t> consumed;     // events handed to the handler
+  std::atomic<std::uint64_t> owner;        // owner:: word of the process running this worker
+  std::atomic<std::uint64_t> owner_start;
+  std::atomic<std::uint64_t> inflight;     // position being handled, or kNoPosition
+  std::atomic<std::uint64_t> voids_seen;   // void records (lost events) passed over
+  std::atomic<std::uint64_t> handler_errors;
+  std::atomic<std::uint64_t> last_handled_ns;
+  std::uint64_t reserved[8];
+};
+static_assert(sizeof(WorkerSlot) == kHotAlign);
+
+inline constexpr std::uint64_t kNoPosition = ~std::uint64_t{0};
+
+struct alignas(kHotAlign) GroupSlot {
+  std::atomic<std::uint64_t> state;       // owner:: word: free / registering / active
+  std::atomic<std::uint64_t> workers;     // worker count the cursors were kept for
+  std::atomic<std::uint64_t> flags;
+  std::atomic<std::uint64_t> created_ns;
+  std::atomic<std::uint64_t> resumes;     // times a process joined this existing group
+  std::uint64_t reserved[3];
+  std::atomic<std::uint64_t> name[kGroupNameBytes / 8];  // zero-terminated, read word by word
+  WorkerSlot worker[kMaxWorkers];
+};
+static_assert(offsetof(GroupSlot, worker) == kHotAlign);
+static_assert(sizeof(GroupSlot) == kHotAlign * (1 + kMaxWorkers));
+
+// ---------------------------------------------------------------------------------
+// Key table entry: open addressing on the 64-bit key (0 = empty, never a key).
+// The latch word serialises the claims of one key so that key_seq follows log order:
+//   [locked:1 | owner slot:15 | last key_seq:48]
+struct KeyEntry {
+  std::atomic<std::uint64_t> key;
+  std::atomic<std::uint64_t> latch;
+};
+static_assert(sizeof(KeyEntry) == 16);
+
+namespace latch {
+inline constexpr std::uint64_t kLocked = std::uint64_t{1} << 63;
+inline constexpr unsigned kOwnerShift = 48;
+inline constexpr std::uint64_t kOwnerMask = 0x7fffull;
+constexpr std::uint64_t make(bool locked, std::uint32_t owner_slot, std::uint64_t last_seq) noexcept {
+  return (locked ? kLocked : 0) | ((owner_slot & kOwnerMask) << kOwnerShift) | (last_seq & kKeySeqMask);
+}
+constexpr bool locked(std::uint64_t w) noexcept { return (w & kLocked) != 0; }
+constexpr std::uint32_t owner_slot(std::uint64_t w) noexcept {
+  return std::uint32_t((w >> kOwnerShift) & kOwnerMask);
+}
+constexpr std::uint64_t last_seq(std::uint64_t w) noexcept { return w & kKeySeqMask; }
+static_assert(owner_slot(make(true, kMaxProducerSlots - 1, 0)) == kMaxProducerSlots - 1);
+}  // namespace latch
+
+}  // namespace ringbus::layout

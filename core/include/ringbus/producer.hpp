@@ -1,0 +1,407 @@
+// Producer: appends events to a segment's log. Claim / commit / abort are separate
+// verbs; publish() is claim + copy + commit.
+//
+// The claim protocol (DESIGN.md, "Claim and commit"), in the order it happens:
+//   1. keyed: take the key's latch (CAS on the key table entry); key_seq = last + 1
+//   2. journal the claim in this producer's slot (for crash recovery)
+//   3. CAS the tail from t to t + bytes: the only RMW on the shared tail. A claim that
+//      would cross the end of the ring also claims the rest of the lap as padding.
+//   4. write the padding frame (if any), release the latch with key_seq published
+//   5. caller writes the payload; commit() writes the header and, last, the frame word
+//      with release order. Readers acquire the frame word.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+
+#include "ringbus/clock.hpp"
+#include "ringbus/detail/fault.hpp"
+#include "ringbus/detail/key_table.hpp"
+#include "ringbus/detail/waiter.hpp"
+#include "ringbus/layout.hpp"
+#include "ringbus/record.hpp"
+#include "ringbus/segment.hpp"
+#include "ringbus/status.hpp"
+#include "ringbus/wait_strategy.hpp"
+
+namespace ringbus {
+
+enum class Timestamps : std::uint8_t {
+  clock,  // header timestamp from wall_clock_ns() at commit (unless set on the claim)
+  none,   // header timestamp 0 unless set on the claim
+};
+
+struct ProducerOptions {
+  // 0: a new producer id. Otherwise an id in [1, 2^31) chosen by the application; a
+  // producer that re-attaches with the same id continues its producer_seq, which is
+  // what consumer-side deduplication keys on.
+  std::uint32_t producer_id = 0;
+  // 0: continue the id's sequence (1 for a new id). Otherwise the next producer_seq,
+  // e.g. to replay an outbox from a known point.
+  std::uint64_t first_seq = 0;
+  WaitStrategy wait = WaitStrategy::spin_yield();  // blocking claims on a full log
+  Timestamps timestamps = Timestamps::clock;
+};
+
+inline constexpr std::chrono::nanoseconds kForever = std::chrono::nanoseconds::max();
+
+class Producer;
+
+// One claimed record, or a batch of equal-size records, writable until commit() or
+// abort(). Destroying an open claim aborts it. A producer has at most one open claim.
+class Claim {
+ public:
+  Claim() = default;
+  Claim(const Claim&) = delete;
+  Claim& operator=(const Claim&) = delete;
+  Claim(Claim&& other) noexcept { take(other); }
+  Claim& operator=(Claim&& other) noexcept {
+    if (this != &other) {
+      if (producer_ != nullptr) abort();
+      take(other);
+    }
+    return *this;
+  }
+  ~Claim() {
+    if (producer_ != nullptr) abort();
+  }
+
+  [[nodiscard]] std::span<std::byte> payload(std::uint32_t i = 0) const noexcept {
+    return {base_ + i * rec_bytes_ + kRecordHeaderSize, len_};
+  }
+  [[nodiscard]] std::uint32_t count() const noexcept { return count_; }
+  [[nodiscard]] std::uint64_t position(std::uint32_t i = 0) const noexcept { return pos_ + i * rec_bytes_; }
+  [[nodiscard]] std::uint64_t key_seq(std::uint32_t i = 0) const noexcept { return key_ != 0 ? key_seq_ + i : 0; }
+  [[nodiscard]] std::uint64_t producer_seq(std::uint32_t i = 0) const noexcept { return pseq_ + i; }
+
+  void set_correlation_id(std::uint64_t v) noexcept { correlation_ = v; }
+  void set_timestamp_ns(std::uint64_t v) noexcept { timestamp_ = v; }
+  void set_schema_version(std::uint16_t v) noexcept { schema_ = v; }
+  void set_flags(std::uint16_t v) noexcept { flags_ = v; }
+
+  // Makes the record(s) visible to consumers.
+  void commit() noexcept;
+  // Withdraws the claim. The bytes become padding and the key_seq is given back when
+  // no later claim of the key exists; otherwise they become a void record that keeps
+  // key_seq gap-free (DESIGN.md, "Abort").
+  void abort() noexcept;
+
+  explicit operator bool() const noexcept { return producer_ != nullptr; }
+
+ private:
+  friend class Producer;
+  void take(Claim& o) noexcept {
+    producer_ = o.producer_;
+    base_ = o.base_;
+    pos_ = o.pos_;
+    key_ = o.key_;
+    key_index_ = o.key_index_;
+    key_seq_ = o.key_seq_;
+    pseq_ = o.pseq_;
+    rec_bytes_ = o.rec_bytes_;
+    correlation_ = o.correlation_;
+    timestamp_ = o.timestamp_;
+    len_ = o.len_;
+    count_ = o.count_;
+    type_ = o.type_;
+    schema_ = o.schema_;
+    flags_ = o.flags_;
+    o.producer_ = nullptr;
+    if (producer_ != nullptr) relink();
+  }
+  void relink() noexcept;
+
+  Producer* producer_ = nullptr;
+  std::byte* base_ = nullptr;  // header of the first record
+  std::uint64_t pos_ = 0;
+  std::uint64_t key_ = 0;
+  std::uint64_t key_index_ = 0;  // 1 + key table index; 0 for unkeyed
+  std::uint64_t key_seq_ = 0;
+  std::uint64_t pseq_ = 0;
+  std::uint64_t rec_bytes_ = 0;
+  std::uint64_t correlation_ = 0;
+  std::uint64_t timestamp_ = 0;
+  std::uint32_t len_ = 0;
+  std::uint32_t count_ = 0;
+  std::uint16_t type_ = 0;
+  std::uint16_t schema_ = 0;
+  std::uint16_t flags_ = 0;
+};
+
+class Producer {
+ public:
+  // Takes a producer slot in the segment. Throws Error(no_slot) when all are in use,
+  // Error(busy) when `producer_id` is attached by another live process.
+  static Producer attach(const Segment& segment, const ProducerOptions& options = {});
+
+  Producer() = default;
+  Producer(Producer&& other) noexcept;
+  Producer& operator=(Producer&& other) noexcept;
+  Producer(const Producer&) = delete;
+  Producer& operator=(const Producer&) = delete;
+  ~Producer() { detach(); }
+
+  // Zero-copy claim of one record with `len` payload bytes. key 0 = unkeyed.
+  [[nodiscard]] Status try_claim(std::uint64_t key, std::uint16_t type, std::uint32_t len, Claim& out) noexcept {
+    return claim_impl(key, 0, false, type, len, 1, out);
+  }
+  // As try_claim, only if `key`'s last key_seq is `expected` (0 = never published);
+  // else Status::conflict. The claim then carries key_seq expected + 1. Needs a key
+  // (Status::invalid for key 0).
+  [[nodiscard]] Status try_claim_expected(std::uint64_t key, std::uint64_t expected, std::uint16_t type,
+                                          std::uint32_t len, Claim& out) noexcept {
+    if (key == 0) return Status::invalid;
+    return claim_impl(key, expected, true, type, len, 1, out);
+  }
+  // `count` records of `len` payload bytes each under one tail CAS (and, keyed, one
+  // latch: key_seq runs last+1 .. last+count). count >= 1; at most capacity/4 bytes.
+  [[nodiscard]] Status try_claim_batch(std::uint64_t key, std::uint16_t type, std::uint32_t len,
+                                       std::uint32_t count, Claim& out) noexcept {
+    if (count == 0) return Status::invalid;
+    return claim_impl(key, 0, false, type, len, count, out);
+  }
+  // Blocking twins: wait with the producer's WaitStrategy while the log is full.
+  Status claim(std::uint64_t key, std::uint16_t type, std::uint32_t len, Claim& out,
+               std::chrono::nanoseconds timeout = kForever) noexcept {
+    const Status s = try_claim(key, type, len, out);
+    return s == Status::full ? claim_blocking(key, 0, false, type, len, 1, out, timeout) : s;
+  }
+  Status claim_batch(std::uint64_t key, std::uint16_t type, std::uint32_t len, std::uint32_t count, Claim& out,
+                     std::chrono::nanoseconds timeout = kForever) noexcept {
+    const Status s = try_claim_batch(key, type, len, count, out);
+    return s == Status::full ? claim_blocking(key, 0, false, type, len, count, out, timeout) : s;
+  }
+
+  [[nodiscard]] Status try_publish(std::uint64_t key, std::uint16_t type, std::span<const std::byte> payload) noexcept {
+    return copy_commit(try_claim(key, type, static_cast<std::uint32_t>(clamp_len(payload)), scratch_), payload);
+  }
+  Status publish(std::uint64_t key, std::uint16_t type, std::span<const std::byte> payload,
+                 std::chrono::nanoseconds timeout = kForever) noexcept {
+    return copy_commit(claim(key, type, static_cast<std::uint32_t>(clamp_len(payload)), scratch_, timeout), payload);
+  }
+  [[nodiscard]] Status try_publish_expected(std::uint64_t key, std::uint64_t expected, std::uint16_t type,
+                                            std::span<const std::byte> payload) noexcept {
+    return copy_commit(try_claim_expected(key, expected, type, static_cast<std::uint32_t>(clamp_len(payload)), scratch_),
+                       payload);
+  }
+  Status publish_expected(std::uint64_t key, std::uint64_t expected, std::uint16_t type,
+                          std::span<const std::byte> payload, std::chrono::nanoseconds timeout = kForever) noexcept {
+    const auto len = static_cast<std::uint32_t>(clamp_len(payload));
+    Status s = try_claim_expected(key, expected, type, len, scratch_);
+    if (s == Status::full) s = claim_blocking(key, expected, true, type, len, 1, scratch_, timeout);
+    return copy_commit(s, payload);
+  }
+
+  [[nodiscard]] std::uint32_t id() const noexcept { return id_; }
+  [[nodiscard]] std::uint64_t next_seq() const noexcept { return next_seq_; }
+  [[nodiscard]] std::uint32_t slot_index() const noexcept { return slot_index_; }
+  [[nodiscard]] const Segment& segment() const noexcept { return seg_; }
+  explicit operator bool() const noexcept { return slot_ != nullptr; }
+
+  // Releases the slot (keeping the id's sequence for a later attach). Aborts nothing:
+  // an open claim must be committed or aborted first, else it is aborted here.
+  void detach() noexcept;
+
+ private:
+  friend class Claim;
+
+  static std::size_t clamp_len(std::span<const std::byte> p) noexcept {
+    return p.size() > 0xffffffffu ? 0xffffffffu : p.size();
+  }
+  Status copy_commit(Status s, std::span<const std::byte> payload) noexcept {
+    if (s != Status::ok) return s;
+    if (!payload.empty()) std::memcpy(scratch_.payload().data(), payload.data(), payload.size());
+    scratch_.commit();
+    return Status::ok;
+  }
+
+  Status claim_impl(std::uint64_t key, std::uint64_t expected, bool check_expected, std::uint16_t type,
+                    std::uint32_t len, std::uint32_t count, Claim& out) noexcept;
+  Status claim_blocking(std::uint64_t key, std::uint64_t expected, bool check_expected, std::uint16_t type,
+                        std::uint32_t len, std::uint32_t count, Claim& out, std::chrono::nanoseconds timeout) noexcept;
+  bool refresh_limit(std::uint64_t needed) noexcept;
+  std::uint64_t lock_latch(std::uint64_t index) noexcept;
+  std::uint64_t lock_latch_slow(std::uint64_t index) noexcept;
+  void unlock_latch(std::uint64_t index, std::uint64_t last_seq) noexcept {
+    // Publishes key_seq up to last_seq; pairs with the acquire in lock_latch().
+    r_.keys[index].latch.store(layout::latch::make(false, slot_index_, last_seq), std::memory_order_release);
+  }
+  void write_padding(std::uint64_t pos, std::uint64_t bytes) noexcept {
+    // Pairs with the acquire load of the frame by readers.
+    std::atomic_ref<std::uint64_t>(r_.record_at(pos)->frame)
+        .store(frame::make(RecordState::padding, r_.lap(pos), static_cast<std::uint32_t>(bytes)),
+               std::memory_order_release);
+  }
+  void commit(Claim& c) noexcept;
+  void abort(Claim& c) noexcept;
+  void finish(std::uint64_t seqs_used, std::uint64_t published) noexcept;
+
+  Segment seg_;
+  detail::SegmentRefs r_{};
+  layout::ProducerSlot* slot_ = nullptr;
+  std::uint32_t slot_index_ = 0;
+  std::uint32_t id_ = 0;
+  std::uint64_t next_seq_ = 1;
+  std::uint64_t published_ = 0;
+  std::uint64_t limit_ = 0;  // claims may end at or before this position without a rescan
+  std::uint64_t max_claim_ = 0;
+  WaitStrategy wait_{};
+  Timestamps timestamps_ = Timestamps::clock;
+  bool open_ = false;
+  Claim* open_claim_ = nullptr;  // the claim object holding the open claim
+  Claim scratch_;                // the claim behind publish()
+};
+
+// ---------------------------------------------------------------------------------
+// Hot paths.
+
+inline std::uint64_t Producer::lock_latch(std::uint64_t index) noexcept {
+  std::atomic<std::uint64_t>& l = r_.keys[index].latch;
+  std::uint64_t w = l.load(std::memory_order_relaxed);
+  // Acquire pairs with the release in unlock_latch(): the previous holder's tail CAS
+  // happens-before ours, so key_seq order is log order.
+  if (!layout::latch::locked(w) &&
+      l.compare_exchange_strong(w, layout::latch::make(true, slot_index_, layout::latch::last_seq(w)),
+                                std::memory_order_acquire, std::memory_order_relaxed)) [[likely]] {
+    return layout::latch::last_seq(w);
+  }
+  return lock_latch_slow(index);
+}
+
+inline Status Producer::claim_impl(std::uint64_t key, std::uint64_t expected, bool check_expected, std::uint16_t type,
+                                   std::uint32_t len, std::uint32_t count, Claim& out) noexcept {
+  if (open_) [[unlikely]] return Status::busy;
+  if (len > r_.max_event) [[unlikely]] return Status::too_large;
+  const std::uint64_t rec = record_bytes(len);
+  const std::uint64_t total = rec * count;
+  if (total > max_claim_) [[unlikely]] return Status::too_large;
+  layout::ProducerSlot& s = *slot_;
+
+  std::uint64_t key_index = 0;
+  std::uint64_t first_key_seq = 0;
+  if (key != 0) {
+    const std::uint64_t idx = detail::find_or_insert_key(r_, key);
+    if (idx == detail::kNoEntry) [[unlikely]] return Status::keys_full;
+    key_index = idx + 1;
+    // Journal names the latch before it is taken, so recovery can find it.
+    s.claim_key_index.store(key_index, std::memory_order_relaxed);
+    const std::uint64_t last = lock_latch(idx);
+    RINGBUS_FAULT_POINT(after_latch);
+    if ((check_expected && last != expected) || last + count > kMaxKeySeq) [[unlikely]] {
+      unlock_latch(idx, last);
+      s.claim_key_index.store(0, std::memory_order_relaxed);
+      return check_expected && last != expected ? Status::conflict : Status::keys_full;
+    }
+    first_key_seq = last + 1;
+    s.claim_key_seq.store(first_key_seq, std::memory_order_relaxed);
+  }
+  s.claim_shape.store(rec | (std::uint64_t{count} << 32), std::memory_order_relaxed);
+  s.claim_meta.store(std::uint64_t{type} | (std::uint64_t{len} << 16), std::memory_order_relaxed);
+  s.claim_seq.store(next_seq_, std::memory_order_relaxed);
+
+  std::atomic<std::uint64_t>& tail = r_.control->tail;
+  std::uint64_t t = tail.load(std::memory_order_relaxed);
+  std::uint64_t begin = 0;
+  for (;;) {
+    const std::uint64_t room = r_.to_lap_end(t);
+    begin = room >= total ? t : t + room;  // a record never crosses the end of the ring
+    if (begin + total > limit_ && !refresh_limit(begin + total)) [[unlikely]] {
+      s.claim.store(layout::claim_phase::make(layout::claim_phase::idle, 0), std::memory_order_relaxed);
+      if (key_index != 0) {
+        unlock_latch(key_index - 1, first_key_seq - 1);
+        s.claim_key_index.store(0, std::memory_order_relaxed);
+      }
+      s.full_count.store(s.full_count.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+      return Status::full;
+    }
+    // Journal before the CAS: a dead claimant is identified by the position it claimed.
+    s.claim.store(layout::claim_phase::make(layout::claim_phase::claiming, t), std::memory_order_relaxed);
+    // The claim. Release: the journal is visible to whoever observes the new tail.
+    if (tail.compare_exchange_weak(t, begin + total, std::memory_order_acq_rel, std::memory_order_relaxed)) break;
+  }
+  RINGBUS_FAULT_POINT(after_tail_cas);
+  s.claim.store(layout::claim_phase::make(layout::claim_phase::claimed, t), std::memory_order_relaxed);
+  // Tail readers copy records racily and validate with the tail afterwards (a
+  // seqlock); this fence orders our tail CAS before every byte we write next.
+  std::atomic_thread_fence(std::memory_order_release);
+  RINGBUS_FAULT_POINT(after_journal);
+  if (begin != t) write_padding(t, begin - t);
+  if (key_index != 0) unlock_latch(key_index - 1, first_key_seq + count - 1);
+  RINGBUS_FAULT_POINT(after_unlatch);
+
+  if (out.producer_ != nullptr) out.abort();
+  out.producer_ = this;
+  out.base_ = reinterpret_cast<std::byte*>(r_.record_at(begin));
+  out.pos_ = begin;
+  out.key_ = key;
+  out.key_index_ = key_index;
+  out.key_seq_ = first_key_seq;
+  out.pseq_ = next_seq_;
+  out.rec_bytes_ = rec;
+  out.correlation_ = 0;
+  out.timestamp_ = 0;
+  out.len_ = len;
+  out.count_ = count;
+  out.type_ = type;
+  out.schema_ = 0;
+  out.flags_ = 0;
+  open_ = true;
+  open_claim_ = &out;
+  return Status::ok;
+}
+
+inline void Producer::commit(Claim& c) noexcept {
+  std::uint64_t ts = c.timestamp_;
+  if (ts == 0 && timestamps_ == Timestamps::clock) ts = wall_clock_ns();
+  std::byte* p = c.base_;
+  std::uint64_t pos = c.pos_;
+  for (std::uint32_t i = 0; i < c.count_; ++i, p += c.rec_bytes_, pos += c.rec_bytes_) {
+    auto* h = reinterpret_cast<RecordHeader*>(p);
+    h->position = pos;
+    h->key = c.key_;
+    h->key_seq_flags = pack_key_seq_flags(c.key_ != 0 ? c.key_seq_ + i : 0, c.flags_);
+    h->producer_seq = c.pseq_ + i;
+    h->producer_id = id_;
+    h->type_id = c.type_;
+    h->schema_version = c.schema_;
+    h->timestamp_ns = ts;
+    h->correlation_id = c.correlation_;
+    RINGBUS_FAULT_POINT(before_frame);
+    // Publishes the record: pairs with the acquire load of the frame in Worker::poll.
+    std::atomic_ref<std::uint64_t>(h->frame)
+        .store(frame::make(RecordState::data, r_.lap(pos), c.len_), std::memory_order_release);
+  }
+  RINGBUS_FAULT_POINT(after_commit);
+  c.producer_ = nullptr;
+  finish(c.count_, c.count_);
+}
+
+inline void Producer::finish(std::uint64_t seqs_used, std::uint64_t published) noexcept {
+  layout::ProducerSlot& s = *slot_;
+  next_seq_ += seqs_used;
+  published_ += published;
+  s.next_seq.store(next_seq_, std::memory_order_relaxed);
+  s.published.store(published_, std::memory_order_relaxed);
+  s.claim_key_index.store(0, std::memory_order_relaxed);
+  // Release: recovery that finds the journal idle also finds the frames stored above.
+  s.claim.store(layout::claim_phase::make(layout::claim_phase::idle, 0), std::memory_order_release);
+  open_ = false;
+  open_claim_ = nullptr;
+  detail::wake_if_parked(r_.control->data_waiters, r_.control->data_seq);
+}
+
+inline void Claim::relink() noexcept { producer_->open_claim_ = this; }
+
+inline void Claim::commit() noexcept {
+  if (producer_ != nullptr) producer_->commit(*this);
+}
+
+inline void Claim::abort() noexcept {
+  if (producer_ != nullptr) producer_->abort(*this);
+}
+
+}  // namespace ringbus

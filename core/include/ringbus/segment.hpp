@@ -1,0 +1,130 @@
+// A segment: one mmap'd region (POSIX shared memory under /dev/shm, or a file) that
+// holds a ringbus log and everything its producers and consumers share.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "ringbus/layout.hpp"
+#include "ringbus/record.hpp"
+
+namespace ringbus {
+
+// Where a segment lives: a shared-memory name (no '/', no "..") or a file path.
+struct Location {
+  enum class Kind : std::uint8_t { shm, file };
+  Kind kind = Kind::shm;
+  std::string name;  // shm name without the leading '/', or the file path
+
+  static Location shm(std::string name) { return {Kind::shm, std::move(name)}; }
+  static Location file(std::string path) { return {Kind::file, std::move(path)}; }
+  // A string with a '/' is a file path; anything else is a shared-memory name.
+  static Location parse(std::string_view text);
+  // "shm:NAME" or the path; used in every error message about the segment.
+  [[nodiscard]] std::string display() const;
+};
+
+struct SegmentOptions {
+  std::uint64_t capacity = 16ull << 20;  // log bytes; a power of two >= 64 KiB
+  std::uint32_t max_event = 64u << 10;   // largest payload; record must fit in capacity / 4
+  std::uint32_t max_producers = 64;      // producer handles attached at once (any process)
+  std::uint32_t max_groups = 16;         // consumer groups
+  std::uint32_t key_slots = 1u << 16;    // distinct keys ever published (power of two)
+  std::uint32_t mode = 0600;             // permission bits of the new file
+  enum class IfExists : std::uint8_t {
+    fail,     // Errc::exists
+    replace,  // unlink the old one first (its users keep their mapping)
+  } if_exists = IfExists::fail;
+};
+
+struct OpenOptions {
+  bool allow_other_owner = false;  // accept a segment owned by another user id
+  bool allow_wider_mode = false;   // accept permission bits wider than at creation
+  // How long to wait for a creator that is still writing the header.
+  std::chrono::milliseconds init_timeout{2000};
+};
+
+namespace detail {
+
+// Pointers and sizes validated at attach, copied out of the shared header so that a
+// later write to shared memory cannot move a bound the hot paths rely on.
+struct SegmentRefs {
+  std::byte* base = nullptr;
+  std::uint64_t total_size = 0;
+  layout::SegmentHeader* header = nullptr;
+  layout::ControlBlock* control = nullptr;
+  layout::ProducerSlot* producers = nullptr;
+  std::uint32_t max_producers = 0;
+  layout::GroupSlot* groups = nullptr;
+  std::uint32_t max_groups = 0;
+  layout::KeyEntry* keys = nullptr;
+  std::uint64_t key_mask = 0;  // key_slots - 1
+  std::byte* log = nullptr;
+  std::uint64_t capacity = 0;  // power of two
+  std::uint64_t mask = 0;      // capacity - 1
+  unsigned shift = 0;          // log2(capacity)
+  std::uint32_t max_event = 0;
+  std::uint64_t max_record = 0;  // record_bytes(max_event)
+
+  [[nodiscard]] RecordHeader* record_at(std::uint64_t pos) const noexcept {
+    return reinterpret_cast<RecordHeader*>(log + (pos & mask));
+  }
+  [[nodiscard]] std::uint64_t lap(std::uint64_t pos) const noexcept { return pos >> shift; }
+  // Bytes from `pos` to the end of its lap.
+  [[nodiscard]] std::uint64_t to_lap_end(std::uint64_t pos) const noexcept {
+    return capacity - (pos & mask);
+  }
+};
+
+class Mapping;
+
+}  // namespace detail
+
+// A mapped segment. Cheap to copy (the mapping is shared and unmapped with the last
+// copy); producers and consumer groups keep it alive.
+class Segment {
+ public:
+  // Creates and initialises a new segment (0600 unless options.mode says otherwise).
+  // Throws Error: invalid_name, invalid_options, exists, permission, no_space, system.
+  static Segment create(const Location& where, const SegmentOptions& options = {});
+
+  // Opens an existing segment and validates it: magic, version, sizes, region table,
+  // checksum, owner and mode. Persisted sizes win over anything the caller assumes.
+  // Throws Error: not_found, foreign, truncated, version_mismatch, not_initialised,
+  // corrupt, owner_mismatch, mode_widened, permission, system.
+  static Segment open(const Location& where, const OpenOptions& options = {});
+
+  // Removes the name (shm_unlink / unlink). Returns false if there was none. Processes
+  // that have it mapped keep using it until they unmap.
+  static bool remove(const Location& where);
+
+  [[nodiscard]] const Location& location() const noexcept;
+  [[nodiscard]] const layout::SegmentHeader& header() const noexcept;
+  [[nodiscard]] std::uint64_t capacity() const noexcept { return refs().capacity; }
+  [[nodiscard]] std::uint32_t max_event() const noexcept { return refs().max_event; }
+  [[nodiscard]] std::uint32_t max_producers() const noexcept { return refs().max_producers; }
+  [[nodiscard]] std::uint32_t max_groups() const noexcept { return refs().max_groups; }
+  [[nodiscard]] std::uint64_t key_slots() const noexcept { return refs().key_mask + 1; }
+  // The tail: one past the last claimed byte (racy observer).
+  [[nodiscard]] std::uint64_t was_tail() const noexcept {
+    return refs().control->tail.load(std::memory_order_acquire);
+  }
+
+  [[nodiscard]] const detail::SegmentRefs& refs() const noexcept;
+
+  explicit operator bool() const noexcept { return map_ != nullptr; }
+  Segment() = default;
+
+ private:
+  explicit Segment(std::shared_ptr<detail::Mapping> m) : map_(std::move(m)) {}
+  std::shared_ptr<detail::Mapping> map_;
+};
+
+// Validates a shared-memory or group name: 1..max_len bytes of [A-Za-z0-9._-],
+// not "." or "..". Returns an empty string if valid, else what is wrong.
+std::string check_name(std::string_view name, std::size_t max_len);
+
+}  // namespace ringbus

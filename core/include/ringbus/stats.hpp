@@ -1,0 +1,69 @@
+// A snapshot of a segment's counters, read from shared memory (from any process, e.g.
+// `ringbus info` / `ringbus stat`). Each value is read racily while the segment is in
+// use: a consistent picture of a moving system is not promised, only recent values.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ringbus/segment.hpp"
+
+namespace ringbus {
+
+struct ProducerStats {
+  std::uint32_t slot = 0;
+  std::uint32_t producer_id = 0;
+  std::uint32_t pid = 0;
+  std::string state;  // active, detached, recovering, ...
+  bool alive = false;
+  std::uint64_t epoch = 0;
+  std::uint64_t next_seq = 0;
+  std::uint64_t published = 0;
+  std::uint64_t full = 0;  // claims refused or delayed by back-pressure
+  std::uint64_t aborted = 0;
+};
+
+struct WorkerStats {
+  std::uint32_t index = 0;
+  std::uint32_t pid = 0;
+  std::string state;
+  bool alive = false;
+  std::uint64_t cursor = 0;
+  std::uint64_t lag_bytes = 0;  // tail - cursor
+  std::uint64_t consumed = 0;
+  std::uint64_t voids = 0;
+  std::uint64_t handler_errors = 0;
+};
+
+struct GroupStats {
+  std::uint32_t slot = 0;
+  std::string name;
+  std::uint32_t workers = 0;
+  std::uint64_t cursor = 0;     // slowest worker
+  std::uint64_t lag_bytes = 0;  // tail - slowest cursor
+  std::uint64_t consumed = 0;
+  std::uint64_t resumes = 0;
+  std::vector<WorkerStats> worker;
+};
+
+struct SegmentStats {
+  std::uint64_t tail = 0;
+  std::uint64_t capacity = 0;
+  std::uint32_t max_event = 0;
+  std::uint64_t published = 0;      // sum over producer slots still holding their count
+  std::uint64_t back_pressure = 0;  // sum of ProducerStats::full
+  std::uint64_t keys_used = 0;
+  std::uint64_t key_slots = 0;
+  std::uint64_t producers_recovered = 0;
+  std::uint64_t holes_padded = 0;
+  std::uint64_t records_voided = 0;
+  std::uint64_t latches_released = 0;
+  std::uint64_t longest_stall_ns = 0;
+  std::vector<ProducerStats> producers;  // slots ever used
+  std::vector<GroupStats> groups;        // registered groups
+};
+
+SegmentStats read_stats(const Segment& segment);
+
+}  // namespace ringbus

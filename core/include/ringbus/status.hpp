@@ -1,0 +1,25 @@
+// Result codes of the non-throwing calls on the publish and consume paths.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+namespace ringbus {
+
+// What a try_/blocking call on a hot path did. Never a bool: `full` (back-pressure,
+// try again later) must stay distinguishable from a refusal that will not change.
+enum class Status : std::uint8_t {
+  ok,         // claimed, published or committed
+  full,       // a gating consumer group has not consumed far enough; retry later
+  too_large,  // the payload is larger than the segment's max_event
+  conflict,   // publish_expected: the key's last key_seq is not the expected one
+  keys_full,  // the key table has no room for a key it has never seen
+  busy,       // this producer already has an open claim (one at a time per handle)
+  timeout,    // a blocking call reached its deadline
+  corrupt,    // shared memory failed validation; nothing was written
+  invalid,    // arguments that can never succeed (batch of 0, expected claim without a key)
+};
+
+std::string_view to_string(Status s) noexcept;
+
+}  // namespace ringbus

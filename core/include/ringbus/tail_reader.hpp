@@ -1,0 +1,59 @@
+// TailReader: a non-gating reader. Producers never wait for it; when it falls more
+// than a lap behind, the records it has not read are overwritten, and it says how many
+// it missed. It copies each record out (validating afterwards that no producer reused
+// the bytes while it copied), so the Event it returns stays valid until the next call.
+#pragma once
+
+#include <cstdint>
+#include <unordered_map>
+#include <vector>
+
+#include "ringbus/event.hpp"
+#include "ringbus/segment.hpp"
+
+namespace ringbus {
+
+enum class TailStart : std::uint8_t {
+  earliest,  // the oldest record boundary still in the ring
+  end,       // the tail: only events published from now on
+};
+
+class TailReader {
+ public:
+  static TailReader open(const Segment& segment, TailStart from = TailStart::end);
+  // Starts at `position`, which must be a record boundary (e.g. an Event::position()).
+  static TailReader open_at(const Segment& segment, std::uint64_t position);
+
+  // Copies the next event (skipping padding and void records); false if none is ready.
+  // Throws Error(corrupt) for a record that cannot be valid.
+  [[nodiscard]] bool try_next(Event& out);
+
+  // Position of the next record to read.
+  [[nodiscard]] std::uint64_t position() const noexcept { return pos_; }
+  // Events overwritten before this reader read them: gaps in each producer's
+  // producer_seq between two of its events this reader saw.
+  [[nodiscard]] std::uint64_t missed() const noexcept { return missed_; }
+  // Bytes of the log skipped because they were overwritten (exact).
+  [[nodiscard]] std::uint64_t missed_bytes() const noexcept { return missed_bytes_; }
+  // Times the reader found itself lapped and jumped forward.
+  [[nodiscard]] std::uint64_t resyncs() const noexcept { return resyncs_; }
+  // Void records (lost events) passed over.
+  [[nodiscard]] std::uint64_t voids() const noexcept { return voids_; }
+
+ private:
+  explicit TailReader(const Segment& s, std::uint64_t pos);
+  void resync(std::uint64_t tail) noexcept;
+  bool lapped(std::uint64_t pos) const noexcept;
+
+  Segment seg_;
+  detail::SegmentRefs r_{};
+  std::uint64_t pos_ = 0;
+  std::uint64_t missed_ = 0;
+  std::uint64_t missed_bytes_ = 0;
+  std::uint64_t resyncs_ = 0;
+  std::uint64_t voids_ = 0;
+  std::vector<std::uint64_t> buf_;  // header + payload, 8-byte aligned
+  std::unordered_map<std::uint32_t, std::uint64_t> last_seq_;
+};
+
+}  // namespace ringbus

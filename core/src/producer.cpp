@@ -1,0 +1,317 @@
+// Producer cold paths: attach/detach, gating limit, latch contention, abort, blocking.
+#include "ringbus/producer.hpp"
+
+#include <sched.h>
+
+#include <algorithm>
+#include <string>
+
+#include "ringbus/detail/process.hpp"
+#include "ringbus/detail/recovery.hpp"
+#include "ringbus/error.hpp"
+
+namespace ringbus {
+namespace {
+
+using layout::owner::State;
+
+// Ids chosen by applications are below this; ids assigned by the segment are above.
+constexpr std::uint32_t kAutoIdBase = 0x8000'0000u;
+constexpr std::uint32_t kNoSlot = ~0u;
+
+bool held(State st) noexcept {
+  return st == layout::owner::active || st == layout::owner::attaching || st == layout::owner::recovering;
+}
+
+}  // namespace
+
+Producer Producer::attach(const Segment& segment, const ProducerOptions& options) {
+  if (!segment) throw Error(Errc::invalid_options, "Producer::attach: no segment");
+  const std::string where = "segment " + segment.location().display();
+  if (options.producer_id >= kAutoIdBase) {
+    throw Error(Errc::invalid_options, where + ": producer id " + std::to_string(options.producer_id) +
+                                           " is out of range (application ids are 1 .. 2^31-1)");
+  }
+  detail::register_fast_side();
+  (void)Tsc::calibration();  // calibrate now, not inside the first publish
+  const detail::SegmentRefs& r = segment.refs();
+  const detail::ProcessId& me = detail::self_process();
+
+  for (int round = 0; round < 64; ++round) {
+    std::uint32_t chosen = kNoSlot;
+    std::uint64_t observed = 0;
+    bool same_id = false;
+
+    if (options.producer_id != 0) {
+      for (std::uint32_t i = 0; i < r.max_producers && chosen == kNoSlot; ++i) {
+        layout::ProducerSlot& s = r.producers[i];
+        std::uint64_t w = s.owner.load(std::memory_order_acquire);
+        if (layout::owner::state(w) == layout::owner::free ||
+            s.producer_id.load(std::memory_order_acquire) != options.producer_id) {
+          continue;
+        }
+        if (held(layout::owner::state(w))) {
+          if (!detail::owner_dead(w, s.owner_start.load(std::memory_order_acquire))) {
+            throw Error(Errc::busy, where + ": producer id " + std::to_string(options.producer_id) +
+                                        " is attached by live pid " + std::to_string(layout::owner::pid(w)));
+          }
+          detail::recover_producer(r, i);
+          w = s.owner.load(std::memory_order_acquire);
+        }
+        if (layout::owner::state(w) == layout::owner::detached) {
+          chosen = i;
+          observed = w;
+          same_id = true;
+        }
+      }
+    }
+    // A never-used slot first, then the detached slot attached longest ago (its
+    // retained id is forgotten), then a slot whose owner died.
+    if (chosen == kNoSlot) {
+      std::uint64_t oldest = ~std::uint64_t{0};
+      for (std::uint32_t i = 0; i < r.max_producers; ++i) {
+        layout::ProducerSlot& s = r.producers[i];
+        const std::uint64_t w = s.owner.load(std::memory_order_acquire);
+        if (layout::owner::state(w) == layout::owner::free) {
+          chosen = i;
+          observed = w;
+          break;
+        }
+        if (layout::owner::state(w) == layout::owner::detached) {
+          const std::uint64_t at = s.attached_ns.load(std::memory_order_relaxed);
+          if (at < oldest) {
+            oldest = at;
+            chosen = i;
+            observed = w;
+          }
+        }
+      }
+    }
+    if (chosen == kNoSlot) {
+      for (std::uint32_t i = 0; i < r.max_producers && chosen == kNoSlot; ++i) {
+        layout::ProducerSlot& s = r.producers[i];
+        const std::uint64_t w = s.owner.load(std::memory_order_acquire);
+        if (held(layout::owner::state(w)) && detail::owner_dead(w, s.owner_start.load(std::memory_order_acquire)) &&
+            detail::recover_producer(r, i)) {
+          chosen = i;
+          observed = s.owner.load(std::memory_order_acquire);
+        }
+      }
+    }
+    if (chosen == kNoSlot) {
+      throw Error(Errc::no_slot, where + ": all " + std::to_string(r.max_producers) +
+                                     " producer slots are attached by live processes");
+    }
+
+    layout::ProducerSlot& s = r.producers[chosen];
+    if (layout::owner::state(observed) != layout::owner::free &&
+        layout::owner::state(observed) != layout::owner::detached) {
+      continue;
+    }
+    if (!s.owner.compare_exchange_strong(observed, layout::owner::make(layout::owner::attaching, me.pid),
+                                         std::memory_order_acq_rel)) {
+      continue;  // another attach took it first
+    }
+    s.owner_start.store(me.start_ticks, std::memory_order_relaxed);
+    std::uint32_t id = options.producer_id;
+    if (id == 0) {
+      const std::uint64_t n = r.control->next_producer_id.fetch_add(1, std::memory_order_relaxed);
+      id = kAutoIdBase | static_cast<std::uint32_t>(n & 0x7fff'ffffu);
+    }
+    const std::uint64_t next = options.first_seq != 0 ? options.first_seq
+                               : same_id               ? std::max<std::uint64_t>(1, s.next_seq.load(std::memory_order_relaxed))
+                                                       : 1;
+    s.epoch.store(same_id ? s.epoch.load(std::memory_order_relaxed) + 1 : 1, std::memory_order_relaxed);
+    if (!same_id) {
+      s.published.store(0, std::memory_order_relaxed);
+      s.full_count.store(0, std::memory_order_relaxed);
+      s.aborted.store(0, std::memory_order_relaxed);
+    }
+    s.producer_id.store(id, std::memory_order_relaxed);
+    s.next_seq.store(next, std::memory_order_relaxed);
+    s.limit.store(0, std::memory_order_relaxed);
+    s.attached_ns.store(detail::realtime_ns(), std::memory_order_relaxed);
+    s.claim_key_index.store(0, std::memory_order_relaxed);
+    s.claim.store(0, std::memory_order_relaxed);
+    s.owner.store(layout::owner::make(layout::owner::active, me.pid), std::memory_order_release);
+
+    if (options.producer_id != 0) {
+      // Two processes attaching the same new id at once: the lower slot keeps it.
+      bool lost = false;
+      for (std::uint32_t j = 0; j < chosen; ++j) {
+        const std::uint64_t w = r.producers[j].owner.load(std::memory_order_acquire);
+        if (held(layout::owner::state(w)) &&
+            r.producers[j].producer_id.load(std::memory_order_acquire) == options.producer_id) {
+          lost = true;
+        }
+      }
+      if (lost) {
+        s.producer_id.store(0, std::memory_order_relaxed);
+        s.owner.store(layout::owner::make(layout::owner::free, 0), std::memory_order_release);
+        throw Error(Errc::busy, where + ": producer id " + std::to_string(options.producer_id) +
+                                    " is being attached by another process");
+      }
+    }
+
+    Producer p;
+    p.seg_ = segment;
+    p.r_ = r;
+    p.slot_ = &s;
+    p.slot_index_ = chosen;
+    p.id_ = id;
+    p.next_seq_ = next;
+    p.published_ = s.published.load(std::memory_order_relaxed);
+    p.max_claim_ = std::min<std::uint64_t>(r.capacity / 4, std::uint64_t{1} << 31);
+    p.wait_ = options.wait;
+    p.timestamps_ = options.timestamps;
+    p.refresh_limit(0);
+    return p;
+  }
+  throw Error(Errc::busy, where + ": could not take a producer slot (too much contention)");
+}
+
+Producer::Producer(Producer&& o) noexcept { *this = std::move(o); }
+
+Producer& Producer::operator=(Producer&& o) noexcept {
+  if (this == &o) return *this;
+  detach();
+  // An open claim points at its producer; a producer is not moved while one is open.
+  if (o.open_claim_ != nullptr) o.open_claim_->abort();
+  seg_ = std::move(o.seg_);
+  r_ = o.r_;
+  slot_ = o.slot_;
+  slot_index_ = o.slot_index_;
+  id_ = o.id_;
+  next_seq_ = o.next_seq_;
+  published_ = o.published_;
+  limit_ = o.limit_;
+  max_claim_ = o.max_claim_;
+  wait_ = o.wait_;
+  timestamps_ = o.timestamps_;
+  open_ = false;
+  open_claim_ = nullptr;
+  o.slot_ = nullptr;
+  return *this;
+}
+
+void Producer::detach() noexcept {
+  if (slot_ == nullptr) return;
+  if (open_claim_ != nullptr) open_claim_->abort();
+  slot_->claim.store(0, std::memory_order_relaxed);
+  slot_->claim_key_index.store(0, std::memory_order_relaxed);
+  slot_->owner.store(layout::owner::make(layout::owner::detached, detail::self_process().pid),
+                     std::memory_order_release);
+  slot_ = nullptr;
+}
+
+// Recomputes how far this producer may claim: the slowest cursor of every gating
+// consumer group plus one lap. Read like a seqlock under gating_gen, so that a group
+// registering concurrently is either seen or registers behind our published limit.
+// DESIGN.md, "Back-pressure and group registration".
+bool Producer::refresh_limit(std::uint64_t needed) noexcept {
+  layout::ControlBlock& ctl = *r_.control;
+  for (;;) {
+    const std::uint64_t gen = ctl.gating_gen.load(std::memory_order_seq_cst);
+    const std::uint64_t tail = ctl.tail.load(std::memory_order_seq_cst);
+    std::uint64_t slowest = layout::kNoPosition;
+    bool registering = false;
+    for (std::uint32_t g = 0; g < r_.max_groups; ++g) {
+      layout::GroupSlot& gs = r_.groups[g];
+      const std::uint64_t st = gs.state.load(std::memory_order_seq_cst);  // pairs with join()/remove()
+      if (layout::owner::state(st) == layout::owner::registering) {
+        if (detail::process_dead(layout::owner::pid(st), 0)) {
+          std::uint64_t expected = st;
+          gs.state.compare_exchange_strong(expected, layout::owner::make(layout::owner::free, 0),
+                                           std::memory_order_seq_cst);
+        } else {
+          registering = true;
+        }
+        continue;
+      }
+      if (layout::owner::state(st) != layout::owner::active) continue;
+      std::uint64_t n = gs.workers.load(std::memory_order_acquire);
+      n = std::clamp<std::uint64_t>(n, 1, layout::kMaxWorkers);  // untrusted
+      for (std::uint64_t w = 0; w < n; ++w) {
+        // Pairs with the release store of the cursor in Worker::poll: the worker has
+        // finished reading everything below it.
+        slowest = std::min(slowest, gs.worker[w].cursor.load(std::memory_order_acquire));
+      }
+    }
+    std::uint64_t limit = slowest == layout::kNoPosition ? tail + r_.capacity : std::min(slowest, tail) + r_.capacity;
+    if (registering) limit = std::min(limit, limit_);
+    slot_->limit.store(limit, std::memory_order_seq_cst);
+    if (ctl.gating_gen.load(std::memory_order_seq_cst) == gen) {
+      limit_ = limit;
+      break;
+    }
+  }
+  return needed <= limit_;
+}
+
+std::uint64_t Producer::lock_latch_slow(std::uint64_t index) noexcept {
+  std::atomic<std::uint64_t>& l = r_.keys[index].latch;
+  for (std::uint32_t n = 1;; ++n) {
+    std::uint64_t w = l.load(std::memory_order_relaxed);
+    if (!layout::latch::locked(w)) {
+      // Acquire: as in lock_latch().
+      if (l.compare_exchange_weak(w, layout::latch::make(true, slot_index_, layout::latch::last_seq(w)),
+                                  std::memory_order_acquire, std::memory_order_relaxed)) {
+        return layout::latch::last_seq(w);
+      }
+      continue;
+    }
+    if (n < 256) {
+      detail::cpu_relax();
+    } else {
+      ::sched_yield();
+    }
+    if (n % 1024 == 0) {
+      // The holder may be dead: recovery releases its latch (a no-op while it lives).
+      const std::uint32_t holder = layout::latch::owner_slot(w);
+      if (holder < r_.max_producers && holder != slot_index_) detail::recover_producer(r_, holder);
+    }
+  }
+}
+
+void Producer::abort(Claim& c) noexcept {
+  bool give_back = c.key_ == 0;
+  if (!give_back) {
+    std::atomic<std::uint64_t>& l = r_.keys[c.key_index_ - 1].latch;
+    const std::uint64_t last = c.key_seq_ + c.count_ - 1;
+    std::uint64_t w = l.load(std::memory_order_relaxed);
+    // The key_seq goes back only if no later claim of the key exists: the latch is
+    // free and still ends at ours. Otherwise it stays used, by a void record.
+    give_back = !layout::latch::locked(w) && layout::latch::last_seq(w) == last &&
+                l.compare_exchange_strong(w, layout::latch::make(false, slot_index_, c.key_seq_ - 1),
+                                          std::memory_order_acq_rel, std::memory_order_relaxed);
+  }
+  if (give_back) {
+    write_padding(c.pos_, c.rec_bytes_ * c.count_);
+  } else {
+    for (std::uint32_t i = 0; i < c.count_; ++i) {
+      detail::write_void(r_, c.pos_ + i * c.rec_bytes_, c.key_, c.key_seq_ + i, record_flags::aborted, id_,
+                         c.pseq_ + i, c.type_, c.len_);
+    }
+  }
+  slot_->aborted.store(slot_->aborted.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  c.producer_ = nullptr;
+  finish(give_back ? 0 : c.count_, 0);
+}
+
+Status Producer::claim_blocking(std::uint64_t key, std::uint64_t expected, bool check_expected, std::uint16_t type,
+                                std::uint32_t len, std::uint32_t count, Claim& out,
+                                std::chrono::nanoseconds timeout) noexcept {
+  const auto start = std::chrono::steady_clock::now();
+  detail::Waiter waiter(wait_);
+  layout::ControlBlock& ctl = *r_.control;
+  const std::uint64_t need = record_bytes(len) * count;
+  for (;;) {
+    const Status s = claim_impl(key, expected, check_expected, type, len, count, out);
+    if (s != Status::full) return s;
+    if (timeout != kForever && std::chrono::steady_clock::now() - start >= timeout) return Status::timeout;
+    waiter.idle(ctl.space_waiters, ctl.space_seq,
+                [&] { return refresh_limit(ctl.tail.load(std::memory_order_acquire) + need); });
+  }
+}
+
+}  // namespace ringbus

@@ -1,0 +1,423 @@
+// Creating, opening and validating segments. See DESIGN.md, "Segment layout" and
+// "Attach protocol".
+#include "ringbus/segment.hpp"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <new>
+#include <thread>
+#include <vector>
+
+#include "ringbus/detail/process.hpp"
+#include "ringbus/error.hpp"
+#include "ringbus/hash.hpp"
+
+namespace ringbus {
+namespace detail {
+
+class Mapping {
+ public:
+  Mapping(Location loc, void* addr, std::size_t len) : loc_(std::move(loc)), addr_(addr), len_(len) {}
+  ~Mapping() { ::munmap(addr_, len_); }
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+
+  Location loc_;
+  void* addr_;
+  std::size_t len_;
+  SegmentRefs refs_;
+};
+
+}  // namespace detail
+
+namespace {
+
+using layout::RegionDesc;
+using layout::RegionKind;
+
+constexpr bool is_pow2(std::uint64_t v) noexcept { return v != 0 && (v & (v - 1)) == 0; }
+
+unsigned log2_exact(std::uint64_t v) noexcept {
+  unsigned s = 0;
+  while ((std::uint64_t{1} << s) < v) ++s;
+  return s;
+}
+
+std::string errno_text(int err) { return std::strerror(err); }
+
+[[noreturn]] void fail(Errc code, const Location& where, const std::string& what) {
+  throw Error(code, "segment " + where.display() + ": " + what);
+}
+
+// The sizes a segment is built from: from options at creation, from the header on open.
+struct Config {
+  std::uint64_t capacity;
+  std::uint32_t max_event;
+  std::uint32_t max_producers;
+  std::uint32_t max_groups;
+  std::uint32_t key_slots;
+};
+
+// Returns what is wrong with a configuration, or an empty string.
+std::string check_config(const Config& c) {
+  if (!is_pow2(c.capacity) || c.capacity < layout::kMinCapacity || c.capacity > layout::kMaxCapacity) {
+    return "capacity " + std::to_string(c.capacity) + " must be a power of two between " +
+           std::to_string(layout::kMinCapacity) + " and " + std::to_string(layout::kMaxCapacity);
+  }
+  if (c.max_event == 0 || c.max_event > kMaxPayload) {
+    return "max_event " + std::to_string(c.max_event) + " must be between 1 and " + std::to_string(kMaxPayload);
+  }
+  if (record_bytes(c.max_event) > c.capacity / 4) {
+    return "max_event " + std::to_string(c.max_event) + " is too large for capacity " +
+           std::to_string(c.capacity) + " (a record of at most capacity/4 = " + std::to_string(c.capacity / 4) +
+           " bytes including its " + std::to_string(kRecordHeaderSize) + "-byte header)";
+  }
+  if (c.max_producers == 0 || c.max_producers > layout::kMaxProducerSlots) {
+    return "max_producers " + std::to_string(c.max_producers) + " must be between 1 and " +
+           std::to_string(layout::kMaxProducerSlots);
+  }
+  if (c.max_groups == 0 || c.max_groups > 4096) {
+    return "max_groups " + std::to_string(c.max_groups) + " must be between 1 and 4096";
+  }
+  if (!is_pow2(c.key_slots) || c.key_slots < 16 || c.key_slots > (1u << 28)) {
+    return "key_slots " + std::to_string(c.key_slots) + " must be a power of two between 16 and 2^28";
+  }
+  return {};
+}
+
+struct Plan {
+  RegionDesc regions[layout::kMaxRegions]{};
+  std::uint32_t count = 0;
+  std::uint64_t total = 0;
+};
+
+// The one place that decides where each region goes.
+Plan plan_layout(const Config& c) {
+  Plan p;
+  std::uint64_t at = layout::kPage;  // page 0 is the header
+  auto add = [&](RegionKind kind, std::uint64_t entry_size, std::uint64_t count, std::uint64_t align) {
+    at = align_up(at, align);
+    RegionDesc& r = p.regions[p.count++];
+    r.kind = static_cast<std::uint32_t>(kind);
+    r.entry_size = static_cast<std::uint32_t>(entry_size);
+    r.entry_count = count;
+    r.offset = at;
+    r.size = entry_size * count;
+    at += r.size;
+  };
+  add(RegionKind::control, sizeof(layout::ControlBlock), 1, layout::kHotAlign);
+  add(RegionKind::producers, sizeof(layout::ProducerSlot), c.max_producers, layout::kHotAlign);
+  add(RegionKind::groups, sizeof(layout::GroupSlot), c.max_groups, layout::kHotAlign);
+  add(RegionKind::keys, sizeof(layout::KeyEntry), c.key_slots, layout::kHotAlign);
+  add(RegionKind::log, 1, c.capacity, layout::kPage);
+  p.total = align_up(at, layout::kPage);
+  return p;
+}
+
+const RegionDesc* find_region(const Plan& p, RegionKind k) {
+  for (std::uint32_t i = 0; i < p.count; ++i) {
+    if (p.regions[i].kind == static_cast<std::uint32_t>(k)) return &p.regions[i];
+  }
+  return nullptr;
+}
+
+std::uint64_t header_checksum(const layout::SegmentHeader* h) {
+  const auto* bytes = reinterpret_cast<const unsigned char*>(h);
+  return fnv1a(bytes + layout::kChecksumBegin, layout::kChecksumEnd - layout::kChecksumBegin);
+}
+
+detail::SegmentRefs make_refs(std::byte* base, const layout::SegmentHeader& h, const Plan& p) {
+  detail::SegmentRefs r;
+  r.base = base;
+  r.total_size = p.total;
+  r.header = reinterpret_cast<layout::SegmentHeader*>(base);
+  r.control = reinterpret_cast<layout::ControlBlock*>(base + find_region(p, RegionKind::control)->offset);
+  r.producers = reinterpret_cast<layout::ProducerSlot*>(base + find_region(p, RegionKind::producers)->offset);
+  r.max_producers = h.max_producers;
+  r.groups = reinterpret_cast<layout::GroupSlot*>(base + find_region(p, RegionKind::groups)->offset);
+  r.max_groups = h.max_groups;
+  r.keys = reinterpret_cast<layout::KeyEntry*>(base + find_region(p, RegionKind::keys)->offset);
+  r.key_mask = std::uint64_t{h.key_slots} - 1;
+  r.log = base + find_region(p, RegionKind::log)->offset;
+  r.capacity = h.log_capacity;
+  r.mask = h.log_capacity - 1;
+  r.shift = h.log_capacity_shift;
+  r.max_event = h.max_event;
+  r.max_record = record_bytes(h.max_event);
+  return r;
+}
+
+int open_fd(const Location& where, int flags, mode_t mode) {
+  if (where.kind == Location::Kind::shm) {
+    const std::string n = "/" + where.name;
+    return ::shm_open(n.c_str(), flags, mode);
+  }
+  return ::open(where.name.c_str(), flags | O_CLOEXEC, mode);
+}
+
+int unlink_location(const Location& where) {
+  if (where.kind == Location::Kind::shm) {
+    const std::string n = "/" + where.name;
+    return ::shm_unlink(n.c_str());
+  }
+  return ::unlink(where.name.c_str());
+}
+
+void check_location(const Location& where) {
+  if (where.kind == Location::Kind::shm) {
+    const std::string why = check_name(where.name, 200);
+    if (!why.empty()) throw Error(Errc::invalid_name, "segment name \"" + where.name + "\": " + why);
+  } else if (where.name.empty() || where.name.find('\0') != std::string::npos) {
+    throw Error(Errc::invalid_name, "segment path \"" + where.name + "\" is empty or has a NUL byte");
+  }
+}
+
+class FdGuard {
+ public:
+  explicit FdGuard(int fd) : fd_(fd) {}
+  ~FdGuard() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  FdGuard(const FdGuard&) = delete;
+  FdGuard& operator=(const FdGuard&) = delete;
+  [[nodiscard]] int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------
+
+Location Location::parse(std::string_view text) {
+  if (text.find('/') != std::string_view::npos) return file(std::string(text));
+  return shm(std::string(text));
+}
+
+std::string Location::display() const {
+  return kind == Kind::shm ? "shm:" + name : name;
+}
+
+std::string check_name(std::string_view name, std::size_t max_len) {
+  if (name.empty()) return "is empty";
+  if (name.size() > max_len) return "is longer than " + std::to_string(max_len) + " bytes";
+  if (name.find("..") != std::string_view::npos) return "contains \"..\"";
+  if (name.front() == '.') return "starts with '.'";
+  for (char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '_' || c == '-';
+    if (!ok) {
+      if (c == '/') return "contains '/'";
+      return "contains a character other than letters, digits, '.', '_' and '-'";
+    }
+  }
+  return {};
+}
+
+const Location& Segment::location() const noexcept { return map_->loc_; }
+const layout::SegmentHeader& Segment::header() const noexcept { return *map_->refs_.header; }
+const detail::SegmentRefs& Segment::refs() const noexcept { return map_->refs_; }
+
+Segment Segment::create(const Location& where, const SegmentOptions& options) {
+  check_location(where);
+  const Config cfg{options.capacity, options.max_event, options.max_producers, options.max_groups,
+                   options.key_slots};
+  if (std::string why = check_config(cfg); !why.empty()) fail(Errc::invalid_options, where, why);
+  if ((options.mode & ~0777u) != 0 || (options.mode & 0600u) != 0600u) {
+    fail(Errc::invalid_options, where, "mode " + std::to_string(options.mode) +
+                                           " must be permission bits that include owner read and write (0600)");
+  }
+  const Plan plan = plan_layout(cfg);
+
+  int fd = open_fd(where, O_RDWR | O_CREAT | O_EXCL, static_cast<mode_t>(options.mode));
+  if (fd < 0 && errno == EEXIST && options.if_exists == SegmentOptions::IfExists::replace) {
+    unlink_location(where);
+    fd = open_fd(where, O_RDWR | O_CREAT | O_EXCL, static_cast<mode_t>(options.mode));
+  }
+  if (fd < 0) {
+    const int err = errno;
+    if (err == EEXIST) fail(Errc::exists, where, "already exists (remove it, or open it)");
+    if (err == EACCES || err == EPERM) fail(Errc::permission, where, "cannot create: " + errno_text(err));
+    if (err == ENOSPC) fail(Errc::no_space, where, "cannot create: " + errno_text(err));
+    fail(Errc::system, where, "cannot create: " + errno_text(err));
+  }
+  FdGuard guard(fd);
+  // From here on a failure must not leave a half-made segment behind.
+  auto abandon = [&](Errc code, const std::string& what) {
+    unlink_location(where);
+    fail(code, where, what);
+  };
+  if (::fchmod(fd, static_cast<mode_t>(options.mode)) != 0) abandon(Errc::system, "fchmod: " + errno_text(errno));
+  if (::ftruncate(fd, static_cast<off_t>(plan.total)) != 0) {
+    abandon(errno == EFBIG || errno == ENOSPC ? Errc::no_space : Errc::system,
+            "cannot size to " + std::to_string(plan.total) + " bytes: " + errno_text(errno));
+  }
+  // Reserve the pages now: a full /dev/shm must fail here with a message, not later
+  // with SIGBUS on a producer's first write.
+  if (const int err = ::posix_fallocate(fd, 0, static_cast<off_t>(plan.total)); err != 0 && err != EOPNOTSUPP) {
+    abandon(Errc::no_space, "cannot reserve " + std::to_string(plan.total) + " bytes (" + errno_text(err) + ")" +
+                                (where.kind == Location::Kind::shm ? "; see `df -h /dev/shm`" : ""));
+  }
+  void* addr = ::mmap(nullptr, plan.total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+  if (addr == MAP_FAILED) abandon(Errc::system, "mmap: " + errno_text(errno));
+  auto map = std::make_shared<detail::Mapping>(where, addr, plan.total);
+  auto* base = static_cast<std::byte*>(addr);
+
+  auto* h = new (base) layout::SegmentHeader{};  // the file is zero-filled; this starts the lifetimes
+  const detail::ProcessId& self = detail::self_process();
+  h->version_major = layout::kVersionMajor;
+  h->version_minor = layout::kVersionMinor;
+  h->total_size = plan.total;
+  h->creator_pid = self.pid;
+  h->creator_start_ticks = self.start_ticks;
+  h->created_realtime_ns = detail::realtime_ns();
+  h->mode = options.mode;
+  h->header_size = sizeof(layout::SegmentHeader);
+  h->log_capacity = cfg.capacity;
+  h->log_capacity_shift = log2_exact(cfg.capacity);
+  h->max_event = cfg.max_event;
+  h->max_producers = cfg.max_producers;
+  h->max_groups = cfg.max_groups;
+  h->max_workers = layout::kMaxWorkers;
+  h->key_slots = cfg.key_slots;
+  h->region_count = plan.count;
+  std::memcpy(h->regions, plan.regions, sizeof plan.regions);
+  std::strncpy(h->name, where.name.c_str(), layout::kNameBytes - 1);
+  h->checksum = header_checksum(h);
+
+  map->refs_ = make_refs(base, *h, plan);
+  auto* ctl = new (map->refs_.control) layout::ControlBlock{};
+  ctl->next_producer_id.store(1, std::memory_order_relaxed);
+  for (std::uint32_t i = 0; i < cfg.max_producers; ++i) new (&map->refs_.producers[i]) layout::ProducerSlot{};
+  for (std::uint32_t i = 0; i < cfg.max_groups; ++i) new (&map->refs_.groups[i]) layout::GroupSlot{};
+
+  // Publishes the header: an opener that acquires the magic sees every field above
+  // (pairs with the acquire in Segment::open).
+  h->magic.store(layout::kMagic, std::memory_order_release);
+  return Segment(std::move(map));
+}
+
+Segment Segment::open(const Location& where, const OpenOptions& options) {
+  check_location(where);
+  const int fd = open_fd(where, O_RDWR, 0);
+  if (fd < 0) {
+    const int err = errno;
+    if (err == ENOENT) fail(Errc::not_found, where, "does not exist");
+    if (err == EACCES || err == EPERM) fail(Errc::permission, where, "cannot open: " + errno_text(err));
+    fail(Errc::system, where, "cannot open: " + errno_text(err));
+  }
+  FdGuard guard(fd);
+
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) fail(Errc::system, where, "fstat: " + errno_text(errno));
+  if (!S_ISREG(st.st_mode)) fail(Errc::foreign, where, "is not a regular file");
+  if (st.st_uid != ::geteuid() && !options.allow_other_owner) {
+    fail(Errc::owner_mismatch, where, "is owned by uid " + std::to_string(st.st_uid) + ", not by this user (uid " +
+                                          std::to_string(::geteuid()) + "); pass allow_other_owner to accept it");
+  }
+
+  // Wait for the creator to size the file and publish the magic.
+  const auto deadline = std::chrono::steady_clock::now() + options.init_timeout;
+  void* head = MAP_FAILED;
+  for (;;) {
+    if (::fstat(fd, &st) != 0) fail(Errc::system, where, "fstat: " + errno_text(errno));
+    if (static_cast<std::uint64_t>(st.st_size) >= layout::kPage) {
+      if (head == MAP_FAILED) {
+        head = ::mmap(nullptr, layout::kPage, PROT_READ, MAP_SHARED, fd, 0);
+        if (head == MAP_FAILED) fail(Errc::system, where, "mmap: " + errno_text(errno));
+      }
+      const auto* h = static_cast<const layout::SegmentHeader*>(head);
+      const std::uint64_t magic = h->magic.load(std::memory_order_acquire);  // pairs with create()
+      if (magic == layout::kMagic) break;
+      if (magic != 0) {
+        ::munmap(head, layout::kPage);
+        fail(Errc::foreign, where, "is not a ringbus segment (bad magic)");
+      }
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      std::string what;
+      if (head == MAP_FAILED) {
+        what = st.st_size == 0 ? "is empty: its creator has not initialised it"
+                               : "is " + std::to_string(st.st_size) + " bytes, shorter than a segment header (" +
+                                     std::to_string(layout::kPage) + ")";
+      } else {
+        const auto* h = static_cast<const layout::SegmentHeader*>(head);
+        const auto pid = static_cast<std::uint32_t>(h->creator_pid);
+        what = "header was never completed";
+        if (pid != 0) {
+          what += " (creator pid " + std::to_string(pid) + (detail::process_dead(pid, 0) ? ", dead)" : ", alive)");
+        }
+        ::munmap(head, layout::kPage);
+      }
+      fail(st.st_size == 0 || head != MAP_FAILED ? Errc::not_initialised : Errc::truncated, where,
+           what + "; remove it with `ringbus rm` if it is stale");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+
+  // Validate the header page before trusting any size in it.
+  layout::SegmentHeader h;
+  std::memcpy(static_cast<void*>(&h), head, sizeof h);
+  ::munmap(head, layout::kPage);
+  if (h.version_major != layout::kVersionMajor) {
+    fail(Errc::version_mismatch, where, "has layout version " + std::to_string(h.version_major) + "." +
+                                            std::to_string(h.version_minor) + "; this library reads version " +
+                                            std::to_string(layout::kVersionMajor) + ".x");
+  }
+  if (h.checksum != header_checksum(&h)) fail(Errc::corrupt, where, "header checksum does not match its contents");
+  if (h.header_size != sizeof(layout::SegmentHeader)) {
+    fail(Errc::corrupt, where, "header size " + std::to_string(h.header_size) + " is not " +
+                                   std::to_string(sizeof(layout::SegmentHeader)));
+  }
+  const Config cfg{h.log_capacity, h.max_event, h.max_producers, h.max_groups, h.key_slots};
+  if (std::string why = check_config(cfg); !why.empty()) fail(Errc::corrupt, where, "header: " + why);
+  if (h.log_capacity_shift != log2_exact(h.log_capacity) || h.max_workers != layout::kMaxWorkers) {
+    fail(Errc::corrupt, where, "header: inconsistent capacity shift or worker count");
+  }
+  const Plan plan = plan_layout(cfg);
+  if (h.total_size != plan.total) {
+    fail(Errc::corrupt, where, "header: total size " + std::to_string(h.total_size) + " does not match its layout (" +
+                                   std::to_string(plan.total) + ")");
+  }
+  if (h.region_count != plan.count ||
+      std::memcmp(h.regions, plan.regions, sizeof(RegionDesc) * plan.count) != 0) {
+    fail(Errc::corrupt, where, "region table does not match the layout of its sizes");
+  }
+  if (static_cast<std::uint64_t>(st.st_size) < h.total_size) {
+    fail(Errc::truncated, where, "is " + std::to_string(st.st_size) + " bytes but its header says " +
+                                     std::to_string(h.total_size));
+  }
+  if (static_cast<std::uint64_t>(st.st_size) != h.total_size) {
+    fail(Errc::corrupt, where, "is " + std::to_string(st.st_size) + " bytes but its header says " +
+                                   std::to_string(h.total_size));
+  }
+  const std::uint32_t actual_mode = st.st_mode & 0777u;
+  if ((actual_mode & ~h.mode) != 0 && !options.allow_wider_mode) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "mode %04o is wider than %04o asked for at creation", actual_mode, h.mode);
+    fail(Errc::mode_widened, where, std::string(buf) + "; pass allow_wider_mode to accept it");
+  }
+
+  void* addr = ::mmap(nullptr, h.total_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+  if (addr == MAP_FAILED) fail(Errc::system, where, "mmap: " + errno_text(errno));
+  auto map = std::make_shared<detail::Mapping>(where, addr, h.total_size);
+  // Sizes come from the validated private copy, never from the shared page again.
+  map->refs_ = make_refs(static_cast<std::byte*>(addr), h, plan);
+  return Segment(std::move(map));
+}
+
+bool Segment::remove(const Location& where) {
+  check_location(where);
+  if (unlink_location(where) == 0) return true;
+  if (errno == ENOENT) return false;
+  fail(errno == EACCES || errno == EPERM ? Errc::permission : Errc::system, where,
+       "cannot remove: " + errno_text(errno));
+}
+
+}  // namespace ringbus

@@ -1,0 +1,104 @@
+#include "ringbus/stats.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include "ringbus/detail/process.hpp"
+#include "ringbus/detail/recovery.hpp"
+
+namespace ringbus {
+namespace {
+
+const char* state_name(layout::owner::State s) {
+  switch (s) {
+    case layout::owner::free: return "free";
+    case layout::owner::attaching: return "attaching";
+    case layout::owner::active: return "active";
+    case layout::owner::detached: return "detached";
+    case layout::owner::recovering: return "recovering";
+    case layout::owner::registering: return "registering";
+  }
+  return "invalid";
+}
+
+bool held(layout::owner::State s) {
+  return s == layout::owner::active || s == layout::owner::attaching || s == layout::owner::recovering;
+}
+
+}  // namespace
+
+SegmentStats read_stats(const Segment& segment) {
+  const detail::SegmentRefs& r = segment.refs();
+  const layout::ControlBlock& c = *r.control;
+  SegmentStats s;
+  s.tail = c.tail.load(std::memory_order_acquire);
+  s.capacity = r.capacity;
+  s.max_event = r.max_event;
+  s.keys_used = c.keys_used.load(std::memory_order_relaxed);
+  s.key_slots = r.key_mask + 1;
+  s.producers_recovered = c.producers_recovered.load(std::memory_order_relaxed);
+  s.holes_padded = c.holes_padded.load(std::memory_order_relaxed);
+  s.records_voided = c.records_voided.load(std::memory_order_relaxed);
+  s.latches_released = c.latches_released.load(std::memory_order_relaxed);
+  s.longest_stall_ns = c.longest_stall_ns.load(std::memory_order_relaxed);
+
+  for (std::uint32_t i = 0; i < r.max_producers; ++i) {
+    const layout::ProducerSlot& p = r.producers[i];
+    const std::uint64_t w = p.owner.load(std::memory_order_acquire);
+    const auto st = layout::owner::state(w);
+    if (st == layout::owner::free) continue;
+    ProducerStats ps;
+    ps.slot = i;
+    ps.producer_id = static_cast<std::uint32_t>(p.producer_id.load(std::memory_order_relaxed));
+    ps.pid = layout::owner::pid(w);
+    ps.state = state_name(st);
+    ps.alive = held(st) && !detail::owner_dead(w, p.owner_start.load(std::memory_order_relaxed));
+    ps.epoch = p.epoch.load(std::memory_order_relaxed);
+    ps.next_seq = p.next_seq.load(std::memory_order_relaxed);
+    ps.published = p.published.load(std::memory_order_relaxed);
+    ps.full = p.full_count.load(std::memory_order_relaxed);
+    ps.aborted = p.aborted.load(std::memory_order_relaxed);
+    s.published += ps.published;
+    s.back_pressure += ps.full;
+    s.producers.push_back(std::move(ps));
+  }
+
+  for (std::uint32_t g = 0; g < r.max_groups; ++g) {
+    const layout::GroupSlot& gs = r.groups[g];
+    if (layout::owner::state(gs.state.load(std::memory_order_acquire)) != layout::owner::active) continue;
+    GroupStats gi;
+    gi.slot = g;
+    char name[layout::kGroupNameBytes + 1] = {};
+    for (std::size_t k = 0; k < layout::kGroupNameBytes / 8; ++k) {
+      const std::uint64_t v = gs.name[k].load(std::memory_order_relaxed);
+      std::memcpy(name + 8 * k, &v, 8);
+    }
+    gi.name.assign(name, ::strnlen(name, layout::kGroupNameBytes));
+    gi.workers = static_cast<std::uint32_t>(
+        std::clamp<std::uint64_t>(gs.workers.load(std::memory_order_acquire), 1, layout::kMaxWorkers));
+    gi.resumes = gs.resumes.load(std::memory_order_relaxed);
+    gi.cursor = layout::kNoPosition;
+    for (std::uint32_t i = 0; i < gi.workers; ++i) {
+      const layout::WorkerSlot& ws = gs.worker[i];
+      WorkerStats wi;
+      const std::uint64_t w = ws.owner.load(std::memory_order_acquire);
+      wi.index = i;
+      wi.pid = layout::owner::pid(w);
+      wi.state = state_name(layout::owner::state(w));
+      wi.alive = held(layout::owner::state(w)) && !detail::owner_dead(w, ws.owner_start.load(std::memory_order_relaxed));
+      wi.cursor = ws.cursor.load(std::memory_order_acquire);
+      wi.lag_bytes = s.tail > wi.cursor ? s.tail - wi.cursor : 0;
+      wi.consumed = ws.consumed.load(std::memory_order_relaxed);
+      wi.voids = ws.voids_seen.load(std::memory_order_relaxed);
+      wi.handler_errors = ws.handler_errors.load(std::memory_order_relaxed);
+      gi.cursor = std::min(gi.cursor, wi.cursor);
+      gi.consumed += wi.consumed;
+      gi.worker.push_back(std::move(wi));
+    }
+    gi.lag_bytes = s.tail > gi.cursor ? s.tail - gi.cursor : 0;
+    s.groups.push_back(std::move(gi));
+  }
+  return s;
+}
+
+}  // namespace ringbus

@@ -1,0 +1,123 @@
+#include "ringbus/tail_reader.hpp"
+
+#include <algorithm>
+#include <atomic>
+
+#include "ringbus/error.hpp"
+
+namespace ringbus {
+namespace {
+
+// Copies `words` 8-byte words that a producer of a later lap may be overwriting. The
+// copy is validated afterwards (the tail must not have passed the record's bytes), as
+// in a seqlock; the racing reads are relaxed atomics, which ThreadSanitizer cannot
+// pair with the producer's plain stores, hence the attribute.
+__attribute__((no_sanitize("thread"))) void racy_copy(std::uint64_t* dst, const std::uint64_t* src,
+                                                      std::uint64_t words) noexcept {
+  for (std::uint64_t i = 0; i < words; ++i) {
+    dst[i] = std::atomic_ref<const std::uint64_t>(src[i]).load(std::memory_order_relaxed);
+  }
+}
+
+}  // namespace
+
+TailReader::TailReader(const Segment& s, std::uint64_t pos) : seg_(s), r_(s.refs()), pos_(pos) {
+  buf_.resize(r_.max_record / 8 + 1);
+}
+
+TailReader TailReader::open(const Segment& segment, TailStart from) {
+  const detail::SegmentRefs& r = segment.refs();
+  const std::uint64_t tail = r.control->tail.load(std::memory_order_acquire);
+  if (from == TailStart::end) return TailReader(segment, tail);
+  // Lap starts are always record boundaries (records never cross the ring's end); so is
+  // every group cursor, and everything from the slowest one on is still in the ring.
+  std::uint64_t start = tail <= r.capacity ? 0 : (tail >> r.shift) << r.shift;
+  for (std::uint32_t g = 0; g < r.max_groups; ++g) {
+    if (layout::owner::state(r.groups[g].state.load(std::memory_order_acquire)) != layout::owner::active) continue;
+    const std::uint64_t n =
+        std::clamp<std::uint64_t>(r.groups[g].workers.load(std::memory_order_acquire), 1, layout::kMaxWorkers);
+    for (std::uint64_t w = 0; w < n; ++w) {
+      const std::uint64_t c = r.groups[g].worker[w].cursor.load(std::memory_order_acquire);
+      if (c < start && tail - c <= r.capacity) start = c;
+    }
+  }
+  return TailReader(segment, start);
+}
+
+TailReader TailReader::open_at(const Segment& segment, std::uint64_t position) {
+  return TailReader(segment, position);
+}
+
+bool TailReader::lapped(std::uint64_t pos) const noexcept {
+  return r_.control->tail.load(std::memory_order_acquire) > pos + r_.capacity;
+}
+
+void TailReader::resync(std::uint64_t tail) noexcept {
+  const std::uint64_t lap_start = (tail >> r_.shift) << r_.shift;
+  const std::uint64_t to = std::max(lap_start, pos_);
+  missed_bytes_ += to - pos_;
+  pos_ = to;
+  ++resyncs_;
+}
+
+bool TailReader::try_next(Event& out) {
+  for (;;) {
+    const std::uint64_t pos = pos_;
+    RecordHeader* h = r_.record_at(pos);
+    // Pairs with the release store of the frame by the record's writer.
+    const std::uint64_t f = std::atomic_ref<std::uint64_t>(h->frame).load(std::memory_order_acquire);
+    if (!frame::ready_for(f, r_.lap(pos))) {
+      const std::uint64_t tail = r_.control->tail.load(std::memory_order_acquire);
+      if (tail > pos + r_.capacity) {
+        resync(tail);
+        continue;
+      }
+      return false;
+    }
+    const RecordState state = frame::state(f);
+    const std::uint32_t len = frame::length(f);
+    const std::uint64_t bytes = state == RecordState::padding ? len : record_bytes(len);
+    const bool bad = state == RecordState::padding
+                         ? (len < kRecordAlign || len % kRecordAlign != 0 || len > r_.to_lap_end(pos))
+                         : (len > r_.max_event || bytes > r_.to_lap_end(pos));
+    if (bad) {
+      if (lapped(pos)) {
+        resync(r_.control->tail.load(std::memory_order_acquire));
+        continue;
+      }
+      throw Error(Errc::corrupt, "segment " + seg_.location().display() + ": at position " + std::to_string(pos) +
+                                     ": record whose length does not fit the ring");
+    }
+    if (state == RecordState::padding) {
+      pos_ = pos + bytes;
+      continue;
+    }
+    racy_copy(buf_.data(), reinterpret_cast<const std::uint64_t*>(h), bytes / 8);
+    // Seqlock validation: pairs with the release fence after the tail CAS in
+    // Producer::claim_impl. If no claim reached our bytes, the copy is whole.
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (lapped(pos)) {
+      resync(r_.control->tail.load(std::memory_order_acquire));
+      continue;
+    }
+    const auto* copy = reinterpret_cast<const RecordHeader*>(buf_.data());
+    if (copy->position != pos) {
+      throw Error(Errc::corrupt, "segment " + seg_.location().display() + ": at position " + std::to_string(pos) +
+                                     ": record says it is at position " + std::to_string(copy->position));
+    }
+    pos_ = pos + bytes;
+    if (state == RecordState::void_) {
+      ++voids_;
+      continue;
+    }
+    auto [it, inserted] = last_seq_.try_emplace(copy->producer_id, copy->producer_seq);
+    if (!inserted) {
+      if (copy->producer_seq > it->second + 1) missed_ += copy->producer_seq - it->second - 1;
+      it->second = std::max(it->second, copy->producer_seq);
+    }
+    out = Event(copy, pos, len);
+    return true;
+  }
+}
+
+}  // namespace ringbus

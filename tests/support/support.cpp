@@ -1,0 +1,108 @@
+#include "support.hpp"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+
+namespace ringbus::test {
+namespace {
+
+std::atomic<std::uint64_t> g_counter{0};
+
+class Watchdog : public ::testing::EmptyTestEventListener {
+ public:
+  Watchdog() {
+    if (const char* env = std::getenv("RINGBUS_TEST_TIMEOUT")) base_ = std::chrono::seconds(std::atoll(env));
+    thread_ = std::thread([this] { watch(); });
+  }
+  ~Watchdog() override {
+    {
+      std::lock_guard lock(mu_);
+      quit_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  void OnTestStart(const ::testing::TestInfo& info) override {
+    std::lock_guard lock(mu_);
+    name_ = std::string(info.test_suite_name()) + "." + info.name();
+    scale_ = 1.0;
+    deadline_ = std::chrono::steady_clock::now() + base_;
+    armed_ = true;
+    cv_.notify_all();
+  }
+  void OnTestEnd(const ::testing::TestInfo&) override {
+    std::lock_guard lock(mu_);
+    armed_ = false;
+  }
+  void scale(double s) {
+    std::lock_guard lock(mu_);
+    deadline_ += std::chrono::duration_cast<std::chrono::steady_clock::duration>(base_ * (s - scale_));
+    scale_ = s;
+  }
+
+ private:
+  void watch() {
+    std::unique_lock lock(mu_);
+    while (!quit_) {
+      if (armed_ && std::chrono::steady_clock::now() > deadline_) {
+        std::fprintf(stderr, "\nwatchdog: test %s did not finish within its deadline; aborting\n", name_.c_str());
+        std::fflush(stderr);
+        std::abort();
+      }
+      cv_.wait_for(lock, std::chrono::milliseconds(200));
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::thread thread_;
+  std::string name_;
+  std::chrono::seconds base_{300};
+  double scale_ = 1.0;
+  std::chrono::steady_clock::time_point deadline_{};
+  bool armed_ = false;
+  bool quit_ = false;
+};
+
+Watchdog* g_watchdog = nullptr;
+
+}  // namespace
+
+std::string unique_name(std::string_view prefix) {
+  return std::string(prefix) + "-" + std::to_string(::getpid()) + "-" + std::to_string(g_counter.fetch_add(1));
+}
+
+SegmentOptions TempSegment::small_options() {
+  SegmentOptions o;
+  o.capacity = 64 * 1024;
+  o.max_event = 4096;
+  o.max_producers = 16;
+  o.max_groups = 8;
+  o.key_slots = 1024;
+  return o;
+}
+
+TempSegment::TempSegment(const SegmentOptions& options, std::string_view prefix)
+    : loc_(Location::shm(unique_name(prefix))), seg_(Segment::create(loc_, options)) {}
+
+TempSegment::~TempSegment() { Segment::remove(loc_); }
+
+void set_deadline_scale(double scale) {
+  if (g_watchdog != nullptr) g_watchdog->scale(scale);
+}
+
+}  // namespace ringbus::test
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  auto* dog = new ringbus::test::Watchdog();
+  ringbus::test::g_watchdog = dog;
+  ::testing::UnitTest::GetInstance()->listeners().Append(dog);  // gtest owns it now
+  return RUN_ALL_TESTS();
+}

@@ -1,0 +1,52 @@
+// Shared helpers of the test tiers.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <thread>
+
+#include "ringbus/segment.hpp"
+
+namespace ringbus::test {
+
+// A name no other test process uses: prefix-pid-counter.
+std::string unique_name(std::string_view prefix);
+
+// Creates a shared-memory segment under a unique name and removes the name when done.
+class TempSegment {
+ public:
+  explicit TempSegment(const SegmentOptions& options = small_options(), std::string_view prefix = "rbtest");
+  ~TempSegment();
+  TempSegment(const TempSegment&) = delete;
+  TempSegment& operator=(const TempSegment&) = delete;
+
+  [[nodiscard]] const Segment& segment() const noexcept { return seg_; }
+  [[nodiscard]] const Location& location() const noexcept { return loc_; }
+  static SegmentOptions small_options();
+
+ private:
+  Location loc_;
+  Segment seg_;
+};
+
+// The watchdog: every test runs under a deadline (RINGBUS_TEST_TIMEOUT seconds, 300 by
+// default, scaled by the caller for known-slow tests). A hung test aborts the whole
+// binary with its name, so CI shows which one hung instead of timing out silently.
+void set_deadline_scale(double scale);
+
+// Spins with yield until `pred` holds or `limit` passes (the watchdog is the real
+// limit; this only bounds loops that would otherwise wait forever in a failing test).
+template <class Pred>
+bool eventually(Pred&& pred, std::chrono::milliseconds limit = std::chrono::seconds(60)) {
+  const auto until = std::chrono::steady_clock::now() + limit;
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > until) return false;
+    std::this_thread::yield();
+  }
+  return true;
+}
+
+}  // namespace ringbus::test

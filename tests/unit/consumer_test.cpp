@@ -1,0 +1,320 @@
+// Consumer groups, workers and the tail reader, driven deterministically.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "ringbus/consumer.hpp"
+#include "ringbus/error.hpp"
+#include "ringbus/producer.hpp"
+#include "ringbus/stats.hpp"
+#include "ringbus/tail_reader.hpp"
+#include "support.hpp"
+
+namespace ringbus {
+namespace {
+
+using test::TempSegment;
+
+std::uint64_t value_of(const Event& e) {
+  std::uint64_t v = 0;
+  std::memcpy(&v, e.payload().data(), std::min<std::size_t>(8, e.payload().size()));
+  return v;
+}
+
+void publish_values(Producer& p, std::uint64_t key_mod, std::uint64_t from, std::uint64_t to) {
+  for (std::uint64_t v = from; v < to; ++v) {
+    const std::uint64_t key = key_mod == 0 ? 0 : 1 + v % key_mod;
+    ASSERT_EQ(p.publish(key, 1, std::as_bytes(std::span(&v, 1))), Status::ok);
+  }
+}
+
+// Polls every worker until none has anything left.
+template <class H>
+std::size_t drain_all(ConsumerGroup& g, H&& handler) {
+  std::size_t total = 0;
+  for (bool more = true; more;) {
+    more = false;
+    for (std::uint32_t i = 0; i < g.workers(); ++i) {
+      const std::size_t n = g.worker(i).poll(handler, 1000);
+      total += n;
+      more = more || n != 0;
+    }
+  }
+  return total;
+}
+
+TEST(ConsumerGroup, EveryEventGoesToExactlyOneWorkerAndKeysStayPut) {
+  TempSegment seg;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "orders", {.workers = 3});
+  Producer p = Producer::attach(seg.segment());
+  publish_values(p, 17, 0, 300);
+  std::map<std::uint64_t, std::uint32_t> worker_of_key;
+  std::map<std::uint64_t, std::uint64_t> last_seq;
+  std::set<std::uint64_t> values;
+  for (std::uint32_t i = 0; i < 3; ++i) {
+    g.worker(i).poll(
+        [&](const Event& e) {
+          auto [it, fresh] = worker_of_key.try_emplace(e.key(), i);
+          EXPECT_EQ(it->second, i) << "key " << e.key() << " handled by two workers";
+          EXPECT_EQ(e.key_seq(), last_seq[e.key()] + 1) << "per-key order";
+          last_seq[e.key()] = e.key_seq();
+          EXPECT_TRUE(values.insert(value_of(e)).second) << "delivered twice";
+        },
+        1000);
+  }
+  EXPECT_EQ(values.size(), 300u);
+  std::set<std::uint32_t> used;
+  for (auto& [k, w] : worker_of_key) used.insert(w);
+  EXPECT_EQ(used.size(), 3u) << "17 keys spread over all 3 workers";
+}
+
+TEST(ConsumerGroup, EachGroupSeesEveryEvent) {
+  TempSegment seg;
+  ConsumerGroup a = ConsumerGroup::join(seg.segment(), "a");
+  ConsumerGroup b = ConsumerGroup::join(seg.segment(), "b", {.workers = 2});
+  Producer p = Producer::attach(seg.segment());
+  publish_values(p, 5, 0, 100);
+  std::uint64_t sum_a = 0, sum_b = 0;
+  EXPECT_EQ(drain_all(a, [&](const Event& e) { sum_a += value_of(e); }), 100u);
+  EXPECT_EQ(drain_all(b, [&](const Event& e) { sum_b += value_of(e); }), 100u);
+  EXPECT_EQ(sum_a, 99u * 100 / 2);
+  EXPECT_EQ(sum_b, sum_a);
+}
+
+TEST(ConsumerGroup, ANewGroupStartsAtTheEndUnlessAskedForTheEarliest) {
+  TempSegment seg;
+  ConsumerGroup first = ConsumerGroup::join(seg.segment(), "first");
+  Producer p = Producer::attach(seg.segment());
+  publish_values(p, 0, 0, 10);
+  ConsumerGroup late = ConsumerGroup::join(seg.segment(), "late");
+  ConsumerGroup replay = ConsumerGroup::join(seg.segment(), "replay", {.start = StartFrom::earliest});
+  publish_values(p, 0, 10, 15);
+  EXPECT_EQ(drain_all(late, [](const Event&) {}), 5u);
+  EXPECT_EQ(drain_all(replay, [](const Event&) {}), 15u) << "from the slowest other group's cursor";
+}
+
+TEST(ConsumerGroup, ResumesFromItsCursorAfterLeaving) {
+  TempSegment seg;
+  Producer p = Producer::attach(seg.segment());
+  {
+    ConsumerGroup g = ConsumerGroup::join(seg.segment(), "resume");
+    publish_values(p, 3, 0, 50);
+    std::uint64_t next = 0;
+    EXPECT_EQ(g.worker(0).poll([&](const Event& e) { EXPECT_EQ(value_of(e), next++); }, 20), 20u);
+  }
+  publish_values(p, 3, 50, 60);
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "resume");
+  std::uint64_t next = 20;
+  EXPECT_EQ(drain_all(g, [&](const Event& e) { EXPECT_EQ(value_of(e), next++); }), 40u);
+  EXPECT_EQ(read_stats(seg.segment()).groups.at(0).resumes, 2u);
+}
+
+TEST(ConsumerGroup, ChangingTheWorkerCountRestartsFromTheSlowestCursor) {
+  TempSegment seg;
+  Producer p = Producer::attach(seg.segment());
+  std::uint64_t behind = 0;
+  {
+    ConsumerGroup g = ConsumerGroup::join(seg.segment(), "scale", {.workers = 2});
+    publish_values(p, 8, 0, 40);
+    g.worker(0).poll([](const Event&) {}, 1000);  // worker 1 stays behind
+    behind = g.worker(1).position();
+  }
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "scale", {.workers = 4});
+  std::set<std::uint64_t> values;
+  drain_all(g, [&](const Event& e) { values.insert(value_of(e)); });
+  EXPECT_EQ(values.size(), 40u) << "nothing lost when the key split changes (at-least-once)";
+  for (std::uint32_t i = 0; i < 4; ++i) EXPECT_GE(g.worker(i).position(), behind);
+}
+
+TEST(ConsumerGroup, AWorkerRunByALiveProcessIsNotTakenOver) {
+  TempSegment seg;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "owned");
+  try {
+    ConsumerGroup::join(seg.segment(), "owned");
+    FAIL() << "joined a group whose worker is running";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::busy);
+    EXPECT_NE(std::string(e.what()).find("owned"), std::string::npos);
+  }
+  EXPECT_THROW(ConsumerGroup::remove(seg.segment(), "owned"), Error);
+}
+
+TEST(ConsumerGroup, RemovingAGroupStopsItGating) {
+  TempSegment seg;
+  { ConsumerGroup g = ConsumerGroup::join(seg.segment(), "gone"); }
+  Producer p = Producer::attach(seg.segment());
+  const std::string big(1000, 'x');
+  Status s = Status::ok;
+  for (int i = 0; i < 200 && s == Status::ok; ++i) s = p.try_publish(0, 1, std::as_bytes(std::span(big)));
+  EXPECT_EQ(s, Status::full);
+  EXPECT_TRUE(ConsumerGroup::remove(seg.segment(), "gone"));
+  EXPECT_FALSE(ConsumerGroup::remove(seg.segment(), "gone"));
+  for (int i = 0; i < 200; ++i) ASSERT_EQ(p.try_publish(0, 1, std::as_bytes(std::span(big))), Status::ok);
+}
+
+TEST(ConsumerGroup, NamesAndOptionsAreValidated) {
+  TempSegment seg;
+  EXPECT_THROW(ConsumerGroup::join(seg.segment(), "bad/name"), Error);
+  EXPECT_THROW(ConsumerGroup::join(seg.segment(), std::string(64, 'n')), Error);
+  EXPECT_THROW(ConsumerGroup::join(seg.segment(), "w", {.workers = 0}), Error);
+  EXPECT_THROW(ConsumerGroup::join(seg.segment(), "w", {.workers = layout::kMaxWorkers + 1}), Error);
+  EXPECT_THROW(ConsumerGroup::join(seg.segment(), "w", {.workers = 2, .cpus = {0}}), Error);
+}
+
+TEST(ConsumerGroup, AFailingHandlerStopsOnItsEventWithoutSkippingIt) {
+  TempSegment seg;
+  Producer p = Producer::attach(seg.segment());
+  int calls = 0;
+  {
+    ConsumerGroup g = ConsumerGroup::join(seg.segment(), "fails", {.max_attempts = 3});
+    publish_values(p, 0, 0, 5);
+    std::vector<std::uint64_t> ok;
+    try {
+      g.worker(0).poll(
+          [&](const Event& e) {
+            if (value_of(e) == 2) {
+              ++calls;
+              return Handled::retry;
+            }
+            ok.push_back(value_of(e));
+            return Handled::ok;
+          },
+          100);
+      FAIL() << "no HandlerFailed";
+    } catch (const HandlerFailed& f) {
+      EXPECT_NE(std::string(f.what()).find("retry 3 times"), std::string::npos) << f.what();
+    }
+    EXPECT_EQ(calls, 3);
+    EXPECT_EQ(ok, (std::vector<std::uint64_t>{0, 1}));
+    EXPECT_EQ(read_stats(seg.segment()).groups.at(0).worker.at(0).handler_errors, 1u);
+  }
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "fails");
+  std::vector<std::uint64_t> rest;
+  drain_all(g, [&](const Event& e) { rest.push_back(value_of(e)); });
+  EXPECT_EQ(rest, (std::vector<std::uint64_t>{2, 3, 4})) << "the failed event is delivered again";
+}
+
+TEST(ConsumerGroup, AnExceptionCountsAsFailure) {
+  TempSegment seg;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "throws", {.max_attempts = 1});
+  Producer p = Producer::attach(seg.segment());
+  publish_values(p, 0, 0, 1);
+  try {
+    g.worker(0).poll([](const Event&) { throw std::runtime_error("boom"); }, 10);
+    FAIL();
+  } catch (const HandlerFailed& f) {
+    EXPECT_NE(std::string(f.what()).find("boom"), std::string::npos);
+    EXPECT_EQ(f.position(), 0u);
+  }
+}
+
+TEST(ConsumerGroup, BatchDeliveryHandsOverEverythingReady) {
+  TempSegment seg;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "batch", {.workers = 2});
+  Producer p = Producer::attach(seg.segment());
+  publish_values(p, 9, 0, 100);
+  std::vector<std::size_t> sizes;
+  std::set<std::uint64_t> values;
+  for (std::uint32_t i = 0; i < 2; ++i) {
+    while (g.worker(i).poll_batch(
+               [&](std::span<const Event> batch) {
+                 sizes.push_back(batch.size());
+                 for (const Event& e : batch) values.insert(value_of(e));
+               },
+               32) != 0) {
+    }
+  }
+  EXPECT_EQ(values.size(), 100u);
+  EXPECT_GT(*std::max_element(sizes.begin(), sizes.end()), 1u);
+  for (std::size_t n : sizes) EXPECT_LE(n, 32u);
+}
+
+TEST(ConsumerGroup, ThreadsRunPinnedWorkersUntilStopped) {
+  TempSegment seg;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "threads", {.workers = 2, .cpus = {0, 1}});
+  std::atomic<std::uint64_t> count{0}, sum{0};
+  g.start([&](const Event& e) {
+    count.fetch_add(1);
+    sum.fetch_add(value_of(e));
+  });
+  EXPECT_TRUE(g.running());
+  Producer p = Producer::attach(seg.segment());
+  publish_values(p, 31, 0, 5000);
+  ASSERT_TRUE(test::eventually([&] { return count.load() == 5000; }));
+  g.stop();
+  EXPECT_FALSE(g.running());
+  EXPECT_EQ(sum.load(), 4999u * 5000 / 2);
+}
+
+TEST(ConsumerGroup, AWorkerThreadFailureIsReportedByStop) {
+  TempSegment seg;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "dies", {.max_attempts = 1});
+  g.start([](const Event&) { return Handled::fail; });
+  Producer p = Producer::attach(seg.segment());
+  publish_values(p, 0, 0, 1);
+  ASSERT_TRUE(test::eventually([&] { return !g.running(); }));
+  EXPECT_THROW(g.stop(), HandlerFailed);
+}
+
+TEST(TailReader, CountsWhatItMissedWhenLapped) {
+  TempSegment seg;  // 64 KiB, no gating group
+  TailReader t = TailReader::open(seg.segment(), TailStart::end);
+  Producer p = Producer::attach(seg.segment());
+  publish_values(p, 0, 0, 10);
+  Event e;
+  for (std::uint64_t i = 0; i < 10; ++i) {
+    ASSERT_TRUE(t.try_next(e));
+    EXPECT_EQ(value_of(e), i);
+  }
+  // 72-byte records: 10,000 of them are 11 laps of a 64 KiB ring.
+  publish_values(p, 0, 10, 10'010);
+  std::uint64_t read = 0, last = 9;
+  while (t.try_next(e)) {
+    EXPECT_GT(value_of(e), last);
+    last = value_of(e);
+    ++read;
+  }
+  EXPECT_EQ(last, 10'009u);
+  EXPECT_EQ(t.missed() + read, 10'000u) << "every event is either read or counted as missed";
+  EXPECT_GT(t.missed_bytes(), 0u);
+  EXPECT_GE(t.resyncs(), 1u);
+}
+
+TEST(TailReader, EarliestStartsAtTheSlowestGroupOrTheOldestLap) {
+  TempSegment seg;
+  Producer p = Producer::attach(seg.segment());
+  publish_values(p, 0, 0, 5);
+  TailReader all = TailReader::open(seg.segment(), TailStart::earliest);
+  Event e;
+  ASSERT_TRUE(all.try_next(e));
+  EXPECT_EQ(value_of(e), 0u) << "the ring has not wrapped: everything is there";
+  TailReader end = TailReader::open(seg.segment(), TailStart::end);
+  EXPECT_FALSE(end.try_next(e));
+}
+
+TEST(Stats, CountersAreReadableFromTheSegment) {
+  TempSegment seg;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "stats", {.workers = 2});
+  Producer p = Producer::attach(seg.segment());
+  publish_values(p, 4, 0, 30);
+  g.worker(0).poll([](const Event&) {}, 1000);
+  const SegmentStats s = read_stats(seg.segment());
+  EXPECT_EQ(s.published, 30u);
+  EXPECT_EQ(s.keys_used, 4u);
+  ASSERT_EQ(s.producers.size(), 1u);
+  EXPECT_TRUE(s.producers[0].alive);
+  EXPECT_EQ(s.producers[0].next_seq, 31u);
+  ASSERT_EQ(s.groups.size(), 1u);
+  EXPECT_EQ(s.groups[0].name, "stats");
+  EXPECT_EQ(s.groups[0].workers, 2u);
+  EXPECT_EQ(s.groups[0].worker[0].lag_bytes, 0u);
+  EXPECT_EQ(s.groups[0].lag_bytes, s.tail) << "worker 1 has not moved";
+  EXPECT_EQ(s.groups[0].worker[0].consumed + s.groups[0].worker[1].consumed, s.groups[0].consumed);
+}
+
+}  // namespace
+}  // namespace ringbus

@@ -1,0 +1,295 @@
+// Producer behaviour, single-threaded and deterministic.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "ringbus/consumer.hpp"
+#include "ringbus/error.hpp"
+#include "ringbus/producer.hpp"
+#include "ringbus/tail_reader.hpp"
+#include "support.hpp"
+
+namespace ringbus {
+namespace {
+
+using test::TempSegment;
+
+std::span<const std::byte> bytes_of(const std::string& s) { return std::as_bytes(std::span(s.data(), s.size())); }
+
+std::string text(const Event& e) {
+  return std::string(reinterpret_cast<const char*>(e.payload().data()), e.payload().size());
+}
+
+// Everything currently readable, in log order, as copies.
+struct Seen {
+  std::uint64_t position, key, key_seq, producer_seq;
+  std::uint32_t producer_id;
+  std::uint16_t type, flags;
+  std::string payload;
+};
+std::vector<Seen> drain(const Segment& seg, std::uint64_t from = 0) {
+  std::vector<Seen> out;
+  TailReader t = TailReader::open_at(seg, from);
+  Event e;
+  while (t.try_next(e)) {
+    out.push_back({e.position(), e.key(), e.key_seq(), e.producer_seq(), e.producer_id(), e.type(), e.flags(), text(e)});
+  }
+  return out;
+}
+
+TEST(Producer, PublishedEventsCarryTheirFieldsInOrder) {
+  TempSegment seg;
+  Producer p = Producer::attach(seg.segment());
+  ASSERT_EQ(p.try_publish(5, 1, bytes_of("a")), Status::ok);
+  ASSERT_EQ(p.try_publish(6, 2, bytes_of("bb")), Status::ok);
+  ASSERT_EQ(p.try_publish(5, 3, bytes_of("ccc")), Status::ok);
+  ASSERT_EQ(p.try_publish(0, 4, bytes_of("")), Status::ok);
+  const auto seen = drain(seg.segment());
+  ASSERT_EQ(seen.size(), 4u);
+  EXPECT_EQ(seen[0].payload, "a");
+  EXPECT_EQ(seen[1].payload, "bb");
+  EXPECT_EQ(seen[2].payload, "ccc");
+  EXPECT_EQ(seen[3].payload, "");
+  EXPECT_EQ(seen[0].key_seq, 1u);
+  EXPECT_EQ(seen[1].key_seq, 1u);
+  EXPECT_EQ(seen[2].key_seq, 2u);
+  EXPECT_EQ(seen[3].key_seq, 0u) << "unkeyed events have no key sequence";
+  for (std::size_t i = 0; i < seen.size(); ++i) {
+    EXPECT_EQ(seen[i].producer_seq, i + 1);
+    EXPECT_EQ(seen[i].producer_id, p.id());
+    EXPECT_EQ(seen[i].type, i + 1);
+    if (i > 0) EXPECT_GT(seen[i].position, seen[i - 1].position);
+  }
+}
+
+TEST(Producer, ZeroCopyClaimThenCommit) {
+  TempSegment seg;
+  Producer p = Producer::attach(seg.segment());
+  Claim c;
+  ASSERT_EQ(p.try_claim(9, 1, 4, c), Status::ok);
+  EXPECT_EQ(c.key_seq(), 1u);
+  EXPECT_TRUE(drain(seg.segment()).empty()) << "nothing visible before commit";
+  std::memcpy(c.payload().data(), "abcd", 4);
+  Claim other;
+  EXPECT_EQ(p.try_claim(9, 1, 4, other), Status::busy) << "one open claim per producer";
+  c.commit();
+  EXPECT_FALSE(c);
+  const auto seen = drain(seg.segment());
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].payload, "abcd");
+}
+
+TEST(Producer, TooLargeIsRefusedAndNothingIsWritten) {
+  TempSegment seg;
+  Producer p = Producer::attach(seg.segment());
+  const std::string big(seg.segment().max_event() + 1, 'x');
+  EXPECT_EQ(p.try_publish(1, 1, bytes_of(big)), Status::too_large);
+  EXPECT_EQ(seg.segment().was_tail(), 0u);
+  const std::string max(seg.segment().max_event(), 'y');
+  EXPECT_EQ(p.try_publish(1, 1, bytes_of(max)), Status::ok);
+  EXPECT_EQ(drain(seg.segment()).at(0).payload, max);
+  EXPECT_EQ(drain(seg.segment()).at(0).key_seq, 1u) << "the refused event did not use a key_seq";
+}
+
+TEST(Producer, ExpectedSequenceAppendsOrConflicts) {
+  TempSegment seg;
+  Producer p = Producer::attach(seg.segment());
+  EXPECT_EQ(p.try_publish_expected(42, 0, 1, bytes_of("created")), Status::ok);
+  EXPECT_EQ(p.try_publish_expected(42, 0, 1, bytes_of("created again")), Status::conflict);
+  EXPECT_EQ(p.try_publish_expected(42, 1, 1, bytes_of("updated")), Status::ok);
+  EXPECT_EQ(p.try_publish_expected(42, 1, 1, bytes_of("stale writer")), Status::conflict);
+  EXPECT_EQ(p.try_publish_expected(0, 0, 1, bytes_of("no key")), Status::invalid);
+  const auto seen = drain(seg.segment());
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[0].payload, "created");
+  EXPECT_EQ(seen[1].payload, "updated");
+  EXPECT_EQ(seen[1].key_seq, 2u);
+  EXPECT_EQ(seen[1].producer_seq, 2u) << "conflicts do not use producer sequences";
+}
+
+TEST(Producer, AbortGivesBackTheKeySeqWhenNothingFollowed) {
+  TempSegment seg;
+  Producer p = Producer::attach(seg.segment());
+  {
+    Claim c;
+    ASSERT_EQ(p.try_claim(7, 1, 16, c), Status::ok);
+    EXPECT_EQ(c.key_seq(), 1u);
+    c.abort();
+  }
+  {
+    Claim c;
+    ASSERT_EQ(p.try_claim(7, 1, 16, c), Status::ok);
+    // Destroying an open claim aborts it too.
+  }
+  ASSERT_EQ(p.try_publish(7, 1, bytes_of("kept")), Status::ok);
+  const auto seen = drain(seg.segment());
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].key_seq, 1u);
+  EXPECT_EQ(seen[0].producer_seq, 1u);
+  EXPECT_GT(seen[0].position, 0u) << "the aborted claims became padding before it";
+}
+
+TEST(Producer, AbortAfterALaterClaimOfTheKeyLeavesAVoidRecord) {
+  TempSegment seg;
+  Producer a = Producer::attach(seg.segment());
+  Producer b = Producer::attach(seg.segment());
+  Claim first;
+  ASSERT_EQ(a.try_claim(3, 1, 8, first), Status::ok);
+  ASSERT_EQ(b.try_publish(3, 1, bytes_of("second")), Status::ok);  // key_seq 2
+  first.abort();
+  ASSERT_EQ(a.try_publish(3, 1, bytes_of("third")), Status::ok);
+  TailReader t = TailReader::open_at(seg.segment(), 0);
+  Event e;
+  ASSERT_TRUE(t.try_next(e));
+  EXPECT_EQ(text(e), "second");
+  EXPECT_EQ(e.key_seq(), 2u);
+  ASSERT_TRUE(t.try_next(e));
+  EXPECT_EQ(text(e), "third");
+  EXPECT_EQ(e.key_seq(), 3u);
+  EXPECT_EQ(t.voids(), 1u) << "key_seq 1 is accounted for by a void record";
+}
+
+TEST(Producer, BatchClaimAssignsConsecutiveSequences) {
+  TempSegment seg;
+  Producer p = Producer::attach(seg.segment());
+  Claim c;
+  ASSERT_EQ(p.try_claim_batch(11, 2, 8, 5, c), Status::ok);
+  for (std::uint32_t i = 0; i < 5; ++i) {
+    const std::uint64_t v = 100 + i;
+    std::memcpy(c.payload(i).data(), &v, 8);
+  }
+  c.commit();
+  Claim none;
+  EXPECT_EQ(p.try_claim_batch(11, 2, 8, 0, none), Status::invalid);
+  const auto seen = drain(seg.segment());
+  ASSERT_EQ(seen.size(), 5u);
+  for (std::uint32_t i = 0; i < 5; ++i) {
+    std::uint64_t v = 0;
+    std::memcpy(&v, seen[i].payload.data(), 8);
+    EXPECT_EQ(v, 100 + i);
+    EXPECT_EQ(seen[i].key_seq, i + 1);
+    EXPECT_EQ(seen[i].producer_seq, i + 1);
+  }
+}
+
+TEST(Producer, WrapAroundPadsTheEndOfTheRing) {
+  TempSegment seg;  // 64 KiB ring, no gating groups: the ring is overwritten freely
+  Producer p = Producer::attach(seg.segment());
+  const std::string payload(1000, 'w');  // record of 1064 bytes: does not divide 64 KiB
+  std::uint64_t wraps = 0, last_pos = 0;
+  const auto& r = seg.segment().refs();
+  for (int i = 0; i < 200; ++i) {
+    Claim c;
+    ASSERT_EQ(p.try_claim(0, 1, 1000, c), Status::ok);
+    const std::uint64_t pos = c.position();
+    EXPECT_LE((pos & r.mask) + record_bytes(1000), r.capacity) << "a record never crosses the end";
+    if (i > 0 && r.lap(pos) != r.lap(last_pos)) {
+      ++wraps;
+      EXPECT_EQ(pos & r.mask, 0u) << "after a wrap the record starts the lap";
+      // The rest of the previous lap is one padding record.
+      const std::uint64_t pad_at = last_pos + record_bytes(1000);
+      const std::uint64_t f = std::atomic_ref<std::uint64_t>(r.record_at(pad_at)->frame).load();
+      EXPECT_EQ(frame::state(f), RecordState::padding);
+      EXPECT_EQ(frame::length(f), pos - pad_at);
+    }
+    std::memcpy(c.payload().data(), payload.data(), payload.size());
+    c.commit();
+    last_pos = pos;
+  }
+  EXPECT_GE(wraps, 2u);
+  // A reader that follows from the start of the current lap sees whole records.
+  const std::uint64_t lap_start = (seg.segment().was_tail() >> r.shift) << r.shift;
+  for (const auto& s : drain(seg.segment(), lap_start)) EXPECT_EQ(s.payload, payload);
+}
+
+TEST(Producer, FullWhenAGatingGroupHasNotConsumed) {
+  TempSegment seg;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "slow");
+  Producer p = Producer::attach(seg.segment());
+  const std::string payload(1000, 'f');
+  int published = 0;
+  Status s = Status::ok;
+  while ((s = p.try_publish(0, 1, bytes_of(payload))) == Status::ok) ++published;
+  EXPECT_EQ(s, Status::full);
+  // No more than one lap, and nearly all of it.
+  EXPECT_LE(published * record_bytes(1000), seg.segment().capacity());
+  EXPECT_GE((published + 2) * record_bytes(1000), seg.segment().capacity());
+  EXPECT_EQ(p.publish(0, 1, bytes_of(payload), std::chrono::milliseconds(20)), Status::timeout);
+  // Consuming some frees room again, and the consumer saw every event.
+  int handled = 0;
+  handled += static_cast<int>(g.worker(0).poll([&](const Event& e) { EXPECT_EQ(text(e), payload); }, 10));
+  EXPECT_EQ(handled, 10);
+  EXPECT_EQ(p.try_publish(0, 1, bytes_of(payload)), Status::ok);
+  while (g.worker(0).poll([&](const Event&) { ++handled; }, 1000) != 0) {
+  }
+  EXPECT_EQ(handled, published + 1);
+}
+
+TEST(Producer, KeyTableFullRefusesOnlyNewKeys) {
+  SegmentOptions o = TempSegment::small_options();
+  o.key_slots = 16;
+  TempSegment seg(o);
+  Producer p = Producer::attach(seg.segment());
+  std::uint64_t accepted = 0;
+  std::uint64_t key = 1;
+  for (; key < 100; ++key) {
+    const Status s = p.try_publish(key, 1, bytes_of("k"));
+    if (s == Status::keys_full) break;
+    ASSERT_EQ(s, Status::ok);
+    ++accepted;
+  }
+  EXPECT_EQ(accepted, 16u);
+  EXPECT_EQ(p.try_publish(key + 1, 1, bytes_of("new")), Status::keys_full);
+  EXPECT_EQ(p.try_publish(1, 1, bytes_of("old key")), Status::ok) << "known keys keep working";
+  EXPECT_EQ(p.try_publish(0, 1, bytes_of("unkeyed")), Status::ok);
+}
+
+TEST(Producer, ReattachingWithTheSameIdContinuesItsSequence) {
+  TempSegment seg;
+  {
+    Producer p = Producer::attach(seg.segment(), {.producer_id = 500});
+    for (int i = 0; i < 3; ++i) ASSERT_EQ(p.try_publish(0, 1, bytes_of("x")), Status::ok);
+    EXPECT_THROW(Producer::attach(seg.segment(), {.producer_id = 500}), Error) << "an id is attached once";
+  }
+  Producer again = Producer::attach(seg.segment(), {.producer_id = 500});
+  EXPECT_EQ(again.next_seq(), 4u);
+  Producer replay = Producer::attach(seg.segment(), {.producer_id = 501, .first_seq = 40});
+  EXPECT_EQ(replay.next_seq(), 40u);
+  Producer fresh = Producer::attach(seg.segment());
+  EXPECT_GE(fresh.id(), 0x80000000u) << "assigned ids never collide with application ids";
+  EXPECT_EQ(fresh.next_seq(), 1u);
+}
+
+TEST(Producer, SlotsRunOutWithAClearError) {
+  SegmentOptions o = TempSegment::small_options();
+  o.max_producers = 2;
+  TempSegment seg(o);
+  Producer a = Producer::attach(seg.segment());
+  Producer b = Producer::attach(seg.segment());
+  try {
+    Producer::attach(seg.segment());
+    FAIL() << "a third producer attached to two slots";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::no_slot);
+    EXPECT_NE(std::string(e.what()).find(seg.location().display()), std::string::npos);
+  }
+  b.detach();
+  EXPECT_NO_THROW(Producer::attach(seg.segment()));
+}
+
+TEST(Producer, MovingAProducerKeepsItsSlotAndSequence) {
+  TempSegment seg;
+  Producer a = Producer::attach(seg.segment());
+  ASSERT_EQ(a.try_publish(0, 1, bytes_of("1")), Status::ok);
+  Producer b = std::move(a);
+  EXPECT_FALSE(a);
+  ASSERT_EQ(b.try_publish(0, 1, bytes_of("2")), Status::ok);
+  const auto seen = drain(seg.segment());
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[1].producer_seq, 2u);
+}
+
+}  // namespace
+}  // namespace ringbus

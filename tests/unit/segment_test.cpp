@@ -1,0 +1,313 @@
+// Segment creation, attach validation, names, modes, ownership and persistence.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <thread>
+#include <vector>
+
+#include "ringbus/error.hpp"
+#include "ringbus/hash.hpp"
+#include "ringbus/producer.hpp"
+#include "ringbus/segment.hpp"
+#include "ringbus/tail_reader.hpp"
+#include "support.hpp"
+
+namespace ringbus {
+namespace {
+
+using test::TempSegment;
+using test::unique_name;
+
+// Runs `f` and returns the Error it throws (failing the test if it does not).
+template <class F>
+Error error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e;
+  }
+  ADD_FAILURE() << "no ringbus::Error was thrown";
+  return Error(Errc::system, "none");
+}
+
+std::string temp_path() { return "/tmp/" + unique_name("rbseg") + ".seg"; }
+
+struct FileGuard {
+  std::string path;
+  ~FileGuard() { ::unlink(path.c_str()); }
+};
+
+void patch_file(const std::string& path, std::size_t offset, const void* bytes, std::size_t n) {
+  const int fd = ::open(path.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::pwrite(fd, bytes, n, static_cast<off_t>(offset)), static_cast<ssize_t>(n));
+  ::close(fd);
+}
+
+template <class T>
+T read_file_at(const std::string& path, std::size_t offset) {
+  T v{};
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  EXPECT_GE(fd, 0);
+  EXPECT_EQ(::pread(fd, &v, sizeof v, static_cast<off_t>(offset)), static_cast<ssize_t>(sizeof v));
+  ::close(fd);
+  return v;
+}
+
+// Rewrites the header checksum after a deliberate change, so that a later check is
+// what rejects the file.
+void fix_checksum(const std::string& path) {
+  std::vector<unsigned char> page(layout::kPage);
+  const int fd = ::open(path.c_str(), O_RDWR);
+  ASSERT_EQ(::pread(fd, page.data(), page.size(), 0), static_cast<ssize_t>(page.size()));
+  const std::uint64_t sum = fnv1a(page.data() + layout::kChecksumBegin, layout::kChecksumEnd - layout::kChecksumBegin);
+  ASSERT_EQ(::pwrite(fd, &sum, 8, 16), 8);
+  ::close(fd);
+}
+
+TEST(Segment, OpenSeesTheSizesItWasCreatedWith) {
+  SegmentOptions o = TempSegment::small_options();
+  o.capacity = 256 * 1024;
+  o.max_event = 1000;
+  o.key_slots = 64;
+  TempSegment seg(o);
+  const Segment again = Segment::open(seg.location());
+  EXPECT_EQ(again.capacity(), 256u * 1024);
+  EXPECT_EQ(again.max_event(), 1000u);
+  EXPECT_EQ(again.key_slots(), 64u);
+  EXPECT_EQ(again.max_producers(), o.max_producers);
+  EXPECT_EQ(again.header().creator_pid, static_cast<std::uint64_t>(::getpid()));
+  EXPECT_STREQ(again.header().name, seg.location().name.c_str());
+}
+
+TEST(Segment, CreateRefusesAnExistingNameUnlessAskedToReplace) {
+  TempSegment seg;
+  const Error e = error_of([&] { Segment::create(seg.location(), TempSegment::small_options()); });
+  EXPECT_EQ(e.code(), Errc::exists);
+  EXPECT_NE(std::string(e.what()).find(seg.location().display()), std::string::npos) << e.what();
+  SegmentOptions o = TempSegment::small_options();
+  o.if_exists = SegmentOptions::IfExists::replace;
+  o.max_event = 100;
+  const Segment replaced = Segment::create(seg.location(), o);
+  EXPECT_EQ(Segment::open(seg.location()).max_event(), 100u);
+}
+
+TEST(Segment, OpenOfAMissingSegmentSaysNotFound) {
+  const Location loc = Location::shm(unique_name("missing"));
+  const Error e = error_of([&] { Segment::open(loc); });
+  EXPECT_EQ(e.code(), Errc::not_found);
+  EXPECT_NE(std::string(e.what()).find(loc.name), std::string::npos);
+  EXPECT_FALSE(Segment::remove(loc));
+}
+
+TEST(Segment, NamesAreValidated) {
+  for (const char* bad : {"", "a/b", "..", "x..y", ".hidden", "sp ace", "semi;colon"}) {
+    const Error e = error_of([&] { Segment::create(Location::shm(bad), TempSegment::small_options()); });
+    EXPECT_EQ(e.code(), Errc::invalid_name) << bad;
+  }
+  EXPECT_EQ(error_of([&] { Segment::create(Location::shm(std::string(201, 'a'))); }).code(), Errc::invalid_name);
+  EXPECT_TRUE(check_name("orders.v2_test-1", 200).empty());
+  EXPECT_EQ(Location::parse("/tmp/x.seg").kind, Location::Kind::file);
+  EXPECT_EQ(Location::parse("orders").kind, Location::Kind::shm);
+}
+
+TEST(Segment, OptionsAreValidated) {
+  auto code = [](SegmentOptions o) {
+    return error_of([&] { Segment::create(Location::shm(unique_name("opt")), o); }).code();
+  };
+  SegmentOptions o = TempSegment::small_options();
+  o.capacity = 100000;  // not a power of two
+  EXPECT_EQ(code(o), Errc::invalid_options);
+  o = TempSegment::small_options();
+  o.capacity = 4096;  // too small
+  EXPECT_EQ(code(o), Errc::invalid_options);
+  o = TempSegment::small_options();
+  o.max_event = 32 * 1024;  // record larger than capacity / 4
+  EXPECT_EQ(code(o), Errc::invalid_options);
+  o = TempSegment::small_options();
+  o.key_slots = 1000;
+  EXPECT_EQ(code(o), Errc::invalid_options);
+  o = TempSegment::small_options();
+  o.mode = 0444;  // no owner write
+  EXPECT_EQ(code(o), Errc::invalid_options);
+  o = TempSegment::small_options();
+  o.max_producers = 0;
+  EXPECT_EQ(code(o), Errc::invalid_options);
+}
+
+TEST(Segment, CreatedWithTheRequestedModeWhateverTheUmask) {
+  const mode_t old = ::umask(0);
+  TempSegment seg;
+  ::umask(old);
+  struct stat st {};
+  ASSERT_EQ(::stat(("/dev/shm/" + seg.location().name).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+
+  SegmentOptions o = TempSegment::small_options();
+  o.mode = 0640;
+  const mode_t old2 = ::umask(077);
+  TempSegment shared(o);
+  ::umask(old2);
+  ASSERT_EQ(::stat(("/dev/shm/" + shared.location().name).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0640u);
+}
+
+TEST(Segment, WidenedModeIsRefusedUnlessAllowed) {
+  TempSegment seg;
+  ASSERT_EQ(::chmod(("/dev/shm/" + seg.location().name).c_str(), 0666), 0);
+  const Error e = error_of([&] { Segment::open(seg.location()); });
+  EXPECT_EQ(e.code(), Errc::mode_widened);
+  EXPECT_NE(std::string(e.what()).find("0666"), std::string::npos) << e.what();
+  EXPECT_NO_THROW(Segment::open(seg.location(), {.allow_wider_mode = true}));
+}
+
+TEST(Segment, AnotherUsersSegmentIsRefusedUnlessAllowed) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to give a file to another user";
+  TempSegment seg;
+  ASSERT_EQ(::chown(("/dev/shm/" + seg.location().name).c_str(), 65534, 65534), 0);
+  const Error e = error_of([&] { Segment::open(seg.location()); });
+  EXPECT_EQ(e.code(), Errc::owner_mismatch);
+  EXPECT_NE(std::string(e.what()).find("65534"), std::string::npos) << e.what();
+  EXPECT_NO_THROW(Segment::open(seg.location(), {.allow_other_owner = true}));
+}
+
+TEST(Segment, ForeignFileIsRefused) {
+  FileGuard f{temp_path()};
+  {
+    std::ofstream out(f.path, std::ios::binary);
+    std::vector<char> junk(3 * layout::kPage, 'x');
+    out.write(junk.data(), static_cast<std::streamsize>(junk.size()));
+  }
+  ::chmod(f.path.c_str(), 0600);
+  const Error e = error_of([&] { Segment::open(Location::file(f.path)); });
+  EXPECT_EQ(e.code(), Errc::foreign);
+  EXPECT_NE(std::string(e.what()).find(f.path), std::string::npos) << e.what();
+  EXPECT_NE(std::string(e.what()).find("magic"), std::string::npos) << e.what();
+}
+
+TEST(Segment, TruncatedFileIsRefused) {
+  FileGuard f{temp_path()};
+  { Segment::create(Location::file(f.path), TempSegment::small_options()); }
+  const auto full = read_file_at<std::uint64_t>(f.path, offsetof(layout::SegmentHeader, total_size));
+  ASSERT_EQ(::truncate(f.path.c_str(), static_cast<off_t>(full / 2)), 0);
+  const Error e = error_of([&] { Segment::open(Location::file(f.path)); });
+  EXPECT_EQ(e.code(), Errc::truncated);
+  EXPECT_NE(std::string(e.what()).find(std::to_string(full)), std::string::npos) << e.what();
+
+  ASSERT_EQ(::truncate(f.path.c_str(), 100), 0);
+  EXPECT_EQ(error_of([&] { Segment::open(Location::file(f.path), {.init_timeout = std::chrono::milliseconds(20)}); })
+                .code(),
+            Errc::truncated);
+}
+
+TEST(Segment, EmptyOrUnfinishedFileIsNotInitialised) {
+  FileGuard f{temp_path()};
+  { std::ofstream out(f.path); }
+  ::chmod(f.path.c_str(), 0600);
+  const OpenOptions quick{.init_timeout = std::chrono::milliseconds(30)};
+  EXPECT_EQ(error_of([&] { Segment::open(Location::file(f.path), quick); }).code(), Errc::not_initialised);
+
+  // A header whose creator died before storing the magic.
+  { Segment::create(Location::file(f.path), {.capacity = 64 * 1024, .max_event = 128, .if_exists = SegmentOptions::IfExists::replace}); }
+  const std::uint64_t zero = 0;
+  const std::uint64_t dead_pid = 0x3ffffff0;  // above pid_max: never a live process
+  patch_file(f.path, 0, &zero, 8);
+  patch_file(f.path, offsetof(layout::SegmentHeader, creator_pid), &dead_pid, 8);
+  const Error e = error_of([&] { Segment::open(Location::file(f.path), quick); });
+  EXPECT_EQ(e.code(), Errc::not_initialised);
+  EXPECT_NE(std::string(e.what()).find("dead"), std::string::npos) << e.what();
+}
+
+TEST(Segment, OtherMajorVersionIsRefused) {
+  FileGuard f{temp_path()};
+  { Segment::create(Location::file(f.path), TempSegment::small_options()); }
+  const std::uint32_t v = layout::kVersionMajor + 1;
+  patch_file(f.path, 8, &v, 4);
+  const Error e = error_of([&] { Segment::open(Location::file(f.path)); });
+  EXPECT_EQ(e.code(), Errc::version_mismatch);
+  EXPECT_NE(std::string(e.what()).find(std::to_string(v) + "."), std::string::npos) << e.what();
+}
+
+TEST(Segment, CorruptHeaderIsRefused) {
+  FileGuard f{temp_path()};
+  { Segment::create(Location::file(f.path), TempSegment::small_options()); }
+  const std::uint32_t huge = 1u << 30;
+  patch_file(f.path, offsetof(layout::SegmentHeader, max_event), &huge, 4);
+  Error e = error_of([&] { Segment::open(Location::file(f.path)); });
+  EXPECT_EQ(e.code(), Errc::corrupt);
+  EXPECT_NE(std::string(e.what()).find("checksum"), std::string::npos) << e.what();
+
+  // With a matching checksum the sizes themselves are checked.
+  fix_checksum(f.path);
+  e = error_of([&] { Segment::open(Location::file(f.path)); });
+  EXPECT_EQ(e.code(), Errc::corrupt);
+  EXPECT_NE(std::string(e.what()).find("max_event"), std::string::npos) << e.what();
+}
+
+TEST(Segment, TamperedRegionTableIsRefused) {
+  FileGuard f{temp_path()};
+  { Segment::create(Location::file(f.path), TempSegment::small_options()); }
+  // Point the log region somewhere else (e.g. over the producer slots).
+  const std::size_t log_offset_field =
+      offsetof(layout::SegmentHeader, regions) + 4 * sizeof(layout::RegionDesc) + offsetof(layout::RegionDesc, offset);
+  const std::uint64_t bogus = layout::kPage;
+  patch_file(f.path, log_offset_field, &bogus, 8);
+  fix_checksum(f.path);
+  const Error e = error_of([&] { Segment::open(Location::file(f.path)); });
+  EXPECT_EQ(e.code(), Errc::corrupt);
+  EXPECT_NE(std::string(e.what()).find("region table"), std::string::npos) << e.what();
+}
+
+TEST(Segment, FileBackedSegmentKeepsItsEventsAcrossReopen) {
+  FileGuard f{temp_path()};
+  {
+    const Segment seg = Segment::create(Location::file(f.path), TempSegment::small_options());
+    Producer p = Producer::attach(seg);
+    for (std::uint64_t i = 0; i < 10; ++i) {
+      ASSERT_EQ(p.try_publish(i + 1, 7, std::as_bytes(std::span(&i, 1))), Status::ok);
+    }
+  }
+  const Segment seg = Segment::open(Location::file(f.path));
+  TailReader tail = TailReader::open(seg, TailStart::earliest);
+  Event e;
+  for (std::uint64_t i = 0; i < 10; ++i) {
+    ASSERT_TRUE(tail.try_next(e));
+    std::uint64_t v = 0;
+    std::memcpy(&v, e.payload().data(), 8);
+    EXPECT_EQ(v, i);
+    EXPECT_EQ(e.key(), i + 1);
+    EXPECT_EQ(e.key_seq(), 1u);
+  }
+  EXPECT_FALSE(tail.try_next(e));
+}
+
+TEST(Segment, OpenDuringCreationNeverSeesAHalfWrittenHeader) {
+  for (int round = 0; round < 50; ++round) {
+    const Location loc = Location::shm(unique_name("race"));
+    std::atomic<bool> go{false};
+    std::thread opener([&] {
+      while (!go.load()) {
+      }
+      for (;;) {
+        try {
+          const Segment s = Segment::open(loc);
+          EXPECT_EQ(s.capacity(), 64u * 1024);
+          return;
+        } catch (const Error& e) {
+          ASSERT_EQ(e.code(), Errc::not_found) << e.what();
+        }
+      }
+    });
+    go.store(true);
+    const Segment created = Segment::create(loc, TempSegment::small_options());
+    opener.join();
+    Segment::remove(loc);
+  }
+}
+
+}  // namespace
+}  // namespace ringbus
