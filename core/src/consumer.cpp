@@ -320,6 +320,11 @@ void ConsumerGroup::launch(std::uint32_t i, std::function<void(Worker&, const st
 void ConsumerGroup::stop() {
   if (!st_) return;
   st_->stop.store(true, std::memory_order_release);
+  // Workers parked on the data futex would otherwise sleep out their timeout. Other
+  // processes' parked consumers see a spurious wake-up and park again.
+  layout::ControlBlock& ctl = *st_->seg.refs().control;
+  ctl.data_seq.fetch_add(1, std::memory_order_release);
+  detail::futex_wake_all(ctl.data_seq);
   for (std::thread& t : st_->threads) {
     if (t.joinable()) t.join();
   }
@@ -334,9 +339,12 @@ void ConsumerGroup::stop() {
 
 // ---------------------------------------------------------------------------------
 
-void Worker::idle_step(detail::Waiter& waiter) {
-  const bool slept =
-      waiter.idle(r_.control->data_waiters, r_.control->data_seq, [this] { return ready_at_position(); });
+void Worker::idle_step(detail::Waiter& waiter, const std::atomic<bool>& stop) {
+  // A stop requested after the caller checked the flag is seen here: stop() sets it
+  // before bumping data_seq (release), and the park reads data_seq first (acquire).
+  const bool slept = waiter.idle(r_.control->data_waiters, r_.control->data_seq, [&] {
+    return stop.load(std::memory_order_relaxed) || ready_at_position();
+  });
   if (slept || (++idle_polls_ & 0x3ff) == 0) check_stall();
 }
 

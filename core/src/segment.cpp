@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "ringbus/detail/key_table.hpp"
 #include "ringbus/detail/process.hpp"
 #include "ringbus/error.hpp"
 #include "ringbus/hash.hpp"
@@ -223,6 +224,13 @@ std::string check_name(std::string_view name, std::size_t max_len) {
 const Location& Segment::location() const noexcept { return map_->loc_; }
 const layout::SegmentHeader& Segment::header() const noexcept { return *map_->refs_.header; }
 const detail::SegmentRefs& Segment::refs() const noexcept { return map_->refs_; }
+
+std::uint64_t Segment::was_last_key_seq(std::uint64_t key) const noexcept {
+  if (key == 0) return 0;
+  const std::uint64_t i = detail::find_key(refs(), key);
+  if (i == detail::kNoEntry) return 0;
+  return layout::latch::last_seq(refs().keys[i].latch.load(std::memory_order_acquire));
+}
 
 Segment Segment::create(const Location& where, const SegmentOptions& options) {
   check_location(where);

@@ -132,7 +132,7 @@ class Worker {
   template <class Visit>
   std::size_t scan(Visit&& visit, std::size_t max_events);
   bool ready_at_position() const noexcept;
-  void idle_step(detail::Waiter& waiter);
+  void idle_step(detail::Waiter& waiter, const std::atomic<bool>& stop);
   void check_stall() noexcept;
   [[noreturn]] void corrupt(std::uint64_t pos, const char* what) const;
   void record_failure(const Event& e, std::uint32_t attempts, const std::string& message);
@@ -371,7 +371,7 @@ void Worker::run(H&& handler, const std::atomic<bool>& stop) {
       idle_polls_ = 0;
       continue;
     }
-    idle_step(waiter);
+    idle_step(waiter, stop);
   }
 }
 
@@ -386,7 +386,7 @@ void Worker::run_batch(H&& handler, const std::atomic<bool>& stop) {
       idle_polls_ = 0;
       continue;
     }
-    idle_step(waiter);
+    idle_step(waiter, stop);
   }
 }
 

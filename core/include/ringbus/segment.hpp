@@ -113,6 +113,10 @@ class Segment {
     return refs().control->tail.load(std::memory_order_acquire);
   }
 
+  // The last key_seq assigned to `key` (0 if never published): racy observer, e.g.
+  // to retry Producer::try_publish_expected after a conflict.
+  [[nodiscard]] std::uint64_t was_last_key_seq(std::uint64_t key) const noexcept;
+
   [[nodiscard]] const detail::SegmentRefs& refs() const noexcept;
 
   explicit operator bool() const noexcept { return map_ != nullptr; }

@@ -1,0 +1,322 @@
+// N producers x M consumer workers on one segment, under ThreadSanitizer in CI.
+// Every test checks exactly-once delivery per group, per-key order with gap-free
+// key_seq, and payload checksums. RINGBUS_STRESS_EVENTS scales the event count.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "ringbus/consumer.hpp"
+#include "ringbus/hash.hpp"
+#include "ringbus/producer.hpp"
+#include "ringbus/stats.hpp"
+#include "support.hpp"
+
+namespace ringbus {
+namespace {
+
+using test::TempSegment;
+
+std::uint64_t stress_events(std::uint64_t fallback) {
+  if (const char* env = std::getenv("RINGBUS_STRESS_EVENTS")) return std::strtoull(env, nullptr, 10);
+  return fallback;
+}
+
+struct Payload {
+  std::uint32_t producer;
+  std::uint32_t tag;  // test-specific
+  std::uint64_t n;
+  std::uint64_t check;
+};
+
+std::uint64_t check_of(std::uint32_t producer, std::uint64_t n) { return mix64((std::uint64_t{producer} << 40) ^ n); }
+
+struct Rng {
+  std::uint64_t s;
+  std::uint64_t next() {
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    return s;
+  }
+};
+
+// What one worker saw. A key always routes to the same worker, so each checker is
+// used by one thread only.
+struct Checker {
+  std::unordered_map<std::uint64_t, std::uint64_t> last_seq;
+  std::uint64_t count = 0;
+  std::uint64_t checksum = 0;
+  std::uint64_t out_of_order = 0;  // key_seq not greater than the last one
+  std::uint64_t gaps = 0;          // key_seq skipped (only allowed where voids exist)
+  std::uint64_t bad_payload = 0;
+
+  void on(const Event& e) {
+    Payload p{};
+    if (e.payload().size() != sizeof p) {
+      ++bad_payload;
+      return;
+    }
+    std::memcpy(&p, e.payload().data(), sizeof p);
+    if (p.check != check_of(p.producer, p.n)) ++bad_payload;
+    ++count;
+    checksum += p.check;
+    if (e.key() != 0) {
+      std::uint64_t& last = last_seq[e.key()];
+      if (e.key_seq() <= last) ++out_of_order;
+      if (e.key_seq() > last + 1) gaps += e.key_seq() - last - 1;
+      last = e.key_seq();
+    }
+  }
+};
+
+struct GroupRun {
+  ConsumerGroup group;
+  std::vector<std::unique_ptr<Checker>> checkers;
+  std::atomic<std::uint64_t> delivered{0};
+
+  GroupRun(const Segment& seg, const char* name, std::uint32_t workers, WaitStrategy wait)
+      : group(ConsumerGroup::join(seg, name, {.workers = workers, .wait = wait})) {
+    for (std::uint32_t i = 0; i < workers; ++i) checkers.push_back(std::make_unique<Checker>());
+  }
+  void start() {
+    const std::uint32_t n = group.workers();
+    group.start([this, n](const Event& e) {
+      checkers[route(e.key(), e.producer_id(), n)]->on(e);
+      delivered.fetch_add(1, std::memory_order_relaxed);
+    });
+  }
+  Checker total() const {
+    Checker t;
+    for (const auto& c : checkers) {
+      t.count += c->count;
+      t.checksum += c->checksum;
+      t.out_of_order += c->out_of_order;
+      t.gaps += c->gaps;
+      t.bad_payload += c->bad_payload;
+      for (auto& [k, s] : c->last_seq) {
+        EXPECT_EQ(t.last_seq.count(k), 0u) << "key " << k << " was handled by two workers";
+        t.last_seq[k] = s;
+      }
+    }
+    return t;
+  }
+};
+
+TEST(Stress, ProducersKeysGroupsWorkersExactlyOnceInKeyOrder) {
+  test::set_deadline_scale(3);
+  const std::uint64_t total = stress_events(1'000'000);
+  constexpr std::uint32_t kProducers = 3;
+  constexpr std::uint64_t kKeys = 1000;
+  SegmentOptions o;
+  o.capacity = 256 * 1024;  // small: wraps often and exercises back-pressure
+  o.max_event = 1024;
+  o.key_slots = 4096;
+  TempSegment seg(o, "stress");
+  GroupRun a(seg.segment(), "a", 2, WaitStrategy::spin_yield(64));
+  GroupRun b(seg.segment(), "b", 2, WaitStrategy::spin_yield(64));
+  a.start();
+  b.start();
+
+  std::vector<std::uint64_t> per_key(kKeys + 1, 0);
+  std::mutex mu;
+  std::uint64_t expected_sum = 0;
+  std::vector<std::thread> producers;
+  for (std::uint32_t t = 0; t < kProducers; ++t) {
+    producers.emplace_back([&, t] {
+      Producer p = Producer::attach(seg.segment(), {.wait = WaitStrategy::spin_yield(64)});
+      Rng rng{0x9e3779b97f4a7c15ull * (t + 1)};
+      std::vector<std::uint64_t> mine(kKeys + 1, 0);
+      std::uint64_t sum = 0;
+      const std::uint64_t n = total / kProducers + (t < total % kProducers ? 1 : 0);
+      for (std::uint64_t i = 0; i < n; ++i) {
+        const std::uint64_t key = 1 + rng.next() % kKeys;
+        const Payload pl{t, 0, i, check_of(t, i)};
+        if (i % 64 == 63) {
+          // Now and then a batch of 4 under one claim, same key.
+          Claim c;
+          ASSERT_EQ(p.claim_batch(key, 1, sizeof pl, 4, c), Status::ok);
+          for (std::uint32_t k = 0; k < 4; ++k) {
+            const Payload bp{t, 1, (1ull << 40) + i * 4 + k, check_of(t, (1ull << 40) + i * 4 + k)};
+            std::memcpy(c.payload(k).data(), &bp, sizeof bp);
+            sum += bp.check;
+          }
+          c.commit();
+          mine[key] += 4;
+          continue;
+        }
+        ASSERT_EQ(p.publish(key, 1, std::as_bytes(std::span(&pl, 1))), Status::ok);
+        sum += pl.check;
+        ++mine[key];
+      }
+      std::lock_guard lock(mu);
+      expected_sum += sum;
+      for (std::uint64_t k = 0; k <= kKeys; ++k) per_key[k] += mine[k];
+    });
+  }
+  for (auto& t : producers) t.join();
+  std::uint64_t published = 0;
+  for (std::uint64_t c : per_key) published += c;
+
+  ASSERT_TRUE(test::eventually([&] { return a.delivered.load() >= published && b.delivered.load() >= published; },
+                               std::chrono::minutes(10)));
+  a.group.stop();
+  b.group.stop();
+  for (GroupRun* g : {&a, &b}) {
+    const Checker t = g->total();
+    EXPECT_EQ(t.count, published) << "each event exactly once per group";
+    EXPECT_EQ(t.checksum, expected_sum);
+    EXPECT_EQ(t.bad_payload, 0u);
+    EXPECT_EQ(t.out_of_order, 0u);
+    EXPECT_EQ(t.gaps, 0u);
+    for (std::uint64_t k = 1; k <= kKeys; ++k) {
+      const auto it = t.last_seq.find(k);
+      const std::uint64_t last = it == t.last_seq.end() ? 0 : it->second;
+      ASSERT_EQ(last, per_key[k]) << "key " << k << ": last key_seq seen vs events published";
+      ASSERT_EQ(seg.segment().was_last_key_seq(k), per_key[k]);
+    }
+  }
+  const SegmentStats s = read_stats(seg.segment());
+  EXPECT_EQ(s.published, published);
+  EXPECT_GT(s.back_pressure, 0u) << "a 256 KiB ring should have pushed back";
+}
+
+TEST(Stress, AbortedClaimsKeepKeySeqGapFree) {
+  test::set_deadline_scale(2);
+  const std::uint64_t total = stress_events(1'000'000) / 4;
+  constexpr std::uint64_t kKeys = 50;  // few keys: aborts race with other producers' claims
+  TempSegment seg({.capacity = 128 * 1024, .max_event = 256, .key_slots = 256}, "abort");
+  GroupRun g(seg.segment(), "g", 2, WaitStrategy::spin_yield(64));
+  g.start();
+  std::atomic<std::uint64_t> committed{0}, aborted{0};
+  std::vector<std::thread> producers;
+  for (std::uint32_t t = 0; t < 3; ++t) {
+    producers.emplace_back([&, t] {
+      Producer p = Producer::attach(seg.segment());
+      Rng rng{77 + t};
+      for (std::uint64_t i = 0; i < total / 3; ++i) {
+        const std::uint64_t key = 1 + rng.next() % kKeys;
+        Claim c;
+        ASSERT_EQ(p.claim(key, 1, sizeof(Payload), c), Status::ok);
+        const Payload pl{t, 0, i, check_of(t, i)};
+        std::memcpy(c.payload().data(), &pl, sizeof pl);
+        if (rng.next() % 50 == 0) {
+          c.abort();
+          aborted.fetch_add(1);
+        } else {
+          c.commit();
+          committed.fetch_add(1);
+        }
+      }
+    });
+  }
+  for (auto& t : producers) t.join();
+  ASSERT_TRUE(test::eventually([&] { return g.delivered.load() >= committed.load(); }, std::chrono::minutes(5)));
+  // Let the workers pass the trailing void records too.
+  ASSERT_TRUE(test::eventually([&] {
+    const SegmentStats s = read_stats(seg.segment());
+    return s.groups.at(0).worker.at(0).cursor == s.tail && s.groups.at(0).worker.at(1).cursor == s.tail;
+  }));
+  g.group.stop();
+  const Checker t = g.total();
+  EXPECT_EQ(t.count, committed.load());
+  EXPECT_EQ(t.out_of_order, 0u);
+  std::uint64_t last_sum = 0;
+  for (std::uint64_t k = 1; k <= kKeys; ++k) last_sum += seg.segment().was_last_key_seq(k);
+  const SegmentStats s = read_stats(seg.segment());
+  const std::uint64_t voids = s.groups.at(0).worker.at(0).voids + s.groups.at(0).worker.at(1).voids;
+  EXPECT_EQ(t.gaps, voids) << "every key_seq the handlers did not see is a void record";
+  EXPECT_EQ(last_sum, t.count + voids) << "key_seq 1..last is handled or void, for every key";
+  EXPECT_LE(voids, aborted.load());
+}
+
+TEST(Stress, ExpectedSequenceAppendsUnderContention) {
+  test::set_deadline_scale(2);
+  const std::uint64_t attempts = stress_events(1'000'000) / 20;
+  constexpr std::uint64_t kKeys = 20;
+  TempSegment seg({.capacity = 256 * 1024, .max_event = 256, .key_slots = 256}, "expect");
+  GroupRun g(seg.segment(), "g", 2, WaitStrategy::spin_yield(64));
+  // Each event records the key_seq it expected; it must land at expected + 1.
+  std::atomic<std::uint64_t> mismatched{0};
+  const std::uint32_t n = g.group.workers();
+  g.group.start([&](const Event& e) {
+    Payload p{};
+    std::memcpy(&p, e.payload().data(), sizeof p);
+    if (p.n + 1 != e.key_seq()) mismatched.fetch_add(1);
+    g.checkers[route(e.key(), e.producer_id(), n)]->on(e);
+    g.delivered.fetch_add(1);
+  });
+  std::vector<std::atomic<std::uint64_t>> wins(kKeys + 1);
+  std::atomic<std::uint64_t> conflicts{0};
+  std::vector<std::thread> writers;
+  for (std::uint32_t t = 0; t < 4; ++t) {
+    writers.emplace_back([&, t] {
+      Producer p = Producer::attach(seg.segment());
+      Rng rng{1234 + t};
+      for (std::uint64_t i = 0; i < attempts / 4; ++i) {
+        const std::uint64_t key = 1 + rng.next() % kKeys;
+        const std::uint64_t expected = seg.segment().was_last_key_seq(key);
+        const Payload pl{t, 0, expected, check_of(t, expected)};
+        const Status s = p.publish_expected(key, expected, 1, std::as_bytes(std::span(&pl, 1)));
+        if (s == Status::ok) {
+          wins[key].fetch_add(1);
+        } else {
+          ASSERT_EQ(s, Status::conflict);
+          conflicts.fetch_add(1);
+        }
+      }
+    });
+  }
+  for (auto& t : writers) t.join();
+  std::uint64_t won = 0;
+  for (std::uint64_t k = 1; k <= kKeys; ++k) {
+    EXPECT_EQ(seg.segment().was_last_key_seq(k), wins[k].load());
+    won += wins[k].load();
+  }
+  ASSERT_TRUE(test::eventually([&] { return g.delivered.load() >= won; }, std::chrono::minutes(5)));
+  g.group.stop();
+  const Checker t = g.total();
+  EXPECT_EQ(t.count, won);
+  EXPECT_EQ(t.gaps, 0u);
+  EXPECT_EQ(t.out_of_order, 0u);
+  EXPECT_EQ(mismatched.load(), 0u) << "an append landed at a key_seq other than expected + 1";
+  EXPECT_GT(conflicts.load(), 0u) << "four writers on twenty keys should have conflicted";
+}
+
+// Consumers and producers that park on futexes in the segment. Park timeouts are
+// 30 s: a lost wake-up shows up as a hang that the watchdog reports, not as a pass.
+TEST(Stress, ParkedConsumersAndBlockedProducersAreWoken) {
+  test::set_deadline_scale(2);
+  const auto park = WaitStrategy::spin_park(50, 5, std::chrono::seconds(30));
+  TempSegment seg({.capacity = 64 * 1024, .max_event = 256}, "park");
+  GroupRun g(seg.segment(), "g", 2, park);
+  g.start();
+  constexpr std::uint64_t kBursts = 300;
+  std::uint64_t sent = 0;
+  {
+    Producer p = Producer::attach(seg.segment(), {.wait = park});
+    for (std::uint64_t burst = 0; burst < kBursts; ++burst) {
+      // Idle long enough for the workers to park, then a burst bigger than the ring,
+      // so that the producer parks on the consumers as well.
+      std::this_thread::sleep_for(std::chrono::microseconds(burst % 10 == 0 ? 2000 : 200));
+      const std::uint64_t n = burst % 10 == 0 ? 2000 : 3;
+      for (std::uint64_t i = 0; i < n; ++i, ++sent) {
+        const Payload pl{0, 0, sent, check_of(0, sent)};
+        ASSERT_EQ(p.publish(1 + sent % 7, 1, std::as_bytes(std::span(&pl, 1))), Status::ok);
+      }
+      ASSERT_TRUE(test::eventually([&] { return g.delivered.load() == sent; }, std::chrono::minutes(2)));
+    }
+  }
+  g.group.stop();
+  const Checker t = g.total();
+  EXPECT_EQ(t.count, sent);
+  EXPECT_EQ(t.gaps + t.out_of_order + t.bad_payload, 0u);
+}
+
+}  // namespace
+}  // namespace ringbus
