@@ -1,0 +1,144 @@
+// ringbus demo: one segment, a consumer group with one pinned worker, and a producer
+// in a second process publishing paced events; prints counts and publish-to-handle
+// latency. The producer stamps the TSC just before it claims; the worker reads it
+// when its handler runs (the TSC is shared by every core of the machine).
+#include <fmt/format.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "common.hpp"
+#include "ringbus/clock.hpp"
+#include "ringbus/consumer.hpp"
+#include "ringbus/producer.hpp"
+#include "ringbus/stats.hpp"
+#include "ringbus_bench/histogram.hpp"
+
+namespace ringbus::tool {
+namespace {
+
+struct DemoEvent {
+  std::uint64_t stamp;  // Tsc::ticks() just before the claim
+  std::uint64_t n;
+};
+
+[[noreturn]] void run_producer(const Location& loc, int cpu, std::uint64_t events, std::uint64_t keys,
+                               std::uint64_t gap_ns, int go_fd) {
+  char go = 0;
+  if (::read(go_fd, &go, 1) != 1) ::_exit(5);
+  try {
+    if (cpu >= 0) pin_this_thread(cpu);
+    const Segment seg = Segment::open(loc);
+    Producer p = Producer::attach(seg, {.wait = WaitStrategy::busy_spin()});
+    const std::uint64_t gap_ticks = static_cast<std::uint64_t>(static_cast<double>(gap_ns) / Tsc::ns_per_tick());
+    std::uint64_t next = Tsc::ticks();
+    for (std::uint64_t i = 0; i < events; ++i) {
+      std::uint64_t now = Tsc::ticks();
+      while (now < next) now = Tsc::ticks();
+      next = std::max(next + gap_ticks, now);
+      Claim c;
+      const DemoEvent e{Tsc::ticks(), i};
+      if (p.claim(1 + i % keys, 1, sizeof e, c) != Status::ok) ::_exit(6);
+      std::memcpy(c.payload().data(), &e, sizeof e);
+      c.commit();
+    }
+  } catch (...) {
+    ::_exit(7);
+  }
+  ::_exit(0);
+}
+
+}  // namespace
+
+void add_demo_command(CLI::App& app, int& exit_code) {
+  auto* cmd = app.add_subcommand(
+      "demo", "Publish events from a second process to a pinned consumer group; print counts and latency");
+  struct Opts {
+    std::uint64_t events = 1'000'000;
+    std::uint64_t keys = 1000;
+    std::uint64_t gap_ns = 1000;
+    std::uint64_t warmup = 10'000;
+    std::string cpus = "0,1";
+  };
+  auto o = std::make_shared<Opts>();
+  cmd->add_option("--events", o->events, "Events to publish (default 1000000)");
+  cmd->add_option("--keys", o->keys, "Distinct keys, round robin (default 1000)");
+  cmd->add_option("--gap-ns", o->gap_ns, "Pacing between events in ns (default 1000)");
+  cmd->add_option("--warmup", o->warmup, "Events left out of the latency figures (default 10000)");
+  cmd->add_option("--cpus", o->cpus, "Producer CPU,consumer CPU (default 0,1)");
+  cmd->callback([o, &exit_code] {
+    const std::vector<int> cpus = parse_cpus(o->cpus);
+    if (cpus.size() != 2) throw CLI::ValidationError("--cpus", "give two CPUs: producer,consumer");
+    if (o->keys == 0 || o->events == 0) throw CLI::ValidationError("--events/--keys", "must be at least 1");
+    const Location loc = Location::shm("ringbus-demo-" + std::to_string(::getpid()));
+    const Segment seg = Segment::create(
+        loc, {.capacity = 16u << 20, .max_event = 1024, .if_exists = SegmentOptions::IfExists::replace});
+    struct Remove {
+      Location loc;
+      ~Remove() { Segment::remove(loc); }
+    } remove{loc};
+
+    ConsumerGroup group =
+        ConsumerGroup::join(seg, "demo", {.workers = 1, .cpus = {cpus[1]}, .wait = WaitStrategy::busy_spin()});
+    int go[2];
+    if (::pipe(go) != 0) throw std::runtime_error("pipe failed");
+    const pid_t child = ::fork();
+    if (child < 0) throw std::runtime_error("fork failed");
+    if (child == 0) {
+      ::close(go[1]);
+      run_producer(loc, cpus[0], o->events, o->keys, o->gap_ns, go[0]);
+    }
+    ::close(go[0]);
+
+    (void)Tsc::calibration();
+    bench::Histogram latency;
+    std::vector<std::uint64_t> last_seq(o->keys + 1, 0);
+    std::uint64_t consumed = 0, order_errors = 0, bad = 0, last_n = 0;
+    std::atomic<std::uint64_t> done{0};
+    const std::uint64_t warmup = o->warmup;
+    group.start([&](const Event& e) {
+      const std::uint64_t now = Tsc::ticks();
+      DemoEvent d{};
+      std::memcpy(&d, e.payload().data(), sizeof d);
+      if (consumed >= warmup) latency.record(Tsc::to_ns(now - d.stamp));
+      if (e.key() == 0 || e.key() > last_seq.size() - 1 || e.key_seq() != last_seq[e.key()] + 1) ++order_errors;
+      if (e.key() < last_seq.size()) last_seq[e.key()] = e.key_seq();
+      if (consumed > 0 && d.n != last_n + 1) ++bad;
+      last_n = d.n;
+      ++consumed;
+      done.store(consumed, std::memory_order_release);
+    });
+    const char start = 1;
+    if (::write(go[1], &start, 1) != 1) throw std::runtime_error("cannot start the producer");
+    ::close(go[1]);
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    const bool producer_ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (done.load(std::memory_order_acquire) < o->events && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    group.stop();
+    const SegmentStats s = read_stats(seg);
+
+    fmt::print("ringbus demo: segment {}, producer pid {} on cpu {}, group \"demo\" worker on cpu {}\n",
+               loc.display(), child, cpus[0], cpus[1]);
+    fmt::print("  published {}  consumed {}  keys {}  key order errors {}  out-of-order events {}  lost {}\n",
+               with_commas(s.published), with_commas(consumed), with_commas(s.keys_used), order_errors, bad,
+               with_commas(s.published - std::min(s.published, consumed)));
+    fmt::print("  publish-to-handle latency over {} events ({} warm-up events left out), paced every {} ns:\n",
+               with_commas(latency.count()), with_commas(std::min(warmup, consumed)), o->gap_ns);
+    fmt::print("    p50 {} ns   p90 {} ns   p99 {} ns   p99.9 {} ns   max {} ns\n", latency.percentile(50),
+               latency.percentile(90), latency.percentile(99), latency.percentile(99.9), latency.max());
+    if (!Tsc::invariant()) fmt::print("  (no invariant TSC: timestamps from steady_clock)\n");
+    const bool ok = producer_ok && consumed == o->events && s.published == o->events && order_errors == 0 && bad == 0;
+    if (!producer_ok) fmt::print(stderr, "ringbus demo: the producer process failed (status {})\n", status);
+    exit_code = ok ? kOk : kFailed;
+  });
+}
+
+}  // namespace ringbus::tool

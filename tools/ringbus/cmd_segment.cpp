@@ -1,0 +1,153 @@
+// ringbus create | info | rm
+#include <fmt/format.h>
+
+#include <ctime>
+
+#include "common.hpp"
+#include "ringbus/detail/process.hpp"
+#include "ringbus/stats.hpp"
+
+namespace ringbus::tool {
+namespace {
+
+std::string time_text(std::uint64_t realtime_ns) {
+  const std::time_t t = static_cast<std::time_t>(realtime_ns / 1'000'000'000ull);
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char buf[64];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+void print_info(const Segment& seg, bool json) {
+  const SegmentStats s = read_stats(seg);
+  const layout::SegmentHeader& h = seg.header();
+  const bool creator_alive =
+      !detail::process_dead(static_cast<std::uint32_t>(h.creator_pid), h.creator_start_ticks);
+  if (json) {
+    fmt::print("{{\"segment\":\"{}\",\"version\":\"{}.{}\",\"capacity\":{},\"max_event\":{},\"tail\":{},"
+               "\"published\":{},\"back_pressure\":{},\"keys_used\":{},\"key_slots\":{},"
+               "\"producers_recovered\":{},\"holes_padded\":{},\"records_voided\":{},\"latches_released\":{},"
+               "\"longest_stall_ns\":{},\"producers\":[",
+               seg.location().display(), h.version_major, h.version_minor, s.capacity, s.max_event, s.tail,
+               s.published, s.back_pressure, s.keys_used, s.key_slots, s.producers_recovered, s.holes_padded,
+               s.records_voided, s.latches_released, s.longest_stall_ns);
+    for (std::size_t i = 0; i < s.producers.size(); ++i) {
+      const ProducerStats& p = s.producers[i];
+      fmt::print("{}{{\"slot\":{},\"producer_id\":{},\"pid\":{},\"state\":\"{}\",\"alive\":{},\"next_seq\":{},"
+                 "\"published\":{},\"full\":{},\"aborted\":{}}}",
+                 i ? "," : "", p.slot, p.producer_id, p.pid, p.state, p.alive, p.next_seq, p.published, p.full,
+                 p.aborted);
+    }
+    fmt::print("],\"groups\":[");
+    for (std::size_t i = 0; i < s.groups.size(); ++i) {
+      const GroupStats& g = s.groups[i];
+      fmt::print("{}{{\"name\":\"{}\",\"workers\":{},\"cursor\":{},\"lag_bytes\":{},\"consumed\":{},\"worker\":[",
+                 i ? "," : "", g.name, g.workers, g.cursor, g.lag_bytes, g.consumed);
+      for (std::size_t w = 0; w < g.worker.size(); ++w) {
+        const WorkerStats& ws = g.worker[w];
+        fmt::print("{}{{\"index\":{},\"pid\":{},\"state\":\"{}\",\"alive\":{},\"cursor\":{},\"lag_bytes\":{},"
+                   "\"consumed\":{},\"voids\":{},\"handler_errors\":{}}}",
+                   w ? "," : "", ws.index, ws.pid, ws.state, ws.alive, ws.cursor, ws.lag_bytes, ws.consumed,
+                   ws.voids, ws.handler_errors);
+      }
+      fmt::print("]}}");
+    }
+    fmt::print("]}}\n");
+    return;
+  }
+  fmt::print("segment {}  layout {}.{}  created {} by pid {} ({})\n", seg.location().display(), h.version_major,
+             h.version_minor, time_text(h.created_realtime_ns), h.creator_pid, creator_alive ? "alive" : "exited");
+  fmt::print("  capacity {}  max event {}  keys {}/{}  producer slots {}  group slots {}\n",
+             human_bytes(s.capacity), human_bytes(s.max_event), with_commas(s.keys_used), with_commas(s.key_slots),
+             seg.max_producers(), seg.max_groups());
+  fmt::print("  tail {} (lap {})  published {}  back-pressure {}\n", with_commas(s.tail),
+             with_commas(s.tail / s.capacity), with_commas(s.published), with_commas(s.back_pressure));
+  fmt::print("  recovery: producers {}  holes padded {}  records voided {}  latches released {}  longest stall "
+             "{:.1f} ms\n",
+             s.producers_recovered, s.holes_padded, s.records_voided, s.latches_released,
+             static_cast<double>(s.longest_stall_ns) / 1e6);
+  fmt::print("producers ({})\n", s.producers.size());
+  if (!s.producers.empty()) {
+    fmt::print("  {:>4}  {:>10}  {:>8}  {:<10}  {:>12}  {:>12}  {:>8}\n", "slot", "id", "pid", "state", "next_seq",
+               "published", "full");
+  }
+  for (const ProducerStats& p : s.producers) {
+    fmt::print("  {:>4}  {:>10}  {:>8}  {:<10}  {:>12}  {:>12}  {:>8}\n", p.slot, p.producer_id, p.pid,
+               p.state + (p.alive || p.state != "active" ? "" : "!"), with_commas(p.next_seq),
+               with_commas(p.published), with_commas(p.full));
+  }
+  fmt::print("groups ({})\n", s.groups.size());
+  for (const GroupStats& g : s.groups) {
+    fmt::print("  {}  workers {}  cursor {}  lag {}  consumed {}\n", g.name, g.workers, with_commas(g.cursor),
+               human_bytes(g.lag_bytes), with_commas(g.consumed));
+    for (const WorkerStats& w : g.worker) {
+      fmt::print("    worker {:>2}  pid {:>8}  {:<9}  cursor {:>14}  lag {:>10}  consumed {:>12}  voids {}  errors {}\n",
+                 w.index, w.pid, w.alive ? "running" : w.state == "active" ? "dead" : "idle", with_commas(w.cursor),
+                 human_bytes(w.lag_bytes), with_commas(w.consumed), w.voids, w.handler_errors);
+    }
+  }
+}
+
+}  // namespace
+
+void add_segment_commands(CLI::App& app, int& exit_code) {
+  {
+    auto* cmd = app.add_subcommand("create", "Create a segment");
+    auto arg = std::make_shared<SegmentArg>();
+    arg->add_to(cmd);
+    auto capacity = std::make_shared<std::string>("16M");
+    auto max_event = std::make_shared<std::string>("64K");
+    auto mode = std::make_shared<std::string>("0600");
+    auto opts = std::make_shared<SegmentOptions>();
+    auto replace = std::make_shared<bool>(false);
+    cmd->add_option("--capacity", *capacity, "Log bytes, a power of two (default 16M)");
+    cmd->add_option("--max-event", *max_event, "Largest payload (default 64K)");
+    cmd->add_option("--mode", *mode, "Permission bits, octal (default 0600)");
+    cmd->add_option("--max-producers", opts->max_producers, "Producer slots (default 64)");
+    cmd->add_option("--max-groups", opts->max_groups, "Consumer group slots (default 16)");
+    cmd->add_option("--keys", opts->key_slots, "Key table slots, a power of two (default 65536)");
+    cmd->add_flag("--replace", *replace, "Replace an existing segment of that name");
+    cmd->callback([=, &exit_code] {
+      SegmentOptions o = *opts;
+      o.capacity = parse_size(*capacity);
+      o.max_event = static_cast<std::uint32_t>(parse_size(*max_event));
+      std::size_t used = 0;
+      o.mode = static_cast<std::uint32_t>(std::stoul(*mode, &used, 8));
+      if (used != mode->size()) throw CLI::ValidationError("--mode", "\"" + *mode + "\" is not an octal mode");
+      if (*replace) o.if_exists = SegmentOptions::IfExists::replace;
+      const Segment seg = Segment::create(arg->location(), o);
+      fmt::print("created {}: capacity {}, max event {}, {} bytes in all\n", seg.location().display(),
+                 human_bytes(seg.capacity()), human_bytes(seg.max_event()), with_commas(seg.refs().total_size));
+      exit_code = kOk;
+    });
+  }
+  {
+    auto* cmd = app.add_subcommand("info", "Show a segment's layout, producers, groups, positions and lag");
+    auto arg = std::make_shared<SegmentArg>();
+    arg->add_to(cmd);
+    auto json = std::make_shared<bool>(false);
+    cmd->add_flag("--json", *json, "One JSON object instead of text");
+    cmd->callback([=, &exit_code] {
+      print_info(Segment::open(arg->location()), *json);
+      exit_code = kOk;
+    });
+  }
+  {
+    auto* cmd = app.add_subcommand("rm", "Remove a segment (processes that have it mapped keep it until they exit)");
+    auto arg = std::make_shared<SegmentArg>();
+    arg->add_to(cmd);
+    cmd->callback([=, &exit_code] {
+      const Location loc = arg->location();
+      if (!Segment::remove(loc)) {
+        fmt::print(stderr, "ringbus: segment {} does not exist\n", loc.display());
+        exit_code = kNotFound;
+        return;
+      }
+      fmt::print("removed {}\n", loc.display());
+      exit_code = kOk;
+    });
+  }
+}
+
+}  // namespace ringbus::tool

@@ -1,0 +1,43 @@
+// Shared pieces of the `ringbus` subcommands.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ringbus/segment.hpp"
+
+namespace ringbus::tool {
+
+// Exit codes, documented in `ringbus --help` and README.md.
+enum Exit : int {
+  kOk = 0,
+  kFailed = 1,    // the command failed (segment error, I/O error, ...)
+  kUsage = 2,     // bad command line
+  kPartial = 3,   // publish: some lines were rejected
+  kNotFound = 4,  // the segment (or group, or DLQ entry) does not exist
+};
+
+// The segment a command names: NAME is a shared-memory name, or a file path if it
+// contains '/'; --path FILE overrides.
+struct SegmentArg {
+  std::string name;
+  std::string path;
+  void add_to(CLI::App* cmd);
+  [[nodiscard]] Location location() const;
+};
+
+// "64M", "16MiB", "4096", "1K" -> bytes. Throws CLI::ValidationError.
+std::uint64_t parse_size(const std::string& text);
+std::string human_bytes(std::uint64_t n);
+std::string with_commas(std::uint64_t n);
+// "0,1" -> {0, 1}
+std::vector<int> parse_cpus(const std::string& text);
+
+// Registration of each group of subcommands; each sets `exit_code` when it runs.
+void add_segment_commands(CLI::App& app, int& exit_code);
+void add_demo_command(CLI::App& app, int& exit_code);
+
+}  // namespace ringbus::tool

@@ -1,0 +1,32 @@
+// ringbus: create, inspect, publish to and read from ringbus segments; run the demo
+// and the benchmark.
+#include <fmt/format.h>
+
+#include <CLI/CLI.hpp>
+
+#include "common.hpp"
+#include "ringbus/error.hpp"
+
+int main(int argc, char** argv) {
+  using namespace ringbus::tool;
+  CLI::App app{"ringbus: a low-latency shared-memory event bus"};
+  app.require_subcommand(1);
+  app.footer(
+      "Exit status: 0 success; 1 the command failed (the message names the segment, line or field); "
+      "2 bad command line; 3 publish: some lines were rejected; 4 no such segment, group or entry.");
+  int exit_code = kOk;
+  add_segment_commands(app, exit_code);
+  add_demo_command(app, exit_code);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? kOk : kUsage;
+  } catch (const ringbus::Error& e) {
+    fmt::print(stderr, "ringbus: {}\n", e.what());
+    return e.code() == ringbus::Errc::not_found ? kNotFound : kFailed;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "ringbus: {}\n", e.what());
+    return kFailed;
+  }
+  return exit_code;
+}
