@@ -101,9 +101,9 @@ void add_demo_command(CLI::App& app, int& exit_code) {
     std::atomic<std::uint64_t> done{0};
     const std::uint64_t warmup = o->warmup;
     group.start([&](const Event& e) {
-      const std::uint64_t now = Tsc::ticks();
       DemoEvent d{};
       std::memcpy(&d, e.payload().data(), sizeof d);
+      const std::uint64_t now = Tsc::ticks_after_loads();
       if (consumed >= warmup) latency.record(Tsc::to_ns(now - d.stamp));
       if (e.key() == 0 || e.key() > last_seq.size() - 1 || e.key_seq() != last_seq[e.key()] + 1) ++order_errors;
       if (e.key() < last_seq.size()) last_seq[e.key()] = e.key_seq();

@@ -39,5 +39,6 @@ std::vector<int> parse_cpus(const std::string& text);
 // Registration of each group of subcommands; each sets `exit_code` when it runs.
 void add_segment_commands(CLI::App& app, int& exit_code);
 void add_demo_command(CLI::App& app, int& exit_code);
+void add_bench_command(CLI::App& app, int& exit_code);
 
 }  // namespace ringbus::tool

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   int exit_code = kOk;
   add_segment_commands(app, exit_code);
   add_demo_command(app, exit_code);
+  add_bench_command(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -34,6 +34,19 @@ class Tsc {
     return static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
   }
 
+  // As ticks(), but read only after every earlier load has completed (rdtscp). Use it
+  // to end a measured interval: a plain rdtsc may execute before the load that
+  // observed the awaited data, and under-report the interval.
+  static std::uint64_t ticks_after_loads() noexcept {
+#if RINGBUS_HAVE_RDTSC
+    if (calibration().invariant) {
+      unsigned aux = 0;
+      return __rdtscp(&aux);
+    }
+#endif
+    return static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
+  }
+
   static double ns_per_tick() noexcept { return calibration().ns_per_tick; }
 
   static std::uint64_t to_ns(std::uint64_t ticks_delta) noexcept {

@@ -1,0 +1,88 @@
+// The ringbus benchmark suite: publish-to-handle latency and throughput, with the raw
+// cache-line floor and well-known queues measured in the same run. `ringbus bench` is
+// its command line; bench/README.md documents the method and the JSON schema.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace ringbus::bench {
+
+struct Options {
+  std::string mode = "full";            // full, quick or smoke
+  int cpu_producer = 0;
+  int cpu_consumer = 1;
+  std::uint64_t samples = 1'000'000;    // latency samples per system, scenario and run (after warm-up)
+  std::uint64_t warmup = 10'000;        // per system, scenario and run
+  std::uint64_t gap_ns = 2000;          // pacing of latency runs
+  std::uint64_t chunk = 50'000;         // samples per interleaved turn of one system
+  int runs = 3;                         // results are medians over runs
+  std::uint64_t tput_events = 10'000'000;  // events per throughput measurement
+  std::vector<std::string> scenarios;   // empty: all
+  std::function<void(double fraction, const std::string& what)> progress;
+};
+
+// Options for a mode: "full" (1M samples x 3 runs), "quick" (100k x 3, about 30 s),
+// "smoke" (a few seconds, for CI).
+Options options_for(const std::string& mode);
+
+struct LatencyResult {
+  std::string system;
+  std::string scenario;
+  std::uint32_t event_bytes = 0;
+  std::uint64_t samples = 0;  // per run
+  // Medians over runs, ns.
+  double p50 = 0, p90 = 0, p99 = 0, p999 = 0, p9999 = 0, max = 0;
+  // The percentile spectrum of the median run, for the plot: (nines, ns) pairs.
+  std::vector<std::pair<double, double>> spectrum;
+};
+
+struct ThroughputResult {
+  std::string system;
+  std::string scenario;  // tput8, tput64, tput512
+  std::uint32_t event_bytes = 0;
+  std::uint32_t producers = 1;
+  std::uint32_t batch = 1;  // records per claim and per handler call; 1 = none
+  double events_per_s = 0;  // median over runs
+};
+
+struct Machine {
+  std::string cpu_model;
+  unsigned cores = 0;
+  std::string compiler;
+  std::string commit;
+  std::string date;
+  std::string kernel;
+  double tsc_ghz = 0;
+  bool invariant_tsc = false;
+};
+
+// RTT/2 of one cache line between the two CPUs (median of a short probe), taken at the
+// start, before the throughput cases, and at the end: the placement of two vCPUs
+// changes over time and sets every result's scale.
+struct Placement {
+  double start_ns = 0;
+  double before_tput_ns = 0;
+  double end_ns = 0;
+};
+
+struct Report {
+  Machine machine;
+  Placement placement;
+  Options options;
+  std::vector<LatencyResult> latency;
+  std::vector<ThroughputResult> throughput;
+};
+
+Report run(const Options& options);
+Machine describe_machine();
+
+void print_table(const Report& report, std::FILE* out);
+void write_json(const Report& report, const std::string& path);
+// Writes a gnuplot script and data next to `png_path` and runs gnuplot. Returns false
+// (with a message on stderr) if gnuplot is missing or fails.
+bool write_plot(const Report& report, const std::string& png_path);
+
+}  // namespace ringbus::bench

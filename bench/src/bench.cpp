@@ -1,0 +1,155 @@
+// Runs the scenarios: systems of a latency scenario take turns chunk by chunk (the
+// first system of each turn rotates), so that all of them see the same machine; each
+// run gives percentiles per system; the report keeps the median over runs.
+#include <algorithm>
+#include <cmath>
+
+#include "latency.hpp"
+#include "ringbus_bench/bench.hpp"
+#include "throughput.hpp"
+
+namespace ringbus::bench {
+namespace {
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+}
+
+bool wanted(const Options& o, const std::string& scenario) {
+  return o.scenarios.empty() || std::find(o.scenarios.begin(), o.scenarios.end(), scenario) != o.scenarios.end();
+}
+
+struct RunStats {
+  double p50, p90, p99, p999, p9999, max;
+};
+
+RunStats stats_of(const Histogram& h, double ns_per_tick) {
+  return {h.percentile(50) * ns_per_tick,   h.percentile(90) * ns_per_tick,    h.percentile(99) * ns_per_tick,
+          h.percentile(99.9) * ns_per_tick, h.percentile(99.99) * ns_per_tick, static_cast<double>(h.max()) * ns_per_tick};
+}
+
+std::vector<std::pair<double, double>> spectrum_of(const Histogram& h, double ns_per_tick) {
+  std::vector<std::pair<double, double>> out;
+  const double top = std::log10(static_cast<double>(std::max<std::uint64_t>(h.count(), 10)));
+  for (double nines = 0; nines <= top + 1e-9; nines += 0.05) {
+    const double p = 100.0 * (1.0 - std::pow(10.0, -nines));
+    out.emplace_back(nines, static_cast<double>(h.percentile(std::max(p, 1e-9))) * ns_per_tick);
+  }
+  out.emplace_back(top, static_cast<double>(h.max()) * ns_per_tick);
+  return out;
+}
+
+}  // namespace
+
+Options options_for(const std::string& mode) {
+  Options o;
+  o.mode = mode;
+  o.tput_events = 10'000'000;
+  if (mode == "quick") {
+    o.samples = 100'000;
+    o.runs = 3;
+    o.tput_events = 3'000'000;
+  } else if (mode == "smoke") {
+    o.samples = 4'000;
+    o.warmup = 400;
+    o.chunk = 2'000;
+    o.runs = 1;
+    o.tput_events = 100'000;
+  }
+  return o;
+}
+
+Report run(const Options& o) {
+  Report report;
+  report.options = o;
+  report.machine = describe_machine();
+  report.placement.start_ns = probe_floor(o, 20'000);
+  const double ns_per_tick = Tsc::ns_per_tick();
+  const std::uint64_t chunks = std::max<std::uint64_t>(1, (o.samples + o.chunk - 1) / o.chunk);
+  const std::uint64_t per_chunk = (o.samples + chunks - 1) / chunks;
+  const std::uint64_t warm_per_chunk = std::max<std::uint64_t>(100, o.warmup / chunks);
+  const auto gap_ticks = static_cast<std::uint64_t>(static_cast<double>(o.gap_ns) / ns_per_tick);
+
+  const auto scenarios = latency_scenarios();
+  const auto cases = throughput_cases();
+  // Progress: one unit per chunk of one system, ten per throughput measurement.
+  double total = 0, done = 0;
+  for (const auto& sc : scenarios) {
+    if (wanted(o, sc.name)) total += static_cast<double>(o.runs * chunks) * (sc.name == "thread" || sc.name == "rtt" ? 5 : 1);
+  }
+  for (const auto& c : cases) {
+    if (wanted(o, c.scenario)) total += 10.0 * o.runs;
+  }
+  auto tick = [&](double units, const std::string& what) {
+    done += units;
+    if (o.progress) o.progress(total > 0 ? done / total : 1.0, what);
+  };
+
+  for (const LatencyScenario& sc : scenarios) {
+    if (!wanted(o, sc.name)) continue;
+    auto systems = sc.make(o);
+    std::vector<std::vector<Histogram>> hist(systems.size(), std::vector<Histogram>(static_cast<std::size_t>(o.runs)));
+    for (int r = 0; r < o.runs; ++r) {
+      for (std::uint64_t k = 0; k < chunks; ++k) {
+        for (std::size_t j = 0; j < systems.size(); ++j) {
+          const std::size_t s = (j + k) % systems.size();
+          Chunk c{o.cpu_producer, o.cpu_consumer, per_chunk + warm_per_chunk, warm_per_chunk, gap_ticks};
+          systems[s]->run_chunk(c, hist[s][static_cast<std::size_t>(r)]);
+          tick(1, sc.name + " " + std::to_string(sc.event_bytes) + " B: " + systems[s]->name());
+        }
+      }
+    }
+    for (std::size_t s = 0; s < systems.size(); ++s) {
+      std::vector<RunStats> runs;
+      for (const Histogram& h : hist[s]) runs.push_back(stats_of(h, ns_per_tick));
+      LatencyResult res;
+      res.system = systems[s]->name();
+      res.scenario = sc.name;
+      res.event_bytes = sc.event_bytes;
+      res.samples = hist[s][0].count();
+      auto med = [&](double RunStats::*f) {
+        std::vector<double> v;
+        for (const RunStats& x : runs) v.push_back(x.*f);
+        return median(v);
+      };
+      res.p50 = med(&RunStats::p50);
+      res.p90 = med(&RunStats::p90);
+      res.p99 = med(&RunStats::p99);
+      res.p999 = med(&RunStats::p999);
+      res.p9999 = med(&RunStats::p9999);
+      res.max = med(&RunStats::max);
+      // The spectrum of the run whose p50 is the median one.
+      std::size_t mid = 0;
+      for (std::size_t r = 0; r < runs.size(); ++r) {
+        if (std::abs(runs[r].p50 - res.p50) < std::abs(runs[mid].p50 - res.p50)) mid = r;
+      }
+      res.spectrum = spectrum_of(hist[s][mid], ns_per_tick);
+      report.latency.push_back(std::move(res));
+    }
+  }
+
+  // Throughput cases take turns too (one measurement of each per run): the placement
+  // of the two vCPUs changes over seconds and moves every system's rate together.
+  std::vector<const ThroughputCase*> picked;
+  for (const ThroughputCase& c : cases) {
+    if (wanted(o, c.scenario)) picked.push_back(&c);
+  }
+  std::vector<std::vector<double>> rates(picked.size());
+  if (!picked.empty()) report.placement.before_tput_ns = probe_floor(o, 20'000);
+  for (int r = 0; r < o.runs; ++r) {
+    for (std::size_t i = 0; i < picked.size(); ++i) {
+      rates[i].push_back(measure_throughput(*picked[i], o, o.tput_events));
+      tick(10, picked[i]->scenario + ": " + picked[i]->system);
+    }
+  }
+  for (std::size_t i = 0; i < picked.size(); ++i) {
+    const ThroughputCase& c = *picked[i];
+    report.throughput.push_back({c.system, c.scenario, c.event_bytes, c.producers, c.batch, median(rates[i])});
+  }
+  report.placement.end_ns = probe_floor(o, 20'000);
+  return report;
+}
+
+}  // namespace ringbus::bench

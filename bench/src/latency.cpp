@@ -1,0 +1,530 @@
+// Latency systems. Every system is measured the same way: the sending thread (pinned to
+// the producer CPU) paces itself, stamps the TSC just before it sends, and sends a
+// message of the scenario's size; the receiving thread (pinned to the consumer CPU)
+// copies the message out and reads the TSC with rdtscp, which waits for the loads
+// before it. The difference is one sample. Round-trip systems stamp and receive on the
+// same thread.
+#include "latency.hpp"
+
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <bit>
+#include <boost/lockfree/spsc_queue.hpp>
+#include <numeric>
+#include <random>
+#include <readerwriterqueue/readerwriterqueue.h>
+#include <atomic_queue/atomic_queue.h>
+#include <stdexcept>
+
+#include "ringbus/producer.hpp"
+#include "ringbus/segment.hpp"
+
+namespace ringbus::bench {
+namespace {
+
+// rdtscp: waits for the loads before it. A plain rdtsc may read the clock before the
+// copied message has arrived, which makes every two-line queue look like one line.
+inline std::uint64_t end_ticks() noexcept { return Tsc::ticks_after_loads(); }
+
+// ---------------------------------------------------------------------------------
+// The floor: one cache line bounced between the two CPUs. One-way = RTT / 2.
+class Floor final : public LatencySystem {
+ public:
+  explicit Floor(bool rtt) : rtt_(rtt) {}
+  [[nodiscard]] std::string name() const override { return "floor"; }
+  void run_chunk(const Chunk& c, Histogram& h) override {
+    line_->store(0);
+    std::atomic<std::uint64_t>& line = *line_;
+    run_pinned(
+        c.cpu_producer, c.cpu_consumer,
+        [&] {
+          Pacer pace(c.gap_ticks);
+          for (std::uint64_t i = 0; i < c.events; ++i) {
+            pace.wait();
+            const std::uint64_t t0 = ticks();
+            line.store(2 * i + 1, std::memory_order_release);
+            while (line.load(std::memory_order_acquire) != 2 * i + 2) {
+            }
+            const std::uint64_t t1 = end_ticks();
+            if (i >= c.warmup) h.record(rtt_ ? t1 - t0 : (t1 - t0) / 2);
+          }
+        },
+        [&] {
+          for (std::uint64_t i = 0; i < c.events; ++i) {
+            while (line.load(std::memory_order_acquire) != 2 * i + 1) {
+            }
+            line.store(2 * i + 2, std::memory_order_release);
+          }
+        });
+  }
+
+ private:
+  struct alignas(128) Line {
+    std::atomic<std::uint64_t> v{0};
+  };
+  std::unique_ptr<Line> owner_ = std::make_unique<Line>();
+  std::atomic<std::uint64_t>* line_ = &owner_->v;
+  bool rtt_;
+};
+
+// The least a one-way message can cost: a ring of 4096 lines, one line per message
+// holding its sequence and stamp, written by the sender and spun on by the receiver.
+// On our VMs, when the two vCPUs sit far apart, this costs 1.2-1.5 x RTT/2: the first
+// write to a line the receiver is watching is slower than the ping-pong's steady state.
+class FloorOneWay final : public LatencySystem {
+ public:
+  [[nodiscard]] std::string name() const override { return "floor_oneway"; }
+  void run_chunk(const Chunk& c, Histogram& h) override {
+    for (Slot& s : *ring_) s.seq.store(0, std::memory_order_relaxed);
+    Slots& ring = *ring_;
+    run_pinned(
+        c.cpu_producer, c.cpu_consumer,
+        [&] {
+          Pacer pace(c.gap_ticks);
+          for (std::uint64_t i = 0; i < c.events; ++i) {
+            pace.wait();
+            Slot& s = ring[i % ring.size()];
+            s.stamp = ticks();
+            s.seq.store(i + 1, std::memory_order_release);
+          }
+        },
+        [&] {
+          for (std::uint64_t i = 0; i < c.events; ++i) {
+            Slot& s = ring[i % ring.size()];
+            while (s.seq.load(std::memory_order_acquire) < i + 1) {
+            }
+            const std::uint64_t stamp = s.stamp;
+            const std::uint64_t now = end_ticks();
+            if (i >= c.warmup) h.record(now - stamp);
+          }
+        });
+  }
+
+ private:
+  struct alignas(64) Slot {
+    std::atomic<std::uint64_t> seq{0};
+    std::uint64_t stamp = 0;
+  };
+  using Slots = std::array<Slot, 4096>;
+  std::unique_ptr<Slots> ring_ = std::make_unique<Slots>();
+};
+
+// ---------------------------------------------------------------------------------
+// Peers: SPSC queues of N-byte messages, 4096 slots.
+constexpr std::size_t kPeerSlots = 4096;
+
+template <std::size_t N>
+struct BoostOps {
+  using Q = boost::lockfree::spsc_queue<Msg<N>, boost::lockfree::capacity<kPeerSlots>>;
+  static constexpr const char* kName = "boost_spsc";
+  static std::unique_ptr<Q> make() { return std::make_unique<Q>(); }
+  static bool push(Q& q, const Msg<N>& m) { return q.push(m); }
+  static bool pop(Q& q, Msg<N>& m) { return q.pop(m); }
+};
+
+template <std::size_t N>
+struct MoodycamelOps {
+  using Q = moodycamel::ReaderWriterQueue<Msg<N>>;
+  static constexpr const char* kName = "moodycamel_rwq";
+  static std::unique_ptr<Q> make() { return std::make_unique<Q>(kPeerSlots); }
+  static bool push(Q& q, const Msg<N>& m) { return q.try_enqueue(m); }
+  static bool pop(Q& q, Msg<N>& m) { return q.try_dequeue(m); }
+};
+
+template <std::size_t N>
+struct AtomicQueueOps {
+  using Q = atomic_queue::AtomicQueueB2<Msg<N>, std::allocator<Msg<N>>, /*MAXIMIZE_THROUGHPUT=*/true,
+                                        /*TOTAL_ORDER=*/false, /*SPSC=*/true>;
+  static constexpr const char* kName = "atomic_queue";
+  static std::unique_ptr<Q> make() { return std::make_unique<Q>(kPeerSlots); }
+  static bool push(Q& q, const Msg<N>& m) { return q.try_push(m); }
+  static bool pop(Q& q, Msg<N>& m) { return q.try_pop(m); }
+};
+
+template <class Ops, std::size_t N>
+class Peer final : public LatencySystem {
+ public:
+  explicit Peer(bool rtt) : rtt_(rtt), q_(Ops::make()), back_(Ops::make()) {}
+  [[nodiscard]] std::string name() const override { return Ops::kName; }
+  void run_chunk(const Chunk& c, Histogram& h) override {
+    auto& q = *q_;
+    auto& back = *back_;
+    if (!rtt_) {
+      run_pinned(
+          c.cpu_producer, c.cpu_consumer,
+          [&] {
+            Pacer pace(c.gap_ticks);
+            Msg<N> m{};
+            for (std::uint64_t i = 0; i < c.events; ++i) {
+              pace.wait();
+              m.seq = i;
+              m.stamp = ticks();
+              while (!Ops::push(q, m)) {
+              }
+            }
+          },
+          [&] {
+            Msg<N> m{};
+            for (std::uint64_t i = 0; i < c.events;) {
+              if (Ops::pop(q, m)) {
+                consume_bytes(&m);
+                const std::uint64_t now = end_ticks();
+                if (i >= c.warmup) h.record(now - m.stamp);
+                ++i;
+              }
+            }
+          });
+      return;
+    }
+    run_pinned(
+        c.cpu_producer, c.cpu_consumer,
+        [&] {
+          Pacer pace(c.gap_ticks);
+          Msg<N> m{}, r{};
+          for (std::uint64_t i = 0; i < c.events; ++i) {
+            pace.wait();
+            m.seq = i;
+            m.stamp = ticks();
+            while (!Ops::push(q, m)) {
+            }
+            while (!Ops::pop(back, r)) {
+            }
+            consume_bytes(&r);
+            const std::uint64_t now = end_ticks();
+            if (i >= c.warmup) h.record(now - r.stamp);
+          }
+        },
+        [&] {
+          Msg<N> m{};
+          for (std::uint64_t i = 0; i < c.events; ++i) {
+            while (!Ops::pop(q, m)) {
+            }
+            consume_bytes(&m);
+            while (!Ops::push(back, m)) {
+            }
+          }
+        });
+  }
+
+ private:
+  bool rtt_;
+  std::unique_ptr<typename Ops::Q> q_;
+  std::unique_ptr<typename Ops::Q> back_;
+};
+
+// ---------------------------------------------------------------------------------
+// ringbus.
+
+std::atomic<int> g_segments{0};
+
+// A shared-memory segment that removes its name when the system is destroyed.
+struct BenchSegment {
+  Location loc;
+  Segment seg;
+  explicit BenchSegment(std::uint64_t capacity, std::uint32_t keys = 1 << 14)
+      : loc(Location::shm("ringbus-bench-" + std::to_string(::getpid()) + "-" + std::to_string(g_segments++))),
+        seg(Segment::create(loc, {.capacity = capacity,
+                                  .max_event = 4096,
+                                  .key_slots = keys,
+                                  .if_exists = SegmentOptions::IfExists::replace})) {}
+  ~BenchSegment() { Segment::remove(loc); }
+};
+
+// Every system holds 4096 events in flight: the peers have 4096 slots, a ringbus ring
+// the power of two that holds 4096 records (a ring much larger than the L2 cache would
+// make every record a cache miss the peers never pay).
+constexpr std::uint64_t ring_for(std::size_t payload) {
+  return std::bit_ceil(std::uint64_t{4096} * record_bytes(static_cast<std::uint32_t>(payload)));
+}
+
+// Default producer configuration (header timestamps on), busy-spinning when full.
+const ProducerOptions kBenchProducer{.wait = WaitStrategy::busy_spin()};
+const GroupOptions kBenchGroup{.workers = 1, .wait = WaitStrategy::busy_spin(), .batch = 64};
+
+template <std::size_t N>
+void send(Producer& p, std::uint64_t key, const Msg<N>& m) {
+  Claim c;
+  while (p.try_claim(key, 1, N, c) != Status::ok) {
+  }
+  std::memcpy(c.payload().data(), &m, N);
+  c.commit();
+}
+
+// One-way, thread to thread; optionally keyed (sequencing over `keys` distinct keys in a
+// shuffled order) and with extra gating groups that consume in the background.
+template <std::size_t N>
+class RingbusOneWay final : public LatencySystem {
+ public:
+  RingbusOneWay(std::uint64_t keys, int extra_groups, int cpu_background)
+      : segment_(ring_for(N), keys > 8192 ? 1u << 14 : 1u << 10),
+        group_(ConsumerGroup::join(segment_.seg, "measured", kBenchGroup)),
+        producer_(Producer::attach(segment_.seg, kBenchProducer)) {
+    keys_.resize(keys);
+    std::iota(keys_.begin(), keys_.end(), std::uint64_t{1});
+    std::shuffle(keys_.begin(), keys_.end(), std::mt19937_64(42));
+    for (int g = 0; g < extra_groups; ++g) {
+      GroupOptions o;
+      o.workers = 1;
+      // Parked when idle: the producer wakes them (a futex syscall only while one is
+      // parked); between events they spin briefly and yield on the producer's CPU.
+      o.wait = WaitStrategy::spin_park(100, 10, std::chrono::milliseconds(10));
+      if (cpu_background >= 0) o.cpus = {cpu_background};
+      background_.push_back(ConsumerGroup::join(segment_.seg, "background-" + std::to_string(g), o));
+    }
+  }
+  [[nodiscard]] std::string name() const override { return "ringbus"; }
+  void run_chunk(const Chunk& c, Histogram& h) override {
+    for (ConsumerGroup& g : background_) g.start([](const Event&) {});
+    Worker& w = group_.worker(0);
+    run_pinned(
+        c.cpu_producer, c.cpu_consumer,
+        [&] {
+          Pacer pace(c.gap_ticks);
+          Msg<N> m{};
+          for (std::uint64_t i = 0; i < c.events; ++i) {
+            pace.wait();
+            m.seq = i;
+            m.stamp = ticks();
+            send(producer_, keys_.empty() ? 0 : keys_[i % keys_.size()], m);
+          }
+        },
+        [&] {
+          Msg<N> m{};
+          std::uint64_t i = 0;
+          while (i < c.events) {
+            w.poll(
+                [&](const Event& e) {
+                  std::memcpy(&m, e.payload().data(), N);
+                  consume_bytes(&m);
+                  const std::uint64_t now = end_ticks();
+                  if (i >= c.warmup) h.record(now - m.stamp);
+                  ++i;
+                },
+                64);
+          }
+        });
+    for (ConsumerGroup& g : background_) g.stop();
+  }
+
+ private:
+  BenchSegment segment_;
+  ConsumerGroup group_;
+  Producer producer_;
+  std::vector<std::uint64_t> keys_;
+  std::vector<ConsumerGroup> background_;
+};
+
+// One-way, process to process: the producer is a child process pinned to the producer
+// CPU, told over a pipe how many events to send per chunk.
+class RingbusProcess final : public LatencySystem {
+ public:
+  explicit RingbusProcess(int cpu_producer)
+      : segment_(ring_for(64)), group_(ConsumerGroup::join(segment_.seg, "measured", kBenchGroup)) {
+    int cmd[2], ack[2];
+    if (::pipe(cmd) != 0 || ::pipe(ack) != 0) throw std::runtime_error("pipe failed");
+    child_ = ::fork();
+    if (child_ < 0) throw std::runtime_error("fork failed");
+    if (child_ == 0) {
+      ::close(cmd[1]);
+      ::close(ack[0]);
+      child(segment_.loc, cpu_producer, cmd[0], ack[1]);
+    }
+    ::close(cmd[0]);
+    ::close(ack[1]);
+    cmd_ = cmd[1];
+    ack_ = ack[0];
+  }
+  ~RingbusProcess() override {
+    const Command stop{0, 0};
+    if (::write(cmd_, &stop, sizeof stop) == sizeof stop) ::waitpid(child_, nullptr, 0);
+    ::close(cmd_);
+    ::close(ack_);
+  }
+  [[nodiscard]] std::string name() const override { return "ringbus"; }
+  void run_chunk(const Chunk& c, Histogram& h) override {
+    Worker& w = group_.worker(0);
+    std::atomic<bool> spinning{false};
+    std::thread consumer([&] {
+      pin_this_thread(c.cpu_consumer);
+      spinning.store(true);
+      Msg<64> m{};
+      std::uint64_t i = 0;
+      while (i < c.events) {
+        w.poll(
+            [&](const Event& e) {
+              std::memcpy(&m, e.payload().data(), sizeof m);
+              consume_bytes(&m);
+              const std::uint64_t now = end_ticks();
+              if (i >= c.warmup) h.record(now - m.stamp);
+              ++i;
+            },
+            64);
+      }
+    });
+    while (!spinning.load()) {
+    }
+    const Command go{c.events, c.gap_ticks};
+    if (::write(cmd_, &go, sizeof go) != sizeof go) throw std::runtime_error("producer process is gone");
+    consumer.join();
+    char done = 0;
+    if (::read(ack_, &done, 1) != 1) throw std::runtime_error("producer process failed");
+  }
+
+ private:
+  struct Command {
+    std::uint64_t events;
+    std::uint64_t gap_ticks;
+  };
+
+  [[noreturn]] static void child(const Location& loc, int cpu, int cmd, int ack) {
+    try {
+      pin_this_thread(cpu);
+      const Segment seg = Segment::open(loc);
+      Producer p = Producer::attach(seg, kBenchProducer);
+      Command c{};
+      while (::read(cmd, &c, sizeof c) == sizeof c && c.events != 0) {
+        Pacer pace(c.gap_ticks);
+        Msg<64> m{};
+        for (std::uint64_t i = 0; i < c.events; ++i) {
+          pace.wait();
+          m.seq = i;
+          m.stamp = ticks();
+          send(p, 0, m);
+        }
+        const char done = 1;
+        if (::write(ack, &done, 1) != 1) ::_exit(2);
+      }
+    } catch (...) {
+      ::_exit(3);
+    }
+    ::_exit(0);
+  }
+
+  BenchSegment segment_;
+  ConsumerGroup group_;
+  pid_t child_ = -1;
+  int cmd_ = -1;
+  int ack_ = -1;
+};
+
+// Round trip through two segments: A publishes to `there`, B consumes it and publishes
+// it back to `back`, A consumes the reply.
+class RingbusRoundTrip final : public LatencySystem {
+ public:
+  RingbusRoundTrip()
+      : there_(ring_for(64)),
+        back_(ring_for(64)),
+        there_group_(ConsumerGroup::join(there_.seg, "ping", kBenchGroup)),
+        back_group_(ConsumerGroup::join(back_.seg, "pong", kBenchGroup)),
+        there_producer_(Producer::attach(there_.seg, kBenchProducer)),
+        back_producer_(Producer::attach(back_.seg, kBenchProducer)) {}
+  [[nodiscard]] std::string name() const override { return "ringbus"; }
+  void run_chunk(const Chunk& c, Histogram& h) override {
+    Worker& ping = there_group_.worker(0);
+    Worker& pong = back_group_.worker(0);
+    run_pinned(
+        c.cpu_producer, c.cpu_consumer,
+        [&] {
+          Pacer pace(c.gap_ticks);
+          Msg<64> m{}, r{};
+          for (std::uint64_t i = 0; i < c.events; ++i) {
+            pace.wait();
+            m.seq = i;
+            m.stamp = ticks();
+            send(there_producer_, 0, m);
+            bool got = false;
+            while (!got) {
+              pong.poll(
+                  [&](const Event& e) {
+                    std::memcpy(&r, e.payload().data(), sizeof r);
+                    consume_bytes(&r);
+                    got = true;
+                  },
+                  1);
+            }
+            const std::uint64_t now = end_ticks();
+            if (i >= c.warmup) h.record(now - r.stamp);
+          }
+        },
+        [&] {
+          Msg<64> m{};
+          std::uint64_t i = 0;
+          while (i < c.events) {
+            ping.poll(
+                [&](const Event& e) {
+                  std::memcpy(&m, e.payload().data(), sizeof m);
+                  consume_bytes(&m);
+                  send(back_producer_, 0, m);
+                  ++i;
+                },
+                1);
+          }
+        });
+  }
+
+ private:
+  BenchSegment there_;
+  BenchSegment back_;
+  ConsumerGroup there_group_;
+  ConsumerGroup back_group_;
+  Producer there_producer_;
+  Producer back_producer_;
+};
+
+template <std::size_t N>
+std::vector<std::unique_ptr<LatencySystem>> one_way_with_peers(bool rtt) {
+  std::vector<std::unique_ptr<LatencySystem>> s;
+  s.push_back(std::make_unique<Floor>(rtt));
+  if (!rtt) s.push_back(std::make_unique<FloorOneWay>());
+  if (rtt) {
+    s.push_back(std::make_unique<RingbusRoundTrip>());
+  } else {
+    s.push_back(std::make_unique<RingbusOneWay<N>>(0, 0, -1));
+  }
+  s.push_back(std::make_unique<Peer<BoostOps<N>, N>>(rtt));
+  s.push_back(std::make_unique<Peer<MoodycamelOps<N>, N>>(rtt));
+  s.push_back(std::make_unique<Peer<AtomicQueueOps<N>, N>>(rtt));
+  return s;
+}
+
+}  // namespace
+
+double probe_floor(const Options& o, std::uint64_t samples) {
+  Floor floor(false);
+  Histogram h;
+  const auto gap = static_cast<std::uint64_t>(static_cast<double>(o.gap_ns) / Tsc::ns_per_tick());
+  floor.run_chunk({o.cpu_producer, o.cpu_consumer, samples + 1000, 1000, gap}, h);
+  return static_cast<double>(h.percentile(50)) * Tsc::ns_per_tick();
+}
+
+std::vector<LatencyScenario> latency_scenarios() {
+  return {
+      {"thread", 64, "one-way, thread to thread, 64-byte events", [](const Options&) { return one_way_with_peers<64>(false); }},
+      {"thread", 1024, "one-way, thread to thread, 1 KiB events", [](const Options&) { return one_way_with_peers<1024>(false); }},
+      {"process", 64, "one-way, producer in another process",
+       [](const Options& o) {
+         std::vector<std::unique_ptr<LatencySystem>> s;
+         s.push_back(std::make_unique<RingbusProcess>(o.cpu_producer));
+         return s;
+       }},
+      {"fanout4", 64, "one-way, 4 gating groups: 1 measured, 3 parked consumers keeping up",
+       [](const Options& o) {
+         std::vector<std::unique_ptr<LatencySystem>> s;
+         s.push_back(std::make_unique<RingbusOneWay<64>>(0, 3, o.cpu_producer));
+         return s;
+       }},
+      {"keys10k", 64, "one-way, per-key sequencing over 10,000 keys",
+       [](const Options&) {
+         std::vector<std::unique_ptr<LatencySystem>> s;
+         s.push_back(std::make_unique<RingbusOneWay<64>>(10'000, 0, -1));
+         return s;
+       }},
+      {"rtt", 64, "round trip, ping-pong through two queues", [](const Options&) { return one_way_with_peers<64>(true); }},
+  };
+}
+
+}  // namespace ringbus::bench

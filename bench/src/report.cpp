@@ -1,0 +1,322 @@
+// The terminal table, the JSON file and the gnuplot spectrum of a benchmark report.
+#include <fmt/format.h>
+#include <sys/utsname.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include "ringbus/clock.hpp"
+#include "ringbus_bench/bench.hpp"
+#include "ringbus_bench/git_commit.hpp"
+
+namespace ringbus::bench {
+namespace {
+
+std::string json_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      out += fmt::format("\\u{:04x}", static_cast<unsigned>(static_cast<unsigned char>(c)));
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+const LatencyResult* find(const Report& r, const std::string& scenario, std::uint32_t bytes, const std::string& system) {
+  for (const LatencyResult& l : r.latency) {
+    if (l.scenario == scenario && l.event_bytes == bytes && l.system == system) return &l;
+  }
+  return nullptr;
+}
+
+const LatencyResult* best_peer(const Report& r, const std::string& scenario, std::uint32_t bytes,
+                               double LatencyResult::*stat) {
+  const LatencyResult* best = nullptr;
+  for (const LatencyResult& l : r.latency) {
+    if (l.scenario != scenario || l.event_bytes != bytes || l.system == "ringbus" || l.system.rfind("floor", 0) == 0) {
+      continue;
+    }
+    if (best == nullptr || l.*stat < best->*stat) best = &l;
+  }
+  return best;
+}
+
+const ThroughputResult* find_tput(const Report& r, const std::string& scenario, const std::string& system,
+                                  std::uint32_t producers, std::uint32_t batch) {
+  for (const ThroughputResult& t : r.throughput) {
+    if (t.scenario == scenario && t.system == system && t.producers == producers && t.batch == batch) return &t;
+  }
+  return nullptr;
+}
+
+struct Target {
+  std::string what;
+  bool known;
+  bool met;
+  std::string value;
+};
+
+std::vector<Target> targets(const Report& r) {
+  std::vector<Target> out;
+  const LatencyResult* rb = find(r, "thread", 64, "ringbus");
+  const LatencyResult* floor = find(r, "thread", 64, "floor");
+  const LatencyResult* peer50 = best_peer(r, "thread", 64, &LatencyResult::p50);
+  const LatencyResult* peer99 = best_peer(r, "thread", 64, &LatencyResult::p99);
+  auto ratio = [](double a, double b) { return b > 0 ? a / b : 0.0; };
+  if (rb && floor) {
+    const double x = ratio(rb->p50, floor->p50);
+    out.push_back({"thread p50 <= 1.10 x floor p50", true, x <= 1.10, fmt::format("{:.2f}x", x)});
+  }
+  if (rb && peer50) {
+    const double x = ratio(rb->p50, peer50->p50);
+    out.push_back({"thread p50 <= best peer p50 (" + peer50->system + ")", true, x <= 1.0, fmt::format("{:.2f}x", x)});
+  }
+  if (rb && peer99) {
+    const double x = ratio(rb->p99, peer99->p99);
+    out.push_back({"thread p99 <= best peer p99 (" + peer99->system + ")", true, x <= 1.0, fmt::format("{:.2f}x", x)});
+  }
+  if (const LatencyResult* one = find(r, "thread", 64, "floor_oneway"); rb && one) {
+    const double x = ratio(rb->p50, one->p50);
+    out.push_back({"(reference) thread p50 / one-way one-line floor p50", true, x <= 1.10, fmt::format("{:.2f}x", x)});
+  }
+  if (const LatencyResult* p = find(r, "process", 64, "ringbus"); p && rb) {
+    const double x = ratio(p->p50, rb->p50);
+    out.push_back({"process p50 within 5% of thread p50", true, x <= 1.05, fmt::format("{:.2f}x", x)});
+  }
+  if (const LatencyResult* f = find(r, "fanout4", 64, "ringbus"); f && rb) {
+    const double x = ratio(f->p50, rb->p50);
+    out.push_back({"4 gating groups p50 <= 1.15 x one group", true, x <= 1.15, fmt::format("{:.2f}x", x)});
+  }
+  if (const LatencyResult* k = find(r, "keys10k", 64, "ringbus"); k && rb) {
+    const double x = ratio(k->p50, rb->p50);
+    out.push_back({"10,000-key sequencing p50 <= 1.10 x unkeyed", true, x <= 1.10, fmt::format("{:.2f}x", x)});
+  }
+  if (const ThroughputResult* t = find_tput(r, "tput64", "ringbus", 1, 1)) {
+    out.push_back({"64-byte events, 1 producer >= 40 M/s", true, t->events_per_s >= 40e6,
+                   fmt::format("{:.1f} M/s", t->events_per_s / 1e6)});
+  }
+  if (const ThroughputResult* t = find_tput(r, "tput8", "ringbus", 1, 32)) {
+    out.push_back({"8-byte events, 1 producer, batched >= 120 M/s", true, t->events_per_s >= 120e6,
+                   fmt::format("{:.1f} M/s", t->events_per_s / 1e6)});
+  }
+  return out;
+}
+
+std::string now_iso() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+}  // namespace
+
+Machine describe_machine() {
+  Machine m;
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  for (std::string line; std::getline(cpuinfo, line);) {
+    if (line.rfind("model name", 0) == 0) {
+      m.cpu_model = line.substr(line.find(':') + 2);
+      break;
+    }
+  }
+  m.cores = std::thread::hardware_concurrency();
+#if defined(__clang__)
+  m.compiler = fmt::format("clang {}.{}.{}", __clang_major__, __clang_minor__, __clang_patchlevel__);
+#elif defined(__GNUC__)
+  m.compiler = fmt::format("gcc {}.{}.{}", __GNUC__, __GNUC_MINOR__, __GNUC_PATCHLEVEL__);
+#endif
+  m.commit = kGitCommit;
+  m.date = now_iso();
+  utsname u{};
+  if (::uname(&u) == 0) m.kernel = std::string(u.sysname) + " " + u.release;
+  m.invariant_tsc = Tsc::invariant();
+  m.tsc_ghz = 1.0 / Tsc::ns_per_tick();
+  return m;
+}
+
+void print_table(const Report& r, std::FILE* out) {
+  const Options& o = r.options;
+  fmt::print(out, "\nringbus bench ({}: {} samples x {} run{}, paced every {} ns, producer cpu {}, consumer cpu {})\n",
+             o.mode, o.samples, o.runs, o.runs == 1 ? "" : "s", o.gap_ns, o.cpu_producer, o.cpu_consumer);
+  fmt::print(out, "machine: {} ({} cores), {}, {}, commit {}, {}\n", r.machine.cpu_model, r.machine.cores,
+             r.machine.compiler, r.machine.kernel, r.machine.commit, r.machine.date);
+  fmt::print(out,
+             "placement: cache-line RTT/2 between the two CPUs {:.0f} ns at the start, {:.0f} ns before throughput, "
+             "{:.0f} ns at the end (around 230 = far apart, 70 = near)\n",
+             r.placement.start_ns, r.placement.before_tput_ns, r.placement.end_ns);
+  if (!r.latency.empty()) {
+    fmt::print(out, "\nlatency, ns (median of runs)    {:>7} {:>7} {:>7} {:>8} {:>8} {:>9}  {:>9} {:>9}\n", "p50", "p90",
+               "p99", "p99.9", "p99.99", "max", "p50/floor", "p99/floor");
+    std::string last;
+    for (const LatencyResult& l : r.latency) {
+      const std::string label = fmt::format("{} {} B", l.scenario, l.event_bytes);
+      const LatencyResult* floor = find(r, l.scenario, l.event_bytes, "floor");
+      if (floor == nullptr && l.scenario != "rtt") floor = find(r, "thread", 64, "floor");
+      std::string r50 = "-", r99 = "-";
+      if (floor != nullptr && floor->p50 > 0 && l.system != "floor") {
+        r50 = fmt::format("{:.2f}x", l.p50 / floor->p50);
+        r99 = fmt::format("{:.2f}x", l.p99 / floor->p99);
+      }
+      fmt::print(out, "  {:<14} {:<15} {:>7.0f} {:>7.0f} {:>7.0f} {:>8.0f} {:>8.0f} {:>9.0f}  {:>9} {:>9}\n",
+                 label == last ? "" : label, l.system, l.p50, l.p90, l.p99, l.p999, l.p9999, l.max, r50, r99);
+      last = label;
+    }
+    for (const auto& [scenario, bytes] : std::vector<std::pair<std::string, std::uint32_t>>{
+             {"thread", 64}, {"thread", 1024}, {"rtt", 64}}) {
+      const LatencyResult* rb = find(r, scenario, bytes, "ringbus");
+      const LatencyResult* p50 = best_peer(r, scenario, bytes, &LatencyResult::p50);
+      const LatencyResult* p99 = best_peer(r, scenario, bytes, &LatencyResult::p99);
+      if (rb && p50 && p99) {
+        fmt::print(out, "  ringbus / best peer, {} {} B: p50 {:.2f}x ({}), p99 {:.2f}x ({})\n", scenario, bytes,
+                   rb->p50 / p50->p50, p50->system, rb->p99 / p99->p99, p99->system);
+      }
+    }
+  }
+  if (!r.throughput.empty()) {
+    fmt::print(out, "\nthroughput, M events/s (median of runs)   1 producer        2 producers\n");
+    fmt::print(out, "                                          plain  batch32    plain  batch32\n");
+    std::string last;
+    for (const ThroughputResult& t : r.throughput) {
+      if (t.producers != 1 || t.batch != 1) continue;
+      auto cell = [&](std::uint32_t producers, std::uint32_t batch) {
+        const ThroughputResult* x = find_tput(r, t.scenario, t.system, producers, batch);
+        return x ? fmt::format("{:.1f}", x->events_per_s / 1e6) : std::string("-");
+      };
+      fmt::print(out, "  {:<8} {:<30} {:>7} {:>8} {:>8} {:>8}\n", t.scenario == last ? "" : t.scenario, t.system,
+                 cell(1, 1), cell(1, 32), cell(2, 1), cell(2, 32));
+      last = t.scenario;
+    }
+  }
+  const auto ts = targets(r);
+  if (!ts.empty()) {
+    fmt::print(out, "\ntargets\n");
+    for (const Target& t : ts) fmt::print(out, "  {:<6} {:<52} {}\n", t.met ? "met" : "MISSED", t.what, t.value);
+  }
+  fmt::print(out, "\n");
+}
+
+void write_json(const Report& r, const std::string& path) {
+  std::ostringstream j;
+  const Machine& m = r.machine;
+  const Options& o = r.options;
+  j << fmt::format(
+      "{{\n  \"machine\": {{\"cpu_model\": \"{}\", \"cores\": {}, \"compiler\": \"{}\", \"commit\": \"{}\", "
+      "\"date\": \"{}\", \"kernel\": \"{}\", \"tsc_ghz\": {:.4f}, \"invariant_tsc\": {}}},\n",
+      json_escape(m.cpu_model), m.cores, json_escape(m.compiler), json_escape(m.commit), m.date, json_escape(m.kernel),
+      m.tsc_ghz, m.invariant_tsc);
+  j << fmt::format(
+      "  \"config\": {{\"mode\": \"{}\", \"samples\": {}, \"warmup\": {}, \"gap_ns\": {}, \"runs\": {}, "
+      "\"chunk\": {}, \"cpu_producer\": {}, \"cpu_consumer\": {}, \"tput_events\": {}}},\n",
+      o.mode, o.samples, o.warmup, o.gap_ns, o.runs, o.chunk, o.cpu_producer, o.cpu_consumer, o.tput_events);
+  j << fmt::format("  \"placement\": {{\"rtt_half_start_ns\": {:.1f}, \"rtt_half_before_tput_ns\": {:.1f}, "
+                   "\"rtt_half_end_ns\": {:.1f}}},\n",
+                   r.placement.start_ns, r.placement.before_tput_ns, r.placement.end_ns);
+  j << "  \"results\": [\n";
+  bool first = true;
+  for (const LatencyResult& l : r.latency) {
+    j << (first ? "" : ",\n");
+    first = false;
+    j << fmt::format(
+        "    {{\"system\": \"{}\", \"scenario\": \"{}\", \"event_bytes\": {}, \"p50_ns\": {:.1f}, \"p90_ns\": {:.1f}, "
+        "\"p99_ns\": {:.1f}, \"p999_ns\": {:.1f}, \"p9999_ns\": {:.1f}, \"max_ns\": {:.1f}, \"samples\": {}}}",
+        l.system, l.scenario, l.event_bytes, l.p50, l.p90, l.p99, l.p999, l.p9999, l.max, l.samples);
+  }
+  for (const ThroughputResult& t : r.throughput) {
+    j << (first ? "" : ",\n");
+    first = false;
+    j << fmt::format(
+        "    {{\"system\": \"{}\", \"scenario\": \"{}\", \"event_bytes\": {}, \"producers\": {}, \"batch\": {}, "
+        "\"events_per_s\": {:.0f}}}",
+        t.system, t.scenario, t.event_bytes, t.producers, t.batch, t.events_per_s);
+  }
+  j << "\n  ],\n  \"targets\": [";
+  first = true;
+  for (const Target& t : targets(r)) {
+    j << (first ? "\n" : ",\n");
+    first = false;
+    j << fmt::format("    {{\"target\": \"{}\", \"met\": {}, \"value\": \"{}\"}}", json_escape(t.what), t.met, t.value);
+  }
+  j << "\n  ]\n}\n";
+  std::ofstream f(path);
+  f << j.str();
+  if (!f) throw std::runtime_error("cannot write " + path);
+}
+
+bool write_plot(const Report& r, const std::string& png_path) {
+  const std::string script_path = png_path + ".gp";
+  std::ofstream gp(script_path);
+  struct Panel {
+    std::string title;
+    std::vector<const LatencyResult*> lines;
+  };
+  std::vector<Panel> panels;
+  for (const auto& [scenario, bytes, title] : std::vector<std::tuple<std::string, std::uint32_t, std::string>>{
+           {"thread", 64, "one-way, thread to thread, 64 B"},
+           {"thread", 1024, "one-way, thread to thread, 1 KiB"},
+           {"rtt", 64, "round trip, 64 B"}}) {
+    Panel p{title, {}};
+    for (const LatencyResult& l : r.latency) {
+      if (l.scenario == scenario && l.event_bytes == bytes) p.lines.push_back(&l);
+    }
+    if (!p.lines.empty()) panels.push_back(p);
+  }
+  Panel rb{"ringbus scenarios, 64 B", {}};
+  for (const LatencyResult& l : r.latency) {
+    if (l.system == "ringbus" && l.event_bytes == 64 && l.scenario != "rtt") rb.lines.push_back(&l);
+  }
+  if (!rb.lines.empty()) panels.push_back(rb);
+  if (panels.empty()) return false;
+
+  int block = 0;
+  std::map<const LatencyResult*, int> blocks;
+  for (const Panel& p : panels) {
+    for (const LatencyResult* l : p.lines) {
+      if (blocks.count(l)) continue;
+      blocks[l] = block;
+      gp << "$d" << block++ << " << EOD\n";
+      for (const auto& [nines, ns] : l->spectrum) gp << fmt::format("{:.3f} {:.1f}\n", nines, std::max(ns, 1.0));
+      gp << "EOD\n";
+    }
+  }
+  gp << "set terminal pngcairo size 1600,1100 font 'sans,10'\n";
+  gp << "set output '" << png_path << "'\n";
+  gp << "set logscale y\nset grid\nset key top left\n";
+  gp << "set xtics ('0%%' 0, '90%%' 1, '99%%' 2, '99.9%%' 3, '99.99%%' 4, '99.999%%' 5, '99.9999%%' 6)\n";
+  gp << "set xlabel 'percentile'\nset ylabel 'latency (ns)'\n";
+  gp << fmt::format("set multiplot layout 2,2 title 'ringbus bench {} - {} - commit {}'\n", r.options.mode,
+                    r.machine.cpu_model, r.machine.commit);
+  for (const Panel& p : panels) {
+    gp << "set title '" << p.title << "'\nplot ";
+    for (std::size_t i = 0; i < p.lines.size(); ++i) {
+      const LatencyResult* l = p.lines[i];
+      const std::string label = p.title.rfind("ringbus", 0) == 0 ? l->scenario : l->system;
+      gp << (i ? ", " : "") << "$d" << blocks[l] << " using 1:2 with lines lw 2 title '" << label << "'";
+    }
+    gp << "\n";
+  }
+  gp << "unset multiplot\n";
+  gp.close();
+  const int rc = std::system(("gnuplot '" + script_path + "' 2>&1").c_str());
+  if (rc != 0) {
+    fmt::print(stderr, "ringbus bench: gnuplot failed (status {}); script left at {}\n", rc, script_path);
+    return false;
+  }
+  return true;
+}
+
+}  // namespace ringbus::bench

@@ -1,0 +1,76 @@
+// Runs `ringbus bench --smoke --json` and checks the report: every system and scenario
+// the schema names is there, percentiles are ordered, rates are positive. No timing
+// is asserted: only that the benchmark completes and writes what bench/README.md says.
+#include <gtest/gtest.h>
+#include <simdjson.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <set>
+#include <string>
+
+#include "support.hpp"
+
+namespace {
+
+TEST(BenchSmoke, CompletesAndWritesValidJson) {
+  const std::string json = "/tmp/" + ringbus::test::unique_name("bench") + ".json";
+  const std::string cmd = std::string(RINGBUS_TOOL) + " bench --smoke --no-progress --json " + json + " > /dev/null";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+
+  simdjson::ondemand::parser parser;
+  simdjson::padded_string text = simdjson::padded_string::load(json);
+  ::unlink(json.c_str());
+  simdjson::ondemand::document doc = parser.iterate(text);
+  simdjson::ondemand::object root = doc.get_object();
+
+  simdjson::ondemand::object machine = root["machine"].get_object();
+  EXPECT_FALSE(std::string_view(machine["cpu_model"].get_string()).empty());
+  EXPECT_GT(int64_t(machine["cores"].get_int64()), 0);
+  EXPECT_FALSE(std::string_view(machine["compiler"].get_string()).empty());
+  EXPECT_FALSE(std::string_view(machine["commit"].get_string()).empty());
+  EXPECT_EQ(std::string_view(machine["date"].get_string()).size(), 20u);  // 2026-11-22T12:00:00Z
+
+  simdjson::ondemand::object placement = root["placement"].get_object();
+  EXPECT_GT(double(placement["rtt_half_start_ns"].get_double()), 0.0);
+
+  std::set<std::string> systems, scenarios;
+  for (auto item : root["results"].get_array()) {
+    simdjson::ondemand::object r = item.get_object();
+    const std::string system(std::string_view(r["system"].get_string()));
+    const std::string scenario(std::string_view(r["scenario"].get_string()));
+    systems.insert(system);
+    scenarios.insert(scenario);
+    EXPECT_GT(int64_t(r["event_bytes"].get_int64()), 0);
+    if (scenario.rfind("tput", 0) == 0) {
+      EXPECT_GT(double(r["events_per_s"].get_double()), 0.0) << system << " " << scenario;
+      EXPECT_GE(int64_t(r["producers"].get_int64()), 1);
+      EXPECT_GE(int64_t(r["batch"].get_int64()), 1);
+      continue;
+    }
+    double last = 0;
+    for (const char* field : {"p50_ns", "p90_ns", "p99_ns", "p999_ns", "p9999_ns", "max_ns"}) {
+      const double v = r[field].get_double();
+      EXPECT_GT(v, 0.0) << system << " " << scenario << " " << field;
+      EXPECT_GE(v, last) << system << " " << scenario << " " << field << " is below the previous percentile";
+      last = v;
+    }
+    EXPECT_GT(int64_t(r["samples"].get_int64()), 0);
+  }
+  for (const char* s : {"ringbus", "floor", "floor_oneway", "boost_spsc", "moodycamel_rwq", "atomic_queue"}) {
+    EXPECT_TRUE(systems.count(s)) << "no results for system " << s;
+  }
+  for (const char* s : {"thread", "process", "fanout4", "keys10k", "rtt", "tput8", "tput64", "tput512"}) {
+    EXPECT_TRUE(scenarios.count(s)) << "no results for scenario " << s;
+  }
+  std::size_t targets = 0;
+  for (auto t : root["targets"].get_array()) {
+    simdjson::ondemand::object o = t.get_object();
+    EXPECT_FALSE(std::string_view(o["target"].get_string()).empty());
+    (void)bool(o["met"].get_bool());
+    ++targets;
+  }
+  EXPECT_GE(targets, 8u);
+}
+
+}  // namespace
