@@ -243,7 +243,13 @@ constexpr std::uint64_t ring_for(std::size_t payload) {
 
 // Default producer configuration (header timestamps on), busy-spinning when full.
 const ProducerOptions kBenchProducer{.wait = WaitStrategy::busy_spin()};
-const GroupOptions kBenchGroup{.workers = 1, .wait = WaitStrategy::busy_spin(), .batch = 64};
+GroupOptions bench_group() {
+  GroupOptions o;
+  o.workers = 1;
+  o.wait = WaitStrategy::busy_spin();
+  o.batch = 64;
+  return o;
+}
 
 template <std::size_t N>
 void send(Producer& p, std::uint64_t key, const Msg<N>& m) {
@@ -261,7 +267,7 @@ class RingbusOneWay final : public LatencySystem {
  public:
   RingbusOneWay(std::uint64_t keys, int extra_groups, int cpu_background)
       : segment_(ring_for(N), keys > 8192 ? 1u << 14 : 1u << 10),
-        group_(ConsumerGroup::join(segment_.seg, "measured", kBenchGroup)),
+        group_(ConsumerGroup::join(segment_.seg, "measured", bench_group())),
         producer_(Producer::attach(segment_.seg, kBenchProducer)) {
     keys_.resize(keys);
     std::iota(keys_.begin(), keys_.end(), std::uint64_t{1});
@@ -323,7 +329,7 @@ class RingbusOneWay final : public LatencySystem {
 class RingbusProcess final : public LatencySystem {
  public:
   explicit RingbusProcess(int cpu_producer)
-      : segment_(ring_for(64)), group_(ConsumerGroup::join(segment_.seg, "measured", kBenchGroup)) {
+      : segment_(ring_for(64)), group_(ConsumerGroup::join(segment_.seg, "measured", bench_group())) {
     int cmd[2], ack[2];
     if (::pipe(cmd) != 0 || ::pipe(ack) != 0) throw std::runtime_error("pipe failed");
     child_ = ::fork();
@@ -418,8 +424,8 @@ class RingbusRoundTrip final : public LatencySystem {
   RingbusRoundTrip()
       : there_(ring_for(64)),
         back_(ring_for(64)),
-        there_group_(ConsumerGroup::join(there_.seg, "ping", kBenchGroup)),
-        back_group_(ConsumerGroup::join(back_.seg, "pong", kBenchGroup)),
+        there_group_(ConsumerGroup::join(there_.seg, "ping", bench_group())),
+        back_group_(ConsumerGroup::join(back_.seg, "pong", bench_group())),
         there_producer_(Producer::attach(there_.seg, kBenchProducer)),
         back_producer_(Producer::attach(back_.seg, kBenchProducer)) {}
   [[nodiscard]] std::string name() const override { return "ringbus"; }

@@ -295,7 +295,7 @@ bool write_plot(const Report& r, const std::string& png_path) {
   }
   gp << "set terminal pngcairo size 1600,1100 font 'sans,10'\n";
   gp << "set output '" << png_path << "'\n";
-  gp << "set logscale y\nset grid\nset key top left\n";
+  gp << "set termoption noenhanced\nset logscale y\nset grid\nset key top left\n";
   gp << "set xtics ('0%%' 0, '90%%' 1, '99%%' 2, '99.9%%' 3, '99.99%%' 4, '99.999%%' 5, '99.9999%%' 6)\n";
   gp << "set xlabel 'percentile'\nset ylabel 'latency (ns)'\n";
   gp << fmt::format("set multiplot layout 2,2 title 'ringbus bench {} - {} - commit {}'\n", r.options.mode,

@@ -53,7 +53,10 @@ double ringbus_rate(std::uint32_t producers, std::uint32_t batch, std::uint64_t 
     Location loc;
     ~Remove() { Segment::remove(loc); }
   } remove{loc};
-  ConsumerGroup group = ConsumerGroup::join(seg, "tput", {.workers = 1, .wait = WaitStrategy::busy_spin(), .batch = 256});
+  GroupOptions go;
+  go.wait = WaitStrategy::busy_spin();
+  go.batch = 256;
+  ConsumerGroup group = ConsumerGroup::join(seg, "tput", go);
   std::vector<Producer> ps;
   for (std::uint32_t i = 0; i < producers; ++i) {
     ps.push_back(Producer::attach(seg, {.wait = WaitStrategy::busy_spin(), .timestamps = Timestamps::none}));

@@ -13,7 +13,7 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   struct Opts {
     bool quick = false, smoke = false, no_progress = false;
     std::string cpus = "0,1", json, plot, scenarios;
-    std::uint64_t samples = 0, gap_ns = 0;
+    std::uint64_t samples = 0, gap_ns = 0, chunk = 0;
     int runs = 0;
   };
   auto o = std::make_shared<Opts>();
@@ -25,6 +25,7 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--samples", o->samples, "Latency samples per system and run (default 1,000,000)");
   cmd->add_option("--runs", o->runs, "Runs; results are medians (default 3)");
   cmd->add_option("--gap-ns", o->gap_ns, "Pacing of latency events in ns (default 2000)");
+  cmd->add_option("--chunk", o->chunk, "Samples per interleaved turn of one system (default 10000)");
   cmd->add_option("--scenarios", o->scenarios,
                   "Comma-separated: thread,process,fanout4,keys10k,rtt,tput8,tput64,tput512 (default all)");
   cmd->add_flag("--no-progress", o->no_progress, "No progress bar");
@@ -37,6 +38,7 @@ void add_bench_command(CLI::App& app, int& exit_code) {
     if (o->samples != 0) opts.samples = o->samples;
     if (o->runs != 0) opts.runs = o->runs;
     if (o->gap_ns != 0) opts.gap_ns = o->gap_ns;
+    if (o->chunk != 0) opts.chunk = o->chunk;
     for (std::size_t start = 0; start < o->scenarios.size();) {
       const std::size_t comma = o->scenarios.find(',', start);
       opts.scenarios.push_back(o->scenarios.substr(start, comma == std::string::npos ? comma : comma - start));

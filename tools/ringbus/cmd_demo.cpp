@@ -82,8 +82,10 @@ void add_demo_command(CLI::App& app, int& exit_code) {
       ~Remove() { Segment::remove(loc); }
     } remove{loc};
 
-    ConsumerGroup group =
-        ConsumerGroup::join(seg, "demo", {.workers = 1, .cpus = {cpus[1]}, .wait = WaitStrategy::busy_spin()});
+    GroupOptions group_options;
+    group_options.cpus = {cpus[1]};
+    group_options.wait = WaitStrategy::busy_spin();
+    ConsumerGroup group = ConsumerGroup::join(seg, "demo", group_options);
     int go[2];
     if (::pipe(go) != 0) throw std::runtime_error("pipe failed");
     const pid_t child = ::fork();
