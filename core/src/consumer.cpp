@@ -8,6 +8,8 @@
 #include <cstring>
 #include <mutex>
 
+#include "ringbus/dedup.hpp"
+#include "ringbus/detail/groups.hpp"
 #include "ringbus/detail/process.hpp"
 #include "ringbus/detail/recovery.hpp"
 #include "ringbus/error.hpp"
@@ -18,7 +20,6 @@ namespace {
 using layout::GroupSlot;
 using layout::WorkerSlot;
 
-constexpr std::uint32_t kNoGroup = ~0u;
 
 void store_name(GroupSlot& g, std::string_view name) noexcept {
   char buf[layout::kGroupNameBytes] = {};
@@ -30,28 +31,11 @@ void store_name(GroupSlot& g, std::string_view name) noexcept {
   }
 }
 
-std::string load_name(const GroupSlot& g) {
-  char buf[layout::kGroupNameBytes + 1] = {};
-  for (std::size_t w = 0; w < layout::kGroupNameBytes / 8; ++w) {
-    const std::uint64_t v = g.name[w].load(std::memory_order_relaxed);
-    std::memcpy(buf + 8 * w, &v, 8);
-  }
-  return std::string(buf, ::strnlen(buf, layout::kGroupNameBytes));
-}
+using detail::find_group;
+using detail::kNoGroup;
 
-// Index of the active group called `name`, or kNoGroup. Sets `pending` when a live
-// process is registering a group of that name right now.
-std::uint32_t find_group(const detail::SegmentRefs& r, std::string_view name, bool* pending = nullptr) {
-  for (std::uint32_t i = 0; i < r.max_groups; ++i) {
-    const std::uint64_t st = r.groups[i].state.load(std::memory_order_acquire);  // pairs with join()
-    const auto s = layout::owner::state(st);
-    if (s != layout::owner::active && s != layout::owner::registering) continue;
-    if (load_name(r.groups[i]) != name) continue;
-    if (s == layout::owner::active) return i;
-    if (pending != nullptr && !detail::process_dead(layout::owner::pid(st), 0)) *pending = true;
-  }
-  return kNoGroup;
-}
+void reset_group_state(const detail::SegmentRefs& r, std::uint32_t g);
+void merge_dedup(const detail::SegmentRefs& r, std::uint32_t g, std::uint32_t old_workers, std::uint32_t new_workers);
 
 std::string where_of(const Segment& seg, std::string_view name) {
   return "segment " + seg.location().display() + " group \"" + std::string(name) + "\"";
@@ -64,6 +48,7 @@ std::string where_of(const Segment& seg, std::string_view name) {
 void register_group(const detail::SegmentRefs& r, std::uint32_t g, std::string_view name,
                     const GroupOptions& o, std::uint32_t pid) {
   GroupSlot& gs = r.groups[g];
+  reset_group_state(r, g);
   store_name(gs, name);
   gs.flags.store(0, std::memory_order_relaxed);
   gs.resumes.store(0, std::memory_order_relaxed);
@@ -90,6 +75,13 @@ void register_group(const detail::SegmentRefs& r, std::uint32_t g, std::string_v
     w.consumed.store(0, std::memory_order_relaxed);
     w.voids_seen.store(0, std::memory_order_relaxed);
     w.handler_errors.store(0, std::memory_order_relaxed);
+    w.dup_dropped.store(0, std::memory_order_relaxed);
+    w.too_old_dropped.store(0, std::memory_order_relaxed);
+    w.retries.store(0, std::memory_order_relaxed);
+    w.dead_lettered.store(0, std::memory_order_relaxed);
+    w.dedup_evictions.store(0, std::memory_order_relaxed);
+    w.redelivered.store(0, std::memory_order_relaxed);
+    w.redriven.store(0, std::memory_order_relaxed);
     w.inflight.store(layout::kNoPosition, std::memory_order_relaxed);
     w.owner.store(layout::owner::make(layout::owner::free, 0), std::memory_order_relaxed);
   }
@@ -103,7 +95,101 @@ void unregister_group(const detail::SegmentRefs& r, std::uint32_t g) {
   r.control->gating_gen.fetch_add(1, std::memory_order_seq_cst);
 }
 
+// Zeroes group g's dedup windows (all worker slots) and empties its dead-letter ring.
+void reset_group_state(const detail::SegmentRefs& r, std::uint32_t g) {
+  if (r.dedup != nullptr) {
+    for (std::uint32_t w = 0; w < layout::kMaxWorkers; ++w) {
+      for (std::uint32_t i = 0; i < r.dedup_producers; ++i) {
+        layout::DedupWindowHeader* h = r.dedup_window(g, w, i);
+        h->producer.store(0, std::memory_order_relaxed);
+        h->last_used.store(0, std::memory_order_relaxed);
+        DedupWindow(&h->top, r.dedup_words_of(h), r.dedup_words).reset();
+      }
+    }
+  }
+  if (r.dlq != nullptr) {
+    layout::DlqControl& c = *r.dlq_control(g);
+    c.head.store(0, std::memory_order_relaxed);
+    c.tail.store(0, std::memory_order_relaxed);
+    c.next_id.store(1, std::memory_order_relaxed);
+    c.entries.store(0, std::memory_order_relaxed);
+    c.appended.store(0, std::memory_order_relaxed);
+    c.removed.store(0, std::memory_order_relaxed);
+    c.full_waits.store(0, std::memory_order_relaxed);
+    c.lock.store(0, std::memory_order_release);
+  }
+}
+
+// After a change of worker count keys move between workers: every new worker gets, for
+// each producer, the union of what the old workers had seen (a producer's events are
+// identified by (producer id, producer_seq) whichever worker handled them).
+void merge_dedup(const detail::SegmentRefs& r, std::uint32_t g, std::uint32_t old_workers, std::uint32_t new_workers) {
+  if (r.dedup == nullptr) return;
+  struct Merged {
+    Merged(std::uint64_t p, std::uint32_t bits) : producer(p), window(bits) {}
+    std::uint64_t producer;
+    std::uint64_t last_used = 0;
+    OwnedDedupWindow window;
+  };
+  std::vector<std::unique_ptr<Merged>> merged;
+  const std::uint32_t bits = (r.dedup_words - 1) * 64;
+  for (std::uint32_t w = 0; w < old_workers; ++w) {
+    for (std::uint32_t i = 0; i < r.dedup_producers; ++i) {
+      layout::DedupWindowHeader* h = r.dedup_window(g, w, i);
+      const std::uint64_t producer = h->producer.load(std::memory_order_relaxed);
+      if (producer == 0) continue;
+      auto it = std::find_if(merged.begin(), merged.end(), [&](const auto& m) { return m->producer == producer; });
+      if (it == merged.end()) {
+        merged.push_back(std::make_unique<Merged>(producer, bits));
+        it = merged.end() - 1;
+      }
+      (*it)->last_used = std::max((*it)->last_used, h->last_used.load(std::memory_order_relaxed));
+      (*it)->window->merge(DedupWindow(&h->top, r.dedup_words_of(h), r.dedup_words));
+    }
+  }
+  // Keep the most recently used producers if there are more than a table holds.
+  std::sort(merged.begin(), merged.end(), [](const auto& a, const auto& b) { return a->last_used > b->last_used; });
+  for (std::uint32_t w = 0; w < std::max(old_workers, new_workers); ++w) {
+    for (std::uint32_t i = 0; i < r.dedup_producers; ++i) {
+      layout::DedupWindowHeader* h = r.dedup_window(g, w, i);
+      DedupWindow view(&h->top, r.dedup_words_of(h), r.dedup_words);
+      view.reset();
+      h->producer.store(0, std::memory_order_relaxed);
+      h->last_used.store(0, std::memory_order_relaxed);
+      if (w >= new_workers || i >= merged.size()) continue;
+      h->producer.store(merged[i]->producer, std::memory_order_relaxed);
+      h->last_used.store(merged[i]->last_used, std::memory_order_relaxed);
+      view.merge(*merged[i]->window);
+    }
+  }
+}
+
 }  // namespace
+
+namespace detail {
+
+std::string group_name(const layout::GroupSlot& g) {
+  char buf[layout::kGroupNameBytes + 1] = {};
+  for (std::size_t w = 0; w < layout::kGroupNameBytes / 8; ++w) {
+    const std::uint64_t v = g.name[w].load(std::memory_order_relaxed);
+    std::memcpy(buf + 8 * w, &v, 8);
+  }
+  return std::string(buf, ::strnlen(buf, layout::kGroupNameBytes));
+}
+
+std::uint32_t find_group(const SegmentRefs& r, std::string_view name, bool* pending) {
+  for (std::uint32_t i = 0; i < r.max_groups; ++i) {
+    const std::uint64_t st = r.groups[i].state.load(std::memory_order_acquire);  // pairs with join()
+    const auto s = layout::owner::state(st);
+    if (s != layout::owner::active && s != layout::owner::registering) continue;
+    if (group_name(r.groups[i]) != name) continue;
+    if (s == layout::owner::active) return i;
+    if (pending != nullptr && !process_dead(layout::owner::pid(st), 0)) *pending = true;
+  }
+  return kNoGroup;
+}
+
+}  // namespace detail
 
 // ---------------------------------------------------------------------------------
 
@@ -161,8 +247,11 @@ ConsumerGroup ConsumerGroup::join(const Segment& segment, std::string_view name,
     throw Error(Errc::invalid_options, where + ": " + std::to_string(options.workers) + " workers but only " +
                                            std::to_string(options.cpus.size()) + " cpus given");
   }
-  if (options.batch == 0 || options.max_attempts == 0) {
-    throw Error(Errc::invalid_options, where + ": batch and max_attempts must be at least 1");
+  if (options.batch == 0 || options.retry.max_attempts == 0 || options.max_pending == 0) {
+    throw Error(Errc::invalid_options, where + ": batch, retry.max_attempts and max_pending must be at least 1");
+  }
+  if (options.dedup && segment.refs().dedup == nullptr) {
+    throw Error(Errc::invalid_options, where + ": dedup needs a segment created with a dedup window (dedup_window > 0)");
   }
   detail::register_fast_side();
   const detail::SegmentRefs& r = segment.refs();
@@ -238,6 +327,7 @@ ConsumerGroup ConsumerGroup::join(const Segment& segment, std::string_view name,
     std::uint64_t slowest = layout::kNoPosition;
     for (std::uint64_t i = 0; i < kept; ++i) slowest = std::min(slowest, gs.worker[i].cursor.load(std::memory_order_acquire));
     for (WorkerSlot& ws : gs.worker) ws.cursor.store(slowest, std::memory_order_release);
+    merge_dedup(r, g, static_cast<std::uint32_t>(kept), options.workers);
     gs.workers.store(options.workers, std::memory_order_release);
     r.control->gating_gen.fetch_add(1, std::memory_order_seq_cst);
   }
@@ -257,11 +347,22 @@ ConsumerGroup ConsumerGroup::join(const Segment& segment, std::string_view name,
     w->r_ = r;
     w->slot_ = &gs.worker[i];
     w->group_ = st->name;
+    w->group_slot_ = g;
     w->index_ = i;
     w->workers_ = options.workers;
     w->batch_ = options.batch;
-    w->max_attempts_ = options.max_attempts;
+    w->retry_ = options.retry;
+    w->dedup_ = options.dedup;
+    w->deliver_voids_ = options.deliver_voids;
+    w->hold_keys_ = options.retry.while_retrying == RetryPolicy::KeyOrder::hold;
+    w->max_pending_ = options.max_pending;
     w->pos_ = gs.worker[i].cursor.load(std::memory_order_acquire);
+    // The event in flight when the previous owner stopped (or the batch it was handling)
+    // may have been handled: such events are delivered with Event::redelivered().
+    const std::uint64_t inflight = gs.worker[i].inflight.load(std::memory_order_relaxed);
+    if (inflight != layout::kNoPosition && inflight >= w->pos_) w->resume_until_ = inflight + 1;
+    if (options.dead_letters && r.dlq != nullptr) w->dlq_control_ = r.dlq_control(g);
+    if (options.dedup) w->dedup_table_ = r.dedup_window(g, i, 0);
     w->consumed_ = gs.worker[i].consumed.load(std::memory_order_relaxed);
     w->voids_ = gs.worker[i].voids_seen.load(std::memory_order_relaxed);
     w->wait_ = options.wait;
@@ -339,7 +440,87 @@ void ConsumerGroup::stop() {
 
 // ---------------------------------------------------------------------------------
 
+Worker::Outcome Worker::dead_letter(const Event& e, std::uint32_t attempts, std::uint64_t first_failure_ns) {
+  const std::string why = "failed " + std::to_string(attempts) + " time" + (attempts == 1 ? "" : "s") + ": " + last_error_;
+  if (dlq_control_ == nullptr) failed(e, why);
+  const Status s = detail::dlq_append(r_, group_slot_, e.header(), static_cast<std::uint32_t>(e.payload().size()),
+                                      e.position(), attempts, index_, first_failure_ns, last_error_);
+  if (s == Status::ok) {
+    bump(slot_->dead_lettered);
+    return Outcome::parked;
+  }
+  if (s == Status::full) {
+    // Never dropped: the event waits (holding the cursor, and its key if held) until
+    // there is room. The counter is what `ringbus stat` shows.
+    dlq_control_->full_waits.fetch_add(1, std::memory_order_relaxed);
+    return Outcome::pending;
+  }
+  failed(e, why + "; and it cannot be parked in the dead-letter ring (" + std::string(to_string(s)) + ")");
+}
+
+void Worker::set_aside(const Event& e, std::uint32_t attempts, std::uint64_t first_failure_ns, std::uint64_t next_ns) {
+  const std::uint64_t ident = ident_of(e);
+  pending_.push_back({e.position(), ident, next_ns, first_failure_ns, attempts});
+  if (hold_keys_) ++held_[ident];
+}
+
+std::uint64_t Worker::backoff_ns(std::uint32_t attempts) const noexcept {
+  const auto base = static_cast<std::uint64_t>(std::max<std::int64_t>(retry_.delay.count(), 0));
+  const std::uint64_t scaled = attempts >= 1 && attempts < 40 ? base << (attempts - 1) : base;
+  return std::min<std::uint64_t>(scaled, 1'000'000'000ull);
+}
+
+DedupWindow* Worker::window_for(std::uint32_t producer_id, std::uint64_t position) noexcept {
+  if (dedup_table_ == nullptr) return nullptr;
+  const std::uint64_t key = std::uint64_t{producer_id} + 1;
+  if (last_window_ && last_producer_ == producer_id) {
+    dedup_table_[0].last_used.load(std::memory_order_relaxed);  // table in cache
+  } else {
+    const std::uint32_t n = r_.dedup_producers;
+    const std::uint64_t entry = layout::dedup_entry_bytes(r_.dedup_words);
+    auto at = [&](std::uint32_t i) {
+      return reinterpret_cast<layout::DedupWindowHeader*>(reinterpret_cast<std::byte*>(dedup_table_) + i * entry);
+    };
+    layout::DedupWindowHeader* found = nullptr;
+    layout::DedupWindowHeader* empty = nullptr;
+    layout::DedupWindowHeader* oldest = nullptr;
+    for (std::uint32_t k = 0; k < n && found == nullptr; ++k) {
+      layout::DedupWindowHeader* h = at(static_cast<std::uint32_t>((mix64(key) + k) % n));
+      const std::uint64_t p = h->producer.load(std::memory_order_relaxed);
+      if (p == key) found = h;
+      if (p == 0 && empty == nullptr) empty = h;
+      if (p != 0 && (oldest == nullptr || h->last_used.load(std::memory_order_relaxed) <
+                                              oldest->last_used.load(std::memory_order_relaxed))) {
+        oldest = h;
+      }
+    }
+    if (found == nullptr) {
+      found = empty != nullptr ? empty : oldest;
+      if (empty == nullptr) bump(slot_->dedup_evictions);  // the evicted producer is no longer covered
+      DedupWindow(&found->top, r_.dedup_words_of(found), r_.dedup_words).reset();
+      found->producer.store(key, std::memory_order_relaxed);
+    }
+    last_window_.emplace(&found->top, r_.dedup_words_of(found), r_.dedup_words);
+    last_producer_ = producer_id;
+    last_header_ = found;
+  }
+  last_header_->last_used.store(position, std::memory_order_relaxed);
+  return &*last_window_;
+}
+
+void Worker::failed(const Event& e, const std::string& why) const {
+  throw HandlerFailed("group \"" + group_ + "\" worker " + std::to_string(index_) + ": event at position " +
+                          std::to_string(e.position()) + " " + why,
+                      e.position());
+}
+
 void Worker::idle_step(detail::Waiter& waiter, const std::atomic<bool>& stop) {
+  if (!pending_.empty() && wait_.kind != WaitStrategy::Kind::busy_spin) {
+    // Retries are due soon: give the CPU up, but do not park past them.
+    ::sched_yield();
+    if ((++idle_polls_ & 0x3ff) == 0) check_stall();
+    return;
+  }
   // A stop requested after the caller checked the flag is seen here: stop() sets it
   // before bumping data_seq (release), and the park reads data_seq first (acquire).
   const bool slept = waiter.idle(r_.control->data_waiters, r_.control->data_seq, [&] {
@@ -377,13 +558,6 @@ void Worker::check_stall() noexcept {
 void Worker::corrupt(std::uint64_t pos, const char* what) const {
   throw Error(Errc::corrupt, "group \"" + group_ + "\" worker " + std::to_string(index_) + ": at position " +
                                  std::to_string(pos) + ": " + what);
-}
-
-void Worker::record_failure(const Event& e, std::uint32_t attempts, const std::string& message) {
-  (void)e;
-  (void)attempts;
-  (void)message;
-  slot_->handler_errors.fetch_add(1, std::memory_order_relaxed);
 }
 
 void pin_this_thread(int cpu) {

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "ringbus/dedup.hpp"
 #include "ringbus/detail/key_table.hpp"
 #include "ringbus/detail/process.hpp"
 #include "ringbus/error.hpp"
@@ -62,6 +63,9 @@ struct Config {
   std::uint32_t max_producers;
   std::uint32_t max_groups;
   std::uint32_t key_slots;
+  std::uint32_t dedup_words;  // 0: no dedup region
+  std::uint32_t dedup_producers;
+  std::uint64_t dlq_capacity;  // 0: no dead-letter rings
 };
 
 // Returns what is wrong with a configuration, or an empty string.
@@ -87,6 +91,18 @@ std::string check_config(const Config& c) {
   }
   if (!is_pow2(c.key_slots) || c.key_slots < 16 || c.key_slots > (1u << 28)) {
     return "key_slots " + std::to_string(c.key_slots) + " must be a power of two between 16 and 2^28";
+  }
+  if (c.dedup_words != 0 && (!is_pow2(c.dedup_words) || c.dedup_words < 2 || c.dedup_words > (1u << 16) ||
+                             c.dedup_producers == 0 || c.dedup_producers > 4096)) {
+    return "dedup window of " + std::to_string(c.dedup_words) + " words and " + std::to_string(c.dedup_producers) +
+           " producers per worker is out of range (window up to 2^22 bits, 1 to 4096 producers)";
+  }
+  const std::uint64_t biggest_dead_letter = layout::dlq_entry_bytes(c.max_event, layout::kMaxDlqMessage);
+  if (c.dlq_capacity != 0 && (!is_pow2(c.dlq_capacity) || c.dlq_capacity < 2 * biggest_dead_letter ||
+                              c.dlq_capacity > (std::uint64_t{1} << 32))) {
+    return "dlq_capacity " + std::to_string(c.dlq_capacity) + " must be 0 or a power of two of at least " +
+           std::to_string(2 * biggest_dead_letter) + " (two dead letters of max_event " + std::to_string(c.max_event) +
+           ")";
   }
   return {};
 }
@@ -115,6 +131,13 @@ Plan plan_layout(const Config& c) {
   add(RegionKind::producers, sizeof(layout::ProducerSlot), c.max_producers, layout::kHotAlign);
   add(RegionKind::groups, sizeof(layout::GroupSlot), c.max_groups, layout::kHotAlign);
   add(RegionKind::keys, sizeof(layout::KeyEntry), c.key_slots, layout::kHotAlign);
+  if (c.dedup_words != 0) {
+    add(RegionKind::dedup, layout::dedup_entry_bytes(c.dedup_words),
+        std::uint64_t{c.max_groups} * layout::kMaxWorkers * c.dedup_producers, layout::kHotAlign);
+  }
+  if (c.dlq_capacity != 0) {
+    add(RegionKind::dlq, sizeof(layout::DlqControl) + c.dlq_capacity, c.max_groups, layout::kPage);
+  }
   add(RegionKind::log, 1, c.capacity, layout::kPage);
   p.total = align_up(at, layout::kPage);
   return p;
@@ -150,6 +173,15 @@ detail::SegmentRefs make_refs(std::byte* base, const layout::SegmentHeader& h, c
   r.shift = h.log_capacity_shift;
   r.max_event = h.max_event;
   r.max_record = record_bytes(h.max_event);
+  if (const RegionDesc* d = find_region(p, RegionKind::dedup)) {
+    r.dedup = base + d->offset;
+    r.dedup_words = h.dedup_words;
+    r.dedup_producers = h.dedup_producers;
+  }
+  if (const RegionDesc* d = find_region(p, RegionKind::dlq)) {
+    r.dlq = base + d->offset;
+    r.dlq_capacity = h.dlq_capacity;
+  }
   return r;
 }
 
@@ -234,8 +266,14 @@ std::uint64_t Segment::was_last_key_seq(std::uint64_t key) const noexcept {
 
 Segment Segment::create(const Location& where, const SegmentOptions& options) {
   check_location(where);
-  const Config cfg{options.capacity, options.max_event, options.max_producers, options.max_groups,
-                   options.key_slots};
+  const Config cfg{options.capacity,
+                   options.max_event,
+                   options.max_producers,
+                   options.max_groups,
+                   options.key_slots,
+                   options.dedup_window == 0 ? 0 : dedup_words_for(options.dedup_window),
+                   options.dedup_window == 0 ? 0 : options.dedup_producers,
+                   options.dlq_capacity};
   if (std::string why = check_config(cfg); !why.empty()) fail(Errc::invalid_options, where, why);
   if ((options.mode & ~0777u) != 0 || (options.mode & 0600u) != 0600u) {
     fail(Errc::invalid_options, where, "mode " + std::to_string(options.mode) +
@@ -294,6 +332,9 @@ Segment Segment::create(const Location& where, const SegmentOptions& options) {
   h->max_groups = cfg.max_groups;
   h->max_workers = layout::kMaxWorkers;
   h->key_slots = cfg.key_slots;
+  h->dedup_words = cfg.dedup_words;
+  h->dedup_producers = cfg.dedup_producers;
+  h->dlq_capacity = cfg.dlq_capacity;
   h->region_count = plan.count;
   std::memcpy(h->regions, plan.regions, sizeof plan.regions);
   std::strncpy(h->name, where.name.c_str(), layout::kNameBytes - 1);
@@ -304,6 +345,12 @@ Segment Segment::create(const Location& where, const SegmentOptions& options) {
   ctl->next_producer_id.store(1, std::memory_order_relaxed);
   for (std::uint32_t i = 0; i < cfg.max_producers; ++i) new (&map->refs_.producers[i]) layout::ProducerSlot{};
   for (std::uint32_t i = 0; i < cfg.max_groups; ++i) new (&map->refs_.groups[i]) layout::GroupSlot{};
+  if (map->refs_.dlq != nullptr) {
+    for (std::uint32_t i = 0; i < cfg.max_groups; ++i) {
+      new (map->refs_.dlq_control(i)) layout::DlqControl{};
+      map->refs_.dlq_control(i)->next_id.store(1, std::memory_order_relaxed);
+    }
+  }
 
   // Publishes the header: an opener that acquires the magic sees every field above
   // (pairs with the acquire in Segment::open).
@@ -383,7 +430,8 @@ Segment Segment::open(const Location& where, const OpenOptions& options) {
     fail(Errc::corrupt, where, "header size " + std::to_string(h.header_size) + " is not " +
                                    std::to_string(sizeof(layout::SegmentHeader)));
   }
-  const Config cfg{h.log_capacity, h.max_event, h.max_producers, h.max_groups, h.key_slots};
+  const Config cfg{h.log_capacity,      h.max_event,   h.max_producers,   h.max_groups,
+                   h.key_slots,         h.dedup_words, h.dedup_producers, h.dlq_capacity};
   if (std::string why = check_config(cfg); !why.empty()) fail(Errc::corrupt, where, "header: " + why);
   if (h.log_capacity_shift != log2_exact(h.log_capacity) || h.max_workers != layout::kMaxWorkers) {
     fail(Errc::corrupt, where, "header: inconsistent capacity shift or worker count");

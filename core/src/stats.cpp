@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "ringbus/detail/groups.hpp"
 #include "ringbus/detail/process.hpp"
 #include "ringbus/detail/recovery.hpp"
 
@@ -68,12 +69,14 @@ SegmentStats read_stats(const Segment& segment) {
     if (layout::owner::state(gs.state.load(std::memory_order_acquire)) != layout::owner::active) continue;
     GroupStats gi;
     gi.slot = g;
-    char name[layout::kGroupNameBytes + 1] = {};
-    for (std::size_t k = 0; k < layout::kGroupNameBytes / 8; ++k) {
-      const std::uint64_t v = gs.name[k].load(std::memory_order_relaxed);
-      std::memcpy(name + 8 * k, &v, 8);
+    gi.name = detail::group_name(gs);
+    if (r.dlq != nullptr) {
+      const layout::DlqControl& c = *r.dlq_control(g);
+      gi.dead_letters = c.entries.load(std::memory_order_relaxed);
+      gi.dlq_bytes = c.tail.load(std::memory_order_relaxed) - c.head.load(std::memory_order_relaxed);
+      gi.dlq_capacity = r.dlq_capacity;
+      gi.dlq_full_waits = c.full_waits.load(std::memory_order_relaxed);
     }
-    gi.name.assign(name, ::strnlen(name, layout::kGroupNameBytes));
     gi.workers = static_cast<std::uint32_t>(
         std::clamp<std::uint64_t>(gs.workers.load(std::memory_order_acquire), 1, layout::kMaxWorkers));
     gi.resumes = gs.resumes.load(std::memory_order_relaxed);
@@ -91,6 +94,13 @@ SegmentStats read_stats(const Segment& segment) {
       wi.consumed = ws.consumed.load(std::memory_order_relaxed);
       wi.voids = ws.voids_seen.load(std::memory_order_relaxed);
       wi.handler_errors = ws.handler_errors.load(std::memory_order_relaxed);
+      wi.retries = ws.retries.load(std::memory_order_relaxed);
+      wi.dead_lettered = ws.dead_lettered.load(std::memory_order_relaxed);
+      wi.dup_dropped = ws.dup_dropped.load(std::memory_order_relaxed);
+      wi.too_old_dropped = ws.too_old_dropped.load(std::memory_order_relaxed);
+      wi.dedup_evictions = ws.dedup_evictions.load(std::memory_order_relaxed);
+      wi.redelivered = ws.redelivered.load(std::memory_order_relaxed);
+      wi.redriven = ws.redriven.load(std::memory_order_relaxed);
       gi.cursor = std::min(gi.cursor, wi.cursor);
       gi.consumed += wi.consumed;
       gi.worker.push_back(std::move(wi));

@@ -170,7 +170,10 @@ TEST(ConsumerGroup, AFailingHandlerStopsOnItsEventWithoutSkippingIt) {
   Producer p = Producer::attach(seg.segment());
   int calls = 0;
   {
-    ConsumerGroup g = ConsumerGroup::join(seg.segment(), "fails", {.max_attempts = 3});
+    GroupOptions o;
+    o.retry.max_attempts = 3;
+    o.dead_letters = false;
+    ConsumerGroup g = ConsumerGroup::join(seg.segment(), "fails", o);
     publish_values(p, 0, 0, 5);
     std::vector<std::uint64_t> ok;
     try {
@@ -186,13 +189,16 @@ TEST(ConsumerGroup, AFailingHandlerStopsOnItsEventWithoutSkippingIt) {
           100);
       FAIL() << "no HandlerFailed";
     } catch (const HandlerFailed& f) {
-      EXPECT_NE(std::string(f.what()).find("retry 3 times"), std::string::npos) << f.what();
+      EXPECT_NE(std::string(f.what()).find("failed 3 times: handler asked for a retry"), std::string::npos)
+          << f.what();
     }
     EXPECT_EQ(calls, 3);
     EXPECT_EQ(ok, (std::vector<std::uint64_t>{0, 1}));
-    EXPECT_EQ(read_stats(seg.segment()).groups.at(0).worker.at(0).handler_errors, 1u);
+    EXPECT_EQ(read_stats(seg.segment()).groups.at(0).worker.at(0).handler_errors, 3u) << "three failed attempts";
   }
-  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "fails");
+  GroupOptions again;
+  again.dead_letters = false;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "fails", again);
   std::vector<std::uint64_t> rest;
   drain_all(g, [&](const Event& e) { rest.push_back(value_of(e)); });
   EXPECT_EQ(rest, (std::vector<std::uint64_t>{2, 3, 4})) << "the failed event is delivered again";
@@ -200,7 +206,10 @@ TEST(ConsumerGroup, AFailingHandlerStopsOnItsEventWithoutSkippingIt) {
 
 TEST(ConsumerGroup, AnExceptionCountsAsFailure) {
   TempSegment seg;
-  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "throws", {.max_attempts = 1});
+  GroupOptions o;
+  o.retry.max_attempts = 1;
+  o.dead_letters = false;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "throws", o);
   Producer p = Producer::attach(seg.segment());
   publish_values(p, 0, 0, 1);
   try {
@@ -252,7 +261,10 @@ TEST(ConsumerGroup, ThreadsRunPinnedWorkersUntilStopped) {
 
 TEST(ConsumerGroup, AWorkerThreadFailureIsReportedByStop) {
   TempSegment seg;
-  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "dies", {.max_attempts = 1});
+  GroupOptions o;
+  o.retry.max_attempts = 1;
+  o.dead_letters = false;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "dies", o);
   g.start([](const Event&) { return Handled::fail; });
   Producer p = Producer::attach(seg.segment());
   publish_values(p, 0, 0, 1);

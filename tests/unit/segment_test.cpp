@@ -252,8 +252,11 @@ TEST(Segment, TamperedRegionTableIsRefused) {
   FileGuard f{temp_path()};
   { Segment::create(Location::file(f.path), TempSegment::small_options()); }
   // Point the log region somewhere else (e.g. over the producer slots).
-  const std::size_t log_offset_field =
-      offsetof(layout::SegmentHeader, regions) + 4 * sizeof(layout::RegionDesc) + offsetof(layout::RegionDesc, offset);
+  const Segment probe = Segment::open(Location::file(f.path));
+  std::uint32_t log_index = 0;
+  while (probe.header().regions[log_index].kind != static_cast<std::uint32_t>(layout::RegionKind::log)) ++log_index;
+  const std::size_t log_offset_field = offsetof(layout::SegmentHeader, regions) +
+                                       log_index * sizeof(layout::RegionDesc) + offsetof(layout::RegionDesc, offset);
   const std::uint64_t bogus = layout::kPage;
   patch_file(f.path, log_offset_field, &bogus, 8);
   fix_checksum(f.path);

@@ -5,30 +5,46 @@
 // route()), so one key's events are handled in log order by one worker while
 // different keys are handled in parallel. Every group gates producers: no record is
 // overwritten before all its workers have moved past it.
+//
+// Failures (DESIGN.md, "Retries and dead letters"): a handler returns ok, retry or
+// fail (an exception is a failure); the group's RetryPolicy decides when to try again;
+// after max_attempts the event goes to the group's dead-letter ring (dlq.hpp), or,
+// without one, the worker stops on it. With dedup on, events already handled (by
+// producer id and producer_seq, in windows kept in the segment) are dropped before the
+// handler, so a producer that republishes causes no duplicate delivery.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <exception>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <thread>
 #include <type_traits>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
+#include "ringbus/dedup.hpp"
+#include "ringbus/dlq.hpp"
 #include "ringbus/detail/fault.hpp"
+#include "ringbus/detail/process.hpp"
 #include "ringbus/detail/waiter.hpp"
 #include "ringbus/event.hpp"
 #include "ringbus/hash.hpp"
 #include "ringbus/layout.hpp"
 #include "ringbus/record.hpp"
 #include "ringbus/segment.hpp"
+#include "ringbus/status.hpp"
 #include "ringbus/wait_strategy.hpp"
 
 namespace ringbus {
@@ -36,13 +52,29 @@ namespace ringbus {
 // What a handler did with an event.
 enum class Handled : std::uint8_t {
   ok,     // done: the cursor moves past it
-  retry,  // try again (up to GroupOptions::max_attempts)
-  fail,   // give up on it (an exception thrown by the handler counts as fail)
+  retry,  // try again, by the group's RetryPolicy
+  fail,   // this attempt failed (an exception thrown by the handler counts as fail)
 };
 
 enum class StartFrom : std::uint8_t {
   end,       // a new group starts at the tail: it sees events published after it joined
   earliest,  // a new group starts at the slowest cursor of the other groups, or the tail
+};
+
+// When to call the handler again after it did not return ok. `retry` and `fail` are
+// treated alike: both count as a failed attempt.
+struct RetryPolicy {
+  std::uint32_t max_attempts = 3;  // handler calls per event before it is dead-lettered
+  enum class Backoff : std::uint8_t {
+    immediate,  // call again at once
+    spin,       // busy-wait `delay` between attempts (the worker does nothing else)
+    deferred,   // set the event aside; handle other events; try again after `delay`,
+                // doubling each attempt (up to one second)
+  } backoff = Backoff::immediate;
+  std::chrono::nanoseconds delay{0};
+  // Deferred only: later events of the failing event's key wait behind it (hold, keeps
+  // per-key order) or are handled meanwhile (release).
+  enum class KeyOrder : std::uint8_t { hold, release } while_retrying = KeyOrder::hold;
 };
 
 struct GroupOptions {
@@ -51,12 +83,24 @@ struct GroupOptions {
   WaitStrategy wait = WaitStrategy::spin_yield();
   StartFrom start = StartFrom::end;    // only for a group that does not exist yet
   std::uint32_t batch = 256;           // most events one poll hands to the handler
-  std::uint32_t max_attempts = 3;      // handler calls per event before it counts as failed
+  RetryPolicy retry{};
+  // Drop events already handled by (producer id, producer_seq) before the handler. Needs
+  // a segment with a dedup region (SegmentOptions::dedup_window > 0).
+  bool dedup = false;
+  // Park events that failed max_attempts times in the group's dead-letter ring (when the
+  // segment has them). Without one the worker stops on the event (HandlerFailed).
+  bool dead_letters = true;
+  // Hand void records to the handler (Event::is_void()); by default they are counted only.
+  bool deliver_voids = false;
+  // Events set aside by deferred retries (and those held behind them) before the worker
+  // stops reading ahead.
+  std::uint32_t max_pending = 4096;
   std::chrono::milliseconds unblock_after{100};  // stall before a dead producer's claim is repaired
 };
 
-// Thrown by a worker when an event's handler failed max_attempts times. The worker
-// stops with its cursor on that event: nothing is skipped.
+// Thrown by a worker when an event's handler failed max_attempts times and there is no
+// dead-letter ring to park it in (or it cannot be parked). The worker stops with its
+// cursor on that event: nothing is skipped.
 class HandlerFailed : public std::runtime_error {
  public:
   HandlerFailed(const std::string& what, std::uint64_t position) : std::runtime_error(what), position_(position) {}
@@ -76,8 +120,9 @@ class Worker {
   Worker& operator=(const Worker&) = delete;
 
   // Hands up to `max_events` ready events that route to this worker to `handler`
-  // (`Handled handler(const Event&)`, or returning void = ok). Returns how many.
-  // Never blocks.
+  // (`Handled handler(const Event&)`, or returning void = ok), after retrying events
+  // set aside earlier. Returns how many new events it took off the log: handed to the
+  // handler, dropped as duplicates, or set aside. Never blocks.
   template <class H>
   std::size_t poll(H&& handler, std::size_t max_events);
   template <class H>
@@ -85,11 +130,19 @@ class Worker {
     return poll(std::forward<H>(handler), batch_);
   }
 
-  // Batch delivery: `handler(std::span<const Event>)` gets every ready event that
-  // routes here (up to `max_events`) in one call; returning void or Handled::ok
-  // acknowledges them all. Returns how many.
+  // Batch delivery: `handler(std::span<const Event>)` gets every ready event that routes
+  // here (up to `max_events`) in one call; returning void or Handled::ok acknowledges
+  // them all. If the batch fails, its events are delivered again one at a time (each as
+  // a span of one) under the retry policy, so that a failure names its event. With dedup,
+  // voids delivered or events set aside, this takes the one-at-a-time path throughout.
   template <class H>
   std::size_t poll_batch(H&& handler, std::size_t max_events);
+
+  // Delivers the dead letters a tool marked for redelivery whose key routes to this
+  // worker (Event::redriven()); each is removed once the handler accepts it, else it
+  // returns to the ring with one more attempt. run() calls this when idle.
+  template <class H>
+  std::size_t poll_redrives(H&& handler);
 
   // Polls until `stop` is set, idling with the group's wait strategy, repairing the
   // claims of dead producers that stall it.
@@ -102,6 +155,8 @@ class Worker {
   [[nodiscard]] std::uint32_t workers() const noexcept { return workers_; }
   // Position of the next record this worker will look at.
   [[nodiscard]] std::uint64_t position() const noexcept { return pos_; }
+  // Events set aside for a deferred retry, held behind one, or waiting for dead-letter room.
+  [[nodiscard]] std::size_t pending() const noexcept { return pending_.size(); }
   [[nodiscard]] bool routes_here(const Event& e) const noexcept {
     return route(e.key(), e.producer_id(), workers_) == index_;
   }
@@ -117,12 +172,27 @@ class Worker {
     std::uint32_t len;
     std::uint64_t bytes;
   };
+  // An event set aside: held behind a failure of its key (attempts 0), waiting for a
+  // deferred retry, or (attempts >= max) waiting for room in the dead-letter ring.
+  struct Pending {
+    std::uint64_t position;
+    std::uint64_t ident;
+    std::uint64_t next_ns;           // monotonic time of the next attempt
+    std::uint64_t first_failure_ns;  // Unix-epoch time of the first failure
+    std::uint32_t attempts;
+  };
+  enum class Outcome : std::uint8_t { handled, parked, dropped, pending };
+
   // Loads the frame at `pos` and bounds what it says; false if nothing is there yet.
   bool peek(std::uint64_t pos, Record& rec) const;
   [[nodiscard]] bool mine(const Record& rec) const noexcept {
     return rec.state != RecordState::padding && route(rec.h->key, rec.h->producer_id, workers_) == index_;
   }
+  static std::uint64_t ident_of(const Event& e) noexcept {
+    return e.key() != 0 ? e.key() : (std::uint64_t{e.producer_id()} | (std::uint64_t{1} << 63));
+  }
   void advance_to(std::uint64_t pos) noexcept;
+  void store_cursor() noexcept;
   // While waiting at `pos`, keeps the line after the frame's line (where a small
   // payload lands) in this core's cache: its transfer then overlaps the frame line's
   // instead of following it. Coherence keeps it correct: once the frame is seen, any
@@ -140,33 +210,69 @@ class Worker {
     voids_ += n;
     slot_->voids_seen.store(voids_, std::memory_order_relaxed);
   }
+  static void bump(std::atomic<std::uint64_t>& c) noexcept {
+    c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
+
   template <class H>
   Handled invoke(H& handler, const Event& e) noexcept;
   template <class Visit>
   std::size_t scan(Visit&& visit, std::size_t max_events);
+  template <class H>
+  void deliver(H& handler, Event e);
+  template <class H>
+  Outcome attempt(H& handler, Event e, Pending* p);
+  template <class H>
+  void service_pending(H& handler);
+  Outcome dead_letter(const Event& e, std::uint32_t attempts, std::uint64_t first_failure_ns);
+  void set_aside(const Event& e, std::uint32_t attempts, std::uint64_t first_failure_ns, std::uint64_t next_ns);
+  void finish(const Event& e, Outcome o) noexcept;
+  std::uint64_t backoff_ns(std::uint32_t attempts) const noexcept;
+  [[nodiscard]] bool redrives_waiting() const noexcept {
+    return dlq_control_ != nullptr &&
+           dlq_control_->redrive_requests.load(std::memory_order_acquire) != redrive_seen_;
+  }
+  // The dedup window of `producer_id` in this worker's table (found, created, or
+  // taking over the least recently used one).
+  DedupWindow* window_for(std::uint32_t producer_id, std::uint64_t position) noexcept;
   bool ready_at_position() const noexcept;
   void idle_step(detail::Waiter& waiter, const std::atomic<bool>& stop);
   void check_stall() noexcept;
   [[noreturn]] void corrupt(std::uint64_t pos, const char* what) const;
-  void record_failure(const Event& e, std::uint32_t attempts, const std::string& message);
+  [[noreturn]] void failed(const Event& e, const std::string& why) const;
 
   detail::SegmentRefs r_{};
   layout::WorkerSlot* slot_ = nullptr;
   std::string group_;
+  std::uint32_t group_slot_ = 0;
   std::uint32_t index_ = 0;
   std::uint32_t workers_ = 1;
   std::uint32_t batch_ = 256;
-  std::uint32_t max_attempts_ = 3;
   std::uint64_t pos_ = 0;
   std::uint64_t consumed_ = 0;
   std::uint64_t voids_ = 0;
   WaitStrategy wait_{};
+  RetryPolicy retry_{};
+  bool dedup_ = false;
+  bool deliver_voids_ = false;
+  bool hold_keys_ = true;
+  std::uint32_t max_pending_ = 4096;
+  std::uint64_t resume_until_ = 0;  // events at positions below this are redelivered (exclusive)
   std::uint64_t unblock_after_ns_ = 100'000'000;
   std::uint64_t idle_polls_ = 0;
   std::uint64_t last_check_ns_ = 0;
   std::uint64_t stall_pos_ = layout::kNoPosition;
   std::uint64_t stall_since_ns_ = 0;
-  bool stall_reported_ = false;
+  layout::DlqControl* dlq_control_ = nullptr;  // null: no dead-letter ring in use
+  std::uint64_t redrive_seen_ = 0;
+  std::deque<Pending> pending_;
+  std::unordered_map<std::uint64_t, std::uint32_t> held_;  // ident -> entries in pending_
+  std::vector<std::uint64_t> blocked_;                     // scratch of service_pending
+  // Dedup: this worker's windows, and the last one used.
+  layout::DedupWindowHeader* dedup_table_ = nullptr;
+  std::uint32_t last_producer_ = 0;
+  std::optional<DedupWindow> last_window_;
+  layout::DedupWindowHeader* last_header_ = nullptr;
   std::vector<Event> batch_buf_;
   std::string last_error_;
 };
@@ -176,7 +282,8 @@ class ConsumerGroup {
   // Joins group `name` (1..63 bytes of [A-Za-z0-9._-]), registering it if new. A
   // process takes over the worker slots; those of a dead process are taken over,
   // those of a live one are refused with Error(busy). If `workers` differs from the
-  // count the cursors were kept for, every worker restarts from the slowest cursor.
+  // count the cursors were kept for, every worker restarts from the slowest cursor
+  // (with dedup, each new worker's windows are the union of the old ones).
   static ConsumerGroup join(const Segment& segment, std::string_view name, const GroupOptions& options = {});
 
   // Unregisters a group nobody runs (its cursors stop gating producers). Returns
@@ -221,30 +328,23 @@ void pin_this_thread(int cpu);
 template <class H>
 Handled Worker::invoke(H& handler, const Event& e) noexcept {
   using R = std::invoke_result_t<H&, const Event&>;
-  std::uint32_t attempt = 0;
-  for (;;) {
-    Handled h = Handled::ok;
-    try {
-      if constexpr (std::is_void_v<R>) {
-        handler(e);
-      } else {
-        h = handler(e);
+  try {
+    if constexpr (std::is_void_v<R>) {
+      handler(e);
+      return Handled::ok;
+    } else {
+      const Handled h = handler(e);
+      if (h != Handled::ok) [[unlikely]] {
+        last_error_ = h == Handled::retry ? "handler asked for a retry" : "handler returned fail";
       }
-    } catch (const std::exception& ex) {
-      last_error_ = ex.what();
-      h = Handled::fail;
-    } catch (...) {
-      last_error_ = "non-standard exception";
-      h = Handled::fail;
+      return h;
     }
-    ++attempt;
-    if (h == Handled::ok) [[likely]] return h;
-    if (h == Handled::fail || attempt >= max_attempts_) {
-      if (h == Handled::retry) last_error_ = "handler asked for a retry " + std::to_string(attempt) + " times";
-      record_failure(e, attempt, last_error_);
-      return Handled::fail;
-    }
+  } catch (const std::exception& ex) {
+    last_error_ = ex.what();
+  } catch (...) {
+    last_error_ = "non-standard exception";
   }
+  return Handled::fail;
 }
 
 inline bool Worker::peek(std::uint64_t pos, Record& rec) const {
@@ -270,24 +370,31 @@ inline bool Worker::peek(std::uint64_t pos, Record& rec) const {
   return true;
 }
 
+inline void Worker::store_cursor() noexcept {
+  const std::uint64_t cursor = pending_.empty() ? pos_ : pending_.front().position;
+  // Release: everything this worker read below the cursor happens-before a producer that
+  // acquires it (Producer::refresh_limit) reuses those bytes.
+  slot_->cursor.store(cursor, std::memory_order_release);
+  detail::wake_if_parked(r_.control->space_waiters, r_.control->space_seq);
+}
+
 inline void Worker::advance_to(std::uint64_t pos) noexcept {
   pos_ = pos;
-  // Release: everything this worker read below `pos` happens-before a producer that
-  // acquires the cursor (Producer::refresh_limit) reuses those bytes.
-  slot_->cursor.store(pos, std::memory_order_release);
-  detail::wake_if_parked(r_.control->space_waiters, r_.control->space_seq);
+  store_cursor();
 }
 
 // Records examined per poll, whoever they route to (bounds one poll's work).
 inline constexpr std::size_t kScanFactor = 16;
 
-// Walks ready records from pos_, calling visit(event) for the data records that route
-// here, until `max_events` were visited or nothing more is ready, moving the cursor
-// past each record left behind. If visit throws, the cursor stays on its event.
+// Walks ready records from pos_, calling visit(event) for the data (and void) records
+// that route here, until `max_events` were visited or nothing more is ready, moving
+// the cursor past each record left behind. If visit throws, the cursor stays on its
+// event.
 template <class Visit>
 std::size_t Worker::scan(Visit&& visit, std::size_t max_events) {
   std::size_t visited = 0;
   for (std::size_t examined = 0; visited < max_events && examined < max_events * kScanFactor; ++examined) {
+    if (pending_.size() >= max_pending_) [[unlikely]] break;
     Record rec;
     if (!peek(pos_, rec)) {
       prefetch_payload(pos_);
@@ -298,6 +405,11 @@ std::size_t Worker::scan(Visit&& visit, std::size_t max_events) {
         prefetch_rest(rec);
         visit(Event(rec.h, pos_, rec.len));
         ++visited;
+      } else if (deliver_voids_) {
+        Event v(rec.h, pos_, rec.len);
+        v.mark(Event::kVoid);
+        note_voids(1);
+        visit(v);
       } else {
         note_voids(1);
       }
@@ -307,24 +419,141 @@ std::size_t Worker::scan(Visit&& visit, std::size_t max_events) {
   return visited;
 }
 
+// One event, first time: held behind its key, dropped as a duplicate, or handled.
+template <class H>
+void Worker::deliver(H& handler, Event e) {
+  if (!held_.empty()) [[unlikely]] {
+    if (auto it = held_.find(ident_of(e)); it != held_.end()) {
+      ++it->second;
+      pending_.push_back({e.position(), it->first, 0, 0, 0});
+      return;
+    }
+  }
+  finish(e, attempt(handler, e, nullptr));
+}
+
+// Tries `e` once more (the first time when p is null) and decides what follows.
+template <class H>
+Worker::Outcome Worker::attempt(H& handler, Event e, Pending* p) {
+  DedupWindow* window = nullptr;
+  const bool first = p == nullptr || p->attempts == 0;
+  if (first) {
+    if (dedup_ && !e.is_void()) [[unlikely]] {
+      window = window_for(e.producer_id(), e.position());
+      const Seen seen = window != nullptr ? window->check(e.producer_seq()) : Seen::fresh;
+      if (seen != Seen::fresh) {
+        bump(seen == Seen::duplicate ? slot_->dup_dropped : slot_->too_old_dropped);
+        return Outcome::dropped;
+      }
+    }
+    if (e.position() < resume_until_) [[unlikely]] {
+      e.mark(Event::kRedelivered);
+      bump(slot_->redelivered);
+    }
+    slot_->inflight.store(e.position(), std::memory_order_relaxed);
+  } else if (p->attempts >= retry_.max_attempts) {
+    return dead_letter(e, p->attempts, p->first_failure_ns);  // waiting for room
+  } else {
+    bump(slot_->retries);  // a deferred retry
+  }
+  if (invoke(handler, e) == Handled::ok) [[likely]] {
+    RINGBUS_FAULT_POINT(in_consumer);
+    return Outcome::handled;
+  }
+  // Failure path: retries as the policy says.
+  bump(slot_->handler_errors);
+  const std::uint64_t now = detail::monotonic_ns();
+  std::uint32_t attempts = first ? 1 : p->attempts + 1;
+  const std::uint64_t first_failure = first ? detail::realtime_ns() : p->first_failure_ns;
+  if (retry_.backoff != RetryPolicy::Backoff::deferred) {
+    while (attempts < retry_.max_attempts) {
+      if (retry_.backoff == RetryPolicy::Backoff::spin) {
+        const std::uint64_t until = detail::monotonic_ns() + static_cast<std::uint64_t>(retry_.delay.count());
+        while (detail::monotonic_ns() < until) detail::cpu_relax();
+      }
+      ++attempts;
+      bump(slot_->retries);
+      if (invoke(handler, e) == Handled::ok) return Outcome::handled;
+      bump(slot_->handler_errors);
+    }
+  }
+  if (p != nullptr) {
+    p->attempts = attempts;
+    p->first_failure_ns = first_failure;
+  }
+  if (attempts >= retry_.max_attempts) {
+    const Outcome o = dead_letter(e, attempts, first_failure);
+    if (o == Outcome::pending && p == nullptr) set_aside(e, attempts, first_failure, now + 1'000'000);
+    if (o == Outcome::pending && p != nullptr) p->next_ns = now + 1'000'000;
+    return o;
+  }
+  if (p == nullptr) {
+    set_aside(e, attempts, first_failure, now + backoff_ns(attempts));
+  } else {
+    p->next_ns = now + backoff_ns(attempts);
+  }
+  return Outcome::pending;
+}
+
+// Retries what is due among the events set aside, in position order, keeping each held
+// key's events behind its failure.
+template <class H>
+void Worker::service_pending(H& handler) {
+  const std::uint64_t now = detail::monotonic_ns();
+  blocked_.clear();
+  bool changed = false;
+  for (std::size_t i = 0; i < pending_.size();) {
+    Pending& p = pending_[i];
+    const bool behind = hold_keys_ && std::find(blocked_.begin(), blocked_.end(), p.ident) != blocked_.end();
+    if (behind || p.next_ns > now) {
+      if (hold_keys_ && !behind) blocked_.push_back(p.ident);
+      ++i;
+      continue;
+    }
+    Record rec;
+    if (!peek(p.position, rec)) corrupt(p.position, "an event set aside for a retry is no longer in the ring");
+    Event e(rec.h, p.position, rec.len);
+    const Outcome o = attempt(handler, e, &p);
+    if (o == Outcome::pending) {
+      if (hold_keys_) blocked_.push_back(p.ident);
+      ++i;
+      continue;
+    }
+    finish(e, o);
+    if (auto it = held_.find(p.ident); it != held_.end() && --it->second == 0) held_.erase(it);
+    pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(i));
+    changed = true;
+  }
+  if (changed) store_cursor();
+}
+
+inline void Worker::finish(const Event& e, Outcome o) noexcept {
+  if (o == Outcome::pending || o == Outcome::dropped) return;
+  if (dedup_ && !e.is_void()) [[unlikely]] {
+    if (DedupWindow* w = window_for(e.producer_id(), e.position())) w->set(e.producer_seq());
+  }
+  if (o == Outcome::handled) slot_->consumed.store(++consumed_, std::memory_order_relaxed);
+}
+
 template <class H>
 std::size_t Worker::poll(H&& handler, std::size_t max_events) {
-  return scan(
-      [&](const Event& e) {
-        slot_->inflight.store(e.position(), std::memory_order_relaxed);
-        if (invoke(handler, e) != Handled::ok) [[unlikely]] {
-          throw HandlerFailed("group \"" + group_ + "\" worker " + std::to_string(index_) + ": event at position " +
-                                  std::to_string(e.position()) + " failed: " + last_error_,
-                              e.position());
-        }
-        RINGBUS_FAULT_POINT(in_consumer);
-        slot_->consumed.store(++consumed_, std::memory_order_relaxed);
-      },
-      max_events);
+  if (!pending_.empty()) [[unlikely]] service_pending(handler);
+  return scan([&](const Event& e) { deliver(handler, e); }, max_events);
 }
 
 template <class H>
 std::size_t Worker::poll_batch(H&& handler, std::size_t max_events) {
+  using R = std::invoke_result_t<H&, std::span<const Event>>;
+  auto one_at_a_time = [&](const Event& e) {
+    const Event one[1] = {e};
+    if constexpr (std::is_void_v<R>) {
+      handler(std::span<const Event>(one, 1));
+      return Handled::ok;
+    } else {
+      return handler(std::span<const Event>(one, 1));
+    }
+  };
+  if (dedup_ || deliver_voids_ || !pending_.empty()) return poll(one_at_a_time, max_events);
   // Collect without moving the cursor: it may pass events only once they are handled.
   batch_buf_.clear();
   std::uint64_t pos = pos_;
@@ -336,6 +565,7 @@ std::size_t Worker::poll_batch(H&& handler, std::size_t max_events) {
     if (mine(rec)) {
       if (rec.state == RecordState::data) {
         batch_buf_.emplace_back(rec.h, pos, rec.len);
+        if (pos < resume_until_) [[unlikely]] batch_buf_.back().mark(Event::kRedelivered);
       } else {
         ++voids;
       }
@@ -343,7 +573,7 @@ std::size_t Worker::poll_batch(H&& handler, std::size_t max_events) {
     pos += rec.bytes;
   }
   if (!batch_buf_.empty()) {
-    using R = std::invoke_result_t<H&, std::span<const Event>>;
+    slot_->inflight.store(batch_buf_.back().position(), std::memory_order_relaxed);
     Handled result = Handled::ok;
     try {
       if constexpr (std::is_void_v<R>) {
@@ -355,20 +585,7 @@ std::size_t Worker::poll_batch(H&& handler, std::size_t max_events) {
       last_error_ = ex.what();
       result = Handled::fail;
     }
-    if (result != Handled::ok) {
-      // Redeliver the batch one event at a time, so that a failure names its event.
-      return poll(
-          [&](const Event& e) {
-            const Event one[1] = {e};
-            if constexpr (std::is_void_v<R>) {
-              handler(std::span<const Event>(one, 1));
-              return Handled::ok;
-            } else {
-              return handler(std::span<const Event>(one, 1));
-            }
-          },
-          batch_buf_.size());
-    }
+    if (result != Handled::ok) return poll(one_at_a_time, batch_buf_.size());
     consumed_ += batch_buf_.size();
     slot_->consumed.store(consumed_, std::memory_order_relaxed);
   }
@@ -378,16 +595,37 @@ std::size_t Worker::poll_batch(H&& handler, std::size_t max_events) {
 }
 
 template <class H>
+std::size_t Worker::poll_redrives(H&& handler) {
+  if (!redrives_waiting()) return 0;
+  redrive_seen_ = dlq_control_->redrive_requests.load(std::memory_order_acquire);
+  std::size_t n = 0;
+  while (layout::DlqEntry* entry = detail::dlq_take_redrive(r_, group_slot_, index_, workers_)) {
+    Event e(detail::dlq_record(entry), entry->position, entry->payload_len);
+    e.mark(Event::kRedriven);
+    bool accepted = false;
+    for (std::uint32_t a = 0; a < retry_.max_attempts && !accepted; ++a) accepted = invoke(handler, e) == Handled::ok;
+    detail::dlq_finish_redrive(r_, group_slot_, entry, accepted);
+    if (accepted) {
+      bump(slot_->redriven);
+      ++n;
+    }
+  }
+  return n;
+}
+
+template <class H>
 void Worker::run(H&& handler, const std::atomic<bool>& stop) {
   detail::Waiter waiter(wait_);
   while (!stop.load(std::memory_order_relaxed)) {
     const std::uint64_t before = pos_;
+    const std::size_t set_aside = pending_.size();
     poll(handler, batch_);
-    if (pos_ != before) {
+    if (pos_ != before || pending_.size() != set_aside) {
       waiter.reset();
       idle_polls_ = 0;
       continue;
     }
+    if (redrives_waiting()) [[unlikely]] poll_redrives(handler);
     idle_step(waiter, stop);
   }
 }
@@ -397,11 +635,24 @@ void Worker::run_batch(H&& handler, const std::atomic<bool>& stop) {
   detail::Waiter waiter(wait_);
   while (!stop.load(std::memory_order_relaxed)) {
     const std::uint64_t before = pos_;
+    const std::size_t set_aside = pending_.size();
     poll_batch(handler, batch_);
-    if (pos_ != before) {
+    if (pos_ != before || pending_.size() != set_aside) {
       waiter.reset();
       idle_polls_ = 0;
       continue;
+    }
+    if (redrives_waiting()) [[unlikely]] {
+      poll_redrives([&](const Event& e) {
+        const Event one[1] = {e};
+        using R = std::invoke_result_t<H&, std::span<const Event>>;
+        if constexpr (std::is_void_v<R>) {
+          handler(std::span<const Event>(one, 1));
+          return Handled::ok;
+        } else {
+          return handler(std::span<const Event>(one, 1));
+        }
+      });
     }
     idle_step(waiter, stop);
   }

@@ -34,10 +34,26 @@ class Event {
   }
   [[nodiscard]] const RecordHeader& header() const noexcept { return *h_; }
 
+  // Delivered again after the process handling it died: the handler may have seen it
+  // before (at-least-once). With dedup on, only such events can reach a handler twice.
+  [[nodiscard]] bool redelivered() const noexcept { return (marks_ & kRedelivered) != 0; }
+  // Delivered from the group's dead-letter ring (ringbus dlq redrive).
+  [[nodiscard]] bool redriven() const noexcept { return (marks_ & kRedriven) != 0; }
+  // A void record (GroupOptions::deliver_voids): its key_seq was used but the event was
+  // lost (aborted after a later claim of its key, or reclaimed from a dead producer).
+  [[nodiscard]] bool is_void() const noexcept { return (marks_ & kVoid) != 0; }
+
+  static constexpr std::uint8_t kRedelivered = 1;
+  static constexpr std::uint8_t kRedriven = 2;
+  static constexpr std::uint8_t kVoid = 4;
+  // Set by the worker that delivers the event.
+  void mark(std::uint8_t m) noexcept { marks_ = static_cast<std::uint8_t>(marks_ | m); }
+
  private:
   const RecordHeader* h_ = nullptr;
   std::uint64_t position_ = 0;
   std::uint32_t len_ = 0;
+  std::uint8_t marks_ = 0;
 };
 
 }  // namespace ringbus

@@ -67,6 +67,8 @@ enum class RegionKind : std::uint32_t {
   producers = 2,
   groups = 3,
   keys = 4,
+  dedup = 5,
+  dlq = 6,
   log = 8,
 };
 
@@ -103,8 +105,10 @@ struct SegmentHeader {
   std::uint32_t max_workers;          // 96 == kMaxWorkers
   std::uint32_t key_slots;            // 100 power of two
   std::uint32_t region_count;         // 104
-  std::uint32_t reserved1;            // 108
-  std::uint64_t reserved2[2];         // 112
+  std::uint32_t dedup_words;          // 108 words per dedup window (0 = no dedup region)
+  std::uint32_t dedup_producers;      // 112 producer windows per worker
+  std::uint32_t reserved1;            // 116
+  std::uint64_t dlq_capacity;         // 120 bytes of each group's dead-letter ring (0 = none)
   RegionDesc regions[kMaxRegions];    // 128
   char name[kNameBytes];              // 640 shm name or file path, zero-terminated
   std::uint8_t pad[kPage - 896];      // 896
@@ -195,14 +199,21 @@ static_assert(offsetof(ProducerSlot, claim) == kHotAlign, "journal on its own bl
 // recompute their gating limit and by tools.
 struct alignas(kHotAlign) WorkerSlot {
   std::atomic<std::uint64_t> cursor;       // every event before it that routes here is handled
-  std::atomic<std::uint64_t> consumed;     // events handed to the handler
+  std::atomic<std::uint64_t> consumed;     // events handed to the handler and done with
   std::atomic<std::uint64_t> owner;        // owner:: word of the process running this worker
   std::atomic<std::uint64_t> owner_start;
   std::atomic<std::uint64_t> inflight;     // position being handled, or kNoPosition
   std::atomic<std::uint64_t> voids_seen;   // void records (lost events) passed over
-  std::atomic<std::uint64_t> handler_errors;
+  std::atomic<std::uint64_t> handler_errors;  // failed attempts
   std::atomic<std::uint64_t> last_handled_ns;
-  std::uint64_t reserved[8];
+  std::atomic<std::uint64_t> dup_dropped;      // dedup: seen before
+  std::atomic<std::uint64_t> too_old_dropped;  // dedup: below the window
+  std::atomic<std::uint64_t> retries;          // attempts after the first
+  std::atomic<std::uint64_t> dead_lettered;    // events moved to the dead-letter ring
+  std::atomic<std::uint64_t> dedup_evictions;  // producer windows evicted for new producer ids
+  std::atomic<std::uint64_t> redelivered;      // events delivered again after a restart
+  std::atomic<std::uint64_t> redriven;         // dead letters delivered again and accepted
+  std::uint64_t reserved;
 };
 static_assert(sizeof(WorkerSlot) == kHotAlign);
 
@@ -220,6 +231,72 @@ struct alignas(kHotAlign) GroupSlot {
 };
 static_assert(offsetof(GroupSlot, worker) == kHotAlign);
 static_assert(sizeof(GroupSlot) == kHotAlign * (1 + kMaxWorkers));
+
+// ---------------------------------------------------------------------------------
+// Dedup region: for every (group, worker), `dedup_producers` windows, each
+// [producer id + 1 | last used | top | words...] (see dedup.hpp). Written only by the
+// worker that owns it; kept across restarts with the worker's cursor.
+struct DedupWindowHeader {
+  std::atomic<std::uint64_t> producer;   // producer id + 1; 0 = unused
+  std::atomic<std::uint64_t> last_used;  // position of the last event checked against it
+  std::atomic<std::uint64_t> top;        // highest producer_seq marked
+  // followed by dedup_words words
+};
+static_assert(sizeof(DedupWindowHeader) == 24);
+
+constexpr std::uint64_t dedup_entry_bytes(std::uint32_t words) noexcept {
+  return sizeof(DedupWindowHeader) + 8ull * words;
+}
+
+// Dead-letter region: for every group, a control block and a ring of dlq_capacity bytes
+// holding entries (DlqEntry, the failed record, the error message), 8-byte aligned,
+// never crossing the end of the ring. DESIGN.md, "Retries and dead letters".
+struct alignas(kHotAlign) DlqControl {
+  std::atomic<std::uint64_t> lock;        // pid of the process changing the ring, 0 = free
+  std::atomic<std::uint64_t> lock_start;  // its start time
+  std::atomic<std::uint64_t> head;        // first byte holding an entry not yet removed
+  std::atomic<std::uint64_t> tail;        // where the next entry goes
+  std::atomic<std::uint64_t> next_id;     // id of the next entry (from 1)
+  std::atomic<std::uint64_t> entries;     // entries held
+  std::atomic<std::uint64_t> appended;    // entries ever appended
+  std::atomic<std::uint64_t> removed;     // entries ever removed (redriven or purged)
+  std::atomic<std::uint64_t> full_waits;  // times a worker waited for room
+  std::atomic<std::uint64_t> redrive_requests;  // bumped when entries are marked for redelivery
+  std::uint64_t reserved[22];
+};
+static_assert(sizeof(DlqControl) == 2 * kHotAlign);
+
+namespace dlq_state {
+inline constexpr std::uint64_t none = 0;
+inline constexpr std::uint64_t ready = 1;       // parked
+inline constexpr std::uint64_t redrive = 2;     // a tool asked for redelivery
+inline constexpr std::uint64_t delivering = 3;  // a worker is redelivering it
+inline constexpr std::uint64_t removed = 4;     // redriven or purged; space reclaimed from the head
+inline constexpr std::uint64_t skip = 5;        // filler to the end of the ring
+constexpr std::uint64_t make(std::uint64_t state, std::uint64_t bytes) noexcept { return (state << 56) | bytes; }
+constexpr std::uint64_t state(std::uint64_t w) noexcept { return w >> 56; }
+constexpr std::uint64_t bytes(std::uint64_t w) noexcept { return w & ((std::uint64_t{1} << 56) - 1); }
+}  // namespace dlq_state
+
+struct DlqEntry {
+  std::atomic<std::uint64_t> state_bytes;  // 0  dlq_state word, written last (release)
+  std::uint64_t id;                        // 8
+  std::uint64_t first_failure_ns;          // 16
+  std::uint64_t last_failure_ns;           // 24
+  std::uint32_t attempts;                  // 32
+  std::uint32_t worker;                    // 36
+  std::uint32_t message_len;               // 40
+  std::uint32_t payload_len;               // 44
+  std::uint64_t position;                  // 48 where the event was in the log
+  std::uint64_t reserved;                  // 56
+  // followed by the record (RecordHeader + payload padded to 8), then the message
+};
+static_assert(sizeof(DlqEntry) == 64);
+inline constexpr std::uint32_t kMaxDlqMessage = 512;
+
+constexpr std::uint64_t dlq_entry_bytes(std::uint32_t payload_len, std::uint32_t message_len) noexcept {
+  return sizeof(DlqEntry) + record_bytes(payload_len) + align_up(message_len, 8);
+}
 
 // ---------------------------------------------------------------------------------
 // Key table entry: open addressing on the 64-bit key (0 = empty, never a key).

@@ -33,6 +33,9 @@ struct SegmentOptions {
   std::uint32_t max_producers = 64;      // producer handles attached at once (any process)
   std::uint32_t max_groups = 16;         // consumer groups
   std::uint32_t key_slots = 1u << 16;    // distinct keys ever published (power of two)
+  std::uint32_t dedup_window = 1024;     // producer_seqs remembered per producer window (0: no dedup)
+  std::uint32_t dedup_producers = 16;    // producer windows per group worker
+  std::uint64_t dlq_capacity = 256u << 10;  // dead-letter ring bytes per group, power of two (0: none)
   std::uint32_t mode = 0600;             // permission bits of the new file
   enum class IfExists : std::uint8_t {
     fail,     // Errc::exists
@@ -68,6 +71,11 @@ struct SegmentRefs {
   unsigned shift = 0;          // log2(capacity)
   std::uint32_t max_event = 0;
   std::uint64_t max_record = 0;  // record_bytes(max_event)
+  std::byte* dedup = nullptr;    // null without a dedup region
+  std::uint32_t dedup_words = 0;
+  std::uint32_t dedup_producers = 0;
+  std::byte* dlq = nullptr;      // null without dead-letter rings
+  std::uint64_t dlq_capacity = 0;
 
   [[nodiscard]] RecordHeader* record_at(std::uint64_t pos) const noexcept {
     return reinterpret_cast<RecordHeader*>(log + (pos & mask));
@@ -76,6 +84,21 @@ struct SegmentRefs {
   // Bytes from `pos` to the end of its lap.
   [[nodiscard]] std::uint64_t to_lap_end(std::uint64_t pos) const noexcept {
     return capacity - (pos & mask);
+  }
+  // Window `i` of worker `w` of group `g` (dedup region present).
+  [[nodiscard]] layout::DedupWindowHeader* dedup_window(std::uint32_t g, std::uint32_t w, std::uint32_t i) const noexcept {
+    const std::uint64_t entry = layout::dedup_entry_bytes(dedup_words);
+    const std::uint64_t index = (std::uint64_t{g} * layout::kMaxWorkers + w) * dedup_producers + i;
+    return reinterpret_cast<layout::DedupWindowHeader*>(dedup + index * entry);
+  }
+  [[nodiscard]] std::atomic<std::uint64_t>* dedup_words_of(layout::DedupWindowHeader* h) const noexcept {
+    return reinterpret_cast<std::atomic<std::uint64_t>*>(reinterpret_cast<std::byte*>(h) + sizeof(*h));
+  }
+  [[nodiscard]] layout::DlqControl* dlq_control(std::uint32_t g) const noexcept {
+    return reinterpret_cast<layout::DlqControl*>(dlq + g * (sizeof(layout::DlqControl) + dlq_capacity));
+  }
+  [[nodiscard]] std::byte* dlq_ring(std::uint32_t g) const noexcept {
+    return reinterpret_cast<std::byte*>(dlq_control(g)) + sizeof(layout::DlqControl);
   }
 };
 

@@ -33,7 +33,14 @@ struct WorkerStats {
   std::uint64_t lag_bytes = 0;  // tail - cursor
   std::uint64_t consumed = 0;
   std::uint64_t voids = 0;
-  std::uint64_t handler_errors = 0;
+  std::uint64_t handler_errors = 0;  // failed handler attempts
+  std::uint64_t retries = 0;
+  std::uint64_t dead_lettered = 0;
+  std::uint64_t dup_dropped = 0;      // dedup: seen before
+  std::uint64_t too_old_dropped = 0;  // dedup: below the window
+  std::uint64_t dedup_evictions = 0;
+  std::uint64_t redelivered = 0;      // delivered again after a process died
+  std::uint64_t redriven = 0;         // dead letters redelivered and accepted
 };
 
 struct GroupStats {
@@ -44,6 +51,10 @@ struct GroupStats {
   std::uint64_t lag_bytes = 0;  // tail - slowest cursor
   std::uint64_t consumed = 0;
   std::uint64_t resumes = 0;
+  std::uint64_t dead_letters = 0;     // entries in the group's dead-letter ring
+  std::uint64_t dlq_bytes = 0;        // bytes they use
+  std::uint64_t dlq_capacity = 0;     // 0: the segment has no dead-letter rings
+  std::uint64_t dlq_full_waits = 0;   // times a worker found the ring full
   std::vector<WorkerStats> worker;
 };
 

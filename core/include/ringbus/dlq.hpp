@@ -1,0 +1,103 @@
+// Dead letters: events a consumer group's handler failed on `max_attempts` times,
+// parked in the group's dead-letter ring in the segment with the error, the attempts
+// and the failure times. Nothing is dropped: when the ring is full the worker waits
+// (the group holds its cursor, producers feel back-pressure) and a counter says so.
+//
+// Tools list, show, redrive and purge entries (`ringbus dlq`). Redrive either marks
+// entries for redelivery by the group's own workers (the worker their key routes to
+// hands them to the handler again, with Event::redriven(); an entry is removed only
+// once the handler accepts it), or republishes them into the log for every group.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ringbus/layout.hpp"
+#include "ringbus/record.hpp"
+#include "ringbus/segment.hpp"
+#include "ringbus/status.hpp"
+
+namespace ringbus {
+
+class Producer;
+
+// A copy of one dead letter.
+struct DeadLetter {
+  std::uint64_t id = 0;
+  std::string state;  // ready, redrive, delivering
+  std::uint64_t position = 0;  // where the event was in the log
+  std::uint32_t attempts = 0;
+  std::uint32_t worker = 0;
+  std::uint64_t first_failure_ns = 0;
+  std::uint64_t last_failure_ns = 0;
+  std::string message;
+  RecordHeader header{};  // the event's header as it was in the log (frame word included)
+  std::vector<std::byte> payload;
+};
+
+struct DeadLetterStats {
+  std::uint64_t entries = 0;
+  std::uint64_t bytes_used = 0;
+  std::uint64_t capacity = 0;
+  std::uint64_t appended = 0;
+  std::uint64_t removed = 0;
+  std::uint64_t full_waits = 0;
+};
+
+class DeadLetters {
+ public:
+  // The dead-letter ring of registered group `group`. Throws Error(not_found) if there is
+  // no such group or the segment was created without dead-letter rings.
+  static DeadLetters open(const Segment& segment, std::string_view group);
+
+  [[nodiscard]] std::vector<DeadLetter> list() const;
+  [[nodiscard]] std::optional<DeadLetter> get(std::uint64_t id) const;
+  [[nodiscard]] DeadLetterStats stats() const;
+
+  // Marks one entry (or all, with no id) for redelivery by the group's workers.
+  // Returns how many were marked.
+  std::size_t request_redrive(std::optional<std::uint64_t> id = std::nullopt);
+  // Republishes one entry (or all) into the log through `producer`, with the original
+  // key, type, schema version, correlation id and payload, flag `redriven`; each entry
+  // is removed once its event is accepted. Returns how many were republished; stops at
+  // the first refusal (e.g. Status::full) and reports it in `last_status`.
+  std::size_t republish(Producer& producer, std::optional<std::uint64_t> id = std::nullopt,
+                        Status* last_status = nullptr);
+  // Removes one entry. False if there is none with that id (or a worker is delivering it).
+  bool remove(std::uint64_t id);
+  // Removes every entry that no worker is delivering. Returns how many.
+  std::size_t purge();
+
+  [[nodiscard]] const std::string& group() const noexcept { return group_; }
+
+ private:
+  DeadLetters(Segment s, std::string group, std::uint32_t slot) : seg_(std::move(s)), group_(std::move(group)), slot_(slot) {}
+  Segment seg_;
+  std::string group_;
+  std::uint32_t slot_ = 0;
+};
+
+namespace detail {
+
+// Appends a dead letter for `record` (its header and payload_len bytes of payload) to
+// group `g`'s ring. Status::full when there is no room (nothing written).
+Status dlq_append(const SegmentRefs& r, std::uint32_t g, const RecordHeader& record, std::uint32_t payload_len,
+                  std::uint64_t position, std::uint32_t attempts, std::uint32_t worker, std::uint64_t first_failure_ns,
+                  std::string_view message) noexcept;
+
+// The entry marked for redelivery whose record routes to worker `w` of `workers`, now
+// taken (state delivering); nullptr if none.
+layout::DlqEntry* dlq_take_redrive(const SegmentRefs& r, std::uint32_t g, std::uint32_t w,
+                                   std::uint32_t workers) noexcept;
+// After delivery: removed if accepted, else back to ready with one more attempt.
+void dlq_finish_redrive(const SegmentRefs& r, std::uint32_t g, layout::DlqEntry* e, bool accepted) noexcept;
+
+inline const RecordHeader* dlq_record(const layout::DlqEntry* e) noexcept {
+  return reinterpret_cast<const RecordHeader*>(reinterpret_cast<const std::byte*>(e) + sizeof(layout::DlqEntry));
+}
+
+}  // namespace detail
+}  // namespace ringbus

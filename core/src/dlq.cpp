@@ -1,0 +1,332 @@
+// Dead-letter rings. DESIGN.md, "Retries and dead letters".
+//
+// Structure changes (append, reclaiming space at the head, purge, listing) happen under
+// the ring's lock: a word holding the pid of the process that changes the ring, taken by
+// CAS and taken over only from a dead pid. Entry states move by CAS outside the lock
+// (ready -> redrive -> delivering -> ready | removed). An entry's fields are written
+// before its state word (release) and read after it (acquire).
+#include "ringbus/dlq.hpp"
+
+#include <sched.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "ringbus/detail/groups.hpp"
+#include "ringbus/detail/process.hpp"
+#include "ringbus/error.hpp"
+#include "ringbus/hash.hpp"
+#include "ringbus/producer.hpp"
+
+namespace ringbus {
+namespace detail {
+namespace {
+
+using layout::DlqControl;
+using layout::DlqEntry;
+namespace st = layout::dlq_state;
+
+class RingLock {
+ public:
+  explicit RingLock(DlqControl& c) noexcept : c_(c) {
+    const std::uint32_t me = self_process().pid;
+    for (std::uint32_t n = 1;; ++n) {
+      std::uint64_t w = c_.lock.load(std::memory_order_acquire);
+      // Acquire pairs with the release in ~RingLock: the previous holder's writes are visible.
+      if (w == 0 && c_.lock.compare_exchange_weak(w, me, std::memory_order_acquire, std::memory_order_relaxed)) return;
+      if (w != 0 && n % 256 == 0 && process_dead(static_cast<std::uint32_t>(w), 0)) {
+        // The holder died inside a change: what it left is either complete (its state
+        // word was stored) or outside [head, tail) and ignored.
+        c_.lock.compare_exchange_strong(w, 0, std::memory_order_acq_rel);
+      }
+      if (n < 64) {
+        cpu_relax();
+      } else {
+        ::sched_yield();
+      }
+    }
+  }
+  ~RingLock() { c_.lock.store(0, std::memory_order_release); }
+  RingLock(const RingLock&) = delete;
+  RingLock& operator=(const RingLock&) = delete;
+
+ private:
+  DlqControl& c_;
+};
+
+struct Ring {
+  DlqControl& c;
+  std::byte* base;
+  std::uint64_t cap;
+  DlqEntry* at(std::uint64_t pos) const noexcept { return reinterpret_cast<DlqEntry*>(base + (pos & (cap - 1))); }
+};
+
+Ring ring_of(const SegmentRefs& r, std::uint32_t g) { return {*r.dlq_control(g), r.dlq_ring(g), r.dlq_capacity}; }
+
+// Walks [head, tail) calling f(entry, pos, state_word); f returns false to stop. Stops at
+// the first entry that cannot be valid (the ring is then treated as ending there).
+template <class F>
+void walk(const Ring& ring, std::uint64_t head, std::uint64_t tail, F&& f) {
+  if (tail < head || tail - head > ring.cap) return;
+  for (std::uint64_t pos = head; pos < tail;) {
+    DlqEntry* e = ring.at(pos);
+    const std::uint64_t w = e->state_bytes.load(std::memory_order_acquire);
+    const std::uint64_t bytes = st::bytes(w);
+    const std::uint64_t to_end = ring.cap - (pos & (ring.cap - 1));
+    const bool skip = st::state(w) == st::skip;
+    if (bytes % 8 != 0 || bytes > to_end || bytes > tail - pos || (skip ? bytes < 8 : bytes < sizeof(DlqEntry))) return;
+    if (!skip && !f(e, pos, w)) return;
+    pos += bytes;
+  }
+}
+
+// Frees removed entries (and fillers) at the head. Under the lock.
+void reclaim(const Ring& ring) noexcept {
+  std::uint64_t head = ring.c.head.load(std::memory_order_relaxed);
+  const std::uint64_t tail = ring.c.tail.load(std::memory_order_relaxed);
+  while (head < tail) {
+    const std::uint64_t w = ring.at(head)->state_bytes.load(std::memory_order_acquire);
+    const std::uint64_t s = st::state(w);
+    const std::uint64_t bytes = st::bytes(w);
+    if ((s != st::removed && s != st::skip) || bytes == 0 || bytes % 8 != 0 || bytes > tail - head) break;
+    head += bytes;
+  }
+  ring.c.head.store(head, std::memory_order_release);
+}
+
+bool valid_entry(const Ring& ring, const DlqEntry* e, std::uint64_t bytes) noexcept {
+  return e->payload_len <= kMaxPayload && e->message_len <= layout::kMaxDlqMessage &&
+         layout::dlq_entry_bytes(e->payload_len, e->message_len) == bytes && bytes <= ring.cap;
+}
+
+DeadLetter copy_out(const Ring& ring, const DlqEntry* e, std::uint64_t w) {
+  DeadLetter d;
+  d.id = e->id;
+  switch (st::state(w)) {
+    case st::ready: d.state = "ready"; break;
+    case st::redrive: d.state = "redrive"; break;
+    case st::delivering: d.state = "delivering"; break;
+    default: d.state = "other"; break;
+  }
+  d.position = e->position;
+  d.attempts = e->attempts;
+  d.worker = e->worker;
+  d.first_failure_ns = e->first_failure_ns;
+  d.last_failure_ns = e->last_failure_ns;
+  if (!valid_entry(ring, e, st::bytes(w))) return d;
+  std::memcpy(&d.header, dlq_record(e), sizeof(RecordHeader));
+  const auto* payload = reinterpret_cast<const std::byte*>(dlq_record(e)) + kRecordHeaderSize;
+  d.payload.assign(payload, payload + e->payload_len);
+  const auto* msg = reinterpret_cast<const char*>(dlq_record(e)) + record_bytes(e->payload_len);
+  d.message.assign(msg, e->message_len);
+  return d;
+}
+
+void mark_removed(const Ring& ring, DlqEntry* e, std::uint64_t expected_word) {
+  std::uint64_t w = expected_word;
+  if (e->state_bytes.compare_exchange_strong(w, st::make(st::removed, st::bytes(w)), std::memory_order_acq_rel)) {
+    ring.c.entries.fetch_sub(1, std::memory_order_relaxed);
+    ring.c.removed.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+}  // namespace
+
+Status dlq_append(const SegmentRefs& r, std::uint32_t g, const RecordHeader& record, std::uint32_t payload_len,
+                  std::uint64_t position, std::uint32_t attempts, std::uint32_t worker, std::uint64_t first_failure_ns,
+                  std::string_view message) noexcept {
+  const Ring ring = ring_of(r, g);
+  const auto msg_len = static_cast<std::uint32_t>(std::min<std::size_t>(message.size(), layout::kMaxDlqMessage));
+  const std::uint64_t size = layout::dlq_entry_bytes(payload_len, msg_len);
+  if (size > ring.cap / 2) return Status::too_large;
+  RingLock lock(ring.c);
+  const std::uint64_t head = ring.c.head.load(std::memory_order_relaxed);
+  std::uint64_t tail = ring.c.tail.load(std::memory_order_relaxed);
+  if (tail < head || tail - head > ring.cap) return Status::corrupt;
+  const std::uint64_t to_end = ring.cap - (tail & (ring.cap - 1));
+  const std::uint64_t filler = to_end < size ? to_end : 0;
+  if (tail + filler + size - head > ring.cap) return Status::full;
+  if (filler != 0) {
+    ring.at(tail)->state_bytes.store(st::make(st::skip, filler), std::memory_order_release);
+    tail += filler;
+  }
+  DlqEntry* e = ring.at(tail);
+  e->id = ring.c.next_id.fetch_add(1, std::memory_order_relaxed);
+  e->first_failure_ns = first_failure_ns;
+  e->last_failure_ns = realtime_ns();
+  e->attempts = attempts;
+  e->worker = worker;
+  e->message_len = msg_len;
+  e->payload_len = payload_len;
+  e->position = position;
+  e->reserved = 0;
+  auto* rec = reinterpret_cast<std::byte*>(e) + sizeof(DlqEntry);
+  std::memcpy(rec, &record, kRecordHeaderSize);
+  std::memcpy(rec + kRecordHeaderSize, reinterpret_cast<const std::byte*>(&record) + kRecordHeaderSize, payload_len);
+  std::memcpy(rec + record_bytes(payload_len), message.data(), msg_len);
+  // Publishes the entry: pairs with the acquire loads of readers (walk, list).
+  e->state_bytes.store(st::make(st::ready, size), std::memory_order_release);
+  ring.c.tail.store(tail + size, std::memory_order_release);
+  ring.c.entries.fetch_add(1, std::memory_order_relaxed);
+  ring.c.appended.fetch_add(1, std::memory_order_relaxed);
+  return Status::ok;
+}
+
+DlqEntry* dlq_take_redrive(const SegmentRefs& r, std::uint32_t g, std::uint32_t w, std::uint32_t workers) noexcept {
+  const Ring ring = ring_of(r, g);
+  DlqEntry* taken = nullptr;
+  RingLock lock(ring.c);
+  walk(ring, ring.c.head.load(std::memory_order_relaxed), ring.c.tail.load(std::memory_order_relaxed),
+       [&](DlqEntry* e, std::uint64_t, std::uint64_t word) {
+         if (st::state(word) != st::redrive || !valid_entry(ring, e, st::bytes(word))) return true;
+         const RecordHeader* h = dlq_record(e);
+         if (route(h->key, h->producer_id, workers) != w) return true;
+         std::uint64_t expected = word;
+         if (e->state_bytes.compare_exchange_strong(expected, st::make(st::delivering, st::bytes(word)),
+                                                    std::memory_order_acq_rel)) {
+           taken = e;
+           return false;
+         }
+         return true;
+       });
+  return taken;
+}
+
+void dlq_finish_redrive(const SegmentRefs& r, std::uint32_t g, DlqEntry* e, bool accepted) noexcept {
+  const Ring ring = ring_of(r, g);
+  const std::uint64_t w = e->state_bytes.load(std::memory_order_acquire);
+  if (accepted) {
+    mark_removed(ring, e, w);
+    RingLock lock(ring.c);
+    reclaim(ring);
+    return;
+  }
+  e->attempts += 1;
+  e->last_failure_ns = realtime_ns();
+  e->state_bytes.store(st::make(st::ready, st::bytes(w)), std::memory_order_release);
+}
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------------
+
+DeadLetters DeadLetters::open(const Segment& segment, std::string_view group) {
+  const detail::SegmentRefs& r = segment.refs();
+  const std::string where = "segment " + segment.location().display() + " group \"" + std::string(group) + "\"";
+  if (r.dlq == nullptr) throw Error(Errc::not_found, where + ": the segment has no dead-letter rings (dlq_capacity 0)");
+  const std::uint32_t g = detail::find_group(r, group);
+  if (g == detail::kNoGroup) throw Error(Errc::not_found, where + ": no such group");
+  return DeadLetters(segment, std::string(group), g);
+}
+
+std::vector<DeadLetter> DeadLetters::list() const {
+  const detail::Ring ring = detail::ring_of(seg_.refs(), slot_);
+  std::vector<DeadLetter> out;
+  detail::RingLock lock(ring.c);
+  detail::walk(ring, ring.c.head.load(std::memory_order_relaxed), ring.c.tail.load(std::memory_order_relaxed),
+               [&](layout::DlqEntry* e, std::uint64_t, std::uint64_t w) {
+                 const auto s = layout::dlq_state::state(w);
+                 if (s != layout::dlq_state::removed) out.push_back(detail::copy_out(ring, e, w));
+                 return true;
+               });
+  return out;
+}
+
+std::optional<DeadLetter> DeadLetters::get(std::uint64_t id) const {
+  for (DeadLetter& d : list()) {
+    if (d.id == id) return std::move(d);
+  }
+  return std::nullopt;
+}
+
+DeadLetterStats DeadLetters::stats() const {
+  const detail::Ring ring = detail::ring_of(seg_.refs(), slot_);
+  DeadLetterStats s;
+  s.entries = ring.c.entries.load(std::memory_order_relaxed);
+  s.bytes_used = ring.c.tail.load(std::memory_order_relaxed) - ring.c.head.load(std::memory_order_relaxed);
+  s.capacity = ring.cap;
+  s.appended = ring.c.appended.load(std::memory_order_relaxed);
+  s.removed = ring.c.removed.load(std::memory_order_relaxed);
+  s.full_waits = ring.c.full_waits.load(std::memory_order_relaxed);
+  return s;
+}
+
+std::size_t DeadLetters::request_redrive(std::optional<std::uint64_t> id) {
+  const detail::Ring ring = detail::ring_of(seg_.refs(), slot_);
+  std::size_t marked = 0;
+  {
+    detail::RingLock lock(ring.c);
+    detail::walk(ring, ring.c.head.load(std::memory_order_relaxed), ring.c.tail.load(std::memory_order_relaxed),
+                 [&](layout::DlqEntry* e, std::uint64_t, std::uint64_t w) {
+                   if (layout::dlq_state::state(w) != layout::dlq_state::ready || (id && e->id != *id)) return true;
+                   std::uint64_t expected = w;
+                   if (e->state_bytes.compare_exchange_strong(
+                           expected, layout::dlq_state::make(layout::dlq_state::redrive, layout::dlq_state::bytes(w)),
+                           std::memory_order_acq_rel)) {
+                     ++marked;
+                   }
+                   return !id.has_value();
+                 });
+  }
+  if (marked != 0) ring.c.redrive_requests.fetch_add(1, std::memory_order_release);
+  return marked;
+}
+
+std::size_t DeadLetters::republish(Producer& producer, std::optional<std::uint64_t> id, Status* last_status) {
+  std::size_t done = 0;
+  if (last_status != nullptr) *last_status = Status::ok;
+  for (const DeadLetter& d : list()) {
+    if (d.state != "ready" || (id && d.id != *id)) continue;
+    Claim c;
+    const Status s = producer.try_claim(d.header.key, d.header.type_id, static_cast<std::uint32_t>(d.payload.size()), c);
+    if (s != Status::ok) {
+      if (last_status != nullptr) *last_status = s;
+      break;
+    }
+    if (!d.payload.empty()) std::memcpy(c.payload().data(), d.payload.data(), d.payload.size());
+    c.set_correlation_id(d.header.correlation_id);
+    c.set_schema_version(d.header.schema_version);
+    c.set_flags(static_cast<std::uint16_t>(flags_of(d.header.key_seq_flags) | record_flags::redriven));
+    c.commit();
+    remove(d.id);
+    ++done;
+  }
+  return done;
+}
+
+bool DeadLetters::remove(std::uint64_t id) {
+  const detail::Ring ring = detail::ring_of(seg_.refs(), slot_);
+  bool removed = false;
+  detail::RingLock lock(ring.c);
+  detail::walk(ring, ring.c.head.load(std::memory_order_relaxed), ring.c.tail.load(std::memory_order_relaxed),
+               [&](layout::DlqEntry* e, std::uint64_t, std::uint64_t w) {
+                 if (e->id != id) return true;
+                 const auto s = layout::dlq_state::state(w);
+                 if (s == layout::dlq_state::ready || s == layout::dlq_state::redrive) {
+                   detail::mark_removed(ring, e, w);
+                   removed = true;
+                 }
+                 return false;
+               });
+  detail::reclaim(ring);
+  return removed;
+}
+
+std::size_t DeadLetters::purge() {
+  const detail::Ring ring = detail::ring_of(seg_.refs(), slot_);
+  std::size_t n = 0;
+  detail::RingLock lock(ring.c);
+  detail::walk(ring, ring.c.head.load(std::memory_order_relaxed), ring.c.tail.load(std::memory_order_relaxed),
+               [&](layout::DlqEntry* e, std::uint64_t, std::uint64_t w) {
+                 const auto s = layout::dlq_state::state(w);
+                 if (s == layout::dlq_state::ready || s == layout::dlq_state::redrive) {
+                   detail::mark_removed(ring, e, w);
+                   ++n;
+                 }
+                 return true;
+               });
+  detail::reclaim(ring);
+  return n;
+}
+
+}  // namespace ringbus

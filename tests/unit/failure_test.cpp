@@ -1,0 +1,483 @@
+// Retries, dead letters, redrive, consumer-group dedup, redelivery marks, voids.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "ringbus/consumer.hpp"
+#include "ringbus/dlq.hpp"
+#include "ringbus/error.hpp"
+#include "ringbus/producer.hpp"
+#include "ringbus/stats.hpp"
+#include "support.hpp"
+
+namespace ringbus {
+namespace {
+
+using test::TempSegment;
+
+std::uint64_t value_of(const Event& e) {
+  std::uint64_t v = 0;
+  std::memcpy(&v, e.payload().data(), std::min<std::size_t>(8, e.payload().size()));
+  return v;
+}
+
+void publish(Producer& p, std::uint64_t key, std::uint64_t v) {
+  ASSERT_EQ(p.publish(key, 7, std::as_bytes(std::span(&v, 1))), Status::ok);
+}
+
+template <class H>
+std::size_t drain(Worker& w, H&& h) {
+  std::size_t n = 0, got = 0;
+  do {
+    got = w.poll(h, 1000);
+    n += got;
+  } while (got != 0 || w.pending() != 0);
+  return n;
+}
+
+const WorkerStats& worker_stats(const SegmentStats& s, std::size_t g = 0, std::size_t w = 0) {
+  return s.groups.at(g).worker.at(w);
+}
+
+TEST(DeadLetters, AFailingEventIsParkedWithItsErrorAndTheWorkerMovesOn) {
+  TempSegment seg;
+  GroupOptions o;
+  o.retry.max_attempts = 2;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "orders", o);
+  Producer p = Producer::attach(seg.segment());
+  for (std::uint64_t v = 0; v < 5; ++v) publish(p, 10 + v, v);
+  std::vector<std::uint64_t> ok;
+  int calls_on_2 = 0;
+  drain(g.worker(0), [&](const Event& e) {
+    if (value_of(e) == 2) {
+      ++calls_on_2;
+      throw std::runtime_error("price feed unavailable");
+    }
+    ok.push_back(value_of(e));
+  });
+  EXPECT_EQ(ok, (std::vector<std::uint64_t>{0, 1, 3, 4})) << "the failing event does not block the others";
+  EXPECT_EQ(calls_on_2, 2);
+
+  DeadLetters dlq = DeadLetters::open(seg.segment(), "orders");
+  const auto letters = dlq.list();
+  ASSERT_EQ(letters.size(), 1u);
+  const DeadLetter& d = letters[0];
+  EXPECT_EQ(d.id, 1u);
+  EXPECT_EQ(d.state, "ready");
+  EXPECT_EQ(d.attempts, 2u);
+  EXPECT_EQ(d.worker, 0u);
+  EXPECT_EQ(d.message, "price feed unavailable");
+  EXPECT_EQ(d.header.key, 12u);
+  EXPECT_EQ(d.header.type_id, 7u);
+  EXPECT_EQ(key_seq_of(d.header.key_seq_flags), 1u);
+  ASSERT_EQ(d.payload.size(), 8u);
+  std::uint64_t v = 0;
+  std::memcpy(&v, d.payload.data(), 8);
+  EXPECT_EQ(v, 2u);
+  EXPECT_GT(d.first_failure_ns, 0u);
+  EXPECT_GE(d.last_failure_ns, d.first_failure_ns);
+  const SegmentStats s = read_stats(seg.segment());
+  EXPECT_EQ(worker_stats(s).dead_lettered, 1u);
+  EXPECT_EQ(worker_stats(s).consumed, 4u);
+  EXPECT_EQ(worker_stats(s).retries, 1u);
+  EXPECT_EQ(s.groups.at(0).dead_letters, 1u);
+  EXPECT_EQ(s.groups.at(0).cursor, s.tail) << "the cursor passed the parked event";
+}
+
+TEST(DeadLetters, AFullRingHoldsTheWorkerInsteadOfDroppingTheEvent) {
+  SegmentOptions so = TempSegment::small_options();
+  so.max_event = 512;
+  so.dlq_capacity = 4096;  // a few dead letters of 1 KiB
+  TempSegment seg(so);
+  GroupOptions o;
+  o.retry.max_attempts = 1;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+  Producer p = Producer::attach(seg.segment());
+  const std::string big(500, 'x');
+  for (int i = 0; i < 12; ++i) ASSERT_EQ(p.publish(1 + i, 1, std::as_bytes(std::span(big))), Status::ok);
+  std::size_t handled = 0;
+  auto fail_all = [&](const Event&) -> Handled {
+    ++handled;
+    return Handled::fail;
+  };
+  while (g.worker(0).poll(fail_all, 100) != 0) {
+  }
+  DeadLetters dlq = DeadLetters::open(seg.segment(), "g");
+  const std::size_t parked = dlq.list().size();
+  EXPECT_GE(parked, 3u);
+  EXPECT_LT(parked, 12u) << "the ring must have filled";
+  EXPECT_GE(g.worker(0).pending(), 1u) << "the event that did not fit waits";
+  EXPECT_GT(dlq.stats().full_waits, 0u);
+  const SegmentStats s = read_stats(seg.segment());
+  EXPECT_LT(s.groups.at(0).cursor, s.tail) << "the cursor holds at the waiting event";
+  // Room again: everything ends up parked, nothing dropped.
+  std::size_t total = parked;
+  for (int round = 0; round < 20 && total < 12; ++round) {
+    EXPECT_GT(dlq.purge(), 0u);
+    drain(g.worker(0), fail_all);
+    total += dlq.list().size();
+  }
+  EXPECT_EQ(total, 12u);
+  EXPECT_EQ(read_stats(seg.segment()).groups.at(0).cursor, read_stats(seg.segment()).tail);
+}
+
+TEST(DeadLetters, RedriveRedeliversToTheWorkerAndRemovesOnlyWhenAccepted) {
+  TempSegment seg;
+  GroupOptions o;
+  o.retry.max_attempts = 1;
+  o.workers = 2;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+  Producer p = Producer::attach(seg.segment());
+  for (std::uint64_t v = 0; v < 6; ++v) publish(p, 100 + v, v);
+  bool healthy = false;
+  std::vector<std::uint64_t> redriven;
+  auto handler = [&](const Event& e) -> Handled {
+    if (e.redriven()) {
+      if (!healthy) return Handled::fail;
+      redriven.push_back(value_of(e));
+      return Handled::ok;
+    }
+    return value_of(e) % 2 == 0 ? Handled::fail : Handled::ok;
+  };
+  for (std::uint32_t w = 0; w < 2; ++w) drain(g.worker(w), handler);
+  DeadLetters dlq = DeadLetters::open(seg.segment(), "g");
+  ASSERT_EQ(dlq.list().size(), 3u);
+  const std::uint64_t first_id = dlq.list()[0].id;
+
+  EXPECT_EQ(dlq.request_redrive(first_id), 1u);
+  EXPECT_EQ(dlq.get(first_id)->state, "redrive");
+  for (std::uint32_t w = 0; w < 2; ++w) g.worker(w).poll_redrives(handler);  // still failing
+  ASSERT_TRUE(dlq.get(first_id).has_value()) << "not accepted: stays";
+  EXPECT_EQ(dlq.get(first_id)->state, "ready");
+  EXPECT_EQ(dlq.get(first_id)->attempts, 2u);
+
+  healthy = true;
+  EXPECT_EQ(dlq.request_redrive(), 3u);
+  std::size_t n = 0;
+  for (std::uint32_t w = 0; w < 2; ++w) n += g.worker(w).poll_redrives(handler);
+  EXPECT_EQ(n, 3u);
+  EXPECT_TRUE(dlq.list().empty());
+  std::sort(redriven.begin(), redriven.end());
+  EXPECT_EQ(redriven, (std::vector<std::uint64_t>{0, 2, 4}));
+  const SegmentStats s = read_stats(seg.segment());
+  EXPECT_EQ(worker_stats(s, 0, 0).redriven + worker_stats(s, 0, 1).redriven, 3u);
+}
+
+TEST(DeadLetters, RepublishPutsTheEventBackInTheLogForEveryGroup) {
+  TempSegment seg;
+  GroupOptions o;
+  o.retry.max_attempts = 1;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+  ConsumerGroup other = ConsumerGroup::join(seg.segment(), "other");
+  Producer p = Producer::attach(seg.segment());
+  publish(p, 5, 42);
+  drain(g.worker(0), [](const Event&) { return Handled::fail; });
+  drain(other.worker(0), [](const Event&) {});
+  DeadLetters dlq = DeadLetters::open(seg.segment(), "g");
+  Producer tool = Producer::attach(seg.segment());
+  Status last = Status::invalid;
+  EXPECT_EQ(dlq.republish(tool, std::nullopt, &last), 1u);
+  EXPECT_EQ(last, Status::ok);
+  EXPECT_TRUE(dlq.list().empty());
+  for (ConsumerGroup* grp : {&g, &other}) {
+    std::vector<Event> got;
+    drain(grp->worker(0), [&](const Event& e) {
+      EXPECT_EQ(value_of(e), 42u);
+      EXPECT_EQ(e.key(), 5u);
+      EXPECT_EQ(e.key_seq(), 2u) << "a new record of the key";
+      EXPECT_NE(e.flags() & record_flags::redriven, 0);
+      got.push_back(e);
+    });
+    EXPECT_EQ(got.size(), 1u);
+  }
+}
+
+TEST(DeadLetters, RemovePurgeAndOpenErrors) {
+  TempSegment seg;
+  GroupOptions o;
+  o.retry.max_attempts = 1;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+  Producer p = Producer::attach(seg.segment());
+  for (std::uint64_t v = 0; v < 4; ++v) publish(p, 1, v);
+  drain(g.worker(0), [](const Event&) { return Handled::fail; });
+  DeadLetters dlq = DeadLetters::open(seg.segment(), "g");
+  auto ids = dlq.list();
+  ASSERT_EQ(ids.size(), 4u);
+  EXPECT_TRUE(dlq.remove(ids[1].id));
+  EXPECT_FALSE(dlq.remove(ids[1].id));
+  EXPECT_EQ(dlq.list().size(), 3u);
+  EXPECT_EQ(dlq.purge(), 3u);
+  EXPECT_TRUE(dlq.list().empty());
+  EXPECT_EQ(dlq.stats().bytes_used, 0u) << "space reclaimed";
+  EXPECT_THROW(DeadLetters::open(seg.segment(), "nope"), Error);
+  SegmentOptions none = TempSegment::small_options();
+  none.dlq_capacity = 0;
+  TempSegment bare(none);
+  ConsumerGroup h = ConsumerGroup::join(bare.segment(), "h");
+  EXPECT_THROW(DeadLetters::open(bare.segment(), "h"), Error);
+}
+
+TEST(Retry, ImmediateAndSpinRetryInPlace) {
+  for (auto backoff : {RetryPolicy::Backoff::immediate, RetryPolicy::Backoff::spin}) {
+    TempSegment seg;
+    GroupOptions o;
+    o.retry.max_attempts = 4;
+    o.retry.backoff = backoff;
+    o.retry.delay = std::chrono::microseconds(50);
+    ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+    Producer p = Producer::attach(seg.segment());
+    for (std::uint64_t v = 0; v < 3; ++v) publish(p, 1, v);
+    std::map<std::uint64_t, int> calls;
+    std::vector<std::uint64_t> order;
+    drain(g.worker(0), [&](const Event& e) {
+      const int n = ++calls[value_of(e)];
+      if (value_of(e) == 1 && n < 3) return Handled::retry;
+      order.push_back(value_of(e));
+      return Handled::ok;
+    });
+    EXPECT_EQ(order, (std::vector<std::uint64_t>{0, 1, 2}));
+    EXPECT_EQ(calls[1], 3);
+    EXPECT_EQ(read_stats(seg.segment()).groups.at(0).worker.at(0).retries, 2u);
+  }
+}
+
+TEST(Retry, DeferredHoldsTheKeyWhileOtherKeysProceed) {
+  TempSegment seg;
+  GroupOptions o;
+  o.retry.max_attempts = 5;
+  o.retry.backoff = RetryPolicy::Backoff::deferred;
+  o.retry.delay = std::chrono::milliseconds(2);
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+  Producer p = Producer::attach(seg.segment());
+  // Key 1: a(fails twice), b, c. Key 2: x, y.
+  publish(p, 1, 10);
+  publish(p, 2, 20);
+  publish(p, 1, 11);
+  publish(p, 2, 21);
+  publish(p, 1, 12);
+  int failures_left = 2;
+  std::vector<std::uint64_t> order;
+  std::uint64_t last_key1_seq = 0;
+  auto handler = [&](const Event& e) {
+    if (value_of(e) == 10 && failures_left > 0) {
+      --failures_left;
+      return Handled::fail;
+    }
+    if (e.key() == 1) {
+      EXPECT_EQ(e.key_seq(), last_key1_seq + 1) << "key 1 stays in order";
+      last_key1_seq = e.key_seq();
+    }
+    order.push_back(value_of(e));
+    return Handled::ok;
+  };
+  g.worker(0).poll(handler, 100);
+  EXPECT_EQ(order, (std::vector<std::uint64_t>{20, 21})) << "key 2 went ahead; key 1 waits behind its failure";
+  EXPECT_EQ(g.worker(0).pending(), 3u);
+  EXPECT_LT(read_stats(seg.segment()).groups.at(0).cursor, read_stats(seg.segment()).tail);
+  ASSERT_TRUE(test::eventually([&] {
+    g.worker(0).poll(handler, 100);
+    return g.worker(0).pending() == 0;
+  }));
+  EXPECT_EQ(order, (std::vector<std::uint64_t>{20, 21, 10, 11, 12}));
+  const SegmentStats s = read_stats(seg.segment());
+  EXPECT_EQ(s.groups.at(0).cursor, s.tail);
+  EXPECT_EQ(worker_stats(s).retries, 2u);
+  EXPECT_EQ(worker_stats(s).consumed, 5u);
+}
+
+TEST(Retry, DeferredReleaseLetsTheKeysLaterEventsThrough) {
+  TempSegment seg;
+  GroupOptions o;
+  o.retry.max_attempts = 3;
+  o.retry.backoff = RetryPolicy::Backoff::deferred;
+  o.retry.delay = std::chrono::milliseconds(1);
+  o.retry.while_retrying = RetryPolicy::KeyOrder::release;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+  Producer p = Producer::attach(seg.segment());
+  publish(p, 1, 10);
+  publish(p, 1, 11);
+  bool failed_once = false;
+  std::vector<std::uint64_t> order;
+  auto handler = [&](const Event& e) {
+    if (value_of(e) == 10 && !failed_once) {
+      failed_once = true;
+      return Handled::fail;
+    }
+    order.push_back(value_of(e));
+    return Handled::ok;
+  };
+  g.worker(0).poll(handler, 100);
+  EXPECT_EQ(order, (std::vector<std::uint64_t>{11}));
+  ASSERT_TRUE(test::eventually([&] {
+    g.worker(0).poll(handler, 100);
+    return g.worker(0).pending() == 0;
+  }));
+  EXPECT_EQ(order, (std::vector<std::uint64_t>{11, 10}));
+}
+
+TEST(Retry, DeferredRetriesEndInTheDeadLetterRing) {
+  TempSegment seg;
+  GroupOptions o;
+  o.retry.max_attempts = 3;
+  o.retry.backoff = RetryPolicy::Backoff::deferred;
+  o.retry.delay = std::chrono::microseconds(200);
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+  Producer p = Producer::attach(seg.segment());
+  publish(p, 1, 1);
+  publish(p, 1, 2);
+  int calls = 0;
+  std::vector<std::uint64_t> ok;
+  auto handler = [&](const Event& e) {
+    if (value_of(e) == 1) {
+      ++calls;
+      return Handled::fail;
+    }
+    ok.push_back(value_of(e));
+    return Handled::ok;
+  };
+  ASSERT_TRUE(test::eventually([&] {
+    g.worker(0).poll(handler, 100);
+    return g.worker(0).pending() == 0 && !ok.empty();
+  }));
+  EXPECT_EQ(calls, 3);
+  EXPECT_EQ(ok, (std::vector<std::uint64_t>{2}));
+  const auto letters = DeadLetters::open(seg.segment(), "g").list();
+  ASSERT_EQ(letters.size(), 1u);
+  EXPECT_EQ(letters[0].attempts, 3u);
+}
+
+TEST(GroupDedup, RepublishedEventsAreDroppedBeforeTheHandler) {
+  TempSegment seg;
+  GroupOptions o;
+  o.dedup = true;
+  o.workers = 2;
+  {
+    ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+    Producer p = Producer::attach(seg.segment(), {.producer_id = 9});
+    for (std::uint64_t v = 1; v <= 50; ++v) publish(p, v % 7 + 1, v);
+    std::set<std::uint64_t> seen;
+    for (std::uint32_t w = 0; w < 2; ++w) drain(g.worker(w), [&](const Event& e) { EXPECT_TRUE(seen.insert(value_of(e)).second); });
+    EXPECT_EQ(seen.size(), 50u);
+  }
+  // The producer restarts and replays its outbox from seq 31, then continues.
+  {
+    Producer p = Producer::attach(seg.segment(), {.producer_id = 9, .first_seq = 31});
+    for (std::uint64_t v = 31; v <= 60; ++v) publish(p, v % 7 + 1, v);
+  }
+  // The consumer restarts too: its windows come back from the segment.
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+  std::vector<std::uint64_t> fresh;
+  for (std::uint32_t w = 0; w < 2; ++w) drain(g.worker(w), [&](const Event& e) { fresh.push_back(value_of(e)); });
+  std::sort(fresh.begin(), fresh.end());
+  std::vector<std::uint64_t> expect;
+  for (std::uint64_t v = 51; v <= 60; ++v) expect.push_back(v);
+  EXPECT_EQ(fresh, expect);
+  const SegmentStats s = read_stats(seg.segment());
+  EXPECT_EQ(worker_stats(s, 0, 0).dup_dropped + worker_stats(s, 0, 1).dup_dropped, 20u);
+}
+
+TEST(GroupDedup, TooOldAndWindowsSurviveAChangeOfWorkerCount) {
+  SegmentOptions so = TempSegment::small_options();
+  so.dedup_window = 64;  // small window: 64 (+1 word of slack) sequence numbers
+  TempSegment seg(so);
+  GroupOptions o;
+  o.dedup = true;
+  o.workers = 2;
+  {
+    ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+    Producer p = Producer::attach(seg.segment(), {.producer_id = 3});
+    for (std::uint64_t v = 1; v <= 400; ++v) publish(p, v % 11 + 1, v);
+    for (std::uint32_t w = 0; w < 2; ++w) drain(g.worker(w), [](const Event&) {});
+  }
+  {
+    Producer p = Producer::attach(seg.segment(), {.producer_id = 3, .first_seq = 1});
+    for (std::uint64_t v = 1; v <= 400; ++v) publish(p, v % 11 + 1, v);  // everything again
+  }
+  o.workers = 3;  // keys move between workers
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+  std::size_t delivered = 0;
+  for (std::uint32_t w = 0; w < 3; ++w) drain(g.worker(w), [&](const Event&) { ++delivered; });
+  EXPECT_EQ(delivered, 0u) << "every replayed event is a duplicate or too old";
+  const SegmentStats s = read_stats(seg.segment());
+  std::uint64_t dup = 0, old = 0;
+  for (const auto& w : s.groups.at(0).worker) {
+    dup += w.dup_dropped;
+    old += w.too_old_dropped;
+  }
+  EXPECT_GT(dup, 0u);
+  EXPECT_GT(old, 0u);
+  EXPECT_EQ(dup + old, 400u);
+}
+
+TEST(GroupDedup, MoreProducersThanWindowsEvictsTheLeastRecent) {
+  SegmentOptions so = TempSegment::small_options();
+  so.dedup_producers = 2;
+  TempSegment seg(so);
+  GroupOptions o;
+  o.dedup = true;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+  for (std::uint32_t id = 1; id <= 3; ++id) {
+    Producer p = Producer::attach(seg.segment(), {.producer_id = id});
+    publish(p, 1, id);
+  }
+  std::size_t delivered = 0;
+  drain(g.worker(0), [&](const Event&) { ++delivered; });
+  EXPECT_EQ(delivered, 3u);
+  EXPECT_EQ(read_stats(seg.segment()).groups.at(0).worker.at(0).dedup_evictions, 1u);
+  EXPECT_THROW(ConsumerGroup::join(TempSegment({.capacity = 1 << 16, .max_event = 256, .dedup_window = 0}).segment(),
+                                   "x", o),
+               Error)
+      << "dedup needs a dedup region";
+}
+
+TEST(Redelivery, TheEventInFlightWhenAProcessDiedIsMarked) {
+  TempSegment seg;
+  { ConsumerGroup::join(seg.segment(), "g"); }
+  Producer p = Producer::attach(seg.segment());
+  for (std::uint64_t v = 0; v < 5; ++v) publish(p, 1, v);
+  const pid_t child = ::fork();
+  if (child == 0) {
+    const Segment s = Segment::open(seg.location());
+    ConsumerGroup g = ConsumerGroup::join(s, "g");
+    g.worker(0).poll(
+        [](const Event& e) {
+          if (value_of(e) == 2) ::raise(SIGKILL);  // dies inside the handler
+        },
+        100);
+    ::_exit(0);
+  }
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status));
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g");
+  std::vector<std::pair<std::uint64_t, bool>> got;
+  drain(g.worker(0), [&](const Event& e) { got.emplace_back(value_of(e), e.redelivered()); });
+  EXPECT_EQ(got, (std::vector<std::pair<std::uint64_t, bool>>{{2, true}, {3, false}, {4, false}}));
+  EXPECT_EQ(read_stats(seg.segment()).groups.at(0).worker.at(0).redelivered, 1u);
+}
+
+TEST(Voids, AreDeliveredWhenAskedWithTheirKeySeq) {
+  TempSegment seg;
+  GroupOptions o;
+  o.deliver_voids = true;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+  Producer a = Producer::attach(seg.segment());
+  Producer b = Producer::attach(seg.segment());
+  Claim first;
+  ASSERT_EQ(a.try_claim(8, 1, 8, first), Status::ok);
+  publish(b, 8, 99);  // key_seq 2
+  first.abort();      // key_seq 1 cannot be given back: a void record
+  std::vector<std::pair<std::uint64_t, bool>> got;
+  drain(g.worker(0), [&](const Event& e) { got.emplace_back(e.key_seq(), e.is_void()); });
+  EXPECT_EQ(got, (std::vector<std::pair<std::uint64_t, bool>>{{1, true}, {2, false}}));
+}
+
+}  // namespace
+}  // namespace ringbus
