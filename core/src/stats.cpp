@@ -71,11 +71,11 @@ SegmentStats read_stats(const Segment& segment) {
     gi.slot = g;
     gi.name = detail::group_name(gs);
     if (r.dlq != nullptr) {
-      const layout::DlqControl& c = *r.dlq_control(g);
-      gi.dead_letters = c.entries.load(std::memory_order_relaxed);
-      gi.dlq_bytes = c.tail.load(std::memory_order_relaxed) - c.head.load(std::memory_order_relaxed);
+      const layout::DlqControl& dlq = *r.dlq_control(g);
+      gi.dead_letters = dlq.entries.load(std::memory_order_relaxed);
+      gi.dlq_bytes = dlq.tail.load(std::memory_order_relaxed) - dlq.head.load(std::memory_order_relaxed);
       gi.dlq_capacity = r.dlq_capacity;
-      gi.dlq_full_waits = c.full_waits.load(std::memory_order_relaxed);
+      gi.dlq_full_waits = dlq.full_waits.load(std::memory_order_relaxed);
     }
     gi.workers = static_cast<std::uint32_t>(
         std::clamp<std::uint64_t>(gs.workers.load(std::memory_order_acquire), 1, layout::kMaxWorkers));
