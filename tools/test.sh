@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # README command (2): set-up, then every test tier in three builds:
-#   build/test   unit, stress, process, crash, tool and package tests
-#   build/tsan   unit and stress tests under ThreadSanitizer
-#   build/asan   unit, stress, process and crash tests under AddressSanitizer + UBSan
-# The fork-based tiers do not run under TSan (it does not follow fork()).
+#   build/test   unit, stress, process (crash and kill tests included), tool and package
+#   build/tsan   unit, stress and process tiers under ThreadSanitizer
+#   build/asan   unit, stress and process tiers under AddressSanitizer + UBSan
+# (Process tests start their children by re-executing the test binary, so TSan sees
+# fresh processes.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
@@ -20,15 +21,16 @@ ctest --test-dir build/test --output-on-failure -j 1
 step "build: ThreadSanitizer"
 cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRINGBUS_SANITIZE=thread \
   -DRINGBUS_BUILD_TOOLS=OFF -DRINGBUS_BUILD_BENCH=OFF >/dev/null
-cmake --build build/tsan -j "$jobs" --target unit_tests stress_tests
-step "tests: unit and stress under TSan"
-TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" ctest --test-dir build/tsan --output-on-failure -L "unit|stress"
+cmake --build build/tsan -j "$jobs" --target unit_tests stress_tests process_tests crash_tests kill_tests
+step "tests: unit, stress and process tiers under TSan"
+TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+  ctest --test-dir build/tsan --output-on-failure -L "unit|stress|process"
 
 step "build: AddressSanitizer + UBSan"
 cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRINGBUS_SANITIZE=address \
   -DRINGBUS_BUILD_TOOLS=OFF -DRINGBUS_BUILD_BENCH=OFF >/dev/null
-cmake --build build/asan -j "$jobs" --target unit_tests stress_tests process_tests crash_tests
-step "tests: unit, stress, process and crash under ASan + UBSan"
+cmake --build build/asan -j "$jobs" --target unit_tests stress_tests process_tests crash_tests kill_tests
+step "tests: unit, stress and process tiers under ASan + UBSan"
 ASAN_OPTIONS="detect_leaks=1" UBSAN_OPTIONS="print_stacktrace=1 halt_on_error=1" \
   ctest --test-dir build/asan --output-on-failure -L "unit|stress|process"
 

@@ -21,7 +21,7 @@ namespace {
 using detail::FaultPoint;
 using test::reap;
 using test::SharedBlock;
-using test::spawn;
+using test::spawn_child;
 
 FaultPoint g_point = FaultPoint::count_;
 void kill_at_point(FaultPoint p) noexcept {
@@ -58,6 +58,36 @@ struct ChildReport {
 constexpr std::uint32_t kPayload = 200;
 constexpr std::uint64_t kFatal = 999'999;
 
+std::uint64_t key_of_case(bool keyed) { return keyed ? 42 : 0; }
+
+Status publish_n(Producer& p, std::uint64_t key, std::uint64_t n) {
+  char buf[kPayload] = {};
+  std::memcpy(buf, &n, 8);
+  return p.publish(key, 1, std::as_bytes(std::span(buf)));
+}
+
+// Child: "crash-producer LOCATION KEYED WRAP POINT REPORT_FD". Publishes 10 events (and,
+// with WRAP, up to the end of the ring), then one more with the fault hook armed at POINT.
+const test::ChildRole crash_producer("crash-producer", [](const std::vector<std::string>& a) {
+  const Segment s = Segment::open(Location::shm(a.at(0)));
+  const bool keyed = a.at(1) == "1";
+  const bool wrap = a.at(2) == "1";
+  SharedBlock<ChildReport> report(std::stoi(a.at(4)));
+  Producer p = Producer::attach(s);
+  const std::uint64_t key = key_of_case(keyed);
+  std::uint64_t n = 0;
+  for (; n < 10; ++n) publish_n(p, key, n);
+  if (wrap) {
+    const auto& r = s.refs();
+    while ((s.was_tail() & r.mask) + record_bytes(kPayload) <= r.capacity) publish_n(p, key, n++);
+  }
+  report->published.store(n);
+  g_point = static_cast<FaultPoint>(std::stoi(a.at(3)));
+  detail::fault_hook = kill_at_point;
+  publish_n(p, key, kFatal);
+  return 9;  // the fault point was never reached
+});
+
 class ProducerDeath : public ::testing::TestWithParam<Case> {};
 
 TEST_P(ProducerDeath, ConsumersPassWhatItLeftAndKeySeqStaysContiguous) {
@@ -76,33 +106,16 @@ TEST_P(ProducerDeath, ConsumersPassWhatItLeftAndKeySeqStaysContiguous) {
     delivered.fetch_add(1);
   });
 
-  const std::uint64_t key = c.keyed ? 42 : 0;
-  auto publish_n = [&](Producer& p, std::uint64_t n) {
-    char buf[kPayload] = {};
-    std::memcpy(buf, &n, 8);
-    return p.publish(key, 1, std::as_bytes(std::span(buf)));
-  };
+  const std::uint64_t key = key_of_case(c.keyed);
   SharedBlock<ChildReport> report;
-  const pid_t child = spawn([&] {
-    const Segment s = Segment::open(seg.location());
-    Producer p = Producer::attach(s);
-    std::uint64_t n = 0;
-    for (; n < 10; ++n) publish_n(p, n);
-    if (c.wrap) {
-      const auto& r = s.refs();
-      while ((s.was_tail() & r.mask) + record_bytes(kPayload) <= r.capacity) publish_n(p, n++);
-    }
-    report->published.store(n);
-    g_point = c.point;
-    detail::fault_hook = kill_at_point;
-    publish_n(p, kFatal);
-    ::_exit(9);  // the fault point was never reached
-  });
+  const pid_t child =
+      spawn_child("crash-producer", {seg.location().name, std::to_string(c.keyed), std::to_string(c.wrap),
+                                     std::to_string(static_cast<int>(c.point)), report.fd_arg()});
   ASSERT_EQ(reap(child), 128 + SIGKILL) << "the producer did not die at " << point_name(c.point);
   const std::uint64_t before = report->published.load();
 
   Producer p2 = Producer::attach(seg.segment());
-  for (std::uint64_t n = 0; n < 10; ++n) ASSERT_EQ(publish_n(p2, 1'000'000 + n), Status::ok);
+  for (std::uint64_t n = 0; n < 10; ++n) ASSERT_EQ(publish_n(p2, key, 1'000'000 + n), Status::ok);
   const bool fatal_committed = c.point == FaultPoint::after_commit;
   const std::uint64_t expected = before + 10 + (fatal_committed ? 1 : 0);
   ASSERT_TRUE(test::eventually([&] { return delivered.load() >= expected; }, std::chrono::seconds(30)))

@@ -31,7 +31,7 @@ namespace {
 using detail::FaultPoint;
 using test::reap;
 using test::SharedBlock;
-using test::spawn;
+using test::spawn_child;
 
 constexpr std::uint32_t kProducers = 2;
 constexpr std::uint64_t kMaxSeq = 1u << 20;      // per producer
@@ -146,6 +146,23 @@ void consumer_main(const Location& loc, bool dedup, Results* r, Arm a) {
   g.stop();
 }
 
+// Children: "kill-producer LOCATION INDEX RESULTS_FD POINT AFTER REPLAY SEED" and
+// "kill-consumer LOCATION DEDUP RESULTS_FD POINT AFTER".
+Arm arm_of(const std::string& point, const std::string& after) {
+  return {static_cast<FaultPoint>(std::stoi(point)), std::stoull(after)};
+}
+const test::ChildRole kill_producer("kill-producer", [](const std::vector<std::string>& a) {
+  SharedBlock<Results> r(std::stoi(a.at(2)));
+  producer_main(Location::shm(a.at(0)), static_cast<std::uint32_t>(std::stoul(a.at(1))), &*r, arm_of(a.at(3), a.at(4)),
+                std::stoull(a.at(5)), std::stoull(a.at(6)));
+  return 0;
+});
+const test::ChildRole kill_consumer("kill-consumer", [](const std::vector<std::string>& a) {
+  SharedBlock<Results> r(std::stoi(a.at(2)));
+  consumer_main(Location::shm(a.at(0)), a.at(1) == "1", &*r, arm_of(a.at(3), a.at(4)));
+  return 0;
+});
+
 TEST(Kill, RandomKillsLoseNothingDuplicateNothingAndKeepKeySeqContiguous) {
   test::set_deadline_scale(4);
   const int iterations = std::getenv("RINGBUS_KILL_ITERATIONS") ? std::atoi(std::getenv("RINGBUS_KILL_ITERATIONS")) : 500;
@@ -179,12 +196,15 @@ TEST(Kill, RandomKillsLoseNothingDuplicateNothingAndKeepKeySeqContiguous) {
     const Arm a = random_arm(true);
     const std::uint64_t replay = rng() % 32;
     const std::uint64_t seed = rng();
-    producers[i].pid = spawn([&, i, a, replay, seed] { producer_main(seg.location(), i, &*r, a, replay, seed); });
+    producers[i].pid = spawn_child("kill-producer", {seg.location().name, std::to_string(i), r.fd_arg(),
+                                                     std::to_string(static_cast<int>(a.point)), std::to_string(a.after),
+                                                     std::to_string(replay), std::to_string(seed)});
     ++restarts;
   };
   auto start_consumer = [&](Proc& c, bool dedup, bool armed) {
     const Arm a = armed ? random_arm(false) : Arm{};
-    c.pid = spawn([&, dedup, a] { consumer_main(seg.location(), dedup, &*r, a); });
+    c.pid = spawn_child("kill-consumer", {seg.location().name, dedup ? "1" : "0", r.fd_arg(),
+                                          std::to_string(static_cast<int>(a.point)), std::to_string(a.after)});
     ++restarts;
   };
   for (std::uint32_t i = 0; i < kProducers; ++i) start_producer(i);

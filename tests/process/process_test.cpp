@@ -20,7 +20,7 @@ namespace {
 
 using test::reap;
 using test::SharedBlock;
-using test::spawn;
+using test::spawn_child;
 using test::Stamp;
 using test::stamp_check;
 
@@ -41,7 +41,7 @@ void produce(const Location& loc, std::uint32_t index, std::uint64_t n, std::uin
   std::mt19937_64 rng(index + 1);
   for (std::uint64_t i = 0; i < n; ++i) {
     const Stamp s{index, 0, i, stamp_check(index, i)};
-    if (p.publish(1 + rng() % keys, 1, std::as_bytes(std::span(&s, 1))) != Status::ok) ::_exit(4);
+    if (p.publish(1 + rng() % keys, 1, std::as_bytes(std::span(&s, 1))) != Status::ok) throw std::runtime_error("publish");
   }
 }
 
@@ -75,6 +75,29 @@ void consume(const Location& loc, const char* name, int g, std::uint32_t workers
   group.stop();
 }
 
+// Child roles: "producer LOCATION INDEX EVENTS KEYS" and
+// "consumer LOCATION GROUP SLOT WORKERS RESULTS_FD WORK_NS".
+const test::ChildRole producer_role("producer", [](const std::vector<std::string>& a) {
+  produce(Location::shm(a.at(0)), static_cast<std::uint32_t>(std::stoul(a.at(1))), std::stoull(a.at(2)),
+          std::stoull(a.at(3)));
+  return 0;
+});
+const test::ChildRole consumer_role("consumer", [](const std::vector<std::string>& a) {
+  SharedBlock<Results> r(std::stoi(a.at(4)));
+  consume(Location::shm(a.at(0)), a.at(1).c_str(), std::stoi(a.at(2)), static_cast<std::uint32_t>(std::stoul(a.at(3))),
+          &*r, std::stoull(a.at(5)));
+  return 0;
+});
+
+pid_t start_producer(const Location& loc, std::uint32_t index, std::uint64_t n, std::uint64_t keys) {
+  return spawn_child("producer", {loc.name, std::to_string(index), std::to_string(n), std::to_string(keys)});
+}
+pid_t start_consumer(const Location& loc, const char* group, int slot, std::uint32_t workers,
+                     const SharedBlock<Results>& r, std::uint64_t work_ns = 0) {
+  return spawn_child("consumer", {loc.name, group, std::to_string(slot), std::to_string(workers), r.fd_arg(),
+                                  std::to_string(work_ns)});
+}
+
 TEST(Process, ForkedProducersAndGroupsDeliverExactlyOnce) {
   test::set_deadline_scale(2);
   constexpr std::uint32_t kProducers = 3;
@@ -84,12 +107,10 @@ TEST(Process, ForkedProducersAndGroupsDeliverExactlyOnce) {
   // Register both groups before any event exists, so that they see all of them.
   { ConsumerGroup::join(seg.segment(), "a", {.workers = 2}); }
   { ConsumerGroup::join(seg.segment(), "b"); }
-  const pid_t ca = spawn([&] { consume(seg.location(), "a", 0, 2, &*r); });
-  const pid_t cb = spawn([&] { consume(seg.location(), "b", 1, 1, &*r); });
+  const pid_t ca = start_consumer(seg.location(), "a", 0, 2, r);
+  const pid_t cb = start_consumer(seg.location(), "b", 1, 1, r);
   std::vector<pid_t> producers;
-  for (std::uint32_t i = 0; i < kProducers; ++i) {
-    producers.push_back(spawn([&, i] { produce(seg.location(), i, kEach, 500); }));
-  }
+  for (std::uint32_t i = 0; i < kProducers; ++i) producers.push_back(start_producer(seg.location(), i, kEach, 500));
   for (pid_t p : producers) EXPECT_EQ(reap(p), 0);
   ASSERT_TRUE(test::eventually(
       [&] { return r->handled[0].load() >= kProducers * kEach && r->handled[1].load() >= kProducers * kEach; },
@@ -117,19 +138,26 @@ TEST(Process, KilledConsumerResumesFromItsCursorWithNothingLost) {
   test::TempSegment seg({.capacity = 256 * 1024, .max_event = 256, .key_slots = 4096}, "kill");
   SharedBlock<Results> r;
   { ConsumerGroup::join(seg.segment(), "g", {.workers = kWorkers}); }
-  const pid_t producer = spawn([&] { produce(seg.location(), 0, kEvents, 300); });
+  const pid_t producer = start_producer(seg.location(), 0, kEvents, 300);
 
   std::mt19937 rng(12345);
   int kills = 0;
   // Handlers take ~2 us, so that the kills land while events are being handled.
-  pid_t consumer = spawn([&] { consume(seg.location(), "g", 0, kWorkers, &*r, 2000); });
+  pid_t consumer = start_consumer(seg.location(), "g", 0, kWorkers, r, 2000);
   while (r->handled[0].load() < kEvents * 9 / 10) {
+    // Kill only once this incarnation has handled something (a slow start, e.g. under a
+    // sanitizer, must not turn into a loop of kills before any progress), then at a
+    // random moment.
+    const std::uint64_t before = r->handled[0].load();
+    while (r->handled[0].load() == before && r->handled[0].load() < kEvents * 9 / 10) {
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
     std::this_thread::sleep_for(std::chrono::microseconds(2000 + rng() % 20000));
     ::kill(consumer, SIGKILL);
     EXPECT_EQ(reap(consumer), 128 + SIGKILL);
     ++kills;
     // A new process takes over the dead one's workers and resumes from their cursors.
-    consumer = spawn([&] { consume(seg.location(), "g", 0, kWorkers, &*r, 2000); });
+    consumer = start_consumer(seg.location(), "g", 0, kWorkers, r, 2000);
   }
   EXPECT_EQ(reap(producer), 0);
   ASSERT_TRUE(test::eventually(

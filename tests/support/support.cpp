@@ -1,9 +1,13 @@
 #include "support.hpp"
 
+#include "process_support.hpp"
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <condition_variable>
+#include <map>
+#include <vector>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
@@ -99,7 +103,46 @@ void set_deadline_scale(double scale) {
 
 }  // namespace ringbus::test
 
+namespace ringbus::test {
+namespace {
+
+std::map<std::string, ChildMain>& roles() {
+  static std::map<std::string, ChildMain> r;
+  return r;
+}
+
+}  // namespace
+
+ChildRole::ChildRole(const char* name, ChildMain main) { roles()[name] = main; }
+
+pid_t spawn_child(const std::string& role, const std::vector<std::string>& args) {
+  std::vector<std::string> argv_s{"ringbus-test-child", "--ringbus-child", role};
+  argv_s.insert(argv_s.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (std::string& a : argv_s) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid < 0) throw std::runtime_error("fork failed");
+  if (pid == 0) {
+    ::execv("/proc/self/exe", argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+}  // namespace ringbus::test
+
 int main(int argc, char** argv) {
+  if (argc >= 3 && std::string(argv[1]) == "--ringbus-child") {
+    const auto it = ringbus::test::roles().find(argv[2]);
+    if (it == ringbus::test::roles().end()) return 126;
+    try {
+      return it->second(std::vector<std::string>(argv + 3, argv + argc));
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "child %s: %s\n", argv[2], e.what());
+      return 3;
+    }
+  }
   ::testing::InitGoogleTest(&argc, argv);
   auto* dog = new ringbus::test::Watchdog();
   ringbus::test::g_watchdog = dog;

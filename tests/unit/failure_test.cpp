@@ -15,6 +15,7 @@
 #include "ringbus/error.hpp"
 #include "ringbus/producer.hpp"
 #include "ringbus/stats.hpp"
+#include "process_support.hpp"
 #include "support.hpp"
 
 namespace ringbus {
@@ -437,25 +438,24 @@ TEST(GroupDedup, MoreProducersThanWindowsEvictsTheLeastRecent) {
       << "dedup needs a dedup region";
 }
 
+// Child: "die-in-handler LOCATION": joins group g and dies inside the handler of value 2.
+const test::ChildRole die_in_handler("die-in-handler", [](const std::vector<std::string>& a) {
+  const Segment s = Segment::open(Location::shm(a.at(0)));
+  ConsumerGroup g = ConsumerGroup::join(s, "g");
+  g.worker(0).poll(
+      [](const Event& e) {
+        if (value_of(e) == 2) ::raise(SIGKILL);
+      },
+      100);
+  return 0;
+});
+
 TEST(Redelivery, TheEventInFlightWhenAProcessDiedIsMarked) {
   TempSegment seg;
   { ConsumerGroup::join(seg.segment(), "g"); }
   Producer p = Producer::attach(seg.segment());
   for (std::uint64_t v = 0; v < 5; ++v) publish(p, 1, v);
-  const pid_t child = ::fork();
-  if (child == 0) {
-    const Segment s = Segment::open(seg.location());
-    ConsumerGroup g = ConsumerGroup::join(s, "g");
-    g.worker(0).poll(
-        [](const Event& e) {
-          if (value_of(e) == 2) ::raise(SIGKILL);  // dies inside the handler
-        },
-        100);
-    ::_exit(0);
-  }
-  int status = 0;
-  ::waitpid(child, &status, 0);
-  ASSERT_TRUE(WIFSIGNALED(status));
+  ASSERT_EQ(test::reap(test::spawn_child("die-in-handler", {seg.location().name})), 128 + SIGKILL);
   ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g");
   std::vector<std::pair<std::uint64_t, bool>> got;
   drain(g.worker(0), [&](const Event& e) { got.emplace_back(value_of(e), e.redelivered()); });
