@@ -91,6 +91,7 @@ void register_group(const detail::SegmentRefs& r, std::uint32_t g, std::string_v
 
 void unregister_group(const detail::SegmentRefs& r, std::uint32_t g) {
   GroupSlot& gs = r.groups[g];
+  gs.registrant_start.store(0, std::memory_order_relaxed);  // 0: a next registrant is checked by pid alone
   gs.state.store(layout::owner::make(layout::owner::free, 0), std::memory_order_seq_cst);
   r.control->gating_gen.fetch_add(1, std::memory_order_seq_cst);
 }
@@ -184,7 +185,9 @@ std::uint32_t find_group(const SegmentRefs& r, std::string_view name, bool* pend
     if (s != layout::owner::active && s != layout::owner::registering) continue;
     if (group_name(r.groups[i]) != name) continue;
     if (s == layout::owner::active) return i;
-    if (pending != nullptr && !process_dead(layout::owner::pid(st), 0)) *pending = true;
+    if (pending != nullptr && !process_dead(layout::owner::pid(st), r.groups[i].registrant_start.load(std::memory_order_relaxed))) {
+      *pending = true;
+    }
   }
   return kNoGroup;
 }
@@ -273,6 +276,7 @@ ConsumerGroup ConsumerGroup::join(const Segment& segment, std::string_view name,
       if (layout::owner::state(st) == layout::owner::free &&
           r.groups[i].state.compare_exchange_strong(st, layout::owner::make(layout::owner::registering, me.pid),
                                                     std::memory_order_seq_cst)) {
+        r.groups[i].registrant_start.store(me.start_ticks, std::memory_order_relaxed);
         free_slot = i;
       }
     }
@@ -336,6 +340,18 @@ ConsumerGroup ConsumerGroup::join(const Segment& segment, std::string_view name,
     gs.worker[i].owner.store(layout::owner::make(layout::owner::detached, me.pid), std::memory_order_release);
   }
   gs.resumes.fetch_add(1, std::memory_order_relaxed);
+
+  // Cursors are shared memory: a worker starts only from one that can be a record
+  // position (8-byte aligned, not beyond the tail).
+  const std::uint64_t tail = r.control->tail.load(std::memory_order_acquire);
+  for (std::uint32_t i = 0; i < options.workers; ++i) {
+    const std::uint64_t c = gs.worker[i].cursor.load(std::memory_order_acquire);
+    if (c % kRecordAlign != 0 || c > tail) {
+      give_back();
+      throw Error(Errc::corrupt, where + ": worker " + std::to_string(i) + " cursor " + std::to_string(c) +
+                                     " cannot be a record position (tail " + std::to_string(tail) + ")");
+    }
+  }
 
   auto st = std::make_unique<State>();
   st->seg = segment;

@@ -26,18 +26,38 @@ using layout::DlqControl;
 using layout::DlqEntry;
 namespace st = layout::dlq_state;
 
+inline constexpr std::uint64_t kStaleLockNs = 2'000'000'000;
+
 class RingLock {
  public:
   explicit RingLock(DlqControl& c) noexcept : c_(c) {
-    const std::uint32_t me = self_process().pid;
+    const ProcessId& me = self_process();
+    std::uint64_t seen = 0;
+    std::uint64_t seen_since = 0;
     for (std::uint32_t n = 1;; ++n) {
       std::uint64_t w = c_.lock.load(std::memory_order_acquire);
       // Acquire pairs with the release in ~RingLock: the previous holder's writes are visible.
-      if (w == 0 && c_.lock.compare_exchange_weak(w, me, std::memory_order_acquire, std::memory_order_relaxed)) return;
-      if (w != 0 && n % 256 == 0 && process_dead(static_cast<std::uint32_t>(w), 0)) {
-        // The holder died inside a change: what it left is either complete (its state
-        // word was stored) or outside [head, tail) and ignored.
-        c_.lock.compare_exchange_strong(w, 0, std::memory_order_acq_rel);
+      if (w == 0 && c_.lock.compare_exchange_weak(w, me.pid, std::memory_order_acquire, std::memory_order_relaxed)) {
+        c_.lock_start.store(me.start_ticks, std::memory_order_relaxed);
+        return;
+      }
+      // The holder is checked by pid and start time (a recycled or unrelated pid is not
+      // the holder); only after a while, since the start time is stored just after the CAS.
+      if (w != 0 && n % 256 == 0) {
+        // Changes under the lock take microseconds. A holder that is dead, or a lock word
+        // unchanged for kStaleLockNs (damaged memory naming an unrelated process), is
+        // taken over: what a dead holder left is complete (its state word was stored)
+        // or outside [head, tail) and ignored.
+        const std::uint64_t now = monotonic_ns();
+        if (w != seen) {
+          seen = w;
+          seen_since = now;
+        }
+        if (process_dead(static_cast<std::uint32_t>(w), c_.lock_start.load(std::memory_order_relaxed)) ||
+            now - seen_since > kStaleLockNs) {
+          c_.lock.compare_exchange_strong(w, 0, std::memory_order_acq_rel);
+          seen = 0;
+        }
       }
       if (n < 64) {
         cpu_relax();
@@ -46,7 +66,12 @@ class RingLock {
       }
     }
   }
-  ~RingLock() { c_.lock.store(0, std::memory_order_release); }
+  // The start time is cleared first: a later holder's start is then 0 ("check the pid
+  // alone") until it stores its own, never a stale one that would make it look dead.
+  ~RingLock() {
+    c_.lock_start.store(0, std::memory_order_relaxed);
+    c_.lock.store(0, std::memory_order_release);
+  }
   RingLock(const RingLock&) = delete;
   RingLock& operator=(const RingLock&) = delete;
 
@@ -67,7 +92,7 @@ Ring ring_of(const SegmentRefs& r, std::uint32_t g) { return {*r.dlq_control(g),
 // the first entry that cannot be valid (the ring is then treated as ending there).
 template <class F>
 void walk(const Ring& ring, std::uint64_t head, std::uint64_t tail, F&& f) {
-  if (tail < head || tail - head > ring.cap) return;
+  if (tail < head || tail - head > ring.cap || head % 8 != 0 || tail % 8 != 0) return;  // shared memory: checked
   for (std::uint64_t pos = head; pos < tail;) {
     DlqEntry* e = ring.at(pos);
     const std::uint64_t w = e->state_bytes.load(std::memory_order_acquire);
@@ -84,6 +109,7 @@ void walk(const Ring& ring, std::uint64_t head, std::uint64_t tail, F&& f) {
 void reclaim(const Ring& ring) noexcept {
   std::uint64_t head = ring.c.head.load(std::memory_order_relaxed);
   const std::uint64_t tail = ring.c.tail.load(std::memory_order_relaxed);
+  if (tail < head || tail - head > ring.cap || head % 8 != 0 || tail % 8 != 0) return;
   while (head < tail) {
     const std::uint64_t w = ring.at(head)->state_bytes.load(std::memory_order_acquire);
     const std::uint64_t s = st::state(w);
@@ -142,7 +168,7 @@ Status dlq_append(const SegmentRefs& r, std::uint32_t g, const RecordHeader& rec
   RingLock lock(ring.c);
   const std::uint64_t head = ring.c.head.load(std::memory_order_relaxed);
   std::uint64_t tail = ring.c.tail.load(std::memory_order_relaxed);
-  if (tail < head || tail - head > ring.cap) return Status::corrupt;
+  if (tail < head || tail - head > ring.cap || head % 8 != 0 || tail % 8 != 0) return Status::corrupt;
   const std::uint64_t to_end = ring.cap - (tail & (ring.cap - 1));
   const std::uint64_t filler = to_end < size ? to_end : 0;
   if (tail + filler + size - head > ring.cap) return Status::full;

@@ -219,10 +219,12 @@ bool Producer::refresh_limit(std::uint64_t needed) noexcept {
       layout::GroupSlot& gs = r_.groups[g];
       const std::uint64_t st = gs.state.load(std::memory_order_seq_cst);  // pairs with join()/remove()
       if (layout::owner::state(st) == layout::owner::registering) {
-        if (detail::process_dead(layout::owner::pid(st), 0)) {
+        if (detail::process_dead(layout::owner::pid(st), gs.registrant_start.load(std::memory_order_relaxed))) {
           std::uint64_t expected = st;
-          gs.state.compare_exchange_strong(expected, layout::owner::make(layout::owner::free, 0),
-                                           std::memory_order_seq_cst);
+          if (gs.state.compare_exchange_strong(expected, layout::owner::make(layout::owner::free, 0),
+                                               std::memory_order_seq_cst)) {
+            gs.registrant_start.store(0, std::memory_order_relaxed);
+          }
         } else {
           registering = true;
         }
@@ -250,6 +252,8 @@ bool Producer::refresh_limit(std::uint64_t needed) noexcept {
 
 std::uint64_t Producer::lock_latch_slow(std::uint64_t index) noexcept {
   std::atomic<std::uint64_t>& l = r_.keys[index].latch;
+  std::uint64_t seen = 0;
+  std::uint64_t seen_since = 0;
   for (std::uint32_t n = 1;; ++n) {
     std::uint64_t w = l.load(std::memory_order_relaxed);
     if (!layout::latch::locked(w)) {
@@ -268,7 +272,30 @@ std::uint64_t Producer::lock_latch_slow(std::uint64_t index) noexcept {
     if (n % 1024 == 0) {
       // The holder may be dead: recovery releases its latch (a no-op while it lives).
       const std::uint32_t holder = layout::latch::owner_slot(w);
-      if (holder < r_.max_producers && holder != slot_index_) detail::recover_producer(r_, holder);
+      const bool no_such_slot = holder >= r_.max_producers || holder == slot_index_;
+      const std::uint64_t owner_before = no_such_slot ? 0 : r_.producers[holder].owner.load(std::memory_order_acquire);
+      const bool repaired_or_empty = no_such_slot || detail::recover_producer(r_, holder);
+      // A live producer holding the latch is always `active`; a holder slot in any other
+      // state for this long (e.g. damaged memory naming an unrelated live pid) is not one.
+      const std::uint64_t now = detail::monotonic_ns();
+      if (w != seen) {
+        seen = w;
+        seen_since = now;
+      }
+      const bool stale = !no_such_slot && now - seen_since > 2'000'000'000ull &&
+                         layout::owner::state(r_.producers[holder].owner.load(std::memory_order_acquire)) !=
+                             layout::owner::active;
+      const bool holds_nothing = repaired_or_empty || stale;
+      // A latch still locked by a slot that holds no producer cannot be released by
+      // anyone else (its journal does not name it): only damaged memory leaves one.
+      // Take it back, unless the slot was attached again meanwhile.
+      if (holds_nothing && (no_such_slot || r_.producers[holder].owner.load(std::memory_order_acquire) == owner_before)) {
+        std::uint64_t expected = w;
+        if (l.compare_exchange_strong(expected, layout::latch::make(false, holder, layout::latch::last_seq(w)),
+                                      std::memory_order_acq_rel, std::memory_order_relaxed)) {
+          r_.control->latches_released.fetch_add(1, std::memory_order_relaxed);
+        }
+      }
     }
   }
 }

@@ -59,7 +59,7 @@ Journal read_journal(const ProducerSlot& s) noexcept {
 // The journal is shared memory: only sizes a producer could have claimed are used.
 bool journal_sane(const SegmentRefs& r, const Journal& j) noexcept {
   return j.count >= 1 && j.len <= r.max_event && j.rec == record_bytes(j.len) && j.total() <= r.capacity / 4 &&
-         (j.key_index == 0 || j.key_index - 1 <= r.key_mask);
+         j.begin % kRecordAlign == 0 && (j.key_index == 0 || j.key_index - 1 <= r.key_mask);
 }
 
 std::uint64_t load_frame(const SegmentRefs& r, std::uint64_t pos) noexcept {
@@ -195,6 +195,7 @@ bool recover_producer(const SegmentRefs& r, std::uint32_t slot) noexcept {
 }
 
 bool unblock(const SegmentRefs& r, std::uint64_t pos) noexcept {
+  if (pos % kRecordAlign != 0) return false;
   if (frame_ready(r, pos)) return true;
   if (r.control->tail.load(std::memory_order_acquire) <= pos) return false;  // nothing claimed there yet
   constexpr std::uint32_t kNone = ~0u;

@@ -28,6 +28,10 @@ TailReader::TailReader(const Segment& s, std::uint64_t pos) : seg_(s), r_(s.refs
 TailReader TailReader::open(const Segment& segment, TailStart from) {
   const detail::SegmentRefs& r = segment.refs();
   const std::uint64_t tail = r.control->tail.load(std::memory_order_acquire);
+  if (tail % kRecordAlign != 0) {
+    throw Error(Errc::corrupt, "segment " + segment.location().display() + ": tail " + std::to_string(tail) +
+                                   " is not a record position");
+  }
   if (from == TailStart::end) return TailReader(segment, tail);
   // Lap starts are always record boundaries (records never cross the ring's end); so is
   // every group cursor, and everything from the slowest one on is still in the ring.
@@ -38,13 +42,17 @@ TailReader TailReader::open(const Segment& segment, TailStart from) {
         std::clamp<std::uint64_t>(r.groups[g].workers.load(std::memory_order_acquire), 1, layout::kMaxWorkers);
     for (std::uint64_t w = 0; w < n; ++w) {
       const std::uint64_t c = r.groups[g].worker[w].cursor.load(std::memory_order_acquire);
-      if (c < start && tail - c <= r.capacity) start = c;
+      if (c < start && c % kRecordAlign == 0 && tail - c <= r.capacity) start = c;  // shared memory: checked
     }
   }
   return TailReader(segment, start);
 }
 
 TailReader TailReader::open_at(const Segment& segment, std::uint64_t position) {
+  if (position % kRecordAlign != 0) {
+    throw Error(Errc::invalid_options, "segment " + segment.location().display() + ": position " +
+                                           std::to_string(position) + " is not a record position (8-byte aligned)");
+  }
   return TailReader(segment, position);
 }
 

@@ -3,7 +3,10 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cstddef>
 #include <cstdint>
+#include <span>
+#include <string_view>
 #include <string>
 #include <vector>
 
@@ -35,10 +38,17 @@ std::string human_bytes(std::uint64_t n);
 std::string with_commas(std::uint64_t n);
 // "0,1" -> {0, 1}
 std::vector<int> parse_cpus(const std::string& text);
+// A JSON string's contents (without quotes) for `text`.
+std::string json_escape(std::string_view text);
+std::string base64(std::span<const std::byte> bytes);
+// A payload as a JSON value: the payload itself when it is a JSON document, else a
+// base64 string.
+std::string payload_json(std::span<const std::byte> bytes);
 
 // Registration of each group of subcommands; each sets `exit_code` when it runs.
 void add_segment_commands(CLI::App& app, int& exit_code);
 void add_demo_command(CLI::App& app, int& exit_code);
 void add_bench_command(CLI::App& app, int& exit_code);
+void add_dlq_command(CLI::App& app, int& exit_code);
 
 }  // namespace ringbus::tool

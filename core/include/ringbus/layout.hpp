@@ -225,7 +225,8 @@ struct alignas(kHotAlign) GroupSlot {
   std::atomic<std::uint64_t> flags;
   std::atomic<std::uint64_t> created_ns;
   std::atomic<std::uint64_t> resumes;     // times a process joined this existing group
-  std::uint64_t reserved[3];
+  std::atomic<std::uint64_t> registrant_start;  // start time of the process in `state`
+  std::uint64_t reserved[2];
   std::atomic<std::uint64_t> name[kGroupNameBytes / 8];  // zero-terminated, read word by word
   WorkerSlot worker[kMaxWorkers];
 };

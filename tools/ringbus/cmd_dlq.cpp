@@ -1,0 +1,132 @@
+// ringbus dlq NAME GROUP list | show ID | redrive [ID | --all] [--republish] | purge
+#include <fmt/format.h>
+
+#include <ctime>
+#include <optional>
+
+#include "common.hpp"
+#include "ringbus/dlq.hpp"
+#include "ringbus/error.hpp"
+#include "ringbus/producer.hpp"
+
+namespace ringbus::tool {
+namespace {
+
+std::string when(std::uint64_t ns) {
+  if (ns == 0) return "-";
+  const auto t = static_cast<std::time_t>(ns / 1'000'000'000ull);
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  return fmt::format("{}.{:03}Z", buf, (ns / 1'000'000) % 1000);
+}
+
+void print_letter(const DeadLetter& d) {
+  fmt::print("{{\"id\": {}, \"state\": \"{}\", \"attempts\": {}, \"worker\": {}, \"position\": {}, "
+             "\"first_failure\": \"{}\", \"last_failure\": \"{}\", \"error\": \"{}\",\n"
+             " \"event\": {{\"key\": {}, \"key_seq\": {}, \"type\": {}, \"schema_version\": {}, \"producer_id\": {}, "
+             "\"producer_seq\": {}, \"correlation_id\": {}, \"timestamp_ns\": {}, \"flags\": {}}},\n"
+             " \"payload_bytes\": {}, \"payload\": {}}}\n",
+             d.id, d.state, d.attempts, d.worker, d.position, when(d.first_failure_ns), when(d.last_failure_ns),
+             json_escape(d.message), d.header.key, key_seq_of(d.header.key_seq_flags), d.header.type_id,
+             d.header.schema_version, d.header.producer_id, d.header.producer_seq, d.header.correlation_id,
+             d.header.timestamp_ns, flags_of(d.header.key_seq_flags), d.payload.size(), payload_json(d.payload));
+}
+
+}  // namespace
+
+void add_dlq_command(CLI::App& app, int& exit_code) {
+  auto* cmd = app.add_subcommand("dlq", "List, show, redrive or purge a consumer group's dead letters");
+  auto arg = std::make_shared<SegmentArg>();
+  auto group = std::make_shared<std::string>();
+  arg->add_to(cmd);
+  cmd->add_option("group", *group, "Consumer group")->required();
+  cmd->require_subcommand(1);
+
+  auto open = [arg, group] { return DeadLetters::open(Segment::open(arg->location()), *group); };
+
+  auto* list = cmd->add_subcommand("list", "One line per dead letter");
+  list->callback([open, &exit_code] {
+    DeadLetters dlq = open();
+    const auto letters = dlq.list();
+    const DeadLetterStats s = dlq.stats();
+    fmt::print("dead letters of group \"{}\": {} (ring {} of {} used, {} appended, {} removed, full {} times)\n",
+               dlq.group(), letters.size(), human_bytes(s.bytes_used), human_bytes(s.capacity), s.appended,
+               s.removed, s.full_waits);
+    if (!letters.empty()) {
+      fmt::print("{:>6}  {:<10}  {:>8}  {:>20}  {:>8}  {:>6}  {:<24}  {}\n", "id", "state", "attempts", "key",
+                 "key_seq", "type", "last failure", "error");
+    }
+    for (const DeadLetter& d : letters) {
+      fmt::print("{:>6}  {:<10}  {:>8}  {:>20}  {:>8}  {:>6}  {:<24}  {}\n", d.id, d.state, d.attempts, d.header.key,
+                 key_seq_of(d.header.key_seq_flags), d.header.type_id, when(d.last_failure_ns),
+                 d.message.substr(0, 80));
+    }
+    exit_code = kOk;
+  });
+
+  auto* show = cmd->add_subcommand("show", "One dead letter in full, as JSON");
+  auto id = std::make_shared<std::uint64_t>(0);
+  show->add_option("id", *id, "Dead letter id")->required();
+  show->callback([open, id, group, &exit_code] {
+    const auto d = open().get(*id);
+    if (!d) {
+      fmt::print(stderr, "ringbus: group \"{}\" has no dead letter {}\n", *group, *id);
+      exit_code = kNotFound;
+      return;
+    }
+    print_letter(*d);
+    exit_code = kOk;
+  });
+
+  auto* redrive = cmd->add_subcommand(
+      "redrive",
+      "Deliver dead letters again: to the group's own workers (removed once the handler accepts them), or with "
+      "--republish into the log for every group");
+  auto rid = std::make_shared<std::uint64_t>(0);
+  auto all = std::make_shared<bool>(false);
+  auto republish = std::make_shared<bool>(false);
+  redrive->add_option("id", *rid, "Dead letter id");
+  redrive->add_flag("--all", *all, "Every dead letter");
+  redrive->add_flag("--republish", *republish, "Publish them into the log again (flag redriven) instead");
+  redrive->callback([arg, group, rid, all, republish, &exit_code] {
+    if (*all == (*rid != 0)) throw CLI::ValidationError("redrive", "give one dead letter id, or --all");
+    const Segment seg = Segment::open(arg->location());
+    DeadLetters dlq = DeadLetters::open(seg, *group);
+    const std::optional<std::uint64_t> which = *all ? std::nullopt : std::optional<std::uint64_t>(*rid);
+    if (which && !dlq.get(*which)) {
+      fmt::print(stderr, "ringbus: group \"{}\" has no dead letter {}\n", *group, *which);
+      exit_code = kNotFound;
+      return;
+    }
+    if (*republish) {
+      Producer p = Producer::attach(seg);
+      Status last = Status::ok;
+      const std::size_t n = dlq.republish(p, which, &last);
+      fmt::print("republished {} dead letter{} into {}\n", n, n == 1 ? "" : "s", seg.location().display());
+      if (last != Status::ok) {
+        fmt::print(stderr, "ringbus: stopped: the log refused the next one ({})\n", to_string(last));
+        exit_code = kFailed;
+        return;
+      }
+      exit_code = kOk;
+      return;
+    }
+    const std::size_t n = dlq.request_redrive(which);
+    fmt::print("{} dead letter{} marked for redelivery to group \"{}\": the worker each key routes to hands it to "
+               "the handler again, and it is removed once accepted\n",
+               n, n == 1 ? "" : "s", *group);
+    exit_code = kOk;
+  });
+
+  auto* purge = cmd->add_subcommand("purge", "Remove every dead letter (those being redelivered stay)");
+  purge->callback([open, &exit_code] {
+    DeadLetters dlq = open();
+    const std::size_t n = dlq.purge();
+    fmt::print("purged {} dead letter{} of group \"{}\"\n", n, n == 1 ? "" : "s", dlq.group());
+    exit_code = kOk;
+  });
+}
+
+}  // namespace ringbus::tool
