@@ -1,8 +1,7 @@
 // Dead-letter rings. DESIGN.md, "Retries and dead letters".
 //
 // Structure changes (append, reclaiming space at the head, purge, listing) happen under
-// the ring's lock: a word holding the pid of the process that changes the ring, taken by
-// CAS and taken over only from a dead pid. Entry states move by CAS outside the lock
+// the ring's lock (detail/robust_lock.hpp). Entry states move by CAS outside the lock
 // (ready -> redrive -> delivering -> ready | removed). An entry's fields are written
 // before its state word (release) and read after it (acquire).
 #include "ringbus/dlq.hpp"
@@ -13,6 +12,7 @@
 #include <cstring>
 
 #include "ringbus/detail/groups.hpp"
+#include "ringbus/detail/robust_lock.hpp"
 #include "ringbus/detail/process.hpp"
 #include "ringbus/error.hpp"
 #include "ringbus/hash.hpp"
@@ -26,57 +26,12 @@ using layout::DlqControl;
 using layout::DlqEntry;
 namespace st = layout::dlq_state;
 
-inline constexpr std::uint64_t kStaleLockNs = 2'000'000'000;
-
 class RingLock {
  public:
-  explicit RingLock(DlqControl& c) noexcept : c_(c) {
-    const ProcessId& me = self_process();
-    std::uint64_t seen = 0;
-    std::uint64_t seen_since = 0;
-    for (std::uint32_t n = 1;; ++n) {
-      std::uint64_t w = c_.lock.load(std::memory_order_acquire);
-      // Acquire pairs with the release in ~RingLock: the previous holder's writes are visible.
-      if (w == 0 && c_.lock.compare_exchange_weak(w, me.pid, std::memory_order_acquire, std::memory_order_relaxed)) {
-        c_.lock_start.store(me.start_ticks, std::memory_order_relaxed);
-        return;
-      }
-      // The holder is checked by pid and start time (a recycled or unrelated pid is not
-      // the holder); only after a while, since the start time is stored just after the CAS.
-      if (w != 0 && n % 256 == 0) {
-        // Changes under the lock take microseconds. A holder that is dead, or a lock word
-        // unchanged for kStaleLockNs (damaged memory naming an unrelated process), is
-        // taken over: what a dead holder left is complete (its state word was stored)
-        // or outside [head, tail) and ignored.
-        const std::uint64_t now = monotonic_ns();
-        if (w != seen) {
-          seen = w;
-          seen_since = now;
-        }
-        if (process_dead(static_cast<std::uint32_t>(w), c_.lock_start.load(std::memory_order_relaxed)) ||
-            now - seen_since > kStaleLockNs) {
-          c_.lock.compare_exchange_strong(w, 0, std::memory_order_acq_rel);
-          seen = 0;
-        }
-      }
-      if (n < 64) {
-        cpu_relax();
-      } else {
-        ::sched_yield();
-      }
-    }
-  }
-  // The start time is cleared first: a later holder's start is then 0 ("check the pid
-  // alone") until it stores its own, never a stale one that would make it look dead.
-  ~RingLock() {
-    c_.lock_start.store(0, std::memory_order_relaxed);
-    c_.lock.store(0, std::memory_order_release);
-  }
-  RingLock(const RingLock&) = delete;
-  RingLock& operator=(const RingLock&) = delete;
+  explicit RingLock(DlqControl& c) noexcept : lock_(c.lock, c.lock_start) {}
 
  private:
-  DlqControl& c_;
+  RobustLock lock_;
 };
 
 struct Ring {

@@ -66,6 +66,7 @@ struct Config {
   std::uint32_t dedup_words;  // 0: no dedup region
   std::uint32_t dedup_producers;
   std::uint64_t dlq_capacity;  // 0: no dead-letter rings
+  std::uint32_t registry_slots;  // 0: no schema registry
 };
 
 // Returns what is wrong with a configuration, or an empty string.
@@ -104,6 +105,9 @@ std::string check_config(const Config& c) {
            std::to_string(2 * biggest_dead_letter) + " (two dead letters of max_event " + std::to_string(c.max_event) +
            ")";
   }
+  if (c.registry_slots > 65535) {
+    return "registry_slots " + std::to_string(c.registry_slots) + " must be at most 65535 (type ids are 16 bits)";
+  }
   return {};
 }
 
@@ -138,6 +142,11 @@ Plan plan_layout(const Config& c) {
   if (c.dlq_capacity != 0) {
     add(RegionKind::dlq, sizeof(layout::DlqControl) + c.dlq_capacity, c.max_groups, layout::kPage);
   }
+  if (c.registry_slots != 0) {
+    add(RegionKind::registry, sizeof(layout::RegistryEntry), std::uint64_t{c.registry_slots} + 1, layout::kHotAlign);
+  }
+  add(RegionKind::latency, 8ull * layout::kLatencyBuckets, std::uint64_t{c.max_groups} * layout::kMaxWorkers,
+      layout::kHotAlign);
   add(RegionKind::log, 1, c.capacity, layout::kPage);
   p.total = align_up(at, layout::kPage);
   return p;
@@ -182,6 +191,11 @@ detail::SegmentRefs make_refs(std::byte* base, const layout::SegmentHeader& h, c
     r.dlq = base + d->offset;
     r.dlq_capacity = h.dlq_capacity;
   }
+  if (const RegionDesc* d = find_region(p, RegionKind::registry)) {
+    r.registry = reinterpret_cast<layout::RegistryControl*>(base + d->offset);
+    r.registry_slots = h.registry_slots;
+  }
+  r.latency = reinterpret_cast<std::atomic<std::uint64_t>*>(base + find_region(p, RegionKind::latency)->offset);
   return r;
 }
 
@@ -273,7 +287,8 @@ Segment Segment::create(const Location& where, const SegmentOptions& options) {
                    options.key_slots,
                    options.dedup_window == 0 ? 0 : dedup_words_for(options.dedup_window),
                    options.dedup_window == 0 ? 0 : options.dedup_producers,
-                   options.dlq_capacity};
+                   options.dlq_capacity,
+                   options.registry_slots};
   if (std::string why = check_config(cfg); !why.empty()) fail(Errc::invalid_options, where, why);
   if ((options.mode & ~0777u) != 0 || (options.mode & 0600u) != 0600u) {
     fail(Errc::invalid_options, where, "mode " + std::to_string(options.mode) +
@@ -335,6 +350,7 @@ Segment Segment::create(const Location& where, const SegmentOptions& options) {
   h->dedup_words = cfg.dedup_words;
   h->dedup_producers = cfg.dedup_producers;
   h->dlq_capacity = cfg.dlq_capacity;
+  h->registry_slots = cfg.registry_slots;
   h->region_count = plan.count;
   std::memcpy(h->regions, plan.regions, sizeof plan.regions);
   std::strncpy(h->name, where.name.c_str(), layout::kNameBytes - 1);
@@ -430,8 +446,8 @@ Segment Segment::open(const Location& where, const OpenOptions& options) {
     fail(Errc::corrupt, where, "header size " + std::to_string(h.header_size) + " is not " +
                                    std::to_string(sizeof(layout::SegmentHeader)));
   }
-  const Config cfg{h.log_capacity,      h.max_event,   h.max_producers,   h.max_groups,
-                   h.key_slots,         h.dedup_words, h.dedup_producers, h.dlq_capacity};
+  const Config cfg{h.log_capacity, h.max_event,       h.max_producers, h.max_groups,    h.key_slots,
+                   h.dedup_words,  h.dedup_producers, h.dlq_capacity,  h.registry_slots};
   if (std::string why = check_config(cfg); !why.empty()) fail(Errc::corrupt, where, "header: " + why);
   if (h.log_capacity_shift != log2_exact(h.log_capacity) || h.max_workers != layout::kMaxWorkers) {
     fail(Errc::corrupt, where, "header: inconsistent capacity shift or worker count");

@@ -7,6 +7,7 @@
 #include "common.hpp"
 #include "ringbus/dlq.hpp"
 #include "ringbus/error.hpp"
+#include "ringbus/json.hpp"
 #include "ringbus/producer.hpp"
 
 namespace ringbus::tool {
@@ -24,12 +25,12 @@ std::string when(std::uint64_t ns) {
 
 void print_letter(const DeadLetter& d) {
   fmt::print("{{\"id\": {}, \"state\": \"{}\", \"attempts\": {}, \"worker\": {}, \"position\": {}, "
-             "\"first_failure\": \"{}\", \"last_failure\": \"{}\", \"error\": \"{}\",\n"
+             "\"first_failure\": \"{}\", \"last_failure\": \"{}\", \"error\": {},\n"
              " \"event\": {{\"key\": {}, \"key_seq\": {}, \"type\": {}, \"schema_version\": {}, \"producer_id\": {}, "
              "\"producer_seq\": {}, \"correlation_id\": {}, \"timestamp_ns\": {}, \"flags\": {}}},\n"
              " \"payload_bytes\": {}, \"payload\": {}}}\n",
              d.id, d.state, d.attempts, d.worker, d.position, when(d.first_failure_ns), when(d.last_failure_ns),
-             json_escape(d.message), d.header.key, key_seq_of(d.header.key_seq_flags), d.header.type_id,
+             json_string(d.message), d.header.key, key_seq_of(d.header.key_seq_flags), d.header.type_id,
              d.header.schema_version, d.header.producer_id, d.header.producer_seq, d.header.correlation_id,
              d.header.timestamp_ns, flags_of(d.header.key_seq_flags), d.payload.size(), payload_json(d.payload));
 }

@@ -38,12 +38,7 @@ std::string human_bytes(std::uint64_t n);
 std::string with_commas(std::uint64_t n);
 // "0,1" -> {0, 1}
 std::vector<int> parse_cpus(const std::string& text);
-// A JSON string's contents (without quotes) for `text`.
-std::string json_escape(std::string_view text);
-std::string base64(std::span<const std::byte> bytes);
-// A payload as a JSON value: the payload itself when it is a JSON document, else a
-// base64 string.
-std::string payload_json(std::span<const std::byte> bytes);
+
 
 // Registration of each group of subcommands; each sets `exit_code` when it runs.
 void add_segment_commands(CLI::App& app, int& exit_code);

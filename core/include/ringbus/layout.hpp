@@ -69,7 +69,9 @@ enum class RegionKind : std::uint32_t {
   keys = 4,
   dedup = 5,
   dlq = 6,
+  registry = 7,
   log = 8,
+  latency = 9,
 };
 
 struct RegionDesc {
@@ -107,7 +109,7 @@ struct SegmentHeader {
   std::uint32_t region_count;         // 104
   std::uint32_t dedup_words;          // 108 words per dedup window (0 = no dedup region)
   std::uint32_t dedup_producers;      // 112 producer windows per worker
-  std::uint32_t reserved1;            // 116
+  std::uint32_t registry_slots;       // 116 event types the schema registry holds (0 = none)
   std::uint64_t dlq_capacity;         // 120 bytes of each group's dead-letter ring (0 = none)
   RegionDesc regions[kMaxRegions];    // 128
   char name[kNameBytes];              // 640 shm name or file path, zero-terminated
@@ -298,6 +300,54 @@ inline constexpr std::uint32_t kMaxDlqMessage = 512;
 constexpr std::uint64_t dlq_entry_bytes(std::uint32_t payload_len, std::uint32_t message_len) noexcept {
   return sizeof(DlqEntry) + record_bytes(payload_len) + align_up(message_len, 8);
 }
+
+// ---------------------------------------------------------------------------------
+// Schema registry region: a control block, then one entry per event type. Type id =
+// entry index (1-based: entry 0 is the control block). Names are written once, before
+// the entry's state says ready (release); versions change later (atomics).
+inline constexpr std::size_t kTypeNameBytes = 96;
+
+struct alignas(kHotAlign) RegistryControl {
+  std::atomic<std::uint64_t> lock;        // RobustLock word: registration
+  std::atomic<std::uint64_t> lock_start;
+  std::atomic<std::uint64_t> types;       // entries in use
+  std::uint64_t reserved[13];
+};
+static_assert(sizeof(RegistryControl) == kHotAlign);
+
+struct alignas(kHotAlign) RegistryEntry {
+  std::atomic<std::uint64_t> state;            // 0 free, 1 ready
+  std::atomic<std::uint64_t> versions;         // bit v-1 set: version v (1..64) has been published
+  std::atomic<std::uint32_t> current_version;  // declared current version; 0 = the highest seen
+  std::uint32_t name_len;
+  std::uint64_t reserved;
+  char name[kTypeNameBytes];
+};
+static_assert(sizeof(RegistryEntry) == kHotAlign);
+static_assert(offsetof(RegistryEntry, name) == 32);
+
+// ---------------------------------------------------------------------------------
+// Latency region: for every (group, worker), a histogram of publish-to-handle latency
+// (handler start minus the event's header timestamp), recorded when the group asks for
+// it. Log-linear: exact below 4 ns, then 4 buckets per power of two, the last one open.
+inline constexpr std::uint32_t kLatencyBuckets = 160;
+
+constexpr std::uint32_t latency_bucket(std::uint64_t ns) noexcept {
+  if (ns < 4) return static_cast<std::uint32_t>(ns);
+  const unsigned e = 63u - static_cast<unsigned>(__builtin_clzll(ns));
+  if (e > 40) return kLatencyBuckets - 1;
+  const unsigned shift = e - 2;
+  return (shift + 1) * 4 + static_cast<std::uint32_t>((ns >> shift) - 4);
+}
+// The largest latency bucket `i` counts.
+constexpr std::uint64_t latency_bucket_upper(std::uint32_t i) noexcept {
+  if (i < 4) return i;
+  const std::uint32_t shift = i / 4 - 1;
+  return ((std::uint64_t{4} + i % 4) << shift) + (std::uint64_t{1} << shift) - 1;
+}
+static_assert(latency_bucket(3) == 3 && latency_bucket(4) == 4 && latency_bucket(7) == 7 && latency_bucket(8) == 8);
+static_assert(latency_bucket((std::uint64_t{1} << 41) - 1) == kLatencyBuckets - 1);
+static_assert(latency_bucket_upper(latency_bucket(1000)) >= 1000);
 
 // ---------------------------------------------------------------------------------
 // Key table entry: open addressing on the 64-bit key (0 = empty, never a key).

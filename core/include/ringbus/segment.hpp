@@ -36,6 +36,7 @@ struct SegmentOptions {
   std::uint32_t dedup_window = 1024;     // producer_seqs remembered per producer window (0: no dedup)
   std::uint32_t dedup_producers = 16;    // producer windows per group worker
   std::uint64_t dlq_capacity = 256u << 10;  // dead-letter ring bytes per group, power of two (0: none)
+  std::uint32_t registry_slots = 256;    // event types of the schema registry (0: none)
   std::uint32_t mode = 0600;             // permission bits of the new file
   enum class IfExists : std::uint8_t {
     fail,     // Errc::exists
@@ -76,6 +77,9 @@ struct SegmentRefs {
   std::uint32_t dedup_producers = 0;
   std::byte* dlq = nullptr;      // null without dead-letter rings
   std::uint64_t dlq_capacity = 0;
+  layout::RegistryControl* registry = nullptr;  // null without a schema registry
+  std::uint32_t registry_slots = 0;
+  std::atomic<std::uint64_t>* latency = nullptr;  // kLatencyBuckets per (group, worker)
 
   [[nodiscard]] RecordHeader* record_at(std::uint64_t pos) const noexcept {
     return reinterpret_cast<RecordHeader*>(log + (pos & mask));
@@ -93,6 +97,12 @@ struct SegmentRefs {
   }
   [[nodiscard]] std::atomic<std::uint64_t>* dedup_words_of(layout::DedupWindowHeader* h) const noexcept {
     return reinterpret_cast<std::atomic<std::uint64_t>*>(reinterpret_cast<std::byte*>(h) + sizeof(*h));
+  }
+  [[nodiscard]] layout::RegistryEntry* registry_entry(std::uint32_t type_id) const noexcept {
+    return reinterpret_cast<layout::RegistryEntry*>(registry) + type_id;  // entry 0 is the control block
+  }
+  [[nodiscard]] std::atomic<std::uint64_t>* latency_of(std::uint32_t g, std::uint32_t w) const noexcept {
+    return latency + (std::uint64_t{g} * layout::kMaxWorkers + w) * layout::kLatencyBuckets;
   }
   [[nodiscard]] layout::DlqControl* dlq_control(std::uint32_t g) const noexcept {
     return reinterpret_cast<layout::DlqControl*>(dlq + g * (sizeof(layout::DlqControl) + dlq_capacity));

@@ -1,0 +1,480 @@
+// JSON lines with simdjson's on-demand API. Errors are error codes (no exceptions).
+#include "ringbus/json.hpp"
+
+#include <simdjson.h>
+
+#include <cstring>
+
+#include "ringbus/hash.hpp"
+#include "ringbus/layout.hpp"
+#include "ringbus/registry.hpp"
+
+namespace ringbus {
+namespace {
+
+namespace od = simdjson::ondemand;
+using simdjson::error_code;
+using simdjson::SUCCESS;
+
+std::string_view trim(std::string_view s) noexcept {
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\n' || s.back() == '\r')) s.remove_suffix(1);
+  return s;
+}
+
+// The JSON number grammar: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? (any length).
+bool json_number(std::string_view s) noexcept {
+  std::size_t i = 0;
+  auto digit = [&](std::size_t k) { return k < s.size() && s[k] >= '0' && s[k] <= '9'; };
+  if (i < s.size() && s[i] == '-') ++i;
+  if (!digit(i)) return false;
+  if (s[i] == '0') {
+    ++i;
+  } else {
+    while (digit(i)) ++i;
+  }
+  if (i < s.size() && s[i] == '.') {
+    ++i;
+    if (!digit(i)) return false;
+    while (digit(i)) ++i;
+  }
+  if (i < s.size() && (s[i] == 'e' || s[i] == 'E')) {
+    ++i;
+    if (i < s.size() && (s[i] == '+' || s[i] == '-')) ++i;
+    if (!digit(i)) return false;
+    while (digit(i)) ++i;
+  }
+  return i == s.size();
+}
+
+// Offset of the first byte that is not part of valid UTF-8, or npos.
+std::size_t invalid_utf8_at(std::string_view s) noexcept {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    std::size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    if (n == 0 || i + n > s.size()) return i;
+    for (std::size_t k = 1; k < n; ++k) {
+      if ((static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) return i;
+    }
+    if (n == 2 && c < 0xc2) return i;  // overlong
+    if (n == 3) {
+      const auto c1 = static_cast<unsigned char>(s[i + 1]);
+      if ((c == 0xe0 && c1 < 0xa0) || (c == 0xed && c1 >= 0xa0)) return i;  // overlong, surrogate
+    }
+    if (n == 4) {
+      const auto c1 = static_cast<unsigned char>(s[i + 1]);
+      if ((c == 0xf0 && c1 < 0x90) || c > 0xf4 || (c == 0xf4 && c1 >= 0x90)) return i;
+    }
+    i += n;
+  }
+  return std::string_view::npos;
+}
+
+// Walks every token of `v`; on failure `at` holds the offset (from `base`) of the
+// token at fault.
+error_code walk(od::value v, const char* base, std::size_t& at, int depth) {
+  if (depth > 256) return simdjson::DEPTH_ERROR;
+  at = static_cast<std::size_t>(v.raw_json_token().data() - base);
+  od::json_type t{};
+  if (error_code e = v.type().get(t)) return e;
+  switch (t) {
+    case od::json_type::object: {
+      od::object o;
+      if (error_code e = v.get_object().get(o)) return e;
+      for (auto f : o) {
+        od::field field;
+        if (error_code e = std::move(f).get(field)) return e;
+        std::string_view key;
+        if (error_code e = field.unescaped_key().get(key)) return e;
+        if (error_code e = walk(field.value(), base, at, depth + 1)) return e;
+      }
+      return SUCCESS;
+    }
+    case od::json_type::array: {
+      od::array a;
+      if (error_code e = v.get_array().get(a)) return e;
+      for (auto item : a) {
+        od::value x;
+        if (error_code e = std::move(item).get(x)) return e;
+        if (error_code e = walk(x, base, at, depth + 1)) return e;
+      }
+      return SUCCESS;
+    }
+    case od::json_type::string: {
+      std::string_view s;
+      return v.get_string().get(s);
+    }
+    case od::json_type::number:
+      return json_number(trim(v.raw_json_token())) ? SUCCESS : simdjson::NUMBER_ERROR;
+    case od::json_type::boolean: {
+      bool b = false;
+      return v.get_bool().get(b);
+    }
+    case od::json_type::null: {
+      bool is = false;
+      if (error_code e = v.is_null().get(is)) return e;
+      return is ? SUCCESS : simdjson::N_ATOM_ERROR;
+    }
+  }
+  return simdjson::INCORRECT_TYPE;
+}
+
+// End (exclusive) of the object or array that starts at s[from], following strings and
+// escapes; npos if it never closes. Used to tell a truncated line from text after the
+// object, which simdjson reports alike.
+std::size_t container_end(std::string_view s, std::size_t from) noexcept {
+  int depth = 0;
+  bool in_string = false;
+  for (std::size_t i = from; i < s.size(); ++i) {
+    const char c = s[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      ++depth;
+    } else if (c == '}' || c == ']') {
+      if (--depth == 0) return i + 1;
+    }
+  }
+  return std::string_view::npos;
+}
+
+std::size_t first_non_space(std::string_view s, std::size_t from) noexcept {
+  while (from < s.size() && (s[from] == ' ' || s[from] == '\t' || s[from] == '\n' || s[from] == '\r')) ++from;
+  return from;
+}
+
+// One parser per use: parse_envelope_json validates `data` with is_json while it is still
+// iterating the line, and an on-demand parser serves one document at a time.
+od::parser& line_parser() {
+  static thread_local od::parser p;
+  return p;
+}
+od::parser& value_parser() {
+  static thread_local od::parser p;
+  return p;
+}
+
+std::string describe(error_code e) { return simdjson::error_message(e); }
+
+void append_escaped(std::string& out, std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out += '"';
+  for (const char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      default:
+        if (static_cast<unsigned char>(c) < 0x20) {
+          out += "\\u00";
+          out += kHex[(c >> 4) & 0xf];
+          out += kHex[c & 0xf];
+        } else {
+          out += c;
+        }
+    }
+  }
+  out += '"';
+}
+
+}  // namespace
+
+bool is_json(std::string_view text, std::size_t* error_at) {
+  const std::size_t bad = invalid_utf8_at(text);
+  if (bad != std::string_view::npos) {
+    if (error_at != nullptr) *error_at = bad;
+    return false;
+  }
+  const simdjson::padded_string padded(text);
+  od::document doc;
+  std::size_t at = 0;
+  error_code e = value_parser().iterate(padded).get(doc);
+  if (e == SUCCESS) {
+    od::json_type t{};
+    e = doc.type().get(t);
+    if (e == SUCCESS) {
+      if (t == od::json_type::object || t == od::json_type::array) {
+        od::value v;
+        e = doc.get_value().get(v);
+        if (e == SUCCESS) {
+          e = walk(v, padded.data(), at, 0);
+          // Nothing may follow the value: a location still in bounds is a token after it.
+          const char* loc = nullptr;
+          if (e == SUCCESS && doc.current_location().get(loc) == SUCCESS) {
+            e = simdjson::TRAILING_CONTENT;
+            at = static_cast<std::size_t>(loc - padded.data());
+          }
+        } else {
+          const std::size_t start = first_non_space(text, 0);
+          const std::size_t end = container_end(text, start);
+          at = end == std::string_view::npos ? text.size() : first_non_space(text, end);
+        }
+      } else {
+        // A scalar document: its token must reach the end of the text.
+        std::string_view tok;
+        e = doc.raw_json_token().get(tok);
+        at = 0;
+        if (e == SUCCESS && tok.data() + tok.size() < text.data() + text.size() &&
+            tok.data() + tok.size() < padded.data() + text.size()) {
+          e = simdjson::TRAILING_CONTENT;
+          at = static_cast<std::size_t>(tok.data() + tok.size() - padded.data());
+        }
+        if (e == SUCCESS) {
+          if (t == od::json_type::number) {
+            e = json_number(trim(tok)) ? SUCCESS : simdjson::NUMBER_ERROR;
+          } else if (t == od::json_type::string) {
+            std::string_view s;
+            e = doc.get_string().get(s);
+          } else if (t == od::json_type::boolean) {
+            bool b = false;
+            e = doc.get_bool().get(b);
+          } else {
+            bool is = false;
+            e = doc.is_null().get(is);
+            if (e == SUCCESS && !is) e = simdjson::N_ATOM_ERROR;
+          }
+        }
+      }
+    }
+  }
+  if (e != SUCCESS && error_at != nullptr) *error_at = std::min(at, text.size());
+  return e == SUCCESS;
+}
+
+std::string minify_json(std::string_view text) {
+  std::string out(text.size() + simdjson::SIMDJSON_PADDING, '\0');
+  std::size_t n = 0;
+  if (simdjson::minify(text.data(), text.size(), out.data(), n) != SUCCESS) return std::string(text);
+  out.resize(n);
+  return out;
+}
+
+std::string json_string(std::string_view text) {
+  std::string out;
+  out.reserve(text.size() + 2);
+  append_escaped(out, text);
+  return out;
+}
+
+std::optional<JsonLineError> parse_envelope_json(std::string_view line, Envelope& out) {
+  out = Envelope{};
+  if (const std::size_t bad = invalid_utf8_at(line); bad != std::string_view::npos) {
+    return JsonLineError{bad, "", "invalid UTF-8"};
+  }
+  const simdjson::padded_string padded(line);
+  const char* base = padded.data();
+  od::document doc;
+  if (error_code e = line_parser().iterate(padded).get(doc)) return JsonLineError{0, "", "not JSON: " + describe(e)};
+  auto location = [&]() -> std::size_t {
+    const char* loc = nullptr;
+    return doc.current_location().get(loc) == SUCCESS ? static_cast<std::size_t>(loc - base) : line.size();
+  };
+  od::object obj;
+  if (error_code e = doc.get_object().get(obj)) {
+    const std::size_t start = first_non_space(line, 0);
+    if (start >= line.size() || line[start] != '{') return JsonLineError{start, "", "the line is not a JSON object"};
+    const std::size_t end = container_end(line, start);
+    if (end == std::string_view::npos) {
+      return JsonLineError{line.size(), "", "the JSON object is not closed (truncated line?)"};
+    }
+    if (first_non_space(line, end) < line.size()) {
+      return JsonLineError{first_non_space(line, end), "", "trailing content after the object"};
+    }
+    return JsonLineError{start, "", "malformed JSON: " + describe(e)};
+  }
+  enum Field { event_id, event_type, version, timestamp, source, correlation_id, causation_id, key, data, kFields };
+  static constexpr const char* kNames[kFields] = {"event_id",       "event_type",   "version", "timestamp", "source",
+                                                  "correlation_id", "causation_id", "key",     "data"};
+  bool seen[kFields] = {};
+  for (auto f : obj) {
+    od::field field;
+    if (error_code e = std::move(f).get(field)) {
+      return JsonLineError{location(), "", "malformed JSON: " + describe(e)};
+    }
+    std::string_view name;
+    if (error_code e = field.unescaped_key().get(name)) {
+      return JsonLineError{location(), "", "malformed field name: " + describe(e)};
+    }
+    od::value& v = field.value();
+    const std::size_t at = static_cast<std::size_t>(v.raw_json_token().data() - base);
+    int which = -1;
+    for (int i = 0; i < kFields; ++i) {
+      if (name == kNames[i]) which = i;
+    }
+    const std::string field_name(name);
+    if (which < 0) return JsonLineError{at, field_name, "unknown field"};
+    if (seen[which]) return JsonLineError{at, field_name, "appears twice"};
+    seen[which] = true;
+    auto get_text = [&](std::string& dst, std::size_t max, bool non_empty) -> std::optional<JsonLineError> {
+      std::string_view s;
+      if (error_code e = v.get_string().get(s)) {
+        return JsonLineError{at, field_name, e == simdjson::INCORRECT_TYPE ? "must be a string" : describe(e)};
+      }
+      if (s.size() > max) return JsonLineError{at, field_name, "is longer than " + std::to_string(max) + " bytes"};
+      if (non_empty && s.empty()) return JsonLineError{at, field_name, "must not be empty"};
+      dst.assign(s);
+      return std::nullopt;
+    };
+    std::optional<JsonLineError> err;
+    switch (which) {
+      case event_type: err = get_text(out.event_type, layout::kTypeNameBytes - 1, true); break;
+      case event_id: err = get_text(out.event_id, kMaxEnvelopeString, false); break;
+      case source: err = get_text(out.source, kMaxEnvelopeString, false); break;
+      case correlation_id: err = get_text(out.correlation_id, kMaxEnvelopeString, false); break;
+      case causation_id: err = get_text(out.causation_id, kMaxEnvelopeString, false); break;
+      case key: err = get_text(out.key, kMaxEnvelopeString, true); break;
+      case version: {
+        std::int64_t n = 0;
+        if (v.get_int64().get(n) != SUCCESS || n < 1 || n > 65535) {
+          err = JsonLineError{at, field_name, "must be an integer from 1 to 65535"};
+        } else {
+          out.version = static_cast<std::uint16_t>(n);
+        }
+        break;
+      }
+      case timestamp: {
+        std::string text;
+        err = get_text(text, 64, true);
+        if (!err) {
+          const auto ns = parse_iso8601(text);
+          if (!ns) {
+            err = JsonLineError{at, field_name,
+                                "must be an ISO-8601 date-time with a time zone, like 2026-11-22T10:00:00.123Z"};
+          } else {
+            out.timestamp_ns = *ns;
+          }
+        }
+        break;
+      }
+      case data: {
+        od::json_type t{};
+        if (error_code e = v.type().get(t)) {
+          err = JsonLineError{at, field_name, "malformed value: " + describe(e)};
+          break;
+        }
+        std::string_view raw;
+        error_code e = SUCCESS;
+        if (t == od::json_type::object) {
+          od::object o;
+          e = v.get_object().get(o);
+          if (e == SUCCESS) e = o.raw_json().get(raw);
+        } else if (t == od::json_type::array) {
+          od::array a;
+          e = v.get_array().get(a);
+          if (e == SUCCESS) e = a.raw_json().get(raw);
+        } else {
+          raw = trim(v.raw_json_token());
+        }
+        std::size_t bad = 0;
+        if (e != SUCCESS) {
+          err = JsonLineError{at, field_name, "malformed value: " + describe(e)};
+        } else if (!is_json(raw, &bad)) {
+          err = JsonLineError{at + bad, field_name, "is not valid JSON"};
+        } else {
+          out.data = minify_json(raw);
+        }
+        break;
+      }
+      default: break;
+    }
+    if (err) return err;
+  }
+  if (const char* loc = nullptr; doc.current_location().get(loc) == SUCCESS) {
+    return JsonLineError{static_cast<std::size_t>(loc - base), "", "trailing content after the object"};
+  }
+  for (const Field required : {event_type, data}) {
+    if (!seen[required]) return JsonLineError{0, kNames[required], "is required"};
+  }
+  return std::nullopt;
+}
+
+std::string base64(std::span<const std::byte> bytes) {
+  static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((bytes.size() + 2) / 3 * 4);
+  std::size_t i = 0;
+  auto at = [&](std::size_t k) { return std::to_integer<unsigned>(bytes[k]); };
+  for (; i + 2 < bytes.size(); i += 3) {
+    const unsigned v = (at(i) << 16) | (at(i + 1) << 8) | at(i + 2);
+    for (int s = 18; s >= 0; s -= 6) out += kAlphabet[(v >> s) & 63];
+  }
+  if (i + 1 == bytes.size()) {
+    const unsigned v = at(i) << 16;
+    out += kAlphabet[(v >> 18) & 63];
+    out += kAlphabet[(v >> 12) & 63];
+    out += "==";
+  } else if (i + 2 == bytes.size()) {
+    const unsigned v = (at(i) << 16) | (at(i + 1) << 8);
+    out += kAlphabet[(v >> 18) & 63];
+    out += kAlphabet[(v >> 12) & 63];
+    out += kAlphabet[(v >> 6) & 63];
+    out += '=';
+  }
+  return out;
+}
+
+std::string event_json(const Event& e, const SchemaRegistry* registry) {
+  std::string out = "{\"position\":" + std::to_string(e.position());
+  if (e.key() != 0) out += ",\"key_seq\":" + std::to_string(e.key_seq());
+  std::optional<TypeInfo> type;
+  if (registry != nullptr) type = registry->info(e.type());
+  const std::optional<EnvelopeView> env = envelope_of(e);
+  auto field = [&](const char* name, std::string_view value) {
+    out += ",\"";
+    out += name;
+    out += "\":";
+    append_escaped(out, value);
+  };
+  if (env && !env->event_id.empty()) field("event_id", env->event_id);
+  if (type) {
+    field("event_type", type->name);
+  } else {
+    out += ",\"type_id\":" + std::to_string(e.type());
+  }
+  out += ",\"version\":" + std::to_string(e.schema_version());
+  if (e.timestamp_ns() != 0) field("timestamp", format_iso8601(e.timestamp_ns()));
+  if (env) {
+    if (!env->source.empty()) field("source", env->source);
+    if (!env->correlation_id.empty()) field("correlation_id", env->correlation_id);
+    if (!env->causation_id.empty()) field("causation_id", env->causation_id);
+    if (!env->key.empty()) field("key", env->key);
+    out += ",\"data\":";
+    out += env->data;
+    out += '}';
+    return out;
+  }
+  if (e.key() != 0) out += ",\"key_id\":" + std::to_string(e.key());
+  out += ",\"producer_id\":" + std::to_string(e.producer_id());
+  out += ",\"producer_seq\":" + std::to_string(e.producer_seq());
+  if (e.correlation_id() != 0) out += ",\"correlation\":" + std::to_string(e.correlation_id());
+  out += ",\"data\":" + payload_json(e.payload());
+  if (!payload_is_json(e.payload())) out += ",\"data_encoding\":\"base64\"";
+  out += '}';
+  return out;
+}
+
+bool payload_is_json(std::span<const std::byte> payload) {
+  const std::string_view text(reinterpret_cast<const char*>(payload.data()), payload.size());
+  return !text.empty() && is_json(text);
+}
+
+std::string payload_json(std::span<const std::byte> payload) {
+  if (payload_is_json(payload)) {
+    return minify_json(std::string_view(reinterpret_cast<const char*>(payload.data()), payload.size()));
+  }
+  return "\"" + base64(payload) + "\"";
+}
+
+}  // namespace ringbus

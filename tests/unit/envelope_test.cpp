@@ -1,0 +1,274 @@
+// The event envelope: ISO-8601 times, the payload codec, the schema registry, upcasters,
+// and JSON lines in and out.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "ringbus/consumer.hpp"
+#include "ringbus/envelope.hpp"
+#include "ringbus/error.hpp"
+#include "ringbus/json.hpp"
+#include "ringbus/producer.hpp"
+#include "ringbus/registry.hpp"
+#include "support.hpp"
+
+namespace ringbus {
+namespace {
+
+using test::TempSegment;
+
+TEST(Iso8601, ParsesTheUsualFormsToUtcNanoseconds) {
+  EXPECT_EQ(parse_iso8601("1970-01-01T00:00:00Z"), 0u);
+  EXPECT_EQ(parse_iso8601("1970-01-01T00:00:01.5Z"), 1'500'000'000u);
+  EXPECT_EQ(parse_iso8601("2026-11-22T10:00:00.123456789Z"), 1795341600'123456789ull);
+  EXPECT_EQ(parse_iso8601("2026-11-22T12:00:00+02:00"), parse_iso8601("2026-11-22T10:00:00Z"));
+  EXPECT_EQ(parse_iso8601("2026-11-22T07:30:00-02:30"), parse_iso8601("2026-11-22T10:00:00Z"));
+  EXPECT_EQ(parse_iso8601("2024-02-29T00:00:00Z").has_value(), true) << "leap day";
+  EXPECT_EQ(parse_iso8601("2026-11-22T10:00:00.1234567891Z"), 1795341600'123456789ull) << "beyond ns: truncated";
+  for (const char* bad : {"", "2026-11-22", "2026-11-22T10:00:00", "2026-13-01T00:00:00Z", "2023-02-29T00:00:00Z",
+                          "2026-11-31T00:00:00Z", "2026-11-22T24:00:00Z", "1969-12-31T23:59:59Z",
+                          "2026-11-22T10:00:00.Z", "2026-11-22T10:00:00Zjunk", "2026-11-22T10:00:00+2:00",
+                          "yesterday"}) {
+    EXPECT_FALSE(parse_iso8601(bad).has_value()) << bad;
+  }
+}
+
+TEST(Iso8601, FormatsUtcWithTheFractionItNeeds) {
+  EXPECT_EQ(format_iso8601(0), "1970-01-01T00:00:00Z");
+  EXPECT_EQ(format_iso8601(1795341600'123000000ull), "2026-11-22T10:00:00.123Z");
+  EXPECT_EQ(format_iso8601(1795341600'000000001ull), "2026-11-22T10:00:00.000000001Z");
+  std::mt19937_64 rng(9);
+  for (int i = 0; i < 10000; ++i) {
+    const std::uint64_t ns = rng() % 4'000'000'000'000'000'000ull;
+    EXPECT_EQ(parse_iso8601(format_iso8601(ns)), ns) << format_iso8601(ns);
+  }
+}
+
+TEST(EnvelopeCodec, RoundTripsAndRejectsWhatDoesNotAddUp) {
+  Envelope e;
+  e.event_id = "ev-1";
+  e.source = "checkout";
+  e.correlation_id = "corr";
+  e.causation_id = "";
+  e.key = "order-42";
+  e.data = R"({"total":12.5})";
+  std::vector<std::byte> buf(envelope_payload_size(e));
+  ASSERT_EQ(buf.size(), kEnvelopeFixed + 4 + 8 + 4 + 0 + 8 + e.data.size());
+  encode_envelope_payload(e, buf);
+  const auto v = decode_envelope_payload(buf);
+  ASSERT_TRUE(v.has_value());
+  EXPECT_EQ(v->event_id, "ev-1");
+  EXPECT_EQ(v->source, "checkout");
+  EXPECT_EQ(v->correlation_id, "corr");
+  EXPECT_EQ(v->causation_id, "");
+  EXPECT_EQ(v->key, "order-42");
+  EXPECT_EQ(v->data, e.data);
+  // Truncated, lengthened, foreign: refused, never read past the payload.
+  EXPECT_FALSE(decode_envelope_payload(std::span(buf).first(buf.size() - 1)).has_value());
+  std::vector<std::byte> longer = buf;
+  longer.push_back(std::byte{0});
+  EXPECT_FALSE(decode_envelope_payload(longer).has_value());
+  std::vector<std::byte> foreign = buf;
+  foreign[0] = std::byte{'X'};
+  EXPECT_FALSE(decode_envelope_payload(foreign).has_value());
+  std::mt19937 rng(3);
+  for (int i = 0; i < 20000; ++i) {
+    std::vector<std::byte> junk(rng() % 64);
+    for (auto& b : junk) b = static_cast<std::byte>(rng());
+    if (junk.size() >= 4) std::memcpy(junk.data(), &kEnvelopeMagic, 4);
+    if (auto d = decode_envelope_payload(junk)) {
+      const auto* lo = reinterpret_cast<const char*>(junk.data());
+      for (std::string_view f : {d->event_id, d->source, d->correlation_id, d->causation_id, d->key, d->data}) {
+        EXPECT_TRUE(f.empty() || (f.data() >= lo && f.data() + f.size() <= lo + junk.size()));
+      }
+    }
+  }
+  Envelope too_long;
+  too_long.key.assign(70000, 'k');
+  EXPECT_EQ(envelope_payload_size(too_long), 0u);
+}
+
+TEST(SchemaRegistry, NamesTypesTracksVersionsAndIsSharedByProcesses) {
+  TempSegment seg;
+  SchemaRegistry reg(seg.segment());
+  const std::uint16_t placed = reg.register_type("OrderPlaced");
+  const std::uint16_t shipped = reg.register_type("OrderShipped", 3);
+  EXPECT_NE(placed, shipped);
+  EXPECT_EQ(reg.register_type("OrderPlaced", 2), placed);
+  EXPECT_EQ(reg.find("OrderShipped"), shipped);
+  EXPECT_FALSE(reg.find("Nope").has_value());
+  const auto info = reg.info(placed);
+  ASSERT_TRUE(info.has_value());
+  EXPECT_EQ(info->name, "OrderPlaced");
+  EXPECT_EQ(info->versions_seen, 0b11u);
+  EXPECT_EQ(info->target_version(), 2u);
+  reg.set_current_version(placed, 5);
+  EXPECT_EQ(reg.info(placed)->target_version(), 5u);
+  // Another view of the segment (as another process would have) sees the same names.
+  const Segment again = Segment::open(seg.location());
+  SchemaRegistry other(again);
+  EXPECT_EQ(other.find("OrderPlaced"), placed);
+  EXPECT_EQ(other.list().size(), 2u);
+  EXPECT_THROW(reg.register_type(""), Error);
+  EXPECT_THROW(reg.register_type(std::string(200, 'x')), Error);
+}
+
+TEST(SchemaRegistry, ConcurrentRegistrationOfANameGivesOneId) {
+  TempSegment seg;
+  std::vector<std::thread> threads;
+  std::vector<std::uint16_t> ids(8);
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      SchemaRegistry reg(seg.segment());
+      for (int i = 0; i < 50; ++i) ids[t] = reg.register_type("Type" + std::to_string(i % 10));
+      ids[t] = reg.register_type("Same");
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(std::set<std::uint16_t>(ids.begin(), ids.end()).size(), 1u);
+  EXPECT_EQ(SchemaRegistry(seg.segment()).list().size(), 11u);
+}
+
+TEST(SchemaRegistry, FullRegistryAndSegmentsWithoutOne) {
+  SegmentOptions o = TempSegment::small_options();
+  o.registry_slots = 2;
+  TempSegment seg(o);
+  SchemaRegistry reg(seg.segment());
+  reg.register_type("A");
+  reg.register_type("B");
+  try {
+    reg.register_type("C");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::no_slot);
+  }
+  o.registry_slots = 0;
+  TempSegment none(o);
+  EXPECT_THROW(SchemaRegistry{none.segment()}, Error);
+}
+
+TEST(Upcasters, ChainOldVersionsUpToTheTarget) {
+  Upcasters up;
+  up.add("OrderPlaced", 1, [](std::string_view d) { return std::string(R"({"v2":)") + std::string(d) + "}"; });
+  up.add("OrderPlaced", 2, [](std::string_view d) { return std::string(R"({"v3":)") + std::string(d) + "}"; });
+  auto [data, version] = up.upcast("OrderPlaced", 1, "{}", 3);
+  EXPECT_EQ(version, 3u);
+  EXPECT_EQ(data, R"({"v3":{"v2":{}}})");
+  auto [same, v] = up.upcast("OrderPlaced", 3, "{}", 3);
+  EXPECT_EQ(v, 3u);
+  EXPECT_EQ(same, "{}");
+  auto [partial, pv] = up.upcast("Other", 1, "x", 4);
+  EXPECT_EQ(pv, 1u) << "no step: unchanged";
+}
+
+TEST(JsonLines, ParseAFullEnvelope) {
+  Envelope e;
+  const auto err = parse_envelope_json(
+      R"({"event_id":"e1","event_type":"OrderPlaced","version":2,"timestamp":"2026-11-22T10:00:00.5Z",)"
+      R"("source":"shop","correlation_id":"c1","causation_id":"k0","key":"order-42",)"
+      R"("data": {"big": 123456789012345678901234567890, "neg": -1.5e-300, "s": "caf\u00e9 \"quoted\"", "n": null,)"
+      R"( "a": [1, {"b": []}], "e": {}}})",
+      e);
+  ASSERT_FALSE(err.has_value()) << err->field << ": " << err->message;
+  EXPECT_EQ(e.event_id, "e1");
+  EXPECT_EQ(e.event_type, "OrderPlaced");
+  EXPECT_EQ(e.version, 2);
+  EXPECT_EQ(e.timestamp_ns, 1795341600'500000000ull);
+  EXPECT_EQ(e.key, "order-42");
+  EXPECT_EQ(e.data,
+            R"({"big":123456789012345678901234567890,"neg":-1.5e-300,"s":"caf\u00e9 \"quoted\"","n":null,)"
+            R"("a":[1,{"b":[]}],"e":{}})")
+      << "data kept as written, minified";
+  Envelope scalar;
+  ASSERT_FALSE(parse_envelope_json(R"({"event_type":"T","data":-0.0})", scalar).has_value());
+  EXPECT_EQ(scalar.data, "-0.0");
+  EXPECT_EQ(scalar.version, 1) << "default version";
+}
+
+TEST(JsonLines, ErrorsNameTheFieldAndWhere) {
+  struct Case {
+    std::string line;
+    std::string field;
+    std::string message_part;
+    std::size_t offset;
+  };
+  const std::vector<Case> cases = {
+      {R"(not json)", "", "not", 0},
+      {R"([1,2])", "", "not a JSON object", 0},
+      {R"({"event_type":"T","data":1,"evnt":2})", "evnt", "unknown field", 34},
+      {R"({"event_type":"T","event_type":"U","data":1})", "event_type", "twice", 31},
+      {R"({"event_type":7,"data":1})", "event_type", "must be a string", 14},
+      {R"({"event_type":"","data":1})", "event_type", "must not be empty", 14},
+      {R"({"event_type":"T","version":0,"data":1})", "version", "from 1 to 65535", 28},
+      {R"({"event_type":"T","version":"2","data":1})", "version", "from 1 to 65535", 28},
+      {R"({"event_type":"T","version":70000,"data":1})", "version", "from 1 to 65535", 28},
+      {R"({"event_type":"T","timestamp":"2026-11-22","data":1})", "timestamp", "ISO-8601", 30},
+      {R"({"event_type":"T","key":"","data":1})", "key", "must not be empty", 24},
+      {R"({"event_type":"T","key":42,"data":1})", "key", "must be a string", 24},
+      {R"({"data":1})", "event_type", "required", 0},
+      {R"({"event_type":"T"})", "data", "required", 0},
+      {R"({"event_type":"T","data":[1,2,)", "", "", 0},
+      {R"({"event_type":"T","data":{"a":tru}})", "data", "not valid JSON", 30},
+      {R"({"event_type":"T","data":01})", "data", "not valid JSON", 25},
+      {R"({"event_type":"T","data":1} extra)", "", "trailing", 28},
+  };
+  for (const Case& c : cases) {
+    Envelope e;
+    const auto err = parse_envelope_json(c.line, e);
+    ASSERT_TRUE(err.has_value()) << c.line;
+    EXPECT_EQ(err->field, c.field) << c.line << " -> " << err->message;
+    EXPECT_NE(err->message.find(c.message_part), std::string::npos) << c.line << " -> " << err->message;
+    if (c.offset != 0) EXPECT_EQ(err->offset, c.offset) << c.line;
+  }
+  Envelope e;
+  std::string bad_utf8 = R"({"event_type":"T","data":"x)";
+  const std::size_t at = bad_utf8.size();
+  bad_utf8 += "\xff\xfe\"}";
+  const auto err = parse_envelope_json(bad_utf8, e);
+  ASSERT_TRUE(err.has_value());
+  EXPECT_EQ(err->message, "invalid UTF-8");
+  EXPECT_EQ(err->offset, at);
+}
+
+TEST(JsonLines, EventsPrintAsTheirEnvelope) {
+  TempSegment seg;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g");
+  Producer p = Producer::attach(seg.segment());
+  SchemaRegistry reg(seg.segment());
+  Envelope in;
+  ASSERT_FALSE(parse_envelope_json(
+                   R"({"event_id":"e1","event_type":"OrderPlaced","version":2,"timestamp":"2026-11-22T10:00:00.5Z",)"
+                   R"("key":"order-42","correlation_id":"c","data":{"x":[1,2.50,"\u00e9"]}})",
+                   in)
+                   .has_value());
+  ASSERT_EQ(publish_envelope(p, reg, in), Status::ok);
+  const std::string raw = R"({"plain":true})";
+  ASSERT_EQ(p.try_publish(0, 77, std::as_bytes(std::span(raw))), Status::ok);
+  const std::uint8_t binary[] = {0, 1, 2, 255};
+  ASSERT_EQ(p.try_publish(0, 78, std::as_bytes(std::span(binary))), Status::ok);
+  std::vector<std::string> lines;
+  g.worker(0).poll([&](const Event& e) {
+    lines.push_back(event_json(e, &reg));
+    if (auto v = envelope_of(e)) {
+      EXPECT_EQ(e.key(), key_of("order-42"));
+      EXPECT_EQ(e.correlation_id(), key_of("c"));
+      EXPECT_EQ(e.schema_version(), 2u);
+      EXPECT_EQ(e.timestamp_ns(), 1795341600'500000000ull);
+    }
+  });
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[0],
+            R"({"position":0,"key_seq":1,"event_id":"e1","event_type":"OrderPlaced","version":2,)"
+            R"("timestamp":"2026-11-22T10:00:00.5Z","correlation_id":"c","key":"order-42","data":{"x":[1,2.50,"\u00e9"]}})");
+  EXPECT_NE(lines[1].find(R"("type_id":77)"), std::string::npos);
+  EXPECT_NE(lines[1].find(R"("data":{"plain":true})"), std::string::npos);
+  EXPECT_NE(lines[2].find(R"("data":"AAEC/w==","data_encoding":"base64")"), std::string::npos) << lines[2];
+  for (const std::string& l : lines) EXPECT_TRUE(is_json(l)) << l;
+}
+
+}  // namespace
+}  // namespace ringbus
