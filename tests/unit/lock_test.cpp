@@ -1,0 +1,64 @@
+// The robust lock of rare structural changes: taken over from a dead holder at once, and
+// from a holder that never lets go (damaged memory naming a live process) after a bound.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "ringbus/detail/process.hpp"
+#include "ringbus/detail/robust_lock.hpp"
+
+namespace ringbus {
+namespace {
+
+TEST(RobustLock, IsTakenOverFromADeadHolder) {
+  std::atomic<std::uint64_t> word{0x3ffffff0}, start{0};  // a pid above pid_max: never alive
+  { detail::RobustLock lock(word, start); }
+  EXPECT_EQ(word.load(), 0u) << "released";
+}
+
+TEST(ProcessLiveness, IsJudgedByPidAndStartTime) {
+  const detail::ProcessId& me = detail::self_process();
+  EXPECT_EQ(detail::process_liveness(me.pid, me.start_ticks), detail::Liveness::alive);
+  EXPECT_EQ(detail::process_liveness(me.pid, 0), detail::Liveness::alive) << "start 0: the pid alone";
+  EXPECT_EQ(detail::process_liveness(me.pid, me.start_ticks + 1), detail::Liveness::dead) << "a recycled pid";
+  EXPECT_EQ(detail::process_liveness(0x3ffffff0, 0), detail::Liveness::dead);
+  EXPECT_EQ(detail::process_liveness(0, 0), detail::Liveness::dead);
+}
+
+TEST(RobustLock, IsTakenOverFromALiveProcessThatIsNotTheHolder) {
+  // pid 1 is alive, but not with this start time: not the holder, taken over at once.
+  std::atomic<std::uint64_t> word{1}, start{12345};
+  { detail::RobustLock lock(word, start); }
+  EXPECT_EQ(word.load(), 0u);
+}
+
+TEST(RobustLock, IsTakenOverFromAHolderThatNeverLetsGo) {
+  // pid 1 with no start time: alive by pid; only the staleness bound frees it.
+  std::atomic<std::uint64_t> word{1}, start{0};
+  const auto t0 = detail::monotonic_ns();
+  { detail::RobustLock lock(word, start); }
+  EXPECT_GE(detail::monotonic_ns() - t0, detail::kStaleLockNs);
+  EXPECT_EQ(word.load(), 0u);
+}
+
+TEST(RobustLock, ExcludesThreads) {
+  std::atomic<std::uint64_t> word{0}, start{0};
+  std::uint64_t counter = 0;  // plain: the lock must order the increments
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 4; ++t) {
+    ts.emplace_back([&] {
+      for (int i = 0; i < 10000; ++i) {
+        detail::RobustLock lock(word, start);
+        ++counter;
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(counter, 40000u);
+}
+
+}  // namespace
+}  // namespace ringbus
