@@ -108,6 +108,9 @@ void reset_group_state(const detail::SegmentRefs& r, std::uint32_t g) {
       }
     }
   }
+  for (std::uint32_t w = 0; w < layout::kMaxWorkers; ++w) {
+    for (std::uint32_t b = 0; b < layout::kLatencyWords; ++b) r.latency_of(g, w)[b].store(0, std::memory_order_relaxed);
+  }
   if (r.dlq != nullptr) {
     layout::DlqControl& c = *r.dlq_control(g);
     c.head.store(0, std::memory_order_relaxed);
@@ -379,6 +382,7 @@ ConsumerGroup ConsumerGroup::join(const Segment& segment, std::string_view name,
     if (inflight != layout::kNoPosition && inflight >= w->pos_) w->resume_until_ = inflight + 1;
     if (options.dead_letters && r.dlq != nullptr) w->dlq_control_ = r.dlq_control(g);
     if (options.dedup) w->dedup_table_ = r.dedup_window(g, i, 0);
+    if (options.record_latency) w->latency_ = r.latency_of(g, i);
     w->consumed_ = gs.worker[i].consumed.load(std::memory_order_relaxed);
     w->voids_ = gs.worker[i].voids_seen.load(std::memory_order_relaxed);
     w->wait_ = options.wait;

@@ -314,7 +314,7 @@ std::optional<JsonLineError> parse_envelope_json(std::string_view line, Envelope
       if (name == kNames[i]) which = i;
     }
     const std::string field_name(name);
-    if (which < 0) return JsonLineError{at, field_name, "unknown field"};
+    if (which < 0) return JsonLineError{at, field_name, "is not an envelope field"};
     if (seen[which]) return JsonLineError{at, field_name, "appears twice"};
     seen[which] = true;
     auto get_text = [&](std::string& dst, std::size_t max, bool non_empty) -> std::optional<JsonLineError> {

@@ -145,7 +145,7 @@ Plan plan_layout(const Config& c) {
   if (c.registry_slots != 0) {
     add(RegionKind::registry, sizeof(layout::RegistryEntry), std::uint64_t{c.registry_slots} + 1, layout::kHotAlign);
   }
-  add(RegionKind::latency, 8ull * layout::kLatencyBuckets, std::uint64_t{c.max_groups} * layout::kMaxWorkers,
+  add(RegionKind::latency, 8ull * layout::kLatencyWords, std::uint64_t{c.max_groups} * layout::kMaxWorkers,
       layout::kHotAlign);
   add(RegionKind::log, 1, c.capacity, layout::kPage);
   p.total = align_up(at, layout::kPage);

@@ -106,9 +106,33 @@ SegmentStats read_stats(const Segment& segment) {
       gi.worker.push_back(std::move(wi));
     }
     gi.lag_bytes = s.tail > gi.cursor ? s.tail - gi.cursor : 0;
+    gi.latency.assign(layout::kLatencyBuckets, 0);
+    for (std::uint32_t i = 0; i < layout::kMaxWorkers; ++i) {
+      const std::atomic<std::uint64_t>* b = r.latency_of(g, i);
+      for (std::uint32_t k = 0; k < layout::kLatencyBuckets; ++k) gi.latency[k] += b[k].load(std::memory_order_relaxed);
+      gi.latency_sum_ns += b[layout::kLatencySum].load(std::memory_order_relaxed);
+    }
     s.groups.push_back(std::move(gi));
   }
   return s;
+}
+
+std::uint64_t GroupStats::latency_samples() const noexcept {
+  std::uint64_t n = 0;
+  for (std::uint64_t c : latency) n += c;
+  return n;
+}
+
+std::uint64_t GroupStats::latency_percentile(double p) const noexcept {
+  const std::uint64_t total = latency_samples();
+  if (total == 0) return 0;
+  const auto target = std::max<std::uint64_t>(1, static_cast<std::uint64_t>(static_cast<double>(total) * p / 100.0 + 0.5));
+  std::uint64_t seen = 0;
+  for (std::uint32_t k = 0; k < latency.size(); ++k) {
+    seen += latency[k];
+    if (seen >= target) return layout::latency_bucket_upper(k);
+  }
+  return layout::latency_bucket_upper(static_cast<std::uint32_t>(latency.size() - 1));
 }
 
 }  // namespace ringbus

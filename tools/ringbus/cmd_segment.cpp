@@ -1,9 +1,13 @@
 // ringbus create | info | rm
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <bit>
+
 #include <ctime>
 
 #include "common.hpp"
+#include "ringbus/layout.hpp"
 #include "ringbus/detail/process.hpp"
 #include "ringbus/stats.hpp"
 
@@ -107,6 +111,13 @@ void add_segment_commands(CLI::App& app, int& exit_code) {
     cmd->add_option("--max-producers", opts->max_producers, "Producer slots (default 64)");
     cmd->add_option("--max-groups", opts->max_groups, "Consumer group slots (default 16)");
     cmd->add_option("--keys", opts->key_slots, "Key table slots, a power of two (default 65536)");
+    auto dlq = std::make_shared<std::string>();
+    cmd->add_option("--dlq", *dlq,
+                    "Dead-letter ring bytes per group, a power of two, or 0 for none (default 256K, or enough for "
+                    "two events of --max-event)");
+    cmd->add_option("--dedup-window", opts->dedup_window, "Producer sequences remembered per dedup window (default "
+                                                          "1024; 0: no dedup region)");
+    cmd->add_option("--types", opts->registry_slots, "Event types the schema registry holds (default 256)");
     cmd->add_flag("--replace", *replace, "Replace an existing segment of that name");
     cmd->callback([=, &exit_code] {
       SegmentOptions o = *opts;
@@ -115,6 +126,12 @@ void add_segment_commands(CLI::App& app, int& exit_code) {
       std::size_t used = 0;
       o.mode = static_cast<std::uint32_t>(std::stoul(*mode, &used, 8));
       if (used != mode->size()) throw CLI::ValidationError("--mode", "\"" + *mode + "\" is not an octal mode");
+      if (!dlq->empty()) {
+        o.dlq_capacity = parse_size(*dlq);
+      } else {
+        const std::uint64_t two = 2 * layout::dlq_entry_bytes(o.max_event, layout::kMaxDlqMessage);
+        o.dlq_capacity = std::max<std::uint64_t>(o.dlq_capacity, std::bit_ceil(two));
+      }
       if (*replace) o.if_exists = SegmentOptions::IfExists::replace;
       const Segment seg = Segment::create(arg->location(), o);
       fmt::print("created {}: capacity {}, max event {}, {} bytes in all\n", seg.location().display(),

@@ -45,5 +45,7 @@ void add_segment_commands(CLI::App& app, int& exit_code);
 void add_demo_command(CLI::App& app, int& exit_code);
 void add_bench_command(CLI::App& app, int& exit_code);
 void add_dlq_command(CLI::App& app, int& exit_code);
+void add_event_commands(CLI::App& app, int& exit_code);
+void add_stat_command(CLI::App& app, int& exit_code);
 
 }  // namespace ringbus::tool

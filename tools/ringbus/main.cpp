@@ -18,6 +18,8 @@ int main(int argc, char** argv) {
   add_segment_commands(app, exit_code);
   add_demo_command(app, exit_code);
   add_bench_command(app, exit_code);
+  add_event_commands(app, exit_code);
+  add_stat_command(app, exit_code);
   add_dlq_command(app, exit_code);
   try {
     app.parse(argc, argv);

@@ -34,6 +34,7 @@
 #include <utility>
 #include <vector>
 
+#include "ringbus/clock.hpp"
 #include "ringbus/dedup.hpp"
 #include "ringbus/dlq.hpp"
 #include "ringbus/detail/fault.hpp"
@@ -92,6 +93,10 @@ struct GroupOptions {
   bool dead_letters = true;
   // Hand void records to the handler (Event::is_void()); by default they are counted only.
   bool deliver_voids = false;
+  // Record publish-to-handle latency (handler start minus the event's header timestamp,
+  // across processes within the TSC clock's anchoring error) in the segment, for
+  // `ringbus stat`. One more clock read per event.
+  bool record_latency = false;
   // Events set aside by deferred retries (and those held behind them) before the worker
   // stops reading ahead.
   std::uint32_t max_pending = 4096;
@@ -213,6 +218,14 @@ class Worker {
   static void bump(std::atomic<std::uint64_t>& c) noexcept {
     c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   }
+  void note_latency(const Event& e) noexcept {
+    const std::uint64_t ts = e.timestamp_ns();
+    const std::uint64_t now = wall_clock_ns();
+    if (ts == 0 || now < ts) return;
+    bump(latency_[layout::latency_bucket(now - ts)]);
+    std::atomic<std::uint64_t>& sum = latency_[layout::kLatencySum];
+    sum.store(sum.load(std::memory_order_relaxed) + (now - ts), std::memory_order_relaxed);
+  }
 
   template <class H>
   Handled invoke(H& handler, const Event& e) noexcept;
@@ -264,6 +277,7 @@ class Worker {
   std::uint64_t stall_pos_ = layout::kNoPosition;
   std::uint64_t stall_since_ns_ = 0;
   layout::DlqControl* dlq_control_ = nullptr;  // null: no dead-letter ring in use
+  std::atomic<std::uint64_t>* latency_ = nullptr;  // this worker's latency buckets, when recording
   std::uint64_t redrive_seen_ = 0;
   std::deque<Pending> pending_;
   std::unordered_map<std::uint64_t, std::uint32_t> held_;  // ident -> entries in pending_
@@ -450,6 +464,7 @@ Worker::Outcome Worker::attempt(H& handler, Event e, Pending* p) {
       e.mark(Event::kRedelivered);
       bump(slot_->redelivered);
     }
+    if (latency_ != nullptr) [[unlikely]] note_latency(e);
     slot_->inflight.store(e.position(), std::memory_order_relaxed);
   } else if (p->attempts >= retry_.max_attempts) {
     return dead_letter(e, p->attempts, p->first_failure_ns);  // waiting for room

@@ -330,7 +330,12 @@ static_assert(offsetof(RegistryEntry, name) == 32);
 // Latency region: for every (group, worker), a histogram of publish-to-handle latency
 // (handler start minus the event's header timestamp), recorded when the group asks for
 // it. Log-linear: exact below 4 ns, then 4 buckets per power of two, the last one open.
+// Each histogram is kLatencyWords words: the bucket counts, then the sum of all samples
+// in ns (word kLatencySum), then padding to a whole number of cache lines.
 inline constexpr std::uint32_t kLatencyBuckets = 160;
+inline constexpr std::uint32_t kLatencySum = kLatencyBuckets;
+inline constexpr std::uint32_t kLatencyWords = kLatencyBuckets + 16;
+static_assert(kLatencyWords * 8 % kHotAlign == 0, "each histogram starts on its own cache line");
 
 constexpr std::uint32_t latency_bucket(std::uint64_t ns) noexcept {
   if (ns < 4) return static_cast<std::uint32_t>(ns);

@@ -79,7 +79,7 @@ struct SegmentRefs {
   std::uint64_t dlq_capacity = 0;
   layout::RegistryControl* registry = nullptr;  // null without a schema registry
   std::uint32_t registry_slots = 0;
-  std::atomic<std::uint64_t>* latency = nullptr;  // kLatencyBuckets per (group, worker)
+  std::atomic<std::uint64_t>* latency = nullptr;  // kLatencyWords per (group, worker)
 
   [[nodiscard]] RecordHeader* record_at(std::uint64_t pos) const noexcept {
     return reinterpret_cast<RecordHeader*>(log + (pos & mask));
@@ -102,7 +102,7 @@ struct SegmentRefs {
     return reinterpret_cast<layout::RegistryEntry*>(registry) + type_id;  // entry 0 is the control block
   }
   [[nodiscard]] std::atomic<std::uint64_t>* latency_of(std::uint32_t g, std::uint32_t w) const noexcept {
-    return latency + (std::uint64_t{g} * layout::kMaxWorkers + w) * layout::kLatencyBuckets;
+    return latency + (std::uint64_t{g} * layout::kMaxWorkers + w) * layout::kLatencyWords;
   }
   [[nodiscard]] layout::DlqControl* dlq_control(std::uint32_t g) const noexcept {
     return reinterpret_cast<layout::DlqControl*>(dlq + g * (sizeof(layout::DlqControl) + dlq_capacity));

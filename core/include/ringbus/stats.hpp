@@ -55,6 +55,13 @@ struct GroupStats {
   std::uint64_t dlq_bytes = 0;        // bytes they use
   std::uint64_t dlq_capacity = 0;     // 0: the segment has no dead-letter rings
   std::uint64_t dlq_full_waits = 0;   // times a worker found the ring full
+  // Publish-to-handle latency recorded by the workers (GroupOptions::record_latency):
+  // counts per bucket of layout::latency_bucket, summed over workers.
+  std::vector<std::uint64_t> latency;
+  std::uint64_t latency_sum_ns = 0;  // sum of the recorded latencies
+  [[nodiscard]] std::uint64_t latency_samples() const noexcept;
+  // Upper edge of the bucket holding percentile p (0..100]; 0 without samples.
+  [[nodiscard]] std::uint64_t latency_percentile(double p) const noexcept;
   std::vector<WorkerStats> worker;
 };
 

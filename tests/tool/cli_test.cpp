@@ -1,0 +1,501 @@
+// Runs the `ringbus` binary as a user would: create -> publish a JSON-lines file mixing
+// good and bad lines -> tail -> compare field by field; stat (text and Prometheus), dlq,
+// rm and the documented exit codes.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <simdjson.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ringbus/consumer.hpp"
+#include "ringbus/dlq.hpp"
+#include "ringbus/producer.hpp"
+#include "ringbus/segment.hpp"
+#include "support.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using ringbus::test::unique_name;
+
+struct Result {
+  int code = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// A child running `ringbus args...`, its output going to files.
+class Child {
+ public:
+  Child(const std::vector<std::string>& args, const std::string& stdin_path) {
+    const std::string base = "/tmp/" + unique_name("cli");
+    out_ = base + ".out";
+    err_ = base + ".err";
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      const int in = ::open(stdin_path.empty() ? "/dev/null" : stdin_path.c_str(), O_RDONLY);
+      const int out = ::open(out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+      const int err = ::open(err_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+      if (in < 0 || out < 0 || err < 0) ::_exit(120);
+      ::dup2(in, 0);
+      ::dup2(out, 1);
+      ::dup2(err, 2);
+      std::vector<char*> argv;
+      std::string tool = RINGBUS_TOOL;
+      argv.push_back(tool.data());
+      std::vector<std::string> copy = args;
+      for (std::string& a : copy) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(tool.c_str(), argv.data());
+      ::_exit(127);
+    }
+  }
+  // Waits for the child (the test watchdog bounds a hang).
+  Result wait() {
+    int status = 0;
+    while (::waitpid(pid_, &status, 0) < 0) {
+    }
+    Result r;
+    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    r.out = slurp(out_);
+    r.err = slurp(err_);
+    ::unlink(out_.c_str());
+    ::unlink(err_.c_str());
+    return r;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  std::string out_, err_;
+};
+
+Result ringbus_run(const std::vector<std::string>& args, const std::string& stdin_path = "") {
+  return Child(args, stdin_path).wait();
+}
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> v;
+  std::istringstream in(text);
+  for (std::string l; std::getline(in, l);) v.push_back(l);
+  return v;
+}
+
+// A segment created by the tool, removed at the end of the test.
+class ToolSegment {
+ public:
+  explicit ToolSegment(std::vector<std::string> extra = {}) : name_(unique_name("rbcli")) {
+    std::vector<std::string> args{"create", name_};
+    args.insert(args.end(), extra.begin(), extra.end());
+    const Result r = ringbus_run(args);
+    EXPECT_EQ(r.code, 0) << r.err;
+  }
+  ~ToolSegment() { ringbus::Segment::remove(ringbus::Location::shm(name_)); }
+  [[nodiscard]] const std::string& name() const noexcept { return name_; }
+  [[nodiscard]] ringbus::Segment open() const { return ringbus::Segment::open(ringbus::Location::shm(name_)); }
+
+ private:
+  std::string name_;
+};
+
+class TempFile {
+ public:
+  explicit TempFile(const std::string& content) : path_("/tmp/" + unique_name("cli-in") + ".jsonl") {
+    std::ofstream(path_, std::ios::binary) << content;
+  }
+  ~TempFile() { ::unlink(path_.c_str()); }
+  [[nodiscard]] const std::string& path() const noexcept { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// The minified JSON of a value, as simdjson sees it (numbers kept as written).
+std::string minified(simdjson::ondemand::value v) {
+  std::string_view s;
+  EXPECT_EQ(simdjson::to_json_string(v).get(s), simdjson::SUCCESS);
+  return std::string(s);
+}
+
+// One parsed JSON line: every top-level field as minified JSON text, except that a
+// string is compared by its value (escapes resolved) and `data` as written.
+std::map<std::string, std::string> fields_of(const std::string& line) {
+  static simdjson::ondemand::parser parser;
+  simdjson::padded_string text(line);
+  std::map<std::string, std::string> out;
+  simdjson::ondemand::document doc = parser.iterate(text);
+  for (auto field : doc.get_object()) {
+    const std::string k(std::string_view(field.unescaped_key()));
+    simdjson::ondemand::value v = field.value();
+    if (k != "data" && v.type() == simdjson::ondemand::json_type::string) {
+      out[k] = "string:" + std::string(std::string_view(v.get_string()));
+    } else {
+      out[k] = minified(v);
+    }
+  }
+  return out;
+}
+
+std::string big_data() {
+  std::string s = "{\"blob\":\"";
+  for (int i = 0; i < (1 << 20); ++i) s += static_cast<char>('a' + i % 26);
+  return s + "\"}";
+}
+
+std::string fmt_count(std::size_t published, std::size_t lines) {
+  return "published " + std::to_string(published) + " of " + std::to_string(lines) + " lines";
+}
+
+TEST(Cli, PublishRejectsBadLinesAndTailRoundTripsEveryField) {
+  ToolSegment seg({"--capacity", "16M", "--max-event", "2M"});
+  // Good lines (minified, so that "data" compares as text) and bad ones between them.
+  const std::vector<std::string> good = {
+      // every envelope field
+      R"({"event_id":"e-1","event_type":"order.created","version":3,"timestamp":"2026-11-22T10:00:00.123456789Z","source":"shop/eu","correlation_id":"corr-1","causation_id":"cause-0","key":"order-1","data":{"qty":3,"sku":"ABC"}})",
+      // unicode: UTF-8 text, \u escapes, a surrogate pair; escaped strings in key and source
+      R"({"event_type":"order.noted","key":"k\"ey\\1\n","source":"caf\u00e9 ☕","data":{"note":"naïve \ud83d\ude00 \u00e9","esc":"tab\tquote\"slash\/"}})",
+      // big and negative numbers, kept as written
+      R"({"event_type":"order.paid","key":"order-1","data":{"u64":18446744073709551615,"i64":-9223372036854775808,"huge":123456789012345678901234567890,"f":-1.5e-300,"z":-0}})",
+      // nested data, empty data, a scalar, an array
+      R"({"event_type":"order.paid","key":"order-2","data":{"a":[1,[2,[3,{"b":null,"c":[true,false]}]]],"d":{}}})",
+      R"({"event_type":"order.created","key":"order-3","data":{}})",
+      R"({"event_type":"order.created","data":"just a string"})",
+      R"({"event_type":"order.created","key":"order-3","data":[]})",
+      // a 1 MiB line
+      R"({"event_type":"blob","key":"b","data":)" + big_data() + "}",
+      // a time zone offset: stored in UTC
+      R"({"event_type":"order.shipped","key":"order-1","timestamp":"2026-11-22T12:30:00.5+02:00","data":1})",
+  };
+  std::string too_big = R"({"event_type":"blob","key":"b","data":{"s":")" + std::string(3u << 20, 'x') + "\"}}";
+  struct Bad {
+    std::string line;
+    std::string expect;  // in the error message
+  };
+  const std::vector<Bad> bad = {
+      {"{\"event_type\":\"t\",\"key\":\"k\",\"data\":{\"s\":\"\xff\xfe\"}}", "invalid UTF-8"},
+      {R"({"event_type":"t","key":"k","data":{"s":1})", "malformed JSON"},  // truncated
+      {R"({"key":"k","data":{}})", "field \"event_type\" is required"},
+      {R"({"event_type":"t","key":"k"})", "field \"data\" is required"},
+      {R"([1,2,3])", "not a JSON object"},
+      {R"({"event_type":"t","data":{},"colour":"red"})", "field \"colour\" is not an envelope field"},
+      {R"({"event_type":"t","data":{},"key":"a","key":"b"})", "field \"key\" appears twice"},
+      {R"({"event_type":"t","version":0,"data":{}})", "field \"version\" must be an integer from 1 to 65535"},
+      {R"({"event_type":"t","timestamp":"yesterday","data":{}})", "field \"timestamp\" must be an ISO-8601"},
+      {R"({"event_type":"t","data":01})", "field \"data\" is not valid JSON"},
+      {too_big, "takes events of at most 2097152 bytes"},
+  };
+  // Interleave: good 0, bad 0, good 1, bad 1, ...; one blank line (skipped, not counted).
+  std::string input;
+  std::vector<std::pair<std::size_t, std::size_t>> bad_at;  // (line number, byte offset of the line)
+  std::size_t line_no = 0;
+  for (std::size_t i = 0; i < std::max(good.size(), bad.size()); ++i) {
+    if (i < good.size()) {
+      input += good[i] + "\n";
+      ++line_no;
+    }
+    if (i < bad.size()) {
+      bad_at.emplace_back(++line_no, input.size());
+      input += bad[i].line + "\n";
+    }
+    if (i == 2) {
+      input += "   \n";
+      ++line_no;
+    }
+  }
+  TempFile file(input);
+  const Result pub = ringbus_run({"publish", seg.name(), file.path()});
+  EXPECT_EQ(pub.code, 3) << "exit status 3: some lines were rejected\n" << pub.err;
+  EXPECT_NE(pub.err.find(fmt_count(good.size(), good.size() + bad.size())), std::string::npos) << pub.err;
+  // Every bad line is reported with its line number, a byte offset inside it, and what is wrong.
+  const std::vector<std::string> err = lines_of(pub.err);
+  for (std::size_t i = 0; i < bad.size(); ++i) {
+    const std::string prefix = file.path() + ": line " + std::to_string(bad_at[i].first) + ": byte ";
+    bool found = false;
+    for (const std::string& l : err) {
+      if (l.rfind(prefix, 0) != 0) continue;
+      found = true;
+      const std::size_t byte = std::stoull(l.substr(prefix.size()));
+      EXPECT_GE(byte, bad_at[i].second) << l;
+      EXPECT_LE(byte, bad_at[i].second + bad[i].line.size()) << l;
+      EXPECT_NE(l.find(bad[i].expect), std::string::npos) << "expected \"" << bad[i].expect << "\" in: " << l;
+    }
+    EXPECT_TRUE(found) << "no error for line " << bad_at[i].first << " in:\n" << pub.err;
+  }
+  EXPECT_EQ(err.size(), bad.size() + 1) << pub.err;  // the errors and the summary
+
+  // Tail from the start: the good lines, in order, field by field.
+  const Result tail = ringbus_run({"tail", seg.name(), "--from", "start"});
+  ASSERT_EQ(tail.code, 0) << tail.err;
+  const std::vector<std::string> out = lines_of(tail.out);
+  ASSERT_EQ(out.size(), good.size());
+  std::map<std::string, std::uint64_t> last_seq;
+  std::uint64_t last_position = 0;
+  for (std::size_t i = 0; i < good.size(); ++i) {
+    SCOPED_TRACE("event " + std::to_string(i));
+    std::map<std::string, std::string> in = fields_of(good[i]);
+    std::map<std::string, std::string> got = fields_of(out[i]);
+    // Added by the log: position (increasing) and key_seq (1, 2, ... per key).
+    const std::uint64_t position = std::stoull(got.at("position"));
+    EXPECT_TRUE(i == 0 || position > last_position);
+    last_position = position;
+    const std::string key = in.count("key") ? in["key"] : "";
+    if (!key.empty()) EXPECT_EQ(std::stoull(got.at("key_seq")), ++last_seq[key]);
+    got.erase("position");
+    got.erase("key_seq");
+    // Defaults filled in: version 1, the publish time.
+    if (!in.count("version")) {
+      EXPECT_EQ(got.at("version"), "1");
+      in["version"] = "1";
+    }
+    if (!in.count("timestamp")) {
+      EXPECT_TRUE(std::regex_match(got.at("timestamp"),
+                                   std::regex(R"(string:\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z)")))
+          << got["timestamp"];
+      in["timestamp"] = got["timestamp"];
+    }
+    if (i == 8) {
+      EXPECT_EQ(got.at("timestamp"), "string:2026-11-22T10:30:00.5Z");
+      in["timestamp"] = got["timestamp"];
+    }
+    EXPECT_EQ(got, in);
+  }
+  // The key strings are kept: --key selects by the original string.
+  const Result by_key = ringbus_run({"tail", seg.name(), "--key", "order-1"});
+  EXPECT_EQ(lines_of(by_key.out).size(), 3u) << by_key.out;
+  const Result by_type = ringbus_run({"tail", seg.name(), "--type", "order.paid", "--count", "1"});
+  ASSERT_EQ(lines_of(by_type.out).size(), 1u);
+  EXPECT_EQ(fields_of(by_type.out).at("data"), fields_of(good[2]).at("data"));
+  const Result from_pos =
+      ringbus_run({"tail", seg.name(), "--from", fields_of(out[4]).at("position"), "--count", "2"});
+  ASSERT_EQ(lines_of(from_pos.out).size(), 2u);
+  EXPECT_EQ(lines_of(from_pos.out)[0], out[4]);
+  EXPECT_EQ(lines_of(from_pos.out)[1], out[5]);
+  EXPECT_TRUE(ringbus_run({"tail", seg.name(), "--from", "end"}).out.empty());
+  const Result no_type = ringbus_run({"tail", seg.name(), "--type", "order.lost"});
+  EXPECT_EQ(no_type.code, 4);
+  EXPECT_NE(no_type.err.find("order.lost"), std::string::npos);
+}
+
+TEST(Cli, PublishFromStandardInputAndFollowingTail) {
+  ToolSegment seg;
+  // A follower started first sees what is published after it.
+  Child follower({"tail", seg.name(), "--from", "end", "--follow", "--count", "2"}, "");
+  // Give the follower time to open at the current end (it would still pass without).
+  std::this_thread::sleep_for(200ms);
+  TempFile file(R"({"event_type":"a","key":"x","data":{"n":1}})" "\n" R"({"event_type":"a","key":"x","data":{"n":2}})"
+                "\n");
+  const Result pub = ringbus_run({"publish", seg.name(), "-"}, file.path());
+  EXPECT_EQ(pub.code, 0) << pub.err;
+  EXPECT_NE(pub.err.find("published 2 of 2 lines"), std::string::npos) << pub.err;
+  const Result tail = follower.wait();
+  EXPECT_EQ(tail.code, 0) << tail.err;
+  const std::vector<std::string> out = lines_of(tail.out);
+  ASSERT_EQ(out.size(), 2u) << tail.out;
+  EXPECT_EQ(fields_of(out[0]).at("data"), R"({"n":1})");
+  EXPECT_EQ(fields_of(out[1]).at("key_seq"), "2");
+}
+
+TEST(Cli, StatShowsCountersLagDeadLettersAndLatency) {
+  ToolSegment seg;
+  const ringbus::Segment s = seg.open();
+  ringbus::GroupOptions o;
+  o.record_latency = true;
+  o.retry.max_attempts = 2;
+  ringbus::ConsumerGroup g = ringbus::ConsumerGroup::join(s, "billing", o);
+  ringbus::ConsumerGroup lagging = ringbus::ConsumerGroup::join(s, "audit");
+  {
+    ringbus::Producer p = ringbus::Producer::attach(s);
+    for (std::uint64_t i = 0; i < 100; ++i) {
+      const std::uint64_t v = i;
+      ASSERT_EQ(p.publish(i % 7 + 1, 1, std::as_bytes(std::span(&v, 1))), ringbus::Status::ok);
+    }
+  }
+  std::uint64_t handled = 0;
+  auto handler = [&](const ringbus::Event& e) {
+    std::uint64_t v = 0;
+    std::memcpy(&v, e.payload().data(), sizeof v);
+    ++handled;
+    return v % 10 == 3 ? ringbus::Handled::fail : ringbus::Handled::ok;
+  };
+  while (g.worker(0).poll(handler, 1000) != 0) {
+  }
+  const Result text = ringbus_run({"stat", seg.name()});
+  ASSERT_EQ(text.code, 0) << text.err;
+  EXPECT_NE(text.out.find("published 100"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("billing"), std::string::npos);
+  EXPECT_NE(text.out.find("audit"), std::string::npos);
+  EXPECT_NE(text.out.find("latency over 100 samples"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("dead-lettered 10"), std::string::npos) << text.out;
+
+  const Result prom = ringbus_run({"stat", seg.name(), "--prometheus"});
+  ASSERT_EQ(prom.code, 0) << prom.err;
+  // The exposition format: # HELP and # TYPE before a family's samples; every sample
+  // `name{labels} value`.
+  const std::regex sample_re(R"re(^(ringbus_[a-z_]+)\{segment="shm:[^"]+"(,[a-z_]+="[^"]*")*\} (-?[0-9.e+-]+|\+Inf)$)re");
+  std::map<std::string, std::string> type_of;
+  std::map<std::string, double> value;
+  std::vector<std::pair<std::string, double>> buckets;
+  for (const std::string& l : lines_of(prom.out)) {
+    if (l.rfind("# HELP ", 0) == 0) continue;
+    if (l.rfind("# TYPE ", 0) == 0) {
+      std::istringstream in(l.substr(7));
+      std::string name, type;
+      in >> name >> type;
+      EXPECT_TRUE(type == "counter" || type == "gauge" || type == "histogram") << l;
+      EXPECT_FALSE(type_of.count(name)) << "family declared twice: " << name;
+      type_of[name] = type;
+      continue;
+    }
+    std::smatch m;
+    ASSERT_TRUE(std::regex_match(l, m, sample_re)) << "not a sample line: " << l;
+    std::string family = m[1];
+    for (const char* suffix : {"_bucket", "_sum", "_count"}) {
+      const std::string s2 = suffix;
+      if (family.size() > s2.size() && family.compare(family.size() - s2.size(), s2.size(), s2) == 0 &&
+          type_of.count(family.substr(0, family.size() - s2.size()))) {
+        family = family.substr(0, family.size() - s2.size());
+      }
+    }
+    EXPECT_TRUE(type_of.count(family)) << "sample before its # TYPE: " << l;
+    const std::string label_text = l.substr(0, l.rfind(' '));
+    const double v = std::stod(m[3].str() == "+Inf" ? "inf" : l.substr(l.rfind(' ') + 1));
+    value[label_text] = v;
+    if (l.find("handle_latency_seconds_bucket") != std::string::npos && l.find("group=\"billing\"") != std::string::npos) {
+      buckets.emplace_back(l, v);
+    }
+  }
+  const std::string seg_label = "{segment=\"shm:" + seg.name() + "\"";
+  EXPECT_EQ(value.at("ringbus_published_events_total" + seg_label + "}"), 100);
+  EXPECT_EQ(value.at("ringbus_group_consumed_events_total" + seg_label + ",group=\"billing\"}"), 90);
+  EXPECT_EQ(value.at("ringbus_dlq_entries" + seg_label + ",group=\"billing\"}"), 10);
+  EXPECT_EQ(value.at("ringbus_worker_dead_lettered_total" + seg_label + ",group=\"billing\",worker=\"0\"}"), 10);
+  EXPECT_EQ(value.at("ringbus_worker_handler_errors_total" + seg_label + ",group=\"billing\",worker=\"0\"}"), 20);
+  EXPECT_EQ(value.at("ringbus_group_lag_bytes" + seg_label + ",group=\"billing\"}"), 0);
+  EXPECT_GT(value.at("ringbus_group_lag_bytes" + seg_label + ",group=\"audit\"}"), 0);
+  // Latency: cumulative buckets ending at +Inf == _count == one sample per event handed
+  // to the handler the first time (failed attempts are not re-recorded).
+  ASSERT_GE(buckets.size(), 2u);
+  for (std::size_t i = 1; i < buckets.size(); ++i) EXPECT_GE(buckets[i].second, buckets[i - 1].second);
+  EXPECT_NE(buckets.back().first.find("le=\"+Inf\""), std::string::npos);
+  EXPECT_EQ(buckets.back().second, 100);
+  EXPECT_EQ(value.at("ringbus_handle_latency_seconds_count" + seg_label + ",group=\"billing\"}"), 100);
+  EXPECT_GT(value.at("ringbus_handle_latency_seconds_sum" + seg_label + ",group=\"billing\"}"), 0);
+
+  const Result watch = ringbus_run({"stat", seg.name(), "--watch", "--interval", "0.05", "--count", "2"});
+  EXPECT_EQ(watch.code, 0) << watch.err;
+  std::size_t frames = 0;
+  for (std::size_t at = 0; (at = watch.out.find("GROUP", at)) != std::string::npos; ++at) ++frames;
+  EXPECT_EQ(frames, 2u) << watch.out;
+}
+
+TEST(Cli, DeadLettersListShowRedrivePurge) {
+  ToolSegment seg;
+  const ringbus::Segment s = seg.open();
+  ringbus::GroupOptions o;
+  o.retry.max_attempts = 1;
+  ringbus::ConsumerGroup g = ringbus::ConsumerGroup::join(s, "orders", o);
+  TempFile file(R"({"event_type":"order.created","key":"o-1","data":{"n":1}})" "\n"
+                R"({"event_type":"order.created","key":"o-2","data":{"n":2}})" "\n"
+                R"({"event_type":"order.created","key":"o-3","data":{"n":3}})" "\n");
+  ASSERT_EQ(ringbus_run({"publish", seg.name(), file.path()}).code, 0);
+  while (g.worker(0).poll([](const ringbus::Event&) { return ringbus::Handled::fail; }, 100) != 0) {
+  }
+  const std::vector<ringbus::DeadLetter> letters = ringbus::DeadLetters::open(s, "orders").list();
+  ASSERT_EQ(letters.size(), 3u);
+
+  const Result list = ringbus_run({"dlq", seg.name(), "orders", "list"});
+  ASSERT_EQ(list.code, 0) << list.err;
+  EXPECT_NE(list.out.find("dead letters of group \"orders\": 3"), std::string::npos) << list.out;
+  for (const ringbus::DeadLetter& d : letters) {
+    EXPECT_NE(list.out.find(std::to_string(d.header.key)), std::string::npos) << list.out;
+  }
+  const Result show = ringbus_run({"dlq", seg.name(), "orders", "show", std::to_string(letters[1].id)});
+  ASSERT_EQ(show.code, 0) << show.err;
+  {
+    const std::map<std::string, std::string> f = fields_of(show.out);
+    EXPECT_EQ(f.at("id"), std::to_string(letters[1].id));
+    EXPECT_EQ(f.at("attempts"), "1");
+    EXPECT_EQ(f.at("position"), std::to_string(letters[1].position));
+  }
+  EXPECT_EQ(ringbus_run({"dlq", seg.name(), "orders", "show", "999999"}).code, 4);
+  EXPECT_EQ(ringbus_run({"dlq", seg.name(), "nogroup", "list"}).code, 4);
+
+  // Republish one: it is appended to the log again and leaves the ring.
+  const Result rep = ringbus_run({"dlq", seg.name(), "orders", "redrive", std::to_string(letters[0].id), "--republish"});
+  ASSERT_EQ(rep.code, 0) << rep.err;
+  EXPECT_EQ(ringbus::DeadLetters::open(s, "orders").list().size(), 2u);
+  const std::vector<std::string> tail = lines_of(ringbus_run({"tail", seg.name()}).out);
+  ASSERT_EQ(tail.size(), 4u);
+  EXPECT_EQ(fields_of(tail[3]).at("data"), R"({"n":1})");
+  EXPECT_EQ(fields_of(tail[3]).at("key"), "string:o-1");
+
+  // Redeliver another to the running group: removed once its handler accepts it.
+  ASSERT_EQ(ringbus_run({"dlq", seg.name(), "orders", "redrive", std::to_string(letters[1].id)}).code, 0);
+  std::uint64_t redriven = 0;
+  g.worker(0).poll_redrives([&](const ringbus::Event&) {
+    ++redriven;
+    return ringbus::Handled::ok;
+  });
+  EXPECT_EQ(redriven, 1u);
+  EXPECT_EQ(ringbus::DeadLetters::open(s, "orders").list().size(), 1u);
+
+  const Result purge = ringbus_run({"dlq", seg.name(), "orders", "purge"});
+  EXPECT_EQ(purge.code, 0) << purge.err;
+  EXPECT_TRUE(ringbus::DeadLetters::open(s, "orders").list().empty());
+}
+
+TEST(Cli, ExitCodesAndErrorsNameWhatWasWrong) {
+  const std::string missing = unique_name("rbcli-missing");
+  const Result info = ringbus_run({"info", missing});
+  EXPECT_EQ(info.code, 4);
+  EXPECT_NE(info.err.find(missing), std::string::npos) << info.err;
+  EXPECT_EQ(ringbus_run({"rm", missing}).code, 4);
+  EXPECT_EQ(ringbus_run({"publish", missing, "/dev/null"}).code, 4);
+  EXPECT_EQ(ringbus_run({}).code, 2);
+  EXPECT_EQ(ringbus_run({"create"}).code, 2);
+  EXPECT_EQ(ringbus_run({"tail", missing, "--from", "yesterday"}).code, 2);
+  const Result help = ringbus_run({"--help"});
+  EXPECT_EQ(help.code, 0);
+  EXPECT_NE(help.out.find("3 publish: some lines were rejected"), std::string::npos) << help.out;
+
+  // A foreign file is refused, naming the file and what is wrong.
+  const std::string foreign = "/tmp/" + unique_name("rbcli-foreign");
+  std::ofstream(foreign) << std::string(1 << 16, 'z');
+  const Result bad = ringbus_run({"info", foreign});
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.err.find(foreign), std::string::npos) << bad.err;
+  EXPECT_NE(bad.err.find("magic"), std::string::npos) << bad.err;
+  ::unlink(foreign.c_str());
+
+  // Created 0600 by default; rm removes it, and then it is gone.
+  ToolSegment seg;
+  struct stat st {};
+  ASSERT_EQ(::stat(("/dev/shm/" + seg.name()).c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  EXPECT_EQ(ringbus_run({"create", seg.name()}).code, 1);  // exists
+  const Result rm = ringbus_run({"rm", seg.name()});
+  EXPECT_EQ(rm.code, 0) << rm.err;
+  EXPECT_EQ(ringbus_run({"info", seg.name()}).code, 4);
+  EXPECT_EQ(ringbus_run({"create", ".."}).code, 1);
+}
+
+}  // namespace

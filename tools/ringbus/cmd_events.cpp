@@ -1,0 +1,228 @@
+// ringbus publish NAME [FILE|-]   JSON lines in, one event each
+// ringbus tail NAME [...]         events out as JSON lines
+#include <fmt/format.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <thread>
+#include <unordered_map>
+
+#include "common.hpp"
+#include "ringbus/envelope.hpp"
+#include "ringbus/error.hpp"
+#include "ringbus/hash.hpp"
+#include "ringbus/json.hpp"
+#include "ringbus/producer.hpp"
+#include "ringbus/registry.hpp"
+#include "ringbus/tail_reader.hpp"
+
+namespace ringbus::tool {
+namespace {
+
+volatile std::sig_atomic_t g_interrupted = 0;
+void on_signal(int) { g_interrupted = 1; }
+
+void stop_on_signals() {
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+}
+
+// Reads lines of any length from a stream, counting bytes so that every line has its
+// offset in the input.
+class LineReader {
+ public:
+  explicit LineReader(std::istream& in) : in_(in) {}
+  bool next(std::string& line, std::uint64_t& offset) {
+    offset = offset_;
+    if (!std::getline(in_, line)) return false;
+    offset_ += line.size() + (in_.eof() ? 0 : 1);
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    return true;
+  }
+  [[nodiscard]] std::uint64_t offset() const noexcept { return offset_; }
+
+ private:
+  std::istream& in_;
+  std::uint64_t offset_ = 0;
+};
+
+bool blank(std::string_view s) {
+  return s.find_first_not_of(" \t\r") == std::string_view::npos;
+}
+
+}  // namespace
+
+void add_event_commands(CLI::App& app, int& exit_code) {
+  {
+    auto* cmd = app.add_subcommand(
+        "publish",
+        "Publish JSON lines (one event envelope per line) from FILE or standard input; bad lines are reported and "
+        "skipped");
+    auto arg = std::make_shared<SegmentArg>();
+    arg->add_to(cmd);
+    auto file = std::make_shared<std::string>("-");
+    auto timeout = std::make_shared<double>(10.0);
+    auto max_errors = std::make_shared<std::size_t>(20);
+    auto no_progress = std::make_shared<bool>(false);
+    cmd->add_option("file", *file, "JSON lines file, or - for standard input (default)");
+    cmd->add_option("--timeout", *timeout, "Seconds to wait for room while the log is full (default 10)");
+    cmd->add_option("--max-errors", *max_errors, "Bad lines reported in full (default 20; all are counted)");
+    cmd->add_flag("--no-progress", *no_progress, "No progress bar on a terminal");
+    cmd->callback([=, &exit_code] {
+      const Segment seg = Segment::open(arg->location());
+      SchemaRegistry registry(seg);
+      Producer producer = Producer::attach(seg);
+      std::ifstream file_in;
+      std::istream* in = &std::cin;
+      std::uint64_t input_size = 0;
+      if (*file != "-") {
+        file_in.open(*file, std::ios::binary);
+        if (!file_in) throw std::runtime_error("cannot read " + *file);
+        struct stat st {};
+        if (::stat(file->c_str(), &st) == 0) input_size = static_cast<std::uint64_t>(st.st_size);
+        in = &file_in;
+      }
+      const std::string input_name = *file == "-" ? "standard input" : *file;
+      const bool progress = !*no_progress && ::isatty(STDERR_FILENO) != 0 && (input_size == 0 || input_size > (1u << 20));
+      stop_on_signals();
+      LineReader reader(*in);
+      std::string line;
+      std::uint64_t offset = 0, line_no = 0, published = 0, rejected = 0;
+      const auto start = std::chrono::steady_clock::now();
+      auto last_draw = start;
+      Envelope envelope;
+      auto reject = [&](const std::string& what) {
+        if (++rejected <= *max_errors) {
+          fmt::print(stderr, "{}{}: line {}: {}\n", progress ? "\r\33[K" : "", input_name, line_no, what);
+        }
+      };
+      while (g_interrupted == 0 && reader.next(line, offset)) {
+        ++line_no;
+        if (blank(line)) continue;
+        if (auto err = parse_envelope_json(line, envelope)) {
+          reject(fmt::format("byte {} (column {}): {}{}", offset + err->offset, err->offset + 1,
+                             err->field.empty() ? "" : "field \"" + err->field + "\" ", err->message));
+          continue;
+        }
+        const Status s = publish_envelope(producer, registry, envelope,
+                                          std::chrono::nanoseconds(static_cast<std::int64_t>(*timeout * 1e9)));
+        if (s == Status::ok) {
+          ++published;
+        } else if (s == Status::too_large || s == Status::invalid) {
+          reject(fmt::format("byte {}: the event is {} bytes; segment {} takes events of at most {} bytes",
+                             offset, envelope_payload_size(envelope), seg.location().display(), seg.max_event()));
+        } else if (s == Status::keys_full) {
+          reject(fmt::format("byte {}: segment {} has no room for another key (its key table is full)", offset,
+                             seg.location().display()));
+        } else {
+          fmt::print(stderr, "{}ringbus publish: segment {}: line {}: {} (the log stayed full for {} s: a consumer "
+                             "group is not keeping up; see `ringbus info`)\n",
+                     progress ? "\r\33[K" : "", seg.location().display(), line_no, to_string(s), *timeout);
+          exit_code = kFailed;
+          break;
+        }
+        if (progress && (line_no & 0x3ff) == 0) {
+          const auto now = std::chrono::steady_clock::now();
+          if (now - last_draw > std::chrono::milliseconds(100)) {
+            last_draw = now;
+            const double secs = std::chrono::duration<double>(now - start).count();
+            const double pct = input_size ? 100.0 * static_cast<double>(reader.offset()) / static_cast<double>(input_size) : 0;
+            const int filled = static_cast<int>(pct / 100 * 30);
+            fmt::print(stderr, "\r[{}{}] {:5.1f}%  {} lines  {:.0f} lines/s", std::string(static_cast<std::size_t>(filled), '#'),
+                       std::string(static_cast<std::size_t>(30 - filled), ' '), pct, with_commas(line_no),
+                       static_cast<double>(line_no) / secs);
+          }
+        }
+      }
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (progress) fmt::print(stderr, "\r\33[K");
+      if (rejected > *max_errors) fmt::print(stderr, "... and {} more bad lines\n", rejected - *max_errors);
+      fmt::print(stderr, "published {} of {} lines into {} ({} rejected) in {:.2f} s ({:.0f} events/s){}\n",
+                 with_commas(published), with_commas(published + rejected), seg.location().display(),
+                 with_commas(rejected), secs, static_cast<double>(published) / std::max(secs, 1e-9),
+                 g_interrupted ? "; interrupted" : "");
+      if (exit_code == kOk || exit_code == kFailed) {
+        if (exit_code != kFailed) exit_code = rejected == 0 && g_interrupted == 0 ? kOk : kPartial;
+      }
+    });
+  }
+  {
+    auto* cmd = app.add_subcommand("tail", "Print events as JSON lines (the envelope, plus position and key_seq)");
+    auto arg = std::make_shared<SegmentArg>();
+    arg->add_to(cmd);
+    auto from = std::make_shared<std::string>("start");
+    auto follow = std::make_shared<bool>(false);
+    auto count = std::make_shared<std::uint64_t>(0);
+    auto key = std::make_shared<std::string>();
+    auto type = std::make_shared<std::string>();
+    cmd->add_option("--from", *from, "start (oldest event still in the ring), end, or a position (default start)")
+        ->check(CLI::Validator(
+            [](std::string& v) -> std::string {
+              if (v == "start" || v == "end") return {};
+              if (v.empty() || v.size() > 19 || v.find_first_not_of("0123456789") != std::string::npos) {
+                return "\"" + v + "\" is not start, end or a position";
+              }
+              return {};
+            },
+            "start|end|POSITION"));
+    cmd->add_flag("--follow,-f", *follow, "Keep printing new events until interrupted");
+    cmd->add_option("--count,-n", *count, "Stop after this many events");
+    cmd->add_option("--key", *key, "Only events of this key");
+    cmd->add_option("--type", *type, "Only events of this event type");
+    cmd->callback([=, &exit_code] {
+      const Segment seg = Segment::open(arg->location());
+      std::optional<SchemaRegistry> registry;
+      if (seg.refs().registry != nullptr) registry.emplace(seg);
+      std::optional<std::uint16_t> type_id;
+      if (!type->empty()) {
+        type_id = registry ? registry->find(*type) : std::nullopt;
+        if (!type_id) {
+          fmt::print(stderr, "ringbus tail: segment {} has no event type \"{}\"\n", seg.location().display(), *type);
+          exit_code = kNotFound;
+          return;
+        }
+      }
+      TailReader reader = [&] {
+        if (*from == "start") return TailReader::open(seg, TailStart::earliest);
+        if (*from == "end") return TailReader::open(seg, TailStart::end);
+        return TailReader::open_at(seg, std::stoull(*from));
+      }();
+      const std::uint64_t key_filter = key->empty() ? 0 : key_of(*key);
+      stop_on_signals();
+      std::uint64_t printed = 0;
+      Event e;
+      std::string out;
+      while (g_interrupted == 0 && (*count == 0 || printed < *count)) {
+        if (!reader.try_next(e)) {
+          if (!*follow) break;
+          std::fflush(stdout);
+          std::this_thread::sleep_for(std::chrono::milliseconds(2));
+          continue;
+        }
+        if (key_filter != 0 && e.key() != key_filter) continue;
+        if (type_id && e.type() != *type_id) continue;
+        out = event_json(e, registry ? &*registry : nullptr);
+        out += '\n';
+        if (std::fwrite(out.data(), 1, out.size(), stdout) != out.size()) break;  // reader went away
+        ++printed;
+      }
+      std::fflush(stdout);
+      if (reader.missed() != 0 || reader.missed_bytes() != 0) {
+        fmt::print(stderr, "ringbus tail: the ring overtook this reader: {} events missed ({} bytes skipped)\n",
+                   with_commas(reader.missed()), with_commas(reader.missed_bytes()));
+      }
+      exit_code = kOk;
+    });
+  }
+}
+
+}  // namespace ringbus::tool
