@@ -3,6 +3,7 @@
 #   build/test   unit, stress, process (crash and kill tests included), tool and package
 #   build/tsan   unit, stress and process tiers under ThreadSanitizer
 #   build/asan   unit, stress and process tiers under AddressSanitizer + UBSan
+#   build/fuzz   the libFuzzer targets (clang), 30 s each on the seed corpus
 # (Process tests start their children by re-executing the test binary, so TSan sees
 # fresh processes.)
 set -euo pipefail
@@ -33,5 +34,13 @@ cmake --build build/asan -j "$jobs" --target unit_tests stress_tests process_tes
 step "tests: unit, stress and process tiers under ASan + UBSan"
 ASAN_OPTIONS="detect_leaks=1" UBSAN_OPTIONS="print_stacktrace=1 halt_on_error=1" \
   ctest --test-dir build/asan --output-on-failure -L "unit|stress|process"
+
+step "build: fuzz targets (clang, libFuzzer + ASan/UBSan)"
+cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
+  -DRINGBUS_FUZZ=ON -DRINGBUS_SANITIZE=address -DRINGBUS_BUILD_TESTS=OFF -DRINGBUS_BUILD_TOOLS=OFF \
+  -DRINGBUS_BUILD_BENCH=OFF >/dev/null
+cmake --build build/fuzz -j "$jobs"
+step "fuzz: attach and record decoding, ${RINGBUS_FUZZ_SECONDS:-30} s each"
+bash tests/fuzz/run.sh build/fuzz "${RINGBUS_FUZZ_SECONDS:-30}"
 
 step "all tests passed"

@@ -6,7 +6,12 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
+#include <vector>
+
+#include "ringbus/hash.hpp"
+#include "ringbus/layout.hpp"
 
 #include "fuzz_common.hpp"
 
@@ -15,8 +20,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return 0;
   ::fchmod(fd, 0600);
+  // The header checksum is recomputed over the input, so that mutations reach the
+  // validation of every header field and region rather than stopping at the checksum
+  // (a wrong checksum is refused: tests/unit/segment_test.cpp).
+  std::vector<std::uint8_t> bytes(data, data + size);
+  if (size >= ringbus::layout::kChecksumEnd) {
+    const std::uint64_t sum = ringbus::fnv1a(bytes.data() + ringbus::layout::kChecksumBegin,
+                                             ringbus::layout::kChecksumEnd - ringbus::layout::kChecksumBegin);
+    std::memcpy(bytes.data() + offsetof(ringbus::layout::SegmentHeader, checksum), &sum, sizeof sum);
+  }
   for (std::size_t done = 0; done < size;) {
-    const ssize_t n = ::write(fd, data + done, size - done);
+    const ssize_t n = ::write(fd, bytes.data() + done, size - done);
     if (n <= 0) break;
     done += static_cast<std::size_t>(n);
   }
