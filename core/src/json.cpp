@@ -226,8 +226,7 @@ bool is_json(std::string_view text, std::size_t* error_at) {
         std::string_view tok;
         e = doc.raw_json_token().get(tok);
         at = 0;
-        if (e == SUCCESS && tok.data() + tok.size() < text.data() + text.size() &&
-            tok.data() + tok.size() < padded.data() + text.size()) {
+        if (e == SUCCESS && tok.data() + tok.size() < padded.data() + text.size()) {  // the token is in `padded`
           e = simdjson::TRAILING_CONTENT;
           at = static_cast<std::size_t>(tok.data() + tok.size() - padded.data());
         }

@@ -7,6 +7,8 @@
 
 #include "ringbus/ringbus.hpp"
 #include "ringbus/dlq.hpp"
+#include "ringbus/json.hpp"
+#include "ringbus/registry.hpp"
 
 namespace ringbus::fuzz {
 
@@ -30,8 +32,11 @@ inline void exercise(const Segment& seg) {
   (void)read_stats(seg);
   try {
     TailReader t = TailReader::open(seg, TailStart::earliest);
+    std::optional<SchemaRegistry> registry;
+    if (seg.refs().registry != nullptr) registry.emplace(seg);
     Event e;
-    for (int i = 0; i < 256 && t.try_next(e); ++i) (void)e.payload();
+    // What `ringbus tail` prints: the envelope, names from the registry.
+    for (int i = 0; i < 256 && t.try_next(e); ++i) (void)event_json(e, registry ? &*registry : nullptr);
   } catch (const Error&) {
   }
   const SegmentStats s = read_stats(seg);

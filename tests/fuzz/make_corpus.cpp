@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "fuzz_common.hpp"
+#include "ringbus/envelope.hpp"
 
 namespace {
 
@@ -26,11 +27,36 @@ std::vector<char> file_bytes(const std::string& path) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 3) {
-    std::fprintf(stderr, "usage: %s ATTACH_DIR DECODE_DIR\n", argv[0]);
+  if (argc != 4) {
+    std::fprintf(stderr, "usage: %s ATTACH_DIR DECODE_DIR JSON_DIR\n", argv[0]);
     return 2;
   }
-  const std::string attach = argv[1], decode = argv[2];
+  const std::string attach = argv[1], decode = argv[2], json = argv[3];
+  // JSON seeds: the first byte picks the mode of fuzz_json (0 line, 1 payload, 2 value).
+  const char* lines[] = {
+      R"({"event_id":"e-1","event_type":"order.created","version":2,"timestamp":"2026-11-22T10:00:00.123+01:00",)"
+      R"("source":"shop","correlation_id":"c","causation_id":"d","key":"order-1","data":{"a":[1,-2.5e10,"x\u00e9"]}})",
+      R"({"event_type":"t","key":"k","data":"s\"\\\n\ud83d\ude00"})",
+      R"({"event_type":"t","data":18446744073709551616})",
+      R"({"event_type":"t","data":{"nested":{"deep":[[[]]],"e":{}}},"key":"k"})",
+  };
+  int n = 0;
+  for (const char* l : lines) {
+    for (char mode : {'\0', '\2'}) {
+      std::string input(1, mode);
+      input += l;
+      save(json + "/seed-" + std::to_string(n++), input.data(), input.size());
+    }
+    ringbus::Envelope e;
+    e.event_type = "t";
+    e.key = "order-1";
+    e.source = "shop";
+    e.data = l;
+    std::string input(1, '\1');
+    input.resize(1 + ringbus::envelope_payload_size(e));
+    ringbus::encode_envelope_payload(e, std::as_writable_bytes(std::span(input.data() + 1, input.size() - 1)));
+    save(json + "/seed-" + std::to_string(n++), input.data(), input.size());
+  }
   const std::string scratch = "/dev/shm/ringbus-fuzz-seed-" + std::to_string(::getpid());
   using namespace ringbus;
   for (int variant = 0; variant < 4; ++variant) {
@@ -68,6 +94,17 @@ int main(int argc, char** argv) {
           if (i % 7 == 0) {
             Claim c;
             if (p.try_claim(i % 5, 1, 16, c) == Status::ok) c.abort();
+          }
+        }
+        if (variant == 1) {  // envelope events, as `ringbus publish` writes them
+          SchemaRegistry registry(seg);
+          for (int i = 0; i < 3; ++i) {
+            Envelope e;
+            e.event_type = i == 2 ? "order.paid" : "order.created";
+            e.key = "order-" + std::to_string(i);
+            e.event_id = "e-" + std::to_string(i);
+            e.data = R"({"qty":3,"name":"caf\u00e9"})";
+            (void)publish_envelope(p, registry, e, std::chrono::milliseconds(0));
           }
         }
         consume();

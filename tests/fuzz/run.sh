@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Runs both fuzz targets of build dir $1 for $2 seconds each (default 30) on a fresh seed
+# Runs the fuzz targets of build dir $1 for $2 seconds each (default 30) on a fresh seed
 # corpus, keeping what they find under $1/fuzz-corpus. Exit status 1 on a crash.
 set -euo pipefail
 build="$1"
 seconds="${2:-30}"
 corpus="$build/fuzz-corpus"
-mkdir -p "$corpus/attach" "$corpus/decode"
-"$build/tests/fuzz/fuzz_make_corpus" "$corpus/attach" "$corpus/decode"
-for target in attach decode; do
+mkdir -p "$corpus/attach" "$corpus/decode" "$corpus/json"
+"$build/tests/fuzz/fuzz_make_corpus" "$corpus/attach" "$corpus/decode" "$corpus/json"
+for target in attach decode json; do
   echo "fuzz_$target: ${seconds}s"
   "$build/tests/fuzz/fuzz_$target" -max_total_time="$seconds" -max_len=131072 -timeout=10 \
     -rss_limit_mb=4096 -print_final_stats=1 -artifact_prefix="$build/fuzz-$target-" "$corpus/$target" 2>&1 |

@@ -270,5 +270,19 @@ TEST(JsonLines, EventsPrintAsTheirEnvelope) {
   for (const std::string& l : lines) EXPECT_TRUE(is_json(l)) << l;
 }
 
+TEST(JsonText, IsJsonAcceptsOneValueAndNothingAfterIt) {
+  for (const char* ok : {"0", "-0", "3", " 3 ", "1e400", "123456789012345678901234567890", "-1.5E-300", "\"\"",
+                         "\"\\u00e9\"", "true", "null", "[]", "{}", " {\"a\" : [1, {\"b\":null}]} ", "[[[[]]]]"}) {
+    EXPECT_TRUE(is_json(ok)) << ok;
+    EXPECT_TRUE(is_json(minify_json(ok))) << ok;
+  }
+  // Found by fuzz_json: a scalar followed by a structural character was accepted.
+  for (const char* bad : {"3{}", "3[", "3,", "3:", "3]", "3}", "1 2", "true false", "\"a\"\"b\"", "null,", "01", "1.",
+                          ".5", "-", "+1", "1e", "[1,]", "{\"a\":1,}", "{\"a\"}", "[1] 2", "{} {}", "", " ", "nul",
+                          "\"\\x\"", "'a'"}) {
+    EXPECT_FALSE(is_json(bad)) << bad;
+  }
+}
+
 }  // namespace
 }  // namespace ringbus
