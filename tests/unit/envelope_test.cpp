@@ -282,6 +282,12 @@ TEST(JsonText, IsJsonAcceptsOneValueAndNothingAfterIt) {
                           "\"\\x\"", "'a'"}) {
     EXPECT_FALSE(is_json(bad)) << bad;
   }
+  // Found by fuzz_json: a literal followed by a character that is neither structural nor
+  // white space, then trailing white space ("null+  "), was accepted.
+  for (const char* bad : {"null+  ", " null+ ", "true+ ", "falsex ", "nullnull", "[null+]", "{\"a\":true-}"}) {
+    EXPECT_FALSE(is_json(bad)) << bad;
+  }
+  for (const char* ok : {" null ", "true\t", " false\n", "[null, true ,false]"}) EXPECT_TRUE(is_json(ok)) << ok;
 }
 
 }  // namespace
