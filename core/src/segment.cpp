@@ -481,6 +481,11 @@ Segment Segment::open(const Location& where, const OpenOptions& options) {
   auto map = std::make_shared<detail::Mapping>(where, addr, h.total_size);
   // Sizes come from the validated private copy, never from the shared page again.
   map->refs_ = make_refs(static_cast<std::byte*>(addr), h, plan);
+  const std::uint64_t tail = map->refs_.control->tail.load(std::memory_order_acquire);
+  if (!layout::valid_position(tail)) {
+    fail(Errc::corrupt, where,
+         "control: tail " + std::to_string(tail) + " cannot be a log position (8-byte aligned, at most 2^62)");
+  }
   return Segment(std::move(map));
 }
 

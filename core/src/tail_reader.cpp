@@ -27,12 +27,12 @@ TailReader::TailReader(const Segment& s, std::uint64_t pos) : seg_(s), r_(s.refs
 
 TailReader TailReader::open(const Segment& segment, TailStart from) {
   const detail::SegmentRefs& r = segment.refs();
-  const std::uint64_t tail = r.control->tail.load(std::memory_order_acquire);
-  if (tail % kRecordAlign != 0) {
-    throw Error(Errc::corrupt, "segment " + segment.location().display() + ": tail " + std::to_string(tail) +
-                                   " is not a record position");
+  TailReader reader(segment, 0);
+  const std::uint64_t tail = reader.load_tail();
+  if (from == TailStart::end) {
+    reader.pos_ = tail;
+    return reader;
   }
-  if (from == TailStart::end) return TailReader(segment, tail);
   // Lap starts are always record boundaries (records never cross the ring's end); so is
   // every group cursor, and everything from the slowest one on is still in the ring.
   std::uint64_t start = tail <= r.capacity ? 0 : (tail >> r.shift) << r.shift;
@@ -45,20 +45,31 @@ TailReader TailReader::open(const Segment& segment, TailStart from) {
       if (c < start && c % kRecordAlign == 0 && tail - c <= r.capacity) start = c;  // shared memory: checked
     }
   }
-  return TailReader(segment, start);
+  reader.pos_ = start;
+  return reader;
 }
 
 TailReader TailReader::open_at(const Segment& segment, std::uint64_t position) {
-  if (position % kRecordAlign != 0) {
+  if (!layout::valid_position(position)) {
     throw Error(Errc::invalid_options, "segment " + segment.location().display() + ": position " +
-                                           std::to_string(position) + " is not a record position (8-byte aligned)");
+                                           std::to_string(position) +
+                                           " is not a record position (8-byte aligned, at most 2^62)");
   }
   return TailReader(segment, position);
 }
 
-bool TailReader::lapped(std::uint64_t pos) const noexcept {
-  return r_.control->tail.load(std::memory_order_acquire) > pos + r_.capacity;
+std::uint64_t TailReader::load_tail() const {
+  const std::uint64_t tail = r_.control->tail.load(std::memory_order_acquire);
+  if (!layout::valid_position(tail)) [[unlikely]] {
+    throw Error(Errc::corrupt, "segment " + seg_.location().display() + ": tail " + std::to_string(tail) +
+                                   " is not a record position");
+  }
+  return tail;
 }
+
+// Positions are at most kMaxPosition (checked), so `pos + capacity` does not overflow
+// and a resync always moves forward.
+bool TailReader::lapped(std::uint64_t pos) const { return load_tail() > pos + r_.capacity; }
 
 void TailReader::resync(std::uint64_t tail) noexcept {
   const std::uint64_t lap_start = (tail >> r_.shift) << r_.shift;
@@ -75,7 +86,7 @@ bool TailReader::try_next(Event& out) {
     // Pairs with the release store of the frame by the record's writer.
     const std::uint64_t f = std::atomic_ref<std::uint64_t>(h->frame).load(std::memory_order_acquire);
     if (!frame::ready_for(f, r_.lap(pos))) {
-      const std::uint64_t tail = r_.control->tail.load(std::memory_order_acquire);
+      const std::uint64_t tail = load_tail();
       if (tail > pos + r_.capacity) {
         resync(tail);
         continue;
@@ -90,7 +101,7 @@ bool TailReader::try_next(Event& out) {
                          : (len > r_.max_event || bytes > r_.to_lap_end(pos));
     if (bad) {
       if (lapped(pos)) {
-        resync(r_.control->tail.load(std::memory_order_acquire));
+        resync(load_tail());
         continue;
       }
       throw Error(Errc::corrupt, "segment " + seg_.location().display() + ": at position " + std::to_string(pos) +
@@ -105,7 +116,7 @@ bool TailReader::try_next(Event& out) {
     // Producer::claim_impl. If no claim reached our bytes, the copy is whole.
     std::atomic_thread_fence(std::memory_order_acquire);
     if (lapped(pos)) {
-      resync(r_.control->tail.load(std::memory_order_acquire));
+      resync(load_tail());
       continue;
     }
     const auto* copy = reinterpret_cast<const RecordHeader*>(buf_.data());

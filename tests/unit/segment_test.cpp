@@ -265,6 +265,42 @@ TEST(Segment, TamperedRegionTableIsRefused) {
   EXPECT_NE(std::string(e.what()).find("region table"), std::string::npos) << e.what();
 }
 
+// Found by fuzz_attach: a tail near 2^64 made `position + capacity` wrap, and a tail
+// reader resynchronised to the same position forever. Positions above 2^62 are corrupt.
+TEST(Segment, ImpossibleTailIsRefusedOnAttachAndBeforeUse) {
+  FileGuard f{temp_path()};
+  std::size_t tail_offset = 0;
+  {
+    const Segment seg = Segment::create(Location::file(f.path), TempSegment::small_options());
+    tail_offset = static_cast<std::size_t>(reinterpret_cast<const std::byte*>(&seg.refs().control->tail) -
+                                           seg.refs().base);
+  }
+  for (const std::uint64_t bad : {~std::uint64_t{0} - 8207, ~std::uint64_t{0} - 65535, layout::kMaxPosition + 8,
+                                  std::uint64_t{12}}) {
+    patch_file(f.path, tail_offset, &bad, 8);
+    const Error e = error_of([&] { Segment::open(Location::file(f.path)); });
+    EXPECT_EQ(e.code(), Errc::corrupt) << bad;
+    EXPECT_NE(std::string(e.what()).find("tail " + std::to_string(bad)), std::string::npos) << e.what();
+  }
+
+  // The same tail written after attach (shared memory changes under a reader): the
+  // reader and a producer report it instead of looping or writing.
+  const std::uint64_t zero = 0;
+  patch_file(f.path, tail_offset, &zero, 8);
+  const Segment seg = Segment::open(Location::file(f.path));
+  TailReader tail = TailReader::open(seg, TailStart::earliest);
+  Producer p = Producer::attach(seg);
+  const std::uint64_t v = 1;
+  ASSERT_EQ(p.try_publish(1, 1, std::as_bytes(std::span(&v, 1))), Status::ok);
+  Event e;
+  ASSERT_TRUE(tail.try_next(e));
+  seg.refs().control->tail.store(~std::uint64_t{0} - 65535);
+  EXPECT_EQ(error_of([&] { (void)tail.try_next(e); }).code(), Errc::corrupt);
+  EXPECT_EQ(p.try_publish(1, 1, std::as_bytes(std::span(&v, 1))), Status::corrupt);
+  EXPECT_EQ(error_of([&] { (void)TailReader::open(seg, TailStart::end); }).code(), Errc::corrupt);
+  EXPECT_EQ(error_of([&] { (void)TailReader::open_at(seg, layout::kMaxPosition + 8); }).code(), Errc::invalid_options);
+}
+
 TEST(Segment, FileBackedSegmentKeepsItsEventsAcrossReopen) {
   FileGuard f{temp_path()};
   {

@@ -221,6 +221,13 @@ static_assert(sizeof(WorkerSlot) == kHotAlign);
 
 inline constexpr std::uint64_t kNoPosition = ~std::uint64_t{0};
 
+// Log positions (the tail, cursors) stay below 2^62: 73 years of publishing at 2 GB/s.
+// With that bound `position + capacity` cannot overflow, so a tail or cursor above it
+// (or not 8-byte aligned) is corrupt memory, refused on attach and before use.
+inline constexpr std::uint64_t kMaxPosition = std::uint64_t{1} << 62;
+static_assert(kMaxPosition + 2 * kMaxCapacity > kMaxPosition, "position arithmetic must not overflow");
+constexpr bool valid_position(std::uint64_t pos) noexcept { return pos % 8 == 0 && pos <= kMaxPosition; }
+
 struct alignas(kHotAlign) GroupSlot {
   std::atomic<std::uint64_t> state;       // owner:: word: free / registering / active
   std::atomic<std::uint64_t> workers;     // worker count the cursors were kept for

@@ -307,7 +307,7 @@ inline Status Producer::claim_impl(std::uint64_t key, std::uint64_t expected, bo
   std::uint64_t t = tail.load(std::memory_order_relaxed);
   std::uint64_t begin = 0;
   for (;;) {
-    if (t % kRecordAlign != 0) [[unlikely]] {  // shared memory: a tail no producer could have left
+    if (!layout::valid_position(t)) [[unlikely]] {  // shared memory: a tail no producer could have left
       s.claim.store(layout::claim_phase::make(layout::claim_phase::idle, 0), std::memory_order_relaxed);
       if (key_index != 0) unlock_latch(key_index - 1, first_key_seq - 1);
       s.claim_key_index.store(0, std::memory_order_relaxed);

@@ -43,7 +43,9 @@ class TailReader {
  private:
   explicit TailReader(const Segment& s, std::uint64_t pos);
   void resync(std::uint64_t tail) noexcept;
-  bool lapped(std::uint64_t pos) const noexcept;
+  bool lapped(std::uint64_t pos) const;
+  // The tail, checked: shared memory may hold anything (Error(corrupt)).
+  std::uint64_t load_tail() const;
 
   Segment seg_;
   detail::SegmentRefs r_{};
