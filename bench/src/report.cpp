@@ -155,10 +155,12 @@ void print_table(const Report& r, std::FILE* out) {
              o.mode, o.samples, o.runs, o.runs == 1 ? "" : "s", o.gap_ns, o.cpu_producer, o.cpu_consumer);
   fmt::print(out, "machine: {} ({} cores), {}, {}, commit {}, {}\n", r.machine.cpu_model, r.machine.cores,
              r.machine.compiler, r.machine.kernel, r.machine.commit, r.machine.date);
+  const std::string before_tput =
+      r.placement.before_tput_ns > 0 ? fmt::format("{:.0f} ns before throughput, ", r.placement.before_tput_ns) : "";
   fmt::print(out,
-             "placement: cache-line RTT/2 between the two CPUs {:.0f} ns at the start, {:.0f} ns before throughput, "
+             "placement: cache-line RTT/2 between the two CPUs {:.0f} ns at the start, {}"
              "{:.0f} ns at the end (around 230 = far apart, 70 = near)\n",
-             r.placement.start_ns, r.placement.before_tput_ns, r.placement.end_ns);
+             r.placement.start_ns, before_tput, r.placement.end_ns);
   if (!r.latency.empty()) {
     fmt::print(out, "\nlatency, ns (median of runs)    {:>7} {:>7} {:>7} {:>8} {:>8} {:>9}  {:>9} {:>9}\n", "p50", "p90",
                "p99", "p99.9", "p99.99", "max", "p50/floor", "p99/floor");
@@ -223,9 +225,12 @@ void write_json(const Report& r, const std::string& path) {
       "  \"config\": {{\"mode\": \"{}\", \"samples\": {}, \"warmup\": {}, \"gap_ns\": {}, \"runs\": {}, "
       "\"chunk\": {}, \"cpu_producer\": {}, \"cpu_consumer\": {}, \"tput_events\": {}}},\n",
       o.mode, o.samples, o.warmup, o.gap_ns, o.runs, o.chunk, o.cpu_producer, o.cpu_consumer, o.tput_events);
-  j << fmt::format("  \"placement\": {{\"rtt_half_start_ns\": {:.1f}, \"rtt_half_before_tput_ns\": {:.1f}, "
+  // Not measured (no throughput case ran): null.
+  const std::string before_tput =
+      r.placement.before_tput_ns > 0 ? fmt::format("{:.1f}", r.placement.before_tput_ns) : "null";
+  j << fmt::format("  \"placement\": {{\"rtt_half_start_ns\": {:.1f}, \"rtt_half_before_tput_ns\": {}, "
                    "\"rtt_half_end_ns\": {:.1f}}},\n",
-                   r.placement.start_ns, r.placement.before_tput_ns, r.placement.end_ns);
+                   r.placement.start_ns, before_tput, r.placement.end_ns);
   j << "  \"results\": [\n";
   bool first = true;
   for (const LatencyResult& l : r.latency) {

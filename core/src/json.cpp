@@ -473,7 +473,10 @@ std::string payload_json(std::span<const std::byte> payload) {
   if (payload_is_json(payload)) {
     return minify_json(std::string_view(reinterpret_cast<const char*>(payload.data()), payload.size()));
   }
-  return "\"" + base64(payload) + "\"";
+  std::string out = base64(payload);
+  out.insert(out.begin(), '"');
+  out += '"';
+  return out;
 }
 
 }  // namespace ringbus
