@@ -498,4 +498,17 @@ TEST(Cli, ExitCodesAndErrorsNameWhatWasWrong) {
   EXPECT_EQ(ringbus_run({"create", ".."}).code, 1);
 }
 
+// README's tour: a forked producer process publishes to a pinned consumer group; every
+// event arrives once, in key order, and the latency line is printed.
+TEST(Cli, DemoDeliversEveryEventInKeyOrder) {
+  const Result r = ringbus_run({"demo", "--events", "50000", "--keys", "100", "--gap-ns", "0", "--warmup", "1000"});
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("published 50,000  consumed 50,000  keys 100  key order errors 0  out-of-order events 0  lost 0"),
+            std::string::npos)
+      << r.out;
+  EXPECT_TRUE(std::regex_search(r.out, std::regex("over 49,000 events .*\\n +p50 [0-9]+ ns +p90 [0-9]+ ns")))
+      << r.out;
+  EXPECT_EQ(ringbus_run({"demo", "--events", "0"}).code, 2);
+}
+
 }  // namespace
