@@ -349,7 +349,7 @@ ConsumerGroup ConsumerGroup::join(const Segment& segment, std::string_view name,
   const std::uint64_t tail = r.control->tail.load(std::memory_order_acquire);
   for (std::uint32_t i = 0; i < options.workers; ++i) {
     const std::uint64_t c = gs.worker[i].cursor.load(std::memory_order_acquire);
-    if (!layout::valid_position(tail) || c % kRecordAlign != 0 || c > tail) {
+    if (!layout::valid_position(tail) || !layout::valid_position(c) || c > tail) {
       give_back();
       throw Error(Errc::corrupt, where + ": worker " + std::to_string(i) + " cursor " + std::to_string(c) +
                                      " cannot be a record position (tail " + std::to_string(tail) + ")");

@@ -69,14 +69,15 @@ std::uint64_t TailReader::load_tail() const {
 
 // Positions are at most kMaxPosition (checked), so `pos + capacity` does not overflow
 // and a resync always moves forward.
-bool TailReader::lapped(std::uint64_t pos) const { return load_tail() > pos + r_.capacity; }
-
-void TailReader::resync(std::uint64_t tail) noexcept {
+bool TailReader::resync_if_lapped(std::uint64_t pos) {
+  const std::uint64_t tail = load_tail();
+  if (tail <= pos + r_.capacity) return false;
   const std::uint64_t lap_start = (tail >> r_.shift) << r_.shift;
   const std::uint64_t to = std::max(lap_start, pos_);
   missed_bytes_ += to - pos_;
   pos_ = to;
   ++resyncs_;
+  return true;
 }
 
 bool TailReader::try_next(Event& out) {
@@ -86,11 +87,7 @@ bool TailReader::try_next(Event& out) {
     // Pairs with the release store of the frame by the record's writer.
     const std::uint64_t f = std::atomic_ref<std::uint64_t>(h->frame).load(std::memory_order_acquire);
     if (!frame::ready_for(f, r_.lap(pos))) {
-      const std::uint64_t tail = load_tail();
-      if (tail > pos + r_.capacity) {
-        resync(tail);
-        continue;
-      }
+      if (resync_if_lapped(pos)) continue;
       return false;
     }
     const RecordState state = frame::state(f);
@@ -100,10 +97,7 @@ bool TailReader::try_next(Event& out) {
                          ? (len < kRecordAlign || len % kRecordAlign != 0 || len > r_.to_lap_end(pos))
                          : (len > r_.max_event || bytes > r_.to_lap_end(pos));
     if (bad) {
-      if (lapped(pos)) {
-        resync(load_tail());
-        continue;
-      }
+      if (resync_if_lapped(pos)) continue;
       throw Error(Errc::corrupt, "segment " + seg_.location().display() + ": at position " + std::to_string(pos) +
                                      ": record whose length does not fit the ring");
     }
@@ -115,10 +109,7 @@ bool TailReader::try_next(Event& out) {
     // Seqlock validation: pairs with the release fence after the tail CAS in
     // Producer::claim_impl. If no claim reached our bytes, the copy is whole.
     std::atomic_thread_fence(std::memory_order_acquire);
-    if (lapped(pos)) {
-      resync(load_tail());
-      continue;
-    }
+    if (resync_if_lapped(pos)) continue;
     const auto* copy = reinterpret_cast<const RecordHeader*>(buf_.data());
     if (copy->position != pos) {
       throw Error(Errc::corrupt, "segment " + seg_.location().display() + ": at position " + std::to_string(pos) +

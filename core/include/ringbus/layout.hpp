@@ -226,7 +226,7 @@ inline constexpr std::uint64_t kNoPosition = ~std::uint64_t{0};
 // (or not 8-byte aligned) is corrupt memory, refused on attach and before use.
 inline constexpr std::uint64_t kMaxPosition = std::uint64_t{1} << 62;
 static_assert(kMaxPosition + 2 * kMaxCapacity > kMaxPosition, "position arithmetic must not overflow");
-constexpr bool valid_position(std::uint64_t pos) noexcept { return pos % 8 == 0 && pos <= kMaxPosition; }
+constexpr bool valid_position(std::uint64_t pos) noexcept { return pos % kRecordAlign == 0 && pos <= kMaxPosition; }
 
 struct alignas(kHotAlign) GroupSlot {
   std::atomic<std::uint64_t> state;       // owner:: word: free / registering / active

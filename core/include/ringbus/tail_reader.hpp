@@ -42,8 +42,9 @@ class TailReader {
 
  private:
   explicit TailReader(const Segment& s, std::uint64_t pos);
-  void resync(std::uint64_t tail) noexcept;
-  bool lapped(std::uint64_t pos) const;
+  // If the tail is more than a ring ahead of `pos`, skips to the oldest lap still in
+  // the ring, counts what was missed and returns true.
+  bool resync_if_lapped(std::uint64_t pos);
   // The tail, checked: shared memory may hold anything (Error(corrupt)).
   std::uint64_t load_tail() const;
 
