@@ -185,6 +185,7 @@ Producer& Producer::operator=(Producer&& o) noexcept {
   next_seq_ = o.next_seq_;
   published_ = o.published_;
   limit_ = o.limit_;
+  prefetched_ = o.prefetched_;
   max_claim_ = o.max_claim_;
   wait_ = o.wait_;
   timestamps_ = o.timestamps_;

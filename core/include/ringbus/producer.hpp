@@ -11,6 +11,7 @@
 //      with release order. Readers acquire the frame word.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -236,6 +237,21 @@ class Producer {
         .store(frame::make(RecordState::padding, r_.lap(pos), static_cast<std::uint32_t>(bytes)),
                std::memory_order_release);
   }
+  // A batch claim requests ownership of the lines it will write and of the next
+  // kPrefetchAhead bytes below the gating limit, each line once (prefetched_ remembers
+  // how far it got): the stores of this batch and of the next do not each wait for the
+  // consumer's core to give its copy up, and the tail CAS of the next claim (which waits
+  // for every earlier store) does not wait for them one by one (DESIGN.md section 3).
+  static constexpr std::uint64_t kLine = 64;
+  static constexpr std::uint64_t kPrefetchAhead = 1024;
+  static constexpr std::uint64_t kPrefetchMax = 4096;  // bytes requested by one claim, at most
+  static_assert(kPrefetchAhead % kLine == 0 && kPrefetchMax % kLine == 0 && kPrefetchAhead <= kPrefetchMax);
+  void prefetch_range(std::uint64_t begin, std::uint64_t end) noexcept {
+    std::uint64_t from = std::max(begin & ~(kLine - 1), prefetched_);
+    const std::uint64_t to = std::min({end, limit_, from + kPrefetchMax});
+    for (; from < to; from += kLine) detail::prefetch_for_write(r_.log + (from & r_.mask));
+    prefetched_ = std::max(prefetched_, from);
+  }
   void commit(Claim& c) noexcept;
   void abort(Claim& c) noexcept;
   void finish(std::uint64_t seqs_used, std::uint64_t published) noexcept;
@@ -248,6 +264,7 @@ class Producer {
   std::uint64_t next_seq_ = 1;
   std::uint64_t published_ = 0;
   std::uint64_t limit_ = 0;  // claims may end at or before this position without a rescan
+  std::uint64_t prefetched_ = 0;  // a batch claim prefetched the lines below this position
   std::uint64_t max_claim_ = 0;
   WaitStrategy wait_{};
   Timestamps timestamps_ = Timestamps::clock;
@@ -338,6 +355,7 @@ inline Status Producer::claim_impl(std::uint64_t key, std::uint64_t expected, bo
   if (begin != t) write_padding(t, begin - t);
   if (key_index != 0) unlock_latch(key_index - 1, first_key_seq + count - 1);
   RINGBUS_FAULT_POINT(after_unlatch);
+  if (count > 1) prefetch_range(begin, begin + total + kPrefetchAhead);
 
   if (out.producer_ != nullptr) out.abort();
   out.producer_ = this;

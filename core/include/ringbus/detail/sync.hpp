@@ -28,6 +28,17 @@ inline void cpu_relax() noexcept {
 #endif
 }
 
+// Asks for the cache line at p in a state that can be written: the ownership request a
+// store would make, without the store. A hint with no effect on memory or ordering.
+// x86-64: PREFETCHW (processors without it execute the encoding as a no-op).
+inline void prefetch_for_write(const void* p) noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  asm volatile("prefetchw %0" : : "m"(*static_cast<const char*>(p)));
+#else
+  __builtin_prefetch(p, 1, 3);
+#endif
+}
+
 // Registers this process for membarrier global-expedited fences; idempotent.
 // Returns true when the asymmetric protocol is in force for this process.
 bool register_fast_side() noexcept;
