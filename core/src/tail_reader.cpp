@@ -42,7 +42,7 @@ TailReader TailReader::open(const Segment& segment, TailStart from) {
         std::clamp<std::uint64_t>(r.groups[g].workers.load(std::memory_order_acquire), 1, layout::kMaxWorkers);
     for (std::uint64_t w = 0; w < n; ++w) {
       const std::uint64_t c = r.groups[g].worker[w].cursor.load(std::memory_order_acquire);
-      if (c < start && c % kRecordAlign == 0 && tail - c <= r.capacity) start = c;  // shared memory: checked
+      if (c < start && layout::valid_position(c) && tail - c <= r.capacity) start = c;  // shared memory: checked
     }
   }
   reader.pos_ = start;

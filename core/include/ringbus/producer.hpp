@@ -242,15 +242,14 @@ class Producer {
   // how far it got): the stores of this batch and of the next do not each wait for the
   // consumer's core to give its copy up, and the tail CAS of the next claim (which waits
   // for every earlier store) does not wait for them one by one (DESIGN.md section 3).
-  static constexpr std::uint64_t kLine = 64;
   static constexpr std::uint64_t kPrefetchAhead = 1024;
   static constexpr std::uint64_t kPrefetchMax = 4096;  // bytes requested by one claim, at most
-  static_assert(kPrefetchAhead % kLine == 0 && kPrefetchMax % kLine == 0 && kPrefetchAhead <= kPrefetchMax);
+  static_assert(kPrefetchAhead % kCacheLine == 0 && kPrefetchMax % kCacheLine == 0 && kPrefetchAhead <= kPrefetchMax);
   void prefetch_range(std::uint64_t begin, std::uint64_t end) noexcept {
-    std::uint64_t from = std::max(begin & ~(kLine - 1), prefetched_);
+    std::uint64_t from = std::max(begin & ~std::uint64_t{kCacheLine - 1}, prefetched_);
     const std::uint64_t to = std::min({end, limit_, from + kPrefetchMax});
-    for (; from < to; from += kLine) detail::prefetch_for_write(r_.log + (from & r_.mask));
-    prefetched_ = std::max(prefetched_, from);
+    for (; from < to; from += kCacheLine) detail::prefetch_for_write(r_.log + (from & r_.mask));
+    prefetched_ = from;  // never below where it was: `from` started at or above it
   }
   void commit(Claim& c) noexcept;
   void abort(Claim& c) noexcept;

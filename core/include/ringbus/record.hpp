@@ -48,7 +48,8 @@ struct RecordHeader {
   std::uint64_t correlation_id;   // 56
 };
 
-inline constexpr std::size_t kRecordHeaderSize = 64;
+inline constexpr std::size_t kCacheLine = 64;  // the unit of prefetches (x86-64, most ARMv8)
+inline constexpr std::size_t kRecordHeaderSize = kCacheLine;  // the header is one line
 inline constexpr std::size_t kRecordAlign = 8;
 inline constexpr std::uint64_t kKeySeqBits = 48;
 inline constexpr std::uint64_t kKeySeqMask = (std::uint64_t{1} << kKeySeqBits) - 1;
