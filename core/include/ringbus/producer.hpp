@@ -239,9 +239,8 @@ class Producer {
   }
   // A batch claim requests ownership of the lines it will write and of the next
   // kPrefetchAhead bytes below the gating limit, each line once (prefetched_ remembers
-  // how far it got): the stores of this batch and of the next do not each wait for the
-  // consumer's core to give its copy up, and the tail CAS of the next claim (which waits
-  // for every earlier store) does not wait for them one by one (DESIGN.md section 3).
+  // how far it got): the line transfers from the consumer's core overlap instead of
+  // starting one by one as the stores leave the store buffer in order (DESIGN.md section 3).
   static constexpr std::uint64_t kPrefetchAhead = 1024;
   static constexpr std::uint64_t kPrefetchMax = 4096;  // bytes requested by one claim, at most
   static_assert(kPrefetchAhead % kCacheLine == 0 && kPrefetchMax % kCacheLine == 0 && kPrefetchAhead <= kPrefetchMax);
