@@ -11,6 +11,7 @@
 #include <map>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 #include "ringbus/clock.hpp"
 #include "ringbus_bench/bench.hpp"
@@ -146,6 +147,29 @@ Machine describe_machine() {
   if (::uname(&u) == 0) m.kernel = std::string(u.sysname) + " " + u.release;
   m.invariant_tsc = Tsc::invariant();
   m.tsc_ghz = 1.0 / Tsc::ns_per_tick();
+  // The clock's step: the most frequent advance between consecutive readings (a rare
+  // advance of 1 tick happens when the hypervisor adjusts the TSC), and whether nearly
+  // every advance is a multiple of it (the counter is quantized, not just slow to read).
+  constexpr std::size_t kAdvances = 100'000;
+  std::vector<std::uint64_t> advances;
+  advances.reserve(kAdvances);
+  std::uint64_t prev = Tsc::ticks();
+  for (std::size_t reads = 0; advances.size() < kAdvances && reads < 100 * kAdvances; ++reads) {
+    const std::uint64_t now = Tsc::ticks();
+    if (now > prev) advances.push_back(now - prev);
+    prev = now;
+  }
+  std::sort(advances.begin(), advances.end());
+  std::uint64_t step = 0;
+  std::size_t best = 0;
+  for (std::size_t i = 0, j = 0; i < advances.size(); i = j) {
+    while (j < advances.size() && advances[j] == advances[i]) ++j;
+    if (j - i > best) best = j - i, step = advances[i];
+  }
+  const auto multiples =
+      std::count_if(advances.begin(), advances.end(), [&](std::uint64_t a) { return step != 0 && a % step == 0; });
+  m.clock_step_ns = static_cast<double>(step) * Tsc::ns_per_tick();
+  m.clock_quantized = step > 1 && static_cast<double>(multiples) >= 0.99 * static_cast<double>(advances.size());
   return m;
 }
 
@@ -155,6 +179,11 @@ void print_table(const Report& r, std::FILE* out) {
              o.mode, o.samples, o.runs, o.runs == 1 ? "" : "s", o.gap_ns, o.cpu_producer, o.cpu_consumer);
   fmt::print(out, "machine: {} ({} cores), {}, {}, commit {}, {}\n", r.machine.cpu_model, r.machine.cores,
              r.machine.compiler, r.machine.kernel, r.machine.commit, r.machine.date);
+  fmt::print(out, "clock: {} at {:.3f} GHz, {}\n", r.machine.invariant_tsc ? "invariant TSC" : "steady_clock",
+             r.machine.tsc_ghz,
+             r.machine.clock_quantized
+                 ? fmt::format("advancing in steps of {:.1f} ns: every one-way latency is a multiple of it", r.machine.clock_step_ns)
+                 : fmt::format("consecutive readings {:.1f} ns apart", r.machine.clock_step_ns));
   const std::string before_tput =
       r.placement.before_tput_ns > 0 ? fmt::format("{:.0f} ns before throughput, ", r.placement.before_tput_ns) : "";
   fmt::print(out,
@@ -218,9 +247,10 @@ void write_json(const Report& r, const std::string& path) {
   const Options& o = r.options;
   j << fmt::format(
       "{{\n  \"machine\": {{\"cpu_model\": \"{}\", \"cores\": {}, \"compiler\": \"{}\", \"commit\": \"{}\", "
-      "\"date\": \"{}\", \"kernel\": \"{}\", \"tsc_ghz\": {:.4f}, \"invariant_tsc\": {}}},\n",
+      "\"date\": \"{}\", \"kernel\": \"{}\", \"tsc_ghz\": {:.4f}, \"invariant_tsc\": {}, \"clock_step_ns\": {:.2f}, "
+      "\"clock_quantized\": {}}},\n",
       json_escape(m.cpu_model), m.cores, json_escape(m.compiler), json_escape(m.commit), m.date, json_escape(m.kernel),
-      m.tsc_ghz, m.invariant_tsc);
+      m.tsc_ghz, m.invariant_tsc, m.clock_step_ns, m.clock_quantized);
   j << fmt::format(
       "  \"config\": {{\"mode\": \"{}\", \"samples\": {}, \"warmup\": {}, \"gap_ns\": {}, \"runs\": {}, "
       "\"chunk\": {}, \"cpu_producer\": {}, \"cpu_consumer\": {}, \"tput_events\": {}}},\n",

@@ -30,6 +30,10 @@ TEST(BenchSmoke, CompletesAndWritesValidJson) {
   EXPECT_FALSE(std::string_view(machine["compiler"].get_string()).empty());
   EXPECT_FALSE(std::string_view(machine["commit"].get_string()).empty());
   EXPECT_EQ(std::string_view(machine["date"].get_string()).size(), 20u);  // 2026-11-22T12:00:00Z
+  const double step = machine["clock_step_ns"].get_double();  // a measured resolution, not a default
+  EXPECT_GT(step, 0.0);
+  EXPECT_LT(step, 1000.0);
+  EXPECT_NO_THROW((void)bool(machine["clock_quantized"].get_bool()));  // present and a boolean
 
   simdjson::ondemand::object placement = root["placement"].get_object();
   EXPECT_GT(double(placement["rtt_half_start_ns"].get_double()), 0.0);

@@ -57,6 +57,10 @@ struct Machine {
   std::string kernel;
   double tsc_ghz = 0;
   bool invariant_tsc = false;
+  // The most frequent advance of the clock between two consecutive readings: no latency
+  // is resolved finer than this (on our VMs the TSC moves in steps of 21 ticks, 10 ns).
+  double clock_step_ns = 0;
+  bool clock_quantized = false;  // 99% of advances are multiples of the step
 };
 
 // RTT/2 of one cache line between the two CPUs (median of a short probe), taken at the
