@@ -182,7 +182,8 @@ void print_table(const Report& r, std::FILE* out) {
   fmt::print(out, "clock: {} at {:.3f} GHz, {}\n", r.machine.invariant_tsc ? "invariant TSC" : "steady_clock",
              r.machine.tsc_ghz,
              r.machine.clock_quantized
-                 ? fmt::format("advancing in steps of {:.1f} ns: every one-way latency is a multiple of it", r.machine.clock_step_ns)
+                 ? fmt::format("advancing in steps of {:.1f} ns: every one-way latency is a multiple of it",
+                               r.machine.clock_step_ns)
                  : fmt::format("consecutive readings {:.1f} ns apart", r.machine.clock_step_ns));
   const std::string before_tput =
       r.placement.before_tput_ns > 0 ? fmt::format("{:.0f} ns before throughput, ", r.placement.before_tput_ns) : "";
