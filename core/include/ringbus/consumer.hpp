@@ -209,7 +209,9 @@ class Worker {
   // that their transfers overlap instead of following the handler's reads one by one.
   static void prefetch_rest(const Record& rec) noexcept {
     const auto* p = reinterpret_cast<const std::byte*>(rec.h);
-    for (std::uint64_t off = 2 * kRecordHeaderSize; off < rec.bytes; off += kCacheLine) __builtin_prefetch(p + off, 0, 3);
+    for (std::uint64_t off = 2 * kRecordHeaderSize; off < rec.bytes; off += kCacheLine) {
+      __builtin_prefetch(p + off, 0, 3);
+    }
   }
   void note_voids(std::uint64_t n) noexcept {
     voids_ += n;
