@@ -12,6 +12,7 @@
 #include "ringbus/clock.hpp"
 #include "ringbus/consumer.hpp"
 #include "ringbus_bench/histogram.hpp"
+#include "ringbus_bench/pacer.hpp"
 
 namespace ringbus::bench {
 
@@ -51,21 +52,6 @@ struct Chunk {
   std::uint64_t events = 0;
   std::uint64_t warmup = 0;
   std::uint64_t gap_ticks = 0;
-};
-
-// Busy-waits until the next send time; never bursts to catch up after a stall.
-class Pacer {
- public:
-  explicit Pacer(std::uint64_t gap) noexcept : next_(ticks()), gap_(gap) {}
-  void wait() noexcept {
-    std::uint64_t now = ticks();
-    while (now < next_) now = ticks();
-    next_ = (next_ + gap_ > now) ? next_ + gap_ : now;
-  }
-
- private:
-  std::uint64_t next_;
-  std::uint64_t gap_;
 };
 
 // Runs `producer` pinned to c.cpu_producer and `consumer` pinned to c.cpu_consumer,
