@@ -304,21 +304,22 @@ std::uint64_t Producer::lock_latch_slow(std::uint64_t index) noexcept {
 void Producer::abort(Claim& c) noexcept {
   bool give_back = c.key_ == 0;
   if (!give_back) {
-    std::atomic<std::uint64_t>& l = r_.keys[c.key_index_ - 1].latch;
-    const std::uint64_t last = c.key_seq_ + c.count_ - 1;
+    std::atomic<std::uint64_t>& l = r_.keys[c.key_index() - 1].latch;
+    const std::uint64_t first = c.key_seq();
+    const std::uint64_t last = first + c.count_ - 1;
     std::uint64_t w = l.load(std::memory_order_relaxed);
     // The key_seq goes back only if no later claim of the key exists: the latch is
     // free and still ends at ours. Otherwise it stays used, by a void record.
     give_back = !layout::latch::locked(w) && layout::latch::last_seq(w) == last &&
-                l.compare_exchange_strong(w, layout::latch::make(false, slot_index_, c.key_seq_ - 1),
+                l.compare_exchange_strong(w, layout::latch::make(false, slot_index_, first - 1),
                                           std::memory_order_acq_rel, std::memory_order_relaxed);
   }
   if (give_back) {
-    write_padding(c.pos_, c.rec_bytes_ * c.count_);
+    write_padding(c.pos_, c.rec_bytes() * c.count_);
   } else {
     for (std::uint32_t i = 0; i < c.count_; ++i) {
-      detail::write_void(r_, c.pos_ + i * c.rec_bytes_, c.key_, c.key_seq_ + i, record_flags::aborted, id_,
-                         c.pseq_ + i, c.type_, c.len_);
+      detail::write_void(r_, c.position(i), c.key_, c.key_seq(i), record_flags::aborted, id_,
+                         c.pseq_ + i, c.type(), c.len_);
     }
   }
   slot_->aborted.store(slot_->aborted.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);

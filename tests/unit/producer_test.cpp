@@ -174,6 +174,73 @@ TEST(Producer, BatchClaimAssignsConsecutiveSequences) {
   }
 }
 
+// The claim's setters apply to every record of a batch, keyed or not, and neither the
+// flags nor the schema disturb key_seq, which runs on across batches of one key.
+TEST(Producer, BatchHeadersCarryTheClaimsFieldsOnEveryRecord) {
+  TempSegment seg;
+  Producer p = Producer::attach(seg.segment(), {.timestamps = Timestamps::none});
+  std::vector<std::uint64_t> positions;
+  const auto batch = [&](std::uint64_t key, std::uint16_t flags, std::uint16_t schema) {
+    Claim c;
+    ASSERT_EQ(p.try_claim_batch(key, 0xbeef, 16, 3, c), Status::ok);
+    c.set_flags(flags);
+    c.set_schema_version(schema);
+    c.set_correlation_id(0xc0ffee);
+    c.set_timestamp_ns(42);
+    for (std::uint32_t i = 0; i < 3; ++i) {
+      EXPECT_EQ(c.key_seq(i), key != 0 ? c.key_seq() + i : 0);
+      positions.push_back(c.position(i));
+    }
+    c.commit();
+  };
+  batch(5, record_flags::user_first, 7);
+  batch(0, record_flags::user_first | (record_flags::user_first << 1), 8);
+  batch(5, 0, 0xffff);
+
+  TailReader t = TailReader::open_at(seg.segment(), 0);
+  Event e;
+  const std::uint64_t want_key_seq[] = {1, 2, 3, 0, 0, 0, 4, 5, 6};
+  const std::uint16_t want_flags[] = {record_flags::user_first, 3 * record_flags::user_first, 0};
+  const std::uint16_t want_schema[] = {7, 8, 0xffff};
+  for (std::size_t i = 0; i < 9; ++i) {
+    ASSERT_TRUE(t.try_next(e)) << i;
+    EXPECT_EQ(e.position(), positions[i]);
+    EXPECT_EQ(e.key(), i / 3 == 1 ? 0u : 5u);
+    EXPECT_EQ(e.key_seq(), want_key_seq[i]) << i;
+    EXPECT_EQ(e.flags(), want_flags[i / 3]) << i;
+    EXPECT_EQ(e.schema_version(), want_schema[i / 3]) << i;
+    EXPECT_EQ(e.type(), 0xbeef);
+    EXPECT_EQ(e.producer_seq(), i + 1);
+    EXPECT_EQ(e.correlation_id(), 0xc0ffeeu);
+    EXPECT_EQ(e.timestamp_ns(), 42u);
+  }
+  EXPECT_FALSE(t.try_next(e));
+}
+
+TEST(Producer, AbortedKeyedBatchBehindALaterClaimLeavesOneVoidARecord) {
+  TempSegment seg;
+  Producer a = Producer::attach(seg.segment());
+  Producer b = Producer::attach(seg.segment());
+  ASSERT_EQ(a.try_publish(9, 1, bytes_of("zero")), Status::ok);  // another key first
+  Claim batch;
+  ASSERT_EQ(a.try_claim_batch(3, 1, 8, 4, batch), Status::ok);  // key_seq 1..4
+  ASSERT_EQ(b.try_publish(3, 1, bytes_of("after")), Status::ok);  // key_seq 5
+  batch.abort();
+  const auto seen = drain(seg.segment());
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[1].payload, "after");
+  EXPECT_EQ(seen[1].key_seq, 5u);
+  TailReader t = TailReader::open_at(seg.segment(), 0);
+  Event e;
+  while (t.try_next(e)) {
+  }
+  EXPECT_EQ(t.voids(), 4u) << "key_seq 1..4 are accounted for by void records";
+  // The latch of key 3 was released: the next claim of it continues at 6.
+  Claim c;
+  ASSERT_EQ(a.try_claim(3, 1, 8, c), Status::ok);
+  EXPECT_EQ(c.key_seq(), 6u);
+}
+
 TEST(Producer, WrapAroundPadsTheEndOfTheRing) {
   TempSegment seg;  // 64 KiB ring, no gating groups: the ring is overwritten freely
   Producer p = Producer::attach(seg.segment());
