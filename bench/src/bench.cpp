@@ -3,6 +3,7 @@
 // run gives percentiles per system; the report keeps the median over runs.
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
 
 #include "latency.hpp"
 #include "ringbus_bench/bench.hpp"
@@ -77,7 +78,7 @@ Report run(const Options& o) {
   // Progress: one unit per chunk of one system, ten per throughput measurement.
   double total = 0, done = 0;
   for (const auto& sc : scenarios) {
-    if (wanted(o, sc.name)) total += static_cast<double>(o.runs * chunks) * (sc.name == "thread" || sc.name == "rtt" ? 5 : 1);
+    if (wanted(o, sc.name)) total += static_cast<double>(static_cast<std::uint64_t>(o.runs) * chunks * sc.systems);
   }
   for (const auto& c : cases) {
     if (wanted(o, c.scenario)) total += 10.0 * o.runs;
@@ -90,6 +91,7 @@ Report run(const Options& o) {
   for (const LatencyScenario& sc : scenarios) {
     if (!wanted(o, sc.name)) continue;
     auto systems = sc.make(o);
+    if (systems.size() != sc.systems) throw std::logic_error("latency scenario " + sc.name + ": wrong system count");
     std::vector<std::vector<Histogram>> hist(systems.size(), std::vector<Histogram>(static_cast<std::size_t>(o.runs)));
     for (int r = 0; r < o.runs; ++r) {
       for (std::uint64_t k = 0; k < chunks; ++k) {

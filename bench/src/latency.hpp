@@ -15,6 +15,7 @@ struct LatencyScenario {
   std::string name;          // JSON "scenario"
   std::uint32_t event_bytes;
   std::string title;
+  std::size_t systems;  // how many make() returns (progress accounting; run() checks it)
   std::function<std::vector<std::unique_ptr<LatencySystem>>(const Options&)> make;
 };
 

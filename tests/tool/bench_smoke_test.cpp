@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <set>
 #include <string>
+#include <utility>
 
 #include "support.hpp"
 
@@ -39,12 +40,14 @@ TEST(BenchSmoke, CompletesAndWritesValidJson) {
   EXPECT_GT(double(placement["rtt_half_start_ns"].get_double()), 0.0);
 
   std::set<std::string> systems, scenarios;
+  std::set<std::pair<std::string, std::string>> pairs;  // (scenario, system)
   for (auto item : root["results"].get_array()) {
     simdjson::ondemand::object r = item.get_object();
     const std::string system(std::string_view(r["system"].get_string()));
     const std::string scenario(std::string_view(r["scenario"].get_string()));
     systems.insert(system);
     scenarios.insert(scenario);
+    pairs.emplace(scenario, system);
     EXPECT_GT(int64_t(r["event_bytes"].get_int64()), 0);
     if (scenario.rfind("tput", 0) == 0) {
       EXPECT_GT(double(r["events_per_s"].get_double()), 0.0) << system << " " << scenario;
@@ -67,6 +70,12 @@ TEST(BenchSmoke, CompletesAndWritesValidJson) {
   for (const char* s : {"thread", "process", "fanout4", "keys10k", "rtt", "tput8", "tput64", "tput512"}) {
     EXPECT_TRUE(scenarios.count(s)) << "no results for scenario " << s;
   }
+  // Scenarios judged against thread-to-thread ringbus measure it interleaved with theirs.
+  for (const char* s : {"process", "fanout4", "keys10k"}) {
+    EXPECT_TRUE(pairs.count({s, "ringbus"})) << s;
+    EXPECT_TRUE(pairs.count({s, "ringbus_thread"})) << s << " has no interleaved thread-to-thread reference";
+  }
+  EXPECT_FALSE(pairs.count({"thread", "ringbus_thread"})) << "the thread scenario is its own reference";
   std::size_t targets = 0;
   for (auto t : root["targets"].get_array()) {
     simdjson::ondemand::object o = t.get_object();
