@@ -545,7 +545,8 @@ std::vector<LatencyScenario> latency_scenarios() {
          s.push_back(thread_reference());
          return s;
        }},
-      {"rtt", 64, "round trip, ping-pong through two queues", 5, [](const Options&) { return one_way_with_peers<64>(true); }},
+      {"rtt", 64, "round trip, ping-pong through two queues", 5,
+       [](const Options&) { return one_way_with_peers<64>(true); }},
   };
 }
 
