@@ -228,15 +228,8 @@ void write_void(const SegmentRefs& r, std::uint64_t pos, std::uint64_t key, std:
                 std::uint16_t flags, std::uint32_t producer_id, std::uint64_t producer_seq, std::uint16_t type,
                 std::uint32_t len) noexcept {
   RecordHeader* h = r.record_at(pos);
-  h->position = pos;
-  h->key = key;
-  h->key_seq_flags = pack_key_seq_flags(key_seq, flags);
-  h->producer_seq = producer_seq;
-  h->producer_id = producer_id;
-  h->type_id = type;
-  h->schema_version = 0;
-  h->timestamp_ns = realtime_ns();
-  h->correlation_id = 0;
+  store_header_fields(*h, pos, key, pack_key_seq_flags(key_seq, flags), producer_seq, producer_id, type, 0,
+                      realtime_ns(), 0);
   // Pairs with the acquire load of the frame by readers.
   std::atomic_ref<std::uint64_t>(h->frame)
       .store(frame::make(RecordState::void_, r.lap(pos), len), std::memory_order_release);

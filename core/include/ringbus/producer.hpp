@@ -18,7 +18,6 @@
 #include <cstdint>
 #include <cstring>
 #include <span>
-#include <type_traits>
 
 #include "ringbus/clock.hpp"
 #include "ringbus/detail/fault.hpp"
@@ -393,24 +392,9 @@ inline void Producer::commit(Claim& c) noexcept {
   // Keyed batches run key_seq up by one a record (the claim checked it stays in 48 bits).
   const std::uint64_t key_seq_step = c.key_ != 0 ? 1 : 0;
   std::uint64_t key_seq_flags = c.key_seq_flags_;
-  // Relaxed atomic stores, one a field: tail readers copy headers racily (a seqlock,
-  // TailReader) and the compiler cannot fuse them into vector stores, whose operands it
-  // would load from the claim with vector loads that span the claim's separate 8-byte
-  // stores and cannot be forwarded (see Claim's fields).
-  const auto put = [](auto& field, auto v) noexcept {
-    std::atomic_ref<std::remove_reference_t<decltype(field)>>(field).store(v, std::memory_order_relaxed);
-  };
   for (std::uint32_t i = 0; i < c.count_; ++i, p += rec, pos += rec, key_seq_flags += key_seq_step) {
     auto* h = reinterpret_cast<RecordHeader*>(p);
-    put(h->position, pos);
-    put(h->key, c.key_);
-    put(h->key_seq_flags, key_seq_flags);
-    put(h->producer_seq, c.pseq_ + i);
-    put(h->producer_id, id_);
-    put(h->type_id, c.type());
-    put(h->schema_version, c.schema());
-    put(h->timestamp_ns, ts);
-    put(h->correlation_id, c.correlation_);
+    store_header_fields(*h, pos, c.key_, key_seq_flags, c.pseq_ + i, id_, c.type(), c.schema(), ts, c.correlation_);
     RINGBUS_FAULT_POINT(before_frame);
     // Publishes the record: pairs with the acquire load of the frame in Worker::poll.
     std::atomic_ref<std::uint64_t>(h->frame)

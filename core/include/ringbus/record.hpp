@@ -14,8 +14,10 @@
 // is described in DESIGN.md, "Claim and commit".
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 namespace ringbus {
 
@@ -105,6 +107,29 @@ constexpr std::uint16_t flags_of(std::uint64_t key_seq_flags) noexcept {
 }
 constexpr std::uint64_t pack_key_seq_flags(std::uint64_t key_seq, std::uint16_t flags) noexcept {
   return (key_seq & kKeySeqMask) | (std::uint64_t(flags) << kKeySeqBits);
+}
+
+// Writes every field of a header but the frame word, one relaxed atomic store a field;
+// the writer then stores the frame with release. TailReader copies headers racily (a
+// seqlock), so both sides are atomic; separate stores also keep the compiler from
+// fusing them into vector stores fed by vector loads of the writer's own fields, which
+// the store buffer cannot forward when those were stored field by field (see Claim).
+inline void store_header_fields(RecordHeader& h, std::uint64_t position, std::uint64_t key,
+                                std::uint64_t key_seq_flags, std::uint64_t producer_seq, std::uint32_t producer_id,
+                                std::uint16_t type_id, std::uint16_t schema_version, std::uint64_t timestamp_ns,
+                                std::uint64_t correlation_id) noexcept {
+  const auto put = [](auto& field, auto v) noexcept {
+    std::atomic_ref<std::remove_reference_t<decltype(field)>>(field).store(v, std::memory_order_relaxed);
+  };
+  put(h.position, position);
+  put(h.key, key);
+  put(h.key_seq_flags, key_seq_flags);
+  put(h.producer_seq, producer_seq);
+  put(h.producer_id, producer_id);
+  put(h.type_id, type_id);
+  put(h.schema_version, schema_version);
+  put(h.timestamp_ns, timestamp_ns);
+  put(h.correlation_id, correlation_id);
 }
 
 }  // namespace ringbus
