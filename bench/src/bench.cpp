@@ -1,6 +1,9 @@
 // Runs the scenarios: systems of a latency scenario take turns chunk by chunk (the
 // first system of each turn rotates), so that all of them see the same machine; each
 // run gives percentiles per system; the report keeps the median over runs.
+#include <fmt/format.h>
+#include <sched.h>
+
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
@@ -62,7 +65,61 @@ Options options_for(const std::string& mode) {
   return o;
 }
 
+std::vector<std::string> scenario_names() {
+  std::vector<std::string> names;
+  const auto add = [&](const std::string& n) {
+    if (std::find(names.begin(), names.end(), n) == names.end()) names.push_back(n);
+  };
+  for (const LatencyScenario& sc : latency_scenarios()) add(sc.name);
+  for (const ThroughputCase& c : throughput_cases()) add(c.scenario);
+  return names;
+}
+
+bool selects_latency(const Options& o) {
+  const auto scenarios = latency_scenarios();
+  return std::any_of(scenarios.begin(), scenarios.end(), [&](const LatencyScenario& sc) { return wanted(o, sc.name); });
+}
+
+std::string check(const Options& o) {
+  if (o.cpu_producer < 0 || o.cpu_consumer < 0) return "CPU numbers cannot be negative";
+  if (o.cpu_producer == o.cpu_consumer) {
+    return fmt::format("the producer and the consumer need two different CPUs (both are {})", o.cpu_producer);
+  }
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  if (::sched_getaffinity(0, sizeof allowed, &allowed) == 0) {
+    std::string list;
+    for (int c = 0; c < CPU_SETSIZE; ++c) {
+      if (!CPU_ISSET(c, &allowed)) continue;
+      if (!list.empty()) list += ',';
+      list += std::to_string(c);
+    }
+    for (const int cpu : {o.cpu_producer, o.cpu_consumer}) {
+      if (cpu >= CPU_SETSIZE || !CPU_ISSET(cpu, &allowed)) {
+        return fmt::format("CPU {} is not one this process may run on (allowed: {})", cpu, list);
+      }
+    }
+  }
+  if (o.samples == 0) return "samples must be at least 1";
+  if (o.runs < 1) return "runs must be at least 1";
+  if (o.chunk == 0) return "chunk must be at least 1";
+  if (o.gap_ns == 0) return "the pacing gap must be at least 1 ns";
+  const std::vector<std::string> known = scenario_names();
+  for (const std::string& s : o.scenarios) {
+    if (std::find(known.begin(), known.end(), s) == known.end()) {
+      std::string list;
+      for (const std::string& k : known) {
+        if (!list.empty()) list += ',';
+        list += k;
+      }
+      return fmt::format("unknown scenario \"{}\" (known: {})", s, list);
+    }
+  }
+  return {};
+}
+
 Report run(const Options& o) {
+  if (const std::string why = check(o); !why.empty()) throw std::invalid_argument(why);
   Report report;
   report.options = o;
   report.machine = describe_machine();

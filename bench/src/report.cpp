@@ -1,11 +1,17 @@
 // The terminal table, the JSON file and the gnuplot spectrum of a benchmark report.
 #include <fmt/format.h>
+#include <spawn.h>
 #include <sys/utsname.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <fstream>
 #include <map>
@@ -18,8 +24,20 @@
 #include "ringbus_bench/bench.hpp"
 #include "ringbus_bench/git_commit.hpp"
 
+extern char** environ;
+
 namespace ringbus::bench {
 namespace {
+
+// A gnuplot single-quoted string holds a quote as two quotes.
+std::string gnuplot_quoted(const std::string& s) {
+  std::string out;
+  for (const char c : s) {
+    out += c;
+    if (c == '\'') out += '\'';
+  }
+  return out;
+}
 
 std::string json_escape(const std::string& s) {
   std::string out;
@@ -297,7 +315,6 @@ void write_json(const Report& r, const std::string& path) {
 
 bool write_plot(const Report& r, const std::string& png_path) {
   const std::string script_path = png_path + ".gp";
-  std::ofstream gp(script_path);
   struct Panel {
     std::string title;
     std::vector<const LatencyResult*> lines;
@@ -318,7 +335,15 @@ bool write_plot(const Report& r, const std::string& png_path) {
     if (l.system == "ringbus" && l.event_bytes == 64 && l.scenario != "rtt") rb.lines.push_back(&l);
   }
   if (!rb.lines.empty()) panels.push_back(rb);
-  if (panels.empty()) return false;
+  if (panels.empty()) {
+    fmt::print(stderr, "ringbus bench: no latency scenario ran, so there is no spectrum to plot\n");
+    return false;
+  }
+  std::ofstream gp(script_path);
+  if (!gp) {
+    fmt::print(stderr, "ringbus bench: cannot write {}: {}\n", script_path, std::strerror(errno));
+    return false;
+  }
 
   int block = 0;
   std::map<const LatencyResult*, int> blocks;
@@ -332,12 +357,12 @@ bool write_plot(const Report& r, const std::string& png_path) {
     }
   }
   gp << "set terminal pngcairo size 1600,1100 font 'sans,10'\n";
-  gp << "set output '" << png_path << "'\n";
+  gp << "set output '" << gnuplot_quoted(png_path) << "'\n";
   gp << "set termoption noenhanced\nset logscale y\nset grid\nset key top left\n";
   gp << "set xtics ('0%%' 0, '90%%' 1, '99%%' 2, '99.9%%' 3, '99.99%%' 4, '99.999%%' 5, '99.9999%%' 6)\n";
   gp << "set xlabel 'percentile'\nset ylabel 'latency (ns)'\n";
   gp << fmt::format("set multiplot layout 2,2 title 'ringbus bench {} - {} - commit {}'\n", r.options.mode,
-                    r.machine.cpu_model, r.machine.commit);
+                    gnuplot_quoted(r.machine.cpu_model), r.machine.commit);
   for (const Panel& p : panels) {
     gp << "set title '" << p.title << "'\nplot ";
     for (std::size_t i = 0; i < p.lines.size(); ++i) {
@@ -349,12 +374,40 @@ bool write_plot(const Report& r, const std::string& png_path) {
   }
   gp << "unset multiplot\n";
   gp.close();
-  const int rc = std::system(("gnuplot '" + script_path + "' 2>&1").c_str());
-  if (rc != 0) {
-    fmt::print(stderr, "ringbus bench: gnuplot failed (status {}); script left at {}\n", rc, script_path);
+  if (!gp) {
+    fmt::print(stderr, "ringbus bench: cannot write {}\n", script_path);
+    return false;
+  }
+  // Run without a shell: the path reaches gnuplot as one argument, whatever it holds.
+  pid_t pid = 0;
+  char* const argv[] = {const_cast<char*>("gnuplot"), const_cast<char*>(script_path.c_str()), nullptr};
+  if (const int e = ::posix_spawnp(&pid, "gnuplot", nullptr, nullptr, argv, environ); e != 0) {
+    fmt::print(stderr, "ringbus bench: cannot run gnuplot: {}; script left at {}\n", std::strerror(e), script_path);
+    return false;
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    fmt::print(stderr, "ringbus bench: gnuplot failed (status {}); script left at {}\n", status, script_path);
     return false;
   }
   return true;
+}
+
+bool gnuplot_available() {
+  const char* path = std::getenv("PATH");
+  std::string dirs = path != nullptr ? path : "/usr/bin:/bin";
+  for (std::size_t start = 0; start <= dirs.size();) {
+    const std::size_t colon = dirs.find(':', start);
+    std::string dir = dirs.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
+    if (dir.empty()) dir = ".";
+    dir += "/gnuplot";
+    if (::access(dir.c_str(), X_OK) == 0) return true;
+    if (colon == std::string::npos) break;
+    start = colon + 1;
+  }
+  return false;
 }
 
 }  // namespace ringbus::bench

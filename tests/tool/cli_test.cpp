@@ -498,6 +498,34 @@ TEST(Cli, ExitCodesAndErrorsNameWhatWasWrong) {
   EXPECT_EQ(ringbus_run({"create", ".."}).code, 1);
 }
 
+// A bad bench command is refused before the run starts (nothing measured, nothing on
+// stdout), naming what is wrong: not after minutes of measuring, and never by a crash.
+TEST(Cli, BenchRefusesBadOptionsBeforeRunning) {
+  struct Case {
+    std::vector<std::string> args;
+    int code;
+    std::string names;
+  };
+  const std::vector<Case> cases = {
+      {{"--cpus", "0,0"}, 2, "two different CPUs"},
+      {{"--cpus", "0,4096"}, 2, "CPU 4096"},
+      {{"--scenarios", "thread,bogus"}, 2, "\"bogus\""},
+      {{"--runs", "0"}, 2, "at least 1"},
+      {{"--samples", "0"}, 2, "at least 1"},
+      {{"--json", "/nonexistent-ringbus-dir/r.json"}, 1, "/nonexistent-ringbus-dir"},
+      {{"--json", "/tmp"}, 1, "is a directory"},
+      {{"--plot", "/tmp/" + unique_name("plot") + ".png", "--scenarios", "tput8"}, 2, "no latency scenario"},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> args = {"bench", "--smoke", "--no-progress"};
+    args.insert(args.end(), c.args.begin(), c.args.end());
+    const Result r = ringbus_run(args);
+    EXPECT_EQ(r.code, c.code) << c.args[0] << " " << c.args[1] << ": " << r.err;
+    EXPECT_NE(r.err.find(c.names), std::string::npos) << c.args[0] << " " << c.args[1] << ": " << r.err;
+    EXPECT_EQ(r.out, "") << c.args[0] << " " << c.args[1] << ": the run started";
+  }
+}
+
 // README's tour: a forked producer process publishes to a pinned consumer group; every
 // event arrives once, in key order, and the latency line is printed.
 TEST(Cli, DemoDeliversEveryEventInKeyOrder) {

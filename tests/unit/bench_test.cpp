@@ -1,5 +1,7 @@
-// The benchmark's own machinery: the latency histogram and the sender's pacing.
+// The benchmark's own machinery: the latency histogram, the sender's pacing and the
+// checks of a run's options.
 #include <gtest/gtest.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <chrono>
@@ -9,6 +11,7 @@
 #include <vector>
 
 #include "ringbus/clock.hpp"
+#include "ringbus_bench/bench.hpp"
 #include "ringbus_bench/histogram.hpp"
 #include "ringbus_bench/pacer.hpp"
 
@@ -104,6 +107,54 @@ TEST(Pacer, SendsAreNeverCloserThanTheGapAlsoAfterAStall) {
     sent.push_back(pace.wait());
   }
   for (std::size_t i = 1; i < sent.size(); ++i) EXPECT_GE(sent[i] - sent[i - 1], gap) << "send " << i;
+}
+
+// Every way a run's options can be unusable is named before any thread starts.
+TEST(BenchOptions, CheckNamesWhatIsWrongAndRunRefusesIt) {
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  ASSERT_EQ(::sched_getaffinity(0, sizeof allowed, &allowed), 0);
+  std::vector<int> cpus;
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (CPU_ISSET(c, &allowed)) cpus.push_back(c);
+  }
+  if (cpus.size() < 2) GTEST_SKIP() << "needs two CPUs";
+  ringbus::bench::Options good = ringbus::bench::options_for("smoke");
+  good.cpu_producer = cpus[0];
+  good.cpu_consumer = cpus[1];
+  good.scenarios = {"thread", "tput64"};
+  EXPECT_EQ(ringbus::bench::check(good), "");
+  EXPECT_TRUE(ringbus::bench::selects_latency(good));
+
+  const auto why = [&](auto change) {
+    ringbus::bench::Options o = good;
+    change(o);
+    return ringbus::bench::check(o);
+  };
+  using O = ringbus::bench::Options;
+  EXPECT_NE(why([&](O& o) { o.cpu_consumer = o.cpu_producer; }).find("two different CPUs"), std::string::npos);
+  EXPECT_NE(why([](O& o) { o.cpu_consumer = CPU_SETSIZE; }).find("CPU " + std::to_string(CPU_SETSIZE)),
+            std::string::npos);
+  EXPECT_NE(why([](O& o) { o.cpu_producer = -1; }).find("negative"), std::string::npos);
+  EXPECT_NE(why([](O& o) { o.samples = 0; }).find("samples"), std::string::npos);
+  EXPECT_NE(why([](O& o) { o.runs = 0; }).find("runs"), std::string::npos);
+  EXPECT_NE(why([](O& o) { o.chunk = 0; }).find("chunk"), std::string::npos);
+  EXPECT_NE(why([](O& o) { o.gap_ns = 0; }).find("gap"), std::string::npos);
+  const std::string unknown = why([](O& o) { o.scenarios = {"thread", "tput7"}; });
+  EXPECT_NE(unknown.find("\"tput7\""), std::string::npos) << unknown;
+  EXPECT_NE(unknown.find("keys10k"), std::string::npos) << unknown;  // lists what exists
+
+  ringbus::bench::Options same = good;
+  same.cpu_consumer = same.cpu_producer;
+  EXPECT_THROW(ringbus::bench::run(same), std::invalid_argument);
+
+  ringbus::bench::Options tput_only = good;
+  tput_only.scenarios = {"tput8"};
+  EXPECT_FALSE(ringbus::bench::selects_latency(tput_only));
+  const auto names = ringbus::bench::scenario_names();
+  for (const char* n : {"thread", "process", "fanout4", "keys10k", "rtt", "tput8", "tput64", "tput512"}) {
+    EXPECT_NE(std::find(names.begin(), names.end(), n), names.end()) << n;
+  }
 }
 
 }  // namespace

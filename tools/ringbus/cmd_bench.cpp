@@ -2,10 +2,46 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <stdexcept>
+
 #include "common.hpp"
 #include "ringbus_bench/bench.hpp"
 
 namespace ringbus::tool {
+namespace {
+
+// Throws unless `path` can be written (its directory exists and is writable, and the
+// file, if it exists, is writable): checked before the run, not after minutes of it.
+void check_writable(const std::string& option, const std::string& path) {
+  namespace fs = std::filesystem;
+  const fs::path p(path);
+  const fs::path dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) {
+    throw std::runtime_error(fmt::format("{} {}: directory {} does not exist", option, path, dir.string()));
+  }
+  if (fs::is_directory(p, ec)) throw std::runtime_error(fmt::format("{} {}: is a directory", option, path));
+  const bool exists = fs::exists(p, ec);
+  if (::access(exists ? path.c_str() : dir.c_str(), W_OK) != 0) {
+    throw std::runtime_error(fmt::format("{} {}: cannot write: {}", option, path, std::strerror(errno)));
+  }
+}
+
+// A count of at least 1 (0 is refused, not read as "the default").
+std::string at_least_one(std::string& v) {
+  if (!v.empty() && v.find_first_not_of("0123456789") == std::string::npos &&
+      v.find_first_not_of('0') != std::string::npos) {
+    return {};
+  }
+  std::string why = "must be a whole number of at least 1, not ";
+  why += v;
+  return why;
+}
+
+}  // namespace
 
 void add_bench_command(CLI::App& app, int& exit_code) {
   auto* cmd = app.add_subcommand(
@@ -22,10 +58,12 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--cpus", o->cpus, "Producer CPU,consumer CPU (default 0,1)");
   cmd->add_option("--json", o->json, "Write the results as JSON (schema in bench/README.md)");
   cmd->add_option("--plot", o->plot, "Write the latency percentile spectrum as a PNG (needs gnuplot)");
-  cmd->add_option("--samples", o->samples, "Latency samples per system and run (default 1,000,000)");
-  cmd->add_option("--runs", o->runs, "Runs; results are medians (default 3)");
-  cmd->add_option("--gap-ns", o->gap_ns, "Pacing of latency events in ns (default 2000)");
-  cmd->add_option("--chunk", o->chunk, "Samples per interleaved turn of one system (default 10000)");
+  cmd->add_option("--samples", o->samples, "Latency samples per system and run (default 1,000,000)")
+      ->check(CLI::Validator(at_least_one, "N>=1"));
+  cmd->add_option("--runs", o->runs, "Runs; results are medians (default 3)")->check(CLI::Validator(at_least_one, "N>=1"));
+  cmd->add_option("--gap-ns", o->gap_ns, "Pacing of latency events in ns (default 2000)")->check(CLI::Validator(at_least_one, "N>=1"));
+  cmd->add_option("--chunk", o->chunk, "Samples per interleaved turn of one system (default 50000)")
+      ->check(CLI::Validator(at_least_one, "N>=1"));
   cmd->add_option("--scenarios", o->scenarios,
                   "Comma-separated: thread,process,fanout4,keys10k,rtt,tput8,tput64,tput512 (default all)");
   cmd->add_flag("--no-progress", o->no_progress, "No progress bar");
@@ -43,6 +81,18 @@ void add_bench_command(CLI::App& app, int& exit_code) {
       const std::size_t comma = o->scenarios.find(',', start);
       opts.scenarios.push_back(o->scenarios.substr(start, comma == std::string::npos ? comma : comma - start));
       start = comma == std::string::npos ? o->scenarios.size() : comma + 1;
+    }
+    // Everything that can be wrong with the command is found before the run starts.
+    if (const std::string why = bench::check(opts); !why.empty()) throw CLI::ValidationError("bench", why);
+    if (!o->json.empty()) check_writable("--json", o->json);
+    if (!o->plot.empty()) {
+      check_writable("--plot", o->plot);
+      if (!bench::gnuplot_available()) {
+        throw std::runtime_error("--plot needs gnuplot, which is not on PATH (tools/setup.sh installs it)");
+      }
+      if (!bench::selects_latency(opts)) {
+        throw CLI::ValidationError("--plot", "plots latency spectra, and no latency scenario was chosen");
+      }
     }
     if (!o->no_progress && ::isatty(STDERR_FILENO) != 0) {
       opts.progress = [](double f, const std::string& what) {

@@ -80,6 +80,15 @@ struct Report {
   std::vector<ThroughputResult> throughput;
 };
 
+// Why `options` cannot run, or empty if they can: two distinct CPUs this process may
+// run on, at least one sample, run and sample per chunk, scenarios that exist. run()
+// throws std::invalid_argument with this text, before any thread starts.
+std::string check(const Options& options);
+// The scenario names --scenarios accepts, in report order.
+std::vector<std::string> scenario_names();
+// True if `options` select at least one latency scenario (what --plot draws).
+bool selects_latency(const Options& options);
+
 Report run(const Options& options);
 Machine describe_machine();
 
@@ -88,5 +97,7 @@ void write_json(const Report& report, const std::string& path);
 // Writes a gnuplot script and data next to `png_path` and runs gnuplot. Returns false
 // (with a message on stderr) if gnuplot is missing or fails.
 bool write_plot(const Report& report, const std::string& png_path);
+// True if a gnuplot executable is on PATH (checked before a run that will plot).
+bool gnuplot_available();
 
 }  // namespace ringbus::bench
