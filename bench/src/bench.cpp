@@ -2,13 +2,13 @@
 // first system of each turn rotates), so that all of them see the same machine; each
 // run gives percentiles per system; the report keeps the median over runs.
 #include <fmt/format.h>
-#include <sched.h>
 
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
 
 #include "latency.hpp"
+#include "ringbus/consumer.hpp"
 #include "ringbus_bench/bench.hpp"
 #include "throughput.hpp"
 
@@ -81,24 +81,11 @@ bool selects_latency(const Options& o) {
 }
 
 std::string check(const Options& o) {
-  if (o.cpu_producer < 0 || o.cpu_consumer < 0) return "CPU numbers cannot be negative";
+  for (const int cpu : {o.cpu_producer, o.cpu_consumer}) {
+    if (std::string why = cpu_unavailable(cpu); !why.empty()) return why;
+  }
   if (o.cpu_producer == o.cpu_consumer) {
     return fmt::format("the producer and the consumer need two different CPUs (both are {})", o.cpu_producer);
-  }
-  cpu_set_t allowed;
-  CPU_ZERO(&allowed);
-  if (::sched_getaffinity(0, sizeof allowed, &allowed) == 0) {
-    std::string list;
-    for (int c = 0; c < CPU_SETSIZE; ++c) {
-      if (!CPU_ISSET(c, &allowed)) continue;
-      if (!list.empty()) list += ',';
-      list += std::to_string(c);
-    }
-    for (const int cpu : {o.cpu_producer, o.cpu_consumer}) {
-      if (cpu >= CPU_SETSIZE || !CPU_ISSET(cpu, &allowed)) {
-        return fmt::format("CPU {} is not one this process may run on (allowed: {})", cpu, list);
-      }
-    }
   }
   if (o.samples == 0) return "samples must be at least 1";
   if (o.runs < 1) return "runs must be at least 1";

@@ -253,6 +253,9 @@ ConsumerGroup ConsumerGroup::join(const Segment& segment, std::string_view name,
     throw Error(Errc::invalid_options, where + ": " + std::to_string(options.workers) + " workers but only " +
                                            std::to_string(options.cpus.size()) + " cpus given");
   }
+  for (const int cpu : options.cpus) {
+    if (std::string why = cpu_unavailable(cpu); !why.empty()) throw Error(Errc::invalid_options, where + ": " + why);
+  }
   if (options.batch == 0 || options.retry.max_attempts == 0 || options.max_pending == 0) {
     throw Error(Errc::invalid_options, where + ": batch, retry.max_attempts and max_pending must be at least 1");
   }
@@ -578,6 +581,26 @@ void Worker::check_stall() noexcept {
 void Worker::corrupt(std::uint64_t pos, const char* what) const {
   throw Error(Errc::corrupt, "group \"" + group_ + "\" worker " + std::to_string(index_) + ": at position " +
                                  std::to_string(pos) + ": " + what);
+}
+
+std::string cpu_unavailable(int cpu) {
+  if (cpu < 0) return "cpu " + std::to_string(cpu) + " is negative";
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  if (::sched_getaffinity(0, sizeof allowed, &allowed) != 0) return {};  // let the OS decide at pin time
+  if (cpu < CPU_SETSIZE && CPU_ISSET(cpu, &allowed)) return {};
+  std::string list;
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (!CPU_ISSET(c, &allowed)) continue;
+    if (!list.empty()) list += ',';
+    list += std::to_string(c);
+  }
+  std::string why = "cpu ";
+  why += std::to_string(cpu);
+  why += " is not one this process may run on (allowed: ";
+  why += list;
+  why += ")";
+  return why;
 }
 
 void pin_this_thread(int cpu) {

@@ -508,7 +508,7 @@ TEST(Cli, BenchRefusesBadOptionsBeforeRunning) {
   };
   const std::vector<Case> cases = {
       {{"--cpus", "0,0"}, 2, "two different CPUs"},
-      {{"--cpus", "0,4096"}, 2, "CPU 4096"},
+      {{"--cpus", "0,4096"}, 2, "cpu 4096"},
       {{"--scenarios", "thread,bogus"}, 2, "\"bogus\""},
       {{"--runs", "0"}, 2, "at least 1"},
       {{"--samples", "0"}, 2, "at least 1"},
@@ -537,6 +537,12 @@ TEST(Cli, DemoDeliversEveryEventInKeyOrder) {
   EXPECT_TRUE(std::regex_search(r.out, std::regex("over 49,000 events .*\\n +p50 [0-9]+ ns +p90 [0-9]+ ns")))
       << r.out;
   EXPECT_EQ(ringbus_run({"demo", "--events", "0"}).code, 2);
+  const Result cpu = ringbus_run({"demo", "--cpus", "0,4096"});
+  EXPECT_EQ(cpu.code, 2);
+  EXPECT_NE(cpu.err.find("cpu 4096"), std::string::npos) << cpu.err;
+  const Result warm = ringbus_run({"demo", "--events", "10", "--warmup", "10"});
+  EXPECT_EQ(warm.code, 2);
+  EXPECT_NE(warm.err.find("--warmup"), std::string::npos) << warm.err;
 }
 
 }  // namespace

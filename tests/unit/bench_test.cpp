@@ -133,7 +133,7 @@ TEST(BenchOptions, CheckNamesWhatIsWrongAndRunRefusesIt) {
   };
   using O = ringbus::bench::Options;
   EXPECT_NE(why([&](O& o) { o.cpu_consumer = o.cpu_producer; }).find("two different CPUs"), std::string::npos);
-  EXPECT_NE(why([](O& o) { o.cpu_consumer = CPU_SETSIZE; }).find("CPU " + std::to_string(CPU_SETSIZE)),
+  EXPECT_NE(why([](O& o) { o.cpu_consumer = CPU_SETSIZE; }).find("cpu " + std::to_string(CPU_SETSIZE)),
             std::string::npos);
   EXPECT_NE(why([](O& o) { o.cpu_producer = -1; }).find("negative"), std::string::npos);
   EXPECT_NE(why([](O& o) { o.samples = 0; }).find("samples"), std::string::npos);

@@ -1,5 +1,6 @@
 // Consumer groups, workers and the tail reader, driven deterministically.
 #include <gtest/gtest.h>
+#include <sched.h>
 
 #include <cstring>
 #include <map>
@@ -163,6 +164,23 @@ TEST(ConsumerGroup, NamesAndOptionsAreValidated) {
   EXPECT_THROW(ConsumerGroup::join(seg.segment(), "w", {.workers = 0}), Error);
   EXPECT_THROW(ConsumerGroup::join(seg.segment(), "w", {.workers = layout::kMaxWorkers + 1}), Error);
   EXPECT_THROW(ConsumerGroup::join(seg.segment(), "w", {.workers = 2, .cpus = {0}}), Error);
+  // A CPU its threads could never be pinned to is refused at the join, naming it, not
+  // later by a worker thread that fails on start.
+  for (const int cpu : {-1, CPU_SETSIZE}) {
+    try {
+      (void)ConsumerGroup::join(seg.segment(), "w", {.workers = 1, .cpus = {cpu}});
+      ADD_FAILURE() << "cpu " << cpu << " accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::invalid_options);
+      EXPECT_NE(std::string(e.what()).find("cpu " + std::to_string(cpu)), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_EQ(cpu_unavailable(-1), "cpu -1 is negative");
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  ASSERT_EQ(::sched_getaffinity(0, sizeof allowed, &allowed), 0);
+  for (int c = 0; c < CPU_SETSIZE; ++c) EXPECT_EQ(cpu_unavailable(c).empty(), CPU_ISSET(c, &allowed) != 0) << c;
+  EXPECT_NE(cpu_unavailable(CPU_SETSIZE).find("allowed: "), std::string::npos);
 }
 
 TEST(ConsumerGroup, AFailingHandlerStopsOnItsEventWithoutSkippingIt) {

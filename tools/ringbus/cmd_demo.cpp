@@ -74,6 +74,12 @@ void add_demo_command(CLI::App& app, int& exit_code) {
     const std::vector<int> cpus = parse_cpus(o->cpus);
     if (cpus.size() != 2) throw CLI::ValidationError("--cpus", "give two CPUs: producer,consumer");
     if (o->keys == 0 || o->events == 0) throw CLI::ValidationError("--events/--keys", "must be at least 1");
+    for (const int cpu : cpus) {
+      if (std::string why = cpu_unavailable(cpu); !why.empty()) throw CLI::ValidationError("--cpus", why);
+    }
+    if (o->warmup >= o->events) {
+      throw CLI::ValidationError("--warmup", "leaves no event to measure: it must be less than --events");
+    }
     const Location loc = Location::shm("ringbus-demo-" + std::to_string(::getpid()));
     const Segment seg = Segment::create(
         loc, {.capacity = 16u << 20, .max_event = 1024, .if_exists = SegmentOptions::IfExists::replace});
@@ -120,7 +126,8 @@ void add_demo_command(CLI::App& app, int& exit_code) {
     int status = 0;
     ::waitpid(child, &status, 0);
     const bool producer_ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    // A producer that failed publishes no more: waiting for the rest would only delay the report.
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(producer_ok ? 30 : 0);
     while (done.load(std::memory_order_acquire) < o->events && std::chrono::steady_clock::now() < until) {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }

@@ -80,7 +80,8 @@ struct RetryPolicy {
 
 struct GroupOptions {
   std::uint32_t workers = 1;           // 1 .. layout::kMaxWorkers
-  std::vector<int> cpus;               // cpus[i]: the CPU worker i's thread is pinned to (empty: not pinned)
+  std::vector<int> cpus;               // cpus[i]: the CPU worker i's thread is pinned to (empty: not pinned);
+                                       // join refuses one outside the process's affinity mask
   WaitStrategy wait = WaitStrategy::spin_yield();
   StartFrom start = StartFrom::end;    // only for a group that does not exist yet
   std::uint32_t batch = 256;           // most events one poll hands to the handler
@@ -341,6 +342,11 @@ class ConsumerGroup {
 
 // Pins the calling thread to `cpu`; throws Error(system) if the OS refuses.
 void pin_this_thread(int cpu);
+
+// Why a thread of this process cannot be pinned to `cpu` (negative, or not in the
+// process's CPU affinity mask, which the message lists), or empty if it can.
+// ConsumerGroup::join checks GroupOptions::cpus with it.
+std::string cpu_unavailable(int cpu);
 
 // ---------------------------------------------------------------------------------
 // Hot path.
