@@ -13,9 +13,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
+#include <string_view>
 #include <thread>
 #include <tuple>
 #include <vector>
@@ -396,18 +398,16 @@ bool write_plot(const Report& r, const std::string& png_path) {
 }
 
 bool gnuplot_available() {
-  const char* path = std::getenv("PATH");
-  std::string dirs = path != nullptr ? path : "/usr/bin:/bin";
-  for (std::size_t start = 0; start <= dirs.size();) {
-    const std::size_t colon = dirs.find(':', start);
-    std::string dir = dirs.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
-    if (dir.empty()) dir = ".";
-    dir += "/gnuplot";
-    if (::access(dir.c_str(), X_OK) == 0) return true;
-    if (colon == std::string::npos) break;
-    start = colon + 1;
+  const char* env = std::getenv("PATH");
+  std::string_view dirs = env != nullptr ? env : "/usr/bin:/bin";
+  for (;;) {
+    const std::size_t colon = dirs.find(':');
+    const std::string_view dir = dirs.substr(0, colon);
+    const std::filesystem::path exe = std::filesystem::path(dir.empty() ? std::string_view(".") : dir) / "gnuplot";
+    if (::access(exe.c_str(), X_OK) == 0) return true;
+    if (colon == std::string_view::npos) return false;
+    dirs.remove_prefix(colon + 1);
   }
-  return false;
 }
 
 }  // namespace ringbus::bench

@@ -496,6 +496,30 @@ TEST(Cli, ExitCodesAndErrorsNameWhatWasWrong) {
   EXPECT_EQ(rm.code, 0) << rm.err;
   EXPECT_EQ(ringbus_run({"info", seg.name()}).code, 4);
   EXPECT_EQ(ringbus_run({"create", ".."}).code, 1);
+
+  // Numbers on the command line that cannot be used are refused as such (exit 2),
+  // naming the option, before anything is created: never wrapped around or reported
+  // by the conversion function's name.
+  const std::string name = unique_name("rbcli-args");
+  const std::vector<std::pair<std::vector<std::string>, std::string>> bad_args = {
+      {{"--mode", "999"}, "--mode"},
+      {{"--mode", "4755"}, "--mode"},
+      {{"--capacity", "99999999999999999999"}, "--capacity"},
+      {{"--capacity", "99999999999G"}, "too large"},
+      {{"--max-event", "8G"}, "--max-event"},
+      {{"--dlq", "12Q"}, "unknown unit"},
+  };
+  for (const auto& [args, names] : bad_args) {
+    std::vector<std::string> cmd = {"create", name};
+    cmd.insert(cmd.end(), args.begin(), args.end());
+    const Result r = ringbus_run(cmd);
+    EXPECT_EQ(r.code, 2) << args[0] << " " << args[1] << ": " << r.err;
+    EXPECT_NE(r.err.find(names), std::string::npos) << args[0] << " " << args[1] << ": " << r.err;
+    EXPECT_EQ(ringbus_run({"info", name}).code, 4) << args[0] << " " << args[1] << " created it";
+  }
+  const Result cpus = ringbus_run({"demo", "--cpus", "0,99999999999"});
+  EXPECT_EQ(cpus.code, 2);
+  EXPECT_NE(cpus.err.find("99999999999"), std::string::npos) << cpus.err;
 }
 
 // A bad bench command is refused before the run starts (nothing measured, nothing on

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <charconv>
 
 #include <ctime>
 
@@ -121,13 +122,21 @@ void add_segment_commands(CLI::App& app, int& exit_code) {
     cmd->add_flag("--replace", *replace, "Replace an existing segment of that name");
     cmd->callback([=, &exit_code] {
       SegmentOptions o = *opts;
-      o.capacity = parse_size(*capacity);
-      o.max_event = static_cast<std::uint32_t>(parse_size(*max_event));
-      std::size_t used = 0;
-      o.mode = static_cast<std::uint32_t>(std::stoul(*mode, &used, 8));
-      if (used != mode->size()) throw CLI::ValidationError("--mode", "\"" + *mode + "\" is not an octal mode");
+      o.capacity = parse_size("--capacity", *capacity);
+      const std::uint64_t max_ev = parse_size("--max-event", *max_event);
+      if (max_ev > kMaxPayload) {
+        throw CLI::ValidationError("--max-event", *max_event + " is more than the largest event a segment holds (" +
+                                                      human_bytes(kMaxPayload) + ")");
+      }
+      o.max_event = static_cast<std::uint32_t>(max_ev);
+      std::uint32_t bits = 0;
+      const auto [rest, ec] = std::from_chars(mode->data(), mode->data() + mode->size(), bits, 8);
+      if (mode->empty() || ec != std::errc{} || rest != mode->data() + mode->size() || bits > 0777) {
+        throw CLI::ValidationError("--mode", "\"" + *mode + "\" is not octal permission bits such as 0600 or 0660");
+      }
+      o.mode = bits;
       if (!dlq->empty()) {
-        o.dlq_capacity = parse_size(*dlq);
+        o.dlq_capacity = parse_size("--dlq", *dlq);
       } else {
         const std::uint64_t two = 2 * layout::dlq_entry_bytes(o.max_event, layout::kMaxDlqMessage);
         o.dlq_capacity = std::max<std::uint64_t>(o.dlq_capacity, std::bit_ceil(two));

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cctype>
+#include <charconv>
 
 namespace ringbus::tool {
 
@@ -16,18 +17,30 @@ Location SegmentArg::location() const {
   return Location::parse(name);
 }
 
-std::uint64_t parse_size(const std::string& text) {
-  std::size_t i = 0;
-  while (i < text.size() && std::isdigit(static_cast<unsigned char>(text[i])) != 0) ++i;
-  if (i == 0) throw CLI::ValidationError("size", "\"" + text + "\" is not a size (e.g. 4096, 64K, 16M, 1G)");
-  std::uint64_t n = std::stoull(text.substr(0, i));
-  std::string unit = text.substr(i);
+std::uint64_t parse_size(const std::string& option, const std::string& text) {
+  std::uint64_t n = 0;
+  const char* const end = text.data() + text.size();
+  const auto [rest, ec] = std::from_chars(text.data(), end, n);
+  if (rest == text.data()) throw CLI::ValidationError(option, "\"" + text + "\" is not a size (e.g. 4096, 64K, 16M, 1G)");
+  if (ec == std::errc::result_out_of_range) throw CLI::ValidationError(option, "\"" + text + "\" is too large");
+  std::string unit(rest, end);
   for (char& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  if (unit == "" || unit == "B") return n;
-  if (unit == "K" || unit == "KB" || unit == "KIB") return n << 10;
-  if (unit == "M" || unit == "MB" || unit == "MIB") return n << 20;
-  if (unit == "G" || unit == "GB" || unit == "GIB") return n << 30;
-  throw CLI::ValidationError("size", "\"" + text + "\" has an unknown unit (use K, M or G)");
+  unsigned shift = 0;
+  if (unit == "" || unit == "B") {
+    shift = 0;
+  } else if (unit == "K" || unit == "KB" || unit == "KIB") {
+    shift = 10;
+  } else if (unit == "M" || unit == "MB" || unit == "MIB") {
+    shift = 20;
+  } else if (unit == "G" || unit == "GB" || unit == "GIB") {
+    shift = 30;
+  } else if (unit == "T" || unit == "TB" || unit == "TIB") {
+    shift = 40;
+  } else {
+    throw CLI::ValidationError(option, "\"" + text + "\" has an unknown unit (use K, M, G or T)");
+  }
+  if (n > (~std::uint64_t{0} >> shift)) throw CLI::ValidationError(option, "\"" + text + "\" is too large");
+  return n << shift;
 }
 
 std::string human_bytes(std::uint64_t n) {
@@ -57,7 +70,12 @@ std::vector<int> parse_cpus(const std::string& text) {
     if (part.empty() || part.find_first_not_of("0123456789") != std::string::npos) {
       throw CLI::ValidationError("cpus", "\"" + text + "\" is not a list of CPU numbers such as 0,1");
     }
-    out.push_back(std::stoi(part));
+    int cpu = 0;
+    const auto [rest, ec] = std::from_chars(part.data(), part.data() + part.size(), cpu);
+    if (ec != std::errc{} || rest != part.data() + part.size()) {
+      throw CLI::ValidationError("cpus", "\"" + part + "\" is not a CPU number");
+    }
+    out.push_back(cpu);
     if (comma == std::string::npos) break;
     start = comma + 1;
   }

@@ -32,8 +32,9 @@ struct SegmentArg {
   [[nodiscard]] Location location() const;
 };
 
-// "64M", "16MiB", "4096", "1K" -> bytes. Throws CLI::ValidationError.
-std::uint64_t parse_size(const std::string& text);
+// "64M", "16MiB", "4096", "1K", "1T" -> bytes (units are powers of 1024). Throws
+// CLI::ValidationError naming `option` for text that is not a size or overflows.
+std::uint64_t parse_size(const std::string& option, const std::string& text);
 std::string human_bytes(std::uint64_t n);
 std::string with_commas(std::uint64_t n);
 // "0,1" -> {0, 1}
