@@ -470,6 +470,14 @@ TEST(Cli, ExitCodesAndErrorsNameWhatWasWrong) {
   EXPECT_NE(info.err.find(missing), std::string::npos) << info.err;
   EXPECT_EQ(ringbus_run({"rm", missing}).code, 4);
   EXPECT_EQ(ringbus_run({"publish", missing, "/dev/null"}).code, 4);
+  {
+    ToolSegment target;
+    for (const std::string& input : {std::string("/tmp"), "/tmp/" + unique_name("rbcli-no-such-input")}) {
+      const Result r = ringbus_run({"publish", target.name(), input});
+      EXPECT_EQ(r.code, 1) << input;
+      EXPECT_NE(r.err.find("cannot read " + input + ": "), std::string::npos) << r.err;
+    }
+  }
   EXPECT_EQ(ringbus_run({}).code, 2);
   EXPECT_EQ(ringbus_run({"create"}).code, 2);
   EXPECT_EQ(ringbus_run({"tail", missing, "--from", "yesterday"}).code, 2);

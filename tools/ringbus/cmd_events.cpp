@@ -6,8 +6,10 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <thread>
@@ -85,10 +87,12 @@ void add_event_commands(CLI::App& app, int& exit_code) {
       std::istream* in = &std::cin;
       std::uint64_t input_size = 0;
       if (*file != "-") {
-        file_in.open(*file, std::ios::binary);
-        if (!file_in) throw std::runtime_error("cannot read " + *file);
         struct stat st {};
-        if (::stat(file->c_str(), &st) == 0) input_size = static_cast<std::uint64_t>(st.st_size);
+        if (::stat(file->c_str(), &st) != 0) throw std::runtime_error("cannot read " + *file + ": " + std::strerror(errno));
+        if (S_ISDIR(st.st_mode)) throw std::runtime_error("cannot read " + *file + ": it is a directory");
+        file_in.open(*file, std::ios::binary);
+        if (!file_in) throw std::runtime_error("cannot read " + *file + ": " + std::strerror(errno));
+        input_size = S_ISREG(st.st_mode) ? static_cast<std::uint64_t>(st.st_size) : 0;
         in = &file_in;
       }
       const std::string input_name = *file == "-" ? "standard input" : *file;
