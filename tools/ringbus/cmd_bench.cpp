@@ -58,12 +58,13 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--cpus", o->cpus, "Producer CPU,consumer CPU (default 0,1)");
   cmd->add_option("--json", o->json, "Write the results as JSON (schema in bench/README.md)");
   cmd->add_option("--plot", o->plot, "Write the latency percentile spectrum as a PNG (needs gnuplot)");
+  const CLI::Validator count(at_least_one, "N>=1");
   cmd->add_option("--samples", o->samples, "Latency samples per system and run (default 1,000,000)")
-      ->check(CLI::Validator(at_least_one, "N>=1"));
-  cmd->add_option("--runs", o->runs, "Runs; results are medians (default 3)")->check(CLI::Validator(at_least_one, "N>=1"));
-  cmd->add_option("--gap-ns", o->gap_ns, "Pacing of latency events in ns (default 2000)")->check(CLI::Validator(at_least_one, "N>=1"));
+      ->check(count);
+  cmd->add_option("--runs", o->runs, "Runs; results are medians (default 3)")->check(count);
+  cmd->add_option("--gap-ns", o->gap_ns, "Pacing of latency events in ns (default 2000)")->check(count);
   cmd->add_option("--chunk", o->chunk, "Samples per interleaved turn of one system (default 50000)")
-      ->check(CLI::Validator(at_least_one, "N>=1"));
+      ->check(count);
   cmd->add_option("--scenarios", o->scenarios,
                   "Comma-separated: thread,process,fanout4,keys10k,rtt,tput8,tput64,tput512 (default all)");
   cmd->add_flag("--no-progress", o->no_progress, "No progress bar");

@@ -179,7 +179,7 @@ void add_event_commands(CLI::App& app, int& exit_code) {
             },
             "start|end|POSITION"));
     cmd->add_flag("--follow,-f", *follow, "Keep printing new events until interrupted");
-    cmd->add_option("--count,-n", *count, "Stop after this many events");
+    cmd->add_option("--count,-n", *count, "Stop after this many events (0, the default: no limit)");
     cmd->add_option("--key", *key, "Only events of this key");
     cmd->add_option("--type", *type, "Only events of this event type");
     cmd->callback([=, &exit_code] {

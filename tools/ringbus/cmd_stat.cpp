@@ -247,7 +247,8 @@ void add_stat_command(CLI::App& app, int& exit_code) {
   cmd->add_flag("--watch,-w", *watch, "Redraw in place, like top, until q or Ctrl-C");
   cmd->add_option("--interval", *interval, "Seconds between refreshes with --watch (default 1)")
       ->check(CLI::Range(0.05, 3600.0));
-  cmd->add_option("--count", *count, "With --watch: stop after this many refreshes");
+  cmd->add_option("--count", *count,
+                  "With --watch: stop after this many refreshes (0, the default: until q or Ctrl-C)");
   cmd->add_flag("--prometheus", *prometheus, "Print the Prometheus text exposition format");
   cmd->callback([=, &exit_code] {
     const Segment seg = Segment::open(arg->location());

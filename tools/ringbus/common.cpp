@@ -21,7 +21,9 @@ std::uint64_t parse_size(const std::string& option, const std::string& text) {
   std::uint64_t n = 0;
   const char* const end = text.data() + text.size();
   const auto [rest, ec] = std::from_chars(text.data(), end, n);
-  if (rest == text.data()) throw CLI::ValidationError(option, "\"" + text + "\" is not a size (e.g. 4096, 64K, 16M, 1G)");
+  if (rest == text.data()) {
+    throw CLI::ValidationError(option, "\"" + text + "\" is not a size (e.g. 4096, 64K, 16M, 1G)");
+  }
   if (ec == std::errc::result_out_of_range) throw CLI::ValidationError(option, "\"" + text + "\" is too large");
   std::string unit(rest, end);
   for (char& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
