@@ -2,6 +2,7 @@
 // first system of each turn rotates), so that all of them see the same machine; each
 // run gives percentiles per system; the report keeps the median over runs.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cmath>
@@ -94,12 +95,7 @@ std::string check(const Options& o) {
   const std::vector<std::string> known = scenario_names();
   for (const std::string& s : o.scenarios) {
     if (std::find(known.begin(), known.end(), s) == known.end()) {
-      std::string list;
-      for (const std::string& k : known) {
-        if (!list.empty()) list += ',';
-        list += k;
-      }
-      return fmt::format("unknown scenario \"{}\" (known: {})", s, list);
+      return fmt::format("unknown scenario \"{}\" (known: {})", s, fmt::join(known, ","));
     }
   }
   return {};

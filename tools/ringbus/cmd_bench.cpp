@@ -1,5 +1,6 @@
 // ringbus bench: the latency and throughput report (bench/README.md).
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -66,7 +67,7 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--chunk", o->chunk, "Samples per interleaved turn of one system (default 50000)")
       ->check(count);
   cmd->add_option("--scenarios", o->scenarios,
-                  "Comma-separated: thread,process,fanout4,keys10k,rtt,tput8,tput64,tput512 (default all)");
+                  fmt::format("Comma-separated: {} (default all)", fmt::join(bench::scenario_names(), ",")));
   cmd->add_flag("--no-progress", o->no_progress, "No progress bar");
   cmd->callback([o, &exit_code] {
     bench::Options opts = bench::options_for(o->smoke ? "smoke" : o->quick ? "quick" : "full");
