@@ -88,10 +88,17 @@ std::string check(const Options& o) {
   if (o.cpu_producer == o.cpu_consumer) {
     return fmt::format("the producer and the consumer need two different CPUs (both are {})", o.cpu_producer);
   }
+  // Upper bounds keep the chunking arithmetic of run() from overflowing; a run at either
+  // bound would take days.
+  constexpr std::uint64_t kMaxSamples = 1'000'000'000'000;
+  constexpr std::uint64_t kMaxGapNs = 1'000'000'000;
   if (o.samples == 0) return "samples must be at least 1";
+  if (o.samples > kMaxSamples) return fmt::format("samples must be at most {}", kMaxSamples);
   if (o.runs < 1) return "runs must be at least 1";
   if (o.chunk == 0) return "chunk must be at least 1";
+  if (o.chunk > kMaxSamples) return fmt::format("chunk must be at most {}", kMaxSamples);
   if (o.gap_ns == 0) return "the pacing gap must be at least 1 ns";
+  if (o.gap_ns > kMaxGapNs) return fmt::format("the pacing gap must be at most {} ns (1 s)", kMaxGapNs);
   const std::vector<std::string> known = scenario_names();
   for (const std::string& s : o.scenarios) {
     if (std::find(known.begin(), known.end(), s) == known.end()) {

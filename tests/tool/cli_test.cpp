@@ -544,6 +544,7 @@ TEST(Cli, BenchRefusesBadOptionsBeforeRunning) {
       {{"--scenarios", "thread,bogus"}, 2, "\"bogus\""},
       {{"--runs", "0"}, 2, "at least 1"},
       {{"--samples", "0"}, 2, "at least 1"},
+      {{"--samples", "99999999999999999999"}, 2, "samples"},
       {{"--json", "/nonexistent-ringbus-dir/r.json"}, 1, "/nonexistent-ringbus-dir"},
       {{"--json", "/tmp"}, 1, "is a directory"},
       {{"--plot", "/tmp/" + unique_name("plot") + ".png", "--scenarios", "tput8"}, 2, "no latency scenario"},

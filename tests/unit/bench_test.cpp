@@ -140,6 +140,10 @@ TEST(BenchOptions, CheckNamesWhatIsWrongAndRunRefusesIt) {
   EXPECT_NE(why([](O& o) { o.runs = 0; }).find("runs"), std::string::npos);
   EXPECT_NE(why([](O& o) { o.chunk = 0; }).find("chunk"), std::string::npos);
   EXPECT_NE(why([](O& o) { o.gap_ns = 0; }).find("gap"), std::string::npos);
+  // Values whose chunking would overflow (a run with 0 samples that "succeeds").
+  EXPECT_NE(why([](O& o) { o.samples = ~std::uint64_t{0}; }).find("samples must be at most"), std::string::npos);
+  EXPECT_NE(why([](O& o) { o.chunk = ~std::uint64_t{0}; }).find("chunk must be at most"), std::string::npos);
+  EXPECT_NE(why([](O& o) { o.gap_ns = ~std::uint64_t{0}; }).find("gap must be at most"), std::string::npos);
   const std::string unknown = why([](O& o) { o.scenarios = {"thread", "tput7"}; });
   EXPECT_NE(unknown.find("\"tput7\""), std::string::npos) << unknown;
   EXPECT_NE(unknown.find("keys10k"), std::string::npos) << unknown;  // lists what exists
