@@ -4,7 +4,10 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <sys/statvfs.h>
+
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <stdexcept>
 
@@ -103,6 +106,19 @@ std::string check(const Options& o) {
   for (const std::string& s : o.scenarios) {
     if (std::find(known.begin(), known.end(), s) == known.end()) {
       return fmt::format("unknown scenario \"{}\" (known: {})", s, fmt::join(known, ","));
+    }
+  }
+  const std::uint64_t ring = o.tput_capacity;
+  if (!std::has_single_bit(ring) || ring < layout::kMinCapacity || ring > layout::kMaxCapacity) {
+    return fmt::format("the throughput ring's capacity must be a power of two from {} KiB to {} TiB, not {} bytes",
+                       layout::kMinCapacity >> 10, layout::kMaxCapacity >> 40, ring);
+  }
+  const auto cases = throughput_cases();
+  if (std::any_of(cases.begin(), cases.end(), [&](const ThroughputCase& c) { return wanted(o, c.scenario); })) {
+    struct statvfs fs {};
+    if (::statvfs("/dev/shm", &fs) == 0 && ring >= std::uint64_t{fs.f_bavail} * fs.f_frsize) {
+      return fmt::format("the throughput ring of {} MiB does not fit in /dev/shm ({} MiB free)", ring >> 20,
+                         std::uint64_t{fs.f_bavail} * fs.f_frsize >> 20);
     }
   }
   return {};

@@ -242,7 +242,10 @@ void print_table(const Report& r, std::FILE* out) {
     }
   }
   if (!r.throughput.empty()) {
-    fmt::print(out, "\nthroughput, M events/s (median of runs)   1 producer        2 producers\n");
+    const std::uint64_t ring = r.options.tput_capacity;
+    fmt::print(out, "\nthroughput, M events/s (median of runs; ringbus ring {}, peers 4096 messages)\n",
+               ring >= (1u << 20) ? fmt::format("{} MiB", ring >> 20) : fmt::format("{} KiB", ring >> 10));
+    fmt::print(out, "                                          1 producer        2 producers\n");
     fmt::print(out, "                                          plain  batch32    plain  batch32\n");
     std::string last;
     for (const ThroughputResult& t : r.throughput) {
@@ -276,8 +279,9 @@ void write_json(const Report& r, const std::string& path) {
       m.tsc_ghz, m.invariant_tsc, m.clock_step_ns, m.clock_quantized);
   j << fmt::format(
       "  \"config\": {{\"mode\": \"{}\", \"samples\": {}, \"warmup\": {}, \"gap_ns\": {}, \"runs\": {}, "
-      "\"chunk\": {}, \"cpu_producer\": {}, \"cpu_consumer\": {}, \"tput_events\": {}}},\n",
-      o.mode, o.samples, o.warmup, o.gap_ns, o.runs, o.chunk, o.cpu_producer, o.cpu_consumer, o.tput_events);
+      "\"chunk\": {}, \"cpu_producer\": {}, \"cpu_consumer\": {}, \"tput_events\": {}, \"tput_capacity\": {}}},\n",
+      o.mode, o.samples, o.warmup, o.gap_ns, o.runs, o.chunk, o.cpu_producer, o.cpu_consumer, o.tput_events,
+      o.tput_capacity);
   // Not measured (no throughput case ran): null.
   const std::string before_tput =
       r.placement.before_tput_ns > 0 ? fmt::format("{:.1f}", r.placement.before_tput_ns) : "null";

@@ -18,7 +18,6 @@
 namespace ringbus::bench {
 namespace {
 
-constexpr std::uint64_t kRingBytes = 1u << 20;  // fits the L2 of either core
 constexpr std::size_t kPeerSlots = 4096;
 
 using Clock = std::chrono::steady_clock;
@@ -48,7 +47,7 @@ template <std::size_t N>
 double ringbus_rate(std::uint32_t producers, std::uint32_t batch, std::uint64_t events, const Options& o) {
   const Location loc = Location::shm("ringbus-tput-" + std::to_string(::getpid()));
   const Segment seg = Segment::create(
-      loc, {.capacity = kRingBytes, .max_event = 1024, .if_exists = SegmentOptions::IfExists::replace});
+      loc, {.capacity = o.tput_capacity, .max_event = 1024, .if_exists = SegmentOptions::IfExists::replace});
   struct Remove {
     Location loc;
     ~Remove() { Segment::remove(loc); }

@@ -36,6 +36,10 @@ TEST(BenchSmoke, CompletesAndWritesValidJson) {
   EXPECT_LT(step, 1000.0);
   EXPECT_NO_THROW((void)bool(machine["clock_quantized"].get_bool()));  // present and a boolean
 
+  simdjson::ondemand::object config = root["config"].get_object();
+  EXPECT_EQ(std::string_view(config["mode"].get_string()), "smoke");
+  EXPECT_EQ(uint64_t(config["tput_capacity"].get_uint64()), uint64_t{1} << 20);  // the default ring
+
   simdjson::ondemand::object placement = root["placement"].get_object();
   EXPECT_GT(double(placement["rtt_half_start_ns"].get_double()), 0.0);
 
@@ -84,6 +88,39 @@ TEST(BenchSmoke, CompletesAndWritesValidJson) {
     ++targets;
   }
   EXPECT_GE(targets, 8u);
+}
+
+// --capacity sizes ringbus's throughput ring: the run reports it in the table and the
+// JSON, and ringbus's throughput cases still complete with it.
+TEST(BenchSmoke, CapacitySizesTheThroughputRing) {
+  const std::string json = "/tmp/" + ringbus::test::unique_name("bench") + ".json";
+  const std::string out = "/tmp/" + ringbus::test::unique_name("bench") + ".out";
+  const std::string cmd = std::string(RINGBUS_TOOL) + " bench --smoke --no-progress --scenarios tput8 --capacity 256K" +
+                          " --json " + json + " > " + out;
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  const simdjson::padded_string table = simdjson::padded_string::load(out);
+  ::unlink(out.c_str());
+  EXPECT_NE(std::string_view(table).find("ringbus ring 256 KiB, peers 4096 messages"), std::string_view::npos)
+      << std::string_view(table);
+
+  simdjson::ondemand::parser parser;
+  simdjson::padded_string text = simdjson::padded_string::load(json);
+  ::unlink(json.c_str());
+  simdjson::ondemand::document doc = parser.iterate(text);
+  simdjson::ondemand::object root = doc.get_object();
+  EXPECT_EQ(uint64_t(root["config"]["tput_capacity"].get_uint64()), uint64_t{256} << 10);
+  std::size_t ringbus_cases = 0;
+  for (auto item : root["results"].get_array()) {
+    simdjson::ondemand::object r = item.get_object();
+    const std::string_view system = r["system"].get_string();
+    const std::string_view scenario = r["scenario"].get_string();
+    EXPECT_EQ(scenario, "tput8");
+    if (system == "ringbus") {
+      EXPECT_GT(double(r["events_per_s"].get_double()), 0.0);
+      ++ringbus_cases;
+    }
+  }
+  EXPECT_EQ(ringbus_cases, 4u);  // 1 and 2 producers, batched and not
 }
 
 }  // namespace

@@ -545,6 +545,8 @@ TEST(Cli, BenchRefusesBadOptionsBeforeRunning) {
       {{"--runs", "0"}, 2, "at least 1"},
       {{"--samples", "0"}, 2, "at least 1"},
       {{"--samples", "99999999999999999999"}, 2, "samples"},
+      {{"--capacity", "3M"}, 2, "capacity must be a power of two"},
+      {{"--capacity", "lots"}, 2, "--capacity"},
       {{"--json", "/nonexistent-ringbus-dir/r.json"}, 1, "/nonexistent-ringbus-dir"},
       {{"--json", "/tmp"}, 1, "is a directory"},
       {{"--plot", "/tmp/" + unique_name("plot") + ".png", "--scenarios", "tput8"}, 2, "no latency scenario"},

@@ -2,8 +2,10 @@
 // checks of a run's options.
 #include <gtest/gtest.h>
 #include <sched.h>
+#include <sys/statvfs.h>
 
 #include <algorithm>
+#include <bit>
 #include <chrono>
 #include <cstdint>
 #include <random>
@@ -11,6 +13,7 @@
 #include <vector>
 
 #include "ringbus/clock.hpp"
+#include "ringbus/layout.hpp"
 #include "ringbus_bench/bench.hpp"
 #include "ringbus_bench/histogram.hpp"
 #include "ringbus_bench/pacer.hpp"
@@ -144,6 +147,24 @@ TEST(BenchOptions, CheckNamesWhatIsWrongAndRunRefusesIt) {
   EXPECT_NE(why([](O& o) { o.samples = ~std::uint64_t{0}; }).find("samples must be at most"), std::string::npos);
   EXPECT_NE(why([](O& o) { o.chunk = ~std::uint64_t{0}; }).find("chunk must be at most"), std::string::npos);
   EXPECT_NE(why([](O& o) { o.gap_ns = ~std::uint64_t{0}; }).find("gap must be at most"), std::string::npos);
+  // The throughput ring: a segment capacity, and one that /dev/shm has room for.
+  EXPECT_NE(why([](O& o) { o.tput_capacity = 3u << 20; }).find("capacity must be a power of two"), std::string::npos);
+  EXPECT_NE(why([](O& o) { o.tput_capacity = 32u << 10; }).find("capacity must be a power of two"), std::string::npos);
+  EXPECT_NE(why([](O& o) { o.tput_capacity = std::uint64_t{1} << 41; }).find("capacity must be a power of two"),
+            std::string::npos);
+  EXPECT_EQ(why([](O& o) { o.tput_capacity = 64u << 10; }), "");
+  struct statvfs shm {};
+  ASSERT_EQ(::statvfs("/dev/shm", &shm), 0);
+  const std::uint64_t too_big = std::bit_ceil(std::uint64_t{shm.f_bavail} * shm.f_frsize + 1);
+  if (too_big <= ringbus::layout::kMaxCapacity) {
+    EXPECT_NE(why([&](O& o) { o.tput_capacity = too_big; }).find("does not fit in /dev/shm"), std::string::npos);
+    // Latency scenarios alone never create the throughput ring.
+    EXPECT_EQ(why([&](O& o) {
+                o.tput_capacity = too_big;
+                o.scenarios = {"thread"};
+              }),
+              "");
+  }
   const std::string unknown = why([](O& o) { o.scenarios = {"thread", "tput7"}; });
   EXPECT_NE(unknown.find("\"tput7\""), std::string::npos) << unknown;
   EXPECT_NE(unknown.find("keys10k"), std::string::npos) << unknown;  // lists what exists

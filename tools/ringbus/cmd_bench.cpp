@@ -39,7 +39,7 @@ void add_bench_command(CLI::App& app, int& exit_code) {
       "bench", "Measure publish-to-handle latency and throughput against the cache-line floor and other queues");
   struct Opts {
     bool quick = false, smoke = false, no_progress = false;
-    std::string cpus = "0,1", json, plot, scenarios;
+    std::string cpus = "0,1", json, plot, scenarios, capacity;
     std::uint64_t samples = 0, gap_ns = 0, chunk = 0;
     int runs = 0;
   };
@@ -59,6 +59,8 @@ void add_bench_command(CLI::App& app, int& exit_code) {
       ->check(not_negative);
   cmd->add_option("--chunk", o->chunk, "Samples per interleaved turn of one system (default 50000)")
       ->check(not_negative);
+  cmd->add_option("--capacity", o->capacity,
+                  "Log bytes of ringbus's ring in the throughput cases, a power of two (default 1M)");
   cmd->add_option("--scenarios", o->scenarios,
                   fmt::format("Comma-separated: {} (default all)", fmt::join(bench::scenario_names(), ",")));
   cmd->add_flag("--no-progress", o->no_progress, "No progress bar");
@@ -72,6 +74,7 @@ void add_bench_command(CLI::App& app, int& exit_code) {
     if (cmd->count("--runs") != 0) opts.runs = o->runs;
     if (cmd->count("--gap-ns") != 0) opts.gap_ns = o->gap_ns;
     if (cmd->count("--chunk") != 0) opts.chunk = o->chunk;
+    if (cmd->count("--capacity") != 0) opts.tput_capacity = parse_size("--capacity", o->capacity);
     for (std::size_t start = 0; start < o->scenarios.size();) {
       const std::size_t comma = o->scenarios.find(',', start);
       opts.scenarios.push_back(o->scenarios.substr(start, comma == std::string::npos ? comma : comma - start));

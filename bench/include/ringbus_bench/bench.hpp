@@ -20,6 +20,10 @@ struct Options {
   std::uint64_t chunk = 50'000;         // samples per interleaved turn of one system
   int runs = 3;                         // results are medians over runs
   std::uint64_t tput_events = 10'000'000;  // events per throughput measurement
+  // Log bytes of ringbus's segment in the throughput cases (a power of two): within the
+  // L2 by default; with the two CPUs in different L3 domains a ring larger than the L3
+  // moves more (bench/RESULTS.md). The peers hold 4096 messages whatever it is.
+  std::uint64_t tput_capacity = std::uint64_t{1} << 20;
   std::vector<std::string> scenarios;   // empty: all
   std::function<void(double fraction, const std::string& what)> progress;
 };
@@ -82,7 +86,8 @@ struct Report {
 
 // Why `options` cannot run, or empty if they can: two distinct CPUs this process may
 // run on, 1 .. 10^12 samples and samples per chunk, at least one run, a pacing gap of
-// 1 ns .. 1 s, scenarios that exist. run() throws std::invalid_argument with this
+// 1 ns .. 1 s, scenarios that exist, a throughput ring that is a valid segment capacity
+// and, when a throughput case runs, fits in the free space of /dev/shm. run() throws std::invalid_argument with this
 // text, before any thread starts.
 std::string check(const Options& options);
 // The scenario names --scenarios accepts, in report order.
