@@ -84,6 +84,11 @@ bool selects_latency(const Options& o) {
   return std::any_of(scenarios.begin(), scenarios.end(), [&](const LatencyScenario& sc) { return wanted(o, sc.name); });
 }
 
+bool selects_throughput(const Options& o) {
+  const auto cases = throughput_cases();
+  return std::any_of(cases.begin(), cases.end(), [&](const ThroughputCase& c) { return wanted(o, c.scenario); });
+}
+
 std::string check(const Options& o) {
   for (const int cpu : {o.cpu_producer, o.cpu_consumer}) {
     if (std::string why = cpu_unavailable(cpu); !why.empty()) return why;
@@ -113,8 +118,7 @@ std::string check(const Options& o) {
     return fmt::format("the throughput ring's capacity must be a power of two from {} KiB to {} TiB, not {} bytes",
                        layout::kMinCapacity >> 10, layout::kMaxCapacity >> 40, ring);
   }
-  const auto cases = throughput_cases();
-  if (std::any_of(cases.begin(), cases.end(), [&](const ThroughputCase& c) { return wanted(o, c.scenario); })) {
+  if (selects_throughput(o)) {
     struct statvfs fs {};
     if (::statvfs("/dev/shm", &fs) == 0 && ring >= std::uint64_t{fs.f_bavail} * fs.f_frsize) {
       return fmt::format("the throughput ring of {} MiB does not fit in /dev/shm ({} MiB free)", ring >> 20,

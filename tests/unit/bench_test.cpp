@@ -176,6 +176,11 @@ TEST(BenchOptions, CheckNamesWhatIsWrongAndRunRefusesIt) {
   ringbus::bench::Options tput_only = good;
   tput_only.scenarios = {"tput8"};
   EXPECT_FALSE(ringbus::bench::selects_latency(tput_only));
+  EXPECT_TRUE(ringbus::bench::selects_throughput(tput_only));
+  EXPECT_TRUE(ringbus::bench::selects_throughput(good));  // thread and tput64
+  ringbus::bench::Options latency_only = good;
+  latency_only.scenarios = {"thread", "rtt"};
+  EXPECT_FALSE(ringbus::bench::selects_throughput(latency_only));
   const auto names = ringbus::bench::scenario_names();
   for (const char* n : {"thread", "process", "fanout4", "keys10k", "rtt", "tput8", "tput64", "tput512"}) {
     EXPECT_NE(std::find(names.begin(), names.end(), n), names.end()) << n;

@@ -74,14 +74,17 @@ void add_bench_command(CLI::App& app, int& exit_code) {
     if (cmd->count("--runs") != 0) opts.runs = o->runs;
     if (cmd->count("--gap-ns") != 0) opts.gap_ns = o->gap_ns;
     if (cmd->count("--chunk") != 0) opts.chunk = o->chunk;
-    if (cmd->count("--capacity") != 0) opts.tput_capacity = parse_size("--capacity", o->capacity);
     for (std::size_t start = 0; start < o->scenarios.size();) {
       const std::size_t comma = o->scenarios.find(',', start);
       opts.scenarios.push_back(o->scenarios.substr(start, comma == std::string::npos ? comma : comma - start));
       start = comma == std::string::npos ? o->scenarios.size() : comma + 1;
     }
+    if (cmd->count("--capacity") != 0) opts.tput_capacity = parse_size("--capacity", o->capacity);
     // Everything that can be wrong with the command is found before the run starts.
     if (const std::string why = bench::check(opts); !why.empty()) throw CLI::ValidationError("bench", why);
+    if (cmd->count("--capacity") != 0 && !bench::selects_throughput(opts)) {
+      throw CLI::ValidationError("--capacity", "sizes the throughput ring, and no throughput scenario was chosen");
+    }
     if (!o->json.empty()) check_writable("--json", o->json);
     if (!o->plot.empty()) {
       check_writable("--plot", o->plot);

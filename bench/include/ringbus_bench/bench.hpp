@@ -94,6 +94,8 @@ std::string check(const Options& options);
 std::vector<std::string> scenario_names();
 // True if `options` select at least one latency scenario (what --plot draws).
 bool selects_latency(const Options& options);
+// True if `options` select at least one throughput scenario (what --capacity sizes).
+bool selects_throughput(const Options& options);
 
 Report run(const Options& options);
 Machine describe_machine();
