@@ -120,9 +120,10 @@ std::string check(const Options& o) {
   }
   if (selects_throughput(o)) {
     struct statvfs fs {};
-    if (::statvfs("/dev/shm", &fs) == 0 && ring >= std::uint64_t{fs.f_bavail} * fs.f_frsize) {
+    const std::uint64_t shm_free = ::statvfs("/dev/shm", &fs) == 0 ? std::uint64_t{fs.f_bavail} * fs.f_frsize : ~0ull;
+    if (ring >= shm_free) {
       return fmt::format("the throughput ring of {} MiB does not fit in /dev/shm ({} MiB free)", ring >> 20,
-                         std::uint64_t{fs.f_bavail} * fs.f_frsize >> 20);
+                         shm_free >> 20);
     }
   }
   return {};
