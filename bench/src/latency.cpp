@@ -512,10 +512,15 @@ double probe_floor(const Options& o, std::uint64_t samples) {
 }
 
 // The scenarios judged against thread-to-thread ringbus carry that configuration as
-// `ringbus_thread`, interleaved with theirs: the vCPUs' placement can change between
-// scenarios (RTT/2 70 <-> 230 ns), which would make a ratio across scenarios meaningless.
-std::unique_ptr<LatencySystem> thread_reference() {
-  return std::make_unique<RingbusOneWay<64>>(0, 0, -1, "ringbus_thread");
+// `ringbus_thread`, and the floor, interleaved with theirs: the vCPUs' placement can
+// change between scenarios (RTT/2 70 <-> 230 ns), which would make a ratio across
+// scenarios meaningless.
+std::vector<std::unique_ptr<LatencySystem>> with_thread_reference(std::unique_ptr<LatencySystem> measured) {
+  std::vector<std::unique_ptr<LatencySystem>> s;
+  s.push_back(std::make_unique<Floor>(false));
+  s.push_back(std::move(measured));
+  s.push_back(std::make_unique<RingbusOneWay<64>>(0, 0, -1, "ringbus_thread"));
+  return s;
 }
 
 std::vector<LatencyScenario> latency_scenarios() {
@@ -524,27 +529,14 @@ std::vector<LatencyScenario> latency_scenarios() {
        [](const Options&) { return one_way_with_peers<64>(false); }},
       {"thread", 1024, "one-way, thread to thread, 1 KiB events", 6,
        [](const Options&) { return one_way_with_peers<1024>(false); }},
-      {"process", 64, "one-way, producer in another process", 2,
+      {"process", 64, "one-way, producer in another process", 3,
+       [](const Options& o) { return with_thread_reference(std::make_unique<RingbusProcess>(o.cpu_producer)); }},
+      {"fanout4", 64, "one-way, 4 gating groups: 1 measured, 3 parked consumers keeping up", 3,
        [](const Options& o) {
-         std::vector<std::unique_ptr<LatencySystem>> s;
-         s.push_back(std::make_unique<RingbusProcess>(o.cpu_producer));
-         s.push_back(thread_reference());
-         return s;
+         return with_thread_reference(std::make_unique<RingbusOneWay<64>>(0, 3, o.cpu_producer));
        }},
-      {"fanout4", 64, "one-way, 4 gating groups: 1 measured, 3 parked consumers keeping up", 2,
-       [](const Options& o) {
-         std::vector<std::unique_ptr<LatencySystem>> s;
-         s.push_back(std::make_unique<RingbusOneWay<64>>(0, 3, o.cpu_producer));
-         s.push_back(thread_reference());
-         return s;
-       }},
-      {"keys10k", 64, "one-way, per-key sequencing over 10,000 keys", 2,
-       [](const Options&) {
-         std::vector<std::unique_ptr<LatencySystem>> s;
-         s.push_back(std::make_unique<RingbusOneWay<64>>(10'000, 0, -1));
-         s.push_back(thread_reference());
-         return s;
-       }},
+      {"keys10k", 64, "one-way, per-key sequencing over 10,000 keys", 3,
+       [](const Options&) { return with_thread_reference(std::make_unique<RingbusOneWay<64>>(10'000, 0, -1)); }},
       {"rtt", 64, "round trip, ping-pong through two queues", 5,
        [](const Options&) { return one_way_with_peers<64>(true); }},
   };

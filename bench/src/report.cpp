@@ -128,11 +128,11 @@ std::vector<Target> targets(const Report& r) {
   }
   if (const ThroughputResult* t = find_tput(r, "tput64", "ringbus", 1, 1)) {
     out.push_back({"64-byte events, 1 producer >= 40 M/s", true, t->events_per_s >= 40e6,
-                   fmt::format("{:.1f} M/s", t->events_per_s / 1e6)});
+                   fmt::format("{:.1f} M/s (RTT/2 {:.0f} ns)", t->events_per_s / 1e6, t->rtt_half_ns)});
   }
   if (const ThroughputResult* t = find_tput(r, "tput8", "ringbus", 1, 32)) {
     out.push_back({"8-byte events, 1 producer, batched >= 120 M/s", true, t->events_per_s >= 120e6,
-                   fmt::format("{:.1f} M/s", t->events_per_s / 1e6)});
+                   fmt::format("{:.1f} M/s (RTT/2 {:.0f} ns)", t->events_per_s / 1e6, t->rtt_half_ns)});
   }
   return out;
 }
@@ -195,6 +195,23 @@ Machine describe_machine() {
   return m;
 }
 
+bool PlacementRange::moved() const noexcept { return min_ns > 0 && max_ns > kPlacementMoved * min_ns; }
+
+PlacementRange placement_range(const Report& r) {
+  std::vector<double> all{r.placement.start_ns, r.placement.before_tput_ns, r.placement.end_ns};
+  for (const ThroughputResult& t : r.throughput) all.push_back(t.rtt_half_ns);
+  for (const LatencyResult& l : r.latency) {
+    if (l.system == "floor") all.push_back(l.scenario == "rtt" ? l.p50 / 2 : l.p50);
+  }
+  PlacementRange range;
+  for (const double x : all) {
+    if (x <= 0) continue;  // not measured
+    range.min_ns = range.min_ns == 0 ? x : std::min(range.min_ns, x);
+    range.max_ns = std::max(range.max_ns, x);
+  }
+  return range;
+}
+
 void print_table(const Report& r, std::FILE* out) {
   const Options& o = r.options;
   fmt::print(out, "\nringbus bench ({}: {} samples x {} run{}, paced every {} ns, producer cpu {}, consumer cpu {})\n",
@@ -213,14 +230,21 @@ void print_table(const Report& r, std::FILE* out) {
              "placement: cache-line RTT/2 between the two CPUs {:.0f} ns at the start, {}"
              "{:.0f} ns at the end (around 230 = far apart, 70 = near)\n",
              r.placement.start_ns, before_tput, r.placement.end_ns);
+  if (const PlacementRange range = placement_range(r); range.moved()) {
+    fmt::print(out,
+               "placement MOVED during the run: RTT/2 from {:.0f} to {:.0f} ns across the scenarios' floors and the "
+               "probes.\n  Ratios within a scenario hold (its floor runs interleaved with it); absolute figures of "
+               "different\n  scenarios, and throughput rows with different RTT/2, come from different placements.\n",
+               range.min_ns, range.max_ns);
+  }
   if (!r.latency.empty()) {
     fmt::print(out, "\nlatency, ns (median of runs)    {:>7} {:>7} {:>7} {:>8} {:>8} {:>9}  {:>9} {:>9}\n", "p50", "p90",
                "p99", "p99.9", "p99.99", "max", "p50/floor", "p99/floor");
     std::string last;
     for (const LatencyResult& l : r.latency) {
       const std::string label = fmt::format("{} {} B", l.scenario, l.event_bytes);
+      // Only the scenario's own floor: another scenario's may be from another placement.
       const LatencyResult* floor = find(r, l.scenario, l.event_bytes, "floor");
-      if (floor == nullptr && l.scenario != "rtt") floor = find(r, "thread", 64, "floor");
       std::string r50 = "-", r99 = "-";
       if (floor != nullptr && floor->p50 > 0 && l.system != "floor") {
         r50 = fmt::format("{:.2f}x", l.p50 / floor->p50);
@@ -245,17 +269,25 @@ void print_table(const Report& r, std::FILE* out) {
     const std::uint64_t ring = r.options.tput_capacity;
     fmt::print(out, "\nthroughput, M events/s (median of runs; ringbus ring {}, peers 4096 messages)\n",
                ring >= (1u << 20) ? fmt::format("{} MiB", ring >> 20) : fmt::format("{} KiB", ring >> 10));
-    fmt::print(out, "                                          1 producer        2 producers\n");
-    fmt::print(out, "                                          plain  batch32    plain  batch32\n");
+    fmt::print(out, "                                          1 producer        2 producers   RTT/2 ns\n");
+    fmt::print(out, "                                          plain  batch32    plain  batch32   (probed)\n");
     std::string last;
     for (const ThroughputResult& t : r.throughput) {
       if (t.producers != 1 || t.batch != 1) continue;
+      double lo = 0, hi = 0;
       auto cell = [&](std::uint32_t producers, std::uint32_t batch) {
         const ThroughputResult* x = find_tput(r, t.scenario, t.system, producers, batch);
-        return x ? fmt::format("{:.1f}", x->events_per_s / 1e6) : std::string("-");
+        if (x == nullptr) return std::string("-");
+        lo = lo == 0 ? x->rtt_half_ns : std::min(lo, x->rtt_half_ns);
+        hi = std::max(hi, x->rtt_half_ns);
+        return fmt::format("{:.1f}", x->events_per_s / 1e6);
       };
-      fmt::print(out, "  {:<8} {:<30} {:>7} {:>8} {:>8} {:>8}\n", t.scenario == last ? "" : t.scenario, t.system,
-                 cell(1, 1), cell(1, 32), cell(2, 1), cell(2, 32));
+      const std::string cells[] = {cell(1, 1), cell(1, 32), cell(2, 1), cell(2, 32)};
+      const std::string rtt =
+          fmt::format("{:.0f}", lo) == fmt::format("{:.0f}", hi) ? fmt::format("{:.0f}", hi)
+                                                                  : fmt::format("{:.0f}-{:.0f}", lo, hi);
+      fmt::print(out, "  {:<8} {:<30} {:>7} {:>8} {:>8} {:>8} {:>10}\n", t.scenario == last ? "" : t.scenario,
+                 t.system, cells[0], cells[1], cells[2], cells[3], rtt);
       last = t.scenario;
     }
   }
@@ -285,9 +317,11 @@ void write_json(const Report& r, const std::string& path) {
   // Not measured (no throughput case ran): null.
   const std::string before_tput =
       r.placement.before_tput_ns > 0 ? fmt::format("{:.1f}", r.placement.before_tput_ns) : "null";
+  const PlacementRange range = placement_range(r);
   j << fmt::format("  \"placement\": {{\"rtt_half_start_ns\": {:.1f}, \"rtt_half_before_tput_ns\": {}, "
-                   "\"rtt_half_end_ns\": {:.1f}}},\n",
-                   r.placement.start_ns, before_tput, r.placement.end_ns);
+                   "\"rtt_half_end_ns\": {:.1f}, \"rtt_half_min_ns\": {:.1f}, \"rtt_half_max_ns\": {:.1f}, "
+                   "\"moved\": {}}},\n",
+                   r.placement.start_ns, before_tput, r.placement.end_ns, range.min_ns, range.max_ns, range.moved());
   j << "  \"results\": [\n";
   bool first = true;
   for (const LatencyResult& l : r.latency) {
@@ -303,8 +337,8 @@ void write_json(const Report& r, const std::string& path) {
     first = false;
     j << fmt::format(
         "    {{\"system\": \"{}\", \"scenario\": \"{}\", \"event_bytes\": {}, \"producers\": {}, \"batch\": {}, "
-        "\"events_per_s\": {:.0f}}}",
-        t.system, t.scenario, t.event_bytes, t.producers, t.batch, t.events_per_s);
+        "\"events_per_s\": {:.0f}, \"rtt_half_ns\": {:.1f}}}",
+        t.system, t.scenario, t.event_bytes, t.producers, t.batch, t.events_per_s, t.rtt_half_ns);
   }
   j << "\n  ],\n  \"targets\": [";
   first = true;

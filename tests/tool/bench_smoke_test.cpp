@@ -41,7 +41,13 @@ TEST(BenchSmoke, CompletesAndWritesValidJson) {
   EXPECT_EQ(uint64_t(config["tput_capacity"].get_uint64()), uint64_t{1} << 20);  // the default ring
 
   simdjson::ondemand::object placement = root["placement"].get_object();
-  EXPECT_GT(double(placement["rtt_half_start_ns"].get_double()), 0.0);
+  const double start = placement["rtt_half_start_ns"].get_double();
+  const double lowest = placement["rtt_half_min_ns"].get_double();
+  const double highest = placement["rtt_half_max_ns"].get_double();
+  EXPECT_GT(start, 0.0);
+  EXPECT_LE(lowest, start);  // the range covers every probe
+  EXPECT_GE(highest, start);
+  EXPECT_EQ(bool(placement["moved"].get_bool()), highest > 1.5 * lowest);
 
   std::set<std::string> systems, scenarios;
   std::set<std::pair<std::string, std::string>> pairs;  // (scenario, system)
@@ -57,6 +63,9 @@ TEST(BenchSmoke, CompletesAndWritesValidJson) {
       EXPECT_GT(double(r["events_per_s"].get_double()), 0.0) << system << " " << scenario;
       EXPECT_GE(int64_t(r["producers"].get_int64()), 1);
       EXPECT_GE(int64_t(r["batch"].get_int64()), 1);
+      const double probed = r["rtt_half_ns"].get_double();  // the placement it was measured in
+      EXPECT_GE(probed, lowest) << system << " " << scenario;
+      EXPECT_LE(probed, highest) << system << " " << scenario;
       continue;
     }
     double last = 0;
@@ -74,9 +83,11 @@ TEST(BenchSmoke, CompletesAndWritesValidJson) {
   for (const char* s : {"thread", "process", "fanout4", "keys10k", "rtt", "tput8", "tput64", "tput512"}) {
     EXPECT_TRUE(scenarios.count(s)) << "no results for scenario " << s;
   }
-  // Scenarios judged against thread-to-thread ringbus measure it interleaved with theirs.
+  // Scenarios judged against thread-to-thread ringbus measure it, and the floor,
+  // interleaved with theirs.
   for (const char* s : {"process", "fanout4", "keys10k"}) {
     EXPECT_TRUE(pairs.count({s, "ringbus"})) << s;
+    EXPECT_TRUE(pairs.count({s, "floor"})) << s << " has no floor of its own";
     EXPECT_TRUE(pairs.count({s, "ringbus_thread"})) << s << " has no interleaved thread-to-thread reference";
   }
   EXPECT_FALSE(pairs.count({"thread", "ringbus_thread"})) << "the thread scenario is its own reference";

@@ -1,5 +1,5 @@
-// The benchmark's own machinery: the latency histogram, the sender's pacing and the
-// checks of a run's options.
+// The benchmark's own machinery: the latency histogram, the sender's pacing, the
+// checks of a run's options and what the report makes of the vCPUs' placement.
 #include <gtest/gtest.h>
 #include <sched.h>
 #include <sys/statvfs.h>
@@ -8,7 +8,10 @@
 #include <bit>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -185,6 +188,88 @@ TEST(BenchOptions, CheckNamesWhatIsWrongAndRunRefusesIt) {
   for (const char* n : {"thread", "process", "fanout4", "keys10k", "rtt", "tput8", "tput64", "tput512"}) {
     EXPECT_NE(std::find(names.begin(), names.end(), n), names.end()) << n;
   }
+}
+
+// A report as a run leaves it: latency scenarios with their floors, throughput rows
+// with the RTT/2 probed before them.
+ringbus::bench::Report report_with_floors(double thread_floor, double process_floor, double rtt_floor,
+                                          double tput_probe) {
+  ringbus::bench::Report r;
+  r.options = ringbus::bench::options_for("smoke");
+  r.placement = {thread_floor, tput_probe, tput_probe};
+  auto lat = [&](const char* scenario, const char* system, double p50) {
+    ringbus::bench::LatencyResult l;
+    l.system = system;
+    l.scenario = scenario;
+    l.event_bytes = 64;
+    l.samples = 1000;
+    l.p50 = l.p90 = l.p99 = l.p999 = l.p9999 = l.max = p50;
+    r.latency.push_back(l);
+  };
+  lat("thread", "floor", thread_floor);
+  lat("thread", "ringbus", thread_floor * 1.4);
+  lat("process", "floor", process_floor);
+  lat("process", "ringbus", process_floor * 1.5);
+  lat("process", "ringbus_thread", process_floor * 1.5);
+  lat("rtt", "floor", rtt_floor);  // a round trip: twice RTT/2
+  r.throughput.push_back({"ringbus", "tput64", 64, 1, 1, 15e6, tput_probe});
+  return r;
+}
+
+std::string table_of(const ringbus::bench::Report& r) {
+  char* buf = nullptr;
+  std::size_t len = 0;
+  std::FILE* f = ::open_memstream(&buf, &len);
+  EXPECT_NE(f, nullptr);
+  if (f == nullptr) return {};
+  ringbus::bench::print_table(r, f);
+  std::fclose(f);
+  std::string out(buf, len);
+  std::free(buf);
+  return out;
+}
+
+TEST(BenchReport, PlacementRangeCoversProbesFloorsAndThroughputProbes) {
+  // Far throughout: every RTT/2 within 1.5x of the others.
+  const auto far = ringbus::bench::placement_range(report_with_floors(230, 241, 2 * 250, 226));
+  EXPECT_DOUBLE_EQ(far.min_ns, 226);
+  EXPECT_DOUBLE_EQ(far.max_ns, 250);  // the round trip's floor counts as half
+  EXPECT_FALSE(far.moved());
+  // Near for the first scenario, far for the next: moved.
+  const auto moved = ringbus::bench::placement_range(report_with_floors(75, 246, 2 * 241, 85));
+  EXPECT_DOUBLE_EQ(moved.min_ns, 75);
+  EXPECT_DOUBLE_EQ(moved.max_ns, 246);
+  EXPECT_TRUE(moved.moved());
+  // A probe that did not run (0) is not a placement.
+  ringbus::bench::Report r = report_with_floors(230, 230, 460, 230);
+  r.placement.before_tput_ns = 0;
+  r.throughput.clear();
+  EXPECT_DOUBLE_EQ(ringbus::bench::placement_range(r).min_ns, 230);
+}
+
+TEST(BenchReport, TableWarnsWhenPlacementMovedAndRatesEachScenarioByItsOwnFloor) {
+  const std::string moved = table_of(report_with_floors(75, 246, 2 * 241, 85));
+  EXPECT_NE(moved.find("placement MOVED during the run: RTT/2 from 75 to 246 ns"), std::string::npos) << moved;
+  // process's ringbus (369 ns) against process's floor (246): 1.50x, not 4.92x against
+  // the thread scenario's near floor.
+  EXPECT_NE(moved.find("1.50x"), std::string::npos) << moved;
+  EXPECT_EQ(moved.find("4.92x"), std::string::npos) << moved;
+  // A scenario without its own floor gets no ratio, rather than one to another
+  // scenario's floor from another placement.
+  ringbus::bench::Report no_floor = report_with_floors(75, 246, 2 * 241, 85);
+  ringbus::bench::LatencyResult keyed = no_floor.latency[1];
+  keyed.scenario = "keys10k";
+  keyed.p50 = keyed.p90 = keyed.p99 = keyed.p999 = keyed.p9999 = keyed.max = 300;
+  no_floor.latency.push_back(keyed);
+  const std::string unrated = table_of(no_floor);
+  EXPECT_EQ(unrated.find("4.00x"), std::string::npos) << unrated;  // 300 / the thread floor's 75
+  const std::string row = "keys10k 64 B   ringbus             300     300     300      300      300       300";
+  EXPECT_NE(unrated.find(row + "          -         -\n"), std::string::npos) << unrated;
+  // The throughput row and target say which placement their rate is from.
+  EXPECT_NE(moved.find("15.0 M/s (RTT/2 85 ns)"), std::string::npos) << moved;
+
+  const std::string steady = table_of(report_with_floors(230, 241, 2 * 235, 226));
+  EXPECT_EQ(steady.find("MOVED"), std::string::npos) << steady;
 }
 
 }  // namespace

@@ -28,7 +28,7 @@ struct Options {
   std::function<void(double fraction, const std::string& what)> progress;
 };
 
-// Options for a mode: "full" (1M samples x 3 runs), "quick" (100k x 3, about 30 s),
+// Options for a mode: "full" (1M samples x 3 runs), "quick" (100k x 3, 2M throughput events, about 35 s),
 // "smoke" (a few seconds, for CI).
 Options options_for(const std::string& mode);
 
@@ -50,6 +50,9 @@ struct ThroughputResult {
   std::uint32_t producers = 1;
   std::uint32_t batch = 1;  // records per claim and per handler call; 1 = none
   double events_per_s = 0;  // median over runs
+  // Median RTT/2 of the placement probes taken just before each of its runs: which
+  // placement of the two vCPUs the rate was measured in.
+  double rtt_half_ns = 0;
 };
 
 struct Machine {
@@ -76,6 +79,18 @@ struct Placement {
   double end_ns = 0;
 };
 
+// Every RTT/2 a report measured: its three probes, the probe before each throughput
+// case and the floor of each latency scenario (half the round-trip floor). When the
+// largest is more than kPlacementMoved times the smallest, the vCPUs moved during the
+// run: ratios within a scenario still hold (its floor runs interleaved with it), but
+// absolute figures of different scenarios come from different placements.
+struct PlacementRange {
+  double min_ns = 0;
+  double max_ns = 0;
+  [[nodiscard]] bool moved() const noexcept;
+};
+inline constexpr double kPlacementMoved = 1.5;
+
 struct Report {
   Machine machine;
   Placement placement;
@@ -98,6 +113,7 @@ bool selects_latency(const Options& options);
 bool selects_throughput(const Options& options);
 
 Report run(const Options& options);
+PlacementRange placement_range(const Report& report);
 Machine describe_machine();
 
 void print_table(const Report& report, std::FILE* out);
