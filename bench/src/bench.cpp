@@ -34,12 +34,20 @@ bool wanted(const Options& o, const std::string& scenario) {
 }
 
 struct RunStats {
-  double p50, p90, p99, p999, p9999, max;
+  double p50, p90, p99, p999, p9999, max, over_1us_pct;
 };
 
 RunStats stats_of(const Histogram& h, double ns_per_tick) {
-  return {h.percentile(50) * ns_per_tick,   h.percentile(90) * ns_per_tick,    h.percentile(99) * ns_per_tick,
-          h.percentile(99.9) * ns_per_tick, h.percentile(99.99) * ns_per_tick, static_cast<double>(h.max()) * ns_per_tick};
+  const auto one_us = static_cast<std::uint64_t>(1000.0 / ns_per_tick);
+  const double n = static_cast<double>(h.count());
+  const double over = n > 0 ? 100.0 * static_cast<double>(h.count_above(one_us)) / n : 0;
+  return {h.percentile(50) * ns_per_tick,
+          h.percentile(90) * ns_per_tick,
+          h.percentile(99) * ns_per_tick,
+          h.percentile(99.9) * ns_per_tick,
+          h.percentile(99.99) * ns_per_tick,
+          static_cast<double>(h.max()) * ns_per_tick,
+          over};
 }
 
 std::vector<std::pair<double, double>> spectrum_of(const Histogram& h, double ns_per_tick) {
@@ -194,6 +202,7 @@ Report run(const Options& o) {
       res.p999 = med(&RunStats::p999);
       res.p9999 = med(&RunStats::p9999);
       res.max = med(&RunStats::max);
+      res.over_1us_pct = med(&RunStats::over_1us_pct);
       // The spectrum of the run whose p50 is the median one.
       std::size_t mid = 0;
       for (std::size_t r = 0; r < runs.size(); ++r) {

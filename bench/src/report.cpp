@@ -108,7 +108,11 @@ std::vector<Target> targets(const Report& r) {
   }
   if (rb && peer99) {
     const double x = ratio(rb->p99, peer99->p99);
-    out.push_back({"thread p99 <= best peer p99 (" + peer99->system + ")", true, x <= 1.0, fmt::format("{:.2f}x", x)});
+    // With the samples over 1 us (events queued behind a VM stall) beside it: when they
+    // pass 1%, they are what p99 measures.
+    out.push_back({"thread p99 <= best peer p99 (" + peer99->system + ")", true, x <= 1.0,
+                   fmt::format("{:.2f}x (over 1 us: ringbus {:.2f}%, {} {:.2f}%)", x, rb->over_1us_pct, peer99->system,
+                               peer99->over_1us_pct)});
   }
   if (const LatencyResult* one = find(r, "thread", 64, "floor_oneway"); rb && one) {
     const double x = ratio(rb->p50, one->p50);
@@ -238,8 +242,8 @@ void print_table(const Report& r, std::FILE* out) {
                range.min_ns, range.max_ns);
   }
   if (!r.latency.empty()) {
-    fmt::print(out, "\nlatency, ns (median of runs)    {:>7} {:>7} {:>7} {:>8} {:>8} {:>9}  {:>9} {:>9}\n", "p50", "p90",
-               "p99", "p99.9", "p99.99", "max", "p50/floor", "p99/floor");
+    fmt::print(out, "\nlatency, ns (median of runs)    {:>7} {:>7} {:>7} {:>8} {:>8} {:>9}  {:>9} {:>9} {:>8}\n", "p50",
+               "p90", "p99", "p99.9", "p99.99", "max", "p50/floor", "p99/floor", ">1us %");
     std::string last;
     for (const LatencyResult& l : r.latency) {
       const std::string label = fmt::format("{} {} B", l.scenario, l.event_bytes);
@@ -250,8 +254,9 @@ void print_table(const Report& r, std::FILE* out) {
         r50 = fmt::format("{:.2f}x", l.p50 / floor->p50);
         r99 = fmt::format("{:.2f}x", l.p99 / floor->p99);
       }
-      fmt::print(out, "  {:<14} {:<15} {:>7.0f} {:>7.0f} {:>7.0f} {:>8.0f} {:>8.0f} {:>9.0f}  {:>9} {:>9}\n",
-                 label == last ? "" : label, l.system, l.p50, l.p90, l.p99, l.p999, l.p9999, l.max, r50, r99);
+      fmt::print(out, "  {:<14} {:<15} {:>7.0f} {:>7.0f} {:>7.0f} {:>8.0f} {:>8.0f} {:>9.0f}  {:>9} {:>9} {:>8.2f}\n",
+                 label == last ? "" : label, l.system, l.p50, l.p90, l.p99, l.p999, l.p9999, l.max, r50, r99,
+                 l.over_1us_pct);
       last = label;
     }
     for (const auto& [scenario, bytes] : std::vector<std::pair<std::string, std::uint32_t>>{
@@ -329,8 +334,9 @@ void write_json(const Report& r, const std::string& path) {
     first = false;
     j << fmt::format(
         "    {{\"system\": \"{}\", \"scenario\": \"{}\", \"event_bytes\": {}, \"p50_ns\": {:.1f}, \"p90_ns\": {:.1f}, "
-        "\"p99_ns\": {:.1f}, \"p999_ns\": {:.1f}, \"p9999_ns\": {:.1f}, \"max_ns\": {:.1f}, \"samples\": {}}}",
-        l.system, l.scenario, l.event_bytes, l.p50, l.p90, l.p99, l.p999, l.p9999, l.max, l.samples);
+        "\"p99_ns\": {:.1f}, \"p999_ns\": {:.1f}, \"p9999_ns\": {:.1f}, \"max_ns\": {:.1f}, \"samples\": {}, "
+        "\"over_1us_pct\": {:.3f}}}",
+        l.system, l.scenario, l.event_bytes, l.p50, l.p90, l.p99, l.p999, l.p9999, l.max, l.samples, l.over_1us_pct);
   }
   for (const ThroughputResult& t : r.throughput) {
     j << (first ? "" : ",\n");

@@ -76,6 +76,9 @@ TEST(BenchSmoke, CompletesAndWritesValidJson) {
       last = v;
     }
     EXPECT_GT(int64_t(r["samples"].get_int64()), 0);
+    const double over = r["over_1us_pct"].get_double();
+    EXPECT_GE(over, 0.0) << system << " " << scenario;
+    EXPECT_LE(over, 100.0) << system << " " << scenario;
   }
   for (const char* s : {"ringbus", "floor", "floor_oneway", "boost_spsc", "moodycamel_rwq", "atomic_queue"}) {
     EXPECT_TRUE(systems.count(s)) << "no results for system " << s;

@@ -73,6 +73,19 @@ TEST(Histogram, PercentilesOfAKnownDistribution) {
   EXPECT_EQ(h.percentile(0.0001), 1u);  // the lowest rank is the smallest value
 }
 
+TEST(Histogram, CountAboveCountsTheBucketsWhollyAboveTheValue) {
+  Histogram h;
+  EXPECT_EQ(h.count_above(0), 0u);
+  for (std::uint64_t v = 1; v <= 1000; ++v) h.record(v);
+  EXPECT_EQ(h.count_above(0), 1000u);
+  EXPECT_EQ(h.count_above(99), 901u);   // below 128: exact
+  EXPECT_EQ(h.count_above(899), 101u);  // 899 ends its bucket [896, 899]: exact
+  EXPECT_EQ(h.count_above(900), 97u);   // 900..903 share 900's bucket and are left out
+  EXPECT_EQ(h.count_above(1000), 0u);
+  h.record(5'000'000);
+  EXPECT_EQ(h.count_above(1000), 1u);
+}
+
 TEST(Histogram, OneOutlierMovesOnlyTheTopPercentiles) {
   Histogram h;
   for (int i = 0; i < 9'999; ++i) h.record(300);
@@ -264,12 +277,26 @@ TEST(BenchReport, TableWarnsWhenPlacementMovedAndRatesEachScenarioByItsOwnFloor)
   const std::string unrated = table_of(no_floor);
   EXPECT_EQ(unrated.find("4.00x"), std::string::npos) << unrated;  // 300 / the thread floor's 75
   const std::string row = "keys10k 64 B   ringbus             300     300     300      300      300       300";
-  EXPECT_NE(unrated.find(row + "          -         -\n"), std::string::npos) << unrated;
+  EXPECT_NE(unrated.find(row + "          -         -     0.00\n"), std::string::npos) << unrated;
   // The throughput row and target say which placement their rate is from.
   EXPECT_NE(moved.find("15.0 M/s (RTT/2 85 ns)"), std::string::npos) << moved;
 
   const std::string steady = table_of(report_with_floors(230, 241, 2 * 235, 226));
   EXPECT_EQ(steady.find("MOVED"), std::string::npos) << steady;
+}
+
+TEST(BenchReport, P99TargetShowsTheShareOfSamplesOverOneMicrosecond) {
+  ringbus::bench::Report r = report_with_floors(230, 230, 460, 230);
+  ringbus::bench::LatencyResult peer = r.latency[1];  // thread, 64 B
+  peer.system = "boost_spsc";
+  peer.p99 = 2000;
+  peer.over_1us_pct = 1.2;
+  r.latency[1].over_1us_pct = 0.4;  // ringbus, p99 322
+  r.latency.push_back(peer);
+  const std::string table = table_of(r);
+  EXPECT_NE(table.find("met    thread p99 <= best peer p99 (boost_spsc)"), std::string::npos) << table;
+  EXPECT_NE(table.find("0.16x (over 1 us: ringbus 0.40%, boost_spsc 1.20%)"), std::string::npos) << table;
+  EXPECT_NE(table.find("     1.20\n"), std::string::npos) << table;  // the peer's row
 }
 
 }  // namespace

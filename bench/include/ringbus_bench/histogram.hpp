@@ -47,6 +47,14 @@ class Histogram {
     return max_;
   }
 
+  // How many values lie above v, counting the buckets wholly above it: exact below
+  // 128, else short by at most the values of v's own bucket (under 0.8% wide).
+  [[nodiscard]] std::uint64_t count_above(std::uint64_t v) const noexcept {
+    std::uint64_t n = 0;
+    for (std::size_t i = index(v) + 1; i < kBuckets; ++i) n += counts_[i];
+    return n;
+  }
+
   // v in [2^e, 2^(e+1)), e >= kSubBits: 128 buckets of width 2^(e - kSubBits).
   static constexpr std::size_t index(std::uint64_t v) noexcept {
     if (v < kSub) return static_cast<std::size_t>(v);
