@@ -150,6 +150,17 @@ std::string now_iso() {
   return buf;
 }
 
+// The smallest and largest of RTT/2 values, leaving out those not measured (0).
+PlacementRange range_of(const std::vector<double>& rtt_halves) {
+  PlacementRange range;
+  for (const double x : rtt_halves) {
+    if (x <= 0) continue;
+    range.min_ns = range.min_ns == 0 ? x : std::min(range.min_ns, x);
+    range.max_ns = std::max(range.max_ns, x);
+  }
+  return range;
+}
+
 }  // namespace
 
 Machine describe_machine() {
@@ -207,13 +218,7 @@ PlacementRange placement_range(const Report& r) {
   for (const LatencyResult& l : r.latency) {
     if (l.system == "floor") all.push_back(l.scenario == "rtt" ? l.p50 / 2 : l.p50);
   }
-  PlacementRange range;
-  for (const double x : all) {
-    if (x <= 0) continue;  // not measured
-    range.min_ns = range.min_ns == 0 ? x : std::min(range.min_ns, x);
-    range.max_ns = std::max(range.max_ns, x);
-  }
-  return range;
+  return range_of(all);
 }
 
 void print_table(const Report& r, std::FILE* out) {
@@ -279,18 +284,17 @@ void print_table(const Report& r, std::FILE* out) {
     std::string last;
     for (const ThroughputResult& t : r.throughput) {
       if (t.producers != 1 || t.batch != 1) continue;
-      double lo = 0, hi = 0;
+      std::vector<double> probed;
       auto cell = [&](std::uint32_t producers, std::uint32_t batch) {
         const ThroughputResult* x = find_tput(r, t.scenario, t.system, producers, batch);
         if (x == nullptr) return std::string("-");
-        lo = lo == 0 ? x->rtt_half_ns : std::min(lo, x->rtt_half_ns);
-        hi = std::max(hi, x->rtt_half_ns);
+        probed.push_back(x->rtt_half_ns);
         return fmt::format("{:.1f}", x->events_per_s / 1e6);
       };
       const std::string cells[] = {cell(1, 1), cell(1, 32), cell(2, 1), cell(2, 32)};
-      const std::string rtt =
-          fmt::format("{:.0f}", lo) == fmt::format("{:.0f}", hi) ? fmt::format("{:.0f}", hi)
-                                                                  : fmt::format("{:.0f}-{:.0f}", lo, hi);
+      const PlacementRange row = range_of(probed);
+      const std::string lo = fmt::format("{:.0f}", row.min_ns), hi = fmt::format("{:.0f}", row.max_ns);
+      const std::string rtt = lo == hi ? hi : lo + "-" + hi;
       fmt::print(out, "  {:<8} {:<30} {:>7} {:>8} {:>8} {:>8} {:>10}\n", t.scenario == last ? "" : t.scenario,
                  t.system, cells[0], cells[1], cells[2], cells[3], rtt);
       last = t.scenario;
