@@ -254,11 +254,19 @@ TEST(Stress, ExpectedSequenceAppendsUnderContention) {
   std::vector<std::atomic<std::uint64_t>> wins(kKeys + 1);
   std::atomic<std::uint64_t> conflicts{0};
   std::vector<std::thread> writers;
-  for (std::uint32_t t = 0; t < 4; ++t) {
+  // On two CPUs a writer can finish its share within one time slice, before another
+  // starts: the writers start together, and each goes on past its share (up to 50
+  // times it) until some append has met a conflict, so that the conflict path runs.
+  constexpr std::uint32_t kWriters = 4;
+  std::atomic<std::uint32_t> started{0};
+  for (std::uint32_t t = 0; t < kWriters; ++t) {
     writers.emplace_back([&, t] {
       Producer p = Producer::attach(seg.segment());
       Rng rng{1234 + t};
-      for (std::uint64_t i = 0; i < attempts / 4; ++i) {
+      started.fetch_add(1);
+      while (started.load() < kWriters) std::this_thread::yield();
+      const std::uint64_t share = attempts / kWriters;
+      for (std::uint64_t i = 0; i < share || (conflicts.load() == 0 && i < 50 * share); ++i) {
         const std::uint64_t key = 1 + rng.next() % kKeys;
         const std::uint64_t expected = seg.segment().was_last_key_seq(key);
         const Payload pl{t, 0, expected, check_of(t, expected)};
