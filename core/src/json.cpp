@@ -46,25 +46,31 @@ bool json_number(std::string_view s) noexcept {
   return i == s.size();
 }
 
+// Length of the valid UTF-8 sequence starting at s[i] (1..4), or 0 if none starts there.
+std::size_t utf8_sequence_at(std::string_view s, std::size_t i) noexcept {
+  const auto c = static_cast<unsigned char>(s[i]);
+  const std::size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+  if (n == 0 || i + n > s.size()) return 0;
+  for (std::size_t k = 1; k < n; ++k) {
+    if ((static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) return 0;
+  }
+  if (n == 2 && c < 0xc2) return 0;  // overlong
+  if (n == 3) {
+    const auto c1 = static_cast<unsigned char>(s[i + 1]);
+    if ((c == 0xe0 && c1 < 0xa0) || (c == 0xed && c1 >= 0xa0)) return 0;  // overlong, surrogate
+  }
+  if (n == 4) {
+    const auto c1 = static_cast<unsigned char>(s[i + 1]);
+    if ((c == 0xf0 && c1 < 0x90) || c > 0xf4 || (c == 0xf4 && c1 >= 0x90)) return 0;
+  }
+  return n;
+}
+
 // Offset of the first byte that is not part of valid UTF-8, or npos.
 std::size_t invalid_utf8_at(std::string_view s) noexcept {
-  std::size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    std::size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    if (n == 0 || i + n > s.size()) return i;
-    for (std::size_t k = 1; k < n; ++k) {
-      if ((static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) return i;
-    }
-    if (n == 2 && c < 0xc2) return i;  // overlong
-    if (n == 3) {
-      const auto c1 = static_cast<unsigned char>(s[i + 1]);
-      if ((c == 0xe0 && c1 < 0xa0) || (c == 0xed && c1 >= 0xa0)) return i;  // overlong, surrogate
-    }
-    if (n == 4) {
-      const auto c1 = static_cast<unsigned char>(s[i + 1]);
-      if ((c == 0xf0 && c1 < 0x90) || c > 0xf4 || (c == 0xf4 && c1 >= 0x90)) return i;
-    }
+  for (std::size_t i = 0; i < s.size();) {
+    const std::size_t n = utf8_sequence_at(s, i);
+    if (n == 0) return i;
     i += n;
   }
   return std::string_view::npos;
@@ -164,10 +170,25 @@ od::parser& value_parser() {
 
 std::string describe(error_code e) { return simdjson::error_message(e); }
 
+// Appends `s` as a JSON string literal. A byte that does not begin valid UTF-8 (text
+// read from shared memory is untrusted) becomes U+FFFD, so the literal is always JSON.
 void append_escaped(std::string& out, std::string_view s) {
   static constexpr char kHex[] = "0123456789abcdef";
   out += '"';
-  for (const char c : s) {
+  for (std::size_t i = 0; i < s.size();) {
+    const char c = s[i];
+    const std::size_t n = utf8_sequence_at(s, i);
+    if (n == 0) {
+      out += "\\ufffd";
+      ++i;
+      continue;
+    }
+    if (n > 1) {
+      out.append(s.data() + i, n);
+      i += n;
+      continue;
+    }
+    ++i;
     switch (c) {
       case '"': out += "\\\""; break;
       case '\\': out += "\\\\"; break;
@@ -424,12 +445,27 @@ std::string base64(std::span<const std::byte> bytes) {
   return out;
 }
 
+namespace {
+
+bool envelope_printable(const EnvelopeView& v) {
+  for (std::string_view f : {v.event_id, v.source, v.correlation_id, v.causation_id, v.key}) {
+    if (invalid_utf8_at(f) != std::string_view::npos) return false;
+  }
+  return is_json(v.data);
+}
+
+}  // namespace
+
 std::string event_json(const Event& e, const SchemaRegistry* registry) {
   std::string out = "{\"position\":" + std::to_string(e.position());
   if (e.key() != 0) out += ",\"key_seq\":" + std::to_string(e.key_seq());
   std::optional<TypeInfo> type;
   if (registry != nullptr) type = registry->info(e.type());
-  const std::optional<EnvelopeView> env = envelope_of(e);
+  std::optional<EnvelopeView> env = envelope_of(e);
+  // Shown as its envelope only if it prints as one: strings UTF-8 and data JSON. Anything
+  // else (bytes from a producer that bypassed publish_envelope, or damaged memory) prints
+  // as a plain record with its payload in base64: the line stays JSON and loses nothing.
+  if (env && !envelope_printable(*env)) env.reset();
   auto field = [&](const char* name, std::string_view value) {
     out += ",\"";
     out += name;

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "ringbus/ringbus.hpp"
@@ -35,14 +37,25 @@ inline void exercise(const Segment& seg) {
     std::optional<SchemaRegistry> registry;
     if (seg.refs().registry != nullptr) registry.emplace(seg);
     Event e;
-    // What `ringbus tail` prints: the envelope, names from the registry.
-    for (int i = 0; i < 256 && t.try_next(e); ++i) (void)event_json(e, registry ? &*registry : nullptr);
+    // What `ringbus tail` prints (the envelope, names from the registry) must be JSON,
+    // whatever the segment holds.
+    for (int i = 0; i < 256 && t.try_next(e); ++i) {
+      if (!is_json(event_json(e, registry ? &*registry : nullptr))) {
+        std::fprintf(stderr, "fuzz: a record printed as a line that is not JSON\n");
+        std::abort();
+      }
+    }
   } catch (const Error&) {
   }
   const SegmentStats s = read_stats(seg);
   for (const GroupStats& g : s.groups) {
+    // Names and messages read from the segment print as JSON strings (`ringbus info
+    // --json`, `ringbus dlq ... list --json`).
+    if (!is_json(json_string(g.name))) std::abort();
     try {
-      (void)DeadLetters::open(seg, g.name).list();
+      for (const DeadLetter& d : DeadLetters::open(seg, g.name).list()) {
+        if (!is_json(json_string(d.message))) std::abort();
+      }
     } catch (const Error&) {
     }
   }

@@ -5,6 +5,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -66,7 +68,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   try {
     ringbus::TailReader t = ringbus::TailReader::open_at(seg, cursor);
     ringbus::Event e;
-    for (int i = 0; i < 256 && t.try_next(e); ++i) (void)e.payload();
+    for (int i = 0; i < 256 && t.try_next(e); ++i) {
+      if (!ringbus::is_json(ringbus::event_json(e, nullptr))) {  // what `ringbus tail` prints
+        std::fprintf(stderr, "fuzz_decode: a record printed as a line that is not JSON\n");
+        std::abort();
+      }
+    }
   } catch (const ringbus::Error&) {
   }
   return 0;

@@ -40,6 +40,8 @@ void line(std::string_view text) {
 
 void payload(std::span<const std::byte> bytes) {
   (void)ringbus::decode_envelope_payload(bytes);
+  const std::string_view text(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  check(ringbus::is_json(ringbus::json_string(text)), "json_string of arbitrary bytes is not JSON");
   check(ringbus::is_json(ringbus::payload_json(bytes)), "payload_json is not JSON");
 }
 

@@ -270,6 +270,66 @@ TEST(JsonLines, EventsPrintAsTheirEnvelope) {
   for (const std::string& l : lines) EXPECT_TRUE(is_json(l)) << l;
 }
 
+// Envelope bytes that did not come through publish_envelope (a producer writing its own
+// payload and flag, or damaged memory): a line of `tail` must still be JSON, and lose
+// nothing, so such a record prints as a plain one with its payload in base64.
+TEST(JsonLines, AnEnvelopeThatCannotPrintAsOnePrintsAsAPlainRecord) {
+  TempSegment seg;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g");
+  Producer p = Producer::attach(seg.segment());
+  Envelope good;
+  good.event_id = "e1";
+  good.data = R"({"ok":1})";
+  Envelope not_json = good;
+  not_json.data = "not json";
+  Envelope no_data = good;
+  no_data.data = "";
+  Envelope bad_utf8 = good;
+  bad_utf8.source = "caf\xc3";  // a two-byte sequence cut short
+  std::vector<std::vector<std::byte>> payloads;
+  for (const Envelope* e : {&good, &not_json, &no_data, &bad_utf8}) {
+    std::vector<std::byte> bytes(envelope_payload_size(*e));
+    encode_envelope_payload(*e, bytes);
+    ASSERT_TRUE(decode_envelope_payload(bytes).has_value());  // well-formed as a payload
+    Claim c;
+    ASSERT_EQ(p.try_claim(0, 9, static_cast<std::uint32_t>(bytes.size()), c), Status::ok);
+    std::memcpy(c.payload().data(), bytes.data(), bytes.size());
+    c.set_flags(record_flags::envelope);
+    c.commit();
+    payloads.push_back(std::move(bytes));
+  }
+  std::vector<std::string> lines;
+  g.worker(0).poll([&](const Event& e) { lines.push_back(event_json(e, nullptr)); });
+  ASSERT_EQ(lines.size(), 4u);
+  EXPECT_NE(lines[0].find(R"("event_id":"e1")"), std::string::npos) << lines[0];
+  EXPECT_NE(lines[0].find(R"("data":{"ok":1})"), std::string::npos) << lines[0];
+  for (std::size_t i = 0; i < lines.size(); ++i) {
+    EXPECT_TRUE(is_json(lines[i])) << lines[i];
+    if (i == 0) continue;
+    EXPECT_EQ(lines[i].find("event_id"), std::string::npos) << lines[i];
+    EXPECT_NE(lines[i].find(R"("data":")" + base64(payloads[i]) + R"(","data_encoding":"base64")"), std::string::npos)
+        << lines[i];
+  }
+}
+
+TEST(JsonText, JsonStringKeepsUtf8AndReplacesWhatIsNot) {
+  EXPECT_EQ(json_string("a\"b\\c\n\x01"), R"("a\"b\\c\n\u0001")");
+  EXPECT_EQ(json_string("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"), "\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"");
+  // A stray continuation byte, a sequence cut short, an overlong form, a surrogate, a
+  // byte that never occurs in UTF-8: one U+FFFD a byte.
+  EXPECT_EQ(json_string("\x80"), R"("\ufffd")");
+  EXPECT_EQ(json_string("x\xe2\x82"), R"("x\ufffd\ufffd")");
+  EXPECT_EQ(json_string("\xc0\xaf"), R"("\ufffd\ufffd")");
+  EXPECT_EQ(json_string("\xed\xa0\x80"), R"("\ufffd\ufffd\ufffd")");
+  EXPECT_EQ(json_string("\xff."), R"("\ufffd.")");
+  std::mt19937 rng(5);
+  for (int i = 0; i < 5000; ++i) {
+    std::string junk(rng() % 24, '\0');
+    for (char& c : junk) c = static_cast<char>(rng());
+    EXPECT_TRUE(is_json(json_string(junk)));
+  }
+}
+
 TEST(JsonText, IsJsonAcceptsOneValueAndNothingAfterIt) {
   for (const char* ok : {"0", "-0", "3", " 3 ", "1e400", "123456789012345678901234567890", "-1.5E-300", "\"\"",
                          "\"\\u00e9\"", "true", "null", "[]", "{}", " {\"a\" : [1, {\"b\":null}]} ", "[[[[]]]]"}) {

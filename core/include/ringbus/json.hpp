@@ -40,13 +40,15 @@ std::optional<JsonLineError> parse_envelope_json(std::string_view line, Envelope
 bool is_json(std::string_view text, std::size_t* error_at = nullptr);
 // `text` without insignificant whitespace (text must be valid JSON).
 std::string minify_json(std::string_view text);
-// A JSON string literal (with quotes) for `text`.
+// A JSON string literal (with quotes) for `text`; a byte that does not begin valid UTF-8
+// becomes U+FFFD, so the result is JSON whatever `text` holds.
 std::string json_string(std::string_view text);
 
 // One JSON line (no newline) describing `e`: an envelope event as its envelope (plus
 // "position" and "key_seq"), any other event with its header fields and its payload as
 // "data" (the payload itself when it is JSON, else a base64 string with
-// "data_encoding": "base64"). `registry` names event types (may be null).
+// "data_encoding": "base64"). An envelope whose strings are not UTF-8 or whose data is
+// not JSON prints as any other event. `registry` names event types (may be null).
 std::string event_json(const Event& e, const SchemaRegistry* registry);
 
 std::string base64(std::span<const std::byte> bytes);
