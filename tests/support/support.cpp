@@ -11,6 +11,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 namespace ringbus::test {
@@ -80,6 +82,13 @@ Watchdog* g_watchdog = nullptr;
 
 std::string unique_name(std::string_view prefix) {
   return std::string(prefix) + "-" + std::to_string(::getpid()) + "-" + std::to_string(g_counter.fetch_add(1));
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
 }
 
 SegmentOptions TempSegment::small_options() {

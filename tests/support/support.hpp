@@ -15,6 +15,9 @@ namespace ringbus::test {
 // A name no other test process uses: prefix-pid-counter.
 std::string unique_name(std::string_view prefix);
 
+// The whole content of a file ("" if it cannot be read).
+std::string read_file(const std::string& path);
+
 // Creates a shared-memory segment under a unique name and removes the name when done.
 class TempSegment {
  public:

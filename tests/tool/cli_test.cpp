@@ -29,6 +29,7 @@
 namespace {
 
 using namespace std::chrono_literals;
+using ringbus::test::read_file;
 using ringbus::test::unique_name;
 
 struct Result {
@@ -37,12 +38,6 @@ struct Result {
   std::string err;
 };
 
-std::string slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 // A child running `ringbus args...`, its output going to files.
 class Child {
@@ -77,8 +72,8 @@ class Child {
     }
     Result r;
     r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    r.out = slurp(out_);
-    r.err = slurp(err_);
+    r.out = read_file(out_);
+    r.err = read_file(err_);
     ::unlink(out_.c_str());
     ::unlink(err_.c_str());
     return r;
@@ -314,6 +309,49 @@ TEST(Cli, PublishFromStandardInputAndFollowingTail) {
   EXPECT_EQ(fields_of(out[1]).at("key_seq"), "2");
 }
 
+// Publish refuses, line by line, keys the key table has no room for, and stops with exit
+// 1 when the log stays full past --timeout (a gating group that is not consuming). Either
+// way every line accepted before is in the log.
+TEST(Cli, PublishReportsAFullKeyTableAndALogThatStaysFull) {
+  {
+    ToolSegment seg({"--keys", "16"});
+    std::string lines;
+    for (int i = 0; i < 20; ++i) lines += R"({"event_type":"A","key":"k)" + std::to_string(i) + R"(","data":)" + std::to_string(i) + "}\n";
+    TempFile file(lines);
+    const Result pub = ringbus_run({"publish", seg.name(), file.path()});
+    EXPECT_EQ(pub.code, 3) << pub.err;
+    EXPECT_NE(pub.err.find("line 17: byte "), std::string::npos) << pub.err;
+    EXPECT_NE(pub.err.find("has no room for another key (its key table is full)"), std::string::npos) << pub.err;
+    EXPECT_NE(pub.err.find("published 16 of 20 lines"), std::string::npos) << pub.err;
+    const std::vector<std::string> tail = lines_of(ringbus_run({"tail", seg.name()}).out);
+    ASSERT_EQ(tail.size(), 16u);
+    for (int i = 0; i < 16; ++i) EXPECT_EQ(fields_of(tail[static_cast<std::size_t>(i)]).at("key"), "string:k" + std::to_string(i));
+  }
+  {
+    ToolSegment seg({"--capacity", "64K", "--max-event", "1K"});
+    const ringbus::Segment s = seg.open();
+    ringbus::ConsumerGroup stalled = ringbus::ConsumerGroup::join(s, "stalled");  // gates, never polls
+    std::string lines;
+    const std::string filler(400, 'x');
+    for (int i = 0; i < 400; ++i) lines += R"({"event_type":"A","data":")" + filler + "\"}\n";
+    TempFile file(lines);
+    const Result pub = ringbus_run({"publish", seg.name(), file.path(), "--timeout", "0.2"});
+    EXPECT_EQ(pub.code, 1) << pub.err;
+    EXPECT_NE(pub.err.find("the log stayed full for 0.2 s: a consumer group is not keeping up"), std::string::npos)
+        << pub.err;
+    const std::smatch m = [&] {
+      std::smatch r;
+      std::regex_search(pub.err, r, std::regex("published ([0-9]+) of ([0-9]+) lines"));
+      return r;
+    }();
+    ASSERT_EQ(m.size(), 3u) << pub.err;
+    const std::size_t published = std::stoul(m[1].str());
+    EXPECT_GT(published, 0u);
+    EXPECT_LT(published, 400u);
+    EXPECT_EQ(lines_of(ringbus_run({"tail", seg.name()}).out).size(), published);
+  }
+}
+
 TEST(Cli, StatShowsCountersLagDeadLettersAndLatency) {
   ToolSegment seg;
   const ringbus::Segment s = seg.open();
@@ -405,6 +443,90 @@ TEST(Cli, StatShowsCountersLagDeadLettersAndLatency) {
   std::size_t frames = 0;
   for (std::size_t at = 0; (at = watch.out.find("GROUP", at)) != std::string::npos; ++at) ++frames;
   EXPECT_EQ(frames, 2u) << watch.out;
+}
+
+// `ringbus info` (text and --json) reads the segment's layout, producers, groups,
+// positions and lag as another process left them. The segment is a file whose path holds
+// a double quote: the JSON must still be JSON.
+TEST(Cli, InfoShowsLayoutProducersGroupsPositionsAndLag) {
+  const std::string path = "/tmp/" + unique_name("rbcli-info") + "\"q";
+  const Result created = ringbus_run({"create", path, "--capacity", "1M", "--max-event", "1K"});
+  ASSERT_EQ(created.code, 0) << created.err;
+  struct Unlink {
+    std::string path;
+    ~Unlink() { ::unlink(path.c_str()); }
+  } unlink_at_end{path};
+  const ringbus::Segment s = ringbus::Segment::open(ringbus::Location::file(path));
+  ringbus::ConsumerGroup g = ringbus::ConsumerGroup::join(s, "orders");
+  ringbus::Producer p = ringbus::Producer::attach(s, {.producer_id = 7});
+  const std::uint64_t v = 42;
+  for (std::uint64_t key : {1, 2, 1}) ASSERT_EQ(p.publish(key, 1, std::as_bytes(std::span(&v, 1))), ringbus::Status::ok);
+  std::uint64_t handled = 0;
+  while (g.worker(0).poll([&](const ringbus::Event&) { ++handled; }) != 0) {
+  }
+  ASSERT_EQ(handled, 3u);
+  const std::uint64_t cursor = s.refs().control->tail.load();
+  for (std::uint64_t key : {3, 4}) ASSERT_EQ(p.publish(key, 1, std::as_bytes(std::span(&v, 1))), ringbus::Status::ok);
+  const std::uint64_t tail = s.refs().control->tail.load();
+  ASSERT_GT(tail, cursor);
+
+  const Result json = ringbus_run({"info", "--json", path});
+  ASSERT_EQ(json.code, 0) << json.err;
+  simdjson::ondemand::parser parser;
+  simdjson::padded_string text(json.out);
+  simdjson::ondemand::document doc = parser.iterate(text);
+  simdjson::ondemand::object root = doc.get_object();
+  EXPECT_EQ(std::string_view(root["segment"].get_string()), path);
+  EXPECT_EQ(std::string_view(root["version"].get_string()), "1.0");
+  EXPECT_EQ(uint64_t(root["capacity"].get_uint64()), 1u << 20);
+  EXPECT_EQ(uint64_t(root["max_event"].get_uint64()), 1024u);
+  EXPECT_EQ(uint64_t(root["tail"].get_uint64()), tail);
+  EXPECT_EQ(uint64_t(root["published"].get_uint64()), 5u);
+  EXPECT_EQ(uint64_t(root["keys_used"].get_uint64()), 4u);
+  EXPECT_EQ(uint64_t(root["key_slots"].get_uint64()), 65536u);
+  EXPECT_EQ(uint64_t(root["producers_recovered"].get_uint64()), 0u);
+  std::size_t producers = 0;
+  for (auto item : root["producers"].get_array()) {
+    simdjson::ondemand::object pr = item.get_object();
+    EXPECT_EQ(uint64_t(pr["producer_id"].get_uint64()), 7u);
+    EXPECT_EQ(uint64_t(pr["pid"].get_uint64()), static_cast<std::uint64_t>(::getpid()));
+    EXPECT_EQ(std::string_view(pr["state"].get_string()), "active");
+    EXPECT_TRUE(bool(pr["alive"].get_bool()));
+    EXPECT_EQ(uint64_t(pr["next_seq"].get_uint64()), 6u);
+    EXPECT_EQ(uint64_t(pr["published"].get_uint64()), 5u);
+    ++producers;
+  }
+  EXPECT_EQ(producers, 1u);
+  std::size_t groups = 0;
+  for (auto item : root["groups"].get_array()) {
+    simdjson::ondemand::object gr = item.get_object();
+    EXPECT_EQ(std::string_view(gr["name"].get_string()), "orders");
+    EXPECT_EQ(uint64_t(gr["workers"].get_uint64()), 1u);
+    EXPECT_EQ(uint64_t(gr["cursor"].get_uint64()), cursor);
+    EXPECT_EQ(uint64_t(gr["lag_bytes"].get_uint64()), tail - cursor);
+    EXPECT_EQ(uint64_t(gr["consumed"].get_uint64()), 3u);
+    std::size_t workers = 0;
+    for (auto w : gr["worker"].get_array()) {
+      simdjson::ondemand::object wo = w.get_object();
+      EXPECT_EQ(std::string_view(wo["state"].get_string()), "active");
+      EXPECT_TRUE(bool(wo["alive"].get_bool()));
+      EXPECT_EQ(uint64_t(wo["cursor"].get_uint64()), cursor);
+      ++workers;
+    }
+    EXPECT_EQ(workers, 1u);
+    ++groups;
+  }
+  EXPECT_EQ(groups, 1u);
+
+  const Result plain = ringbus_run({"info", path});
+  ASSERT_EQ(plain.code, 0) << plain.err;
+  for (const std::string& want :
+       {"segment " + path + "  layout 1.0", std::string("capacity 1 MiB  max event 1 KiB  keys 4/65,536"),
+        "tail " + std::to_string(tail) + " (lap 0)  published 5", std::string("producers (1)"),
+        std::string("groups (1)"), std::string("orders  workers 1  cursor ")}) {
+    EXPECT_NE(plain.out.find(want), std::string::npos) << want << "\n" << plain.out;
+  }
+  EXPECT_TRUE(std::regex_search(plain.out, std::regex(R"(\n +0 +7 +[0-9]+ +active +6 +5 +0\n)"))) << plain.out;
 }
 
 TEST(Cli, DeadLettersListShowRedrivePurge) {

@@ -10,6 +10,7 @@
 #include "common.hpp"
 #include "ringbus/layout.hpp"
 #include "ringbus/detail/process.hpp"
+#include "ringbus/json.hpp"
 #include "ringbus/stats.hpp"
 
 namespace ringbus::tool {
@@ -30,11 +31,11 @@ void print_info(const Segment& seg, bool json) {
   const bool creator_alive =
       !detail::process_dead(static_cast<std::uint32_t>(h.creator_pid), h.creator_start_ticks);
   if (json) {
-    fmt::print("{{\"segment\":\"{}\",\"version\":\"{}.{}\",\"capacity\":{},\"max_event\":{},\"tail\":{},"
+    fmt::print("{{\"segment\":{},\"version\":\"{}.{}\",\"capacity\":{},\"max_event\":{},\"tail\":{},"
                "\"published\":{},\"back_pressure\":{},\"keys_used\":{},\"key_slots\":{},"
                "\"producers_recovered\":{},\"holes_padded\":{},\"records_voided\":{},\"latches_released\":{},"
                "\"longest_stall_ns\":{},\"producers\":[",
-               seg.location().display(), h.version_major, h.version_minor, s.capacity, s.max_event, s.tail,
+               json_string(seg.location().display()), h.version_major, h.version_minor, s.capacity, s.max_event, s.tail,
                s.published, s.back_pressure, s.keys_used, s.key_slots, s.producers_recovered, s.holes_padded,
                s.records_voided, s.latches_released, s.longest_stall_ns);
     for (std::size_t i = 0; i < s.producers.size(); ++i) {
@@ -47,8 +48,8 @@ void print_info(const Segment& seg, bool json) {
     fmt::print("],\"groups\":[");
     for (std::size_t i = 0; i < s.groups.size(); ++i) {
       const GroupStats& g = s.groups[i];
-      fmt::print("{}{{\"name\":\"{}\",\"workers\":{},\"cursor\":{},\"lag_bytes\":{},\"consumed\":{},\"worker\":[",
-                 i ? "," : "", g.name, g.workers, g.cursor, g.lag_bytes, g.consumed);
+      fmt::print("{}{{\"name\":{},\"workers\":{},\"cursor\":{},\"lag_bytes\":{},\"consumed\":{},\"worker\":[",
+                 i ? "," : "", json_string(g.name), g.workers, g.cursor, g.lag_bytes, g.consumed);
       for (std::size_t w = 0; w < g.worker.size(); ++w) {
         const WorkerStats& ws = g.worker[w];
         fmt::print("{}{{\"index\":{},\"pid\":{},\"state\":\"{}\",\"alive\":{},\"cursor\":{},\"lag_bytes\":{},"
