@@ -3,6 +3,7 @@
 // is asserted: only that the benchmark completes and writes what bench/README.md says.
 #include <gtest/gtest.h>
 #include <simdjson.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -13,6 +14,7 @@
 #include "support.hpp"
 
 namespace {
+
 
 TEST(BenchSmoke, CompletesAndWritesValidJson) {
   const std::string json = "/tmp/" + ringbus::test::unique_name("bench") + ".json";
@@ -102,6 +104,53 @@ TEST(BenchSmoke, CompletesAndWritesValidJson) {
     ++targets;
   }
   EXPECT_GE(targets, 8u);
+}
+
+// --plot draws the latency percentile spectrum with gnuplot: a PNG, and beside it the
+// script, with a panel per latency scenario and a line per system, the x axis in nines.
+// The path holds a single quote, which the script must quote.
+TEST(BenchSmoke, PlotDrawsTheSpectrumOfEverySystem) {
+  const std::string png = "/tmp/" + ringbus::test::unique_name("bench") + "'s plot.png";
+  const std::string out = "/tmp/" + ringbus::test::unique_name("bench") + ".out";
+  const std::string cmd = std::string(RINGBUS_TOOL) + " bench --smoke --no-progress --scenarios thread,rtt --plot \"" +
+                          png + "\" > " + out;
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  const std::string stdout_text = ringbus::test::read_file(out);
+  ::unlink(out.c_str());
+  EXPECT_NE(stdout_text.find("plot written to " + png), std::string::npos) << stdout_text;
+  const std::string image = ringbus::test::read_file(png);
+  const std::string script = ringbus::test::read_file(png + ".gp");
+  ::unlink(png.c_str());
+  ::unlink((png + ".gp").c_str());
+  ASSERT_GT(image.size(), 1000u);
+  EXPECT_EQ(image.substr(0, 8), "\x89PNG\r\n\x1a\n");
+  EXPECT_NE(script.find("set output '" + std::string("/tmp/")), std::string::npos) << script;
+  EXPECT_NE(script.find("''s plot.png'"), std::string::npos) << script;  // the quote doubled
+  EXPECT_NE(script.find("set xtics ('0%%' 0, '90%%' 1, '99%%' 2"), std::string::npos) << script;
+  for (const char* panel : {"one-way, thread to thread, 64 B", "one-way, thread to thread, 1 KiB", "round trip, 64 B",
+                            "ringbus scenarios, 64 B"}) {
+    EXPECT_NE(script.find(std::string("set title '") + panel + "'"), std::string::npos) << panel;
+  }
+  for (const char* system : {"ringbus", "floor", "boost_spsc", "moodycamel_rwq", "atomic_queue"}) {
+    EXPECT_NE(script.find(std::string("title '") + system + "'"), std::string::npos) << system;
+  }
+}
+
+// Without gnuplot, --plot is refused before anything is measured.
+TEST(BenchSmoke, PlotWithoutGnuplotIsRefusedBeforeRunning) {
+  const std::string png = "/tmp/" + ringbus::test::unique_name("bench") + ".png";
+  const std::string base = "/tmp/" + ringbus::test::unique_name("bench");
+  const std::string cmd = "PATH=/nonexistent-ringbus-dir " + std::string(RINGBUS_TOOL) +
+                          " bench --smoke --no-progress --plot " + png + " > " + base + ".out 2> " + base + ".err";
+  const int status = std::system(cmd.c_str());
+  ASSERT_TRUE(WIFEXITED(status)) << cmd;
+  EXPECT_EQ(WEXITSTATUS(status), 1);
+  const std::string err = ringbus::test::read_file(base + ".err");
+  EXPECT_NE(err.find("--plot needs gnuplot"), std::string::npos) << err;
+  EXPECT_EQ(ringbus::test::read_file(base + ".out"), "");  // nothing ran
+  EXPECT_EQ(::access(png.c_str(), F_OK), -1);
+  ::unlink((base + ".out").c_str());
+  ::unlink((base + ".err").c_str());
 }
 
 // --capacity sizes ringbus's throughput ring: the run reports it in the table and the
