@@ -93,10 +93,11 @@ std::string check_config(const Config& c) {
   if (!is_pow2(c.key_slots) || c.key_slots < 16 || c.key_slots > (1u << 28)) {
     return "key_slots " + std::to_string(c.key_slots) + " must be a power of two between 16 and 2^28";
   }
-  if (c.dedup_words != 0 && (!is_pow2(c.dedup_words) || c.dedup_words < 2 || c.dedup_words > (1u << 16) ||
-                             c.dedup_producers == 0 || c.dedup_producers > 4096)) {
+  if (c.dedup_words != 0 && (!is_pow2(c.dedup_words) || c.dedup_words < 2 || c.dedup_words > kMaxDedupWords ||
+                             c.dedup_producers == 0 || c.dedup_producers > kMaxDedupProducers)) {
     return "dedup window of " + std::to_string(c.dedup_words) + " words and " + std::to_string(c.dedup_producers) +
-           " producers per worker is out of range (window up to 2^22 bits, 1 to 4096 producers)";
+           " producers per worker is out of range (2 to " + std::to_string(kMaxDedupWords) +
+           " words, a power of two; 1 to " + std::to_string(kMaxDedupProducers) + " producers)";
   }
   const std::uint64_t biggest_dead_letter = layout::dlq_entry_bytes(c.max_event, layout::kMaxDlqMessage);
   if (c.dlq_capacity != 0 && (!is_pow2(c.dlq_capacity) || c.dlq_capacity < 2 * biggest_dead_letter ||
@@ -289,6 +290,16 @@ Segment Segment::create(const Location& where, const SegmentOptions& options) {
                    options.dedup_window == 0 ? 0 : options.dedup_producers,
                    options.dlq_capacity,
                    options.registry_slots};
+  // The dedup options as given (check_config sees the window as words).
+  if (options.dedup_window > kMaxDedupWindow) {
+    fail(Errc::invalid_options, where, "dedup_window " + std::to_string(options.dedup_window) +
+                                           " is more than the " + std::to_string(kMaxDedupWindow) +
+                                           " producer_seqs a window can hold (0: no dedup)");
+  }
+  if (options.dedup_window != 0 && (options.dedup_producers == 0 || options.dedup_producers > kMaxDedupProducers)) {
+    fail(Errc::invalid_options, where, "dedup_producers " + std::to_string(options.dedup_producers) +
+                                           " must be between 1 and " + std::to_string(kMaxDedupProducers));
+  }
   if (std::string why = check_config(cfg); !why.empty()) fail(Errc::invalid_options, where, why);
   if ((options.mode & ~0777u) != 0 || (options.mode & 0600u) != 0600u) {
     fail(Errc::invalid_options, where, "mode " + std::to_string(options.mode) +

@@ -5,10 +5,12 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <functional>
 #include <fstream>
 #include <thread>
 #include <vector>
 
+#include "ringbus/dedup.hpp"
 #include "ringbus/error.hpp"
 #include "ringbus/hash.hpp"
 #include "ringbus/producer.hpp"
@@ -137,6 +139,28 @@ TEST(Segment, OptionsAreValidated) {
   o = TempSegment::small_options();
   o.max_producers = 0;
   EXPECT_EQ(code(o), Errc::invalid_options);
+  // Each refusal names the option and the value.
+  auto what = [](SegmentOptions o) {
+    return std::string(error_of([&] { Segment::create(Location::shm(unique_name("opt")), o); }).what());
+  };
+  const std::vector<std::pair<std::function<void(SegmentOptions&)>, std::string>> named = {
+      {[](SegmentOptions& x) { x.max_groups = 0; }, "max_groups 0"},
+      {[](SegmentOptions& x) { x.max_groups = 5000; }, "max_groups 5000"},
+      {[](SegmentOptions& x) { x.dedup_window = kMaxDedupWindow + 1; },
+       "dedup_window " + std::to_string(kMaxDedupWindow + 1)},
+      {[](SegmentOptions& x) { x.dedup_window = ~0u; }, "dedup_window 4294967295"},  // (bits + 63) would wrap
+      {[](SegmentOptions& x) { x.dedup_producers = 0; }, "dedup_producers 0"},
+      {[](SegmentOptions& x) { x.dedup_producers = kMaxDedupProducers + 1; }, "dedup_producers 4097"},
+      {[](SegmentOptions& x) { x.dlq_capacity = 3000; }, "dlq_capacity 3000"},
+      {[](SegmentOptions& x) { x.dlq_capacity = 1024; }, "dlq_capacity 1024"},  // below two dead letters
+      {[](SegmentOptions& x) { x.registry_slots = 70000; }, "registry_slots 70000"},
+  };
+  for (const auto& [change, names] : named) {
+    SegmentOptions bad = TempSegment::small_options();
+    change(bad);
+    EXPECT_EQ(code(bad), Errc::invalid_options) << names;
+    EXPECT_NE(what(bad).find(names), std::string::npos) << what(bad);
+  }
 }
 
 TEST(Segment, CreatedWithTheRequestedModeWhateverTheUmask) {
@@ -246,6 +270,49 @@ TEST(Segment, CorruptHeaderIsRefused) {
   e = error_of([&] { Segment::open(Location::file(f.path)); });
   EXPECT_EQ(e.code(), Errc::corrupt);
   EXPECT_NE(std::string(e.what()).find("max_event"), std::string::npos) << e.what();
+}
+
+// Header fields that agree with the checksum (written by a foreign or damaged writer)
+// but not with each other or with the file: each refusal names the field.
+TEST(Segment, InconsistentHeaderFieldsAreRefused) {
+  FileGuard f{temp_path()};
+  struct Case {
+    std::size_t offset;
+    std::uint64_t value;
+    std::size_t bytes;
+    std::string names;
+  };
+  const std::vector<Case> cases = {
+      {offsetof(layout::SegmentHeader, header_size), 1000, 4, "header size 1000"},
+      {offsetof(layout::SegmentHeader, log_capacity_shift), 3, 4, "capacity shift"},
+      {offsetof(layout::SegmentHeader, max_workers), 1, 4, "worker count"},
+  };
+  for (const Case& c : cases) {
+    { Segment::create(Location::file(f.path), {.capacity = 64 * 1024, .max_event = 128, .if_exists = SegmentOptions::IfExists::replace}); }
+    patch_file(f.path, c.offset, &c.value, c.bytes);
+    fix_checksum(f.path);
+    const Error e = error_of([&] { Segment::open(Location::file(f.path)); });
+    EXPECT_EQ(e.code(), Errc::corrupt) << c.names;
+    EXPECT_NE(std::string(e.what()).find(c.names), std::string::npos) << e.what();
+  }
+  // A total size that does not follow from the sizes.
+  { Segment::create(Location::file(f.path), {.capacity = 64 * 1024, .max_event = 128, .if_exists = SegmentOptions::IfExists::replace}); }
+  const auto total = read_file_at<std::uint64_t>(f.path, offsetof(layout::SegmentHeader, total_size));
+  const std::uint64_t bigger = total + layout::kPage;
+  patch_file(f.path, offsetof(layout::SegmentHeader, total_size), &bigger, 8);
+  fix_checksum(f.path);
+  Error e = error_of([&] { Segment::open(Location::file(f.path)); });
+  EXPECT_EQ(e.code(), Errc::corrupt);
+  EXPECT_NE(std::string(e.what()).find("total size " + std::to_string(bigger)), std::string::npos) << e.what();
+  // A file longer than its header says: not truncated, but not what was created either.
+  { Segment::create(Location::file(f.path), {.capacity = 64 * 1024, .max_event = 128, .if_exists = SegmentOptions::IfExists::replace}); }
+  ASSERT_EQ(::truncate(f.path.c_str(), static_cast<off_t>(total + layout::kPage)), 0);
+  e = error_of([&] { Segment::open(Location::file(f.path)); });
+  EXPECT_EQ(e.code(), Errc::corrupt);
+  EXPECT_NE(std::string(e.what()).find("is " + std::to_string(total + layout::kPage) + " bytes but its header says " +
+                                        std::to_string(total)),
+            std::string::npos)
+      << e.what();
 }
 
 TEST(Segment, TamperedRegionTableIsRefused) {

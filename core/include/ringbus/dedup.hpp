@@ -28,6 +28,13 @@ constexpr std::uint32_t dedup_words_for(std::uint32_t bits) noexcept {
   return std::bit_ceil((bits + 63) / 64 + 1);
 }
 
+// The largest window a segment holds (SegmentOptions::dedup_window), and the most windows
+// a group worker keeps (SegmentOptions::dedup_producers).
+inline constexpr std::uint32_t kMaxDedupWords = 1u << 16;
+inline constexpr std::uint32_t kMaxDedupWindow = (kMaxDedupWords - 1) * 64;
+inline constexpr std::uint32_t kMaxDedupProducers = 4096;
+static_assert(dedup_words_for(kMaxDedupWindow) == kMaxDedupWords && dedup_words_for(kMaxDedupWindow + 1) > kMaxDedupWords);
+
 // A view of a window whose state lives elsewhere (`top` and `words[nwords]`, nwords a
 // power of two). One writer at a time; other threads or processes may read (relaxed).
 class DedupWindow {
