@@ -181,6 +181,41 @@ TEST(ConsumerGroup, NamesAndOptionsAreValidated) {
   ASSERT_EQ(::sched_getaffinity(0, sizeof allowed, &allowed), 0);
   for (int c = 0; c < CPU_SETSIZE; ++c) EXPECT_EQ(cpu_unavailable(c).empty(), CPU_ISSET(c, &allowed) != 0) << c;
   EXPECT_NE(cpu_unavailable(CPU_SETSIZE).find("allowed: "), std::string::npos);
+  auto refusal = [&](const GroupOptions& o) {
+    try {
+      (void)ConsumerGroup::join(seg.segment(), "w", o);
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::invalid_options);
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  for (const GroupOptions& o : {GroupOptions{.batch = 0}, GroupOptions{.max_pending = 0}}) {
+    EXPECT_NE(refusal(o).find("must be at least 1"), std::string::npos) << refusal(o);
+  }
+  GroupOptions no_attempts;
+  no_attempts.retry.max_attempts = 0;
+  EXPECT_NE(refusal(no_attempts).find("retry.max_attempts"), std::string::npos) << refusal(no_attempts);
+}
+
+// A segment holds max_groups groups; one more is refused, naming the limit, and a group
+// removed makes room again.
+TEST(ConsumerGroup, AFullGroupTableRefusesAnotherGroup) {
+  SegmentOptions o = TempSegment::small_options();
+  o.max_groups = 2;
+  TempSegment seg(o);
+  { ConsumerGroup a = ConsumerGroup::join(seg.segment(), "a"); }
+  ConsumerGroup b = ConsumerGroup::join(seg.segment(), "b");
+  try {
+    (void)ConsumerGroup::join(seg.segment(), "c");
+    ADD_FAILURE() << "a third group joined a segment of two group slots";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::no_slot);
+    EXPECT_NE(std::string(e.what()).find("all 2 group slots are in use"), std::string::npos) << e.what();
+  }
+  EXPECT_NO_THROW(ConsumerGroup::join(seg.segment(), "a"));  // a group that left keeps its slot
+  ConsumerGroup::remove(seg.segment(), "a");
+  EXPECT_NO_THROW(ConsumerGroup::join(seg.segment(), "c"));
 }
 
 TEST(ConsumerGroup, AFailingHandlerStopsOnItsEventWithoutSkippingIt) {

@@ -2,7 +2,10 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <set>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "ringbus/consumer.hpp"
@@ -37,6 +40,53 @@ std::vector<Seen> drain(const Segment& seg, std::uint64_t from = 0) {
     out.push_back({e.position(), e.key(), e.key_seq(), e.producer_seq(), e.producer_id(), e.type(), e.flags(), text(e)});
   }
   return out;
+}
+
+// Names as the enumerators are spelled, one each: tools and messages print them.
+TEST(Status, EveryStatusAndErrorCodeHasItsOwnName) {
+  const std::vector<std::pair<Status, std::string_view>> statuses = {
+      {Status::ok, "ok"},           {Status::full, "full"},       {Status::too_large, "too_large"},
+      {Status::conflict, "conflict"}, {Status::keys_full, "keys_full"}, {Status::busy, "busy"},
+      {Status::timeout, "timeout"},   {Status::corrupt, "corrupt"},   {Status::invalid, "invalid"}};
+  for (const auto& [s, name] : statuses) EXPECT_EQ(to_string(s), name);
+  const std::vector<std::pair<Errc, std::string_view>> codes = {
+      {Errc::invalid_name, "invalid_name"},   {Errc::invalid_options, "invalid_options"},
+      {Errc::exists, "exists"},               {Errc::not_found, "not_found"},
+      {Errc::permission, "permission"},       {Errc::foreign, "foreign"},
+      {Errc::truncated, "truncated"},         {Errc::version_mismatch, "version_mismatch"},
+      {Errc::not_initialised, "not_initialised"}, {Errc::corrupt, "corrupt"},
+      {Errc::owner_mismatch, "owner_mismatch"}, {Errc::mode_widened, "mode_widened"},
+      {Errc::no_space, "no_space"},           {Errc::no_slot, "no_slot"},
+      {Errc::busy, "busy"},                   {Errc::system, "system"}};
+  for (const auto& [e, name] : codes) EXPECT_EQ(to_string(e), name);
+  // Every value with a name is one of those above (none left out, none named twice).
+  std::set<std::string_view> status_names, code_names;
+  for (int v = 0; v < 256; ++v) {
+    if (const std::string_view n = to_string(static_cast<Status>(v)); n != "unknown") {
+      EXPECT_TRUE(status_names.insert(n).second) << n;
+    }
+    if (const std::string_view n = to_string(static_cast<Errc>(v)); n != "unknown") {
+      EXPECT_TRUE(code_names.insert(n).second) << n;
+    }
+  }
+  EXPECT_EQ(status_names.size(), statuses.size());
+  EXPECT_EQ(code_names.size(), codes.size());
+}
+
+TEST(Producer, AnApplicationIdOutOfRangeIsRefused) {
+  TempSegment seg;
+  for (const std::uint32_t id : {0x8000'0000u, 0xffff'ffffu}) {
+    try {
+      (void)Producer::attach(seg.segment(), {.producer_id = id});
+      ADD_FAILURE() << "producer id " << id << " accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::invalid_options);
+      EXPECT_NE(std::string(e.what()).find("producer id " + std::to_string(id) + " is out of range"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  EXPECT_NO_THROW((void)Producer::attach(seg.segment(), {.producer_id = 0x7fff'ffffu}));
 }
 
 TEST(Producer, PublishedEventsCarryTheirFieldsInOrder) {
