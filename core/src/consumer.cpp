@@ -276,10 +276,17 @@ ConsumerGroup ConsumerGroup::join(const Segment& segment, std::string_view name,
       std::this_thread::yield();
       continue;
     }
+    // A free slot, or one a dead process left half-registered (a producer's limit
+    // refresh frees those too; whichever CAS comes first takes it). The dead
+    // registrant's start is cleared before the CAS (DESIGN.md section 6).
     std::uint32_t free_slot = kNoGroup;
     for (std::uint32_t i = 0; i < r.max_groups && free_slot == kNoGroup; ++i) {
       std::uint64_t st = r.groups[i].state.load(std::memory_order_acquire);
-      if (layout::owner::state(st) == layout::owner::free &&
+      const bool abandoned =
+          layout::owner::state(st) == layout::owner::registering &&
+          detail::process_dead(layout::owner::pid(st), r.groups[i].registrant_start.load(std::memory_order_relaxed));
+      if (abandoned) r.groups[i].registrant_start.store(0, std::memory_order_relaxed);
+      if ((layout::owner::state(st) == layout::owner::free || abandoned) &&
           r.groups[i].state.compare_exchange_strong(st, layout::owner::make(layout::owner::registering, me.pid),
                                                     std::memory_order_seq_cst)) {
         r.groups[i].registrant_start.store(me.start_ticks, std::memory_order_relaxed);

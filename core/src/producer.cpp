@@ -221,11 +221,11 @@ bool Producer::refresh_limit(std::uint64_t needed) noexcept {
       const std::uint64_t st = gs.state.load(std::memory_order_seq_cst);  // pairs with join()/remove()
       if (layout::owner::state(st) == layout::owner::registering) {
         if (detail::process_dead(layout::owner::pid(st), gs.registrant_start.load(std::memory_order_relaxed))) {
+          // The dead registrant's start goes first (DESIGN.md section 6), then the slot.
+          gs.registrant_start.store(0, std::memory_order_relaxed);
           std::uint64_t expected = st;
-          if (gs.state.compare_exchange_strong(expected, layout::owner::make(layout::owner::free, 0),
-                                               std::memory_order_seq_cst)) {
-            gs.registrant_start.store(0, std::memory_order_relaxed);
-          }
+          (void)gs.state.compare_exchange_strong(expected, layout::owner::make(layout::owner::free, 0),
+                                                 std::memory_order_seq_cst);
         } else {
           registering = true;
         }

@@ -9,6 +9,8 @@
 #include <vector>
 
 #include "ringbus/consumer.hpp"
+#include "ringbus/detail/groups.hpp"
+#include "ringbus/detail/process.hpp"
 #include "ringbus/error.hpp"
 #include "ringbus/producer.hpp"
 #include "ringbus/stats.hpp"
@@ -216,6 +218,73 @@ TEST(ConsumerGroup, AFullGroupTableRefusesAnotherGroup) {
   EXPECT_NO_THROW(ConsumerGroup::join(seg.segment(), "a"));  // a group that left keeps its slot
   ConsumerGroup::remove(seg.segment(), "a");
   EXPECT_NO_THROW(ConsumerGroup::join(seg.segment(), "c"));
+}
+
+// A cursor in shared memory that cannot be a record position (not 8-byte aligned, or
+// past the tail) is refused at join, naming the worker and the values; the join gives
+// back what it took, so the group joins again once the cursor is sound.
+TEST(ConsumerGroup, AJoinRefusesACursorThatCannotBeARecordPosition) {
+  TempSegment seg;
+  { ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", {.workers = 2}); }
+  Producer p = Producer::attach(seg.segment());
+  const std::uint64_t v = 9;
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(p.try_publish(0, 1, std::as_bytes(std::span(&v, 1))), Status::ok);
+  const detail::SegmentRefs& r = seg.segment().refs();
+  const std::uint64_t tail = r.control->tail.load();
+  layout::GroupSlot* gs = nullptr;
+  for (std::uint32_t i = 0; i < r.max_groups; ++i) {
+    if (detail::group_name(r.groups[i]) == "g") gs = &r.groups[i];
+  }
+  ASSERT_NE(gs, nullptr);
+  for (const std::uint64_t bad : {std::uint64_t{3}, tail + 8}) {
+    gs->worker[1].cursor.store(bad);
+    try {
+      (void)ConsumerGroup::join(seg.segment(), "g", {.workers = 2});
+      ADD_FAILURE() << "cursor " << bad << " accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::corrupt);
+      EXPECT_NE(std::string(e.what()).find("worker 1 cursor " + std::to_string(bad) +
+                                           " cannot be a record position (tail " + std::to_string(tail) + ")"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  gs->worker[1].cursor.store(0);
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", {.workers = 2});
+  std::uint64_t seen = 0;
+  for (std::uint32_t w = 0; w < 2; ++w) g.worker(w).poll([&](const Event&) { ++seen; });
+  EXPECT_EQ(seen, 3u);
+}
+
+// A slot a dead process left `registering` is taken by the next join that needs a slot,
+// without waiting for a producer to clear it.
+TEST(ConsumerGroup, ASlotLeftRegisteringByADeadProcessIsTakenOver) {
+  SegmentOptions o = TempSegment::small_options();
+  o.max_groups = 1;
+  TempSegment seg(o);
+  layout::GroupSlot& gs = seg.segment().refs().groups[0];
+  gs.registrant_start.store(12345);
+  gs.state.store(layout::owner::make(layout::owner::registering, 0x3ffffff0));  // above pid_max: never alive
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "after");
+  EXPECT_EQ(layout::owner::state(gs.state.load()), layout::owner::active);
+  EXPECT_EQ(layout::owner::pid(gs.state.load()), detail::self_process().pid);
+  EXPECT_EQ(gs.registrant_start.load(), detail::self_process().start_ticks);
+  Producer p = Producer::attach(seg.segment());
+  const std::uint64_t v = 5;
+  ASSERT_EQ(p.try_publish(0, 1, std::as_bytes(std::span(&v, 1))), Status::ok);
+  std::uint64_t seen = 0;
+  g.worker(0).poll([&](const Event&) { ++seen; });
+  EXPECT_EQ(seen, 1u);
+
+  // A live registrant's slot is not taken: the segment has no other.
+  gs.registrant_start.store(detail::self_process().start_ticks);
+  gs.state.store(layout::owner::make(layout::owner::registering, detail::self_process().pid));
+  try {
+    (void)ConsumerGroup::join(seg.segment(), "other");
+    ADD_FAILURE() << "a live registrant's slot was taken";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::no_slot) << e.what();
+  }
 }
 
 TEST(ConsumerGroup, AFailingHandlerStopsOnItsEventWithoutSkippingIt) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "ringbus/consumer.hpp"
+#include "ringbus/detail/process.hpp"
 #include "ringbus/error.hpp"
 #include "ringbus/producer.hpp"
 #include "ringbus/tail_reader.hpp"
@@ -87,6 +88,39 @@ TEST(Producer, AnApplicationIdOutOfRangeIsRefused) {
     }
   }
   EXPECT_NO_THROW((void)Producer::attach(seg.segment(), {.producer_id = 0x7fff'ffffu}));
+}
+
+// A group slot in `registering` holds every producer's limit where it is (the group's
+// start position is not known yet), and a registrant found dead is cleared by the next
+// limit refresh, its start time first (DESIGN.md section 6).
+TEST(Producer, AGroupBeingRegisteredHoldsTheLimitUntilItsRegistrantIsGone) {
+  TempSegment seg;
+  const detail::SegmentRefs& r = seg.segment().refs();
+  Producer p = Producer::attach(seg.segment());  // limit: one lap ahead
+  layout::GroupSlot& gs = r.groups[0];
+  const detail::ProcessId& me = detail::self_process();
+  gs.registrant_start.store(me.start_ticks);
+  gs.state.store(layout::owner::make(layout::owner::registering, me.pid));
+  const std::uint64_t v = 1;
+  std::uint64_t published = 0;
+  Status s = Status::ok;
+  while ((s = p.try_publish(0, 1, std::as_bytes(std::span(&v, 1)))) == Status::ok) ++published;
+  EXPECT_EQ(s, Status::full);
+  const std::uint64_t rec = record_bytes(sizeof v);
+  EXPECT_LE(published * rec, r.capacity);  // the lap it had, and not one record less
+  EXPECT_GT((published + 1) * rec, r.capacity);
+  // The registrant (this process, alive) is still registering: no further.
+  EXPECT_EQ(p.try_publish(0, 1, std::as_bytes(std::span(&v, 1))), Status::full);
+
+  // Now the registrant is a process that no longer exists, with a start time recorded.
+  gs.registrant_start.store(12345);
+  gs.state.store(layout::owner::make(layout::owner::registering, 0x3ffffff0));  // above pid_max: never alive
+  EXPECT_EQ(p.try_publish(0, 1, std::as_bytes(std::span(&v, 1))), Status::ok);
+  EXPECT_EQ(layout::owner::state(gs.state.load()), layout::owner::free);
+  EXPECT_EQ(gs.registrant_start.load(), 0u);
+  for (std::uint64_t i = 0; i < 2 * published; ++i) {  // no group gates: laps freely again
+    ASSERT_EQ(p.try_publish(0, 1, std::as_bytes(std::span(&v, 1))), Status::ok);
+  }
 }
 
 TEST(Producer, PublishedEventsCarryTheirFieldsInOrder) {
