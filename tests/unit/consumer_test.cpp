@@ -343,6 +343,38 @@ TEST(ConsumerGroup, AnExceptionCountsAsFailure) {
   }
 }
 
+// Whatever a handler throws, one event at a time or a batch, is a failed attempt of
+// that event (retried, parked or reported by policy): never an exception out of the
+// worker that skips the policy.
+TEST(ConsumerGroup, AnyThrownValueCountsAsFailureAlsoForBatchHandlers) {
+  TempSegment seg;
+  GroupOptions o;
+  o.retry.max_attempts = 1;
+  o.dead_letters = false;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "throws", o);
+  Producer p = Producer::attach(seg.segment());
+  publish_values(p, 0, 0, 1);
+  auto failure_of = [&](auto&& run) -> std::string {
+    try {
+      run();
+    } catch (const HandlerFailed& f) {
+      EXPECT_EQ(f.position(), 0u);
+      return f.what();
+    } catch (...) {
+      return "an exception other than HandlerFailed left the worker";
+    }
+    return "no failure";
+  };
+  const std::string single = failure_of([&] { g.worker(0).poll([](const Event&) { throw 42; }, 10); });
+  EXPECT_NE(single.find("non-standard exception"), std::string::npos) << single;
+  const std::string batch_std = failure_of(
+      [&] { g.worker(0).poll_batch([](std::span<const Event>) { throw std::runtime_error("batch boom"); }, 10); });
+  EXPECT_NE(batch_std.find("batch boom"), std::string::npos) << batch_std;
+  const std::string batch_other =
+      failure_of([&] { g.worker(0).poll_batch([](std::span<const Event>) { throw 42; }, 10); });
+  EXPECT_NE(batch_other.find("non-standard exception"), std::string::npos) << batch_other;
+}
+
 TEST(ConsumerGroup, BatchDeliveryHandsOverEverythingReady) {
   TempSegment seg;
   ConsumerGroup g = ConsumerGroup::join(seg.segment(), "batch", {.workers = 2});

@@ -611,6 +611,9 @@ std::size_t Worker::poll_batch(H&& handler, std::size_t max_events) {
     } catch (const std::exception& ex) {
       last_error_ = ex.what();
       result = Handled::fail;
+    } catch (...) {
+      last_error_ = "non-standard exception";
+      result = Handled::fail;
     }
     if (result != Handled::ok) return poll(one_at_a_time, batch_buf_.size());
     consumed_ += batch_buf_.size();
