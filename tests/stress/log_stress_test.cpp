@@ -9,6 +9,7 @@
 #include <mutex>
 #include <thread>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "ringbus/consumer.hpp"
@@ -324,6 +325,42 @@ TEST(Stress, ParkedConsumersAndBlockedProducersAreWoken) {
   const Checker t = g.total();
   EXPECT_EQ(t.count, sent);
   EXPECT_EQ(t.gaps + t.out_of_order + t.bad_payload, 0u);
+}
+
+// The other strategies, on both sides: workers idle (busy, yielding or sleeping) between
+// bursts, and bursts bigger than the ring hold the producer until the workers make room.
+TEST(Stress, EveryWaitStrategyDeliversEverythingAndUnblocksTheProducer) {
+  test::set_deadline_scale(2);
+  const std::vector<std::pair<const char*, WaitStrategy>> strategies = {
+      {"busy_spin", WaitStrategy::busy_spin()},
+      {"spin_yield", WaitStrategy::spin_yield(50)},
+      {"spin_sleep", WaitStrategy::spin_sleep(std::chrono::microseconds(200), 50)},
+  };
+  for (const auto& [name, wait] : strategies) {
+    SCOPED_TRACE(name);
+    TempSegment seg({.capacity = 64 * 1024, .max_event = 256}, "wait");
+    // One busy-spinning worker beside the producer fills the two CPUs; more would only
+    // take turns with it.
+    GroupRun g(seg.segment(), "g", wait.kind == WaitStrategy::Kind::busy_spin ? 1 : 2, wait);
+    g.start();
+    std::uint64_t sent = 0;
+    {
+      Producer p = Producer::attach(seg.segment(), {.wait = wait});
+      for (std::uint64_t burst = 0; burst < 40; ++burst) {
+        std::this_thread::sleep_for(std::chrono::microseconds(500));
+        const std::uint64_t n = burst % 4 == 0 ? 2000 : 3;  // 2000 records are about twice the ring
+        for (std::uint64_t i = 0; i < n; ++i, ++sent) {
+          const Payload pl{0, 0, sent, check_of(0, sent)};
+          ASSERT_EQ(p.publish(1 + sent % 7, 1, std::as_bytes(std::span(&pl, 1))), Status::ok);
+        }
+        ASSERT_TRUE(test::eventually([&] { return g.delivered.load() == sent; }, std::chrono::minutes(2)));
+      }
+    }
+    g.group.stop();
+    const Checker t = g.total();
+    EXPECT_EQ(t.count, sent);
+    EXPECT_EQ(t.gaps + t.out_of_order + t.bad_payload, 0u);
+  }
 }
 
 }  // namespace
