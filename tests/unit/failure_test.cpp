@@ -92,6 +92,42 @@ TEST(DeadLetters, AFailingEventIsParkedWithItsErrorAndTheWorkerMovesOn) {
   EXPECT_EQ(s.groups.at(0).cursor, s.tail) << "the cursor passed the parked event";
 }
 
+// A dead-letter ring whose bounds in shared memory are damaged cannot take the event:
+// the worker stops on it (HandlerFailed, naming why), never skips it or drops it.
+TEST(DeadLetters, ADamagedRingStopsTheWorkerOnTheEventInsteadOfDroppingIt) {
+  TempSegment seg;
+  GroupOptions o;
+  o.retry.max_attempts = 1;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "orders", o);
+  Producer p = Producer::attach(seg.segment());
+  for (std::uint64_t v = 0; v < 3; ++v) publish(p, 10 + v, v);
+  layout::DlqControl& c = *seg.segment().refs().dlq_control(0);
+  c.head.store(64);
+  c.tail.store(8);  // behind the head: no ring looks like this
+  std::vector<std::uint64_t> ok;
+  auto handler = [&](const Event& e) {
+    if (value_of(e) == 1) throw std::runtime_error("no stock service");
+    ok.push_back(value_of(e));
+  };
+  try {
+    drain(g.worker(0), handler);
+    ADD_FAILURE() << "the event was neither parked nor reported";
+  } catch (const HandlerFailed& f) {
+    EXPECT_NE(std::string(f.what()).find("no stock service"), std::string::npos) << f.what();
+    EXPECT_NE(std::string(f.what()).find("cannot be parked in the dead-letter ring (corrupt)"), std::string::npos)
+        << f.what();
+  }
+  EXPECT_EQ(ok, (std::vector<std::uint64_t>{0}));
+  // Repaired, the same event is parked and the worker goes on.
+  c.head.store(0);
+  c.tail.store(0);
+  drain(g.worker(0), handler);
+  EXPECT_EQ(ok, (std::vector<std::uint64_t>{0, 2}));
+  const auto letters = DeadLetters::open(seg.segment(), "orders").list();
+  ASSERT_EQ(letters.size(), 1u);
+  EXPECT_EQ(letters[0].header.key, 11u);
+}
+
 TEST(DeadLetters, AFullRingHoldsTheWorkerInsteadOfDroppingTheEvent) {
   SegmentOptions so = TempSegment::small_options();
   so.max_event = 512;
