@@ -130,13 +130,14 @@ std::vector<Target> targets(const Report& r) {
       out.push_back({what, true, v <= limit, fmt::format("{:.2f}x", v)});
     }
   }
-  if (const ThroughputResult* t = find_tput(r, "tput64", "ringbus", 1, 1)) {
-    out.push_back({"64-byte events, 1 producer >= 40 M/s", true, t->events_per_s >= 40e6,
-                   fmt::format("{:.1f} M/s (RTT/2 {:.0f} ns)", t->events_per_s / 1e6, t->rtt_half_ns)});
-  }
-  if (const ThroughputResult* t = find_tput(r, "tput8", "ringbus", 1, 32)) {
-    out.push_back({"8-byte events, 1 producer, batched >= 120 M/s", true, t->events_per_s >= 120e6,
-                   fmt::format("{:.1f} M/s (RTT/2 {:.0f} ns)", t->events_per_s / 1e6, t->rtt_half_ns)});
+  // One producer; each rate with the placement it was measured in.
+  for (const auto& [scenario, batch, what, least] : std::vector<std::tuple<std::string, std::uint32_t, std::string, double>>{
+           {"tput64", 1, "64-byte events, 1 producer >= 40 M/s", 40e6},
+           {"tput8", 32, "8-byte events, 1 producer, batched >= 120 M/s", 120e6}}) {
+    if (const ThroughputResult* t = find_tput(r, scenario, "ringbus", 1, batch)) {
+      out.push_back({what, true, t->events_per_s >= least,
+                     fmt::format("{:.1f} M/s (RTT/2 {:.0f} ns)", t->events_per_s / 1e6, t->rtt_half_ns)});
+    }
   }
   return out;
 }

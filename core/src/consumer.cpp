@@ -195,6 +195,17 @@ std::uint32_t find_group(const SegmentRefs& r, std::string_view name, bool* pend
   return kNoGroup;
 }
 
+bool forget_dead_registrant(GroupSlot& g, std::uint64_t state) noexcept {
+  if (layout::owner::state(state) != layout::owner::registering ||
+      !process_dead(layout::owner::pid(state), g.registrant_start.load(std::memory_order_relaxed))) {
+    return false;
+  }
+  // 0 means "check the pid alone": harmless over a live registrant that took the slot
+  // meanwhile; a dead one's start left beside a new registrant's pid would not be.
+  g.registrant_start.store(0, std::memory_order_relaxed);
+  return true;
+}
+
 }  // namespace detail
 
 // ---------------------------------------------------------------------------------
@@ -277,16 +288,11 @@ ConsumerGroup ConsumerGroup::join(const Segment& segment, std::string_view name,
       continue;
     }
     // A free slot, or one a dead process left half-registered (a producer's limit
-    // refresh frees those too; whichever CAS comes first takes it). The dead
-    // registrant's start is cleared before the CAS (DESIGN.md section 6).
+    // refresh frees those too; whichever CAS comes first takes it).
     std::uint32_t free_slot = kNoGroup;
     for (std::uint32_t i = 0; i < r.max_groups && free_slot == kNoGroup; ++i) {
       std::uint64_t st = r.groups[i].state.load(std::memory_order_acquire);
-      const bool abandoned =
-          layout::owner::state(st) == layout::owner::registering &&
-          detail::process_dead(layout::owner::pid(st), r.groups[i].registrant_start.load(std::memory_order_relaxed));
-      if (abandoned) r.groups[i].registrant_start.store(0, std::memory_order_relaxed);
-      if ((layout::owner::state(st) == layout::owner::free || abandoned) &&
+      if ((layout::owner::state(st) == layout::owner::free || detail::forget_dead_registrant(r.groups[i], st)) &&
           r.groups[i].state.compare_exchange_strong(st, layout::owner::make(layout::owner::registering, me.pid),
                                                     std::memory_order_seq_cst)) {
         r.groups[i].registrant_start.store(me.start_ticks, std::memory_order_relaxed);

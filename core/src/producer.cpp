@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <string>
 
+#include "ringbus/detail/groups.hpp"
 #include "ringbus/detail/process.hpp"
 #include "ringbus/detail/recovery.hpp"
 #include "ringbus/error.hpp"
@@ -220,9 +221,7 @@ bool Producer::refresh_limit(std::uint64_t needed) noexcept {
       layout::GroupSlot& gs = r_.groups[g];
       const std::uint64_t st = gs.state.load(std::memory_order_seq_cst);  // pairs with join()/remove()
       if (layout::owner::state(st) == layout::owner::registering) {
-        if (detail::process_dead(layout::owner::pid(st), gs.registrant_start.load(std::memory_order_relaxed))) {
-          // The dead registrant's start goes first (DESIGN.md section 6), then the slot.
-          gs.registrant_start.store(0, std::memory_order_relaxed);
+        if (detail::forget_dead_registrant(gs, st)) {
           std::uint64_t expected = st;
           (void)gs.state.compare_exchange_strong(expected, layout::owner::make(layout::owner::free, 0),
                                                  std::memory_order_seq_cst);

@@ -297,23 +297,23 @@ TEST(Stress, ExpectedSequenceAppendsUnderContention) {
   EXPECT_GT(conflicts.load(), 0u) << "four writers on twenty keys should have conflicted";
 }
 
-// Consumers and producers that park on futexes in the segment. Park timeouts are
-// 30 s: a lost wake-up shows up as a hang that the watchdog reports, not as a pass.
-TEST(Stress, ParkedConsumersAndBlockedProducersAreWoken) {
-  test::set_deadline_scale(2);
-  const auto park = WaitStrategy::spin_park(50, 5, std::chrono::seconds(30));
-  TempSegment seg({.capacity = 64 * 1024, .max_event = 256}, "park");
-  GroupRun g(seg.segment(), "g", 2, park);
+// Producer and workers waiting with `wait` on a 64 KiB ring: `bursts` bursts after an
+// idle pause (long enough for the workers to wait), every `big_every`-th one of 2000
+// records, about twice the ring, so that the producer waits for the workers as well.
+// Every event is delivered once, in key order.
+void bursts_through_a_small_ring(const char* prefix, WaitStrategy wait, std::uint32_t workers, std::uint64_t bursts,
+                                 std::uint64_t big_every, std::chrono::microseconds idle_before_big,
+                                 std::chrono::microseconds idle_before_small) {
+  TempSegment seg({.capacity = 64 * 1024, .max_event = 256}, prefix);
+  GroupRun g(seg.segment(), "g", workers, wait);
   g.start();
-  constexpr std::uint64_t kBursts = 300;
   std::uint64_t sent = 0;
   {
-    Producer p = Producer::attach(seg.segment(), {.wait = park});
-    for (std::uint64_t burst = 0; burst < kBursts; ++burst) {
-      // Idle long enough for the workers to park, then a burst bigger than the ring,
-      // so that the producer parks on the consumers as well.
-      std::this_thread::sleep_for(std::chrono::microseconds(burst % 10 == 0 ? 2000 : 200));
-      const std::uint64_t n = burst % 10 == 0 ? 2000 : 3;
+    Producer p = Producer::attach(seg.segment(), {.wait = wait});
+    for (std::uint64_t burst = 0; burst < bursts; ++burst) {
+      const bool big = burst % big_every == 0;
+      std::this_thread::sleep_for(big ? idle_before_big : idle_before_small);
+      const std::uint64_t n = big ? 2000 : 3;
       for (std::uint64_t i = 0; i < n; ++i, ++sent) {
         const Payload pl{0, 0, sent, check_of(0, sent)};
         ASSERT_EQ(p.publish(1 + sent % 7, 1, std::as_bytes(std::span(&pl, 1))), Status::ok);
@@ -327,6 +327,14 @@ TEST(Stress, ParkedConsumersAndBlockedProducersAreWoken) {
   EXPECT_EQ(t.gaps + t.out_of_order + t.bad_payload, 0u);
 }
 
+// Consumers and producers that park on futexes in the segment. Park timeouts are
+// 30 s: a lost wake-up shows up as a hang that the watchdog reports, not as a pass.
+TEST(Stress, ParkedConsumersAndBlockedProducersAreWoken) {
+  test::set_deadline_scale(2);
+  bursts_through_a_small_ring("park", WaitStrategy::spin_park(50, 5, std::chrono::seconds(30)), 2, 300, 10,
+                              std::chrono::microseconds(2000), std::chrono::microseconds(200));
+}
+
 // The other strategies, on both sides: workers idle (busy, yielding or sleeping) between
 // bursts, and bursts bigger than the ring hold the producer until the workers make room.
 TEST(Stress, EveryWaitStrategyDeliversEverythingAndUnblocksTheProducer) {
@@ -338,28 +346,10 @@ TEST(Stress, EveryWaitStrategyDeliversEverythingAndUnblocksTheProducer) {
   };
   for (const auto& [name, wait] : strategies) {
     SCOPED_TRACE(name);
-    TempSegment seg({.capacity = 64 * 1024, .max_event = 256}, "wait");
     // One busy-spinning worker beside the producer fills the two CPUs; more would only
     // take turns with it.
-    GroupRun g(seg.segment(), "g", wait.kind == WaitStrategy::Kind::busy_spin ? 1 : 2, wait);
-    g.start();
-    std::uint64_t sent = 0;
-    {
-      Producer p = Producer::attach(seg.segment(), {.wait = wait});
-      for (std::uint64_t burst = 0; burst < 40; ++burst) {
-        std::this_thread::sleep_for(std::chrono::microseconds(500));
-        const std::uint64_t n = burst % 4 == 0 ? 2000 : 3;  // 2000 records are about twice the ring
-        for (std::uint64_t i = 0; i < n; ++i, ++sent) {
-          const Payload pl{0, 0, sent, check_of(0, sent)};
-          ASSERT_EQ(p.publish(1 + sent % 7, 1, std::as_bytes(std::span(&pl, 1))), Status::ok);
-        }
-        ASSERT_TRUE(test::eventually([&] { return g.delivered.load() == sent; }, std::chrono::minutes(2)));
-      }
-    }
-    g.group.stop();
-    const Checker t = g.total();
-    EXPECT_EQ(t.count, sent);
-    EXPECT_EQ(t.gaps + t.out_of_order + t.bad_payload, 0u);
+    bursts_through_a_small_ring("wait", wait, wait.kind == WaitStrategy::Kind::busy_spin ? 1 : 2, 40, 4,
+                                std::chrono::microseconds(500), std::chrono::microseconds(500));
   }
 }
 
