@@ -214,15 +214,16 @@ TEST(Kill, RandomKillsLoseNothingDuplicateNothingAndKeepKeySeqContiguous) {
   start_consumer(raw_consumer, false, true);
 
   // A producer that died between its tail CAS and its commit left a hole in the log.
-  // The first few that died after releasing the key latch stay dead well past the
-  // unblock bound, so that consumers stalled at the hole must repair it themselves: a
-  // restarted producer would repair its own slot first, and one that died holding the
-  // latch is repaired by the other producer as soon as it waits for that key. A kill
-  // from outside lands inside a claim too rarely to count on.
+  // The first few that died after releasing the key latch stay dead until both groups
+  // have passed every position claimed at their death, so that the consumers stalled
+  // at the hole must repair it themselves: a restarted producer would repair its own
+  // slot first, and one that died holding the latch is repaired by the other producer
+  // as soon as it waits for that key. A kill from outside lands inside a claim too
+  // rarely to count on. A consumer found dead meanwhile (at its own fault point) is
+  // restarted unarmed, so that one is there to do the repair.
   auto leaves_hole = [](FaultPoint p) { return p == FaultPoint::after_unlatch || p == FaultPoint::before_frame; };
   int hole_waits = 0;
-  // A process found dead (its hook fired, or it exited) is restarted, consumers first.
-  auto restart_dead = [&](bool armed) {
+  auto restart_dead_consumers = [&](bool armed) {
     for (auto [c, dedup] : {std::pair{&dedup_consumer, true}, std::pair{&raw_consumer, false}}) {
       int status = 0;
       if (::waitpid(c->pid, &status, WNOHANG) == c->pid) {
@@ -230,12 +231,27 @@ TEST(Kill, RandomKillsLoseNothingDuplicateNothingAndKeepKeySeqContiguous) {
         start_consumer(*c, dedup, armed);
       }
     }
+  };
+  auto await_consumer_repair = [&] {
+    const std::uint64_t claimed = read_stats(seg.segment()).tail;
+    const bool passed = test::eventually([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      restart_dead_consumers(false);
+      const SegmentStats s = read_stats(seg.segment());
+      return s.groups.size() == 2 && s.groups[0].cursor >= claimed && s.groups[1].cursor >= claimed;
+    });
+    EXPECT_TRUE(passed) << "the consumers did not pass the hole of a producer kept dead";
+    EXPECT_GT(read_stats(seg.segment()).longest_stall_ns, 0u) << "only a consumer could have repaired that hole";
+  };
+  // A process found dead (its hook fired, or it exited) is restarted, consumers first.
+  auto restart_dead = [&](bool armed) {
+    restart_dead_consumers(armed);
     for (std::uint32_t i = 0; i < kProducers; ++i) {
       int status = 0;
       if (::waitpid(producers[i].pid, &status, WNOHANG) == producers[i].pid) {
         ++deaths_at_points;
         if (leaves_hole(producers[i].armed) && hole_waits < 4) {
-          std::this_thread::sleep_for(std::chrono::milliseconds(300));
+          await_consumer_repair();
           ++hole_waits;
           ++slow_restarts;
         }
@@ -318,7 +334,7 @@ TEST(Kill, RandomKillsLoseNothingDuplicateNothingAndKeepKeySeqContiguous) {
   }
   std::printf(
       "kill test: %d iterations; %d kills from outside, %d deaths at fault points or while handling, %d restarts "
-      "(%d after 150 or 300 ms)\n"
+      "(%d after 150 ms or a repair by consumers)\n"
       "  events committed %llu, applied %llu (%llu more whose commit() return was cut short), lost %llu, "
       "applied twice %llu\n"
       "  replays and redeliveries dropped by dedup %llu (+%llu too old); redelivered in-flight events %llu (%llu "
