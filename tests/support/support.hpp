@@ -1,6 +1,8 @@
 // Shared helpers of the test tiers.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -8,6 +10,7 @@
 #include <string_view>
 #include <thread>
 
+#include "ringbus/error.hpp"
 #include "ringbus/segment.hpp"
 
 namespace ringbus::test {
@@ -39,6 +42,18 @@ class TempSegment {
 // default, scaled by the caller for known-slow tests). A hung test aborts the whole
 // binary with its name, so CI shows which one hung instead of timing out silently.
 void set_deadline_scale(double scale);
+
+// Runs `f` and returns the Error it throws (failing the test if it does not).
+template <class F>
+Error error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e;
+  }
+  ADD_FAILURE() << "no ringbus::Error was thrown";
+  return Error(Errc::system, "none");
+}
 
 // Spins with yield until `pred` holds or `limit` passes (the watchdog is the real
 // limit; this only bounds loops that would otherwise wait forever in a failing test).

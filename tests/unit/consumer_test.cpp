@@ -436,6 +436,54 @@ TEST(TailReader, CountsWhatItMissedWhenLapped) {
   EXPECT_GE(t.resyncs(), 1u);
 }
 
+// The log is shared memory: a record whose frame or header is damaged is reported with
+// its position, never read past or skipped, and the reader goes on once it is repaired.
+TEST(TailReader, ADamagedRecordIsReportedByItsPositionNotSkipped) {
+  TempSegment seg;
+  Producer p = Producer::attach(seg.segment());
+  publish_values(p, 0, 0, 3);
+  const detail::SegmentRefs& r = seg.segment().refs();
+  const std::uint64_t second = record_bytes(8);
+  RecordHeader* h = r.record_at(second);
+  std::atomic_ref<std::uint64_t> frame_word(h->frame);
+  const std::uint64_t good_frame = frame_word.load();
+  ASSERT_EQ(frame::length(good_frame), 8u);
+  auto error_at_second = [&] {
+    TailReader t = TailReader::open(seg.segment(), TailStart::earliest);
+    Event e;
+    EXPECT_TRUE(t.try_next(e));
+    EXPECT_EQ(value_of(e), 0u);
+    return test::error_of([&] { (void)t.try_next(e); });
+  };
+  const std::string at = "at position " + std::to_string(second) + ": ";
+  const std::string no_fit = "record whose length does not fit the ring";
+  const std::uint64_t lap = r.lap(second);
+  for (const std::uint64_t bad : {frame::make(RecordState::data, lap, r.max_event + 1),
+                                  frame::make(RecordState::padding, lap, 12),  // not 8-byte aligned
+                                  frame::make(RecordState::padding, lap, 0),
+                                  frame::make(RecordState::padding, lap, static_cast<std::uint32_t>(r.capacity))}) {
+    frame_word.store(bad);
+    const Error e = error_at_second();
+    EXPECT_EQ(e.code(), Errc::corrupt) << e.what();
+    EXPECT_NE(std::string(e.what()).find(at + no_fit), std::string::npos) << e.what();
+  }
+  frame_word.store(good_frame);
+  h->position = 8000;
+  {
+    const Error e = error_at_second();
+    EXPECT_EQ(e.code(), Errc::corrupt) << e.what();
+    EXPECT_NE(std::string(e.what()).find(at + "record says it is at position 8000"), std::string::npos) << e.what();
+  }
+  h->position = second;
+  TailReader t = TailReader::open(seg.segment(), TailStart::earliest);
+  Event e;
+  for (std::uint64_t i = 0; i < 3; ++i) {
+    ASSERT_TRUE(t.try_next(e));
+    EXPECT_EQ(value_of(e), i);
+  }
+  EXPECT_FALSE(t.try_next(e));
+}
+
 TEST(TailReader, EarliestStartsAtTheSlowestGroupOrTheOldestLap) {
   TempSegment seg;
   Producer p = Producer::attach(seg.segment());

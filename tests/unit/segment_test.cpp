@@ -21,20 +21,9 @@
 namespace ringbus {
 namespace {
 
+using test::error_of;
 using test::TempSegment;
 using test::unique_name;
-
-// Runs `f` and returns the Error it throws (failing the test if it does not).
-template <class F>
-Error error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e;
-  }
-  ADD_FAILURE() << "no ringbus::Error was thrown";
-  return Error(Errc::system, "none");
-}
 
 std::string temp_path() { return "/tmp/" + unique_name("rbseg") + ".seg"; }
 
