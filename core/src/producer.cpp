@@ -254,6 +254,7 @@ std::uint64_t Producer::lock_latch_slow(std::uint64_t index) noexcept {
   std::atomic<std::uint64_t>& l = r_.keys[index].latch;
   std::uint64_t seen = 0;
   std::uint64_t seen_since = 0;
+  std::uint64_t last_check = 0;
   for (std::uint32_t n = 1;; ++n) {
     std::uint64_t w = l.load(std::memory_order_relaxed);
     if (!layout::latch::locked(w)) {
@@ -266,10 +267,14 @@ std::uint64_t Producer::lock_latch_slow(std::uint64_t index) noexcept {
     }
     if (n < 256) {
       detail::cpu_relax();
-    } else {
-      ::sched_yield();
+      continue;
     }
-    if (n % 1024 == 0) {
+    ::sched_yield();
+    // Once a millisecond by the clock: a yield may last another thread's whole time
+    // slice, so a count of yields could put the checks seconds apart on a busy CPU.
+    const std::uint64_t now = detail::monotonic_ns();
+    if (now - last_check >= 1'000'000) {
+      last_check = now;
       // The holder may be dead: recovery releases its latch (a no-op while it lives).
       const std::uint32_t holder = layout::latch::owner_slot(w);
       const bool no_such_slot = holder >= r_.max_producers || holder == slot_index_;
@@ -277,7 +282,6 @@ std::uint64_t Producer::lock_latch_slow(std::uint64_t index) noexcept {
       const bool repaired_or_empty = no_such_slot || detail::recover_producer(r_, holder);
       // A live producer holding the latch is always `active`; a holder slot in any other
       // state for this long (e.g. damaged memory naming an unrelated live pid) is not one.
-      const std::uint64_t now = detail::monotonic_ns();
       if (w != seen) {
         seen = w;
         seen_since = now;

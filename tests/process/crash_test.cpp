@@ -4,8 +4,12 @@
 // records are counted.
 #include <gtest/gtest.h>
 
+#include <sched.h>
+
+#include <atomic>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "process_support.hpp"
@@ -175,6 +179,84 @@ std::vector<Case> all_cases() {
 }
 
 INSTANTIATE_TEST_SUITE_P(EveryPoint, ProducerDeath, ::testing::ValuesIn(all_cases()), case_name);
+
+// A waiting thread that yields gives its CPU away for a whole time slice each time
+// other threads want that CPU. The checks for a dead producer go by the clock, not by
+// the number of idle polls or yields, so what a dead producer left is still repaired
+// within the bound however long each yield takes: a hole, by the stalled worker after
+// unblock_after; a key latch left held, by the next producer of that key at once.
+class ProducerDeathOnABusyCpu : public ::testing::TestWithParam<FaultPoint> {};
+
+TEST_P(ProducerDeathOnABusyCpu, WhatItLeftIsRepairedWithinTheBoundThoughEveryYieldIsSlow) {
+  const FaultPoint point = GetParam();
+  const bool keyed = point == FaultPoint::after_latch;
+  test::TempSegment seg({.capacity = 64 * 1024, .max_event = 1024, .key_slots = 64}, "crash");
+  int cpu = 0;
+  {
+    cpu_set_t allowed;
+    CPU_ZERO(&allowed);
+    ASSERT_EQ(::sched_getaffinity(0, sizeof allowed, &allowed), 0);
+    for (int c = 0; c < CPU_SETSIZE; ++c) {
+      if (CPU_ISSET(c, &allowed)) cpu = c;
+    }
+  }
+  GroupOptions o;
+  o.cpus = {cpu};
+  o.wait = WaitStrategy::spin_yield(0);
+  o.unblock_after = std::chrono::milliseconds(100);
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+  std::atomic<std::uint64_t> delivered{0};
+  g.start([&](const Event&) { delivered.fetch_add(1); });
+  // Two threads that always want the worker's CPU.
+  std::atomic<bool> stop_hogs{false};
+  std::vector<std::thread> hogs;
+  for (int i = 0; i < 2; ++i) {
+    hogs.emplace_back([&] {
+      pin_this_thread(cpu);
+      while (!stop_hogs.load(std::memory_order_relaxed)) {
+      }
+    });
+  }
+  SharedBlock<ChildReport> report;
+  const pid_t child = spawn_child("crash-producer", {seg.location().name, keyed ? "1" : "0", "0",
+                                                     std::to_string(static_cast<int>(point)), report.fd_arg()});
+  ASSERT_EQ(reap(child), 128 + SIGKILL);
+  // The next producer runs on the busy CPU too: for a latch left held, it waits.
+  std::uint64_t published = 0;
+  std::chrono::nanoseconds publishing{0};
+  std::thread next_producer([&] {
+    pin_this_thread(cpu);
+    Producer p = Producer::attach(seg.segment());
+    const auto t0 = std::chrono::steady_clock::now();
+    for (std::uint64_t n = 0; n < 10; ++n) published += publish_n(p, key_of_case(keyed), n) == Status::ok;
+    publishing = std::chrono::steady_clock::now() - t0;
+  });
+  next_producer.join();
+  const std::uint64_t expected = report->published.load() + 10;
+  const bool all = test::eventually([&] { return delivered.load() >= expected; }, std::chrono::seconds(120));
+  stop_hogs.store(true);
+  for (std::thread& t : hogs) t.join();
+  g.stop();
+  ASSERT_EQ(published, 10u);
+  ASSERT_TRUE(all) << "delivered " << delivered.load() << " of " << expected;
+  const SegmentStats stats = read_stats(seg.segment());
+  // The bounds: unblock_after plus the ~1 ms check, and the ~1 ms check; the margin
+  // absorbs the time slices of the threads spinning on that CPU.
+  if (keyed) {
+    EXPECT_EQ(stats.latches_released, 1u);
+    EXPECT_LT(publishing, std::chrono::seconds(1)) << "the next producer of the key waited that long for the latch";
+  } else {
+    EXPECT_EQ(stats.holes_padded, 1u);
+    EXPECT_GT(stats.longest_stall_ns, 0u) << "the worker, not a producer, repaired the hole";
+    EXPECT_LT(stats.longest_stall_ns, 1'000'000'000ull);
+  }
+  std::printf("%s: the next producer published 10 in %.1f ms; longest stall %.1f ms; two threads spinning on cpu %d\n",
+              point_name(point), static_cast<double>(publishing.count()) / 1e6, stats.longest_stall_ns / 1e6, cpu);
+}
+
+INSTANTIATE_TEST_SUITE_P(HoleAndLatch, ProducerDeathOnABusyCpu,
+                         ::testing::Values(FaultPoint::before_frame, FaultPoint::after_latch),
+                         [](const ::testing::TestParamInfo<FaultPoint>& info) { return std::string(point_name(info.param)); });
 
 }  // namespace
 }  // namespace ringbus

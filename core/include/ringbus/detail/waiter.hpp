@@ -20,7 +20,9 @@ class Waiter {
   void reset() noexcept { n_ = 0; }
 
   // One idle step. `ready` re-checks the awaited condition after this thread has
-  // announced itself in `waiters` (spin_park only). Returns true if it slept.
+  // announced itself in `waiters` (spin_park only). Returns true if it gave the CPU up
+  // (a yield, a sleep or a park): one such step may take a whole time slice of another
+  // thread, so a caller that checks something by the clock checks it after each.
   template <class Ready>
   bool idle(std::atomic<std::uint32_t>& waiters, std::atomic<std::uint32_t>& seq, Ready&& ready) noexcept {
     switch (s_.kind) {
@@ -30,10 +32,10 @@ class Waiter {
         if (n_ < s_.spins) {
           ++n_;
           cpu_relax();
-        } else {
-          ::sched_yield();
+          return false;
         }
-        return false;
+        ::sched_yield();
+        return true;
       case WaitStrategy::Kind::spin_sleep:
         if (n_ < s_.spins) {
           ++n_;
@@ -51,7 +53,7 @@ class Waiter {
         if (n_ < s_.spins + s_.yields) {
           ++n_;
           ::sched_yield();
-          return false;
+          return true;
         }
         park(waiters, seq, ready);
         return true;
