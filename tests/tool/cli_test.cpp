@@ -290,6 +290,33 @@ TEST(Cli, PublishRejectsBadLinesAndTailRoundTripsEveryField) {
   EXPECT_NE(no_type.err.find("order.lost"), std::string::npos);
 }
 
+// A position the ring has overwritten: tail starts at the oldest lap still there and
+// says how much it skipped, instead of printing overwritten bytes or nothing at all.
+TEST(Cli, TailFromAnOverwrittenPositionSaysWhatItSkipped) {
+  ToolSegment seg({"--capacity", "1M"});  // no group: the ring laps freely
+  const ringbus::Segment s = seg.open();
+  ringbus::Producer p = ringbus::Producer::attach(s);
+  std::vector<std::byte> payload(1000);
+  for (std::uint64_t n = 0; n < 1500; ++n) {
+    std::memcpy(payload.data(), &n, sizeof n);
+    ASSERT_EQ(p.try_publish(0, 1, payload), ringbus::Status::ok);
+  }
+  const std::uint64_t capacity = s.refs().capacity;
+  const std::uint64_t lap_start = (s.was_tail() / capacity) * capacity;
+  ASSERT_GT(lap_start, 0u);
+  const Result r = ringbus_run({"tail", seg.name(), "--from", "0"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::vector<std::string> lines = lines_of(r.out);
+  ASSERT_FALSE(lines.empty());
+  EXPECT_EQ(fields_of(lines.front()).at("position"), std::to_string(lap_start));
+  EXPECT_EQ(fields_of(lines.back()).at("producer_seq"), "1500");
+  std::string skipped = std::to_string(lap_start);
+  for (std::size_t i = skipped.size(); i > 3; i -= 3) skipped.insert(i - 3, ",");
+  EXPECT_NE(r.err.find("the ring overtook this reader: " + skipped + " bytes skipped\n"),
+            std::string::npos)
+      << r.err;
+}
+
 TEST(Cli, PublishFromStandardInputAndFollowingTail) {
   ToolSegment seg;
   // A follower started first sees what is published after it.
@@ -579,6 +606,26 @@ TEST(Cli, DeadLettersListShowRedrivePurge) {
   });
   EXPECT_EQ(redriven, 1u);
   EXPECT_EQ(ringbus::DeadLetters::open(s, "orders").list().size(), 1u);
+
+  const Result unknown = ringbus_run({"dlq", seg.name(), "orders", "redrive", "999999"});
+  EXPECT_EQ(unknown.code, 4);
+  EXPECT_NE(unknown.err.find("group \"orders\" has no dead letter 999999"), std::string::npos) << unknown.err;
+
+  // A log that refuses the republished event keeps the dead letter where it was.
+  {
+    ringbus::Producer filler = ringbus::Producer::attach(s);
+    for (const std::size_t bytes : {1000, 0}) {  // large events, then the smallest into what is left
+      const std::vector<std::byte> payload(bytes);
+      while (filler.try_publish(0, 1, payload) == ringbus::Status::ok) {
+      }
+    }
+  }
+  const Result refused = ringbus_run({"dlq", seg.name(), "orders", "redrive", "--all", "--republish"});
+  EXPECT_EQ(refused.code, 1);
+  EXPECT_NE(refused.out.find("republished 0 dead letters"), std::string::npos) << refused.out;
+  EXPECT_NE(refused.err.find("stopped: the log refused the next one (full)"), std::string::npos) << refused.err;
+  ASSERT_EQ(ringbus::DeadLetters::open(s, "orders").list().size(), 1u);
+  EXPECT_EQ(ringbus::DeadLetters::open(s, "orders").list()[0].id, letters[2].id);
 
   const Result purge = ringbus_run({"dlq", seg.name(), "orders", "purge"});
   EXPECT_EQ(purge.code, 0) << purge.err;

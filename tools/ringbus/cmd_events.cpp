@@ -220,9 +220,14 @@ void add_event_commands(CLI::App& app, int& exit_code) {
         ++printed;
       }
       std::fflush(stdout);
-      if (reader.missed() != 0 || reader.missed_bytes() != 0) {
+      // Missed events are counted from gaps in producer_seq, so only between events read;
+      // bytes skipped before the first event read have no count of events.
+      if (reader.missed() != 0) {
         fmt::print(stderr, "ringbus tail: the ring overtook this reader: {} events missed ({} bytes skipped)\n",
                    with_commas(reader.missed()), with_commas(reader.missed_bytes()));
+      } else if (reader.missed_bytes() != 0) {
+        fmt::print(stderr, "ringbus tail: the ring overtook this reader: {} bytes skipped\n",
+                   with_commas(reader.missed_bytes()));
       }
       exit_code = kOk;
     });
