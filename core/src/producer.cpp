@@ -252,10 +252,8 @@ bool Producer::refresh_limit(std::uint64_t needed) noexcept {
 
 std::uint64_t Producer::lock_latch_slow(std::uint64_t index) noexcept {
   std::atomic<std::uint64_t>& l = r_.keys[index].latch;
-  std::uint64_t seen = 0;
-  std::uint64_t seen_since = 0;
-  std::uint64_t last_check = 0;
-  for (std::uint32_t n = 1;; ++n) {
+  detail::HolderWait wait(256);
+  for (;;) {
     std::uint64_t w = l.load(std::memory_order_relaxed);
     if (!layout::latch::locked(w)) {
       // Acquire: as in lock_latch().
@@ -265,40 +263,26 @@ std::uint64_t Producer::lock_latch_slow(std::uint64_t index) noexcept {
       }
       continue;
     }
-    if (n < 256) {
-      detail::cpu_relax();
-      continue;
-    }
-    ::sched_yield();
-    // Once a millisecond by the clock: a yield may last another thread's whole time
-    // slice, so a count of yields could put the checks seconds apart on a busy CPU.
-    const std::uint64_t now = detail::monotonic_ns();
-    if (now - last_check >= 1'000'000) {
-      last_check = now;
-      // The holder may be dead: recovery releases its latch (a no-op while it lives).
-      const std::uint32_t holder = layout::latch::owner_slot(w);
-      const bool no_such_slot = holder >= r_.max_producers || holder == slot_index_;
-      const std::uint64_t owner_before = no_such_slot ? 0 : r_.producers[holder].owner.load(std::memory_order_acquire);
-      const bool repaired_or_empty = no_such_slot || detail::recover_producer(r_, holder);
-      // A live producer holding the latch is always `active`; a holder slot in any other
-      // state for this long (e.g. damaged memory naming an unrelated live pid) is not one.
-      if (w != seen) {
-        seen = w;
-        seen_since = now;
-      }
-      const bool stale = !no_such_slot && now - seen_since > 2'000'000'000ull &&
-                         layout::owner::state(r_.producers[holder].owner.load(std::memory_order_acquire)) !=
-                             layout::owner::active;
-      const bool holds_nothing = repaired_or_empty || stale;
-      // A latch still locked by a slot that holds no producer cannot be released by
-      // anyone else (its journal does not name it): only damaged memory leaves one.
-      // Take it back, unless the slot was attached again meanwhile.
-      if (holds_nothing && (no_such_slot || r_.producers[holder].owner.load(std::memory_order_acquire) == owner_before)) {
-        std::uint64_t expected = w;
-        if (l.compare_exchange_strong(expected, layout::latch::make(false, holder, layout::latch::last_seq(w)),
-                                      std::memory_order_acq_rel, std::memory_order_relaxed)) {
-          r_.control->latches_released.fetch_add(1, std::memory_order_relaxed);
-        }
+    if (!wait.step()) continue;
+    // The holder may be dead: recovery releases its latch (a no-op while it lives).
+    const std::uint32_t holder = layout::latch::owner_slot(w);
+    const bool no_such_slot = holder >= r_.max_producers || holder == slot_index_;
+    const std::uint64_t owner_before = no_such_slot ? 0 : r_.producers[holder].owner.load(std::memory_order_acquire);
+    const bool repaired_or_empty = no_such_slot || detail::recover_producer(r_, holder);
+    // A live producer holding the latch is always `active`; a holder slot in any other
+    // state for this long (e.g. damaged memory naming an unrelated live pid) is not one.
+    const bool stale = !no_such_slot && wait.held_for(w) > 2'000'000'000ull &&
+                       layout::owner::state(r_.producers[holder].owner.load(std::memory_order_acquire)) !=
+                           layout::owner::active;
+    const bool holds_nothing = repaired_or_empty || stale;
+    // A latch still locked by a slot that holds no producer cannot be released by
+    // anyone else (its journal does not name it): only damaged memory leaves one.
+    // Take it back, unless the slot was attached again meanwhile.
+    if (holds_nothing && (no_such_slot || r_.producers[holder].owner.load(std::memory_order_acquire) == owner_before)) {
+      std::uint64_t expected = w;
+      if (l.compare_exchange_strong(expected, layout::latch::make(false, holder, layout::latch::last_seq(w)),
+                                    std::memory_order_acq_rel, std::memory_order_relaxed)) {
+        r_.control->latches_released.fetch_add(1, std::memory_order_relaxed);
       }
     }
   }

@@ -3,41 +3,29 @@
 #include <sched.h>
 
 #include "ringbus/detail/process.hpp"
-#include "ringbus/detail/sync.hpp"
+#include "ringbus/detail/waiter.hpp"
 
 namespace ringbus::detail {
 
 RobustLock::RobustLock(std::atomic<std::uint64_t>& word, std::atomic<std::uint64_t>& start) noexcept
     : word_(word), start_(start) {
   const ProcessId& me = self_process();
-  std::uint64_t seen = 0;
-  std::uint64_t seen_since = 0;
-  for (std::uint32_t n = 1;; ++n) {
+  HolderWait wait(64);
+  for (;;) {
     std::uint64_t w = word_.load(std::memory_order_acquire);
     // Acquire pairs with the release in ~RobustLock: the previous holder's writes are visible.
     if (w == 0 && word_.compare_exchange_weak(w, me.pid, std::memory_order_acquire, std::memory_order_relaxed)) {
       start_.store(me.start_ticks, std::memory_order_relaxed);
       return;
     }
-    if (w != 0 && n % 256 == 0) {
-      // The holder is checked by pid and start time (a recycled or unrelated pid is not the
-      // holder). The start time is stored just after the CAS, and cleared before release:
-      // 0 means "check the pid alone", never a stale value that would make a holder look dead.
-      const std::uint64_t now = monotonic_ns();
-      if (w != seen) {
-        seen = w;
-        seen_since = now;
-      }
-      if (process_dead(static_cast<std::uint32_t>(w), start_.load(std::memory_order_relaxed)) ||
-          now - seen_since > kStaleLockNs) {
-        word_.compare_exchange_strong(w, 0, std::memory_order_acq_rel);
-        seen = 0;
-      }
-    }
-    if (n < 64) {
-      cpu_relax();
-    } else {
-      ::sched_yield();
+    if (w == 0 || !wait.step()) continue;
+    // The holder is checked by pid and start time (a recycled or unrelated pid is not the
+    // holder). The start time is stored just after the CAS, and cleared before release:
+    // 0 means "check the pid alone", never a stale value that would make a holder look dead.
+    if (process_dead(static_cast<std::uint32_t>(w), start_.load(std::memory_order_relaxed)) ||
+        wait.held_for(w) > kStaleLockNs) {
+      word_.compare_exchange_strong(w, 0, std::memory_order_acq_rel);
+      wait.forget();
     }
   }
 }

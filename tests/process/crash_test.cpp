@@ -4,8 +4,6 @@
 // records are counted.
 #include <gtest/gtest.h>
 
-#include <sched.h>
-
 #include <atomic>
 #include <mutex>
 #include <string>
@@ -191,15 +189,8 @@ TEST_P(ProducerDeathOnABusyCpu, WhatItLeftIsRepairedWithinTheBoundThoughEveryYie
   const FaultPoint point = GetParam();
   const bool keyed = point == FaultPoint::after_latch;
   test::TempSegment seg({.capacity = 64 * 1024, .max_event = 1024, .key_slots = 64}, "crash");
-  int cpu = 0;
-  {
-    cpu_set_t allowed;
-    CPU_ZERO(&allowed);
-    ASSERT_EQ(::sched_getaffinity(0, sizeof allowed, &allowed), 0);
-    for (int c = 0; c < CPU_SETSIZE; ++c) {
-      if (CPU_ISSET(c, &allowed)) cpu = c;
-    }
-  }
+  test::BusyCpu busy(2);  // two threads that always want the worker's CPU
+  const int cpu = busy.cpu();
   GroupOptions o;
   o.cpus = {cpu};
   o.wait = WaitStrategy::spin_yield(0);
@@ -207,16 +198,6 @@ TEST_P(ProducerDeathOnABusyCpu, WhatItLeftIsRepairedWithinTheBoundThoughEveryYie
   ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
   std::atomic<std::uint64_t> delivered{0};
   g.start([&](const Event&) { delivered.fetch_add(1); });
-  // Two threads that always want the worker's CPU.
-  std::atomic<bool> stop_hogs{false};
-  std::vector<std::thread> hogs;
-  for (int i = 0; i < 2; ++i) {
-    hogs.emplace_back([&] {
-      pin_this_thread(cpu);
-      while (!stop_hogs.load(std::memory_order_relaxed)) {
-      }
-    });
-  }
   SharedBlock<ChildReport> report;
   const pid_t child = spawn_child("crash-producer", {seg.location().name, keyed ? "1" : "0", "0",
                                                      std::to_string(static_cast<int>(point)), report.fd_arg()});
@@ -234,8 +215,6 @@ TEST_P(ProducerDeathOnABusyCpu, WhatItLeftIsRepairedWithinTheBoundThoughEveryYie
   next_producer.join();
   const std::uint64_t expected = report->published.load() + 10;
   const bool all = test::eventually([&] { return delivered.load() >= expected; }, std::chrono::seconds(120));
-  stop_hogs.store(true);
-  for (std::thread& t : hogs) t.join();
   g.stop();
   ASSERT_EQ(published, 10u);
   ASSERT_TRUE(all) << "delivered " << delivered.load() << " of " << expected;

@@ -3,6 +3,8 @@
 #include "process_support.hpp"
 
 #include <gtest/gtest.h>
+#include <pthread.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <condition_variable>
@@ -108,6 +110,37 @@ TempSegment::~TempSegment() { Segment::remove(loc_); }
 
 void set_deadline_scale(double scale) {
   if (g_watchdog != nullptr) g_watchdog->scale(scale);
+}
+
+void pin_to_cpu(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  if (::pthread_setaffinity_np(::pthread_self(), sizeof set, &set) != 0) {
+    throw std::runtime_error("cannot pin a thread to cpu " + std::to_string(cpu));
+  }
+}
+
+BusyCpu::BusyCpu(int spinners) {
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  if (::sched_getaffinity(0, sizeof allowed, &allowed) == 0) {
+    for (int c = 0; c < CPU_SETSIZE; ++c) {
+      if (CPU_ISSET(c, &allowed)) cpu_ = c;
+    }
+  }
+  for (int i = 0; i < spinners; ++i) {
+    threads_.emplace_back([this] {
+      pin_to_cpu(cpu_);
+      while (!stop_.load(std::memory_order_relaxed)) {
+      }
+    });
+  }
+}
+
+BusyCpu::~BusyCpu() {
+  stop_.store(true);
+  for (std::thread& t : threads_) t.join();
 }
 
 }  // namespace ringbus::test

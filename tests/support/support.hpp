@@ -9,6 +9,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <vector>
 
 #include "ringbus/error.hpp"
 #include "ringbus/segment.hpp"
@@ -42,6 +43,26 @@ class TempSegment {
 // default, scaled by the caller for known-slow tests). A hung test aborts the whole
 // binary with its name, so CI shows which one hung instead of timing out silently.
 void set_deadline_scale(double scale);
+
+// Pins the calling thread to `cpu` (throws std::runtime_error if it cannot).
+void pin_to_cpu(int cpu);
+
+// Threads that spin on one CPU (the last this process may use) until destroyed. A
+// thread pinned there too gives the CPU away for their whole time slices at each yield:
+// waits that count yields instead of reading the clock are seconds long there.
+class BusyCpu {
+ public:
+  explicit BusyCpu(int spinners);
+  ~BusyCpu();
+  BusyCpu(const BusyCpu&) = delete;
+  BusyCpu& operator=(const BusyCpu&) = delete;
+  [[nodiscard]] int cpu() const noexcept { return cpu_; }
+
+ private:
+  int cpu_ = 0;
+  std::atomic<bool> stop_{false};
+  std::vector<std::thread> threads_;
+};
 
 // Runs `f` and returns the Error it throws (failing the test if it does not).
 template <class F>

@@ -4,11 +4,13 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <thread>
 #include <vector>
 
 #include "ringbus/detail/process.hpp"
 #include "ringbus/detail/robust_lock.hpp"
+#include "support.hpp"
 
 namespace ringbus {
 namespace {
@@ -17,6 +19,25 @@ TEST(RobustLock, IsTakenOverFromADeadHolder) {
   std::atomic<std::uint64_t> word{0x3ffffff0}, start{0};  // a pid above pid_max: never alive
   { detail::RobustLock lock(word, start); }
   EXPECT_EQ(word.load(), 0u) << "released";
+}
+
+// The checks of the holder go by the clock: on a CPU where each yield lasts other
+// threads' time slices, a dead holder is still found after the first yield, not after
+// a count of them.
+TEST(RobustLock, IsTakenOverFromADeadHolderAtOnceOnABusyCpu) {
+  test::BusyCpu busy(2);
+  std::atomic<std::uint64_t> word{0x3ffffff0}, start{0};
+  std::chrono::nanoseconds took{0};
+  std::thread t([&] {
+    test::pin_to_cpu(busy.cpu());
+    const auto t0 = std::chrono::steady_clock::now();
+    { detail::RobustLock lock(word, start); }
+    took = std::chrono::steady_clock::now() - t0;
+  });
+  t.join();
+  EXPECT_EQ(word.load(), 0u);
+  // A few time slices of the spinning threads; counting 192 yields took about 0.5 s.
+  EXPECT_LT(took, std::chrono::milliseconds(250));
 }
 
 TEST(ProcessLiveness, IsJudgedByPidAndStartTime) {

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cstdint>
 
+#include "ringbus/detail/process.hpp"
 #include "ringbus/detail/sync.hpp"
 #include "ringbus/wait_strategy.hpp"
 
@@ -83,6 +84,48 @@ class Waiter {
 
   WaitStrategy s_;
   std::uint32_t n_ = 0;
+};
+
+// The wait for something a holder may have died with (a key latch, a robust lock):
+// spins, then yields, and says when to check the holder: right after the spins, then
+// once a millisecond by the clock. A yield may last another thread's whole time slice,
+// so a count of yields could put the checks seconds apart on a busy CPU.
+class HolderWait {
+ public:
+  explicit HolderWait(std::uint32_t spins) noexcept : spins_(spins) {}
+
+  // One step of waiting. True when the holder is due a check.
+  bool step() noexcept {
+    if (n_ < spins_) {
+      ++n_;
+      cpu_relax();
+      return false;
+    }
+    ::sched_yield();
+    const std::uint64_t t = monotonic_ns();
+    if (checked_ != 0 && t - checked_ < 1'000'000) return false;
+    checked_ = t;
+    return true;
+  }
+  // How long, as of the last check, the awaited word has held `w` (0 when it is new),
+  // for holders judged by staleness. forget() starts the count again.
+  std::uint64_t held_for(std::uint64_t w) noexcept {
+    if (w != seen_ || !seen_valid_) {
+      seen_ = w;
+      seen_valid_ = true;
+      seen_since_ = checked_;
+    }
+    return checked_ - seen_since_;
+  }
+  void forget() noexcept { seen_valid_ = false; }
+
+ private:
+  std::uint32_t spins_;
+  std::uint32_t n_ = 0;
+  bool seen_valid_ = false;
+  std::uint64_t checked_ = 0;
+  std::uint64_t seen_ = 0;
+  std::uint64_t seen_since_ = 0;
 };
 
 // The other side of Waiter::park: call after publishing what a waiter waits for.
