@@ -278,11 +278,17 @@ ConsumerGroup ConsumerGroup::join(const Segment& segment, std::string_view name,
   const detail::ProcessId& me = detail::self_process();
 
   std::uint32_t g = kNoGroup;
-  for (int round = 0; g == kNoGroup; ++round) {
-    if (round > 10000) throw Error(Errc::busy, where + ": registration did not settle");
+  // Waits for another live registrant of the name go by the clock: a count of yields
+  // would be milliseconds on an idle CPU, less than a registrant may be descheduled.
+  const std::uint64_t since = detail::monotonic_ns();
+  for (;;) {
     bool pending = false;
     g = find_group(r, name, &pending);
     if (g != kNoGroup) break;
+    if (detail::monotonic_ns() - since > detail::kRegistrationWaitNs) {
+      throw Error(Errc::busy, where + ": another live process is still registering this group after " +
+                                  std::to_string(detail::kRegistrationWaitNs / 1'000'000'000) + " s");
+    }
     if (pending) {
       std::this_thread::yield();
       continue;

@@ -4,8 +4,10 @@
 
 #include <cstring>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "ringbus/consumer.hpp"
@@ -285,6 +287,48 @@ TEST(ConsumerGroup, ASlotLeftRegisteringByADeadProcessIsTakenOver) {
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), Errc::no_slot) << e.what();
   }
+}
+
+// A join that finds another live process registering the same name waits for it by
+// the clock (registration takes microseconds, but its process may be descheduled):
+// it joins the group once registered, and gives up with busy only after a bound.
+TEST(ConsumerGroup, AJoinWaitsForALiveRegistrantOfTheSameName) {
+  TempSegment seg;
+  { ConsumerGroup::join(seg.segment(), "same"); }
+  layout::GroupSlot& gs = seg.segment().refs().groups[0];
+  const detail::ProcessId& me = detail::self_process();
+  const std::uint64_t active = gs.state.load();
+  gs.registrant_start.store(me.start_ticks);
+  gs.state.store(layout::owner::make(layout::owner::registering, me.pid));
+  std::thread registrant([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    gs.state.store(active);
+  });
+  const auto t0 = std::chrono::steady_clock::now();
+  std::optional<ConsumerGroup> g;
+  try {
+    g.emplace(ConsumerGroup::join(seg.segment(), "same"));
+  } catch (const Error& e) {
+    ADD_FAILURE() << "the join did not wait for the registrant: " << e.what();
+  }
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  registrant.join();
+  ASSERT_TRUE(g.has_value());
+  EXPECT_GE(waited, std::chrono::milliseconds(300));
+  EXPECT_EQ(g->name(), "same");
+  g.reset();
+
+  // A registrant that never finishes (only damaged memory naming a live process): busy,
+  // after the bound.
+  gs.state.store(layout::owner::make(layout::owner::registering, me.pid));
+  const auto t1 = std::chrono::steady_clock::now();
+  const Error e = test::error_of([&] { (void)ConsumerGroup::join(seg.segment(), "same"); });
+  EXPECT_GE(std::chrono::steady_clock::now() - t1, std::chrono::nanoseconds(detail::kRegistrationWaitNs));
+  EXPECT_EQ(e.code(), Errc::busy);
+  EXPECT_NE(std::string(e.what()).find("group \"same\": another live process is still registering this group after 2 s"),
+            std::string::npos)
+      << e.what();
+  gs.state.store(active);
 }
 
 TEST(ConsumerGroup, AFailingHandlerStopsOnItsEventWithoutSkippingIt) {

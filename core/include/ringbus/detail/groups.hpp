@@ -19,6 +19,10 @@ std::string group_name(const layout::GroupSlot& g);
 // process is registering a group of that name right now.
 std::uint32_t find_group(const SegmentRefs& r, std::string_view name, bool* pending = nullptr);
 
+// How long a join waits for another live process registering the same name. A
+// registration takes microseconds; only damaged memory naming a live process lasts this.
+inline constexpr std::uint64_t kRegistrationWaitNs = 2'000'000'000;
+
 // True if `state` (just read from slot `g`) is `registering` by a process that is dead.
 // Then the dead registrant's start time is cleared, ready for the caller's CAS from
 // `state` to free or to its own registration: before the CAS, never after (DESIGN.md
