@@ -13,6 +13,7 @@
 #include "process_support.hpp"
 #include "ringbus/consumer.hpp"
 #include "ringbus/detail/fault.hpp"
+#include "ringbus/detail/process.hpp"
 #include "ringbus/producer.hpp"
 #include "ringbus/stats.hpp"
 #include "support.hpp"
@@ -177,6 +178,39 @@ std::vector<Case> all_cases() {
 }
 
 INSTANTIATE_TEST_SUITE_P(EveryPoint, ProducerDeath, ::testing::ValuesIn(all_cases()), case_name);
+
+// A segment whose every producer slot is held: a new producer may take the slot of a
+// dead one, and repairs what it left in the log (here a hole) before reusing it.
+TEST(ProducerDeathWithAFullTable, AttachRepairsADeadProducersSlotAndTakesIt) {
+  test::TempSegment seg({.capacity = 64 * 1024, .max_event = 1024, .max_producers = 1, .key_slots = 64}, "crash");
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g");
+  std::atomic<std::uint64_t> delivered{0};
+  g.start([&](const Event&) { delivered.fetch_add(1); });
+  SharedBlock<ChildReport> report;
+  const pid_t child = spawn_child("crash-producer", {seg.location().name, "0", "0",
+                                                     std::to_string(static_cast<int>(FaultPoint::before_frame)),
+                                                     report.fd_arg()});
+  ASSERT_EQ(reap(child), 128 + SIGKILL);
+  {
+    const SegmentStats s = read_stats(seg.segment());
+    ASSERT_EQ(s.producers.size(), 1u);
+    EXPECT_FALSE(s.producers[0].alive);
+    EXPECT_EQ(s.producers_recovered, 0u);
+  }
+  Producer p = Producer::attach(seg.segment());
+  const SegmentStats s = read_stats(seg.segment());
+  ASSERT_EQ(s.producers.size(), 1u);
+  EXPECT_EQ(s.producers[0].pid, detail::self_process().pid);
+  EXPECT_EQ(s.producers[0].state, "active");
+  EXPECT_EQ(s.producers_recovered, 1u);
+  EXPECT_EQ(s.holes_padded, 1u);
+  for (std::uint64_t n = 0; n < 10; ++n) ASSERT_EQ(publish_n(p, 0, n), Status::ok);
+  const std::uint64_t expected = report->published.load() + 10;
+  EXPECT_TRUE(test::eventually([&] { return delivered.load() >= expected; }, std::chrono::seconds(30)))
+      << "delivered " << delivered.load() << " of " << expected;
+  g.stop();
+  EXPECT_EQ(delivered.load(), expected);
+}
 
 // A waiting thread that yields gives its CPU away for a whole time slice each time
 // other threads want that CPU. The checks for a dead producer go by the clock, not by

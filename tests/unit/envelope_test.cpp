@@ -108,6 +108,13 @@ TEST(SchemaRegistry, NamesTypesTracksVersionsAndIsSharedByProcesses) {
   EXPECT_EQ(info->target_version(), 2u);
   reg.set_current_version(placed, 5);
   EXPECT_EQ(reg.info(placed)->target_version(), 5u);
+  try {
+    reg.set_current_version(99, 1);
+    ADD_FAILURE() << "a version was set on a type id that is not registered";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::not_found);
+    EXPECT_NE(std::string(e.what()).find("no event type with id 99"), std::string::npos) << e.what();
+  }
   // Another view of the segment (as another process would have) sees the same names.
   const Segment again = Segment::open(seg.location());
   SchemaRegistry other(again);
