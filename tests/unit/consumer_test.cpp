@@ -456,6 +456,32 @@ TEST(ConsumerGroup, AWorkerThreadFailureIsReportedByStop) {
   EXPECT_THROW(g.stop(), HandlerFailed);
 }
 
+// Assigning over a group handle releases the group it held, even one whose worker
+// thread failed (its error has nowhere to go then): its workers can be joined again.
+TEST(ConsumerGroup, MoveAssignmentReleasesTheGroupItHeld) {
+  TempSegment seg;
+  GroupOptions o;
+  o.retry.max_attempts = 1;
+  o.dead_letters = false;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "dies", o);
+  g.start([](const Event&) { return Handled::fail; });
+  Producer p = Producer::attach(seg.segment());
+  publish_values(p, 0, 0, 1);
+  ASSERT_TRUE(test::eventually([&] { return !g.running(); }));
+  EXPECT_EQ(test::error_of([&] { (void)ConsumerGroup::join(seg.segment(), "dies", o); }).code(), Errc::busy)
+      << "held by g";
+  g = ConsumerGroup::join(seg.segment(), "other");
+  EXPECT_EQ(g.name(), "other");
+  EXPECT_EQ(g.segment().location().name, seg.location().name);
+  ConsumerGroup again = ConsumerGroup::join(seg.segment(), "dies", o);
+  std::uint64_t seen = 0;
+  again.worker(0).poll([&](const Event&) {
+    ++seen;
+    return Handled::ok;
+  });
+  EXPECT_EQ(seen, 1u) << "the failed event is still there, not skipped";
+}
+
 TEST(TailReader, CountsWhatItMissedWhenLapped) {
   TempSegment seg;  // 64 KiB, no gating group
   TailReader t = TailReader::open(seg.segment(), TailStart::end);

@@ -222,6 +222,11 @@ TEST(JsonLines, ErrorsNameTheFieldAndWhere) {
       {R"({"event_type":"T","data":{"a":tru}})", "data", "not valid JSON", 30},
       {R"({"event_type":"T","data":01})", "data", "not valid JSON", 25},
       {R"({"event_type":"T","data":1} extra)", "", "trailing", 28},
+      {R"({"event_type":"T","data":1}})", "", "trailing", 27},
+      {R"({"event_type":"T" "data":1})", "", "malformed JSON", 18},
+      {R"({"event_type":"T","data":1,})", "", "malformed JSON", 27},
+      {R"({"event_type":"T",5:1})", "", "malformed JSON", 18},
+      {R"({"ev\q":"T","data":1})", "", "malformed field name", 8},
   };
   for (const Case& c : cases) {
     Envelope e;
@@ -335,6 +340,18 @@ TEST(JsonText, JsonStringKeepsUtf8AndReplacesWhatIsNot) {
     for (char& c : junk) c = static_cast<char>(rng());
     EXPECT_TRUE(is_json(json_string(junk)));
   }
+}
+
+TEST(JsonText, Base64MatchesTheRfc4648Vectors) {
+  const std::pair<std::string_view, std::string_view> vectors[] = {
+      {"", ""},         {"f", "Zg=="},         {"fo", "Zm8="},        {"foo", "Zm9v"},
+      {"foob", "Zm9vYg=="}, {"fooba", "Zm9vYmE="}, {"foobar", "Zm9vYmFy"},
+  };
+  for (const auto& [plain, encoded] : vectors) {
+    EXPECT_EQ(base64(std::as_bytes(std::span(plain.data(), plain.size()))), encoded) << plain;
+  }
+  const std::byte high[] = {std::byte{0xff}, std::byte{0xfe}};
+  EXPECT_EQ(base64(high), "//4=");
 }
 
 TEST(JsonText, IsJsonAcceptsOneValueAndNothingAfterIt) {
