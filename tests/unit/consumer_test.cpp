@@ -443,37 +443,40 @@ TEST(ConsumerGroup, ThreadsRunPinnedWorkersUntilStopped) {
   EXPECT_EQ(sum.load(), 4999u * 5000 / 2);
 }
 
-TEST(ConsumerGroup, AWorkerThreadFailureIsReportedByStop) {
+// A group whose worker thread stopped on the first event (one attempt, no dead letters).
+struct FailedGroup {
+  static GroupOptions options() {
+    GroupOptions o;
+    o.retry.max_attempts = 1;
+    o.dead_letters = false;
+    return o;
+  }
+  FailedGroup() {
+    g.start([](const Event&) { return Handled::fail; });
+    publish_values(p, 0, 0, 1);
+    EXPECT_TRUE(test::eventually([&] { return !g.running(); }));
+  }
   TempSegment seg;
-  GroupOptions o;
-  o.retry.max_attempts = 1;
-  o.dead_letters = false;
-  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "dies", o);
-  g.start([](const Event&) { return Handled::fail; });
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "dies", options());
   Producer p = Producer::attach(seg.segment());
-  publish_values(p, 0, 0, 1);
-  ASSERT_TRUE(test::eventually([&] { return !g.running(); }));
-  EXPECT_THROW(g.stop(), HandlerFailed);
+};
+
+TEST(ConsumerGroup, AWorkerThreadFailureIsReportedByStop) {
+  FailedGroup f;
+  EXPECT_THROW(f.g.stop(), HandlerFailed);
 }
 
 // Assigning over a group handle releases the group it held, even one whose worker
 // thread failed (its error has nowhere to go then): its workers can be joined again.
 TEST(ConsumerGroup, MoveAssignmentReleasesTheGroupItHeld) {
-  TempSegment seg;
-  GroupOptions o;
-  o.retry.max_attempts = 1;
-  o.dead_letters = false;
-  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "dies", o);
-  g.start([](const Event&) { return Handled::fail; });
-  Producer p = Producer::attach(seg.segment());
-  publish_values(p, 0, 0, 1);
-  ASSERT_TRUE(test::eventually([&] { return !g.running(); }));
-  EXPECT_EQ(test::error_of([&] { (void)ConsumerGroup::join(seg.segment(), "dies", o); }).code(), Errc::busy)
-      << "held by g";
-  g = ConsumerGroup::join(seg.segment(), "other");
-  EXPECT_EQ(g.name(), "other");
-  EXPECT_EQ(g.segment().location().name, seg.location().name);
-  ConsumerGroup again = ConsumerGroup::join(seg.segment(), "dies", o);
+  FailedGroup f;
+  const Segment& seg = f.seg.segment();
+  EXPECT_EQ(test::error_of([&] { (void)ConsumerGroup::join(seg, "dies", FailedGroup::options()); }).code(), Errc::busy)
+      << "held by f.g";
+  f.g = ConsumerGroup::join(seg, "other");
+  EXPECT_EQ(f.g.name(), "other");
+  EXPECT_EQ(f.g.segment().location().name, f.seg.location().name);
+  ConsumerGroup again = ConsumerGroup::join(seg, "dies", FailedGroup::options());
   std::uint64_t seen = 0;
   again.worker(0).poll([&](const Event&) {
     ++seen;
