@@ -4,6 +4,7 @@
 #include <simdjson.h>
 
 #include <cstring>
+#include <vector>
 
 #include "ringbus/hash.hpp"
 #include "ringbus/layout.hpp"
@@ -125,11 +126,19 @@ error_code walk(od::value v, const char* base, std::size_t& at, int depth) {
   return simdjson::INCORRECT_TYPE;
 }
 
-// End (exclusive) of the object or array that starts at s[from], following strings and
-// escapes; npos if it never closes. Used to tell a truncated line from text after the
-// object, which simdjson reports alike.
-std::size_t container_end(std::string_view s, std::size_t from) noexcept {
-  int depth = 0;
+// How the object or array that starts at s[from] closes, following strings and
+// escapes: `end` (exclusive) of the container, npos if it never closes; or, if a
+// bracket closes the wrong kind (`{"a":1]`), that bracket's offset in `mismatch` and
+// its opener's in `opener`. Used to tell a truncated line or a stray bracket from text
+// after the object, which simdjson reports alike.
+struct Brackets {
+  std::size_t end = std::string_view::npos;
+  std::size_t mismatch = std::string_view::npos;
+  std::size_t opener = std::string_view::npos;
+};
+Brackets match_brackets(std::string_view s, std::size_t from) {
+  Brackets b;
+  std::vector<std::size_t> open;  // offsets of the brackets not closed yet
   bool in_string = false;
   for (std::size_t i = from; i < s.size(); ++i) {
     const char c = s[i];
@@ -144,12 +153,22 @@ std::size_t container_end(std::string_view s, std::size_t from) noexcept {
     if (c == '"') {
       in_string = true;
     } else if (c == '{' || c == '[') {
-      ++depth;
+      open.push_back(i);
     } else if (c == '}' || c == ']') {
-      if (--depth == 0) return i + 1;
+      if (open.empty()) return b;
+      if (s[open.back()] != (c == '}' ? '{' : '[')) {
+        b.mismatch = i;
+        b.opener = open.back();
+        return b;
+      }
+      open.pop_back();
+      if (open.empty()) {
+        b.end = i + 1;
+        return b;
+      }
     }
   }
-  return std::string_view::npos;
+  return b;
 }
 
 std::size_t first_non_space(std::string_view s, std::size_t from) noexcept {
@@ -238,9 +257,10 @@ bool is_json(std::string_view text, std::size_t* error_at) {
             at = static_cast<std::size_t>(loc - padded.data());
           }
         } else {
-          const std::size_t start = first_non_space(text, 0);
-          const std::size_t end = container_end(text, start);
-          at = end == std::string_view::npos ? text.size() : first_non_space(text, end);
+          const Brackets b = match_brackets(text, first_non_space(text, 0));
+          at = b.mismatch != std::string_view::npos ? b.mismatch
+               : b.end == std::string_view::npos    ? text.size()
+                                                    : first_non_space(text, b.end);
         }
       } else {
         // A scalar document: its token must reach the end of the text.
@@ -305,12 +325,16 @@ std::optional<JsonLineError> parse_envelope_json(std::string_view line, Envelope
   if (error_code e = doc.get_object().get(obj)) {
     const std::size_t start = first_non_space(line, 0);
     if (start >= line.size() || line[start] != '{') return JsonLineError{start, "", "the line is not a JSON object"};
-    const std::size_t end = container_end(line, start);
-    if (end == std::string_view::npos) {
+    const Brackets b = match_brackets(line, start);
+    if (b.mismatch != std::string_view::npos) {
+      return JsonLineError{b.mismatch, "", std::string("'") + line[b.mismatch] + "' does not close the '" +
+                                               line[b.opener] + "' at column " + std::to_string(b.opener + 1)};
+    }
+    if (b.end == std::string_view::npos) {
       return JsonLineError{line.size(), "", "the JSON object is not closed (truncated line?)"};
     }
-    if (first_non_space(line, end) < line.size()) {
-      return JsonLineError{first_non_space(line, end), "", "trailing content after the object"};
+    if (first_non_space(line, b.end) < line.size()) {
+      return JsonLineError{first_non_space(line, b.end), "", "trailing content after the object"};
     }
     return JsonLineError{start, "", "malformed JSON: " + describe(e)};
   }

@@ -227,6 +227,8 @@ TEST(JsonLines, ErrorsNameTheFieldAndWhere) {
       {R"({"event_type":"T","data":1,})", "", "malformed JSON", 27},
       {R"({"event_type":"T",5:1})", "", "malformed JSON", 18},
       {R"({"ev\q":"T","data":1})", "", "malformed field name", 8},
+      {R"({"event_type":"T","data":1])", "", "']' does not close the '{' at column 1", 26},
+      {R"({"event_type":"T","data":"]"}])", "", "trailing", 29},
   };
   for (const Case& c : cases) {
     Envelope e;
