@@ -365,6 +365,9 @@ ConsumerGroup ConsumerGroup::join(const Segment& segment, std::string_view name,
     gs.worker[i].owner.store(layout::owner::make(layout::owner::detached, me.pid), std::memory_order_release);
   }
   gs.resumes.fetch_add(1, std::memory_order_relaxed);
+  // This process now holds every worker slot: a redelivery still `delivering` was cut
+  // short by its worker's death and is delivered again.
+  if (r.dlq != nullptr) detail::dlq_resume_deliveries(r, g);
 
   // Cursors are shared memory: a worker starts only from one that can be a record
   // position (8-byte aligned, not beyond the tail).

@@ -187,6 +187,29 @@ void dlq_finish_redrive(const SegmentRefs& r, std::uint32_t g, DlqEntry* e, bool
   e->state_bytes.store(st::make(st::ready, st::bytes(w)), std::memory_order_release);
 }
 
+std::size_t dlq_resume_deliveries(const SegmentRefs& r, std::uint32_t g) noexcept {
+  const Ring ring = ring_of(r, g);
+  std::size_t n = 0;
+  {
+    RingLock lock(ring.c);
+    walk(ring, ring.c.head.load(std::memory_order_relaxed), ring.c.tail.load(std::memory_order_relaxed),
+         [&](DlqEntry* e, std::uint64_t, std::uint64_t word) {
+           if (st::state(word) != st::delivering) return true;
+           e->attempts += 1;
+           e->last_failure_ns = realtime_ns();
+           std::uint64_t expected = word;
+           // Release: the fields above before the state, as everywhere in the ring.
+           if (e->state_bytes.compare_exchange_strong(expected, st::make(st::redrive, st::bytes(word)),
+                                                      std::memory_order_acq_rel)) {
+             ++n;
+           }
+           return true;
+         });
+  }
+  if (n != 0) ring.c.redrive_requests.fetch_add(1, std::memory_order_release);
+  return n;
+}
+
 }  // namespace detail
 
 // ---------------------------------------------------------------------------------

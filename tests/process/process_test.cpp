@@ -3,7 +3,9 @@
 // block and their exit code.
 #include <gtest/gtest.h>
 
+#include <csignal>
 #include <chrono>
+#include <cstring>
 #include <random>
 #include <thread>
 #include <unordered_map>
@@ -11,6 +13,7 @@
 
 #include "process_support.hpp"
 #include "ringbus/consumer.hpp"
+#include "ringbus/dlq.hpp"
 #include "ringbus/producer.hpp"
 #include "ringbus/stats.hpp"
 #include "support.hpp"
@@ -96,6 +99,56 @@ pid_t start_consumer(const Location& loc, const char* group, int slot, std::uint
                      const SharedBlock<Results>& r, std::uint64_t work_ns = 0) {
   return spawn_child("consumer", {loc.name, group, std::to_string(slot), std::to_string(workers), r.fd_arg(),
                                   std::to_string(work_ns)});
+}
+
+// Child: "redrive-dies LOCATION": joins group "billing" and is killed inside the handler
+// of the first dead letter redelivered to it.
+const test::ChildRole redrive_dies("redrive-dies", [](const std::vector<std::string>& a) {
+  const Segment seg = Segment::open(Location::shm(a.at(0)));
+  ConsumerGroup g = ConsumerGroup::join(seg, "billing");
+  g.worker(0).poll_redrives([](const Event&) {
+    ::raise(SIGKILL);
+    return Handled::ok;
+  });
+  return 3;  // nothing was redelivered
+});
+
+// A worker killed while a redriven dead letter is in its handler leaves the entry
+// `delivering`. The next join of the group (it then holds every worker slot, so no live
+// process can be delivering it) puts the entry back to `redrive`, counting the cut-short
+// attempt, and it is delivered again: never stuck where no tool could redrive or purge it.
+TEST(Process, ARedeliveryCutShortByDeathIsDeliveredAgain) {
+  test::TempSegment seg(test::TempSegment::small_options(), "proc");
+  {
+    GroupOptions o;
+    o.retry.max_attempts = 1;
+    ConsumerGroup g = ConsumerGroup::join(seg.segment(), "billing", o);
+    Producer p = Producer::attach(seg.segment());
+    const std::uint64_t v = 7;
+    ASSERT_EQ(p.publish(1, 1, std::as_bytes(std::span(&v, 1))), Status::ok);
+    g.worker(0).poll([](const Event&) { return Handled::fail; });
+  }
+  DeadLetters dlq = DeadLetters::open(seg.segment(), "billing");
+  ASSERT_EQ(dlq.list().size(), 1u);
+  ASSERT_EQ(dlq.request_redrive(dlq.list()[0].id), 1u);
+  ASSERT_EQ(reap(spawn_child("redrive-dies", {seg.location().name})), 128 + SIGKILL);
+  ASSERT_EQ(dlq.list().at(0).state, "delivering") << "the child died delivering it";
+
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "billing");
+  const DeadLetter d = dlq.list().at(0);
+  EXPECT_EQ(d.state, "redrive");
+  EXPECT_EQ(d.attempts, 2u) << "the cut-short delivery counts as an attempt";
+  std::uint64_t redriven = 0;
+  g.worker(0).poll_redrives([&](const Event& e) {
+    EXPECT_TRUE(e.redriven());
+    std::uint64_t got = 0;
+    std::memcpy(&got, e.payload().data(), sizeof got);
+    EXPECT_EQ(got, 7u);
+    ++redriven;
+    return Handled::ok;
+  });
+  EXPECT_EQ(redriven, 1u);
+  EXPECT_TRUE(dlq.list().empty());
 }
 
 TEST(Process, ForkedProducersAndGroupsDeliverExactlyOnce) {

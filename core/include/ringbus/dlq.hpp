@@ -94,6 +94,11 @@ layout::DlqEntry* dlq_take_redrive(const SegmentRefs& r, std::uint32_t g, std::u
                                    std::uint32_t workers) noexcept;
 // After delivery: removed if accepted, else back to ready with one more attempt.
 void dlq_finish_redrive(const SegmentRefs& r, std::uint32_t g, layout::DlqEntry* e, bool accepted) noexcept;
+// Entries left `delivering` by a worker whose process died during the delivery go back
+// to `redrive`, with one more attempt: the next worker delivers them again. Called by
+// ConsumerGroup::join once it holds every worker slot of group `g`, when no live process
+// can be delivering one. Returns how many.
+std::size_t dlq_resume_deliveries(const SegmentRefs& r, std::uint32_t g) noexcept;
 
 inline const RecordHeader* dlq_record(const layout::DlqEntry* e) noexcept {
   return reinterpret_cast<const RecordHeader*>(reinterpret_cast<const std::byte*>(e) + sizeof(layout::DlqEntry));
