@@ -152,6 +152,9 @@ std::string now_iso() {
 }
 
 // The smallest and largest of RTT/2 values, leaving out those not measured (0).
+// The range in the 0.1 ns the JSON prints it with, so that moved() and what a reader
+// recomputes from the JSON agree even at the 1.5x boundary (clock steps make exact
+// ratios common).
 PlacementRange range_of(const std::vector<double>& rtt_halves) {
   PlacementRange range;
   for (const double x : rtt_halves) {
@@ -159,6 +162,8 @@ PlacementRange range_of(const std::vector<double>& rtt_halves) {
     range.min_ns = range.min_ns == 0 ? x : std::min(range.min_ns, x);
     range.max_ns = std::max(range.max_ns, x);
   }
+  range.min_ns = std::round(range.min_ns * 10) / 10;
+  range.max_ns = std::round(range.max_ns * 10) / 10;
   return range;
 }
 

@@ -258,6 +258,13 @@ TEST(BenchReport, PlacementRangeCoversProbesFloorsAndThroughputProbes) {
   r.placement.before_tput_ns = 0;
   r.throughput.clear();
   EXPECT_DOUBLE_EQ(ringbus::bench::placement_range(r).min_ns, 230);
+  // At the boundary the verdict is that of the range as the JSON prints it (0.1 ns):
+  // 64.96 and 97.46 print as 65.0 and 97.5, exactly 1.5x, so not moved.
+  const auto edge = ringbus::bench::placement_range(report_with_floors(64.96, 97.46, 2 * 97.46, 97.46));
+  EXPECT_DOUBLE_EQ(edge.min_ns, 65.0);
+  EXPECT_DOUBLE_EQ(edge.max_ns, 97.5);
+  EXPECT_EQ(edge.moved(), edge.max_ns > 1.5 * edge.min_ns);
+  EXPECT_FALSE(edge.moved());
 }
 
 TEST(BenchReport, TableWarnsWhenPlacementMovedAndRatesEachScenarioByItsOwnFloor) {
