@@ -281,7 +281,7 @@ ConsumerGroup ConsumerGroup::join(const Segment& segment, std::string_view name,
   // Waits for another live registrant of the name go by the clock: a count of yields
   // would be milliseconds on an idle CPU, less than a registrant may be descheduled.
   const std::uint64_t since = detail::monotonic_ns();
-  for (;;) {
+  while (g == kNoGroup) {
     bool pending = false;
     g = find_group(r, name, &pending);
     if (g != kNoGroup) break;

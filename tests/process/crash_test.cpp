@@ -91,6 +91,13 @@ const test::ChildRole crash_producer("crash-producer", [](const std::vector<std:
   return 9;  // the fault point was never reached
 });
 
+// Runs a crash-producer until it dies at `point`, and reaps it: its exit status.
+int run_crash_producer(const test::TempSegment& seg, FaultPoint point, bool keyed, bool wrap,
+                       const SharedBlock<ChildReport>& report) {
+  return reap(spawn_child("crash-producer", {seg.location().name, keyed ? "1" : "0", wrap ? "1" : "0",
+                                             std::to_string(static_cast<int>(point)), report.fd_arg()}));
+}
+
 class ProducerDeath : public ::testing::TestWithParam<Case> {};
 
 TEST_P(ProducerDeath, ConsumersPassWhatItLeftAndKeySeqStaysContiguous) {
@@ -111,10 +118,8 @@ TEST_P(ProducerDeath, ConsumersPassWhatItLeftAndKeySeqStaysContiguous) {
 
   const std::uint64_t key = key_of_case(c.keyed);
   SharedBlock<ChildReport> report;
-  const pid_t child =
-      spawn_child("crash-producer", {seg.location().name, std::to_string(c.keyed), std::to_string(c.wrap),
-                                     std::to_string(static_cast<int>(c.point)), report.fd_arg()});
-  ASSERT_EQ(reap(child), 128 + SIGKILL) << "the producer did not die at " << point_name(c.point);
+  ASSERT_EQ(run_crash_producer(seg, c.point, c.keyed, c.wrap, report), 128 + SIGKILL)
+      << "the producer did not die at " << point_name(c.point);
   const std::uint64_t before = report->published.load();
 
   Producer p2 = Producer::attach(seg.segment());
@@ -187,10 +192,7 @@ TEST(ProducerDeathWithAFullTable, AttachRepairsADeadProducersSlotAndTakesIt) {
   std::atomic<std::uint64_t> delivered{0};
   g.start([&](const Event&) { delivered.fetch_add(1); });
   SharedBlock<ChildReport> report;
-  const pid_t child = spawn_child("crash-producer", {seg.location().name, "0", "0",
-                                                     std::to_string(static_cast<int>(FaultPoint::before_frame)),
-                                                     report.fd_arg()});
-  ASSERT_EQ(reap(child), 128 + SIGKILL);
+  ASSERT_EQ(run_crash_producer(seg, FaultPoint::before_frame, false, false, report), 128 + SIGKILL);
   {
     const SegmentStats s = read_stats(seg.segment());
     ASSERT_EQ(s.producers.size(), 1u);
@@ -233,9 +235,7 @@ TEST_P(ProducerDeathOnABusyCpu, WhatItLeftIsRepairedWithinTheBoundThoughEveryYie
   std::atomic<std::uint64_t> delivered{0};
   g.start([&](const Event&) { delivered.fetch_add(1); });
   SharedBlock<ChildReport> report;
-  const pid_t child = spawn_child("crash-producer", {seg.location().name, keyed ? "1" : "0", "0",
-                                                     std::to_string(static_cast<int>(point)), report.fd_arg()});
-  ASSERT_EQ(reap(child), 128 + SIGKILL);
+  ASSERT_EQ(run_crash_producer(seg, point, keyed, false, report), 128 + SIGKILL);
   // The next producer runs on the busy CPU too: for a latch left held, it waits.
   std::uint64_t published = 0;
   std::chrono::nanoseconds publishing{0};

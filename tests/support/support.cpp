@@ -1,9 +1,9 @@
 #include "support.hpp"
 
 #include "process_support.hpp"
+#include "ringbus/consumer.hpp"
 
 #include <gtest/gtest.h>
-#include <pthread.h>
 #include <sched.h>
 #include <unistd.h>
 
@@ -112,15 +112,6 @@ void set_deadline_scale(double scale) {
   if (g_watchdog != nullptr) g_watchdog->scale(scale);
 }
 
-void pin_to_cpu(int cpu) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  if (::pthread_setaffinity_np(::pthread_self(), sizeof set, &set) != 0) {
-    throw std::runtime_error("cannot pin a thread to cpu " + std::to_string(cpu));
-  }
-}
-
 BusyCpu::BusyCpu(int spinners) {
   cpu_set_t allowed;
   CPU_ZERO(&allowed);
@@ -131,7 +122,7 @@ BusyCpu::BusyCpu(int spinners) {
   }
   for (int i = 0; i < spinners; ++i) {
     threads_.emplace_back([this] {
-      pin_to_cpu(cpu_);
+      pin_this_thread(cpu_);
       while (!stop_.load(std::memory_order_relaxed)) {
       }
     });

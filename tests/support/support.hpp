@@ -44,9 +44,6 @@ class TempSegment {
 // binary with its name, so CI shows which one hung instead of timing out silently.
 void set_deadline_scale(double scale);
 
-// Pins the calling thread to `cpu` (throws std::runtime_error if it cannot).
-void pin_to_cpu(int cpu);
-
 // Threads that spin on one CPU (the last this process may use) until destroyed. A
 // thread pinned there too gives the CPU away for their whole time slices at each yield:
 // waits that count yields instead of reading the clock are seconds long there.

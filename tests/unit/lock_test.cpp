@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "ringbus/consumer.hpp"
 #include "ringbus/detail/process.hpp"
 #include "ringbus/detail/robust_lock.hpp"
 #include "support.hpp"
@@ -29,7 +30,7 @@ TEST(RobustLock, IsTakenOverFromADeadHolderAtOnceOnABusyCpu) {
   std::atomic<std::uint64_t> word{0x3ffffff0}, start{0};
   std::chrono::nanoseconds took{0};
   std::thread t([&] {
-    test::pin_to_cpu(busy.cpu());
+    pin_this_thread(busy.cpu());
     const auto t0 = std::chrono::steady_clock::now();
     { detail::RobustLock lock(word, start); }
     took = std::chrono::steady_clock::now() - t0;

@@ -107,22 +107,20 @@ class HolderWait {
     checked_ = t;
     return true;
   }
-  // How long, as of the last check, the awaited word has held `w` (0 when it is new),
-  // for holders judged by staleness. forget() starts the count again.
+  // How long, as of the last check, the awaited word has held `w` (never 0: a held
+  // word names its holder), for holders judged by staleness. forget() starts again.
   std::uint64_t held_for(std::uint64_t w) noexcept {
-    if (w != seen_ || !seen_valid_) {
+    if (w != seen_) {
       seen_ = w;
-      seen_valid_ = true;
       seen_since_ = checked_;
     }
     return checked_ - seen_since_;
   }
-  void forget() noexcept { seen_valid_ = false; }
+  void forget() noexcept { seen_ = 0; }
 
  private:
   std::uint32_t spins_;
   std::uint32_t n_ = 0;
-  bool seen_valid_ = false;
   std::uint64_t checked_ = 0;
   std::uint64_t seen_ = 0;
   std::uint64_t seen_since_ = 0;
