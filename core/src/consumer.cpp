@@ -445,9 +445,22 @@ bool ConsumerGroup::running() const noexcept {
          !st_->stop.load(std::memory_order_acquire);
 }
 
+void ConsumerGroup::prepare_start() {
+  State* s = st_.get();
+  if (!s->threads.empty()) {
+    // Two threads on one Worker would deliver its events twice and race on its state.
+    // A failed group's threads have ended, but their error waits for stop().
+    throw Error(Errc::busy, "group \"" + s->name + "\": " +
+                                (s->failed.load(std::memory_order_acquire) ? "a worker failed; stop() reports why"
+                                                                           : "already started") +
+                                ", and stop() must end its threads before it starts again");
+  }
+  s->stop.store(false, std::memory_order_relaxed);
+  s->failed.store(false, std::memory_order_relaxed);
+}
+
 void ConsumerGroup::launch(std::uint32_t i, std::function<void(Worker&, const std::atomic<bool>&)> body) {
   State* s = st_.get();
-  s->stop.store(false, std::memory_order_relaxed);
   const int cpu = s->options.cpus.empty() ? -1 : s->options.cpus[i];
   s->threads.emplace_back([s, i, cpu, body = std::move(body)]() mutable {
     try {

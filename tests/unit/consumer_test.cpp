@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
@@ -466,6 +467,123 @@ TEST(ConsumerGroup, AWorkerThreadFailureIsReportedByStop) {
   EXPECT_THROW(f.g.stop(), HandlerFailed);
 }
 
+// A worker is run by one thread at a time: a second start() is refused while the
+// threads run, and after stop() the group starts again and goes on from its cursors.
+TEST(ConsumerGroup, AStartedGroupRefusesASecondStartAndStartsAgainAfterStop) {
+  TempSegment seg;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "twice", {.workers = 2});
+  std::mutex m;
+  std::multiset<std::uint64_t> seen;
+  auto handler = [&](const Event& e) {
+    std::lock_guard lock(m);
+    seen.insert(value_of(e));
+  };
+  auto count = [&] {
+    std::lock_guard lock(m);
+    return seen.size();
+  };
+  g.start(handler);
+  const Error again = test::error_of([&] { g.start(handler); });
+  EXPECT_EQ(again.code(), Errc::busy);
+  EXPECT_NE(std::string(again.what()).find("group \"twice\": already started, and stop() must end its threads"),
+            std::string::npos)
+      << again.what();
+  EXPECT_EQ(test::error_of([&] { g.start_batch([](std::span<const Event>) {}); }).code(), Errc::busy);
+  Producer p = Producer::attach(seg.segment());
+  publish_values(p, 7, 0, 500);
+  ASSERT_TRUE(test::eventually([&] { return count() >= 500; }));
+  g.stop();
+  publish_values(p, 7, 500, 1000);
+  g.start(handler);
+  EXPECT_TRUE(g.running());
+  ASSERT_TRUE(test::eventually([&] { return count() >= 1000; }));
+  g.stop();
+  std::lock_guard lock(m);
+  EXPECT_EQ(seen.size(), 1000u);
+  for (std::uint64_t v = 0; v < 1000; ++v) EXPECT_EQ(seen.count(v), 1u) << v;
+}
+
+// After a worker failed, start() says so until stop() has reported the failure; then
+// the group runs again (running() says so) and delivers the event it stopped on.
+TEST(ConsumerGroup, AFailedGroupStartsAgainOnceStopReportedTheFailure) {
+  FailedGroup f;
+  const Error early = test::error_of([&] { f.g.start([](const Event&) {}); });
+  EXPECT_EQ(early.code(), Errc::busy);
+  EXPECT_NE(std::string(early.what()).find("a worker failed; stop() reports why"), std::string::npos) << early.what();
+  EXPECT_THROW(f.g.stop(), HandlerFailed);
+  std::atomic<std::uint64_t> seen{0};
+  f.g.start([&](const Event&) { seen.fetch_add(1); });
+  EXPECT_TRUE(f.g.running());
+  ASSERT_TRUE(test::eventually([&] { return seen.load() == 1; }));
+  EXPECT_TRUE(f.g.running());
+  f.g.stop();
+}
+
+// Three 8-byte records (values 0, 1, 2) in a fresh segment (published after `group`,
+// if named, joined), with the frame word and header of the second at hand to damage,
+// and the ways its frame can be damaged.
+struct ThreeRecords {
+  explicit ThreeRecords(std::string_view group = {}) {
+    if (!group.empty()) g.emplace(ConsumerGroup::join(seg.segment(), group));
+    publish_values(p, 0, 0, 3);
+    good_frame = frame_word.load();
+  }
+  TempSegment seg;
+  std::optional<ConsumerGroup> g;
+  Producer p = Producer::attach(seg.segment());
+  const detail::SegmentRefs& r = seg.segment().refs();
+  const std::uint64_t second = record_bytes(8);
+  RecordHeader* h = r.record_at(second);
+  std::atomic_ref<std::uint64_t> frame_word{h->frame};
+  std::uint64_t good_frame = 0;
+  // Frames no producer could have written there: {frame, a padding frame?}.
+  [[nodiscard]] std::vector<std::pair<std::uint64_t, bool>> damaged_frames() const {
+    const std::uint64_t lap = r.lap(second);
+    return {{frame::make(RecordState::data, lap, r.max_event + 1), false},
+            {frame::make(RecordState::padding, lap, 12), true},  // not 8-byte aligned
+            {frame::make(RecordState::padding, lap, 0), true},
+            {frame::make(RecordState::padding, lap, static_cast<std::uint32_t>(r.capacity)), true}};
+  }
+};
+
+// A worker that meets a damaged record in the log stops on it, naming the group, the
+// worker and the position; what came before was delivered once, the cursor stays on
+// the damaged record, and once it is repaired the worker goes on from there.
+TEST(ConsumerGroup, AWorkerStopsAtADamagedRecordNamingItsPosition) {
+  ThreeRecords log("reader");
+  ConsumerGroup& g = *log.g;
+  const detail::SegmentRefs& r = log.r;
+  const std::uint64_t second = log.second;
+  std::vector<std::uint64_t> seen;
+  auto handler = [&](const Event& e) { seen.push_back(value_of(e)); };
+  const std::string at = "group \"reader\" worker 0: at position " + std::to_string(second) + ": ";
+  const std::string record = "record whose length or position does not fit the ring";
+  const std::string padding = "padding record with an impossible length";
+  for (const auto& [bad, is_padding] : log.damaged_frames()) {
+    log.frame_word.store(bad);
+    const Error e = test::error_of([&] { (void)g.worker(0).poll(handler); });
+    EXPECT_EQ(e.code(), Errc::corrupt) << e.what();
+    EXPECT_NE(std::string(e.what()).find(at + (is_padding ? padding : record)), std::string::npos) << e.what();
+  }
+  log.frame_word.store(log.good_frame);
+  log.h->position = 8000;
+  EXPECT_NE(std::string(test::error_of([&] { (void)g.worker(0).poll(handler); }).what()).find(at + record),
+            std::string::npos);
+  EXPECT_EQ(seen, std::vector<std::uint64_t>{0}) << "delivered once, before the damage; nothing after it";
+  const std::uint32_t slot = detail::find_group(r, "reader");
+  ASSERT_LT(slot, r.max_groups);
+  EXPECT_EQ(r.groups[slot].worker[0].cursor.load(), second) << "the cursor stays on the damaged record";
+  // On the group's threads the damage ends the group, and stop() reports it.
+  g.start(handler);
+  ASSERT_TRUE(test::eventually([&] { return !g.running(); }));
+  const Error stopped = test::error_of([&] { g.stop(); });
+  EXPECT_EQ(stopped.code(), Errc::corrupt);
+  EXPECT_NE(std::string(stopped.what()).find(at + record), std::string::npos) << stopped.what();
+  log.h->position = second;
+  EXPECT_EQ(g.worker(0).poll(handler), 2u);
+  EXPECT_EQ(seen, (std::vector<std::uint64_t>{0, 1, 2}));
+}
+
 // Assigning over a group handle releases the group it held, even one whose worker
 // thread failed (its error has nowhere to go then): its workers can be joined again.
 TEST(ConsumerGroup, MoveAssignmentReleasesTheGroupItHeld) {
@@ -512,14 +630,12 @@ TEST(TailReader, CountsWhatItMissedWhenLapped) {
 // The log is shared memory: a record whose frame or header is damaged is reported with
 // its position, never read past or skipped, and the reader goes on once it is repaired.
 TEST(TailReader, ADamagedRecordIsReportedByItsPositionNotSkipped) {
-  TempSegment seg;
-  Producer p = Producer::attach(seg.segment());
-  publish_values(p, 0, 0, 3);
-  const detail::SegmentRefs& r = seg.segment().refs();
-  const std::uint64_t second = record_bytes(8);
-  RecordHeader* h = r.record_at(second);
-  std::atomic_ref<std::uint64_t> frame_word(h->frame);
-  const std::uint64_t good_frame = frame_word.load();
+  ThreeRecords log;
+  TempSegment& seg = log.seg;
+  const std::uint64_t second = log.second;
+  RecordHeader* h = log.h;
+  std::atomic_ref<std::uint64_t>& frame_word = log.frame_word;
+  const std::uint64_t good_frame = log.good_frame;
   ASSERT_EQ(frame::length(good_frame), 8u);
   auto error_at_second = [&] {
     TailReader t = TailReader::open(seg.segment(), TailStart::earliest);
@@ -530,12 +646,8 @@ TEST(TailReader, ADamagedRecordIsReportedByItsPositionNotSkipped) {
   };
   const std::string at = "at position " + std::to_string(second) + ": ";
   const std::string no_fit = "record whose length does not fit the ring";
-  const std::uint64_t lap = r.lap(second);
-  for (const std::uint64_t bad : {frame::make(RecordState::data, lap, r.max_event + 1),
-                                  frame::make(RecordState::padding, lap, 12),  // not 8-byte aligned
-                                  frame::make(RecordState::padding, lap, 0),
-                                  frame::make(RecordState::padding, lap, static_cast<std::uint32_t>(r.capacity))}) {
-    frame_word.store(bad);
+  for (const auto& damaged : log.damaged_frames()) {
+    frame_word.store(damaged.first);
     const Error e = error_at_second();
     EXPECT_EQ(e.code(), Errc::corrupt) << e.what();
     EXPECT_NE(std::string(e.what()).find(at + no_fit), std::string::npos) << e.what();

@@ -321,7 +321,10 @@ class ConsumerGroup {
   [[nodiscard]] const Segment& segment() const noexcept;
 
   // Runs every worker on its own thread (pinned to options.cpus[i] if given). The
-  // handler is copied into each thread. Returns at once; stop() ends them.
+  // handler is copied into each thread. Returns at once; stop() ends them. Throws
+  // Error(busy) if the threads were started and not stopped since (a worker is run by
+  // one thread at a time); after stop(), the group can be started again. While the
+  // threads run, worker(i) is theirs: do not poll it.
   template <class H>
   void start(H handler);
   template <class H>
@@ -336,6 +339,7 @@ class ConsumerGroup {
   struct State;
   explicit ConsumerGroup(std::unique_ptr<State> s);
   void release() noexcept;
+  void prepare_start();
   void launch(std::uint32_t i, std::function<void(Worker&, const std::atomic<bool>&)> body);
   std::unique_ptr<State> st_;
 };
@@ -696,6 +700,7 @@ inline bool Worker::ready_at_position() const noexcept {
 
 template <class H>
 void ConsumerGroup::start(H handler) {
+  prepare_start();
   for (std::uint32_t i = 0; i < workers(); ++i) {
     launch(i, [handler](Worker& w, const std::atomic<bool>& stop) mutable { w.run(handler, stop); });
   }
@@ -703,6 +708,7 @@ void ConsumerGroup::start(H handler) {
 
 template <class H>
 void ConsumerGroup::start_batch(H handler) {
+  prepare_start();
   for (std::uint32_t i = 0; i < workers(); ++i) {
     launch(i, [handler](Worker& w, const std::atomic<bool>& stop) mutable { w.run_batch(handler, stop); });
   }
