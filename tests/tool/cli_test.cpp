@@ -336,6 +336,36 @@ TEST(Cli, PublishFromStandardInputAndFollowingTail) {
   EXPECT_EQ(fields_of(out[1]).at("key_seq"), "2");
 }
 
+// A file that starts with a UTF-8 byte-order mark and ends its lines in CRLF (as some
+// editors save JSON lines) publishes every line; error offsets count the mark's 3 bytes.
+// A mark inside the input (files concatenated) is refused by its line, with its offset.
+TEST(Cli, PublishSkipsAByteOrderMarkThatStartsTheInput) {
+  ToolSegment seg;
+  const std::string bom = "\xEF\xBB\xBF";
+  const std::string one = R"({"event_type":"a","key":"x","data":{"n":1}})";
+  const std::string two = R"({"event_type":"a","key":"x","data":{"n":2}})";
+  TempFile crlf(bom + one + "\r\n" + two + "\r\n" + bom + one + "\r\n");
+  const Result pub = ringbus_run({"publish", seg.name(), crlf.path()});
+  EXPECT_EQ(pub.code, 3) << pub.err;
+  EXPECT_NE(pub.err.find("published 2 of 3 lines"), std::string::npos) << pub.err;
+  const std::size_t third = bom.size() + 2 * (one.size() + 2);
+  EXPECT_NE(pub.err.find("line 3: byte " + std::to_string(third) +
+                         " (column 1): a UTF-8 byte-order mark starts the line (one is skipped only at the start"),
+            std::string::npos)
+      << pub.err;
+  const Result tail = ringbus_run({"tail", seg.name()});
+  const std::vector<std::string> out = lines_of(tail.out);
+  ASSERT_EQ(out.size(), 2u) << tail.out;
+  EXPECT_EQ(fields_of(out[0]).at("data"), R"({"n":1})");
+  EXPECT_EQ(fields_of(out[1]).at("data"), R"({"n":2})");
+
+  TempFile bad_first(bom + R"({"event_type":"a","data":01})" "\n");
+  const Result bad = ringbus_run({"publish", seg.name(), bad_first.path()});
+  EXPECT_EQ(bad.code, 3) << bad.err;
+  // "data" starts at column 26 of the line, byte 28 of the input.
+  EXPECT_NE(bad.err.find("line 1: byte 28 (column 26): field \"data\""), std::string::npos) << bad.err;
+}
+
 // Publish refuses, line by line, keys the key table has no room for, and stops with exit
 // 1 when the log stays full past --timeout (a gating group that is not consuming). Either
 // way every line accepted before is in the log.

@@ -39,7 +39,8 @@ void stop_on_signals() {
 }
 
 // Reads lines of any length from a stream, counting bytes so that every line has its
-// offset in the input.
+// offset in the input. Lines may end in CRLF; a UTF-8 byte-order mark that starts the
+// input (as some editors write) is skipped, as RFC 8259 allows, and counted in offsets.
 class LineReader {
  public:
   explicit LineReader(std::istream& in) : in_(in) {}
@@ -47,10 +48,16 @@ class LineReader {
     offset = offset_;
     if (!std::getline(in_, line)) return false;
     offset_ += line.size() + (in_.eof() ? 0 : 1);
+    if (offset == 0 && line.starts_with(kByteOrderMark)) {
+      line.erase(0, kByteOrderMark.size());
+      offset = kByteOrderMark.size();
+    }
     if (!line.empty() && line.back() == '\r') line.pop_back();
     return true;
   }
   [[nodiscard]] std::uint64_t offset() const noexcept { return offset_; }
+
+  static constexpr std::string_view kByteOrderMark = "\xEF\xBB\xBF";
 
  private:
   std::istream& in_;
@@ -112,6 +119,12 @@ void add_event_commands(CLI::App& app, int& exit_code) {
       while (g_interrupted == 0 && reader.next(line, offset)) {
         ++line_no;
         if (blank(line)) continue;
+        if (line.starts_with(LineReader::kByteOrderMark)) {  // e.g. files concatenated with cat
+          reject(fmt::format("byte {} (column 1): a UTF-8 byte-order mark starts the line (one is skipped only at the "
+                             "start of the input)",
+                             offset));
+          continue;
+        }
         if (auto err = parse_envelope_json(line, envelope)) {
           reject(fmt::format("byte {} (column {}): {}{}", offset + err->offset, err->offset + 1,
                              err->field.empty() ? "" : "field \"" + err->field + "\" ", err->message));
