@@ -239,6 +239,39 @@ class FdGuard {
   int fd_;
 };
 
+// Refuses (Error foreign, permission or system) to remove or replace what is not a
+// segment: ringbus removes only a segment (its magic) or one its creator never finished
+// (empty, or at least a header page with no magic yet). Anything else is somebody
+// else's file, and a mistyped name must not delete it. `verb` names the operation.
+void check_removable(const Location& where, const char* verb) {
+  // O_NONBLOCK: opening a FIFO to look at it must not wait for a writer.
+  const int fd = open_fd(where, where.kind == Location::Kind::file ? O_RDONLY | O_NONBLOCK : O_RDONLY, 0);
+  if (fd < 0) {
+    if (errno == ENOENT) return;  // nothing there: the caller reports it
+    fail(errno == EACCES || errno == EPERM ? Errc::permission : Errc::system, where,
+         "cannot read it to check that it is a segment: " + errno_text(errno) + "; not " + verb);
+  }
+  FdGuard guard(fd);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) fail(Errc::system, where, "fstat: " + errno_text(errno) + "; not " + verb);
+  std::string why;
+  std::uint64_t magic = 0;
+  if (!S_ISREG(st.st_mode)) {
+    why = "is not a regular file";
+  } else if (st.st_size == 0) {
+    return;
+  } else if (st.st_size < static_cast<off_t>(layout::kPage)) {
+    why = "is " + std::to_string(st.st_size) + " bytes, shorter than a segment header";
+  } else if (::pread(fd, &magic, sizeof magic, 0) != sizeof magic) {
+    fail(Errc::system, where, "cannot read it to check that it is a segment: " + errno_text(errno) + "; not " + verb);
+  } else if (magic != layout::kMagic && magic != 0) {
+    why = "does not start with a segment's magic";
+  } else {
+    return;
+  }
+  fail(Errc::foreign, where, why + ": not a ringbus segment; not " + verb);
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------------
@@ -309,6 +342,7 @@ Segment Segment::create(const Location& where, const SegmentOptions& options) {
 
   int fd = open_fd(where, O_RDWR | O_CREAT | O_EXCL, static_cast<mode_t>(options.mode));
   if (fd < 0 && errno == EEXIST && options.if_exists == SegmentOptions::IfExists::replace) {
+    check_removable(where, "replaced");
     unlink_location(where);
     fd = open_fd(where, O_RDWR | O_CREAT | O_EXCL, static_cast<mode_t>(options.mode));
   }
@@ -437,8 +471,12 @@ Segment Segment::open(const Location& where, const OpenOptions& options) {
         }
         ::munmap(head, layout::kPage);
       }
-      fail(st.st_size == 0 || head != MAP_FAILED ? Errc::not_initialised : Errc::truncated, where,
-           what + "; remove it with `ringbus rm` if it is stale");
+      // An unfinished segment may be removed by ringbus (Segment::remove); a file too
+      // short to hold a header is nothing ringbus can recognise, so it is left alone.
+      if (st.st_size == 0 || head != MAP_FAILED) {
+        fail(Errc::not_initialised, where, what + "; remove it with `ringbus rm` if it is stale");
+      }
+      fail(Errc::truncated, where, what + ": not a segment ringbus recognises");
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
@@ -502,6 +540,7 @@ Segment Segment::open(const Location& where, const OpenOptions& options) {
 
 bool Segment::remove(const Location& where) {
   check_location(where);
+  check_removable(where, "removed");
   if (unlink_location(where) == 0) return true;
   if (errno == ENOENT) return false;
   fail(errno == EACCES || errno == EPERM ? Errc::permission : Errc::system, where,

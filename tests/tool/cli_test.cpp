@@ -691,6 +691,11 @@ TEST(Cli, ExitCodesAndErrorsNameWhatWasWrong) {
   EXPECT_EQ(bad.code, 1);
   EXPECT_NE(bad.err.find(foreign), std::string::npos) << bad.err;
   EXPECT_NE(bad.err.find("magic"), std::string::npos) << bad.err;
+  // rm, given a path by mistake, refuses to delete what is not a segment.
+  const Result rm_foreign = ringbus_run({"rm", foreign});
+  EXPECT_EQ(rm_foreign.code, 1);
+  EXPECT_NE(rm_foreign.err.find("not a ringbus segment; not removed"), std::string::npos) << rm_foreign.err;
+  EXPECT_EQ(::access(foreign.c_str(), F_OK), 0) << "rm deleted a file that is not a segment";
   ::unlink(foreign.c_str());
 
   // Created 0600 by default; rm removes it, and then it is gone.

@@ -1,6 +1,7 @@
 // Segment creation, attach validation, names, modes, ownership and persistence.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -233,6 +234,67 @@ TEST(Segment, EmptyOrUnfinishedFileIsNotInitialised) {
   const Error e = error_of([&] { Segment::open(Location::file(f.path), quick); });
   EXPECT_EQ(e.code(), Errc::not_initialised);
   EXPECT_NE(std::string(e.what()).find("dead"), std::string::npos) << e.what();
+}
+
+// Remove and replace delete only segments (or one whose creator never finished it): a
+// mistyped name must not delete somebody else's file, and the file stays as it was.
+TEST(Segment, RemoveAndReplaceLeaveWhatIsNotASegment) {
+  FileGuard junk{temp_path()};
+  {
+    std::ofstream out(junk.path, std::ios::binary);
+    const std::vector<char> bytes(3 * layout::kPage, 'x');
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  }
+  FileGuard small{temp_path()};
+  { std::ofstream(small.path) << "hello\n"; }
+  FileGuard fifo{temp_path()};
+  ASSERT_EQ(::mkfifo(fifo.path.c_str(), 0600), 0);
+  const std::string dir = temp_path();
+  ASSERT_EQ(::mkdir(dir.c_str(), 0700), 0);
+  const SegmentOptions replace{.capacity = 64 * 1024, .max_event = 128, .if_exists = SegmentOptions::IfExists::replace};
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {junk.path, "does not start with a segment's magic"},
+      {small.path, "is 6 bytes, shorter than a segment header"},
+      {fifo.path, "is not a regular file"},  // opened without waiting for a writer
+      {dir, "is not a regular file"}};
+  for (const auto& [path, why] : cases) {
+    const Error removed = error_of([&] { (void)Segment::remove(Location::file(path)); });
+    EXPECT_EQ(removed.code(), Errc::foreign) << removed.what();
+    EXPECT_NE(std::string(removed.what()).find(path + ": " + why + ": not a ringbus segment; not removed"),
+              std::string::npos)
+        << removed.what();
+    const Error replaced = error_of([&] { Segment::create(Location::file(path), replace); });
+    EXPECT_EQ(replaced.code(), Errc::foreign) << replaced.what();
+    EXPECT_NE(std::string(replaced.what()).find(why + ": not a ringbus segment; not replaced"), std::string::npos)
+        << replaced.what();
+    struct stat st {};
+    EXPECT_EQ(::lstat(path.c_str(), &st), 0) << path << " is still there";
+  }
+  EXPECT_EQ(read_file_at<char>(junk.path, layout::kPage), 'x');
+  ::rmdir(dir.c_str());
+
+  const std::string shm_name = unique_name("notours");
+  const int fd = ::shm_open(("/" + shm_name).c_str(), O_RDWR | O_CREAT | O_EXCL, 0600);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::ftruncate(fd, 2 * layout::kPage), 0);
+  ASSERT_EQ(::pwrite(fd, "not ours", 8, 0), 8);
+  ::close(fd);
+  EXPECT_EQ(error_of([&] { (void)Segment::remove(Location::shm(shm_name)); }).code(), Errc::foreign);
+  EXPECT_EQ(::shm_unlink(("/" + shm_name).c_str()), 0) << "it was left in place";
+
+  // What ringbus removes: an empty file (its creator died before sizing it), a header
+  // without its magic (died before publishing it) and a segment; then there is nothing.
+  FileGuard f{temp_path()};
+  { std::ofstream out(f.path); }
+  EXPECT_TRUE(Segment::remove(Location::file(f.path)));
+  { Segment::create(Location::file(f.path), replace); }
+  const std::uint64_t zero = 0;
+  patch_file(f.path, 0, &zero, 8);
+  EXPECT_TRUE(Segment::remove(Location::file(f.path)));
+  { Segment::create(Location::file(f.path), replace); }
+  { Segment::create(Location::file(f.path), replace); }
+  EXPECT_TRUE(Segment::remove(Location::file(f.path)));
+  EXPECT_FALSE(Segment::remove(Location::file(f.path)));
 }
 
 TEST(Segment, OtherMajorVersionIsRefused) {

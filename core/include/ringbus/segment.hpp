@@ -131,7 +131,10 @@ class Segment {
   static Segment open(const Location& where, const OpenOptions& options = {});
 
   // Removes the name (shm_unlink / unlink). Returns false if there was none. Processes
-  // that have it mapped keep using it until they unmap.
+  // that have it mapped keep using it until they unmap. Throws Error(foreign) without
+  // removing anything when the name holds something other than a segment (a segment's
+  // magic, or an unfinished one: empty, or header-sized with no magic yet), so that a
+  // mistyped name never deletes another file; IfExists::replace checks the same.
   static bool remove(const Location& where);
 
   [[nodiscard]] const Location& location() const noexcept;
