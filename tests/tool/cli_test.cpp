@@ -729,6 +729,21 @@ TEST(Cli, ExitCodesAndErrorsNameWhatWasWrong) {
     EXPECT_NE(r.err.find(names), std::string::npos) << args[0] << " " << args[1] << ": " << r.err;
     EXPECT_EQ(ringbus_run({"info", name}).code, 4) << args[0] << " " << args[1] << " created it";
   }
+  // Seconds must be finite and in range: NaN passes every comparison, and NaN or
+  // infinite seconds cannot be converted to nanoseconds. Nothing is published.
+  {
+    ToolSegment seg;
+    const TempFile one_event(R"({"event_type":"T","data":1})" "\n");
+    for (const std::string& secs : {"nan", "inf", "-1", "1e300"}) {
+      const Result pub = ringbus_run({"publish", seg.name(), one_event.path(), "--timeout", secs});
+      EXPECT_EQ(pub.code, 2) << secs << ": " << pub.err;
+      EXPECT_NE(pub.err.find("--timeout: \"" + secs + "\" is not a number of seconds"), std::string::npos) << pub.err;
+      const Result watch = ringbus_run({"stat", seg.name(), "--watch", "--count", "1", "--interval", secs});
+      EXPECT_EQ(watch.code, 2) << secs << ": " << watch.err;
+      EXPECT_NE(watch.err.find("--interval: \"" + secs + "\""), std::string::npos) << watch.err;
+    }
+    EXPECT_EQ(ringbus_run({"tail", seg.name()}).out, "");
+  }
   const Result cpus = ringbus_run({"demo", "--cpus", "0,99999999999"});
   EXPECT_EQ(cpus.code, 2);
   EXPECT_NE(cpus.err.find("99999999999"), std::string::npos) << cpus.err;

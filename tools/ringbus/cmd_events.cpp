@@ -68,6 +68,9 @@ bool blank(std::string_view s) {
   return s.find_first_not_of(" \t\r") == std::string_view::npos;
 }
 
+// --timeout's bound: a day, far below what nanoseconds in an int64 hold (292 years).
+constexpr double kMaxTimeoutSeconds = 86400.0;
+
 }  // namespace
 
 void add_event_commands(CLI::App& app, int& exit_code) {
@@ -83,7 +86,8 @@ void add_event_commands(CLI::App& app, int& exit_code) {
     auto max_errors = std::make_shared<std::size_t>(20);
     auto no_progress = std::make_shared<bool>(false);
     cmd->add_option("file", *file, "JSON lines file, or - for standard input (default)");
-    cmd->add_option("--timeout", *timeout, "Seconds to wait for room while the log is full (default 10)");
+    cmd->add_option("--timeout", *timeout, "Seconds to wait for room while the log is full (default 10, at most a day)")
+        ->check(seconds_between(0.0, kMaxTimeoutSeconds));
     cmd->add_option("--max-errors", *max_errors, "Bad lines reported in full (default 20; all are counted)");
     cmd->add_flag("--no-progress", *no_progress, "No progress bar on a terminal");
     cmd->callback([=, &exit_code] {

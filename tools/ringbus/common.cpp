@@ -4,6 +4,7 @@
 
 #include <cctype>
 #include <charconv>
+#include <cmath>
 
 namespace ringbus::tool {
 
@@ -43,6 +44,18 @@ std::uint64_t parse_size(const std::string& option, const std::string& text) {
   }
   if (n > (~std::uint64_t{0} >> shift)) throw CLI::ValidationError(option, "\"" + text + "\" is too large");
   return n << shift;
+}
+
+CLI::Validator seconds_between(double lo, double hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& input) -> std::string {
+        double v = 0;
+        if (!CLI::detail::lexical_cast(input, v) || !std::isfinite(v) || !(v >= lo && v <= hi)) {
+          return fmt::format("\"{}\" is not a number of seconds from {} to {}", input, lo, hi);
+        }
+        return {};
+      },
+      fmt::format("SECONDS in [{} - {}]", lo, hi));
 }
 
 std::string human_bytes(std::uint64_t n) {

@@ -35,6 +35,10 @@ struct SegmentArg {
 // "64M", "16MiB", "4096", "1K", "1T" -> bytes (units are powers of 1024). Throws
 // CLI::ValidationError naming `option` for text that is not a size or overflows.
 std::uint64_t parse_size(const std::string& option, const std::string& text);
+// A validator for a number of seconds in [lo, hi]. Unlike CLI::Range it refuses NaN
+// (every comparison with NaN is false) and infinities, which would make the conversion
+// to nanoseconds undefined.
+CLI::Validator seconds_between(double lo, double hi);
 std::string human_bytes(std::uint64_t n);
 std::string with_commas(std::uint64_t n);
 // "0,1" -> {0, 1}
