@@ -19,6 +19,37 @@ __attribute__((no_sanitize("thread"))) void racy_copy(std::uint64_t* dst, const 
   }
 }
 
+// Bytes the record with frame `f` at `pos` occupies, or 0 when its length cannot fit
+// (damaged memory: shared memory is untrusted).
+std::uint64_t record_span(const detail::SegmentRefs& r, std::uint64_t f, std::uint64_t pos) noexcept {
+  const std::uint32_t len = frame::length(f);
+  if (frame::state(f) == RecordState::padding) {
+    return len < kRecordAlign || len % kRecordAlign != 0 || len > r.to_lap_end(pos) ? 0 : len;
+  }
+  const std::uint64_t bytes = record_bytes(len);
+  return len > r.max_event || bytes > r.to_lap_end(pos) ? 0 : bytes;
+}
+
+// Calls fn(cursor) for each worker cursor of each active group that is a valid
+// position: every one is a record boundary (shared memory: checked, counts clamped).
+template <class Fn>
+void for_each_cursor(const detail::SegmentRefs& r, Fn&& fn) {
+  for (std::uint32_t g = 0; g < r.max_groups; ++g) {
+    if (layout::owner::state(r.groups[g].state.load(std::memory_order_acquire)) != layout::owner::active) continue;
+    const std::uint64_t n =
+        std::clamp<std::uint64_t>(r.groups[g].workers.load(std::memory_order_acquire), 1, layout::kMaxWorkers);
+    for (std::uint64_t w = 0; w < n; ++w) {
+      const std::uint64_t c = r.groups[g].worker[w].cursor.load(std::memory_order_acquire);
+      if (layout::valid_position(c)) fn(c);
+    }
+  }
+}
+
+// How far open_at walks records from a known boundary to check a position (one frame
+// read a record): beyond it the position is taken on trust, and try_next still checks
+// the position each record's header names.
+constexpr std::uint64_t kBoundaryWalkBytes = std::uint64_t{256} << 20;
+
 }  // namespace
 
 TailReader::TailReader(const Segment& s, std::uint64_t pos) : seg_(s), r_(s.refs()), pos_(pos) {
@@ -36,26 +67,56 @@ TailReader TailReader::open(const Segment& segment, TailStart from) {
   // Lap starts are always record boundaries (records never cross the ring's end); so is
   // every group cursor, and everything from the slowest one on is still in the ring.
   std::uint64_t start = tail <= r.capacity ? 0 : (tail >> r.shift) << r.shift;
-  for (std::uint32_t g = 0; g < r.max_groups; ++g) {
-    if (layout::owner::state(r.groups[g].state.load(std::memory_order_acquire)) != layout::owner::active) continue;
-    const std::uint64_t n =
-        std::clamp<std::uint64_t>(r.groups[g].workers.load(std::memory_order_acquire), 1, layout::kMaxWorkers);
-    for (std::uint64_t w = 0; w < n; ++w) {
-      const std::uint64_t c = r.groups[g].worker[w].cursor.load(std::memory_order_acquire);
-      if (c < start && layout::valid_position(c) && tail - c <= r.capacity) start = c;  // shared memory: checked
-    }
-  }
+  for_each_cursor(r, [&](std::uint64_t c) {
+    if (c < start && tail - c <= r.capacity) start = c;
+  });
   reader.pos_ = start;
   return reader;
 }
 
 TailReader TailReader::open_at(const Segment& segment, std::uint64_t position) {
+  const std::string where = "segment " + segment.location().display() + ": position " + std::to_string(position);
   if (!layout::valid_position(position)) {
-    throw Error(Errc::invalid_options, "segment " + segment.location().display() + ": position " +
-                                           std::to_string(position) +
-                                           " is not a record position (8-byte aligned, at most 2^62)");
+    throw Error(Errc::invalid_options, where + " is not a record position (8-byte aligned, at most 2^62)");
   }
-  return TailReader(segment, position);
+  TailReader reader(segment, position);
+  const std::uint64_t tail = reader.load_tail();
+  // A position past the tail names no record yet (a position kept from an older
+  // segment of the same name, or a typing error); waiting there would read the
+  // current lap's records as if they were its own once the lap tags wrap.
+  if (position > tail) {
+    throw Error(Errc::invalid_options,
+                where + " is beyond the log's tail " + std::to_string(tail) + ": no record starts there");
+  }
+  // Overwritten (try_next skips to the oldest lap and counts the bytes) or the tail.
+  if (tail - position >= reader.r_.capacity || position == tail) return reader;
+  // Still in the ring: walk from the nearest record boundary known at or before it (the
+  // tail's lap start, or a group cursor) to check that a record starts there. A
+  // position inside a record would otherwise wait forever on a word that is no frame.
+  const detail::SegmentRefs& r = reader.r_;
+  std::uint64_t from = (tail >> r.shift) << r.shift;
+  if (from > position) from = 0;  // the lap before the tail's: only cursors are known
+  for_each_cursor(r, [&](std::uint64_t c) {
+    if (c > from && c <= position && tail - c < r.capacity) from = c;
+  });
+  if ((from == 0 && tail > r.capacity) || position - from > kBoundaryWalkBytes) return reader;
+  std::uint64_t at = from, next = from;
+  while (next < position) {
+    at = next;
+    // Pairs with the release store of the frame by the record's writer.
+    const std::uint64_t f = std::atomic_ref<std::uint64_t>(r.record_at(at)->frame).load(std::memory_order_acquire);
+    // Not yet committed, overwritten meanwhile or damaged: what follows is unknown.
+    if (!frame::ready_for(f, r.lap(at))) return reader;
+    const std::uint64_t bytes = record_span(r, f, at);
+    if (bytes == 0) return reader;  // try_next reports it
+    next = at + bytes;
+  }
+  if (next != position) {
+    throw Error(Errc::invalid_options, where + " is inside the record at " + std::to_string(at) +
+                                           "; records start at " + std::to_string(at) + " and " +
+                                           std::to_string(next));
+  }
+  return reader;
 }
 
 std::uint64_t TailReader::load_tail() const {
@@ -92,11 +153,8 @@ bool TailReader::try_next(Event& out) {
     }
     const RecordState state = frame::state(f);
     const std::uint32_t len = frame::length(f);
-    const std::uint64_t bytes = state == RecordState::padding ? len : record_bytes(len);
-    const bool bad = state == RecordState::padding
-                         ? (len < kRecordAlign || len % kRecordAlign != 0 || len > r_.to_lap_end(pos))
-                         : (len > r_.max_event || bytes > r_.to_lap_end(pos));
-    if (bad) {
+    const std::uint64_t bytes = record_span(r_, f, pos);
+    if (bytes == 0) {
       if (resync_if_lapped(pos)) continue;
       throw Error(Errc::corrupt, "segment " + seg_.location().display() + ": at position " + std::to_string(pos) +
                                      ": record whose length does not fit the ring");

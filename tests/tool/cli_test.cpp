@@ -285,6 +285,15 @@ TEST(Cli, PublishRejectsBadLinesAndTailRoundTripsEveryField) {
   EXPECT_EQ(lines_of(from_pos.out)[0], out[4]);
   EXPECT_EQ(lines_of(from_pos.out)[1], out[5]);
   EXPECT_TRUE(ringbus_run({"tail", seg.name(), "--from", "end"}).out.empty());
+  // A position inside a record is refused naming the records around it (it printed
+  // nothing, and with --follow waited forever).
+  const std::uint64_t fifth = std::stoull(fields_of(out[4]).at("position"));
+  const Result inside = ringbus_run({"tail", seg.name(), "--from", std::to_string(fifth + 8), "--follow"});
+  EXPECT_EQ(inside.code, 1);
+  EXPECT_NE(inside.err.find("is inside the record at " + std::to_string(fifth) + "; records start at " +
+                            std::to_string(fifth) + " and " + fields_of(out[5]).at("position")),
+            std::string::npos)
+      << inside.err;
   const Result no_type = ringbus_run({"tail", seg.name(), "--type", "order.lost"});
   EXPECT_EQ(no_type.code, 4);
   EXPECT_NE(no_type.err.find("order.lost"), std::string::npos);

@@ -681,6 +681,59 @@ TEST(TailReader, EarliestStartsAtTheSlowestGroupOrTheOldestLap) {
   EXPECT_FALSE(end.try_next(e));
 }
 
+// A position given to open_at (typed by a user of `ringbus tail --from`, or kept from an
+// older segment) is checked: inside a record or beyond the tail is refused, naming the
+// nearest records, instead of waiting forever on a word that is not a frame (or, past
+// the tail, reading the current lap's records as its own once lap tags wrap).
+TEST(TailReader, OpenAtRefusesAPositionInsideARecordOrBeyondTheTail) {
+  TempSegment seg;  // 64 KiB
+  Producer p = Producer::attach(seg.segment());
+  publish_values(p, 0, 0, 5);  // 72-byte records at 0, 72, ..., 288; the tail is 360
+  const auto refused = [&](std::uint64_t position) {
+    const Error e = test::error_of([&] { (void)TailReader::open_at(seg.segment(), position); });
+    EXPECT_EQ(e.code(), Errc::invalid_options) << position << ": " << e.what();
+    return std::string(e.what());
+  };
+  const auto first_value_at = [&](std::uint64_t position) {
+    TailReader t = TailReader::open_at(seg.segment(), position);
+    Event e;
+    EXPECT_TRUE(t.try_next(e)) << position;
+    EXPECT_EQ(e.position(), position);
+    return value_of(e);
+  };
+  EXPECT_EQ(first_value_at(0), 0u);
+  EXPECT_EQ(first_value_at(144), 2u);
+  EXPECT_EQ(first_value_at(288), 4u);
+  EXPECT_NE(refused(8).find("position 8 is inside the record at 0; records start at 0 and 72"), std::string::npos);
+  EXPECT_NE(refused(296).find("inside the record at 288; records start at 288 and 360"), std::string::npos);
+  EXPECT_NE(refused(368).find("position 368 is beyond the log's tail 360"), std::string::npos);
+  // 2^62 aliases lap 0's tag in a 64 KiB ring: it used to read record 0 as "corrupt".
+  EXPECT_NE(refused(layout::kMaxPosition).find("beyond the log's tail"), std::string::npos);
+  {
+    TailReader at_tail = TailReader::open_at(seg.segment(), 360);
+    Event e;
+    EXPECT_FALSE(at_tail.try_next(e));
+    publish_values(p, 0, 5, 6);
+    ASSERT_TRUE(at_tail.try_next(e));
+    EXPECT_EQ(value_of(e), 5u);
+  }
+
+  // Wrapped: in the tail's lap its start is the known boundary; in the lap before, a
+  // group cursor is (a gating group joined at 36,000 keeps its records in the ring).
+  publish_values(p, 0, 6, 500);
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "held", {.workers = 1});
+  publish_values(p, 0, 500, 1100);  // 910 records fill lap 0 (then 16 bytes of padding)
+  const std::uint64_t lap1 = 65'536, second_in_lap1 = lap1 + 72;
+  EXPECT_EQ(first_value_at(second_in_lap1), 911u);
+  EXPECT_NE(refused(lap1 + 80).find("inside the record at 65608; records start at 65608 and 65680"),
+            std::string::npos);
+  EXPECT_EQ(first_value_at(36'000 + 3 * 72), 503u);
+  EXPECT_NE(refused(36'008).find("inside the record at 36000; records start at 36000 and 36072"), std::string::npos);
+  EXPECT_EQ(first_value_at(65'520 - 72), 909u) << "the last record of lap 0, before its padding";
+  // Before the cursor in the lap before, no boundary is known: taken on trust.
+  EXPECT_NO_THROW((void)TailReader::open_at(seg.segment(), 20'000));
+}
+
 TEST(Stats, CountersAreReadableFromTheSegment) {
   TempSegment seg;
   ConsumerGroup g = ConsumerGroup::join(seg.segment(), "stats", {.workers = 2});

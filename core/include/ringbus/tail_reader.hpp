@@ -21,7 +21,11 @@ enum class TailStart : std::uint8_t {
 class TailReader {
  public:
   static TailReader open(const Segment& segment, TailStart from = TailStart::end);
-  // Starts at `position`, which must be a record boundary (e.g. an Event::position()).
+  // Starts at `position`, which must be a record boundary (e.g. an Event::position())
+  // or the tail. Error(invalid_options) for a position that is misaligned, beyond the
+  // tail, or inside a record: checked by walking the records from the nearest boundary
+  // known before it (the tail's lap start or a group cursor, within 256 MiB) as far as
+  // they are committed. An overwritten position is accepted: try_next skips ahead.
   static TailReader open_at(const Segment& segment, std::uint64_t position);
 
   // Copies the next event (skipping padding and void records); false if none is ready.
