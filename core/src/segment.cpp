@@ -239,37 +239,39 @@ class FdGuard {
   int fd_;
 };
 
-// Refuses (Error foreign, permission or system) to remove or replace what is not a
-// segment: ringbus removes only a segment (its magic) or one its creator never finished
-// (empty, or at least a header page with no magic yet). Anything else is somebody
-// else's file, and a mistyped name must not delete it. `verb` names the operation.
-void check_removable(const Location& where, const char* verb) {
+// Why the file at `where` is not something ringbus may remove or replace: "" for a
+// segment (its magic), one its creator never finished (empty, or at least a header page
+// with no magic yet) or nothing at all; else what it is, e.g. "is not a regular file".
+// Anything else is somebody else's file, and a mistyped name must not delete it.
+// Errors reading it are thrown (permission or system), naming `verb`.
+std::string not_a_segment(const Location& where, const char* verb) {
   // O_NONBLOCK: opening a FIFO to look at it must not wait for a writer.
   const int fd = open_fd(where, where.kind == Location::Kind::file ? O_RDONLY | O_NONBLOCK : O_RDONLY, 0);
   if (fd < 0) {
-    if (errno == ENOENT) return;  // nothing there: the caller reports it
+    if (errno == ENOENT) return {};  // nothing there: the caller reports it
     fail(errno == EACCES || errno == EPERM ? Errc::permission : Errc::system, where,
          "cannot read it to check that it is a segment: " + errno_text(errno) + "; not " + verb);
   }
   FdGuard guard(fd);
   struct stat st {};
   if (::fstat(fd, &st) != 0) fail(Errc::system, where, "fstat: " + errno_text(errno) + "; not " + verb);
-  std::string why;
   std::uint64_t magic = 0;
-  if (!S_ISREG(st.st_mode)) {
-    why = "is not a regular file";
-  } else if (st.st_size == 0) {
-    return;
-  } else if (st.st_size < static_cast<off_t>(layout::kPage)) {
-    why = "is " + std::to_string(st.st_size) + " bytes, shorter than a segment header";
-  } else if (::pread(fd, &magic, sizeof magic, 0) != sizeof magic) {
-    fail(Errc::system, where, "cannot read it to check that it is a segment: " + errno_text(errno) + "; not " + verb);
-  } else if (magic != layout::kMagic && magic != 0) {
-    why = "does not start with a segment's magic";
-  } else {
-    return;
+  if (!S_ISREG(st.st_mode)) return "is not a regular file";
+  if (st.st_size == 0) return {};
+  if (st.st_size < static_cast<off_t>(layout::kPage)) {
+    return "is " + std::to_string(st.st_size) + " bytes, shorter than a segment header";
   }
-  fail(Errc::foreign, where, why + ": not a ringbus segment; not " + verb);
+  if (::pread(fd, &magic, sizeof magic, 0) != sizeof magic) {
+    fail(Errc::system, where, "cannot read it to check that it is a segment: " + errno_text(errno) + "; not " + verb);
+  }
+  if (magic != layout::kMagic && magic != 0) return "does not start with a segment's magic";
+  return {};
+}
+
+// Refuses (Error foreign) to remove or replace what is not a segment.
+void check_removable(const Location& where, const char* verb) {
+  const std::string why = not_a_segment(where, verb);
+  if (!why.empty()) fail(Errc::foreign, where, why + ": not a ringbus segment; not " + verb);
 }
 
 }  // namespace
@@ -348,7 +350,16 @@ Segment Segment::create(const Location& where, const SegmentOptions& options) {
   }
   if (fd < 0) {
     const int err = errno;
-    if (err == EEXIST) fail(Errc::exists, where, "already exists (remove it, or open it)");
+    if (err == EEXIST) {
+      std::string why;
+      try {
+        why = not_a_segment(where, "created");
+      } catch (const Error&) {  // unreadable: the plain message says enough
+      }
+      fail(Errc::exists, where,
+           why.empty() ? "already exists (remove it with `ringbus rm`, or open it)"
+                       : "already exists and " + why + ": it is not a ringbus segment; choose another name");
+    }
     if (err == EACCES || err == EPERM) fail(Errc::permission, where, "cannot create: " + errno_text(err));
     if (err == ENOSPC) fail(Errc::no_space, where, "cannot create: " + errno_text(err));
     fail(Errc::system, where, "cannot create: " + errno_text(err));

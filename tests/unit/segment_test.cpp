@@ -267,6 +267,12 @@ TEST(Segment, RemoveAndReplaceLeaveWhatIsNotASegment) {
     EXPECT_EQ(replaced.code(), Errc::foreign) << replaced.what();
     EXPECT_NE(std::string(replaced.what()).find(why + ": not a ringbus segment; not replaced"), std::string::npos)
         << replaced.what();
+    // Without replace, the error says what is there rather than suggesting to remove it.
+    const Error exists = error_of([&] { Segment::create(Location::file(path), TempSegment::small_options()); });
+    EXPECT_EQ(exists.code(), Errc::exists) << exists.what();
+    EXPECT_NE(std::string(exists.what()).find("already exists and " + why + ": it is not a ringbus segment"),
+              std::string::npos)
+        << exists.what();
     struct stat st {};
     EXPECT_EQ(::lstat(path.c_str(), &st), 0) << path << " is still there";
   }
@@ -293,6 +299,9 @@ TEST(Segment, RemoveAndReplaceLeaveWhatIsNotASegment) {
   EXPECT_TRUE(Segment::remove(Location::file(f.path)));
   { Segment::create(Location::file(f.path), replace); }
   { Segment::create(Location::file(f.path), replace); }
+  EXPECT_NE(std::string(error_of([&] { Segment::create(Location::file(f.path), TempSegment::small_options()); }).what())
+                .find("already exists (remove it with `ringbus rm`, or open it)"),
+            std::string::npos);
   EXPECT_TRUE(Segment::remove(Location::file(f.path)));
   EXPECT_FALSE(Segment::remove(Location::file(f.path)));
 }
