@@ -17,6 +17,9 @@
 namespace ringbus {
 namespace {
 
+// GroupOptions::unblock_after's bound: a stall a day long is no longer a wait.
+constexpr std::chrono::milliseconds kMaxUnblockAfter = std::chrono::hours{24};
+
 using layout::GroupSlot;
 using layout::WorkerSlot;
 
@@ -269,6 +272,13 @@ ConsumerGroup ConsumerGroup::join(const Segment& segment, std::string_view name,
   }
   if (options.batch == 0 || options.retry.max_attempts == 0 || options.max_pending == 0) {
     throw Error(Errc::invalid_options, where + ": batch, retry.max_attempts and max_pending must be at least 1");
+  }
+  // Durations become unsigned nanoseconds: a negative one would wrap (unblock_after
+  // to centuries: a dead producer's hole never repaired).
+  if (options.retry.delay.count() < 0 || options.wait.sleep.count() < 0 || options.unblock_after.count() < 0 ||
+      options.unblock_after > kMaxUnblockAfter) {
+    throw Error(Errc::invalid_options, where + ": retry.delay and wait.sleep must not be negative, and unblock_after "
+                                           "must be from 0 to 24 h");
   }
   if (options.dedup && segment.refs().dedup == nullptr) {
     throw Error(Errc::invalid_options, where + ": dedup needs a segment created with a dedup window (dedup_window > 0)");

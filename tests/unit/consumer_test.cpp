@@ -201,6 +201,19 @@ TEST(ConsumerGroup, NamesAndOptionsAreValidated) {
   GroupOptions no_attempts;
   no_attempts.retry.max_attempts = 0;
   EXPECT_NE(refusal(no_attempts).find("retry.max_attempts"), std::string::npos) << refusal(no_attempts);
+  // Negative durations would wrap to centuries once unsigned (a hole never repaired).
+  GroupOptions negative_delay, negative_sleep, negative_unblock, long_unblock;
+  negative_delay.retry.delay = std::chrono::nanoseconds{-1};
+  negative_sleep.wait = WaitStrategy::spin_sleep(std::chrono::microseconds{-5});
+  negative_unblock.unblock_after = std::chrono::milliseconds{-1};
+  long_unblock.unblock_after = std::chrono::hours{25};
+  for (const GroupOptions& o : {negative_delay, negative_sleep, negative_unblock, long_unblock}) {
+    EXPECT_NE(refusal(o).find("must not be negative, and unblock_after must be from 0 to 24 h"), std::string::npos)
+        << refusal(o);
+  }
+  GroupOptions day;
+  day.unblock_after = std::chrono::hours{24};
+  EXPECT_EQ(refusal(day), "accepted");
 }
 
 // A segment holds max_groups groups; one more is refused, naming the limit, and a group

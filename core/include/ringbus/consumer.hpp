@@ -72,7 +72,7 @@ struct RetryPolicy {
     deferred,   // set the event aside; handle other events; try again after `delay`,
                 // doubling each attempt (up to one second)
   } backoff = Backoff::immediate;
-  std::chrono::nanoseconds delay{0};
+  std::chrono::nanoseconds delay{0};  // not negative
   // Deferred only: later events of the failing event's key wait behind it (hold, keeps
   // per-key order) or are handled meanwhile (release).
   enum class KeyOrder : std::uint8_t { hold, release } while_retrying = KeyOrder::hold;
@@ -101,7 +101,7 @@ struct GroupOptions {
   // Events set aside by deferred retries (and those held behind them) before the worker
   // stops reading ahead.
   std::uint32_t max_pending = 4096;
-  std::chrono::milliseconds unblock_after{100};  // stall before a dead producer's claim is repaired
+  std::chrono::milliseconds unblock_after{100};  // stall before a dead producer's claim is repaired (0 .. 24 h)
 };
 
 // Thrown by a worker when an event's handler failed max_attempts times and there is no

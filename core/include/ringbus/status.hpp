@@ -11,7 +11,7 @@ namespace ringbus {
 enum class Status : std::uint8_t {
   ok,         // claimed, published or committed
   full,       // a gating consumer group has not consumed far enough; retry later
-  too_large,  // the payload is larger than the segment's max_event
+  too_large,  // the payload is larger than max_event, or a batch than capacity/4 bytes
   conflict,   // publish_expected: the key's last key_seq is not the expected one
   keys_full,  // the key table has no room for a key it has never seen
   busy,       // this producer already has an open claim (one at a time per handle)
