@@ -255,12 +255,12 @@ std::string not_a_segment(const Location& where, const char* verb) {
   FdGuard guard(fd);
   struct stat st {};
   if (::fstat(fd, &st) != 0) fail(Errc::system, where, "fstat: " + errno_text(errno) + "; not " + verb);
-  std::uint64_t magic = 0;
   if (!S_ISREG(st.st_mode)) return "is not a regular file";
   if (st.st_size == 0) return {};
   if (st.st_size < static_cast<off_t>(layout::kPage)) {
     return "is " + std::to_string(st.st_size) + " bytes, shorter than a segment header";
   }
+  std::uint64_t magic = 0;
   if (::pread(fd, &magic, sizeof magic, 0) != sizeof magic) {
     fail(Errc::system, where, "cannot read it to check that it is a segment: " + errno_text(errno) + "; not " + verb);
   }

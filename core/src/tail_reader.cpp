@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <optional>
 
 #include "ringbus/error.hpp"
 
@@ -90,17 +91,20 @@ TailReader TailReader::open_at(const Segment& segment, std::uint64_t position) {
   }
   // Overwritten (try_next skips to the oldest lap and counts the bytes) or the tail.
   if (tail - position >= reader.r_.capacity || position == tail) return reader;
-  // Still in the ring: walk from the nearest record boundary known at or before it (the
-  // tail's lap start, or a group cursor) to check that a record starts there. A
-  // position inside a record would otherwise wait forever on a word that is no frame.
+  // Still in the ring: walk from the nearest record boundary known at or before it to
+  // check that a record starts there. A position inside a record would otherwise wait
+  // forever on a word that is no frame. Known boundaries: 0 while nothing is
+  // overwritten, the tail's lap start, and group cursors (the only ones in the lap before).
   const detail::SegmentRefs& r = reader.r_;
-  std::uint64_t from = (tail >> r.shift) << r.shift;
-  if (from > position) from = 0;  // the lap before the tail's: only cursors are known
+  const std::uint64_t lap_start = (tail >> r.shift) << r.shift;
+  std::optional<std::uint64_t> from;
+  if (tail <= r.capacity) from = 0;
+  if (lap_start <= position) from = lap_start;
   for_each_cursor(r, [&](std::uint64_t c) {
-    if (c > from && c <= position && tail - c < r.capacity) from = c;
+    if (c <= position && tail - c < r.capacity && (!from || c > *from)) from = c;
   });
-  if ((from == 0 && tail > r.capacity) || position - from > kBoundaryWalkBytes) return reader;
-  std::uint64_t at = from, next = from;
+  if (!from || position - *from > kBoundaryWalkBytes) return reader;
+  std::uint64_t at = *from, next = *from;
   while (next < position) {
     at = next;
     // Pairs with the release store of the frame by the record's writer.
