@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <memory>
+#include <span>
 #include <stdexcept>
 
 #include "latency.hpp"
@@ -22,6 +24,9 @@ namespace {
 // Ping-pongs of the placement probe before each throughput measurement (about 10 ms
 // paced every 2 us): enough for a stable median, small beside the measurement.
 constexpr std::uint64_t kCaseProbeSamples = 5'000;
+// Ping-pongs of the probe between two latency chunks (about 1 ms far; a chunk of the
+// full mode takes 100 ms): enough for a median that tells the placements apart.
+constexpr std::uint64_t kChunkProbeSamples = 500;
 
 double median(std::vector<double> v) {
   if (v.empty()) return 0;
@@ -33,21 +38,18 @@ bool wanted(const Options& o, const std::string& scenario) {
   return o.scenarios.empty() || std::find(o.scenarios.begin(), o.scenarios.end(), scenario) != o.scenarios.end();
 }
 
-struct RunStats {
-  double p50, p90, p99, p999, p9999, max, over_1us_pct;
-};
-
-RunStats stats_of(const Histogram& h, double ns_per_tick) {
+LatencyStats stats_of(const Histogram& h, double ns_per_tick) {
   const auto one_us = static_cast<std::uint64_t>(1000.0 / ns_per_tick);
   const double n = static_cast<double>(h.count());
-  const double over = n > 0 ? 100.0 * static_cast<double>(h.count_above(one_us)) / n : 0;
-  return {h.percentile(50) * ns_per_tick,
-          h.percentile(90) * ns_per_tick,
-          h.percentile(99) * ns_per_tick,
-          h.percentile(99.9) * ns_per_tick,
-          h.percentile(99.99) * ns_per_tick,
-          static_cast<double>(h.max()) * ns_per_tick,
-          over};
+  LatencyStats st;
+  st.p50 = static_cast<double>(h.percentile(50)) * ns_per_tick;
+  st.p90 = static_cast<double>(h.percentile(90)) * ns_per_tick;
+  st.p99 = static_cast<double>(h.percentile(99)) * ns_per_tick;
+  st.p999 = static_cast<double>(h.percentile(99.9)) * ns_per_tick;
+  st.p9999 = static_cast<double>(h.percentile(99.99)) * ns_per_tick;
+  st.max = static_cast<double>(h.max()) * ns_per_tick;
+  st.over_1us_pct = n > 0 ? 100.0 * static_cast<double>(h.count_above(one_us)) / n : 0;
+  return st;
 }
 
 std::vector<std::pair<double, double>> spectrum_of(const Histogram& h, double ns_per_tick) {
@@ -59,6 +61,41 @@ std::vector<std::pair<double, double>> spectrum_of(const Histogram& h, double ns
   }
   out.emplace_back(top, static_cast<double>(h.max()) * ns_per_tick);
   return out;
+}
+
+// One latency chunk of one system, kept until its scenario has run.
+struct ChunkRecord {
+  std::size_t system;  // index in the scenario
+  std::unique_ptr<Histogram> hist;
+};
+
+// Fills the by_placement of `results` (one per system of a scenario): within each placement
+// split_placements finds, every system's chunks pooled over the runs; a placement is
+// left out unless every system ran a chunk in it.
+void add_placements(std::span<LatencyResult> results, const std::vector<ChunkRecord>& chunks,
+                    const std::vector<ChunkProbes>& probes, double ns_per_tick) {
+  const std::vector<ChunkPlacement> where = split_placements(probes);
+  for (const auto& [side, name] : {std::pair{ChunkPlacement::near, "near"}, std::pair{ChunkPlacement::far, "far"}}) {
+    std::vector<Histogram> pooled(results.size());
+    std::vector<std::uint64_t> count(results.size(), 0);
+    std::vector<double> around;
+    for (std::size_t i = 0; i < chunks.size(); ++i) {
+      if (where[i] != side) continue;
+      pooled[chunks[i].system].merge(*chunks[i].hist);
+      ++count[chunks[i].system];
+      around.insert(around.end(), {probes[i].before_ns, probes[i].after_ns});
+    }
+    if (std::find(count.begin(), count.end(), 0u) != count.end()) continue;
+    for (std::size_t s = 0; s < results.size(); ++s) {
+      PlacementLatency p;
+      static_cast<LatencyStats&>(p) = stats_of(pooled[s], ns_per_tick);
+      p.placement = name;
+      p.rtt_half_ns = median(around);
+      p.chunks = count[s];
+      p.samples = pooled[s].count();
+      results[s].by_placement.push_back(std::move(p));
+    }
+  }
 }
 
 }  // namespace
@@ -173,36 +210,44 @@ Report run(const Options& o) {
     auto systems = sc.make(o);
     if (systems.size() != sc.systems) throw std::logic_error("latency scenario " + sc.name + ": wrong system count");
     std::vector<std::vector<Histogram>> hist(systems.size(), std::vector<Histogram>(static_cast<std::size_t>(o.runs)));
+    // Every chunk keeps its own histogram and the probes around it, to be sorted by
+    // placement once the scenario has run. A probe runs between every two chunks.
+    std::vector<ChunkRecord> chunk_records;
+    std::vector<ChunkProbes> chunk_probes;
+    double probe = probe_floor(o, kChunkProbeSamples);
     for (int r = 0; r < o.runs; ++r) {
       for (std::uint64_t k = 0; k < chunks; ++k) {
         for (std::size_t j = 0; j < systems.size(); ++j) {
           const std::size_t s = (j + k) % systems.size();
           Chunk c{o.cpu_producer, o.cpu_consumer, per_chunk + warm_per_chunk, warm_per_chunk, gap_ticks};
-          systems[s]->run_chunk(c, hist[s][static_cast<std::size_t>(r)]);
+          auto h = std::make_unique<Histogram>();
+          systems[s]->run_chunk(c, *h);
+          hist[s][static_cast<std::size_t>(r)].merge(*h);
+          const double after = probe_floor(o, kChunkProbeSamples);
+          chunk_probes.push_back({probe, after});
+          chunk_records.push_back({s, std::move(h)});
+          probe = after;
           tick(1, sc.name + " " + std::to_string(sc.event_bytes) + " B: " + systems[s]->name());
         }
       }
     }
     for (std::size_t s = 0; s < systems.size(); ++s) {
-      std::vector<RunStats> runs;
+      std::vector<LatencyStats> runs;
       for (const Histogram& h : hist[s]) runs.push_back(stats_of(h, ns_per_tick));
       LatencyResult res;
       res.system = systems[s]->name();
       res.scenario = sc.name;
       res.event_bytes = sc.event_bytes;
       res.samples = hist[s][0].count();
-      auto med = [&](double RunStats::*f) {
+      auto med = [&](double LatencyStats::*f) {
         std::vector<double> v;
-        for (const RunStats& x : runs) v.push_back(x.*f);
+        for (const LatencyStats& x : runs) v.push_back(x.*f);
         return median(v);
       };
-      res.p50 = med(&RunStats::p50);
-      res.p90 = med(&RunStats::p90);
-      res.p99 = med(&RunStats::p99);
-      res.p999 = med(&RunStats::p999);
-      res.p9999 = med(&RunStats::p9999);
-      res.max = med(&RunStats::max);
-      res.over_1us_pct = med(&RunStats::over_1us_pct);
+      for (double LatencyStats::*f : {&LatencyStats::p50, &LatencyStats::p90, &LatencyStats::p99, &LatencyStats::p999,
+                                      &LatencyStats::p9999, &LatencyStats::max, &LatencyStats::over_1us_pct}) {
+        res.*f = med(f);
+      }
       // The spectrum of the run whose p50 is the median one.
       std::size_t mid = 0;
       for (std::size_t r = 0; r < runs.size(); ++r) {
@@ -211,6 +256,7 @@ Report run(const Options& o) {
       res.spectrum = spectrum_of(hist[s][mid], ns_per_tick);
       report.latency.push_back(std::move(res));
     }
+    add_placements(std::span(report.latency).last(systems.size()), chunk_records, chunk_probes, ns_per_tick);
   }
 
   // Throughput cases take turns too (one measurement of each per run): the placement

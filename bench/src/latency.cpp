@@ -507,7 +507,8 @@ double probe_floor(const Options& o, std::uint64_t samples) {
   Floor floor(false);
   Histogram h;
   const auto gap = static_cast<std::uint64_t>(static_cast<double>(o.gap_ns) / Tsc::ns_per_tick());
-  floor.run_chunk({o.cpu_producer, o.cpu_consumer, samples + 1000, 1000, gap}, h);
+  const std::uint64_t warmup = std::min<std::uint64_t>(1000, samples / 5);
+  floor.run_chunk({o.cpu_producer, o.cpu_consumer, samples + warmup, warmup, gap}, h);
   return static_cast<double>(h.percentile(50)) * Tsc::ns_per_tick();
 }
 

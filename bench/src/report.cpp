@@ -63,15 +63,54 @@ const LatencyResult* find(const Report& r, const std::string& scenario, std::uin
   return nullptr;
 }
 
-const LatencyResult* best_peer(const Report& r, const std::string& scenario, std::uint32_t bytes,
-                               double LatencyResult::*stat) {
-  const LatencyResult* best = nullptr;
+// A system's figures in one placement ("near", "far"), or over all chunks ("").
+const PlacementLatency* placed(const LatencyResult* l, const std::string& placement) {
+  if (l == nullptr) return nullptr;
+  for (const PlacementLatency& p : l->by_placement) {
+    if (p.placement == placement) return &p;
+  }
+  return nullptr;
+}
+const LatencyStats* in(const LatencyResult* l, const std::string& placement) {
+  if (placement.empty()) return l;
+  return placed(l, placement);
+}
+
+// The placements a scenario is judged in: each one in which every system ran, for a
+// scenario whose chunks ran in both; else all its chunks together ("").
+std::vector<std::string> placements_of(const Report& r, const std::string& scenario, std::uint32_t bytes) {
+  for (const LatencyResult& l : r.latency) {
+    if (l.scenario != scenario || l.event_bytes != bytes || l.by_placement.empty()) continue;
+    std::vector<std::string> out;
+    for (const PlacementLatency& p : l.by_placement) out.push_back(p.placement);
+    return out;
+  }
+  return {""};
+}
+
+// " [far, RTT/2 205 ns]" for a figure from one placement.
+std::string placement_label(const Report& r, const std::string& scenario, std::uint32_t bytes,
+                            const std::string& placement) {
+  if (placement.empty()) return {};
+  const PlacementLatency* p = placed(find(r, scenario, bytes, "floor"), placement);
+  return p ? fmt::format(" [{}, RTT/2 {:.0f} ns]", placement, p->rtt_half_ns) : " [" + placement + "]";
+}
+
+struct Peer {
+  const LatencyResult* result = nullptr;
+  const LatencyStats* stats = nullptr;
+};
+
+Peer best_peer(const Report& r, const std::string& scenario, std::uint32_t bytes, const std::string& placement,
+               double LatencyStats::*stat) {
+  Peer best;
   for (const LatencyResult& l : r.latency) {
     if (l.scenario != scenario || l.event_bytes != bytes || l.system.rfind("ringbus", 0) == 0 ||
         l.system.rfind("floor", 0) == 0) {
       continue;
     }
-    if (best == nullptr || l.*stat < best->*stat) best = &l;
+    const LatencyStats* st = in(&l, placement);
+    if (st != nullptr && (best.stats == nullptr || st->*stat < best.stats->*stat)) best = {&l, st};
   }
   return best;
 }
@@ -86,48 +125,56 @@ const ThroughputResult* find_tput(const Report& r, const std::string& scenario, 
 
 struct Target {
   std::string what;
-  bool known;
   bool met;
   std::string value;
+  std::string placement;  // "near" or "far" when judged within one; empty: all chunks
 };
 
 std::vector<Target> targets(const Report& r) {
   std::vector<Target> out;
-  const LatencyResult* rb = find(r, "thread", 64, "ringbus");
-  const LatencyResult* floor = find(r, "thread", 64, "floor");
-  const LatencyResult* peer50 = best_peer(r, "thread", 64, &LatencyResult::p50);
-  const LatencyResult* peer99 = best_peer(r, "thread", 64, &LatencyResult::p99);
   auto ratio = [](double a, double b) { return b > 0 ? a / b : 0.0; };
-  if (rb && floor) {
-    const double x = ratio(rb->p50, floor->p50);
-    out.push_back({"thread p50 <= 1.10 x floor p50", true, x <= 1.10, fmt::format("{:.2f}x", x)});
-  }
-  if (rb && peer50) {
-    const double x = ratio(rb->p50, peer50->p50);
-    out.push_back({"thread p50 <= best peer p50 (" + peer50->system + ")", true, x <= 1.0, fmt::format("{:.2f}x", x)});
-  }
-  if (rb && peer99) {
-    const double x = ratio(rb->p99, peer99->p99);
-    // With the samples over 1 us (events queued behind a VM stall) beside it: when they
-    // pass 1%, they are what p99 measures.
-    out.push_back({"thread p99 <= best peer p99 (" + peer99->system + ")", true, x <= 1.0,
-                   fmt::format("{:.2f}x (over 1 us: ringbus {:.2f}%, {} {:.2f}%)", x, rb->over_1us_pct, peer99->system,
-                               peer99->over_1us_pct)});
-  }
-  if (const LatencyResult* one = find(r, "thread", 64, "floor_oneway"); rb && one) {
-    const double x = ratio(rb->p50, one->p50);
-    out.push_back({"(reference) thread p50 / one-way one-line floor p50", true, x <= 1.10, fmt::format("{:.2f}x", x)});
+  for (const std::string& at : placements_of(r, "thread", 64)) {
+    const std::string where = placement_label(r, "thread", 64, at);
+    const LatencyStats* rb = in(find(r, "thread", 64, "ringbus"), at);
+    const LatencyStats* floor = in(find(r, "thread", 64, "floor"), at);
+    const Peer peer50 = best_peer(r, "thread", 64, at, &LatencyStats::p50);
+    const Peer peer99 = best_peer(r, "thread", 64, at, &LatencyStats::p99);
+    if (rb && floor) {
+      const double x = ratio(rb->p50, floor->p50);
+      out.push_back({"thread p50 <= 1.10 x floor p50" + where, x <= 1.10, fmt::format("{:.2f}x", x), at});
+    }
+    if (rb && peer50.stats) {
+      const double x = ratio(rb->p50, peer50.stats->p50);
+      out.push_back({"thread p50 <= best peer p50 (" + peer50.result->system + ")" + where, x <= 1.0,
+                     fmt::format("{:.2f}x", x), at});
+    }
+    if (rb && peer99.stats) {
+      const double x = ratio(rb->p99, peer99.stats->p99);
+      // With the samples over 1 us (events queued behind a VM stall) beside it: when they
+      // pass 1%, they are what p99 measures.
+      out.push_back({"thread p99 <= best peer p99 (" + peer99.result->system + ")" + where, x <= 1.0,
+                     fmt::format("{:.2f}x (over 1 us: ringbus {:.2f}%, {} {:.2f}%)", x, rb->over_1us_pct,
+                                 peer99.result->system, peer99.stats->over_1us_pct),
+                     at});
+    }
+    if (const LatencyStats* one = in(find(r, "thread", 64, "floor_oneway"), at); rb && one) {
+      const double x = ratio(rb->p50, one->p50);
+      out.push_back(
+          {"(reference) thread p50 / one-way one-line floor p50" + where, x <= 1.10, fmt::format("{:.2f}x", x), at});
+    }
   }
   // Against the thread-to-thread configuration interleaved in the same scenario.
   for (const auto& [scenario, what, limit] : std::vector<std::tuple<std::string, std::string, double>>{
            {"process", "process p50 within 5% of thread p50", 1.05},
            {"fanout4", "4 gating groups p50 <= 1.15 x one group", 1.15},
            {"keys10k", "10,000-key sequencing p50 <= 1.10 x unkeyed", 1.10}}) {
-    const LatencyResult* x = find(r, scenario, 64, "ringbus");
-    const LatencyResult* ref = find(r, scenario, 64, "ringbus_thread");
-    if (x && ref) {
-      const double v = ratio(x->p50, ref->p50);
-      out.push_back({what, true, v <= limit, fmt::format("{:.2f}x", v)});
+    for (const std::string& at : placements_of(r, scenario, 64)) {
+      const LatencyStats* x = in(find(r, scenario, 64, "ringbus"), at);
+      const LatencyStats* ref = in(find(r, scenario, 64, "ringbus_thread"), at);
+      if (x && ref) {
+        const double v = ratio(x->p50, ref->p50);
+        out.push_back({what + placement_label(r, scenario, 64, at), v <= limit, fmt::format("{:.2f}x", v), at});
+      }
     }
   }
   // One producer; each rate with the placement it was measured in.
@@ -135,8 +182,8 @@ std::vector<Target> targets(const Report& r) {
            {"tput64", 1, "64-byte events, 1 producer >= 40 M/s", 40e6},
            {"tput8", 32, "8-byte events, 1 producer, batched >= 120 M/s", 120e6}}) {
     if (const ThroughputResult* t = find_tput(r, scenario, "ringbus", 1, batch)) {
-      out.push_back({what, true, t->events_per_s >= least,
-                     fmt::format("{:.1f} M/s (RTT/2 {:.0f} ns)", t->events_per_s / 1e6, t->rtt_half_ns)});
+      out.push_back({what, t->events_per_s >= least,
+                     fmt::format("{:.1f} M/s (RTT/2 {:.0f} ns)", t->events_per_s / 1e6, t->rtt_half_ns), ""});
     }
   }
   return out;
@@ -218,11 +265,26 @@ Machine describe_machine() {
 
 bool PlacementRange::moved() const noexcept { return min_ns > 0 && max_ns > kPlacementMoved * min_ns; }
 
+std::vector<ChunkPlacement> split_placements(const std::vector<ChunkProbes>& chunks) {
+  std::vector<double> all;
+  for (const ChunkProbes& c : chunks) all.insert(all.end(), {c.before_ns, c.after_ns});
+  const PlacementRange range = range_of(all);
+  std::vector<ChunkPlacement> out(chunks.size(), ChunkPlacement::all);
+  if (!range.moved()) return out;
+  const double split = std::sqrt(range.min_ns * range.max_ns);
+  for (std::size_t i = 0; i < chunks.size(); ++i) {
+    const bool near_before = chunks[i].before_ns < split, near_after = chunks[i].after_ns < split;
+    out[i] = near_before != near_after ? ChunkPlacement::mixed : near_before ? ChunkPlacement::near : ChunkPlacement::far;
+  }
+  return out;
+}
+
 PlacementRange placement_range(const Report& r) {
   std::vector<double> all{r.placement.start_ns, r.placement.before_tput_ns, r.placement.end_ns};
   for (const ThroughputResult& t : r.throughput) all.push_back(t.rtt_half_ns);
   for (const LatencyResult& l : r.latency) {
     if (l.system == "floor") all.push_back(l.scenario == "rtt" ? l.p50 / 2 : l.p50);
+    for (const PlacementLatency& p : l.by_placement) all.push_back(p.rtt_half_ns);
   }
   return range_of(all);
 }
@@ -248,36 +310,79 @@ void print_table(const Report& r, std::FILE* out) {
   if (const PlacementRange range = placement_range(r); range.moved()) {
     fmt::print(out,
                "placement MOVED during the run: RTT/2 from {:.0f} to {:.0f} ns across the scenarios' floors and the "
-               "probes.\n  Ratios within a scenario hold (its floor runs interleaved with it); absolute figures of "
-               "different\n  scenarios, and throughput rows with different RTT/2, come from different placements.\n",
+               "probes.\n  Absolute figures of different scenarios, and throughput rows with different RTT/2, come "
+               "from\n  different placements. A scenario that moved while it ran is marked * and judged placement by "
+               "placement.\n",
                range.min_ns, range.max_ns);
   }
   if (!r.latency.empty()) {
+    // The ratio columns: only the scenario's own floor, in the same placement (another
+    // scenario's floor may be from another placement).
+    auto ratios = [](const LatencyResult& l, const LatencyStats& st, const LatencyStats* floor) {
+      if (floor == nullptr || floor->p50 <= 0 || floor->p99 <= 0 || l.system == "floor") {
+        return std::pair<std::string, std::string>{"-", "-"};
+      }
+      return std::pair{fmt::format("{:.2f}x", st.p50 / floor->p50), fmt::format("{:.2f}x", st.p99 / floor->p99)};
+    };
+    bool split = false;
     fmt::print(out, "\nlatency, ns (median of runs)    {:>7} {:>7} {:>7} {:>8} {:>8} {:>9}  {:>9} {:>9} {:>8}\n", "p50",
                "p90", "p99", "p99.9", "p99.99", "max", "p50/floor", "p99/floor", ">1us %");
     std::string last;
     for (const LatencyResult& l : r.latency) {
-      const std::string label = fmt::format("{} {} B", l.scenario, l.event_bytes);
-      // Only the scenario's own floor: another scenario's may be from another placement.
-      const LatencyResult* floor = find(r, l.scenario, l.event_bytes, "floor");
-      std::string r50 = "-", r99 = "-";
-      if (floor != nullptr && floor->p50 > 0 && l.system != "floor") {
-        r50 = fmt::format("{:.2f}x", l.p50 / floor->p50);
-        r99 = fmt::format("{:.2f}x", l.p99 / floor->p99);
-      }
+      split = split || !l.by_placement.empty();
+      const std::string label =
+          fmt::format("{} {} B{}", l.scenario, l.event_bytes, l.by_placement.empty() ? "" : "*");
+      const auto [r50, r99] = ratios(l, l, find(r, l.scenario, l.event_bytes, "floor"));
       fmt::print(out, "  {:<14} {:<15} {:>7.0f} {:>7.0f} {:>7.0f} {:>8.0f} {:>8.0f} {:>9.0f}  {:>9} {:>9} {:>8.2f}\n",
                  label == last ? "" : label, l.system, l.p50, l.p90, l.p99, l.p999, l.p9999, l.max, r50, r99,
                  l.over_1us_pct);
       last = label;
     }
+    if (split) {
+      fmt::print(out,
+                 "  * the vCPUs changed placement while this scenario ran: its medians mix near and far chunks in\n"
+                 "    different shares per system, so compare it by placement (below), not by these rows.\n");
+      fmt::print(out,
+                 "\nlatency by placement, ns (chunks sorted by the RTT/2 probed before and after each, pooled over runs)\n"
+                 "                 RTT/2 ns                   chunks     p50     p90     p99    p99.9  {:>9} {:>9} {:>8}\n",
+                 "p50/floor", "p99/floor", ">1us %");
+      // Scenario by scenario (in the order of the table above), placement by placement.
+      for (std::size_t i = 0; i < r.latency.size(); ++i) {
+        const LatencyResult& head = r.latency[i];
+        if (i > 0 && r.latency[i - 1].scenario == head.scenario && r.latency[i - 1].event_bytes == head.event_bytes) {
+          continue;
+        }
+        bool first_row = true;
+        for (const std::string& at : placements_of(r, head.scenario, head.event_bytes)) {
+          if (at.empty()) break;
+          bool first_of_placement = true;
+          for (std::size_t j = i; j < r.latency.size() && r.latency[j].scenario == head.scenario &&
+                                  r.latency[j].event_bytes == head.event_bytes;
+               ++j) {
+            const LatencyResult& l = r.latency[j];
+            const PlacementLatency* p = placed(&l, at);
+            if (p == nullptr) continue;
+            const auto [r50, r99] = ratios(l, *p, in(find(r, l.scenario, l.event_bytes, "floor"), at));
+            fmt::print(out, "  {:<14} {:<9} {:<15} {:>7} {:>7.0f} {:>7.0f} {:>7.0f} {:>8.0f}  {:>9} {:>9} {:>8.2f}\n",
+                       first_row ? fmt::format("{} {} B", l.scenario, l.event_bytes) : "",
+                       first_of_placement ? fmt::format("{} {:.0f}", at, p->rtt_half_ns) : "", l.system, p->chunks,
+                       p->p50, p->p90, p->p99, p->p999, r50, r99, p->over_1us_pct);
+            first_row = first_of_placement = false;
+          }
+        }
+      }
+    }
     for (const auto& [scenario, bytes] : std::vector<std::pair<std::string, std::uint32_t>>{
              {"thread", 64}, {"thread", 1024}, {"rtt", 64}}) {
-      const LatencyResult* rb = find(r, scenario, bytes, "ringbus");
-      const LatencyResult* p50 = best_peer(r, scenario, bytes, &LatencyResult::p50);
-      const LatencyResult* p99 = best_peer(r, scenario, bytes, &LatencyResult::p99);
-      if (rb && p50 && p99) {
-        fmt::print(out, "  ringbus / best peer, {} {} B: p50 {:.2f}x ({}), p99 {:.2f}x ({})\n", scenario, bytes,
-                   rb->p50 / p50->p50, p50->system, rb->p99 / p99->p99, p99->system);
+      for (const std::string& at : placements_of(r, scenario, bytes)) {
+        const LatencyStats* rb = in(find(r, scenario, bytes, "ringbus"), at);
+        const Peer p50 = best_peer(r, scenario, bytes, at, &LatencyStats::p50);
+        const Peer p99 = best_peer(r, scenario, bytes, at, &LatencyStats::p99);
+        if (rb && p50.stats && p99.stats) {
+          fmt::print(out, "  ringbus / best peer, {} {} B{}: p50 {:.2f}x ({}), p99 {:.2f}x ({})\n", scenario, bytes,
+                     placement_label(r, scenario, bytes, at), rb->p50 / p50.stats->p50, p50.result->system,
+                     rb->p99 / p99.stats->p99, p99.result->system);
+        }
       }
     }
   }
@@ -309,7 +414,11 @@ void print_table(const Report& r, std::FILE* out) {
   const auto ts = targets(r);
   if (!ts.empty()) {
     fmt::print(out, "\ntargets\n");
-    for (const Target& t : ts) fmt::print(out, "  {:<6} {:<52} {}\n", t.met ? "met" : "MISSED", t.what, t.value);
+    std::size_t width = 52;
+    for (const Target& t : ts) width = std::max(width, t.what.size());
+    for (const Target& t : ts) {
+      fmt::print(out, "  {:<6} {:<{}} {}\n", t.met ? "met" : "MISSED", t.what, width, t.value);
+    }
   }
   fmt::print(out, "\n");
 }
@@ -345,8 +454,18 @@ void write_json(const Report& r, const std::string& path) {
     j << fmt::format(
         "    {{\"system\": \"{}\", \"scenario\": \"{}\", \"event_bytes\": {}, \"p50_ns\": {:.1f}, \"p90_ns\": {:.1f}, "
         "\"p99_ns\": {:.1f}, \"p999_ns\": {:.1f}, \"p9999_ns\": {:.1f}, \"max_ns\": {:.1f}, \"samples\": {}, "
-        "\"over_1us_pct\": {:.3f}}}",
+        "\"over_1us_pct\": {:.3f}, \"by_placement\": [",
         l.system, l.scenario, l.event_bytes, l.p50, l.p90, l.p99, l.p999, l.p9999, l.max, l.samples, l.over_1us_pct);
+    for (std::size_t i = 0; i < l.by_placement.size(); ++i) {
+      const PlacementLatency& p = l.by_placement[i];
+      j << fmt::format(
+          "{}\n      {{\"placement\": \"{}\", \"rtt_half_ns\": {:.1f}, \"chunks\": {}, \"samples\": {}, "
+          "\"p50_ns\": {:.1f}, \"p90_ns\": {:.1f}, \"p99_ns\": {:.1f}, \"p999_ns\": {:.1f}, \"p9999_ns\": {:.1f}, "
+          "\"max_ns\": {:.1f}, \"over_1us_pct\": {:.3f}}}",
+          i ? "," : "", p.placement, p.rtt_half_ns, p.chunks, p.samples, p.p50, p.p90, p.p99, p.p999, p.p9999, p.max,
+          p.over_1us_pct);
+    }
+    j << (l.by_placement.empty() ? "]}" : "\n    ]}");
   }
   for (const ThroughputResult& t : r.throughput) {
     j << (first ? "" : ",\n");
@@ -361,7 +480,9 @@ void write_json(const Report& r, const std::string& path) {
   for (const Target& t : targets(r)) {
     j << (first ? "\n" : ",\n");
     first = false;
-    j << fmt::format("    {{\"target\": \"{}\", \"met\": {}, \"value\": \"{}\"}}", json_escape(t.what), t.met, t.value);
+    j << fmt::format("    {{\"target\": \"{}\", \"met\": {}, \"value\": \"{}\", \"placement\": {}}}",
+                     json_escape(t.what), t.met, json_escape(t.value),
+                     t.placement.empty() ? "null" : "\"" + t.placement + "\"");
   }
   j << "\n  ]\n}\n";
   std::ofstream f(path);

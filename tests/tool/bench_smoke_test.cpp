@@ -81,6 +81,27 @@ TEST(BenchSmoke, CompletesAndWritesValidJson) {
     const double over = r["over_1us_pct"].get_double();
     EXPECT_GE(over, 0.0) << system << " " << scenario;
     EXPECT_LE(over, 100.0) << system << " " << scenario;
+    // Empty unless the vCPUs changed placement while the scenario ran (no timing is
+    // asserted, so either is right); each entry is one placement's chunks.
+    std::set<std::string> seen;
+    for (auto p : r["by_placement"].get_array()) {
+      simdjson::ondemand::object o = p.get_object();
+      const std::string where(std::string_view(o["placement"].get_string()));
+      EXPECT_TRUE(where == "near" || where == "far") << where;
+      EXPECT_TRUE(seen.insert(where).second) << system << " " << scenario << ": " << where << " twice";
+      const double probed = o["rtt_half_ns"].get_double();
+      EXPECT_GE(probed, lowest) << system << " " << scenario;
+      EXPECT_LE(probed, highest) << system << " " << scenario;
+      EXPECT_GE(int64_t(o["chunks"].get_int64()), 1);
+      EXPECT_GT(int64_t(o["samples"].get_int64()), 0);
+      double below = 0;
+      for (const char* field : {"p50_ns", "p90_ns", "p99_ns", "p999_ns", "p9999_ns", "max_ns"}) {
+        const double v = o[field].get_double();
+        EXPECT_GE(v, below) << system << " " << scenario << " " << where << " " << field;
+        below = v;
+      }
+      EXPECT_GE(double(o["over_1us_pct"].get_double()), 0.0);
+    }
   }
   for (const char* s : {"ringbus", "floor", "floor_oneway", "boost_spsc", "moodycamel_rwq", "atomic_queue"}) {
     EXPECT_TRUE(systems.count(s)) << "no results for system " << s;
@@ -101,6 +122,11 @@ TEST(BenchSmoke, CompletesAndWritesValidJson) {
     simdjson::ondemand::object o = t.get_object();
     EXPECT_FALSE(std::string_view(o["target"].get_string()).empty());
     (void)bool(o["met"].get_bool());
+    simdjson::ondemand::value where = o["placement"];  // null: judged over every chunk
+    if (!bool(where.is_null())) {
+      const std::string_view w = where.get_string();
+      EXPECT_TRUE(w == "near" || w == "far") << w;
+    }
     ++targets;
   }
   EXPECT_GE(targets, 8u);

@@ -13,6 +13,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "ringbus/clock.hpp"
@@ -203,6 +204,20 @@ TEST(BenchOptions, CheckNamesWhatIsWrongAndRunRefusesIt) {
   }
 }
 
+// Every percentile of `st` at `ns`.
+void flat(ringbus::bench::LatencyStats& st, double ns) { st.p50 = st.p90 = st.p99 = st.p999 = st.p9999 = st.max = ns; }
+
+ringbus::bench::LatencyResult flat_result(const char* scenario, const char* system, double ns,
+                                          std::uint64_t samples) {
+  ringbus::bench::LatencyResult l;
+  l.system = system;
+  l.scenario = scenario;
+  l.event_bytes = 64;
+  l.samples = samples;
+  flat(l, ns);
+  return l;
+}
+
 // A report as a run leaves it: latency scenarios with their floors, throughput rows
 // with the RTT/2 probed before them.
 ringbus::bench::Report report_with_floors(double thread_floor, double process_floor, double rtt_floor,
@@ -211,13 +226,7 @@ ringbus::bench::Report report_with_floors(double thread_floor, double process_fl
   r.options = ringbus::bench::options_for("smoke");
   r.placement = {thread_floor, tput_probe, tput_probe};
   auto lat = [&](const char* scenario, const char* system, double p50) {
-    ringbus::bench::LatencyResult l;
-    l.system = system;
-    l.scenario = scenario;
-    l.event_bytes = 64;
-    l.samples = 1000;
-    l.p50 = l.p90 = l.p99 = l.p999 = l.p9999 = l.max = p50;
-    r.latency.push_back(l);
+    r.latency.push_back(flat_result(scenario, system, p50, 1000));
   };
   lat("thread", "floor", thread_floor);
   lat("thread", "ringbus", thread_floor * 1.4);
@@ -279,7 +288,7 @@ TEST(BenchReport, TableWarnsWhenPlacementMovedAndRatesEachScenarioByItsOwnFloor)
   ringbus::bench::Report no_floor = report_with_floors(75, 246, 2 * 241, 85);
   ringbus::bench::LatencyResult keyed = no_floor.latency[1];
   keyed.scenario = "keys10k";
-  keyed.p50 = keyed.p90 = keyed.p99 = keyed.p999 = keyed.p9999 = keyed.max = 300;
+  flat(keyed, 300);
   no_floor.latency.push_back(keyed);
   const std::string unrated = table_of(no_floor);
   EXPECT_EQ(unrated.find("4.00x"), std::string::npos) << unrated;  // 300 / the thread floor's 75
@@ -304,6 +313,103 @@ TEST(BenchReport, P99TargetShowsTheShareOfSamplesOverOneMicrosecond) {
   EXPECT_NE(table.find("met    thread p99 <= best peer p99 (boost_spsc)"), std::string::npos) << table;
   EXPECT_NE(table.find("0.16x (over 1 us: ringbus 0.40%, boost_spsc 1.20%)"), std::string::npos) << table;
   EXPECT_NE(table.find("     1.20\n"), std::string::npos) << table;  // the peer's row
+}
+
+TEST(BenchReport, ChunksAreSortedByThePlacementProbedAroundThem) {
+  using ringbus::bench::ChunkPlacement;
+  using ringbus::bench::split_placements;
+  // Probes within 1.5x of each other: one placement, nothing split.
+  EXPECT_EQ(split_placements({{220, 231}, {231, 240}, {240, 226}}),
+            (std::vector<ChunkPlacement>{ChunkPlacement::all, ChunkPlacement::all, ChunkPlacement::all}));
+  EXPECT_TRUE(split_placements({}).empty());
+  // Near (55-60) and far (200-210): split at the geometric mean of 55 and 210 (107.5).
+  // A chunk whose two probes disagree moved while it ran and belongs to neither.
+  EXPECT_EQ(split_placements({{55, 60}, {60, 205}, {205, 210}, {210, 200}, {200, 55}, {55, 56}}),
+            (std::vector<ChunkPlacement>{ChunkPlacement::near, ChunkPlacement::mixed, ChunkPlacement::far,
+                                         ChunkPlacement::far, ChunkPlacement::mixed, ChunkPlacement::near}));
+  // Both sides of the geometric mean, whatever the scale: 100 and 400 split at 200.
+  EXPECT_EQ(split_placements({{100, 199.9}, {200, 400}}),
+            (std::vector<ChunkPlacement>{ChunkPlacement::near, ChunkPlacement::far}));
+  // The 1.5x test is that of the placement range, on the probes as the JSON prints them:
+  // 64.96 and 97.46 print as 65.0 and 97.5, exactly 1.5x, so not split.
+  EXPECT_EQ(split_placements({{64.96, 97.46}}), std::vector<ChunkPlacement>{ChunkPlacement::all});
+  EXPECT_EQ(split_placements({{64.9, 97.46}}), std::vector<ChunkPlacement>{ChunkPlacement::mixed});
+}
+
+// The thread scenario of a run in which the vCPUs moved: near, ringbus beats every peer
+// and far it loses to one; over all chunks (medians mixing both) nothing is judged.
+ringbus::bench::Report report_split_by_placement() {
+  ringbus::bench::Report r;
+  r.options = ringbus::bench::options_for("smoke");
+  r.placement = {50, 0, 200};
+  auto lat = [&](const char* system, double mixed, double near_p50, double far_p50) {
+    ringbus::bench::LatencyResult l = flat_result("thread", system, mixed, 4000);
+    for (const auto& [where, rtt, p50] : {std::tuple{"near", 60.0, near_p50}, std::tuple{"far", 200.0, far_p50}}) {
+      ringbus::bench::PlacementLatency p;
+      p.placement = where;
+      p.rtt_half_ns = rtt;
+      p.chunks = 2;
+      p.samples = 4000;
+      flat(p, p50);
+      l.by_placement.push_back(p);
+    }
+    r.latency.push_back(l);
+  };
+  lat("floor", 50, 60, 200);
+  lat("floor_oneway", 300, 80, 300);
+  lat("ringbus", 100, 100, 330);
+  lat("boost_spsc", 360, 120, 360);
+  lat("atomic_queue", 330, 130, 300);
+  return r;
+}
+
+TEST(BenchReport, AScenarioThatMovedIsJudgedWithinEachPlacement) {
+  const std::string table = table_of(report_split_by_placement());
+  EXPECT_NE(table.find("thread 64 B*"), std::string::npos) << table;
+  EXPECT_NE(table.find("latency by placement"), std::string::npos) << table;
+  // Rows by placement, each rated by the floor of its own placement: ringbus 330 against
+  // the far floor's 200.
+  EXPECT_NE(table.find("far 200   floor"), std::string::npos) << table;
+  EXPECT_NE(table.find("ringbus               2     330     330     330      330      1.65x     1.65x"),
+            std::string::npos)
+      << table;
+  EXPECT_NE(table.find("thread p50 <= best peer p50 (boost_spsc) [near, RTT/2 60 ns]"), std::string::npos) << table;
+  EXPECT_NE(table.find("0.83x"), std::string::npos) << table;  // 100 / 120
+  EXPECT_NE(table.find("MISSED thread p50 <= best peer p50 (atomic_queue) [far, RTT/2 200 ns]"), std::string::npos)
+      << table;
+  EXPECT_NE(table.find("1.10x"), std::string::npos) << table;  // 330 / 300
+  EXPECT_NE(table.find("met    (reference) thread p50 / one-way one-line floor p50 [far, RTT/2 200 ns]"),
+            std::string::npos)
+      << table;
+  EXPECT_NE(table.find("ringbus / best peer, thread 64 B [near, RTT/2 60 ns]: p50 0.83x (boost_spsc)"),
+            std::string::npos)
+      << table;
+  // Not judged on the mixed medians (ringbus 100 against a floor of 50: 2.00x).
+  const std::string judged = table.substr(table.find("\ntargets\n"));
+  EXPECT_EQ(judged.find("thread p50 <= 1.10 x floor p50 "), judged.find("thread p50 <= 1.10 x floor p50 [")) << judged;
+  EXPECT_EQ(judged.find("2.00x"), std::string::npos) << judged;
+
+  // The JSON carries each placement's figures and says where each target was judged.
+  const std::string path = ::testing::TempDir() + "bench-split.json";
+  ringbus::bench::write_json(report_split_by_placement(), path);
+  std::FILE* f = std::fopen(path.c_str(), "r");
+  ASSERT_NE(f, nullptr);
+  std::string json;
+  for (int c; (c = std::fgetc(f)) != EOF;) json += static_cast<char>(c);
+  std::fclose(f);
+  std::remove(path.c_str());
+  EXPECT_NE(json.find("\"by_placement\": [\n      {\"placement\": \"near\", \"rtt_half_ns\": 60.0, \"chunks\": 2, "
+                      "\"samples\": 4000, \"p50_ns\": 100.0"),
+            std::string::npos)
+      << json;
+  EXPECT_NE(json.find("\"value\": \"1.10x\", \"placement\": \"far\"}"), std::string::npos) << json;
+  EXPECT_EQ(json.find("\"placement\": null"), std::string::npos) << json;  // no latency target over all chunks
+
+  // A scenario that stayed in one placement has no such rows and is judged as a whole.
+  const std::string steady = table_of(report_with_floors(230, 241, 2 * 235, 226));
+  EXPECT_EQ(steady.find("by placement"), std::string::npos) << steady;
+  EXPECT_EQ(steady.find("RTT/2 230 ns]"), std::string::npos) << steady;
+  EXPECT_NE(steady.find("thread p50 <= 1.10 x floor p50  "), std::string::npos) << steady;
 }
 
 }  // namespace

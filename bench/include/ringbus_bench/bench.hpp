@@ -32,21 +32,53 @@ struct Options {
 // "smoke" (a few seconds, for CI).
 Options options_for(const std::string& mode);
 
-struct LatencyResult {
+// Percentiles of one system in one scenario, ns.
+struct LatencyStats {
+  double p50 = 0, p90 = 0, p99 = 0, p999 = 0, p9999 = 0, max = 0;
+  // The share of samples over 1 us, in percent. No one-way handoff of a 64-byte event
+  // between two cores takes that long; on our VMs such samples are events queued behind
+  // a descheduled vCPU, and once they pass 1% they set p99. (A 1 KiB event or a round
+  // trip can take about 1 us without any stall.)
+  double over_1us_pct = 0;
+};
+
+// One system's samples from the chunks of a scenario that ran in one placement of the
+// two vCPUs, pooled over the runs. Present only for a scenario whose chunks ran in both
+// placements (see split_placements), and only for a placement in which every system of
+// the scenario ran at least one chunk: within it, ratios compare like with like.
+struct PlacementLatency : LatencyStats {
+  std::string placement;    // "near" or "far"
+  double rtt_half_ns = 0;   // median of the RTT/2 probes around its chunks
+  std::uint64_t chunks = 0;
+  std::uint64_t samples = 0;
+};
+
+struct LatencyResult : LatencyStats {  // medians over runs
   std::string system;
   std::string scenario;
   std::uint32_t event_bytes = 0;
   std::uint64_t samples = 0;  // per run
-  // Medians over runs, ns.
-  double p50 = 0, p90 = 0, p99 = 0, p999 = 0, p9999 = 0, max = 0;
-  // The share of samples over 1 us, in percent (median over runs). No one-way handoff
-  // of a 64-byte event between two cores takes that long; on our VMs such samples are
-  // events queued behind a descheduled vCPU, and once they pass 1% they set p99. (A
-  // 1 KiB event or a round trip can take about 1 us without any stall.)
-  double over_1us_pct = 0;
   // The percentile spectrum of the median run, for the plot: (nines, ns) pairs.
   std::vector<std::pair<double, double>> spectrum;
+  // Empty unless the scenario's chunks ran in both placements; then "near" and/or "far".
+  std::vector<PlacementLatency> by_placement;
 };
+
+// The placement of each chunk of a latency scenario, from the RTT/2 probed just before
+// and just after it. The placement of two vCPUs can change every few seconds, several
+// times within one scenario; the median of a mixture of near and far chunks then
+// depends on how many of each a system happened to get, and a ratio of two such
+// medians compares two placements. When the probes of a scenario span more than
+// kPlacementMoved (the same test as PlacementRange::moved, on the probes as the JSON
+// prints them), they are split at the geometric mean of the smallest and the largest:
+// a chunk with both probes below it ran near, with both at or above it far, and one
+// whose two probes disagree moved while it ran and belongs to neither.
+enum class ChunkPlacement { all, near, far, mixed };
+struct ChunkProbes {
+  double before_ns = 0;
+  double after_ns = 0;
+};
+std::vector<ChunkPlacement> split_placements(const std::vector<ChunkProbes>& chunks);
 
 struct ThroughputResult {
   std::string system;
@@ -85,10 +117,11 @@ struct Placement {
 };
 
 // Every RTT/2 a report measured: its three probes, the probe before each throughput
-// case and the floor of each latency scenario (half the round-trip floor). When the
-// largest is more than kPlacementMoved times the smallest, the vCPUs moved during the
-// run: ratios within a scenario still hold (its floor runs interleaved with it), but
-// absolute figures of different scenarios come from different placements.
+// case, the floor of each latency scenario (half the round-trip floor) and the RTT/2 of
+// each placement a scenario was split into. When the largest is more than
+// kPlacementMoved times the smallest, the vCPUs moved during the run: absolute figures
+// of different scenarios come from different placements (within a scenario that moved
+// while it ran, see split_placements).
 struct PlacementRange {
   double min_ns = 0;
   double max_ns = 0;
