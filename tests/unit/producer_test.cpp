@@ -1,10 +1,12 @@
 // Producer behaviour, single-threaded and deterministic.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstring>
 #include <set>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -256,6 +258,55 @@ TEST(Producer, BatchClaimAssignsConsecutiveSequences) {
     EXPECT_EQ(seen[i].key_seq, i + 1);
     EXPECT_EQ(seen[i].producer_seq, i + 1);
   }
+}
+
+// With Timestamps::clock (the default) the header carries the wall-clock time at which
+// the record was claimed, not committed: the stamp is read before the payload is
+// written (DESIGN.md, "Claim and commit"). A batch shares its claim's stamp; a stamp set
+// on the claim replaces it, and 0 leaves the record unstamped.
+TEST(Producer, TheHeaderTimestampIsTheClaimsTime) {
+  TempSegment seg;
+  Producer p = Producer::attach(seg.segment());
+  constexpr std::uint64_t kSlack = 5'000'000;  // the per-thread clock anchor's error is far below this
+  const auto held_open = [&](std::uint32_t count, bool unstamp) {
+    Claim c;
+    const std::uint64_t before = wall_clock_ns();
+    EXPECT_EQ(p.try_claim_batch(0, 1, 8, count, c), Status::ok);
+    const std::uint64_t claimed = wall_clock_ns();
+    std::this_thread::sleep_for(std::chrono::milliseconds(60));  // a slow writer of the payload
+    if (unstamp) c.set_timestamp_ns(0);
+    c.commit();
+    return std::pair{before, claimed};
+  };
+  const auto [before, claimed] = held_open(1, false);
+  const auto [batch_before, batch_claimed] = held_open(3, false);
+  (void)held_open(1, true);
+  const std::uint64_t committed_by = wall_clock_ns();
+
+  TailReader t = TailReader::open_at(seg.segment(), 0);
+  Event e;
+  ASSERT_TRUE(t.try_next(e));
+  EXPECT_GE(e.timestamp_ns() + kSlack, before);
+  EXPECT_LE(e.timestamp_ns(), claimed + kSlack);  // 60 ms before its commit
+  std::uint64_t batch_stamp = 0;
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(t.try_next(e)) << i;
+    if (i == 0) batch_stamp = e.timestamp_ns();
+    EXPECT_EQ(e.timestamp_ns(), batch_stamp) << i;
+  }
+  EXPECT_GE(batch_stamp + kSlack, batch_before);
+  EXPECT_LE(batch_stamp, batch_claimed + kSlack);
+  EXPECT_LT(batch_stamp + 50'000'000, committed_by);
+  ASSERT_TRUE(t.try_next(e));
+  EXPECT_EQ(e.timestamp_ns(), 0u);
+
+  // Timestamps::none: unstamped unless set.
+  Producer quiet = Producer::attach(seg.segment(), {.timestamps = Timestamps::none});
+  Claim c;
+  ASSERT_EQ(quiet.try_claim(0, 1, 8, c), Status::ok);
+  c.commit();
+  ASSERT_TRUE(t.try_next(e));
+  EXPECT_EQ(e.timestamp_ns(), 0u);
 }
 
 // The claim's setters apply to every record of a batch, keyed or not, and neither the

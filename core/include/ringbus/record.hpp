@@ -46,7 +46,7 @@ struct RecordHeader {
   std::uint32_t producer_id;      // 40
   std::uint16_t type_id;          // 44
   std::uint16_t schema_version;   // 46
-  std::uint64_t timestamp_ns;     // 48 publish time, ns since the Unix epoch (0 = not stamped)
+  std::uint64_t timestamp_ns;     // 48 claim time, ns since the Unix epoch (0 = not stamped)
   std::uint64_t correlation_id;   // 56
 };
 
