@@ -11,6 +11,7 @@
 #include <string>
 #include <utility>
 
+#include "ringbus/segment.hpp"
 #include "support.hpp"
 
 namespace {
@@ -40,7 +41,7 @@ TEST(BenchSmoke, CompletesAndWritesValidJson) {
 
   simdjson::ondemand::object config = root["config"].get_object();
   EXPECT_EQ(std::string_view(config["mode"].get_string()), "smoke");
-  EXPECT_EQ(uint64_t(config["tput_capacity"].get_uint64()), uint64_t{1} << 20);  // the default ring
+  EXPECT_EQ(uint64_t(config["tput_capacity"].get_uint64()), ringbus::SegmentOptions{}.capacity);  // a segment's default
 
   simdjson::ondemand::object placement = root["placement"].get_object();
   const double start = placement["rtt_half_start_ns"].get_double();

@@ -61,7 +61,7 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--chunk", o->chunk, "Samples per interleaved turn of one system (default 50000)")
       ->check(not_negative);
   cmd->add_option("--capacity", o->capacity,
-                  "Log bytes of ringbus's ring in the throughput cases, a power of two (default 1M)");
+                  "Log bytes of ringbus's ring in the throughput cases, a power of two (default 16M, a segment's default)");
   cmd->add_option("--scenarios", o->scenarios,
                   fmt::format("Comma-separated: {} (default all)", fmt::join(bench::scenario_names(), ",")));
   cmd->add_flag("--no-progress", o->no_progress, "No progress bar");

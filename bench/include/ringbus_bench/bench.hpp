@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "ringbus/segment.hpp"
+
 namespace ringbus::bench {
 
 struct Options {
@@ -20,10 +22,10 @@ struct Options {
   std::uint64_t chunk = 50'000;         // samples per interleaved turn of one system
   int runs = 3;                         // results are medians over runs
   std::uint64_t tput_events = 10'000'000;  // events per throughput measurement
-  // Log bytes of ringbus's segment in the throughput cases (a power of two): within the
-  // L2 by default; with the two CPUs in different L3 domains a ring larger than the L3
-  // moves more (bench/RESULTS.md). The peers hold 4096 messages whatever it is.
-  std::uint64_t tput_capacity = std::uint64_t{1} << 20;
+  // Log bytes of ringbus's segment in the throughput cases (a power of two): by default
+  // the capacity a segment gets when none is asked for. Which ring moves the most depends
+  // on the CPU and the placement of the two vCPUs (bench/RESULTS.md, "Ring size").
+  std::uint64_t tput_capacity = SegmentOptions{}.capacity;
   std::vector<std::string> scenarios;   // empty: all
   std::function<void(double fraction, const std::string& what)> progress;
 };
