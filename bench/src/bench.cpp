@@ -93,6 +93,7 @@ void add_placements(std::span<LatencyResult> results, const std::vector<ChunkRec
       p.rtt_half_ns = median(around);
       p.chunks = count[s];
       p.samples = pooled[s].count();
+      p.spectrum = spectrum_of(pooled[s], ns_per_tick);
       results[s].by_placement.push_back(std::move(p));
     }
   }

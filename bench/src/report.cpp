@@ -56,6 +56,10 @@ std::string json_escape(const std::string& s) {
   return out;
 }
 
+// A ratio as the report prints it: two decimals, or two significant digits below 0.1
+// (a p99 of 2 us against a peer's stall of 1 ms is 0.0024x, not 0.00x).
+std::string times(double x) { return x >= 0.095 ? fmt::format("{:.2f}x", x) : fmt::format("{:.2g}x", x); }
+
 const LatencyResult* find(const Report& r, const std::string& scenario, std::uint32_t bytes, const std::string& system) {
   for (const LatencyResult& l : r.latency) {
     if (l.scenario == scenario && l.event_bytes == bytes && l.system == system) return &l;
@@ -141,26 +145,26 @@ std::vector<Target> targets(const Report& r) {
     const Peer peer99 = best_peer(r, "thread", 64, at, &LatencyStats::p99);
     if (rb && floor) {
       const double x = ratio(rb->p50, floor->p50);
-      out.push_back({"thread p50 <= 1.10 x floor p50" + where, x <= 1.10, fmt::format("{:.2f}x", x), at});
+      out.push_back({"thread p50 <= 1.10 x floor p50" + where, x <= 1.10, times(x), at});
     }
     if (rb && peer50.stats) {
       const double x = ratio(rb->p50, peer50.stats->p50);
       out.push_back({"thread p50 <= best peer p50 (" + peer50.result->system + ")" + where, x <= 1.0,
-                     fmt::format("{:.2f}x", x), at});
+                     times(x), at});
     }
     if (rb && peer99.stats) {
       const double x = ratio(rb->p99, peer99.stats->p99);
       // With the samples over 1 us (events queued behind a VM stall) beside it: when they
       // pass 1%, they are what p99 measures.
       out.push_back({"thread p99 <= best peer p99 (" + peer99.result->system + ")" + where, x <= 1.0,
-                     fmt::format("{:.2f}x (over 1 us: ringbus {:.2f}%, {} {:.2f}%)", x, rb->over_1us_pct,
+                     fmt::format("{} (over 1 us: ringbus {:.2f}%, {} {:.2f}%)", times(x), rb->over_1us_pct,
                                  peer99.result->system, peer99.stats->over_1us_pct),
                      at});
     }
     if (const LatencyStats* one = in(find(r, "thread", 64, "floor_oneway"), at); rb && one) {
       const double x = ratio(rb->p50, one->p50);
       out.push_back(
-          {"(reference) thread p50 / one-way one-line floor p50" + where, x <= 1.10, fmt::format("{:.2f}x", x), at});
+          {"(reference) thread p50 / one-way one-line floor p50" + where, x <= 1.10, times(x), at});
     }
   }
   // Against the thread-to-thread configuration interleaved in the same scenario.
@@ -173,7 +177,7 @@ std::vector<Target> targets(const Report& r) {
       const LatencyStats* ref = in(find(r, scenario, 64, "ringbus_thread"), at);
       if (x && ref) {
         const double v = ratio(x->p50, ref->p50);
-        out.push_back({what + placement_label(r, scenario, 64, at), v <= limit, fmt::format("{:.2f}x", v), at});
+        out.push_back({what + placement_label(r, scenario, 64, at), v <= limit, times(v), at});
       }
     }
   }
@@ -322,7 +326,7 @@ void print_table(const Report& r, std::FILE* out) {
       if (floor == nullptr || floor->p50 <= 0 || floor->p99 <= 0 || l.system == "floor") {
         return std::pair<std::string, std::string>{"-", "-"};
       }
-      return std::pair{fmt::format("{:.2f}x", st.p50 / floor->p50), fmt::format("{:.2f}x", st.p99 / floor->p99)};
+      return std::pair{times(st.p50 / floor->p50), times(st.p99 / floor->p99)};
     };
     bool split = false;
     fmt::print(out, "\nlatency, ns (median of runs)    {:>7} {:>7} {:>7} {:>8} {:>8} {:>9}  {:>9} {:>9} {:>8}\n", "p50",
@@ -379,9 +383,9 @@ void print_table(const Report& r, std::FILE* out) {
         const Peer p50 = best_peer(r, scenario, bytes, at, &LatencyStats::p50);
         const Peer p99 = best_peer(r, scenario, bytes, at, &LatencyStats::p99);
         if (rb && p50.stats && p99.stats) {
-          fmt::print(out, "  ringbus / best peer, {} {} B{}: p50 {:.2f}x ({}), p99 {:.2f}x ({})\n", scenario, bytes,
-                     placement_label(r, scenario, bytes, at), rb->p50 / p50.stats->p50, p50.result->system,
-                     rb->p99 / p99.stats->p99, p99.result->system);
+          fmt::print(out, "  ringbus / best peer, {} {} B{}: p50 {} ({}), p99 {} ({})\n", scenario, bytes,
+                     placement_label(r, scenario, bytes, at), times(rb->p50 / p50.stats->p50), p50.result->system,
+                     times(rb->p99 / p99.stats->p99), p99.result->system);
         }
       }
     }
@@ -496,6 +500,22 @@ bool write_plot(const Report& r, const std::string& png_path) {
     std::string title;
     std::vector<const LatencyResult*> lines;
   };
+  // What a line draws: the result's spectrum or, for a scenario that moved while it ran,
+  // that of the placement in which the scenario ran the most chunks (named beside it).
+  struct Drawn {
+    const std::vector<std::pair<double, double>>* spectrum;
+    std::string placement;
+  };
+  auto drawn = [&](const LatencyResult* l) {
+    const LatencyResult* floor = find(r, l->scenario, l->event_bytes, "floor");
+    const PlacementLatency* most = nullptr;
+    for (const PlacementLatency& p : (floor != nullptr ? floor : l)->by_placement) {
+      if (most == nullptr || p.chunks > most->chunks) most = &p;
+    }
+    const PlacementLatency* mine = most != nullptr ? placed(l, most->placement) : nullptr;
+    if (mine == nullptr) return Drawn{&l->spectrum, ""};
+    return Drawn{&mine->spectrum, fmt::format("{}, RTT/2 {:.0f} ns", most->placement, most->rtt_half_ns)};
+  };
   std::vector<Panel> panels;
   for (const auto& [scenario, bytes, title] : std::vector<std::tuple<std::string, std::uint32_t, std::string>>{
            {"thread", 64, "one-way, thread to thread, 64 B"},
@@ -505,7 +525,9 @@ bool write_plot(const Report& r, const std::string& png_path) {
     for (const LatencyResult& l : r.latency) {
       if (l.scenario == scenario && l.event_bytes == bytes) p.lines.push_back(&l);
     }
-    if (!p.lines.empty()) panels.push_back(p);
+    if (p.lines.empty()) continue;
+    if (const std::string where = drawn(p.lines.front()).placement; !where.empty()) p.title += " (" + where + ")";
+    panels.push_back(p);
   }
   Panel rb{"ringbus scenarios, 64 B", {}};
   for (const LatencyResult& l : r.latency) {
@@ -523,13 +545,14 @@ bool write_plot(const Report& r, const std::string& png_path) {
   }
 
   int block = 0;
-  std::map<const LatencyResult*, int> blocks;
+  std::map<const std::vector<std::pair<double, double>>*, int> blocks;
   for (const Panel& p : panels) {
     for (const LatencyResult* l : p.lines) {
-      if (blocks.count(l)) continue;
-      blocks[l] = block;
+      const auto* spectrum = drawn(l).spectrum;
+      if (blocks.count(spectrum)) continue;
+      blocks[spectrum] = block;
       gp << "$d" << block++ << " << EOD\n";
-      for (const auto& [nines, ns] : l->spectrum) gp << fmt::format("{:.3f} {:.1f}\n", nines, std::max(ns, 1.0));
+      for (const auto& [nines, ns] : *spectrum) gp << fmt::format("{:.3f} {:.1f}\n", nines, std::max(ns, 1.0));
       gp << "EOD\n";
     }
   }
@@ -538,8 +561,8 @@ bool write_plot(const Report& r, const std::string& png_path) {
   gp << "set termoption noenhanced\nset logscale y\nset grid\nset key top left\n";
   // One tic a "nine", as far as the largest run reaches (a smoke run stops near 3.6).
   double top_nines = 1;
-  for (const auto& [l, b] : blocks) {
-    if (!l->spectrum.empty()) top_nines = std::max(top_nines, l->spectrum.back().first);
+  for (const auto& [spectrum, b] : blocks) {
+    if (!spectrum->empty()) top_nines = std::max(top_nines, spectrum->back().first);
   }
   const int tics = std::min(6, static_cast<int>(std::ceil(top_nines)));
   static constexpr const char* kTicLabels[] = {"0%%", "90%%", "99%%", "99.9%%", "99.99%%", "99.999%%", "99.9999%%"};
@@ -553,8 +576,12 @@ bool write_plot(const Report& r, const std::string& png_path) {
     gp << "set title '" << p.title << "'\nplot ";
     for (std::size_t i = 0; i < p.lines.size(); ++i) {
       const LatencyResult* l = p.lines[i];
-      const std::string label = p.title.rfind("ringbus", 0) == 0 ? l->scenario : l->system;
-      gp << (i ? ", " : "") << "$d" << blocks[l] << " using 1:2 with lines lw 2 title '" << label << "'";
+      const Drawn d = drawn(l);
+      std::string label = l->system;
+      if (p.title.rfind("ringbus", 0) == 0) {
+        label = l->scenario + (d.placement.empty() ? "" : " (" + d.placement.substr(0, d.placement.find(',')) + ")");
+      }
+      gp << (i ? ", " : "") << "$d" << blocks[d.spectrum] << " using 1:2 with lines lw 2 title '" << label << "'";
     }
     gp << "\n";
   }

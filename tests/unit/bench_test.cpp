@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <random>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <tuple>
 #include <vector>
@@ -313,6 +314,13 @@ TEST(BenchReport, P99TargetShowsTheShareOfSamplesOverOneMicrosecond) {
   EXPECT_NE(table.find("met    thread p99 <= best peer p99 (boost_spsc)"), std::string::npos) << table;
   EXPECT_NE(table.find("0.16x (over 1 us: ringbus 0.40%, boost_spsc 1.20%)"), std::string::npos) << table;
   EXPECT_NE(table.find("     1.20\n"), std::string::npos) << table;  // the peer's row
+
+  // A ratio below 0.1 keeps two significant digits instead of printing as 0.00x.
+  r.latency.back().p99 = 1'000'000;
+  const std::string tiny = table_of(r);
+  EXPECT_NE(tiny.find("met    thread p99 <= best peer p99 (boost_spsc)"), std::string::npos) << tiny;
+  EXPECT_NE(tiny.find(" 0.00032x (over 1 us"), std::string::npos) << tiny;  // 322 / 1,000,000
+  EXPECT_EQ(tiny.find("0.00x"), std::string::npos) << tiny;
 }
 
 TEST(BenchReport, ChunksAreSortedByThePlacementProbedAroundThem) {
@@ -348,9 +356,10 @@ ringbus::bench::Report report_split_by_placement() {
       ringbus::bench::PlacementLatency p;
       p.placement = where;
       p.rtt_half_ns = rtt;
-      p.chunks = 2;
+      p.chunks = std::string_view(where) == "far" ? 3 : 2;
       p.samples = 4000;
       flat(p, p50);
+      p.spectrum = {{0.0, p50}, {1.0, p50 + 1}};
       l.by_placement.push_back(p);
     }
     r.latency.push_back(l);
@@ -370,7 +379,7 @@ TEST(BenchReport, AScenarioThatMovedIsJudgedWithinEachPlacement) {
   // Rows by placement, each rated by the floor of its own placement: ringbus 330 against
   // the far floor's 200.
   EXPECT_NE(table.find("far 200   floor"), std::string::npos) << table;
-  EXPECT_NE(table.find("ringbus               2     330     330     330      330      1.65x     1.65x"),
+  EXPECT_NE(table.find("ringbus               3     330     330     330      330      1.65x     1.65x"),
             std::string::npos)
       << table;
   EXPECT_NE(table.find("thread p50 <= best peer p50 (boost_spsc) [near, RTT/2 60 ns]"), std::string::npos) << table;
@@ -404,6 +413,22 @@ TEST(BenchReport, AScenarioThatMovedIsJudgedWithinEachPlacement) {
       << json;
   EXPECT_NE(json.find("\"value\": \"1.10x\", \"placement\": \"far\"}"), std::string::npos) << json;
   EXPECT_EQ(json.find("\"placement\": null"), std::string::npos) << json;  // no latency target over all chunks
+
+  // The plot draws the placement in which the scenario ran the most chunks, and says so.
+  const std::string png = ::testing::TempDir() + "bench-split.png";
+  (void)ringbus::bench::write_plot(report_split_by_placement(), png);  // false without gnuplot
+  std::FILE* gp = std::fopen((png + ".gp").c_str(), "r");
+  ASSERT_NE(gp, nullptr);
+  std::string script;
+  for (int c; (c = std::fgetc(gp)) != EOF;) script += static_cast<char>(c);
+  std::fclose(gp);
+  std::remove((png + ".gp").c_str());
+  std::remove(png.c_str());
+  EXPECT_NE(script.find("set title 'one-way, thread to thread, 64 B (far, RTT/2 200 ns)'"), std::string::npos)
+      << script;
+  EXPECT_NE(script.find("0.000 330.0\n1.000 331.0\n"), std::string::npos) << script;  // ringbus, far
+  EXPECT_EQ(script.find("0.000 100.0\n"), std::string::npos) << script;              // not its near or mixed figures
+  EXPECT_NE(script.find("title 'thread (far)'"), std::string::npos) << script;        // the ringbus panel
 
   // A scenario that stayed in one placement has no such rows and is judged as a whole.
   const std::string steady = table_of(report_with_floors(230, 241, 2 * 235, 226));

@@ -53,6 +53,7 @@ struct PlacementLatency : LatencyStats {
   double rtt_half_ns = 0;   // median of the RTT/2 probes around its chunks
   std::uint64_t chunks = 0;
   std::uint64_t samples = 0;
+  std::vector<std::pair<double, double>> spectrum;  // of these samples, for the plot
 };
 
 struct LatencyResult : LatencyStats {  // medians over runs
