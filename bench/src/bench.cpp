@@ -75,6 +75,8 @@ struct ChunkRecord {
 void add_placements(std::span<LatencyResult> results, const std::vector<ChunkRecord>& chunks,
                     const std::vector<ChunkProbes>& probes, double ns_per_tick) {
   const std::vector<ChunkPlacement> where = split_placements(probes);
+  const bool moved = std::any_of(where.begin(), where.end(), [](ChunkPlacement c) { return c != ChunkPlacement::all; });
+  for (LatencyResult& l : results) l.moved = moved;
   for (const auto& [side, name] : {std::pair{ChunkPlacement::near, "near"}, std::pair{ChunkPlacement::far, "far"}}) {
     std::vector<Histogram> pooled(results.size());
     std::vector<std::uint64_t> count(results.size(), 0);

@@ -92,10 +92,14 @@ std::vector<std::string> placements_of(const Report& r, const std::string& scena
   return {""};
 }
 
-// " [far, RTT/2 205 ns]" for a figure from one placement.
+// " [far, RTT/2 205 ns]" for a figure from one placement; " [placements mixed]" for one
+// over all the chunks of a scenario that moved but could not be split.
 std::string placement_label(const Report& r, const std::string& scenario, std::uint32_t bytes,
                             const std::string& placement) {
-  if (placement.empty()) return {};
+  if (placement.empty()) {
+    const LatencyResult* l = find(r, scenario, bytes, "ringbus");
+    return l != nullptr && l->moved ? " [placements mixed]" : "";
+  }
   const PlacementLatency* p = placed(find(r, scenario, bytes, "floor"), placement);
   return p ? fmt::format(" [{}, RTT/2 {:.0f} ns]", placement, p->rtt_half_ns) : " [" + placement + "]";
 }
@@ -328,19 +332,26 @@ void print_table(const Report& r, std::FILE* out) {
       }
       return std::pair{times(st.p50 / floor->p50), times(st.p99 / floor->p99)};
     };
-    bool split = false;
+    bool split = false, mixed = false;
     fmt::print(out, "\nlatency, ns (median of runs)    {:>7} {:>7} {:>7} {:>8} {:>8} {:>9}  {:>9} {:>9} {:>8}\n", "p50",
                "p90", "p99", "p99.9", "p99.99", "max", "p50/floor", "p99/floor", ">1us %");
     std::string last;
     for (const LatencyResult& l : r.latency) {
       split = split || !l.by_placement.empty();
-      const std::string label =
-          fmt::format("{} {} B{}", l.scenario, l.event_bytes, l.by_placement.empty() ? "" : "*");
+      mixed = mixed || (l.moved && l.by_placement.empty());
+      const char* mark = !l.by_placement.empty() ? "*" : l.moved ? "~" : "";
+      const std::string label = fmt::format("{} {} B{}", l.scenario, l.event_bytes, mark);
       const auto [r50, r99] = ratios(l, l, find(r, l.scenario, l.event_bytes, "floor"));
       fmt::print(out, "  {:<14} {:<15} {:>7.0f} {:>7.0f} {:>7.0f} {:>8.0f} {:>8.0f} {:>9.0f}  {:>9} {:>9} {:>8.2f}\n",
                  label == last ? "" : label, l.system, l.p50, l.p90, l.p99, l.p999, l.p9999, l.max, r50, r99,
                  l.over_1us_pct);
       last = label;
+    }
+    if (mixed) {
+      fmt::print(out,
+                 "  ~ the vCPUs changed placement while this scenario ran, and no placement had a chunk of every\n"
+                 "    system: its medians mix near and far chunks in different shares per system, so its ratios\n"
+                 "    and targets compare placements as much as systems (a longer run can split it).\n");
     }
     if (split) {
       fmt::print(out,
@@ -458,8 +469,9 @@ void write_json(const Report& r, const std::string& path) {
     j << fmt::format(
         "    {{\"system\": \"{}\", \"scenario\": \"{}\", \"event_bytes\": {}, \"p50_ns\": {:.1f}, \"p90_ns\": {:.1f}, "
         "\"p99_ns\": {:.1f}, \"p999_ns\": {:.1f}, \"p9999_ns\": {:.1f}, \"max_ns\": {:.1f}, \"samples\": {}, "
-        "\"over_1us_pct\": {:.3f}, \"by_placement\": [",
-        l.system, l.scenario, l.event_bytes, l.p50, l.p90, l.p99, l.p999, l.p9999, l.max, l.samples, l.over_1us_pct);
+        "\"over_1us_pct\": {:.3f}, \"moved\": {}, \"by_placement\": [",
+        l.system, l.scenario, l.event_bytes, l.p50, l.p90, l.p99, l.p999, l.p9999, l.max, l.samples, l.over_1us_pct,
+        l.moved);
     for (std::size_t i = 0; i < l.by_placement.size(); ++i) {
       const PlacementLatency& p = l.by_placement[i];
       j << fmt::format(

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <regex>
 #include <set>
 #include <string>
 #include <utility>
@@ -84,8 +85,10 @@ TEST(BenchSmoke, CompletesAndWritesValidJson) {
     EXPECT_LE(over, 100.0) << system << " " << scenario;
     // Empty unless the vCPUs changed placement while the scenario ran (no timing is
     // asserted, so either is right); each entry is one placement's chunks.
+    const bool moved = r["moved"].get_bool();
     std::set<std::string> seen;
     for (auto p : r["by_placement"].get_array()) {
+      EXPECT_TRUE(moved) << system << " " << scenario << ": split by placement, yet not moved";
       simdjson::ondemand::object o = p.get_object();
       const std::string where(std::string_view(o["placement"].get_string()));
       EXPECT_TRUE(where == "near" || where == "far") << where;
@@ -154,9 +157,13 @@ TEST(BenchSmoke, PlotDrawsTheSpectrumOfEverySystem) {
   EXPECT_NE(script.find("set output '" + std::string("/tmp/")), std::string::npos) << script;
   EXPECT_NE(script.find("''s plot.png'"), std::string::npos) << script;  // the quote doubled
   EXPECT_NE(script.find("set xtics ('0%%' 0, '90%%' 1, '99%%' 2"), std::string::npos) << script;
+  // A scenario that moved while it ran is drawn from one placement, named in its title.
   for (const char* panel : {"one-way, thread to thread, 64 B", "one-way, thread to thread, 1 KiB", "round trip, 64 B",
                             "ringbus scenarios, 64 B"}) {
-    EXPECT_NE(script.find(std::string("set title '") + panel + "'"), std::string::npos) << panel;
+    EXPECT_TRUE(std::regex_search(
+        script, std::regex(std::string("set title '") + panel + "( \\((near|far), RTT/2 [0-9]+ ns\\))?'\n")))
+        << panel << "\n"
+        << script;
   }
   for (const char* system : {"ringbus", "floor", "boost_spsc", "moodycamel_rwq", "atomic_queue"}) {
     EXPECT_NE(script.find(std::string("title '") + system + "'"), std::string::npos) << system;

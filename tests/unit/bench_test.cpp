@@ -344,6 +344,23 @@ TEST(BenchReport, ChunksAreSortedByThePlacementProbedAroundThem) {
   EXPECT_EQ(split_placements({{64.9, 97.46}}), std::vector<ChunkPlacement>{ChunkPlacement::mixed});
 }
 
+// A file's text, removing the file; empty if it cannot be read.
+std::string slurp(const std::string& path) {
+  std::string text;
+  if (std::FILE* f = std::fopen(path.c_str(), "r")) {
+    for (int c; (c = std::fgetc(f)) != EOF;) text += static_cast<char>(c);
+    std::fclose(f);
+  }
+  std::remove(path.c_str());
+  return text;
+}
+
+std::string json_of(const ringbus::bench::Report& r) {
+  const std::string path = ::testing::TempDir() + "bench-report.json";
+  ringbus::bench::write_json(r, path);
+  return slurp(path);
+}
+
 // The thread scenario of a run in which the vCPUs moved: near, ringbus beats every peer
 // and far it loses to one; over all chunks (medians mixing both) nothing is judged.
 ringbus::bench::Report report_split_by_placement() {
@@ -352,6 +369,7 @@ ringbus::bench::Report report_split_by_placement() {
   r.placement = {50, 0, 200};
   auto lat = [&](const char* system, double mixed, double near_p50, double far_p50) {
     ringbus::bench::LatencyResult l = flat_result("thread", system, mixed, 4000);
+    l.moved = true;
     for (const auto& [where, rtt, p50] : {std::tuple{"near", 60.0, near_p50}, std::tuple{"far", 200.0, far_p50}}) {
       ringbus::bench::PlacementLatency p;
       p.placement = where;
@@ -399,15 +417,8 @@ TEST(BenchReport, AScenarioThatMovedIsJudgedWithinEachPlacement) {
   EXPECT_EQ(judged.find("2.00x"), std::string::npos) << judged;
 
   // The JSON carries each placement's figures and says where each target was judged.
-  const std::string path = ::testing::TempDir() + "bench-split.json";
-  ringbus::bench::write_json(report_split_by_placement(), path);
-  std::FILE* f = std::fopen(path.c_str(), "r");
-  ASSERT_NE(f, nullptr);
-  std::string json;
-  for (int c; (c = std::fgetc(f)) != EOF;) json += static_cast<char>(c);
-  std::fclose(f);
-  std::remove(path.c_str());
-  EXPECT_NE(json.find("\"by_placement\": [\n      {\"placement\": \"near\", \"rtt_half_ns\": 60.0, \"chunks\": 2, "
+  const std::string json = json_of(report_split_by_placement());
+  EXPECT_NE(json.find("\"moved\": true, \"by_placement\": [\n      {\"placement\": \"near\", \"rtt_half_ns\": 60.0, \"chunks\": 2, "
                       "\"samples\": 4000, \"p50_ns\": 100.0"),
             std::string::npos)
       << json;
@@ -417,18 +428,26 @@ TEST(BenchReport, AScenarioThatMovedIsJudgedWithinEachPlacement) {
   // The plot draws the placement in which the scenario ran the most chunks, and says so.
   const std::string png = ::testing::TempDir() + "bench-split.png";
   (void)ringbus::bench::write_plot(report_split_by_placement(), png);  // false without gnuplot
-  std::FILE* gp = std::fopen((png + ".gp").c_str(), "r");
-  ASSERT_NE(gp, nullptr);
-  std::string script;
-  for (int c; (c = std::fgetc(gp)) != EOF;) script += static_cast<char>(c);
-  std::fclose(gp);
-  std::remove((png + ".gp").c_str());
+  const std::string script = slurp(png + ".gp");
   std::remove(png.c_str());
   EXPECT_NE(script.find("set title 'one-way, thread to thread, 64 B (far, RTT/2 200 ns)'"), std::string::npos)
       << script;
   EXPECT_NE(script.find("0.000 330.0\n1.000 331.0\n"), std::string::npos) << script;  // ringbus, far
   EXPECT_EQ(script.find("0.000 100.0\n"), std::string::npos) << script;              // not its near or mixed figures
   EXPECT_NE(script.find("title 'thread (far)'"), std::string::npos) << script;        // the ringbus panel
+
+  // A scenario that moved but could not be split (no placement had a chunk of every
+  // system) is marked, and its targets say that they compare mixed placements.
+  ringbus::bench::Report unsplit = report_split_by_placement();
+  for (ringbus::bench::LatencyResult& l : unsplit.latency) l.by_placement.clear();
+  const std::string mixed = table_of(unsplit);
+  EXPECT_NE(mixed.find("thread 64 B~"), std::string::npos) << mixed;
+  EXPECT_NE(mixed.find("  ~ the vCPUs changed placement while this scenario ran, and no placement"), std::string::npos)
+      << mixed;
+  EXPECT_NE(mixed.find("MISSED thread p50 <= 1.10 x floor p50 [placements mixed]"), std::string::npos) << mixed;
+  EXPECT_NE(mixed.find("ringbus / best peer, thread 64 B [placements mixed]: p50"), std::string::npos) << mixed;
+  EXPECT_EQ(mixed.find("latency by placement"), std::string::npos) << mixed;
+  EXPECT_NE(json_of(unsplit).find("\"moved\": true, \"by_placement\": []"), std::string::npos);
 
   // A scenario that stayed in one placement has no such rows and is judged as a whole.
   const std::string steady = table_of(report_with_floors(230, 241, 2 * 235, 226));

@@ -63,7 +63,11 @@ struct LatencyResult : LatencyStats {  // medians over runs
   std::uint64_t samples = 0;  // per run
   // The percentile spectrum of the median run, for the plot: (nines, ns) pairs.
   std::vector<std::pair<double, double>> spectrum;
-  // Empty unless the scenario's chunks ran in both placements; then "near" and/or "far".
+  // True when the scenario's chunks ran in both placements. by_placement then holds
+  // "near" and/or "far", each where every system ran a chunk; it stays empty when
+  // neither placement had a chunk of every system (a short run), and the figures above
+  // then mix the placements in different shares per system.
+  bool moved = false;
   std::vector<PlacementLatency> by_placement;
 };
 
