@@ -270,18 +270,50 @@ Report run(const Options& o) {
     if (wanted(o, c.scenario)) picked.push_back(&c);
   }
   std::vector<std::vector<double>> rates(picked.size()), probes(picked.size());
-  if (!picked.empty()) report.placement.before_tput_ns = probe_floor(o, 20'000);
-  for (int r = 0; r < o.runs; ++r) {
-    for (std::size_t i = 0; i < picked.size(); ++i) {
-      probes[i].push_back(probe_floor(o, kCaseProbeSamples));
-      rates[i].push_back(measure_throughput(*picked[i], o, o.tput_events));
-      tick(10, picked[i]->scenario + ": " + picked[i]->system);
+  // Every measurement in order, with the probes around it: the probe before the next
+  // measurement is the one after this.
+  std::vector<std::pair<std::size_t, double>> measured;  // (case, rate)
+  std::vector<ChunkProbes> around;
+  if (!picked.empty()) {
+    report.placement.before_tput_ns = probe_floor(o, 20'000);
+    double probe = probe_floor(o, kCaseProbeSamples);
+    for (int r = 0; r < o.runs; ++r) {
+      for (std::size_t i = 0; i < picked.size(); ++i) {
+        probes[i].push_back(probe);
+        rates[i].push_back(measure_throughput(*picked[i], o, o.tput_events));
+        const double after = probe_floor(o, kCaseProbeSamples);
+        measured.emplace_back(i, rates[i].back());
+        around.push_back({probe, after});
+        probe = after;
+        tick(10, picked[i]->scenario + ": " + picked[i]->system);
+      }
     }
   }
+  const std::vector<ChunkPlacement> where = split_placements(around);
+  const bool moved = std::any_of(where.begin(), where.end(), [](ChunkPlacement c) { return c != ChunkPlacement::all; });
   for (std::size_t i = 0; i < picked.size(); ++i) {
     const ThroughputCase& c = *picked[i];
-    report.throughput.push_back(
-        {c.system, c.scenario, c.event_bytes, c.producers, c.batch, median(rates[i]), median(probes[i])});
+    ThroughputResult t;
+    t.system = c.system;
+    t.scenario = c.scenario;
+    t.event_bytes = c.event_bytes;
+    t.producers = c.producers;
+    t.batch = c.batch;
+    t.events_per_s = median(rates[i]);
+    t.rtt_half_ns = median(probes[i]);
+    t.moved = moved;
+    for (const auto& [side, name] : {std::pair{ChunkPlacement::near, "near"}, std::pair{ChunkPlacement::far, "far"}}) {
+      std::vector<double> in_side, probed;
+      for (std::size_t m = 0; m < measured.size(); ++m) {
+        if (measured[m].first != i || where[m] != side) continue;
+        in_side.push_back(measured[m].second);
+        probed.insert(probed.end(), {around[m].before_ns, around[m].after_ns});
+      }
+      if (!in_side.empty()) {
+        t.by_placement.push_back({name, median(probed), static_cast<std::uint32_t>(in_side.size()), median(in_side)});
+      }
+    }
+    report.throughput.push_back(std::move(t));
   }
   report.placement.end_ns = probe_floor(o, 20'000);
   return report;

@@ -189,9 +189,17 @@ std::vector<Target> targets(const Report& r) {
   for (const auto& [scenario, batch, what, least] : std::vector<std::tuple<std::string, std::uint32_t, std::string, double>>{
            {"tput64", 1, "64-byte events, 1 producer >= 40 M/s", 40e6},
            {"tput8", 32, "8-byte events, 1 producer, batched >= 120 M/s", 120e6}}) {
-    if (const ThroughputResult* t = find_tput(r, scenario, "ringbus", 1, batch)) {
-      out.push_back({what, t->events_per_s >= least,
+    const ThroughputResult* t = find_tput(r, scenario, "ringbus", 1, batch);
+    if (t == nullptr) continue;
+    if (t->by_placement.empty()) {
+      out.push_back({what + (t->moved ? " [placements mixed]" : ""), t->events_per_s >= least,
                      fmt::format("{:.1f} M/s (RTT/2 {:.0f} ns)", t->events_per_s / 1e6, t->rtt_half_ns), ""});
+    }
+    // Measured in both placements: judged in each, like a latency scenario that moved.
+    for (const PlacementRate& p : t->by_placement) {
+      out.push_back({fmt::format("{} [{}, RTT/2 {:.0f} ns]", what, p.placement, p.rtt_half_ns), p.events_per_s >= least,
+                     fmt::format("{:.1f} M/s ({} of {} runs)", p.events_per_s / 1e6, p.measurements, r.options.runs),
+                     p.placement});
     }
   }
   return out;
@@ -220,6 +228,13 @@ PlacementRange range_of(const std::vector<double>& rtt_halves) {
   range.min_ns = std::round(range.min_ns * 10) / 10;
   range.max_ns = std::round(range.max_ns * 10) / 10;
   return range;
+}
+
+// "55" or "55-60": the RTT/2s a throughput row was probed at, in whole ns.
+std::string rtt_span(const std::vector<double>& probed) {
+  const PlacementRange row = range_of(probed);
+  const std::string lo = fmt::format("{:.0f}", row.min_ns), hi = fmt::format("{:.0f}", row.max_ns);
+  return lo == hi ? hi : lo + "-" + hi;
 }
 
 }  // namespace
@@ -289,7 +304,10 @@ std::vector<ChunkPlacement> split_placements(const std::vector<ChunkProbes>& chu
 
 PlacementRange placement_range(const Report& r) {
   std::vector<double> all{r.placement.start_ns, r.placement.before_tput_ns, r.placement.end_ns};
-  for (const ThroughputResult& t : r.throughput) all.push_back(t.rtt_half_ns);
+  for (const ThroughputResult& t : r.throughput) {
+    all.push_back(t.rtt_half_ns);
+    for (const PlacementRate& p : t.by_placement) all.push_back(p.rtt_half_ns);
+  }
   for (const LatencyResult& l : r.latency) {
     if (l.system == "floor") all.push_back(l.scenario == "rtt" ? l.p50 / 2 : l.p50);
     for (const PlacementLatency& p : l.by_placement) all.push_back(p.rtt_half_ns);
@@ -418,12 +436,37 @@ void print_table(const Report& r, std::FILE* out) {
         return fmt::format("{:.1f}", x->events_per_s / 1e6);
       };
       const std::string cells[] = {cell(1, 1), cell(1, 32), cell(2, 1), cell(2, 32)};
-      const PlacementRange row = range_of(probed);
-      const std::string lo = fmt::format("{:.0f}", row.min_ns), hi = fmt::format("{:.0f}", row.max_ns);
-      const std::string rtt = lo == hi ? hi : lo + "-" + hi;
       fmt::print(out, "  {:<8} {:<30} {:>7} {:>8} {:>8} {:>8} {:>10}\n", t.scenario == last ? "" : t.scenario,
-                 t.system, cells[0], cells[1], cells[2], cells[3], rtt);
+                 t.system, cells[0], cells[1], cells[2], cells[3], rtt_span(probed));
       last = t.scenario;
+    }
+    if (r.throughput.front().moved) {
+      // The same cells, each the median of the measurements probed in one placement.
+      fmt::print(out,
+                 "\nthroughput by placement, M events/s (median of the runs probed in each; the vCPUs changed "
+                 "placement\nduring the throughput cases, so the rows above mix near and far runs)\n");
+      last.clear();
+      for (const char* at : {"near", "far"}) {
+        for (const ThroughputResult& t : r.throughput) {
+          if (t.producers != 1 || t.batch != 1) continue;
+          std::vector<double> probed;
+          auto cell = [&](std::uint32_t producers, std::uint32_t batch) {
+            const ThroughputResult* x = find_tput(r, t.scenario, t.system, producers, batch);
+            for (const PlacementRate& p : x != nullptr ? x->by_placement : std::vector<PlacementRate>{}) {
+              if (p.placement != at) continue;
+              probed.push_back(p.rtt_half_ns);
+              return fmt::format("{:.1f}", p.events_per_s / 1e6);
+            }
+            return std::string("-");
+          };
+          const std::string cells[] = {cell(1, 1), cell(1, 32), cell(2, 1), cell(2, 32)};
+          if (probed.empty()) continue;
+          const std::string label = fmt::format("{} {}", t.scenario, at);
+          fmt::print(out, "  {:<13} {:<25} {:>7} {:>8} {:>8} {:>8} {:>10}\n", label == last ? "" : label, t.system,
+                     cells[0], cells[1], cells[2], cells[3], rtt_span(probed));
+          last = label;
+        }
+      }
     }
   }
   const auto ts = targets(r);
@@ -488,8 +531,14 @@ void write_json(const Report& r, const std::string& path) {
     first = false;
     j << fmt::format(
         "    {{\"system\": \"{}\", \"scenario\": \"{}\", \"event_bytes\": {}, \"producers\": {}, \"batch\": {}, "
-        "\"events_per_s\": {:.0f}, \"rtt_half_ns\": {:.1f}}}",
-        t.system, t.scenario, t.event_bytes, t.producers, t.batch, t.events_per_s, t.rtt_half_ns);
+        "\"events_per_s\": {:.0f}, \"rtt_half_ns\": {:.1f}, \"moved\": {}, \"by_placement\": [",
+        t.system, t.scenario, t.event_bytes, t.producers, t.batch, t.events_per_s, t.rtt_half_ns, t.moved);
+    for (std::size_t i = 0; i < t.by_placement.size(); ++i) {
+      const PlacementRate& p = t.by_placement[i];
+      j << fmt::format("{}{{\"placement\": \"{}\", \"rtt_half_ns\": {:.1f}, \"measurements\": {}, \"events_per_s\": {:.0f}}}",
+                       i ? ", " : "", p.placement, p.rtt_half_ns, p.measurements, p.events_per_s);
+    }
+    j << "]}";
   }
   j << "\n  ],\n  \"targets\": [";
   first = true;

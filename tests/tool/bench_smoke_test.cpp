@@ -70,6 +70,18 @@ TEST(BenchSmoke, CompletesAndWritesValidJson) {
       const double probed = r["rtt_half_ns"].get_double();  // the placement it was measured in
       EXPECT_GE(probed, lowest) << system << " " << scenario;
       EXPECT_LE(probed, highest) << system << " " << scenario;
+      const bool moved = r["moved"].get_bool();
+      for (auto p : r["by_placement"].get_array()) {  // only when the measurements moved
+        simdjson::ondemand::object o = p.get_object();
+        EXPECT_TRUE(moved) << system << " " << scenario;
+        const std::string_view where = o["placement"].get_string();
+        EXPECT_TRUE(where == "near" || where == "far") << where;
+        const double at = o["rtt_half_ns"].get_double();
+        EXPECT_GE(at, lowest) << system << " " << scenario;
+        EXPECT_LE(at, highest) << system << " " << scenario;
+        EXPECT_GE(int64_t(o["measurements"].get_int64()), 1);
+        EXPECT_GT(double(o["events_per_s"].get_double()), 0.0);
+      }
       continue;
     }
     double last = 0;

@@ -456,4 +456,42 @@ TEST(BenchReport, AScenarioThatMovedIsJudgedWithinEachPlacement) {
   EXPECT_NE(steady.find("thread p50 <= 1.10 x floor p50  "), std::string::npos) << steady;
 }
 
+// Throughput measurements probed in both placements are reported and judged in each.
+TEST(BenchReport, ThroughputThatMovedIsJudgedWithinEachPlacement) {
+  ringbus::bench::Report r = report_with_floors(60, 60, 120, 60);
+  r.options.runs = 3;
+  r.throughput.clear();
+  auto rate = [&](const char* scenario, std::uint32_t batch, double mixed, double near, double far) {
+    ringbus::bench::ThroughputResult t{"ringbus", scenario, 64, 1, batch, mixed, 60};
+    t.moved = true;
+    t.by_placement = {{"near", 60, 2, near}, {"far", 210, 1, far}};
+    r.throughput.push_back(t);
+  };
+  rate("tput64", 1, 44e6, 45e6, 15e6);
+  rate("tput8", 32, 100e6, 130e6, 50e6);
+  const std::string table = table_of(r);
+  EXPECT_NE(table.find("throughput by placement"), std::string::npos) << table;
+  EXPECT_NE(table.find("tput64 near   ringbus                      45.0"), std::string::npos) << table;
+  EXPECT_NE(table.find("tput64 far    ringbus                      15.0"), std::string::npos) << table;
+  EXPECT_NE(table.find("met    64-byte events, 1 producer >= 40 M/s [near, RTT/2 60 ns]"), std::string::npos) << table;
+  EXPECT_NE(table.find("45.0 M/s (2 of 3 runs)"), std::string::npos) << table;
+  EXPECT_NE(table.find("MISSED 64-byte events, 1 producer >= 40 M/s [far, RTT/2 210 ns]"), std::string::npos) << table;
+  EXPECT_NE(table.find("met    8-byte events, 1 producer, batched >= 120 M/s [near, RTT/2 60 ns]"), std::string::npos)
+      << table;
+  // Not judged on the median that mixes them (44 M/s would have met the target).
+  EXPECT_EQ(table.find("44.0 M/s"), std::string::npos) << table;
+  const std::string json = json_of(r);
+  EXPECT_NE(json.find("\"moved\": true, \"by_placement\": [{\"placement\": \"near\", \"rtt_half_ns\": 60.0, "
+                      "\"measurements\": 2, \"events_per_s\": 45000000}, {\"placement\": \"far\""),
+            std::string::npos)
+      << json;
+  EXPECT_NE(json.find("\"value\": \"15.0 M/s (1 of 3 runs)\", \"placement\": \"far\""), std::string::npos) << json;
+  EXPECT_DOUBLE_EQ(ringbus::bench::placement_range(r).max_ns, 210);
+
+  // All measured in one placement: one row each, judged as before.
+  const std::string steady = table_of(report_with_floors(230, 241, 2 * 235, 226));
+  EXPECT_EQ(steady.find("throughput by placement"), std::string::npos) << steady;
+  EXPECT_NE(steady.find("MISSED 64-byte events, 1 producer >= 40 M/s "), std::string::npos) << steady;
+}
+
 }  // namespace

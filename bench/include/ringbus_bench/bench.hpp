@@ -87,6 +87,16 @@ struct ChunkProbes {
 };
 std::vector<ChunkPlacement> split_placements(const std::vector<ChunkProbes>& chunks);
 
+// A throughput case's measurements that ran in one placement. Each measurement is known
+// by the RTT/2 probed just before and just after it, sorted as latency chunks are
+// (split_placements, over every probe of the run's throughput cases).
+struct PlacementRate {
+  std::string placement;    // "near" or "far"
+  double rtt_half_ns = 0;   // median of the probes around its measurements
+  std::uint32_t measurements = 0;
+  double events_per_s = 0;  // median of those measurements
+};
+
 struct ThroughputResult {
   std::string system;
   std::string scenario;  // tput8, tput64, tput512
@@ -97,6 +107,10 @@ struct ThroughputResult {
   // Median RTT/2 of the placement probes taken just before each of its runs: which
   // placement of the two vCPUs the rate was measured in.
   double rtt_half_ns = 0;
+  // True when the run's throughput measurements ran in both placements; by_placement then
+  // holds this case's rate in each placement it was measured in.
+  bool moved = false;
+  std::vector<PlacementRate> by_placement;
 };
 
 struct Machine {
