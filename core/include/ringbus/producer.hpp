@@ -375,7 +375,7 @@ inline Status Producer::claim_impl(std::uint64_t key, std::uint64_t expected, bo
   out.key_seq_flags_ = first_key_seq;
   out.pseq_ = next_seq_;
   out.correlation_ = 0;
-  // Stamped here, before the payload is written, not at commit: on our AMD VMs a clock
+  // Stamped here, before the payload is written, not at commit: on Zen 4 EPYC VMs a clock
   // read between the payload's stores and the header's added about one line transfer to
   // publish-to-handle latency (DESIGN.md, "Claim and commit").
   out.timestamp_ = timestamps_ == Timestamps::clock ? wall_clock_ns() : 0;
