@@ -12,6 +12,7 @@
 #include <memory>
 #include <span>
 #include <stdexcept>
+#include <utility>
 
 #include "latency.hpp"
 #include "ringbus/consumer.hpp"
@@ -63,6 +64,15 @@ std::vector<std::pair<double, double>> spectrum_of(const Histogram& h, double ns
   return out;
 }
 
+// The two placements split_placements sorts chunks and measurements into, as reported.
+constexpr std::pair<ChunkPlacement, const char*> kPlacements[] = {{ChunkPlacement::near, "near"},
+                                                                   {ChunkPlacement::far, "far"}};
+
+// True if split_placements found the probes in both placements.
+bool moved(const std::vector<ChunkPlacement>& where) {
+  return std::any_of(where.begin(), where.end(), [](ChunkPlacement c) { return c != ChunkPlacement::all; });
+}
+
 // One latency chunk of one system, kept until its scenario has run.
 struct ChunkRecord {
   std::size_t system;  // index in the scenario
@@ -75,9 +85,8 @@ struct ChunkRecord {
 void add_placements(std::span<LatencyResult> results, const std::vector<ChunkRecord>& chunks,
                     const std::vector<ChunkProbes>& probes, double ns_per_tick) {
   const std::vector<ChunkPlacement> where = split_placements(probes);
-  const bool moved = std::any_of(where.begin(), where.end(), [](ChunkPlacement c) { return c != ChunkPlacement::all; });
-  for (LatencyResult& l : results) l.moved = moved;
-  for (const auto& [side, name] : {std::pair{ChunkPlacement::near, "near"}, std::pair{ChunkPlacement::far, "far"}}) {
+  for (LatencyResult& l : results) l.moved = moved(where);
+  for (const auto& [side, name] : kPlacements) {
     std::vector<Histogram> pooled(results.size());
     std::vector<std::uint64_t> count(results.size(), 0);
     std::vector<double> around;
@@ -290,7 +299,6 @@ Report run(const Options& o) {
     }
   }
   const std::vector<ChunkPlacement> where = split_placements(around);
-  const bool moved = std::any_of(where.begin(), where.end(), [](ChunkPlacement c) { return c != ChunkPlacement::all; });
   for (std::size_t i = 0; i < picked.size(); ++i) {
     const ThroughputCase& c = *picked[i];
     ThroughputResult t;
@@ -301,8 +309,8 @@ Report run(const Options& o) {
     t.batch = c.batch;
     t.events_per_s = median(rates[i]);
     t.rtt_half_ns = median(probes[i]);
-    t.moved = moved;
-    for (const auto& [side, name] : {std::pair{ChunkPlacement::near, "near"}, std::pair{ChunkPlacement::far, "far"}}) {
+    t.moved = moved(where);
+    for (const auto& [side, name] : kPlacements) {
       std::vector<double> in_side, probed;
       for (std::size_t m = 0; m < measured.size(); ++m) {
         if (measured[m].first != i || where[m] != side) continue;

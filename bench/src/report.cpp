@@ -237,6 +237,37 @@ std::string rtt_span(const std::vector<double>& probed) {
   return lo == hi ? hi : lo + "-" + hi;
 }
 
+// The throughput rows, a row per scenario and system, cells for 1 and 2 producers,
+// plain and batched: medians over all runs (placement ""), or over the runs probed in
+// one placement (rows with no such run left out).
+void print_tput_rows(std::FILE* out, const Report& r, const std::string& at) {
+  std::string last;
+  for (const ThroughputResult& t : r.throughput) {
+    if (t.producers != 1 || t.batch != 1) continue;
+    std::vector<double> probed;
+    auto cell = [&](std::uint32_t producers, std::uint32_t batch) {
+      const ThroughputResult* x = find_tput(r, t.scenario, t.system, producers, batch);
+      if (x != nullptr && at.empty()) {
+        probed.push_back(x->rtt_half_ns);
+        return fmt::format("{:.1f}", x->events_per_s / 1e6);
+      }
+      for (const PlacementRate& p : x != nullptr ? x->by_placement : std::vector<PlacementRate>{}) {
+        if (p.placement != at) continue;
+        probed.push_back(p.rtt_half_ns);
+        return fmt::format("{:.1f}", p.events_per_s / 1e6);
+      }
+      return std::string("-");
+    };
+    const std::string cells[] = {cell(1, 1), cell(1, 32), cell(2, 1), cell(2, 32)};
+    if (probed.empty()) continue;
+    const std::string label = at.empty() ? t.scenario : t.scenario + " " + at;
+    const int label_width = at.empty() ? 8 : 13;  // the system column starts where the label ends
+    fmt::print(out, "  {:<{}} {:<{}} {:>7} {:>8} {:>8} {:>8} {:>10}\n", label == last ? "" : label, label_width,
+               t.system, 38 - label_width, cells[0], cells[1], cells[2], cells[3], rtt_span(probed));
+    last = label;
+  }
+}
+
 }  // namespace
 
 Machine describe_machine() {
@@ -425,48 +456,12 @@ void print_table(const Report& r, std::FILE* out) {
                ring >= (1u << 20) ? fmt::format("{} MiB", ring >> 20) : fmt::format("{} KiB", ring >> 10));
     fmt::print(out, "                                          1 producer        2 producers   RTT/2 ns\n");
     fmt::print(out, "                                          plain  batch32    plain  batch32   (probed)\n");
-    std::string last;
-    for (const ThroughputResult& t : r.throughput) {
-      if (t.producers != 1 || t.batch != 1) continue;
-      std::vector<double> probed;
-      auto cell = [&](std::uint32_t producers, std::uint32_t batch) {
-        const ThroughputResult* x = find_tput(r, t.scenario, t.system, producers, batch);
-        if (x == nullptr) return std::string("-");
-        probed.push_back(x->rtt_half_ns);
-        return fmt::format("{:.1f}", x->events_per_s / 1e6);
-      };
-      const std::string cells[] = {cell(1, 1), cell(1, 32), cell(2, 1), cell(2, 32)};
-      fmt::print(out, "  {:<8} {:<30} {:>7} {:>8} {:>8} {:>8} {:>10}\n", t.scenario == last ? "" : t.scenario,
-                 t.system, cells[0], cells[1], cells[2], cells[3], rtt_span(probed));
-      last = t.scenario;
-    }
+    print_tput_rows(out, r, "");
     if (r.throughput.front().moved) {
-      // The same cells, each the median of the measurements probed in one placement.
       fmt::print(out,
                  "\nthroughput by placement, M events/s (median of the runs probed in each; the vCPUs changed "
                  "placement\nduring the throughput cases, so the rows above mix near and far runs)\n");
-      last.clear();
-      for (const char* at : {"near", "far"}) {
-        for (const ThroughputResult& t : r.throughput) {
-          if (t.producers != 1 || t.batch != 1) continue;
-          std::vector<double> probed;
-          auto cell = [&](std::uint32_t producers, std::uint32_t batch) {
-            const ThroughputResult* x = find_tput(r, t.scenario, t.system, producers, batch);
-            for (const PlacementRate& p : x != nullptr ? x->by_placement : std::vector<PlacementRate>{}) {
-              if (p.placement != at) continue;
-              probed.push_back(p.rtt_half_ns);
-              return fmt::format("{:.1f}", p.events_per_s / 1e6);
-            }
-            return std::string("-");
-          };
-          const std::string cells[] = {cell(1, 1), cell(1, 32), cell(2, 1), cell(2, 32)};
-          if (probed.empty()) continue;
-          const std::string label = fmt::format("{} {}", t.scenario, at);
-          fmt::print(out, "  {:<13} {:<25} {:>7} {:>8} {:>8} {:>8} {:>10}\n", label == last ? "" : label, t.system,
-                     cells[0], cells[1], cells[2], cells[3], rtt_span(probed));
-          last = label;
-        }
-      }
+      for (const char* at : {"near", "far"}) print_tput_rows(out, r, at);
     }
   }
   const auto ts = targets(r);

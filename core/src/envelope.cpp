@@ -121,8 +121,13 @@ Status publish_envelope(Producer& producer, SchemaRegistry& registry, const Enve
   Claim c;
   const Status s = producer.claim(e.key.empty() ? 0 : key_of(e.key), type, static_cast<std::uint32_t>(size), c, timeout);
   if (s != Status::ok) return s;
-  // Before the payload's stores, as the producer stamps its claims (DESIGN.md, "Claim and commit").
-  c.set_timestamp_ns(e.timestamp_ns != 0 ? e.timestamp_ns : wall_clock_ns());
+  // The envelope's own time, else the claim's stamp, else (a producer with
+  // Timestamps::none) the time now, before the payload's stores (DESIGN.md, "Claim and commit").
+  if (e.timestamp_ns != 0) {
+    c.set_timestamp_ns(e.timestamp_ns);
+  } else if (c.timestamp_ns() == 0) {
+    c.set_timestamp_ns(wall_clock_ns());
+  }
   encode_envelope_payload(e, c.payload());
   c.set_schema_version(e.version);
   c.set_correlation_id(e.correlation_id.empty() ? 0 : key_of(e.correlation_id));

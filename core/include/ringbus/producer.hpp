@@ -84,6 +84,7 @@ class Claim {
   void set_correlation_id(std::uint64_t v) noexcept { correlation_ = v; }
   // Replaces the stamp the claim took (ProducerOptions::timestamps); 0 leaves the record unstamped.
   void set_timestamp_ns(std::uint64_t v) noexcept { timestamp_ = v; }
+  [[nodiscard]] std::uint64_t timestamp_ns() const noexcept { return timestamp_; }
   void set_schema_version(std::uint16_t v) noexcept {
     meta_ = (meta_ & ~(std::uint64_t{0xffff} << 16)) | (std::uint64_t{v} << 16);
   }
