@@ -280,6 +280,12 @@ ConsumerGroup ConsumerGroup::join(const Segment& segment, std::string_view name,
     throw Error(Errc::invalid_options, where + ": retry.delay and wait.sleep must not be negative, and unblock_after "
                                            "must be from 0 to 24 h");
   }
+  if (options.trail_bytes > segment.refs().capacity / 4 || options.trail_max_delay.count() < 0 ||
+      options.trail_max_delay > std::chrono::seconds{1}) {
+    throw Error(Errc::invalid_options, where + ": trail_bytes must be at most a quarter of the log's capacity (" +
+                                           std::to_string(segment.refs().capacity / 4) +
+                                           " bytes) and trail_max_delay from 0 to 1 s");
+  }
   if (options.dedup && segment.refs().dedup == nullptr) {
     throw Error(Errc::invalid_options, where + ": dedup needs a segment created with a dedup window (dedup_window > 0)");
   }
@@ -422,6 +428,13 @@ ConsumerGroup ConsumerGroup::join(const Segment& segment, std::string_view name,
     w->voids_ = gs.worker[i].voids_seen.load(std::memory_order_relaxed);
     w->wait_ = options.wait;
     w->unblock_after_ns_ = static_cast<std::uint64_t>(options.unblock_after.count()) * 1'000'000ull;
+    if (options.trail_bytes != 0) {
+      const double ns_per_tick = Tsc::ns_per_tick();
+      w->trail_bytes_ = options.trail_bytes;
+      w->trail_delay_ticks_ =
+          static_cast<std::uint64_t>(static_cast<double>(options.trail_max_delay.count()) * 1000.0 / ns_per_tick);
+      w->trail_read_every_ticks_ = static_cast<std::uint64_t>(static_cast<double>(kTrailTailReadNs) / ns_per_tick);
+    }
     w->batch_buf_.reserve(options.batch);
     st->workers.push_back(std::move(w));
   }

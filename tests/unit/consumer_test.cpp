@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <sched.h>
 
+#include <array>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -211,6 +212,15 @@ TEST(ConsumerGroup, NamesAndOptionsAreValidated) {
     EXPECT_NE(refusal(o).find("must not be negative, and unblock_after must be from 0 to 24 h"), std::string::npos)
         << refusal(o);
   }
+  // Trailing: at most a quarter of the 64 KiB log, a delay from 0 to 1 s.
+  for (const GroupOptions& o : {GroupOptions{.trail_bytes = 16 * 1024 + 1},
+                                GroupOptions{.trail_bytes = 64, .trail_max_delay = std::chrono::microseconds{-1}},
+                                GroupOptions{.trail_bytes = 64, .trail_max_delay = std::chrono::seconds{2}}}) {
+    EXPECT_NE(refusal(o).find("trail_bytes must be at most a quarter of the log's capacity (16384 bytes)"),
+              std::string::npos)
+        << refusal(o);
+  }
+  EXPECT_EQ(refusal({.trail_bytes = 16 * 1024, .trail_max_delay = std::chrono::seconds{1}}), "accepted");
   GroupOptions day;
   day.unblock_after = std::chrono::hours{24};
   EXPECT_EQ(refusal(day), "accepted");
@@ -438,6 +448,94 @@ TEST(ConsumerGroup, BatchDeliveryHandsOverEverythingReady) {
   EXPECT_EQ(values.size(), 100u);
   EXPECT_GT(*std::max_element(sizes.begin(), sizes.end()), 1u);
   for (std::size_t n : sizes) EXPECT_LE(n, 32u);
+}
+
+// Publishes values from..to-1 as 64-byte events: 128-byte records.
+void publish_records(Producer& p, std::uint64_t from, std::uint64_t to) {
+  for (std::uint64_t v = from; v < to; ++v) {
+    std::array<std::uint64_t, 8> payload{v};
+    ASSERT_EQ(p.publish(0, 1, std::as_bytes(std::span(payload))), Status::ok);
+  }
+}
+constexpr std::uint64_t kRecord = 128;
+
+// Polls until `done` holds (the watchdog ends a hang), then a while longer; returns
+// the values handed over, in order.
+template <class Poll>
+std::vector<std::uint64_t> poll_until(Poll&& poll, std::size_t want, std::size_t extra_polls) {
+  std::vector<std::uint64_t> got;
+  EXPECT_TRUE(test::eventually([&] {
+    poll(got);
+    return got.size() >= want;
+  }));
+  for (std::size_t i = 0; i < extra_polls; ++i) poll(got);
+  return got;
+}
+
+TEST(ConsumerGroup, ATrailingWorkerReadsOnlyWhatLiesTrailBytesBehindTheTail) {
+  TempSegment seg;
+  const GroupOptions trailing{.trail_bytes = 32 * kRecord, .trail_max_delay = std::chrono::seconds{1}};
+  ConsumerGroup one = ConsumerGroup::join(seg.segment(), "one-by-one", trailing);
+  ConsumerGroup batched = ConsumerGroup::join(seg.segment(), "batched", trailing);
+  Producer p = Producer::attach(seg.segment());
+  auto poll_one = [&](std::vector<std::uint64_t>& got) {
+    one.worker(0).poll([&](const Event& e) { got.push_back(value_of(e)); });
+  };
+  auto poll_batched = [&](std::vector<std::uint64_t>& got) {
+    batched.worker(0).poll_batch(
+        [&](std::span<const Event> b) {
+          for (const Event& e : b) got.push_back(value_of(e));
+        },
+        256);
+  };
+  // A backlog of exactly trail_bytes waits (for the delay: a second here).
+  publish_records(p, 0, 32);
+  EXPECT_TRUE(poll_until(poll_one, 0, 2000).empty());
+  EXPECT_TRUE(poll_until(poll_batched, 0, 2000).empty());
+  // 8 records more: the 8 that start 32 records or more below the tail are read, the
+  // rest keep waiting.
+  publish_records(p, 32, 40);
+  const std::vector<std::uint64_t> first8{0, 1, 2, 3, 4, 5, 6, 7};
+  EXPECT_EQ(poll_until(poll_one, 8, 2000), first8);
+  EXPECT_EQ(poll_until(poll_batched, 8, 2000), first8);
+  EXPECT_EQ(one.worker(0).position(), 8 * kRecord);
+}
+
+TEST(ConsumerGroup, ATrailingWorkersShortBacklogIsReadAfterTheDelay) {
+  TempSegment seg;
+  constexpr auto kDelay = std::chrono::milliseconds{5};
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "trailing", {.trail_bytes = 32 * kRecord, .trail_max_delay = kDelay});
+  Producer p = Producer::attach(seg.segment());
+  auto poll = [&](std::vector<std::uint64_t>& got) {
+    g.worker(0).poll([&](const Event& e) { got.push_back(value_of(e)); });
+  };
+  // Exactly trail_bytes, then fewer: each is read once it has waited the delay, never before.
+  for (const auto& [from, to] : {std::pair<std::uint64_t, std::uint64_t>{0, 32}, {32, 33}, {33, 40}}) {
+    publish_records(p, from, to);
+    const auto published = std::chrono::steady_clock::now();
+    const std::vector<std::uint64_t> got = poll_until(poll, to - from, 10);
+    EXPECT_GE(std::chrono::steady_clock::now() - published, kDelay);
+    ASSERT_EQ(got.size(), to - from);
+    for (std::uint64_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i], from + i);
+  }
+}
+
+TEST(ConsumerGroup, ATrailingGroupsThreadsDeliverEverything) {
+  TempSegment seg;
+  ConsumerGroup g = ConsumerGroup::join(
+      seg.segment(), "trailing",
+      {.workers = 2, .wait = WaitStrategy::spin_park(100, 10, std::chrono::milliseconds(10)), .trail_bytes = 4096});
+  std::atomic<std::uint64_t> count{0}, sum{0};
+  g.start([&](const Event& e) {
+    count.fetch_add(1);
+    sum.fetch_add(value_of(e));
+  });
+  Producer p = Producer::attach(seg.segment());
+  // More than the ring holds: the producer waits for the trailing readers too.
+  publish_records(p, 0, 5000);
+  ASSERT_TRUE(test::eventually([&] { return count.load() == 5000; }));
+  g.stop();
+  EXPECT_EQ(sum.load(), 4999u * 5000 / 2);
 }
 
 TEST(ConsumerGroup, ThreadsRunPinnedWorkersUntilStopped) {

@@ -102,6 +102,15 @@ struct GroupOptions {
   // stops reading ahead.
   std::uint32_t max_pending = 4096;
   std::chrono::milliseconds unblock_after{100};  // stall before a dead producer's claim is repaired (0 .. 24 h)
+  // Throughput over latency. 0 (the default): each record is read as soon as it is
+  // committed. Otherwise a worker with at least `trail_bytes` of log beyond its position
+  // reads only the records that start that far below the tail, and a shorter backlog
+  // waits up to `trail_max_delay` for more before it is read all the same. A reader
+  // right behind the writer takes each line across while the writer is still filling
+  // the lines beside it; a few KiB behind, the writer fills them undisturbed (DESIGN.md,
+  // "Trailing readers"). At most a quarter of the log's capacity; the delay 0 .. 1 s.
+  std::uint32_t trail_bytes = 0;
+  std::chrono::microseconds trail_max_delay{50};
 };
 
 // Thrown by a worker when an event's handler failed max_attempts times and there is no
@@ -199,6 +208,11 @@ class Worker {
   }
   void advance_to(std::uint64_t pos) noexcept;
   void store_cursor() noexcept;
+  // Where this poll stops reading: no limit unless trailing.
+  [[nodiscard]] std::uint64_t read_limit() noexcept {
+    return trail_bytes_ == 0 ? layout::kNoPosition : trail_limit();
+  }
+  std::uint64_t trail_limit() noexcept;
   // While waiting at `pos`, keeps the line after the frame's line (where a small
   // payload lands) in this core's cache: its transfer then overlaps the frame line's
   // instead of following it. Coherence keeps it correct: once the frame is seen, any
@@ -279,6 +293,14 @@ class Worker {
   std::uint32_t max_pending_ = 4096;
   std::uint64_t resume_until_ = 0;  // events at positions below this are redelivered (exclusive)
   std::uint64_t unblock_after_ns_ = 100'000'000;
+  // Trailing (GroupOptions::trail_bytes; 0 = off), in Tsc ticks where a time.
+  std::uint64_t trail_bytes_ = 0;
+  std::uint64_t trail_delay_ticks_ = 0;
+  std::uint64_t trail_read_every_ticks_ = 0;  // kTrailTailReadNs
+  std::uint64_t trail_limit_ = 0;    // records starting below this may be read
+  std::uint64_t trail_read_at_ = 0;  // when the tail was last read
+  std::uint64_t hold_since_ = 0;     // when a backlog shorter than trail_bytes_ was first seen
+  bool holding_ = false;
   std::uint64_t idle_polls_ = 0;
   std::uint64_t last_check_ns_ = 0;
   std::uint64_t stall_pos_ = layout::kNoPosition;
@@ -416,6 +438,34 @@ inline void Worker::advance_to(std::uint64_t pos) noexcept {
 // Records examined per poll, whoever they route to (bounds one poll's work).
 inline constexpr std::size_t kScanFactor = 16;
 
+// A trailing worker reads the tail at most this often: each read takes the tail's line
+// from the producers, whose next claim must take it back.
+inline constexpr std::uint64_t kTrailTailReadNs = 200;
+
+inline std::uint64_t Worker::trail_limit() noexcept {
+  const std::uint64_t now = Tsc::ticks();
+  if (now - trail_read_at_ < trail_read_every_ticks_) return trail_limit_;
+  trail_read_at_ = now;
+  // Relaxed: only a bound on how far to look; each record's frame is still acquired.
+  const std::uint64_t tail = r_.control->tail.load(std::memory_order_relaxed);
+  if (tail > pos_ + trail_bytes_) {  // a backlog longer than trail_bytes_: read what lies that far behind
+    holding_ = false;
+    trail_limit_ = tail - trail_bytes_;
+  } else if (tail > pos_) {  // a shorter backlog waits for more, at most trail_delay_ticks_
+    if (!holding_) {
+      holding_ = true;
+      hold_since_ = now;
+    }
+    const bool waited = now - hold_since_ >= trail_delay_ticks_;
+    if (waited) holding_ = false;
+    trail_limit_ = waited ? tail : pos_;
+  } else {
+    holding_ = false;
+    trail_limit_ = pos_;
+  }
+  return trail_limit_;
+}
+
 // Walks ready records from pos_, calling visit(event) for the data (and void) records
 // that route here, until `max_events` were visited or nothing more is ready, moving
 // the cursor past each record left behind. If visit throws, the cursor stays on its
@@ -423,8 +473,9 @@ inline constexpr std::size_t kScanFactor = 16;
 template <class Visit>
 std::size_t Worker::scan(Visit&& visit, std::size_t max_events) {
   std::size_t visited = 0;
+  const std::uint64_t limit = read_limit();
   for (std::size_t examined = 0; visited < max_events && examined < max_events * kScanFactor; ++examined) {
-    if (pending_.size() >= max_pending_) [[unlikely]] break;
+    if (pending_.size() >= max_pending_ || pos_ >= limit) [[unlikely]] break;
     Record rec;
     if (!peek(pos_, rec)) {
       prefetch_payload(pos_);
@@ -589,7 +640,8 @@ std::size_t Worker::poll_batch(H&& handler, std::size_t max_events) {
   batch_buf_.clear();
   std::uint64_t pos = pos_;
   std::uint64_t voids = 0;
-  for (std::size_t examined = 0; batch_buf_.size() < max_events && examined < max_events * kScanFactor;
+  const std::uint64_t limit = read_limit();
+  for (std::size_t examined = 0; batch_buf_.size() < max_events && examined < max_events * kScanFactor && pos < limit;
        ++examined) {
     Record rec;
     if (!peek(pos, rec)) break;
