@@ -1,6 +1,8 @@
 // Throughput: producers (pinned to the producer CPU) publish as fast as they can, one
 // consumer (pinned to the consumer CPU) reads the first word of every event. The rate
-// is events / (time from the start signal to the consumer's last event).
+// is events / (time from the start signal to the consumer's last event). ringbus runs
+// twice: with a group's default reader, and as `ringbus_trailing` with a reader that
+// keeps kTrailBytes behind the tail (GroupOptions::trail_bytes).
 #include "throughput.hpp"
 
 #include <unistd.h>
@@ -43,8 +45,12 @@ void release(Timing& t, int threads) {
   t.go.store(true, std::memory_order_release);
 }
 
+// The trailing reader's distance behind the tail (GroupOptions::trail_bytes).
+constexpr std::uint32_t kTrailBytes = 16u << 10;
+
 template <std::size_t N>
-double ringbus_rate(std::uint32_t producers, std::uint32_t batch, std::uint64_t events, const Options& o) {
+double ringbus_rate(std::uint32_t producers, std::uint32_t batch, bool trailing, std::uint64_t events,
+                    const Options& o) {
   const Location loc = Location::shm("ringbus-tput-" + std::to_string(::getpid()));
   const Segment seg = Segment::create(
       loc, {.capacity = o.tput_capacity, .max_event = 1024, .if_exists = SegmentOptions::IfExists::replace});
@@ -55,6 +61,7 @@ double ringbus_rate(std::uint32_t producers, std::uint32_t batch, std::uint64_t 
   GroupOptions go;
   go.wait = WaitStrategy::busy_spin();
   go.batch = 256;
+  if (trailing) go.trail_bytes = kTrailBytes;
   ConsumerGroup group = ConsumerGroup::join(seg, "tput", go);
   std::vector<Producer> ps;
   for (std::uint32_t i = 0; i < producers; ++i) {
@@ -174,7 +181,9 @@ double peer(const std::string& system, std::uint64_t events, const Options& o) {
 
 template <std::size_t N>
 double rate(const ThroughputCase& c, const Options& o, std::uint64_t events) {
-  if (c.system == "ringbus") return ringbus_rate<N>(c.producers, c.batch, events, o);
+  if (c.system == "ringbus" || c.system == "ringbus_trailing") {
+    return ringbus_rate<N>(c.producers, c.batch, c.system == "ringbus_trailing", events, o);
+  }
   return peer<N>(c.system, events, o);
 }
 
@@ -184,8 +193,10 @@ std::vector<ThroughputCase> throughput_cases() {
   std::vector<ThroughputCase> out;
   for (std::uint32_t bytes : {8u, 64u, 512u}) {
     const std::string scenario = "tput" + std::to_string(bytes);
-    for (std::uint32_t producers : {1u, 2u}) {
-      for (std::uint32_t batch : {1u, 32u}) out.push_back({"ringbus", scenario, bytes, producers, batch});
+    for (const char* system : {"ringbus", "ringbus_trailing"}) {
+      for (std::uint32_t producers : {1u, 2u}) {
+        for (std::uint32_t batch : {1u, 32u}) out.push_back({system, scenario, bytes, producers, batch});
+      }
     }
     for (const char* peer : {"boost_spsc", "moodycamel_rwq", "atomic_queue"}) {
       out.push_back({peer, scenario, bytes, 1, 1});

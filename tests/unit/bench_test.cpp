@@ -494,4 +494,25 @@ TEST(BenchReport, ThroughputThatMovedIsJudgedWithinEachPlacement) {
   EXPECT_NE(steady.find("MISSED 64-byte events, 1 producer >= 40 M/s "), std::string::npos) << steady;
 }
 
+TEST(BenchReport, TheTrailingReaderHasItsOwnRowsAndTargets) {
+  ringbus::bench::Report r = report_with_floors(60, 60, 120, 60);
+  r.throughput.clear();
+  for (const char* system : {"ringbus", "ringbus_trailing"}) {
+    const bool trailing = std::string(system) == "ringbus_trailing";
+    r.throughput.push_back({system, "tput64", 64, 1, 1, trailing ? 55e6 : 22e6, 60});
+    r.throughput.push_back({system, "tput64", 64, 1, 32, trailing ? 80e6 : 50e6, 60});
+    r.throughput.push_back({system, "tput8", 8, 1, 32, trailing ? 125e6 : 110e6, 60});
+  }
+  const std::string table = table_of(r);
+  EXPECT_NE(table.find("tput64   ringbus                           22.0     50.0"), std::string::npos) << table;
+  EXPECT_NE(table.find("         ringbus_trailing                  55.0     80.0"), std::string::npos) << table;
+  EXPECT_NE(table.find("MISSED 64-byte events, 1 producer >= 40 M/s "), std::string::npos) << table;
+  EXPECT_NE(table.find("met    64-byte events, 1 producer, trailing reader >= 40 M/s "), std::string::npos) << table;
+  EXPECT_NE(table.find("MISSED 8-byte events, 1 producer, batched >= 120 M/s "), std::string::npos) << table;
+  EXPECT_NE(table.find("met    8-byte events, 1 producer, batched, trailing reader >= 120 M/s "), std::string::npos)
+      << table;
+  const std::string json = json_of(r);
+  EXPECT_NE(json.find("{\"system\": \"ringbus_trailing\", \"scenario\": \"tput64\""), std::string::npos) << json;
+}
+
 }  // namespace
