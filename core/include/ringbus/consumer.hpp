@@ -103,7 +103,7 @@ struct GroupOptions {
   std::uint32_t max_pending = 4096;
   std::chrono::milliseconds unblock_after{100};  // stall before a dead producer's claim is repaired (0 .. 24 h)
   // Throughput over latency. 0 (the default): each record is read as soon as it is
-  // committed. Otherwise a worker with at least `trail_bytes` of log beyond its position
+  // committed. Otherwise a worker with more than `trail_bytes` of log beyond its position
   // reads only the records that start that far below the tail, and a shorter backlog
   // waits up to `trail_max_delay` for more before it is read all the same. A reader
   // right behind the writer takes each line across while the writer is still filling
