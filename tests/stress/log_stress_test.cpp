@@ -81,8 +81,9 @@ struct GroupRun {
   std::vector<std::unique_ptr<Checker>> checkers;
   std::atomic<std::uint64_t> delivered{0};
 
-  GroupRun(const Segment& seg, const char* name, std::uint32_t workers, WaitStrategy wait)
-      : group(ConsumerGroup::join(seg, name, {.workers = workers, .wait = wait})) {
+  GroupRun(const Segment& seg, const char* name, std::uint32_t workers, WaitStrategy wait,
+           std::uint32_t trail_bytes = 0)
+      : group(ConsumerGroup::join(seg, name, {.workers = workers, .wait = wait, .trail_bytes = trail_bytes})) {
     for (std::uint32_t i = 0; i < workers; ++i) checkers.push_back(std::make_unique<Checker>());
   }
   void start() {
@@ -120,7 +121,8 @@ TEST(Stress, ProducersKeysGroupsWorkersExactlyOnceInKeyOrder) {
   o.key_slots = 4096;
   TempSegment seg(o, "stress");
   GroupRun a(seg.segment(), "a", 2, WaitStrategy::spin_yield(64));
-  GroupRun b(seg.segment(), "b", 2, WaitStrategy::spin_yield(64));
+  // b trails the tail by 8 KiB (GroupOptions::trail_bytes): the same guarantees.
+  GroupRun b(seg.segment(), "b", 2, WaitStrategy::spin_yield(64), 8 * 1024);
   a.start();
   b.start();
 
