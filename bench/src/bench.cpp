@@ -278,7 +278,6 @@ Report run(const Options& o) {
   for (const ThroughputCase& c : cases) {
     if (wanted(o, c.scenario)) picked.push_back(&c);
   }
-  std::vector<std::vector<double>> rates(picked.size()), probes(picked.size());
   // Every measurement in order, with the probes around it: the probe before the next
   // measurement is the one after this.
   std::vector<std::pair<std::size_t, double>> measured;  // (case, rate)
@@ -288,10 +287,9 @@ Report run(const Options& o) {
     double probe = probe_floor(o, kCaseProbeSamples);
     for (int r = 0; r < o.runs; ++r) {
       for (std::size_t i = 0; i < picked.size(); ++i) {
-        probes[i].push_back(probe);
-        rates[i].push_back(measure_throughput(*picked[i], o, o.tput_events));
+        const double rate = measure_throughput(*picked[i], o, o.tput_events);
         const double after = probe_floor(o, kCaseProbeSamples);
-        measured.emplace_back(i, rates[i].back());
+        measured.emplace_back(i, rate);
         around.push_back({probe, after});
         probe = after;
         tick(10, picked[i]->scenario + ": " + picked[i]->system);
@@ -307,16 +305,24 @@ Report run(const Options& o) {
     t.event_bytes = c.event_bytes;
     t.producers = c.producers;
     t.batch = c.batch;
-    t.events_per_s = median(rates[i]);
-    t.rtt_half_ns = median(probes[i]);
+    // Case i's rates in the placements `in` accepts, with the probe before each (and the
+    // one after, when both_sides).
+    auto of_case = [&](auto in, std::vector<double>& rates, std::vector<double>& probed, bool both_sides) {
+      for (std::size_t m = 0; m < measured.size(); ++m) {
+        if (measured[m].first != i || !in(where[m])) continue;
+        rates.push_back(measured[m].second);
+        probed.push_back(around[m].before_ns);
+        if (both_sides) probed.push_back(around[m].after_ns);
+      }
+    };
+    std::vector<double> rates, before;
+    of_case([](ChunkPlacement) { return true; }, rates, before, false);
+    t.events_per_s = median(rates);
+    t.rtt_half_ns = median(before);
     t.moved = moved(where);
     for (const auto& [side, name] : kPlacements) {
       std::vector<double> in_side, probed;
-      for (std::size_t m = 0; m < measured.size(); ++m) {
-        if (measured[m].first != i || where[m] != side) continue;
-        in_side.push_back(measured[m].second);
-        probed.insert(probed.end(), {around[m].before_ns, around[m].after_ns});
-      }
+      of_case([side = side](ChunkPlacement c) { return c == side; }, in_side, probed, true);
       if (!in_side.empty()) {
         t.by_placement.push_back({name, median(probed), static_cast<std::uint32_t>(in_side.size()), median(in_side)});
       }

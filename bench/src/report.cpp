@@ -251,11 +251,12 @@ void print_tput_rows(std::FILE* out, const Report& r, const std::string& at) {
     std::vector<double> probed;
     auto cell = [&](std::uint32_t producers, std::uint32_t batch) {
       const ThroughputResult* x = find_tput(r, t.scenario, t.system, producers, batch);
-      if (x != nullptr && at.empty()) {
+      if (x == nullptr) return std::string("-");
+      if (at.empty()) {
         probed.push_back(x->rtt_half_ns);
         return fmt::format("{:.1f}", x->events_per_s / 1e6);
       }
-      for (const PlacementRate& p : x != nullptr ? x->by_placement : std::vector<PlacementRate>{}) {
+      for (const PlacementRate& p : x->by_placement) {
         if (p.placement != at) continue;
         probed.push_back(p.rtt_half_ns);
         return fmt::format("{:.1f}", p.events_per_s / 1e6);
