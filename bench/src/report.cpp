@@ -357,8 +357,7 @@ void print_table(const Report& r, std::FILE* out) {
              o.mode, o.samples, o.runs, o.runs == 1 ? "" : "s", o.gap_ns, o.cpu_producer, o.cpu_consumer);
   fmt::print(out, "machine: {} ({} cores), {}, {}, commit {}, {}\n", r.machine.cpu_model, r.machine.cores,
              r.machine.compiler, r.machine.kernel, r.machine.commit, r.machine.date);
-  fmt::print(out, "clock: {} at {:.3f} GHz, {}\n", r.machine.invariant_tsc ? "invariant TSC" : "steady_clock",
-             r.machine.tsc_ghz,
+  fmt::print(out, "clock: {} at {:.3f} GHz, {}\n", Tsc::describe(Tsc::source()), r.machine.tsc_ghz,
              r.machine.clock_quantized
                  ? fmt::format("advancing in steps of {:.1f} ns: every one-way latency is a multiple of it",
                                r.machine.clock_step_ns)

@@ -2,6 +2,9 @@
 
 #include <time.h>
 
+#include <cstdlib>
+#include <cstring>
+
 #if RINGBUS_HAVE_RDTSC
 #include <cpuid.h>
 #endif
@@ -26,8 +29,18 @@ bool cpu_has_invariant_tsc() noexcept {
 #endif
 }
 
+// RINGBUS_CLOCK=steady: steady_clock even where the TSC is invariant.
+bool steady_chosen() noexcept {
+  const char* v = std::getenv(Tsc::kEnvironment);
+  return v != nullptr && std::strcmp(v, "steady") == 0;
+}
+
 Tsc::Calibration calibrate() noexcept {
   Tsc::Calibration c;
+  if (steady_chosen()) {
+    c.source = Tsc::Source::steady_chosen;
+    return c;
+  }
 #if RINGBUS_HAVE_RDTSC
   if (!cpu_has_invariant_tsc()) return c;
   // Take the tightest (tsc, clock) pairs at both ends of a ~20 ms window: the pair
@@ -53,6 +66,7 @@ Tsc::Calibration calibrate() noexcept {
   pair(t1, n1);
   if (t1 <= t0 || n1 <= n0) return c;
   c.invariant = true;
+  c.source = Tsc::Source::tsc;
   c.ns_per_tick = static_cast<double>(n1 - n0) / static_cast<double>(t1 - t0);
   c.mult = static_cast<std::uint64_t>(c.ns_per_tick * 4294967296.0);
 #endif
@@ -60,6 +74,23 @@ Tsc::Calibration calibrate() noexcept {
 }
 
 }  // namespace
+
+bool Tsc::setting_valid() noexcept {
+  const char* v = std::getenv(kEnvironment);
+  return v == nullptr || std::strcmp(v, "tsc") == 0 || std::strcmp(v, "steady") == 0;
+}
+
+const char* Tsc::describe(Source s) noexcept {
+  switch (s) {
+    case Source::tsc:
+      return "invariant TSC";
+    case Source::steady_no_tsc:
+      return "steady_clock (no invariant TSC)";
+    case Source::steady_chosen:
+      return "steady_clock (RINGBUS_CLOCK=steady)";
+  }
+  return "unknown clock";
+}
 
 const Tsc::Calibration& Tsc::calibration() noexcept {
   static const Calibration c = calibrate();

@@ -17,17 +17,28 @@
 
 namespace {
 
+// The report a run wrote with --json, read and then removed.
+class JsonReport {
+ public:
+  explicit JsonReport(const std::string& path) : text_(simdjson::padded_string::load(path)) {
+    ::unlink(path.c_str());
+    doc_ = parser_.iterate(text_);
+  }
+  simdjson::ondemand::object root() { return doc_.get_object(); }
+
+ private:
+  simdjson::ondemand::parser parser_;
+  simdjson::padded_string text_;
+  simdjson::ondemand::document doc_;
+};
 
 TEST(BenchSmoke, CompletesAndWritesValidJson) {
   const std::string json = "/tmp/" + ringbus::test::unique_name("bench") + ".json";
   const std::string cmd = std::string(RINGBUS_TOOL) + " bench --smoke --no-progress --json " + json + " > /dev/null";
   ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
 
-  simdjson::ondemand::parser parser;
-  simdjson::padded_string text = simdjson::padded_string::load(json);
-  ::unlink(json.c_str());
-  simdjson::ondemand::document doc = parser.iterate(text);
-  simdjson::ondemand::object root = doc.get_object();
+  JsonReport report(json);
+  simdjson::ondemand::object root = report.root();
 
   simdjson::ondemand::object machine = root["machine"].get_object();
   EXPECT_FALSE(std::string_view(machine["cpu_model"].get_string()).empty());
@@ -148,6 +159,43 @@ TEST(BenchSmoke, CompletesAndWritesValidJson) {
   EXPECT_GE(targets, 8u);
 }
 
+// RINGBUS_CLOCK=steady runs the benchmark on steady_clock, as on a CPU without an
+// invariant TSC: the report says so, ticks are nanoseconds, and every case completes.
+TEST(BenchSmoke, RunsOnSteadyClockWhenChosen) {
+  const std::string json = "/tmp/" + ringbus::test::unique_name("bench") + ".json";
+  const std::string out = "/tmp/" + ringbus::test::unique_name("bench") + ".out";
+  const std::string cmd = "RINGBUS_CLOCK=steady " + std::string(RINGBUS_TOOL) +
+                          " bench --smoke --no-progress --scenarios thread,rtt,tput8 --json " + json + " > " + out;
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  const std::string table = ringbus::test::read_file(out);
+  ::unlink(out.c_str());
+  EXPECT_NE(table.find("clock: steady_clock (RINGBUS_CLOCK=steady) at 1.000 GHz"), std::string::npos) << table;
+
+  JsonReport report(json);
+  simdjson::ondemand::object root = report.root();
+  simdjson::ondemand::object machine = root["machine"].get_object();
+  EXPECT_FALSE(bool(machine["invariant_tsc"].get_bool()));
+  EXPECT_EQ(double(machine["tsc_ghz"].get_double()), 1.0);
+  std::set<std::pair<std::string, std::string>> pairs;
+  for (auto item : root["results"].get_array()) {
+    simdjson::ondemand::object r = item.get_object();
+    const std::string system(std::string_view(r["system"].get_string()));
+    const std::string scenario(std::string_view(r["scenario"].get_string()));
+    pairs.emplace(scenario, system);
+    if (scenario == "tput8") {
+      EXPECT_GT(double(r["events_per_s"].get_double()), 0.0) << system;
+    } else {
+      EXPECT_GT(double(r["p50_ns"].get_double()), 0.0) << system << " " << scenario;
+      EXPECT_GT(int64_t(r["samples"].get_int64()), 0) << system << " " << scenario;
+    }
+  }
+  for (const char* scenario : {"thread", "rtt", "tput8"}) {
+    for (const char* system : {"ringbus", "boost_spsc", "moodycamel_rwq", "atomic_queue"}) {
+      EXPECT_TRUE(pairs.count({scenario, system})) << scenario << " " << system;
+    }
+  }
+}
+
 // --plot draws the latency percentile spectrum with gnuplot: a PNG, and beside it the
 // script, with a panel per latency scenario and a line per system, the x axis in nines.
 // The path holds a single quote, which the script must quote.
@@ -212,11 +260,8 @@ TEST(BenchSmoke, CapacitySizesTheThroughputRing) {
   EXPECT_NE(std::string_view(table).find("ringbus ring 256 KiB, peers 4096 messages"), std::string_view::npos)
       << std::string_view(table);
 
-  simdjson::ondemand::parser parser;
-  simdjson::padded_string text = simdjson::padded_string::load(json);
-  ::unlink(json.c_str());
-  simdjson::ondemand::document doc = parser.iterate(text);
-  simdjson::ondemand::object root = doc.get_object();
+  JsonReport report(json);
+  simdjson::ondemand::object root = report.root();
   EXPECT_EQ(uint64_t(root["config"]["tput_capacity"].get_uint64()), uint64_t{256} << 10);
   std::size_t ringbus_cases = 0;
   for (auto item : root["results"].get_array()) {

@@ -10,14 +10,17 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstring>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <ctime>
 #include <fstream>
 #include <map>
 #include <regex>
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "ringbus/consumer.hpp"
@@ -39,10 +42,13 @@ struct Result {
 };
 
 
-// A child running `ringbus args...`, its output going to files.
+using Environment = std::vector<std::pair<std::string, std::string>>;
+
+// A child running `ringbus args...` (with `env` added to its environment), its output
+// going to files.
 class Child {
  public:
-  Child(const std::vector<std::string>& args, const std::string& stdin_path) {
+  Child(const std::vector<std::string>& args, const std::string& stdin_path, const Environment& env = {}) {
     const std::string base = "/tmp/" + unique_name("cli");
     out_ = base + ".out";
     err_ = base + ".err";
@@ -55,6 +61,7 @@ class Child {
       ::dup2(in, 0);
       ::dup2(out, 1);
       ::dup2(err, 2);
+      for (const auto& [name, value] : env) ::setenv(name.c_str(), value.c_str(), 1);
       std::vector<char*> argv;
       std::string tool = RINGBUS_TOOL;
       argv.push_back(tool.data());
@@ -84,8 +91,9 @@ class Child {
   std::string out_, err_;
 };
 
-Result ringbus_run(const std::vector<std::string>& args, const std::string& stdin_path = "") {
-  return Child(args, stdin_path).wait();
+Result ringbus_run(const std::vector<std::string>& args, const std::string& stdin_path = "",
+                   const Environment& env = {}) {
+  return Child(args, stdin_path, env).wait();
 }
 
 std::vector<std::string> lines_of(const std::string& text) {
@@ -760,6 +768,58 @@ TEST(Cli, ExitCodesAndErrorsNameWhatWasWrong) {
 
 // A bad bench command is refused before the run starts (nothing measured, nothing on
 // stdout), naming what is wrong: not after minutes of measuring, and never by a crash.
+// Seconds since the Unix epoch of an ISO-8601 UTC time as tail prints it.
+double epoch_seconds(const std::string& iso) {
+  int y = 0, mo = 0, d = 0, h = 0, mi = 0;
+  double sec = 0;
+  if (std::sscanf(iso.c_str(), "%d-%d-%dT%d:%d:%lfZ", &y, &mo, &d, &h, &mi, &sec) != 6) return -1;
+  std::tm tm{};
+  tm.tm_year = y - 1900;
+  tm.tm_mon = mo - 1;
+  tm.tm_mday = d;
+  tm.tm_hour = h;
+  tm.tm_min = mi;
+  return static_cast<double>(::timegm(&tm)) + sec;
+}
+
+// RINGBUS_CLOCK=steady makes timestamps come from the system clocks instead of the
+// TSC: a publish still stamps each event with the Unix-epoch time. Any other value
+// than tsc or steady is refused before the command does anything.
+TEST(Cli, TheClockIsChosenByRingbusClock) {
+  const std::string name = unique_name("rbcli-clock");
+  const Result bad = ringbus_run({"create", name}, "", {{"RINGBUS_CLOCK", "rdtsc"}});
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_NE(bad.err.find("RINGBUS_CLOCK is 'rdtsc': set it to 'tsc' (the default) or 'steady'"), std::string::npos)
+      << bad.err;
+  EXPECT_EQ(ringbus_run({"info", name}).code, 4);  // not created
+
+  ToolSegment seg;
+  const TempFile lines(R"({"event_type":"clock.test","key":"k","data":1})"
+                       "\n"
+                       R"({"event_type":"clock.test","key":"k","data":2})"
+                       "\n");
+  const auto now = [] {
+    return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  };
+  const double before = now();
+  for (const char* clock : {"steady", "tsc"}) {
+    const Result pub = ringbus_run({"publish", seg.name(), lines.path()}, "", {{"RINGBUS_CLOCK", clock}});
+    EXPECT_EQ(pub.code, 0) << clock << ": " << pub.err;
+  }
+  const double after = now();
+  const Result tail = ringbus_run({"tail", seg.name(), "--from", "start"});
+  ASSERT_EQ(tail.code, 0) << tail.err;
+  const std::vector<std::string> got = lines_of(tail.out);
+  ASSERT_EQ(got.size(), 4u) << tail.out;
+  for (const std::string& line : got) {
+    const std::string ts = fields_of(line).at("timestamp");
+    ASSERT_EQ(ts.rfind("string:", 0), 0u) << line;
+    const double at = epoch_seconds(ts.substr(7));
+    EXPECT_GE(at, before - 1.0) << line;  // the system clock's time, within the TSC anchor's error
+    EXPECT_LE(at, after + 1.0) << line;
+  }
+}
+
 TEST(Cli, BenchRefusesBadOptionsBeforeRunning) {
   struct Case {
     std::vector<std::string> args;

@@ -143,7 +143,7 @@ void add_demo_command(CLI::App& app, int& exit_code) {
                with_commas(latency.count()), with_commas(std::min(warmup, consumed)), o->gap_ns);
     fmt::print("    p50 {} ns   p90 {} ns   p99 {} ns   p99.9 {} ns   max {} ns\n", latency.percentile(50),
                latency.percentile(90), latency.percentile(99), latency.percentile(99.9), latency.max());
-    if (!Tsc::invariant()) fmt::print("  (no invariant TSC: timestamps from steady_clock)\n");
+    if (!Tsc::invariant()) fmt::print("  (timestamps from {})\n", Tsc::describe(Tsc::source()));
     const bool ok = producer_ok && consumed == o->events && s.published == o->events && order_errors == 0 && bad == 0;
     if (!producer_ok) fmt::print(stderr, "ringbus demo: the producer process failed (status {})\n", status);
     exit_code = ok ? kOk : kFailed;

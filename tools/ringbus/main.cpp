@@ -3,8 +3,10 @@
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdlib>
 
 #include "common.hpp"
+#include "ringbus/clock.hpp"
 #include "ringbus/error.hpp"
 
 int main(int argc, char** argv) {
@@ -21,6 +23,11 @@ int main(int argc, char** argv) {
   add_event_commands(app, exit_code);
   add_stat_command(app, exit_code);
   add_dlq_command(app, exit_code);
+  if (!ringbus::Tsc::setting_valid()) {
+    fmt::print(stderr, "ringbus: {} is '{}': set it to 'tsc' (the default) or 'steady', or unset it\n",
+               ringbus::Tsc::kEnvironment, std::getenv(ringbus::Tsc::kEnvironment));
+    return kUsage;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -3,7 +3,11 @@
 // `Tsc` reads the invariant time-stamp counter (about 11 ns on our VMs, against 28 ns
 // for clock_gettime) and converts ticks to nanoseconds with a rate calibrated once per
 // process against CLOCK_MONOTONIC_RAW. Without an invariant TSC it falls back to
-// steady_clock and the conversion is the identity.
+// steady_clock and the conversion is the identity. The environment variable
+// RINGBUS_CLOCK chooses: unset or `tsc`, the TSC wherever it is invariant; `steady`,
+// steady_clock always (for hosts whose TSC is flagged invariant but not kept in step,
+// such as VMs that migrate live). The library treats any other value as unset; the
+// `ringbus` tool refuses it (Tsc::setting_valid()).
 //
 // `wall_clock_ns()` is a Unix-epoch time built on it: each thread anchors the TSC to
 // CLOCK_REALTIME and re-anchors every ~128 ms, so its error stays within a few hundred
@@ -24,8 +28,22 @@ namespace ringbus {
 
 class Tsc {
  public:
+  // Where ticks() come from.
+  enum class Source : std::uint8_t {
+    tsc,            // the invariant TSC
+    steady_no_tsc,  // steady_clock nanoseconds: this CPU has no invariant TSC
+    steady_chosen,  // steady_clock nanoseconds: RINGBUS_CLOCK=steady
+  };
+  static constexpr const char* kEnvironment = "RINGBUS_CLOCK";
+
   // True when ticks() reads an invariant TSC (else steady_clock nanoseconds).
   static bool invariant() noexcept { return calibration().invariant; }
+  static Source source() noexcept { return calibration().source; }
+  // The source in words, for reports: "invariant TSC", "steady_clock (no invariant
+  // TSC)" or "steady_clock (RINGBUS_CLOCK=steady)".
+  static const char* describe(Source s) noexcept;
+  // False when RINGBUS_CLOCK is set to something other than `tsc` or `steady`.
+  static bool setting_valid() noexcept;
 
   static std::uint64_t ticks() noexcept {
 #if RINGBUS_HAVE_RDTSC
@@ -55,6 +73,7 @@ class Tsc {
 
   struct Calibration {
     bool invariant = false;
+    Source source = Source::steady_no_tsc;
     double ns_per_tick = 1.0;
     std::uint64_t mult = std::uint64_t{1} << 32;  // ns_per_tick in 32.32 fixed point
   };
