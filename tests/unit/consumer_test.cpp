@@ -538,13 +538,17 @@ TEST(ConsumerGroup, ATrailingGroupsThreadsDeliverEverything) {
   EXPECT_EQ(sum.load(), 4999u * 5000 / 2);
 }
 
+// Worker i runs on cpus[i]: each event is handled on the CPU of the worker its key
+// routes to.
 TEST(ConsumerGroup, ThreadsRunPinnedWorkersUntilStopped) {
   TempSegment seg;
-  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "threads", {.workers = 2, .cpus = {0, 1}});
-  std::atomic<std::uint64_t> count{0}, sum{0};
+  const std::vector<int> cpus = {1, 0};
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "threads", {.workers = 2, .cpus = cpus});
+  std::atomic<std::uint64_t> count{0}, sum{0}, elsewhere{0};
   g.start([&](const Event& e) {
     count.fetch_add(1);
     sum.fetch_add(value_of(e));
+    if (::sched_getcpu() != cpus[route(e.key(), e.producer_id(), 2)]) elsewhere.fetch_add(1);
   });
   EXPECT_TRUE(g.running());
   Producer p = Producer::attach(seg.segment());
@@ -553,6 +557,7 @@ TEST(ConsumerGroup, ThreadsRunPinnedWorkersUntilStopped) {
   g.stop();
   EXPECT_FALSE(g.running());
   EXPECT_EQ(sum.load(), 4999u * 5000 / 2);
+  EXPECT_EQ(elsewhere.load(), 0u) << "events handled on a CPU other than their worker's";
 }
 
 // A group whose worker thread stopped on the first event (one attempt, no dead letters).
