@@ -10,6 +10,7 @@ PACKAGES=(
   libcli11-dev libfmt-dev libsimdjson-dev            # the ringbus tool
   libboost-dev libreaderwriterqueue-dev libatomic-queue-dev  # benchmark peers
   gnuplot-nox                                        # ringbus bench --plot
+  bsdutils                                           # script(1): the tool tests run the bench on a terminal
 )
 
 missing=()

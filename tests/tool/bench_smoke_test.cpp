@@ -6,11 +6,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <regex>
 #include <set>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "ringbus/segment.hpp"
 #include "support.hpp"
@@ -193,6 +195,34 @@ TEST(BenchSmoke, RunsOnSteadyClockWhenChosen) {
     for (const char* system : {"ringbus", "boost_spsc", "moodycamel_rwq", "atomic_queue"}) {
       EXPECT_TRUE(pairs.count({scenario, system})) << scenario << " " << system;
     }
+  }
+}
+
+// On a terminal (here the pseudo-terminal of script(1)) the run draws a progress bar on
+// standard error that only moves forward and ends at 100%; --no-progress draws none.
+TEST(BenchSmoke, DrawsAProgressBarOnATerminal) {
+  for (const bool wanted : {true, false}) {
+    const std::string typescript = "/tmp/" + ringbus::test::unique_name("bench") + ".typescript";
+    const std::string cmd = "script -qec '" + std::string(RINGBUS_TOOL) + " bench --smoke --scenarios thread,tput8" +
+                            (wanted ? "" : " --no-progress") + " > /dev/null' " + typescript + " > /dev/null";
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+    const std::string text = ringbus::test::read_file(typescript);
+    ::unlink(typescript.c_str());
+    const std::regex bar("\r\\[[# ]{40}\\] +([0-9]+)%  ([^\r\n]*)");
+    std::vector<int> percents;
+    std::set<std::string> steps;
+    for (auto it = std::sregex_iterator(text.begin(), text.end(), bar); it != std::sregex_iterator(); ++it) {
+      percents.push_back(std::stoi((*it)[1].str()));
+      steps.insert((*it)[2].str());
+    }
+    if (!wanted) {
+      EXPECT_TRUE(percents.empty()) << text;
+      continue;
+    }
+    ASSERT_GE(percents.size(), 10u) << text;
+    EXPECT_TRUE(std::is_sorted(percents.begin(), percents.end())) << text;
+    EXPECT_EQ(percents.back(), 100) << text;
+    EXPECT_GE(steps.size(), 5u) << "the bar names what is being measured: " << text;
   }
 }
 
