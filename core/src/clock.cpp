@@ -65,7 +65,6 @@ Tsc::Calibration calibrate() noexcept {
   }
   pair(t1, n1);
   if (t1 <= t0 || n1 <= n0) return c;
-  c.invariant = true;
   c.source = Tsc::Source::tsc;
   c.ns_per_tick = static_cast<double>(n1 - n0) / static_cast<double>(t1 - t0);
   c.mult = static_cast<std::uint64_t>(c.ns_per_tick * 4294967296.0);
@@ -102,7 +101,7 @@ namespace detail {
 std::uint64_t reanchor(ClockAnchor& a, std::uint64_t now_ticks) noexcept {
   const Tsc::Calibration& c = Tsc::calibration();
   const std::uint64_t ns = clock_ns(CLOCK_REALTIME);
-  if (!c.invariant) {
+  if (c.source != Tsc::Source::tsc) {
     a = ClockAnchor{};  // refresh_ticks 0: every call reads the system clock
     return ns;
   }

@@ -37,7 +37,7 @@ class Tsc {
   static constexpr const char* kEnvironment = "RINGBUS_CLOCK";
 
   // True when ticks() reads an invariant TSC (else steady_clock nanoseconds).
-  static bool invariant() noexcept { return calibration().invariant; }
+  static bool invariant() noexcept { return calibration().source == Source::tsc; }
   static Source source() noexcept { return calibration().source; }
   // The source in words, for reports: "invariant TSC", "steady_clock (no invariant
   // TSC)" or "steady_clock (RINGBUS_CLOCK=steady)".
@@ -47,7 +47,7 @@ class Tsc {
 
   static std::uint64_t ticks() noexcept {
 #if RINGBUS_HAVE_RDTSC
-    if (calibration().invariant) return __rdtsc();
+    if (invariant()) return __rdtsc();
 #endif
     return static_cast<std::uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
   }
@@ -57,7 +57,7 @@ class Tsc {
   // observed the awaited data, and under-report the interval.
   static std::uint64_t ticks_after_loads() noexcept {
 #if RINGBUS_HAVE_RDTSC
-    if (calibration().invariant) {
+    if (invariant()) {
       unsigned aux = 0;
       return __rdtscp(&aux);
     }
@@ -72,7 +72,6 @@ class Tsc {
   }
 
   struct Calibration {
-    bool invariant = false;
     Source source = Source::steady_no_tsc;
     double ns_per_tick = 1.0;
     std::uint64_t mult = std::uint64_t{1} << 32;  // ns_per_tick in 32.32 fixed point
