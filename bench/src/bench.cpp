@@ -200,7 +200,7 @@ Report run(const Options& o) {
   const std::uint64_t chunks = std::max<std::uint64_t>(1, (o.samples + o.chunk - 1) / o.chunk);
   const std::uint64_t per_chunk = (o.samples + chunks - 1) / chunks;
   const std::uint64_t warm_per_chunk = std::max<std::uint64_t>(100, o.warmup / chunks);
-  const auto gap_ticks = static_cast<std::uint64_t>(static_cast<double>(o.gap_ns) / ns_per_tick);
+  const std::uint64_t gap_ticks = Tsc::from_ns(o.gap_ns);
 
   const auto scenarios = latency_scenarios();
   const auto cases = throughput_cases();

@@ -506,7 +506,7 @@ std::vector<std::unique_ptr<LatencySystem>> one_way_with_peers(bool rtt) {
 double probe_floor(const Options& o, std::uint64_t samples) {
   Floor floor(false);
   Histogram h;
-  const auto gap = static_cast<std::uint64_t>(static_cast<double>(o.gap_ns) / Tsc::ns_per_tick());
+  const std::uint64_t gap = Tsc::from_ns(o.gap_ns);
   const std::uint64_t warmup = std::min<std::uint64_t>(1000, samples / 5);
   floor.run_chunk({o.cpu_producer, o.cpu_consumer, samples + warmup, warmup, gap}, h);
   return static_cast<double>(h.percentile(50)) * Tsc::ns_per_tick();

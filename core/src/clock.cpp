@@ -29,15 +29,17 @@ bool cpu_has_invariant_tsc() noexcept {
 #endif
 }
 
-// RINGBUS_CLOCK=steady: steady_clock even where the TSC is invariant.
-bool steady_chosen() noexcept {
+// What RINGBUS_CLOCK asks for.
+enum class Setting : std::uint8_t { tsc, steady, invalid };
+Setting clock_setting() noexcept {
   const char* v = std::getenv(Tsc::kEnvironment);
-  return v != nullptr && std::strcmp(v, "steady") == 0;
+  if (v == nullptr || std::strcmp(v, "tsc") == 0) return Setting::tsc;
+  return std::strcmp(v, "steady") == 0 ? Setting::steady : Setting::invalid;
 }
 
 Tsc::Calibration calibrate() noexcept {
   Tsc::Calibration c;
-  if (steady_chosen()) {
+  if (clock_setting() == Setting::steady) {
     c.source = Tsc::Source::steady_chosen;
     return c;
   }
@@ -74,10 +76,7 @@ Tsc::Calibration calibrate() noexcept {
 
 }  // namespace
 
-bool Tsc::setting_valid() noexcept {
-  const char* v = std::getenv(kEnvironment);
-  return v == nullptr || std::strcmp(v, "tsc") == 0 || std::strcmp(v, "steady") == 0;
-}
+bool Tsc::setting_valid() noexcept { return clock_setting() != Setting::invalid; }
 
 const char* Tsc::describe(Source s) noexcept {
   switch (s) {
@@ -101,7 +100,7 @@ namespace detail {
 std::uint64_t reanchor(ClockAnchor& a, std::uint64_t now_ticks) noexcept {
   const Tsc::Calibration& c = Tsc::calibration();
   const std::uint64_t ns = clock_ns(CLOCK_REALTIME);
-  if (c.source != Tsc::Source::tsc) {
+  if (!Tsc::invariant()) {
     a = ClockAnchor{};  // refresh_ticks 0: every call reads the system clock
     return ns;
   }

@@ -429,11 +429,9 @@ ConsumerGroup ConsumerGroup::join(const Segment& segment, std::string_view name,
     w->wait_ = options.wait;
     w->unblock_after_ns_ = static_cast<std::uint64_t>(options.unblock_after.count()) * 1'000'000ull;
     if (options.trail_bytes != 0) {
-      const double ns_per_tick = Tsc::ns_per_tick();
       w->trail_bytes_ = options.trail_bytes;
-      w->trail_delay_ticks_ =
-          static_cast<std::uint64_t>(static_cast<double>(options.trail_max_delay.count()) * 1000.0 / ns_per_tick);
-      w->trail_read_every_ticks_ = static_cast<std::uint64_t>(static_cast<double>(kTrailTailReadNs) / ns_per_tick);
+      w->trail_delay_ticks_ = Tsc::from_ns(static_cast<std::uint64_t>(options.trail_max_delay.count()) * 1000);
+      w->trail_read_every_ticks_ = Tsc::from_ns(kTrailTailReadNs);
     }
     w->batch_buf_.reserve(options.batch);
     st->workers.push_back(std::move(w));

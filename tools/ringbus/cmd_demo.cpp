@@ -34,7 +34,7 @@ struct DemoEvent {
     if (cpu >= 0) pin_this_thread(cpu);
     const Segment seg = Segment::open(loc);
     Producer p = Producer::attach(seg, {.wait = WaitStrategy::busy_spin()});
-    const std::uint64_t gap_ticks = static_cast<std::uint64_t>(static_cast<double>(gap_ns) / Tsc::ns_per_tick());
+    const std::uint64_t gap_ticks = Tsc::from_ns(gap_ns);
     std::uint64_t next = Tsc::ticks();
     for (std::uint64_t i = 0; i < events; ++i) {
       std::uint64_t now = Tsc::ticks();

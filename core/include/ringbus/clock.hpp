@@ -70,6 +70,10 @@ class Tsc {
   static std::uint64_t to_ns(std::uint64_t ticks_delta) noexcept {
     return static_cast<std::uint64_t>(static_cast<double>(ticks_delta) * calibration().ns_per_tick);
   }
+  // The ticks that make `ns` nanoseconds (a pacing gap, a deadline in ticks).
+  static std::uint64_t from_ns(std::uint64_t ns) noexcept {
+    return static_cast<std::uint64_t>(static_cast<double>(ns) / calibration().ns_per_tick);
+  }
 
   struct Calibration {
     Source source = Source::steady_no_tsc;
