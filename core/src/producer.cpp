@@ -19,6 +19,9 @@ using layout::owner::State;
 // Ids chosen by applications are below this; ids assigned by the segment are above.
 constexpr std::uint32_t kAutoIdBase = 0x8000'0000u;
 constexpr std::uint32_t kNoSlot = ~0u;
+// How long attaching an id waits for another process to finish recovering its slot (a
+// recovery writes a few frames; this bounds a recoverer that is stopped, not dead).
+constexpr std::uint64_t kRecoveryWaitNs = 2'000'000'000;
 
 bool held(State st) noexcept {
   return st == layout::owner::active || st == layout::owner::attaching || st == layout::owner::recovering;
@@ -42,6 +45,7 @@ Producer Producer::attach(const Segment& segment, const ProducerOptions& options
     std::uint32_t chosen = kNoSlot;
     std::uint64_t observed = 0;
     bool same_id = false;
+    bool look_again = false;
 
     if (options.producer_id != 0) {
       for (std::uint32_t i = 0; i < r.max_producers && chosen == kNoSlot; ++i) {
@@ -52,12 +56,30 @@ Producer Producer::attach(const Segment& segment, const ProducerOptions& options
           continue;
         }
         if (held(layout::owner::state(w))) {
-          if (!detail::owner_dead(w, s.owner_start.load(std::memory_order_acquire))) {
+          if (layout::owner::state(w) != layout::owner::recovering &&
+              !detail::owner_dead(w, s.owner_start.load(std::memory_order_acquire))) {
             throw Error(Errc::busy, where + ": producer id " + std::to_string(options.producer_id) +
                                         " is attached by live pid " + std::to_string(layout::owner::pid(w)));
           }
           detail::recover_producer(r, i);
           w = s.owner.load(std::memory_order_acquire);
+          // Another process is repairing the slot: wait for it, so that the id continues
+          // its sequence here instead of starting again from 1 in another slot.
+          const std::uint64_t deadline = detail::monotonic_ns() + kRecoveryWaitNs;
+          while (layout::owner::state(w) == layout::owner::recovering) {
+            if (detail::monotonic_ns() > deadline) {
+              throw Error(Errc::busy, where + ": producer id " + std::to_string(options.producer_id) +
+                                          " is being recovered by pid " + std::to_string(layout::owner::pid(w)) +
+                                          " and it has not finished");
+            }
+            ::sched_yield();
+            detail::recover_producer(r, i);  // takes over if the recovering process died too
+            w = s.owner.load(std::memory_order_acquire);
+          }
+          if (held(layout::owner::state(w))) {  // attached meanwhile by another process
+            look_again = true;
+            break;
+          }
         }
         if (layout::owner::state(w) == layout::owner::detached) {
           chosen = i;
@@ -66,6 +88,7 @@ Producer Producer::attach(const Segment& segment, const ProducerOptions& options
         }
       }
     }
+    if (look_again) continue;
     // A never-used slot first, then the detached slot attached longest ago (its
     // retained id is forgotten), then a slot whose owner died.
     if (chosen == kNoSlot) {

@@ -1,6 +1,7 @@
 // Producer behaviour, single-threaded and deterministic.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstring>
 #include <set>
@@ -462,6 +463,56 @@ TEST(Producer, ReattachingWithTheSameIdContinuesItsSequence) {
   Producer fresh = Producer::attach(seg.segment());
   EXPECT_GE(fresh.id(), 0x80000000u) << "assigned ids never collide with application ids";
   EXPECT_EQ(fresh.next_seq(), 1u);
+}
+
+// An id whose slot another process is repairing (its owner died; a consumer stalled on
+// its hole got there first) is attached once the repair is done, in that slot and
+// continuing its sequence: not in another slot from 1, which would use each of its
+// producer_seqs twice. A repair that never ends is refused with busy, naming it.
+TEST(Producer, AttachingAnIdWhoseSlotIsBeingRecoveredWaitsForTheRecovery) {
+  TempSegment seg;
+  std::uint32_t slot = 0;
+  {
+    Producer p = Producer::attach(seg.segment(), {.producer_id = 500});
+    for (int i = 0; i < 3; ++i) ASSERT_EQ(p.try_publish(0, 1, bytes_of("x")), Status::ok);
+    slot = p.slot_index();
+  }
+  layout::ProducerSlot& s = seg.segment().refs().producers[slot];
+  s.owner_start.store(1);  // the start time of the owner that died, not ours
+  std::atomic<std::uint64_t>& owner = s.owner;
+  const std::uint64_t detached = owner.load();
+  ASSERT_EQ(layout::owner::state(detached), layout::owner::detached);
+  // What a live process (this one) holds while it repairs the slot.
+  const std::uint64_t recovering = layout::owner::make(layout::owner::recovering, detail::self_process().pid);
+  owner.store(recovering);
+  std::atomic<bool> attached{false};
+  std::uint64_t next_seq = 0;
+  std::uint32_t attached_slot = ~0u;
+  std::thread attacher([&] {
+    try {
+      Producer again = Producer::attach(seg.segment(), {.producer_id = 500});
+      next_seq = again.next_seq();
+      attached_slot = again.slot_index();
+    } catch (const Error& e) {
+      ADD_FAILURE() << e.what();
+    }
+    attached = true;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_FALSE(attached.load()) << "attached while its slot was being recovered";
+  owner.store(detached);  // the repair is done
+  attacher.join();
+  EXPECT_EQ(attached_slot, slot);
+  EXPECT_EQ(next_seq, 4u);
+
+  owner.store(recovering);
+  const Error e = test::error_of([&] { (void)Producer::attach(seg.segment(), {.producer_id = 500}); });
+  EXPECT_EQ(e.code(), Errc::busy);
+  EXPECT_NE(std::string(e.what()).find("producer id 500 is being recovered by pid " +
+                                       std::to_string(detail::self_process().pid)),
+            std::string::npos)
+      << e.what();
+  owner.store(detached);
 }
 
 TEST(Producer, SlotsRunOutWithAClearError) {
