@@ -184,6 +184,112 @@ std::vector<Case> all_cases() {
 
 INSTANTIATE_TEST_SUITE_P(EveryPoint, ProducerDeath, ::testing::ValuesIn(all_cases()), case_name);
 
+// A producer killed in the middle of a keyed batch claim. The records it did not commit
+// become void records, each with its own key_seq and producer_seq, so key_seq stays
+// gap-free and each (producer id, producer_seq) names one record; the producer id,
+// attached again, continues after them.
+struct BatchCase {
+  FaultPoint point;
+  int hit;  // the hit of the point that kills (before_frame is reached once a record)
+};
+
+struct BatchReport {
+  std::atomic<std::uint64_t> published{0};
+  std::atomic<std::uint32_t> producer_id{0};
+  std::atomic<std::uint64_t> next_seq{0};
+};
+
+constexpr std::uint32_t kBatch = 3;
+int g_hits_left = 0;
+void kill_at_hit(FaultPoint p) noexcept {
+  if (p == g_point && --g_hits_left == 0) ::raise(SIGKILL);
+}
+
+// Child: "crash-batch-producer LOCATION POINT HIT REPORT_FD". As producer id 77,
+// publishes 10 events of key 42, then claims a batch of kBatch and commits it with the
+// fault hook armed.
+const test::ChildRole crash_batch_producer("crash-batch-producer", [](const std::vector<std::string>& a) {
+  const Segment s = Segment::open(Location::shm(a.at(0)));
+  SharedBlock<BatchReport> report(std::stoi(a.at(3)));
+  Producer p = Producer::attach(s, {.producer_id = 77});
+  for (std::uint64_t n = 0; n < 10; ++n) publish_n(p, 42, n);
+  report->published.store(10);
+  report->producer_id.store(p.id());
+  report->next_seq.store(p.next_seq());
+  g_point = static_cast<FaultPoint>(std::stoi(a.at(1)));
+  g_hits_left = std::stoi(a.at(2));
+  detail::fault_hook = kill_at_hit;
+  Claim c;
+  if (p.try_claim_batch(42, 1, kPayload, kBatch, c) != Status::ok) return 8;
+  for (std::uint32_t i = 0; i < kBatch; ++i) {
+    const std::uint64_t n = kFatal + i;
+    std::memcpy(c.payload(i).data(), &n, 8);
+  }
+  c.commit();
+  return 9;  // the fault point was never reached
+});
+
+class ProducerDeathInABatch : public ::testing::TestWithParam<BatchCase> {};
+
+TEST_P(ProducerDeathInABatch, EachLostRecordKeepsItsOwnKeySeqAndProducerSeq) {
+  const BatchCase c = GetParam();
+  test::TempSegment seg({.capacity = 64 * 1024, .max_event = 1024, .key_slots = 64}, "crash");
+  ConsumerGroup g =
+      ConsumerGroup::join(seg.segment(), "g", {.deliver_voids = true, .unblock_after = std::chrono::milliseconds(100)});
+  struct Seen {
+    std::uint64_t n, key_seq, producer_seq;
+    std::uint32_t producer_id;
+    bool is_void;
+  };
+  std::vector<Seen> seen;
+  std::atomic<std::uint64_t> delivered{0};
+  g.start([&](const Event& e) {
+    std::uint64_t n = 0;
+    if (!e.is_void()) std::memcpy(&n, e.payload().data(), 8);
+    seen.push_back({n, e.key_seq(), e.producer_seq(), e.producer_id(), e.is_void()});
+    delivered.fetch_add(1);
+  });
+  SharedBlock<BatchReport> report;
+  ASSERT_EQ(reap(spawn_child("crash-batch-producer", {seg.location().name, std::to_string(static_cast<int>(c.point)),
+                                                      std::to_string(c.hit), report.fd_arg()})),
+            128 + SIGKILL)
+      << "the producer did not die at " << point_name(c.point);
+  const std::uint32_t dead_id = report->producer_id.load();
+  const std::uint64_t first_lost_seq = report->next_seq.load();
+
+  // The dead producer's id, attached again, continues after the batch it claimed.
+  Producer again = Producer::attach(seg.segment(), {.producer_id = dead_id});
+  EXPECT_EQ(again.next_seq(), first_lost_seq + kBatch) << "a producer_seq of the dead batch would be used twice";
+  ASSERT_EQ(publish_n(again, 42, 1'000'000), Status::ok);
+  const std::uint64_t expected = 10 + kBatch + 1;
+  ASSERT_TRUE(test::eventually([&] { return delivered.load() >= expected; }, std::chrono::seconds(30)))
+      << "delivered " << delivered.load() << " of " << expected;
+  g.stop();
+
+  ASSERT_EQ(seen.size(), expected);
+  const std::uint64_t committed = static_cast<std::uint64_t>(c.hit - 1);  // frames stored before the kill
+  for (std::uint64_t i = 0; i < seen.size(); ++i) {
+    const Seen& s = seen[i];
+    EXPECT_EQ(s.key_seq, i + 1) << "record " << i << ": key_seq is 1, 2, 3... in log order";
+    EXPECT_EQ(s.producer_id, dead_id) << "record " << i;
+    EXPECT_EQ(s.producer_seq, first_lost_seq - 10 + i) << "record " << i << ": producer_seq is gap-free and unique";
+    const bool lost = i >= 10 + committed && i < 10 + kBatch;
+    EXPECT_EQ(s.is_void, lost) << "record " << i;
+    if (!lost) EXPECT_EQ(s.n, i < 10 ? i : i < 10 + kBatch ? kFatal + (i - 10) : 1'000'000) << "record " << i;
+  }
+  const SegmentStats stats = read_stats(seg.segment());
+  EXPECT_EQ(stats.producers_recovered, 1u);
+  EXPECT_EQ(stats.records_voided, kBatch - committed);
+}
+
+INSTANTIATE_TEST_SUITE_P(Batch, ProducerDeathInABatch,
+                         ::testing::Values(BatchCase{FaultPoint::after_unlatch, 1}, BatchCase{FaultPoint::before_frame, 1},
+                                           BatchCase{FaultPoint::before_frame, 2}),
+                         [](const ::testing::TestParamInfo<BatchCase>& info) {
+                           return std::string(point_name(info.param.point)) + "_record_" +
+                                  std::to_string(info.param.hit);
+                         });
+
 // A segment whose every producer slot is held: a new producer may take the slot of a
 // dead one, and repairs what it left in the log (here a hole) before reusing it.
 TEST(ProducerDeathWithAFullTable, AttachRepairsADeadProducersSlotAndTakesIt) {
