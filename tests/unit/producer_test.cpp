@@ -407,6 +407,48 @@ TEST(Producer, WrapAroundPadsTheEndOfTheRing) {
   for (const auto& s : drain(seg.segment(), lap_start)) EXPECT_EQ(s.payload, payload);
 }
 
+// Records that divide the ring fill it to the last byte: the one that ends exactly at
+// the end of the lap goes there, and no padding is written.
+TEST(Producer, ARecordThatFitsExactlyBeforeTheEndOfTheRingEndsTheLap) {
+  TempSegment seg;  // 64 KiB ring, no gating groups
+  Producer p = Producer::attach(seg.segment());
+  const std::uint64_t rec = record_bytes(64);
+  const std::uint64_t per_lap = seg.segment().refs().capacity / rec;
+  ASSERT_EQ(per_lap * rec, seg.segment().refs().capacity);
+  for (std::uint64_t i = 0; i < 2 * per_lap + 1; ++i) {
+    Claim c;
+    ASSERT_EQ(p.try_claim(0, 1, 64, c), Status::ok);
+    ASSERT_EQ(c.position(), i * rec) << "record " << i;
+    c.commit();
+  }
+}
+
+// key_seq is 48 bits: a key whose sequence would pass 2^48 - 1 is refused with
+// keys_full, and its last key_seq is 2^48 - 1 exactly.
+TEST(Producer, AKeysSequenceEndsAtItsLargestValue) {
+  TempSegment seg;
+  Producer p = Producer::attach(seg.segment());
+  ASSERT_EQ(p.try_publish(5, 1, bytes_of("first")), Status::ok);
+  const auto& r = seg.segment().refs();
+  layout::KeyEntry* entry = nullptr;
+  for (std::uint64_t i = 0; i <= r.key_mask; ++i) {
+    if (r.keys[i].key.load() == 5) entry = &r.keys[i];
+  }
+  ASSERT_NE(entry, nullptr);
+  entry->latch.store(layout::latch::make(false, 0, kMaxKeySeq - 2));  // a key published 2^48 - 3 times
+  Claim c;
+  ASSERT_EQ(p.try_claim_batch(5, 1, 8, 2, c), Status::ok);
+  c.commit();
+  EXPECT_EQ(p.try_publish(5, 1, bytes_of("one more")), Status::keys_full);
+  EXPECT_EQ(p.try_claim_batch(5, 1, 8, 2, c), Status::keys_full);
+  EXPECT_EQ(p.try_publish(6, 1, bytes_of("other key")), Status::ok) << "other keys are unaffected";
+  EXPECT_EQ(seg.segment().was_last_key_seq(5), kMaxKeySeq);
+  const auto seen = drain(seg.segment());
+  ASSERT_EQ(seen.size(), 4u);
+  EXPECT_EQ(seen[1].key_seq, kMaxKeySeq - 1);
+  EXPECT_EQ(seen[2].key_seq, kMaxKeySeq);
+}
+
 TEST(Producer, FullWhenAGatingGroupHasNotConsumed) {
   TempSegment seg;
   ConsumerGroup g = ConsumerGroup::join(seg.segment(), "slow");
