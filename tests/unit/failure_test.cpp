@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <cstring>
 #include <map>
 #include <set>
@@ -261,6 +262,77 @@ TEST(DeadLetters, RemovePurgeAndOpenErrors) {
   EXPECT_THROW(DeadLetters::open(bare.segment(), "h"), Error);
 }
 
+// The ring wraps: an entry that does not fit before the end of the ring is preceded by a
+// filler to the end and goes at the start. Room is counted with the filler, so an entry
+// never lands on the live entries at the start; removed entries and fillers are
+// reclaimed, so the ring is reused lap after lap; `entries` and `bytes_used` follow.
+TEST(DeadLetters, TheRingWrapsWithoutOverwritingLiveEntriesAndIsReusedLapAfterLap) {
+  SegmentOptions so = TempSegment::small_options();
+  so.max_event = 512;
+  so.dlq_capacity = 4096;
+  TempSegment seg(so);
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g");
+  const detail::SegmentRefs& r = seg.segment().refs();
+  struct alignas(8) Letter {
+    RecordHeader h{};
+    std::array<std::byte, 1024> payload{};
+  };
+  // The payload length whose entry (no message) takes `bytes` of the ring.
+  const auto len_for = [](std::uint64_t bytes) {
+    const std::uint64_t len = bytes - layout::dlq_entry_bytes(0, 0);
+    EXPECT_EQ(layout::dlq_entry_bytes(static_cast<std::uint32_t>(len), 0), bytes);
+    return static_cast<std::uint32_t>(len);
+  };
+  std::uint64_t appended = 0;
+  const auto append = [&](std::uint64_t bytes) {
+    Letter l;
+    l.h.key = ++appended;  // names the entry
+    std::memset(l.payload.data(), static_cast<int>(appended & 0xff), l.payload.size());
+    return detail::dlq_append(r, 0, l.h, len_for(bytes), appended * 8, 1, 0, 1, "");
+  };
+  // Every entry listed is whole: its payload is still its own fill byte.
+  const auto keys_listed = [&] {
+    std::vector<std::uint64_t> keys;
+    for (const DeadLetter& d : DeadLetters::open(seg.segment(), "g").list()) {
+      for (std::byte b : d.payload) EXPECT_EQ(b, static_cast<std::byte>(d.header.key & 0xff)) << "entry " << d.id;
+      keys.push_back(d.header.key);
+    }
+    return keys;
+  };
+  DeadLetters dlq = DeadLetters::open(seg.segment(), "g");
+
+  // [0, 200): entry 1; [200, 3480): entries 2-6 of 656 bytes each. 616 bytes to the end.
+  ASSERT_EQ(append(200), Status::ok);
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(append(656), Status::ok);
+  ASSERT_EQ(dlq.stats().bytes_used, 3480u);
+  ASSERT_TRUE(dlq.remove(1));
+  EXPECT_EQ(dlq.stats().entries, 5u);
+  EXPECT_EQ(dlq.stats().bytes_used, 3280u) << "the head moved past entry 1";
+  // 640 bytes: 616 of filler and 640 at the start would end at 640, past the head (200).
+  EXPECT_EQ(append(640), Status::full) << "the filler counts";
+  EXPECT_EQ(keys_listed(), (std::vector<std::uint64_t>{2, 3, 4, 5, 6}));
+  ASSERT_TRUE(dlq.remove(2));  // head 856: now it fits
+  EXPECT_EQ(append(640), Status::ok);
+  EXPECT_EQ(keys_listed(), (std::vector<std::uint64_t>{3, 4, 5, 6, 8}));
+  EXPECT_EQ(dlq.stats().entries, 5u);
+  EXPECT_EQ(dlq.stats().bytes_used, 3280 - 656 + 616 + 640u);
+
+  EXPECT_EQ(dlq.purge(), 5u);
+  EXPECT_EQ(dlq.stats().entries, 0u);
+  EXPECT_EQ(dlq.stats().bytes_used, 0u) << "the filler at the end was reclaimed too";
+  // Many laps of entries that never divide the ring evenly: each one fits once the one
+  // before it is removed.
+  for (int i = 0; i < 300; ++i) {
+    ASSERT_EQ(append(i % 2 == 0 ? 616 : 552), Status::ok) << "entry " << appended;
+    EXPECT_EQ(dlq.stats().entries, 1u);
+    ASSERT_EQ(keys_listed(), std::vector<std::uint64_t>{appended});
+    ASSERT_TRUE(dlq.remove(dlq.list().at(0).id));
+  }
+  EXPECT_EQ(dlq.stats().bytes_used, 0u);
+  EXPECT_EQ(dlq.stats().appended, 307u);
+  EXPECT_EQ(dlq.stats().removed, 307u);
+}
+
 TEST(Retry, ImmediateAndSpinRetryInPlace) {
   for (auto backoff : {RetryPolicy::Backoff::immediate, RetryPolicy::Backoff::spin}) {
     TempSegment seg;
@@ -357,6 +429,33 @@ TEST(Retry, DeferredReleaseLetsTheKeysLaterEventsThrough) {
     return g.worker(0).pending() == 0;
   }));
   EXPECT_EQ(order, (std::vector<std::uint64_t>{11, 10}));
+}
+
+// Deferred retries back off exponentially: attempt k+1 comes no sooner than
+// delay * 2^(k-1) after attempt k. Only lower bounds are checked (a retry may come
+// late on a busy machine, never early).
+TEST(Retry, DeferredBackoffDoublesEachAttempt) {
+  TempSegment seg;
+  GroupOptions o;
+  o.retry.max_attempts = 4;
+  o.retry.backoff = RetryPolicy::Backoff::deferred;
+  o.retry.delay = std::chrono::milliseconds(20);
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+  Producer p = Producer::attach(seg.segment());
+  publish(p, 1, 1);
+  std::vector<std::chrono::steady_clock::time_point> calls;
+  auto handler = [&](const Event&) {
+    calls.push_back(std::chrono::steady_clock::now());
+    return calls.size() < 4 ? Handled::fail : Handled::ok;
+  };
+  ASSERT_TRUE(test::eventually([&] {
+    g.worker(0).poll(handler, 100);
+    return calls.size() == 4 && g.worker(0).pending() == 0;
+  }));
+  for (std::size_t k = 1; k < calls.size(); ++k) {
+    EXPECT_GE(calls[k] - calls[k - 1], o.retry.delay * (1 << (k - 1))) << "attempt " << k + 1 << " came too soon";
+  }
+  EXPECT_EQ(worker_stats(read_stats(seg.segment())).consumed, 1u);
 }
 
 TEST(Retry, DeferredRetriesEndInTheDeadLetterRing) {
