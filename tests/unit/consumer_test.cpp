@@ -743,6 +743,40 @@ TEST(TailReader, CountsWhatItMissedWhenLapped) {
   EXPECT_GE(t.resyncs(), 1u);
 }
 
+// A record is overwritten only once the tail passes its position plus the capacity: with
+// the tail exactly a lap ahead of the reader (the ring full to the byte), everything
+// from the reader on is still there and is read, nothing counted as missed.
+TEST(TailReader, ReadsARingFilledExactlyToItsPosition) {
+  TempSegment seg;  // 64 KiB, no gating group
+  const std::uint64_t capacity = seg.segment().refs().capacity;
+  Producer p = Producer::attach(seg.segment());
+  TailReader t = TailReader::open(seg.segment(), TailStart::end);
+  std::array<std::uint64_t, 8> payload{};  // 64 bytes: 128-byte records, 512 to the lap
+  const std::uint64_t records = capacity / record_bytes(sizeof payload);
+  ASSERT_EQ(records * record_bytes(sizeof payload), capacity);
+  for (std::uint64_t i = 0; i < records; ++i) {
+    payload[0] = i;
+    ASSERT_EQ(p.publish(0, 1, std::as_bytes(std::span(payload))), Status::ok);
+  }
+  ASSERT_EQ(seg.segment().was_tail(), capacity);
+  Event e;
+  for (std::uint64_t i = 0; i < records; ++i) {
+    ASSERT_TRUE(t.try_next(e)) << "record " << i;
+    EXPECT_EQ(value_of(e), i);
+  }
+  EXPECT_FALSE(t.try_next(e));
+  EXPECT_EQ(t.missed(), 0u);
+  EXPECT_EQ(t.missed_bytes(), 0u);
+  EXPECT_EQ(t.resyncs(), 0u);
+  // One record more and the first of the lap is gone: the next read starts a lap later.
+  TailReader behind = TailReader::open_at(seg.segment(), 0);
+  payload[0] = records;
+  ASSERT_EQ(p.publish(0, 1, std::as_bytes(std::span(payload))), Status::ok);
+  ASSERT_TRUE(behind.try_next(e));
+  EXPECT_EQ(value_of(e), records);
+  EXPECT_EQ(behind.missed_bytes(), capacity);
+}
+
 // The log is shared memory: a record whose frame or header is damaged is reported with
 // its position, never read past or skipped, and the reader goes on once it is repaired.
 TEST(TailReader, ADamagedRecordIsReportedByItsPositionNotSkipped) {
