@@ -48,6 +48,15 @@ const WorkerStats& worker_stats(const SegmentStats& s, std::size_t g = 0, std::s
   return s.groups.at(g).worker.at(w);
 }
 
+// Deferred retries: up to `max_attempts` handler calls, the first retry `delay` later.
+GroupOptions deferred_retries(std::uint32_t max_attempts, std::chrono::nanoseconds delay) {
+  GroupOptions o;
+  o.retry.max_attempts = max_attempts;
+  o.retry.backoff = RetryPolicy::Backoff::deferred;
+  o.retry.delay = delay;
+  return o;
+}
+
 TEST(DeadLetters, AFailingEventIsParkedWithItsErrorAndTheWorkerMovesOn) {
   TempSegment seg;
   GroupOptions o;
@@ -359,10 +368,7 @@ TEST(Retry, ImmediateAndSpinRetryInPlace) {
 
 TEST(Retry, DeferredHoldsTheKeyWhileOtherKeysProceed) {
   TempSegment seg;
-  GroupOptions o;
-  o.retry.max_attempts = 5;
-  o.retry.backoff = RetryPolicy::Backoff::deferred;
-  o.retry.delay = std::chrono::milliseconds(2);
+  GroupOptions o = deferred_retries(5, std::chrono::milliseconds(2));
   ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
   Producer p = Producer::attach(seg.segment());
   // Key 1: a(fails twice), b, c. Key 2: x, y.
@@ -403,10 +409,7 @@ TEST(Retry, DeferredHoldsTheKeyWhileOtherKeysProceed) {
 
 TEST(Retry, DeferredReleaseLetsTheKeysLaterEventsThrough) {
   TempSegment seg;
-  GroupOptions o;
-  o.retry.max_attempts = 3;
-  o.retry.backoff = RetryPolicy::Backoff::deferred;
-  o.retry.delay = std::chrono::milliseconds(1);
+  GroupOptions o = deferred_retries(3, std::chrono::milliseconds(1));
   o.retry.while_retrying = RetryPolicy::KeyOrder::release;
   ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
   Producer p = Producer::attach(seg.segment());
@@ -436,10 +439,7 @@ TEST(Retry, DeferredReleaseLetsTheKeysLaterEventsThrough) {
 // late on a busy machine, never early).
 TEST(Retry, DeferredBackoffDoublesEachAttempt) {
   TempSegment seg;
-  GroupOptions o;
-  o.retry.max_attempts = 4;
-  o.retry.backoff = RetryPolicy::Backoff::deferred;
-  o.retry.delay = std::chrono::milliseconds(20);
+  GroupOptions o = deferred_retries(4, std::chrono::milliseconds(20));
   ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
   Producer p = Producer::attach(seg.segment());
   publish(p, 1, 1);
@@ -460,10 +460,7 @@ TEST(Retry, DeferredBackoffDoublesEachAttempt) {
 
 TEST(Retry, DeferredRetriesEndInTheDeadLetterRing) {
   TempSegment seg;
-  GroupOptions o;
-  o.retry.max_attempts = 3;
-  o.retry.backoff = RetryPolicy::Backoff::deferred;
-  o.retry.delay = std::chrono::microseconds(200);
+  GroupOptions o = deferred_retries(3, std::chrono::microseconds(200));
   ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
   Producer p = Producer::attach(seg.segment());
   publish(p, 1, 1);
