@@ -29,10 +29,11 @@ TEST(Iso8601, ParsesTheUsualFormsToUtcNanoseconds) {
   EXPECT_EQ(parse_iso8601("2026-11-22T07:30:00-02:30"), parse_iso8601("2026-11-22T10:00:00Z"));
   EXPECT_EQ(parse_iso8601("2024-02-29T00:00:00Z").has_value(), true) << "leap day";
   EXPECT_EQ(parse_iso8601("2026-11-22T10:00:00.1234567891Z"), 1795341600'123456789ull) << "beyond ns: truncated";
+  EXPECT_EQ(parse_iso8601("2016-12-31T23:59:60Z"), parse_iso8601("2017-01-01T00:00:00Z")) << "a leap second";
   for (const char* bad : {"", "2026-11-22", "2026-11-22T10:00:00", "2026-13-01T00:00:00Z", "2023-02-29T00:00:00Z",
                           "2026-11-31T00:00:00Z", "2026-11-22T24:00:00Z", "1969-12-31T23:59:59Z",
                           "2026-11-22T10:00:00.Z", "2026-11-22T10:00:00Zjunk", "2026-11-22T10:00:00+2:00",
-                          "yesterday"}) {
+                          "2026-11-22T10:00:61Z", "1970-01-01T00:30:00+01:00", "yesterday"}) {
     EXPECT_FALSE(parse_iso8601(bad).has_value()) << bad;
   }
 }
