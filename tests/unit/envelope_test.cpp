@@ -107,6 +107,11 @@ TEST(SchemaRegistry, NamesTypesTracksVersionsAndIsSharedByProcesses) {
   EXPECT_EQ(info->name, "OrderPlaced");
   EXPECT_EQ(info->versions_seen, 0b11u);
   EXPECT_EQ(info->target_version(), 2u);
+  // Versions 1..64 are tracked, one bit each; others are accepted but not tracked.
+  EXPECT_EQ(reg.register_type("OrderShipped", 64), shipped);
+  EXPECT_EQ(reg.register_type("OrderShipped", 65), shipped);
+  EXPECT_EQ(reg.info(shipped)->versions_seen, (std::uint64_t{1} << 63) | 0b100u);
+  EXPECT_EQ(reg.info(shipped)->highest_seen(), 64u);
   reg.set_current_version(placed, 5);
   EXPECT_EQ(reg.info(placed)->target_version(), 5u);
   try {
@@ -147,12 +152,18 @@ TEST(SchemaRegistry, FullRegistryAndSegmentsWithoutOne) {
   TempSegment seg(o);
   SchemaRegistry reg(seg.segment());
   reg.register_type("A");
-  reg.register_type("B");
+  const std::uint16_t last = reg.register_type("B");
+  EXPECT_EQ(last, 2u);
+  ASSERT_TRUE(reg.info(last).has_value()) << "the last slot is a type like the others";
+  EXPECT_EQ(reg.info(last)->name, "B");
+  EXPECT_EQ(reg.list().size(), 2u);
+  EXPECT_FALSE(reg.info(3).has_value());
   try {
     reg.register_type("C");
     FAIL();
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), Errc::no_slot);
+    EXPECT_NE(std::string(e.what()).find("the schema registry is full (2 event types)"), std::string::npos) << e.what();
   }
   o.registry_slots = 0;
   TempSegment none(o);
