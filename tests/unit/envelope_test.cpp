@@ -128,6 +128,11 @@ TEST(SchemaRegistry, NamesTypesTracksVersionsAndIsSharedByProcesses) {
   EXPECT_EQ(other.list().size(), 2u);
   EXPECT_THROW(reg.register_type(""), Error);
   EXPECT_THROW(reg.register_type(std::string(200, 'x')), Error);
+  const std::string longest(layout::kTypeNameBytes - 1, 'n');  // 95 bytes
+  EXPECT_EQ(reg.info(reg.register_type(longest))->name, longest);
+  const Error too_long = test::error_of([&] { (void)reg.register_type(longest + "n"); });
+  EXPECT_EQ(too_long.code(), Errc::invalid_name);
+  EXPECT_NE(std::string(too_long.what()).find("must be 1 to 95 bytes"), std::string::npos) << too_long.what();
 }
 
 TEST(SchemaRegistry, ConcurrentRegistrationOfANameGivesOneId) {

@@ -36,7 +36,7 @@ class SchemaRegistry {
   // The registry of `segment`; throws Error(not_found) if it was created without one.
   explicit SchemaRegistry(const Segment& segment);
 
-  // The type id of `name` (1..255 bytes), registering the type if it is new, and noting
+  // The type id of `name` (1..95 bytes), registering the type if it is new, and noting
   // that `version` (1..64 is tracked) has been published. Throws Error(invalid_name) for
   // a bad name and Error(no_slot) when the registry is full.
   std::uint16_t register_type(std::string_view name, std::uint16_t version = 1);
