@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <fstream>
@@ -170,13 +171,20 @@ TEST(Segment, CreatedWithTheRequestedModeWhateverTheUmask) {
   EXPECT_EQ(st.st_mode & 0777, 0640u);
 }
 
+// Any bit beyond those asked for at creation (0600 here) counts: the group's as much as
+// everyone's, and write as much as read.
 TEST(Segment, WidenedModeIsRefusedUnlessAllowed) {
   TempSegment seg;
-  ASSERT_EQ(::chmod(("/dev/shm/" + seg.location().name).c_str(), 0666), 0);
-  const Error e = error_of([&] { Segment::open(seg.location()); });
-  EXPECT_EQ(e.code(), Errc::mode_widened);
-  EXPECT_NE(std::string(e.what()).find("0666"), std::string::npos) << e.what();
-  EXPECT_NO_THROW(Segment::open(seg.location(), {.allow_wider_mode = true}));
+  const std::string path = "/dev/shm/" + seg.location().name;
+  for (const ::mode_t mode : {0666, 0640, 0620, 0602, 0700}) {
+    ASSERT_EQ(::chmod(path.c_str(), mode), 0);
+    const Error e = error_of([&] { Segment::open(seg.location()); });
+    EXPECT_EQ(e.code(), Errc::mode_widened) << std::oct << mode;
+    char shown[8];
+    std::snprintf(shown, sizeof shown, "%04o", static_cast<unsigned>(mode));
+    EXPECT_NE(std::string(e.what()).find(shown), std::string::npos) << e.what();
+    EXPECT_NO_THROW(Segment::open(seg.location(), {.allow_wider_mode = true}));
+  }
 }
 
 TEST(Segment, AnotherUsersSegmentIsRefusedUnlessAllowed) {
