@@ -143,7 +143,12 @@ TEST(Segment, OptionsAreValidated) {
       {[](SegmentOptions& x) { x.dedup_producers = 0; }, "dedup_producers 0"},
       {[](SegmentOptions& x) { x.dedup_producers = kMaxDedupProducers + 1; }, "dedup_producers 4097"},
       {[](SegmentOptions& x) { x.dlq_capacity = 3000; }, "dlq_capacity 3000"},
-      {[](SegmentOptions& x) { x.dlq_capacity = 1024; }, "dlq_capacity 1024"},  // below two dead letters
+      {[](SegmentOptions& x) { x.dlq_capacity = 1024; }, "dlq_capacity 1024"},  // below one dead letter
+      {[](SegmentOptions& x) {  // one dead letter of max_event 512 fits (1,152 B), two do not
+         x.max_event = 512;
+         x.dlq_capacity = 2048;
+       },
+       "dlq_capacity 2048 must be 0 or a power of two of at least 2304 (two dead letters of max_event 512)"},
       {[](SegmentOptions& x) { x.registry_slots = 70000; }, "registry_slots 70000"},
   };
   for (const auto& [change, names] : named) {
