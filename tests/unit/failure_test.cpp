@@ -8,6 +8,7 @@
 #include <cstring>
 #include <map>
 #include <set>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -593,6 +594,43 @@ TEST(Redelivery, TheEventInFlightWhenAProcessDiedIsMarked) {
   drain(g.worker(0), [&](const Event& e) { got.emplace_back(value_of(e), e.redelivered()); });
   EXPECT_EQ(got, (std::vector<std::pair<std::uint64_t, bool>>{{2, true}, {3, false}, {4, false}}));
   EXPECT_EQ(read_stats(seg.segment()).groups.at(0).worker.at(0).redelivered, 1u);
+}
+
+// Child: "die-in-batch-handler LOCATION": joins group g, handles batches of two, and
+// dies inside the batch holding value 2.
+const test::ChildRole die_in_batch_handler("die-in-batch-handler", [](const std::vector<std::string>& a) {
+  const Segment s = Segment::open(Location::shm(a.at(0)));
+  ConsumerGroup g = ConsumerGroup::join(s, "g");
+  for (int i = 0; i < 3; ++i) {
+    g.worker(0).poll_batch(
+        [](std::span<const Event> batch) {
+          for (const Event& e : batch) {
+            if (value_of(e) == 2) ::raise(SIGKILL);
+          }
+        },
+        2);
+  }
+  return 0;  // value 2 never came
+});
+
+// With batch delivery the whole batch in flight is redelivered, each event marked and
+// counted.
+TEST(Redelivery, TheBatchInFlightWhenAProcessDiedIsMarked) {
+  TempSegment seg;
+  { ConsumerGroup::join(seg.segment(), "g"); }
+  Producer p = Producer::attach(seg.segment());
+  for (std::uint64_t v = 0; v < 5; ++v) publish(p, 1, v);
+  ASSERT_EQ(test::reap(test::spawn_child("die-in-batch-handler", {seg.location().name})), 128 + SIGKILL);
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g");
+  std::vector<std::pair<std::uint64_t, bool>> got;
+  while (g.worker(0).poll_batch(
+             [&](std::span<const Event> batch) {
+               for (const Event& e : batch) got.emplace_back(value_of(e), e.redelivered());
+             },
+             100) != 0) {
+  }
+  EXPECT_EQ(got, (std::vector<std::pair<std::uint64_t, bool>>{{2, true}, {3, true}, {4, false}}));
+  EXPECT_EQ(read_stats(seg.segment()).groups.at(0).worker.at(0).redelivered, 2u);
 }
 
 TEST(Voids, AreDeliveredWhenAskedWithTheirKeySeq) {

@@ -648,7 +648,10 @@ std::size_t Worker::poll_batch(H&& handler, std::size_t max_events) {
     if (mine(rec)) {
       if (rec.state == RecordState::data) {
         batch_buf_.emplace_back(rec.h, pos, rec.len);
-        if (pos < resume_until_) [[unlikely]] batch_buf_.back().mark(Event::kRedelivered);
+        if (pos < resume_until_) [[unlikely]] {
+          batch_buf_.back().mark(Event::kRedelivered);
+          bump(slot_->redelivered);
+        }
       } else {
         ++voids;
       }
