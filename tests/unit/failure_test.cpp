@@ -218,6 +218,31 @@ TEST(DeadLetters, RedriveRedeliversToTheWorkerAndRemovesOnlyWhenAccepted) {
   EXPECT_EQ(worker_stats(s, 0, 0).redriven + worker_stats(s, 0, 1).redriven, 3u);
 }
 
+// A redriven event gets the group's retry policy: up to max_attempts handler calls
+// before it goes back to the ring.
+TEST(DeadLetters, ARedriveIsTriedUpToMaxAttemptsTimes) {
+  TempSegment seg;
+  GroupOptions o;
+  o.retry.max_attempts = 3;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+  Producer p = Producer::attach(seg.segment());
+  publish(p, 1, 7);
+  int calls = 0;
+  int redrive_failures_left = 2;
+  auto handler = [&](const Event& e) -> Handled {
+    ++calls;
+    if (!e.redriven()) return Handled::fail;
+    return redrive_failures_left-- > 0 ? Handled::fail : Handled::ok;
+  };
+  drain(g.worker(0), handler);
+  EXPECT_EQ(calls, 3);
+  DeadLetters dlq = DeadLetters::open(seg.segment(), "g");
+  ASSERT_EQ(dlq.request_redrive(), 1u);
+  EXPECT_EQ(g.worker(0).poll_redrives(handler), 1u) << "accepted on its third call";
+  EXPECT_EQ(calls, 6);
+  EXPECT_TRUE(dlq.list().empty());
+}
+
 TEST(DeadLetters, RepublishPutsTheEventBackInTheLogForEveryGroup) {
   TempSegment seg;
   GroupOptions o;
@@ -631,6 +656,29 @@ TEST(Redelivery, TheBatchInFlightWhenAProcessDiedIsMarked) {
   }
   EXPECT_EQ(got, (std::vector<std::pair<std::uint64_t, bool>>{{2, true}, {3, true}, {4, false}}));
   EXPECT_EQ(read_stats(seg.segment()).groups.at(0).worker.at(0).redelivered, 2u);
+}
+
+// A batch-delivering worker counts the void records it passes, as a single-event one does.
+TEST(Voids, AreCountedByBatchDelivery) {
+  TempSegment seg;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g");
+  Producer a = Producer::attach(seg.segment());
+  Producer b = Producer::attach(seg.segment());
+  Claim first;
+  ASSERT_EQ(a.try_claim(8, 1, 8, first), Status::ok);
+  publish(b, 8, 99);
+  first.abort();  // a void record
+  std::vector<std::uint64_t> got;
+  while (g.worker(0).poll_batch(
+             [&](std::span<const Event> batch) {
+               for (const Event& e : batch) got.push_back(value_of(e));
+             },
+             100) != 0) {
+  }
+  EXPECT_EQ(got, std::vector<std::uint64_t>{99});
+  const SegmentStats s = read_stats(seg.segment());
+  EXPECT_EQ(worker_stats(s).voids, 1u);
+  EXPECT_EQ(s.groups.at(0).cursor, s.tail);
 }
 
 TEST(Voids, AreDeliveredWhenAskedWithTheirKeySeq) {
