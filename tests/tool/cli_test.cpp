@@ -383,6 +383,27 @@ TEST(Cli, PublishSkipsAByteOrderMarkThatStartsTheInput) {
   EXPECT_NE(bad.err.find("line 1: byte 28 (column 26): field \"data\""), std::string::npos) << bad.err;
 }
 
+// Bad lines are reported in full up to --max-errors; the rest are counted in one line.
+TEST(Cli, PublishReportsBadLinesUpToMaxErrorsAndCountsTheRest) {
+  ToolSegment seg;
+  std::string input = R"({"event_type":"a","data":1})" "\n";
+  for (int i = 0; i < 5; ++i) input += "not json\n";
+  TempFile file(input);
+  for (const int max_errors : {0, 2, 5}) {
+    const Result pub = ringbus_run({"publish", seg.name(), file.path(), "--max-errors", std::to_string(max_errors)});
+    EXPECT_EQ(pub.code, 3) << pub.err;
+    for (int line = 2; line <= 6; ++line) {
+      const bool shown = line - 1 <= max_errors;
+      EXPECT_EQ(pub.err.find(": line " + std::to_string(line) + ": byte") != std::string::npos, shown)
+          << "--max-errors " << max_errors << ", line " << line << ":\n" << pub.err;
+    }
+    const std::string more = "... and " + std::to_string(5 - max_errors) + " more bad lines";
+    EXPECT_EQ(pub.err.find(more) != std::string::npos, max_errors < 5) << pub.err;
+    EXPECT_EQ(pub.err.find("more bad lines") != std::string::npos, max_errors < 5) << pub.err;
+    EXPECT_NE(pub.err.find("published 1 of 6 lines"), std::string::npos) << pub.err;
+  }
+}
+
 // Publish refuses, line by line, keys the key table has no room for, and stops with exit
 // 1 when the log stays full past --timeout (a gating group that is not consuming). Either
 // way every line accepted before is in the log.
@@ -657,6 +678,15 @@ TEST(Cli, DeadLettersListShowRedrivePurge) {
   const Result unknown = ringbus_run({"dlq", seg.name(), "orders", "redrive", "999999"});
   EXPECT_EQ(unknown.code, 4);
   EXPECT_NE(unknown.err.find("group \"orders\" has no dead letter 999999"), std::string::npos) << unknown.err;
+  // Which dead letters: one id or --all, never neither nor both; nothing is marked then.
+  for (const std::vector<std::string>& which : {std::vector<std::string>{}, {std::to_string(letters[2].id), "--all"}}) {
+    std::vector<std::string> args = {"dlq", seg.name(), "orders", "redrive"};
+    args.insert(args.end(), which.begin(), which.end());
+    const Result r = ringbus_run(args);
+    EXPECT_EQ(r.code, 2) << r.err;
+    EXPECT_NE(r.err.find("give one dead letter id, or --all"), std::string::npos) << r.err;
+    EXPECT_EQ(ringbus::DeadLetters::open(s, "orders").list().at(0).state, "ready");
+  }
 
   // A log that refuses the republished event keeps the dead letter where it was.
   {
