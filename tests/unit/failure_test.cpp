@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <map>
@@ -608,16 +609,32 @@ const test::ChildRole die_in_handler("die-in-handler", [](const std::vector<std:
   return 0;
 });
 
-TEST(Redelivery, TheEventInFlightWhenAProcessDiedIsMarked) {
-  TempSegment seg;
+// Five events of key 1 for group g, whose process (the ChildRole `child`) died inside
+// its handler. The next process of g drains them (one at a time or in batches): each
+// event it gets, with its redelivered() mark.
+std::vector<std::pair<std::uint64_t, bool>> after_a_death_in_the_handler(const TempSegment& seg, const char* child,
+                                                                          bool batches) {
   { ConsumerGroup::join(seg.segment(), "g"); }
   Producer p = Producer::attach(seg.segment());
   for (std::uint64_t v = 0; v < 5; ++v) publish(p, 1, v);
-  ASSERT_EQ(test::reap(test::spawn_child("die-in-handler", {seg.location().name})), 128 + SIGKILL);
+  EXPECT_EQ(test::reap(test::spawn_child(child, {seg.location().name})), 128 + SIGKILL);
   ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g");
   std::vector<std::pair<std::uint64_t, bool>> got;
-  drain(g.worker(0), [&](const Event& e) { got.emplace_back(value_of(e), e.redelivered()); });
-  EXPECT_EQ(got, (std::vector<std::pair<std::uint64_t, bool>>{{2, true}, {3, false}, {4, false}}));
+  const auto note = [&](const Event& e) { got.emplace_back(value_of(e), e.redelivered()); };
+  if (!batches) {
+    drain(g.worker(0), note);
+    return got;
+  }
+  const auto note_all = [&](std::span<const Event> batch) { std::for_each(batch.begin(), batch.end(), note); };
+  while (g.worker(0).poll_batch(note_all, 100) != 0) {
+  }
+  return got;
+}
+
+TEST(Redelivery, TheEventInFlightWhenAProcessDiedIsMarked) {
+  TempSegment seg;
+  EXPECT_EQ(after_a_death_in_the_handler(seg, "die-in-handler", false),
+            (std::vector<std::pair<std::uint64_t, bool>>{{2, true}, {3, false}, {4, false}}));
   EXPECT_EQ(read_stats(seg.segment()).groups.at(0).worker.at(0).redelivered, 1u);
 }
 
@@ -642,19 +659,8 @@ const test::ChildRole die_in_batch_handler("die-in-batch-handler", [](const std:
 // counted.
 TEST(Redelivery, TheBatchInFlightWhenAProcessDiedIsMarked) {
   TempSegment seg;
-  { ConsumerGroup::join(seg.segment(), "g"); }
-  Producer p = Producer::attach(seg.segment());
-  for (std::uint64_t v = 0; v < 5; ++v) publish(p, 1, v);
-  ASSERT_EQ(test::reap(test::spawn_child("die-in-batch-handler", {seg.location().name})), 128 + SIGKILL);
-  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g");
-  std::vector<std::pair<std::uint64_t, bool>> got;
-  while (g.worker(0).poll_batch(
-             [&](std::span<const Event> batch) {
-               for (const Event& e : batch) got.emplace_back(value_of(e), e.redelivered());
-             },
-             100) != 0) {
-  }
-  EXPECT_EQ(got, (std::vector<std::pair<std::uint64_t, bool>>{{2, true}, {3, true}, {4, false}}));
+  EXPECT_EQ(after_a_death_in_the_handler(seg, "die-in-batch-handler", true),
+            (std::vector<std::pair<std::uint64_t, bool>>{{2, true}, {3, true}, {4, false}}));
   EXPECT_EQ(read_stats(seg.segment()).groups.at(0).worker.at(0).redelivered, 2u);
 }
 
