@@ -11,6 +11,7 @@
 #include <set>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ringbus/consumer.hpp"
@@ -609,11 +610,14 @@ const test::ChildRole die_in_handler("die-in-handler", [](const std::vector<std:
   return 0;
 });
 
+enum class Drain { one_at_a_time, batches, batches_first_fails };
+
 // Five events of key 1 for group g, whose process (the ChildRole `child`) died inside
-// its handler. The next process of g drains them (one at a time or in batches): each
-// event it gets, with its redelivered() mark.
+// its handler. The next process of g drains them (one at a time, in batches, or in
+// batches whose first handler call fails, so that the worker delivers that batch again
+// one event at a time): each event it handled, with its redelivered() mark.
 std::vector<std::pair<std::uint64_t, bool>> after_a_death_in_the_handler(const TempSegment& seg, const char* child,
-                                                                          bool batches) {
+                                                                          Drain how) {
   { ConsumerGroup::join(seg.segment(), "g"); }
   Producer p = Producer::attach(seg.segment());
   for (std::uint64_t v = 0; v < 5; ++v) publish(p, 1, v);
@@ -621,11 +625,16 @@ std::vector<std::pair<std::uint64_t, bool>> after_a_death_in_the_handler(const T
   ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g");
   std::vector<std::pair<std::uint64_t, bool>> got;
   const auto note = [&](const Event& e) { got.emplace_back(value_of(e), e.redelivered()); };
-  if (!batches) {
+  if (how == Drain::one_at_a_time) {
     drain(g.worker(0), note);
     return got;
   }
-  const auto note_all = [&](std::span<const Event> batch) { std::for_each(batch.begin(), batch.end(), note); };
+  bool fail_next = how == Drain::batches_first_fails;
+  const auto note_all = [&](std::span<const Event> batch) {
+    if (std::exchange(fail_next, false)) return Handled::fail;
+    std::for_each(batch.begin(), batch.end(), note);
+    return Handled::ok;
+  };
   while (g.worker(0).poll_batch(note_all, 100) != 0) {
   }
   return got;
@@ -633,7 +642,7 @@ std::vector<std::pair<std::uint64_t, bool>> after_a_death_in_the_handler(const T
 
 TEST(Redelivery, TheEventInFlightWhenAProcessDiedIsMarked) {
   TempSegment seg;
-  EXPECT_EQ(after_a_death_in_the_handler(seg, "die-in-handler", false),
+  EXPECT_EQ(after_a_death_in_the_handler(seg, "die-in-handler", Drain::one_at_a_time),
             (std::vector<std::pair<std::uint64_t, bool>>{{2, true}, {3, false}, {4, false}}));
   EXPECT_EQ(read_stats(seg.segment()).groups.at(0).worker.at(0).redelivered, 1u);
 }
@@ -656,12 +665,15 @@ const test::ChildRole die_in_batch_handler("die-in-batch-handler", [](const std:
 });
 
 // With batch delivery the whole batch in flight is redelivered, each event marked and
-// counted.
+// counted once, also when the batch fails and is delivered again one event at a time.
 TEST(Redelivery, TheBatchInFlightWhenAProcessDiedIsMarked) {
-  TempSegment seg;
-  EXPECT_EQ(after_a_death_in_the_handler(seg, "die-in-batch-handler", true),
-            (std::vector<std::pair<std::uint64_t, bool>>{{2, true}, {3, true}, {4, false}}));
-  EXPECT_EQ(read_stats(seg.segment()).groups.at(0).worker.at(0).redelivered, 2u);
+  for (const Drain how : {Drain::batches, Drain::batches_first_fails}) {
+    TempSegment seg;
+    EXPECT_EQ(after_a_death_in_the_handler(seg, "die-in-batch-handler", how),
+              (std::vector<std::pair<std::uint64_t, bool>>{{2, true}, {3, true}, {4, false}}));
+    EXPECT_EQ(read_stats(seg.segment()).groups.at(0).worker.at(0).redelivered, 2u)
+        << (how == Drain::batches ? "batches" : "a failed batch, then one at a time");
+  }
 }
 
 // A batch-delivering worker counts the void records it passes, as a single-event one does.

@@ -640,6 +640,7 @@ std::size_t Worker::poll_batch(H&& handler, std::size_t max_events) {
   batch_buf_.clear();
   std::uint64_t pos = pos_;
   std::uint64_t voids = 0;
+  std::uint64_t redelivered = 0;  // counted once the batch is handled: no shared store in the loop
   const std::uint64_t limit = read_limit();
   for (std::size_t examined = 0; batch_buf_.size() < max_events && examined < max_events * kScanFactor && pos < limit;
        ++examined) {
@@ -650,7 +651,7 @@ std::size_t Worker::poll_batch(H&& handler, std::size_t max_events) {
         batch_buf_.emplace_back(rec.h, pos, rec.len);
         if (pos < resume_until_) [[unlikely]] {
           batch_buf_.back().mark(Event::kRedelivered);
-          bump(slot_->redelivered);
+          ++redelivered;
         }
       } else {
         ++voids;
@@ -677,6 +678,10 @@ std::size_t Worker::poll_batch(H&& handler, std::size_t max_events) {
     if (result != Handled::ok) return poll(one_at_a_time, batch_buf_.size());
     consumed_ += batch_buf_.size();
     slot_->consumed.store(consumed_, std::memory_order_relaxed);
+    if (redelivered != 0) [[unlikely]] {
+      slot_->redelivered.store(slot_->redelivered.load(std::memory_order_relaxed) + redelivered,
+                               std::memory_order_relaxed);
+    }
   }
   if (voids != 0) note_voids(voids);
   if (pos != pos_) advance_to(pos);
