@@ -884,6 +884,26 @@ TEST(TailReader, OpenAtRefusesAPositionInsideARecordOrBeyondTheTail) {
   EXPECT_NO_THROW((void)TailReader::open_at(seg.segment(), 20'000));
 }
 
+// Percentiles of the latency histogram: the upper bound of the bucket holding the
+// sample of rank round(n * p / 100) (at least 1), counted from the fastest.
+TEST(Stats, LatencyPercentilesAreTheBucketOfTheRoundedRank) {
+  GroupStats g;
+  g.latency.assign(layout::kLatencyBuckets, 0);
+  EXPECT_EQ(g.latency_percentile(50), 0u) << "no samples";
+  g.latency[3] = 2;  // ranks 1-2
+  g.latency[7] = 1;  // rank 3
+  g.latency[9] = 7;  // ranks 4-10
+  ASSERT_EQ(g.latency_samples(), 10u);
+  const auto upper = [](std::uint32_t k) { return layout::latency_bucket_upper(k); };
+  EXPECT_EQ(g.latency_percentile(0), upper(3)) << "rank 1 at least";
+  EXPECT_EQ(g.latency_percentile(20), upper(3)) << "rank 2: the last sample of bucket 3";
+  EXPECT_EQ(g.latency_percentile(25), upper(7)) << "rank 2.5 rounds to 3";
+  EXPECT_EQ(g.latency_percentile(30), upper(7));
+  EXPECT_EQ(g.latency_percentile(34), upper(7)) << "rank 3.4 rounds to 3";
+  EXPECT_EQ(g.latency_percentile(35), upper(9)) << "rank 3.5 rounds to 4";
+  EXPECT_EQ(g.latency_percentile(100), upper(9));
+}
+
 TEST(Stats, CountersAreReadableFromTheSegment) {
   TempSegment seg;
   ConsumerGroup g = ConsumerGroup::join(seg.segment(), "stats", {.workers = 2});

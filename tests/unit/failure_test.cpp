@@ -345,6 +345,7 @@ TEST(DeadLetters, TheRingWrapsWithoutOverwritingLiveEntriesAndIsReusedLapAfterLa
   ASSERT_TRUE(dlq.remove(1));
   EXPECT_EQ(dlq.stats().entries, 5u);
   EXPECT_EQ(dlq.stats().bytes_used, 3280u) << "the head moved past entry 1";
+  EXPECT_EQ(read_stats(seg.segment()).groups.at(0).dlq_bytes, 3280u) << "what `ringbus stat` shows";
   // 640 bytes: 616 of filler and 640 at the start would end at 640, past the head (200).
   EXPECT_EQ(append(640), Status::full) << "the filler counts";
   EXPECT_EQ(keys_listed(), (std::vector<std::uint64_t>{2, 3, 4, 5, 6}));
