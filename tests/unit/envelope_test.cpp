@@ -373,6 +373,17 @@ TEST(JsonText, Base64MatchesTheRfc4648Vectors) {
   EXPECT_EQ(base64(high), "//4=");
 }
 
+// Arrays and objects nest at most 256 levels below the root value; deeper is refused
+// (the check recurses once a level), at the level that is too deep.
+TEST(JsonText, IsJsonRefusesNestingDeeperThan256Levels) {
+  const auto nested = [](std::size_t levels) { return std::string(levels, '[') + std::string(levels, ']'); };
+  EXPECT_TRUE(is_json(nested(257))) << "the root and 256 levels below it";
+  std::size_t at = 0;
+  EXPECT_FALSE(is_json(nested(258), &at));
+  EXPECT_EQ(at, 256u) << "the offset of the deepest array allowed";
+  EXPECT_FALSE(is_json("{\"a\":" + nested(257) + "}"));
+}
+
 TEST(JsonText, IsJsonAcceptsOneValueAndNothingAfterIt) {
   for (const char* ok : {"0", "-0", "3", " 3 ", "1e400", "123456789012345678901234567890", "-1.5E-300", "\"\"",
                          "\"\\u00e9\"", "true", "null", "[]", "{}", " {\"a\" : [1, {\"b\":null}]} ", "[[[[]]]]"}) {

@@ -35,8 +35,9 @@ struct JsonLineError {
 // Parses one line into `out`. Returns the error, or nullopt on success.
 std::optional<JsonLineError> parse_envelope_json(std::string_view line, Envelope& out);
 
-// True if `text` is one complete JSON value (any number size); on failure `*error_at` is
-// the byte offset of the problem when known.
+// True if `text` is one complete JSON value (any number size, arrays and objects nested
+// at most 256 levels below the root); on failure `*error_at` is the byte offset of the
+// problem when known.
 bool is_json(std::string_view text, std::size_t* error_at = nullptr);
 // `text` without insignificant whitespace (text must be valid JSON).
 std::string minify_json(std::string_view text);
