@@ -9,6 +9,7 @@
 #include "ringbus/detail/groups.hpp"
 #include "ringbus/detail/process.hpp"
 #include "ringbus/detail/recovery.hpp"
+#include "ringbus/detail/waiter.hpp"
 #include "ringbus/error.hpp"
 
 namespace ringbus {
@@ -64,17 +65,16 @@ Producer Producer::attach(const Segment& segment, const ProducerOptions& options
           detail::recover_producer(r, i);
           w = s.owner.load(std::memory_order_acquire);
           // Another process is repairing the slot: wait for it, so that the id continues
-          // its sequence here instead of starting again from 1 in another slot.
-          const std::uint64_t deadline = detail::monotonic_ns() + kRecoveryWaitNs;
-          while (layout::owner::state(w) == layout::owner::recovering) {
-            if (detail::monotonic_ns() > deadline) {
+          // its sequence here instead of starting again from 1 in another slot. Checked
+          // once a millisecond; recover_producer takes over if that process died too.
+          for (detail::HolderWait wait(0); layout::owner::state(w) == layout::owner::recovering;
+               w = s.owner.load(std::memory_order_acquire)) {
+            if (!wait.step() || detail::recover_producer(r, i)) continue;
+            if (wait.held_for(w) > kRecoveryWaitNs) {
               throw Error(Errc::busy, where + ": producer id " + std::to_string(options.producer_id) +
                                           " is being recovered by pid " + std::to_string(layout::owner::pid(w)) +
                                           " and it has not finished");
             }
-            ::sched_yield();
-            detail::recover_producer(r, i);  // takes over if the recovering process died too
-            w = s.owner.load(std::memory_order_acquire);
           }
           if (held(layout::owner::state(w))) {  // attached meanwhile by another process
             look_again = true;

@@ -27,8 +27,9 @@ using test::SharedBlock;
 using test::spawn_child;
 
 FaultPoint g_point = FaultPoint::count_;
+int g_hits_left = 1;  // the hit of g_point that kills (before_frame is reached once a record)
 void kill_at_point(FaultPoint p) noexcept {
-  if (p == g_point) ::raise(SIGKILL);
+  if (p == g_point && --g_hits_left == 0) ::raise(SIGKILL);
 }
 
 const char* point_name(FaultPoint p) {
@@ -194,16 +195,11 @@ struct BatchCase {
 };
 
 struct BatchReport {
-  std::atomic<std::uint64_t> published{0};
   std::atomic<std::uint32_t> producer_id{0};
   std::atomic<std::uint64_t> next_seq{0};
 };
 
 constexpr std::uint32_t kBatch = 3;
-int g_hits_left = 0;
-void kill_at_hit(FaultPoint p) noexcept {
-  if (p == g_point && --g_hits_left == 0) ::raise(SIGKILL);
-}
 
 // Child: "crash-batch-producer LOCATION POINT HIT REPORT_FD". As producer id 77,
 // publishes 10 events of key 42, then claims a batch of kBatch and commits it with the
@@ -213,12 +209,11 @@ const test::ChildRole crash_batch_producer("crash-batch-producer", [](const std:
   SharedBlock<BatchReport> report(std::stoi(a.at(3)));
   Producer p = Producer::attach(s, {.producer_id = 77});
   for (std::uint64_t n = 0; n < 10; ++n) publish_n(p, 42, n);
-  report->published.store(10);
   report->producer_id.store(p.id());
   report->next_seq.store(p.next_seq());
   g_point = static_cast<FaultPoint>(std::stoi(a.at(1)));
   g_hits_left = std::stoi(a.at(2));
-  detail::fault_hook = kill_at_hit;
+  detail::fault_hook = kill_at_point;
   Claim c;
   if (p.try_claim_batch(42, 1, kPayload, kBatch, c) != Status::ok) return 8;
   for (std::uint32_t i = 0; i < kBatch; ++i) {

@@ -232,8 +232,8 @@ class Worker {
     voids_ += n;
     slot_->voids_seen.store(voids_, std::memory_order_relaxed);
   }
-  static void bump(std::atomic<std::uint64_t>& c) noexcept {
-    c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  static void bump(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) noexcept {
+    c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
   }
   void note_latency(const Event& e) noexcept {
     const std::uint64_t ts = e.timestamp_ns();
@@ -678,10 +678,7 @@ std::size_t Worker::poll_batch(H&& handler, std::size_t max_events) {
     if (result != Handled::ok) return poll(one_at_a_time, batch_buf_.size());
     consumed_ += batch_buf_.size();
     slot_->consumed.store(consumed_, std::memory_order_relaxed);
-    if (redelivered != 0) [[unlikely]] {
-      slot_->redelivered.store(slot_->redelivered.load(std::memory_order_relaxed) + redelivered,
-                               std::memory_order_relaxed);
-    }
+    if (redelivered != 0) [[unlikely]] bump(slot_->redelivered, redelivered);
   }
   if (voids != 0) note_voids(voids);
   if (pos != pos_) advance_to(pos);
