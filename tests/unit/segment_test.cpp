@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "ringbus/dedup.hpp"
+#include "ringbus/detail/process.hpp"
 #include "ringbus/error.hpp"
 #include "ringbus/hash.hpp"
 #include "ringbus/producer.hpp"
@@ -77,6 +78,15 @@ TEST(Segment, OpenSeesTheSizesItWasCreatedWith) {
   EXPECT_STREQ(again.header().name, seg.location().name.c_str());
 }
 
+TEST(Segment, HeaderRecordsWhenItWasCreated) {
+  const std::uint64_t before = detail::realtime_ns();
+  TempSegment seg;
+  const std::uint64_t after = detail::realtime_ns();
+  const std::uint64_t created = Segment::open(seg.location()).header().created_realtime_ns;
+  EXPECT_GE(created, before);
+  EXPECT_LE(created, after);
+}
+
 TEST(Segment, CreateRefusesAnExistingNameUnlessAskedToReplace) {
   TempSegment seg;
   const Error e = error_of([&] { Segment::create(seg.location(), TempSegment::small_options()); });
@@ -103,6 +113,8 @@ TEST(Segment, NamesAreValidated) {
     EXPECT_EQ(e.code(), Errc::invalid_name) << bad;
   }
   EXPECT_EQ(error_of([&] { Segment::create(Location::shm(std::string(201, 'a'))); }).code(), Errc::invalid_name);
+  EXPECT_NE(std::string(error_of([&] { Segment::create(Location::shm("a/b")); }).what()).find("contains '/'"),
+            std::string::npos);
   EXPECT_TRUE(check_name("orders.v2_test-1", 200).empty());
   EXPECT_EQ(Location::parse("/tmp/x.seg").kind, Location::Kind::file);
   EXPECT_EQ(Location::parse("orders").kind, Location::Kind::shm);
@@ -157,6 +169,86 @@ TEST(Segment, OptionsAreValidated) {
     EXPECT_EQ(code(bad), Errc::invalid_options) << names;
     EXPECT_NE(what(bad).find(names), std::string::npos) << what(bad);
   }
+}
+
+// Each size limit at its edge: the last value accepted, the first refused (naming the
+// option and the value). Limits whose last accepted value would take gigabytes are
+// checked just past the edge only.
+TEST(Segment, SizeLimitsAreExact) {
+  const auto small = TempSegment::small_options();  // capacity 64 KiB
+  const std::uint32_t biggest_event = 64 * 1024 / 4 - kRecordHeaderSize;
+  const std::vector<std::pair<std::function<void(SegmentOptions&)>, std::string>> refused = {
+      {[](SegmentOptions& x) { x.capacity = layout::kMinCapacity / 2; }, "capacity 32768"},
+      {[](SegmentOptions& x) { x.capacity = layout::kMaxCapacity * 2; }, "capacity 2199023255552"},
+      {[](SegmentOptions& x) { x.max_event = 0; }, "max_event 0"},
+      {[&](SegmentOptions& x) { x.max_event = biggest_event + 1; },
+       "max_event " + std::to_string(biggest_event + 1) + " is too large for capacity 65536"},
+      {[](SegmentOptions& x) { x.max_producers = layout::kMaxProducerSlots + 1; }, "max_producers 32769"},
+      {[](SegmentOptions& x) { x.max_groups = 4097; }, "max_groups 4097"},
+      {[](SegmentOptions& x) { x.key_slots = 8; }, "key_slots 8"},
+      {[](SegmentOptions& x) { x.key_slots = 1u << 29; }, "key_slots 536870912"},
+      {[](SegmentOptions& x) { x.dlq_capacity = std::uint64_t{1} << 33; }, "dlq_capacity 8589934592"},
+      {[](SegmentOptions& x) { x.registry_slots = 65536; }, "registry_slots 65536"},
+  };
+  for (const auto& [change, names] : refused) {
+    SegmentOptions o = small;
+    change(o);
+    const Error e = error_of([&] { Segment::create(Location::shm(unique_name("lim")), o); });
+    EXPECT_EQ(e.code(), Errc::invalid_options) << names << ": " << e.what();
+    EXPECT_NE(std::string(e.what()).find(names), std::string::npos) << e.what();
+  }
+  const std::vector<std::function<void(SegmentOptions&)>> accepted = {
+      [](SegmentOptions& x) { x.capacity = layout::kMinCapacity; },
+      [&](SegmentOptions& x) { x.max_event = biggest_event; },
+      [](SegmentOptions& x) { x.max_producers = layout::kMaxProducerSlots; },
+      [](SegmentOptions& x) { x.key_slots = 16; },
+      [](SegmentOptions& x) { x.registry_slots = 65535; },
+  };
+  for (std::size_t i = 0; i < accepted.size(); ++i) {
+    SegmentOptions o = small;
+    accepted[i](o);
+    EXPECT_NO_THROW(TempSegment{o}) << "case " << i;
+  }
+}
+
+// Limits that creation checks on the options as given (the dedup window in sequence
+// numbers) are checked again on the header's own fields when a segment is opened.
+TEST(Segment, DedupSizesOutOfRangeInTheHeaderAreRefused) {
+  FileGuard f{temp_path()};
+  const SegmentOptions with_dedup{.capacity = 64 * 1024, .max_event = 128, .dedup_window = 64,
+                                  .if_exists = SegmentOptions::IfExists::replace};
+  struct Case {
+    std::size_t offset;
+    std::uint32_t value;
+  };
+  for (const Case c : {Case{offsetof(layout::SegmentHeader, dedup_words), 1},
+                       Case{offsetof(layout::SegmentHeader, dedup_words), kMaxDedupWords * 2},
+                       Case{offsetof(layout::SegmentHeader, dedup_producers), kMaxDedupProducers + 1}}) {
+    { Segment::create(Location::file(f.path), with_dedup); }
+    patch_file(f.path, c.offset, &c.value, 4);
+    fix_checksum(f.path);
+    const Error e = error_of([&] { Segment::open(Location::file(f.path)); });
+    EXPECT_EQ(e.code(), Errc::corrupt) << c.value;
+    EXPECT_NE(std::string(e.what()).find("dedup window"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Segment, ModeBitsBeyondPermissionsAreRefused) {
+  for (const std::uint32_t mode : {04600u, 02600u, 01600u, 010600u}) {
+    SegmentOptions o = TempSegment::small_options();
+    o.mode = mode;
+    const Error e = error_of([&] { Segment::create(Location::shm(unique_name("mode")), o); });
+    EXPECT_EQ(e.code(), Errc::invalid_options) << std::oct << mode;
+    EXPECT_NE(std::string(e.what()).find("mode " + std::to_string(mode)), std::string::npos) << e.what();
+  }
+}
+
+TEST(Segment, OpenRefusesWhatIsNotARegularFile) {
+  FileGuard f{temp_path()};
+  ASSERT_EQ(::mkfifo(f.path.c_str(), 0600), 0);
+  const Error e = error_of([&] { Segment::open(Location::file(f.path), {.init_timeout = std::chrono::milliseconds(20)}); });
+  EXPECT_EQ(e.code(), Errc::foreign) << e.what();
+  EXPECT_NE(std::string(e.what()).find("is not a regular file"), std::string::npos) << e.what();
 }
 
 TEST(Segment, CreatedWithTheRequestedModeWhateverTheUmask) {
