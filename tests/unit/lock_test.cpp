@@ -1,6 +1,9 @@
 // The robust lock of rare structural changes: taken over from a dead holder at once, and
 // from a holder that never lets go (damaged memory naming a live process) after a bound.
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -48,6 +51,52 @@ TEST(ProcessLiveness, IsJudgedByPidAndStartTime) {
   EXPECT_EQ(detail::process_liveness(me.pid, me.start_ticks + 1), detail::Liveness::dead) << "a recycled pid";
   EXPECT_EQ(detail::process_liveness(0x3ffffff0, 0), detail::Liveness::dead);
   EXPECT_EQ(detail::process_liveness(0, 0), detail::Liveness::dead);
+}
+
+// A process that has exited but is not yet reaped still answers kill(pid, 0); it can
+// never run again, so what it held is free.
+TEST(ProcessLiveness, AnUnreapedChildIsDead) {
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) ::_exit(0);
+  siginfo_t info{};
+  ASSERT_EQ(::waitid(P_PID, static_cast<id_t>(child), &info, WEXITED | WNOWAIT), 0);  // exited, not reaped
+  ASSERT_EQ(::kill(child, 0), 0) << "a zombie still answers kill(pid, 0)";
+  EXPECT_EQ(detail::process_liveness(static_cast<std::uint32_t>(child), 0), detail::Liveness::dead);
+  ::waitpid(child, nullptr, 0);
+}
+
+// The start time is field 22 of /proc/<pid>/stat, counted after the command name, which
+// may itself hold spaces and parentheses.
+TEST(ProcessLiveness, ACommandNameWithParenthesesAndSpacesIsParsed) {
+  int ticks_pipe[2];
+  int done_pipe[2];
+  ASSERT_EQ(::pipe(ticks_pipe), 0);
+  ASSERT_EQ(::pipe(done_pipe), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::close(ticks_pipe[0]);
+    ::close(done_pipe[1]);
+    // Read under the test binary's own name, then renamed.
+    const std::uint64_t ticks = detail::self_process().start_ticks;
+    ::prctl(PR_SET_NAME, "a) b c) 1 2 3", 0, 0, 0);
+    if (::write(ticks_pipe[1], &ticks, sizeof ticks) != sizeof ticks) ::_exit(1);
+    char c;
+    (void)::read(done_pipe[0], &c, 1);  // until the parent closes it
+    ::_exit(0);
+  }
+  ::close(ticks_pipe[1]);
+  ::close(done_pipe[0]);
+  std::uint64_t ticks = 0;
+  ASSERT_EQ(::read(ticks_pipe[0], &ticks, sizeof ticks), static_cast<ssize_t>(sizeof ticks));
+  ASSERT_NE(ticks, 0u);
+  const auto pid = static_cast<std::uint32_t>(child);
+  EXPECT_EQ(detail::process_liveness(pid, ticks), detail::Liveness::alive);
+  EXPECT_EQ(detail::process_liveness(pid, ticks + 1), detail::Liveness::dead);
+  ::close(done_pipe[1]);
+  ::close(ticks_pipe[0]);
+  ::waitpid(child, nullptr, 0);
 }
 
 TEST(RobustLock, IsTakenOverFromALiveProcessThatIsNotTheHolder) {
