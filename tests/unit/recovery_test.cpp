@@ -6,6 +6,7 @@
 #include <cstring>
 #include <vector>
 
+#include "ringbus/detail/key_table.hpp"
 #include "ringbus/detail/process.hpp"
 #include "ringbus/detail/recovery.hpp"
 #include "ringbus/layout.hpp"
@@ -118,6 +119,189 @@ TEST(Recovery, ARecovererThatDiedIsReplacedAndALiveOneIsLeftAlone) {
   const std::uint64_t next = 8;
   ASSERT_EQ(p.try_publish(0, 1, std::as_bytes(std::span(&next, 1))), Status::ok);
   EXPECT_EQ(values(seg.segment()), (std::vector<std::uint64_t>{7, 8})) << "the hole became padding";
+}
+
+// The journal is in shared memory: a shape no producer could have claimed (damaged
+// memory, a foreign writer) is not acted on. The slot is released, and nothing is
+// written into the log from it; the same hole with a sane journal is padded.
+TEST(Recovery, AJournalNoProducerCouldHaveWrittenIsNotActedOn) {
+  struct Case {
+    const char* what;
+    std::uint64_t shape;  // record bytes | count << 32
+    std::uint32_t len;
+    std::uint64_t offset;  // from the hole
+    std::uint64_t key_index;
+  };
+  const std::uint64_t rec = record_bytes(8);
+  const std::uint64_t too_many = 64 * 1024 / 4 / rec + 1;  // capacity / 4 of small_options
+  const std::vector<Case> cases = {
+      {"no records", rec, 8, 0, 0},
+      {"record bytes not those of the length", (rec + 8) | (std::uint64_t{1} << 32), 8, 0, 0},
+      {"length above max_event", record_bytes(4104) | (std::uint64_t{1} << 32), 4104, 0, 0},
+      {"more than capacity / 4", rec | (too_many << 32), 8, 0, 0},
+      {"unaligned begin", rec | (std::uint64_t{1} << 32), 8, 4, 0},
+      {"key index past the table", rec | (std::uint64_t{1} << 32), 8, 0, 1024 + 1},
+      {"sane (control)", rec | (std::uint64_t{1} << 32), 8, 0, 0},
+  };
+  for (const Case& c : cases) {
+    TempSegment seg;
+    const detail::SegmentRefs& r = seg.segment().refs();
+    Producer p = Producer::attach(seg.segment());
+    const std::uint64_t first = 7;
+    ASSERT_EQ(p.try_publish(0, 1, std::as_bytes(std::span(&first, 1))), Status::ok);
+    const std::uint64_t hole = r.control->tail.load();
+    layout::ProducerSlot& dead = r.producers[1];
+    journal(dead, layout::owner::make(layout::owner::active, kDeadPid), layout::claim_phase::claimed, hole + c.offset);
+    dead.claim_shape.store(c.shape);
+    dead.claim_meta.store(1 | (std::uint64_t{c.len} << 16));
+    dead.claim_key_index.store(c.key_index);
+    r.control->tail.store(hole + 2 * rec);
+    const bool sane = std::string(c.what) == "sane (control)";
+
+    EXPECT_TRUE(detail::recover_producer(r, 1)) << c.what;
+    EXPECT_EQ(layout::owner::state(dead.owner.load()), layout::owner::detached) << c.what;
+    EXPECT_EQ(r.control->holes_padded.load(), sane ? 1u : 0u) << c.what;
+    EXPECT_EQ(r.control->records_voided.load(), 0u) << c.what;
+    EXPECT_EQ(frame_there(r, hole), sane) << c.what;
+  }
+}
+
+// A claim journaled `claiming` from the tail itself: the tail CAS never happened, so
+// nothing of the log is the dead producer's. Its slot is released and nothing written.
+TEST(Recovery, AClaimFromTheTailThatNeverMovedWritesNothing) {
+  TempSegment seg;
+  const detail::SegmentRefs& r = seg.segment().refs();
+  Producer p = Producer::attach(seg.segment());
+  const std::uint64_t first = 7;
+  ASSERT_EQ(p.try_publish(0, 1, std::as_bytes(std::span(&first, 1))), Status::ok);
+  const std::uint64_t tail = r.control->tail.load();
+  layout::ProducerSlot& dead = r.producers[1];
+  journal(dead, layout::owner::make(layout::owner::active, kDeadPid), layout::claim_phase::claiming, tail);
+  EXPECT_TRUE(detail::recover_producer(r, 1));
+  EXPECT_EQ(layout::owner::state(dead.owner.load()), layout::owner::detached);
+  EXPECT_EQ(r.control->holes_padded.load() + r.control->records_voided.load(), 0u);
+  EXPECT_FALSE(frame_there(r, tail));
+  EXPECT_EQ(r.control->tail.load(), tail);
+}
+
+// A journal more than a lap behind the tail names bytes that later records own now:
+// recovering it writes nothing there.
+TEST(Recovery, AClaimMoreThanALapBehindTheTailWritesNothing) {
+  TempSegment seg;  // no group: the ring laps freely
+  const detail::SegmentRefs& r = seg.segment().refs();
+  Producer p = Producer::attach(seg.segment());
+  for (std::uint64_t v = 1; r.control->tail.load() < r.capacity + 4 * record_bytes(8); ++v) {
+    ASSERT_EQ(p.try_publish(0, 1, std::as_bytes(std::span(&v, 1))), Status::ok);
+  }
+  const std::vector<std::uint64_t> before = values(seg.segment());
+  ASSERT_FALSE(before.empty());
+  layout::ProducerSlot& dead = r.producers[1];
+  journal(dead, layout::owner::make(layout::owner::active, kDeadPid), layout::claim_phase::claimed, 0);
+  EXPECT_TRUE(detail::recover_producer(r, 1));
+  EXPECT_EQ(r.control->holes_padded.load() + r.control->records_voided.load(), 0u);
+  EXPECT_EQ(values(seg.segment()), before) << "a later lap's records were overwritten";
+}
+
+// A recoverer that died after padding the hole but before releasing the slot: the next
+// one finds the padding and stops there, counting nothing twice and leaving the slot's
+// next producer_seq where the first left it (no producer_seq was used by the hole).
+TEST(Recovery, ARecoveryRepeatedAfterThePaddingWasWrittenChangesNothing) {
+  TempSegment seg;
+  const detail::SegmentRefs& r = seg.segment().refs();
+  Producer p = Producer::attach(seg.segment());
+  const std::uint64_t first = 7;
+  ASSERT_EQ(p.try_publish(0, 1, std::as_bytes(std::span(&first, 1))), Status::ok);
+  const std::uint64_t hole = r.control->tail.load();
+  r.control->tail.store(hole + record_bytes(8));
+  layout::ProducerSlot& dead = r.producers[1];
+  journal(dead, layout::owner::make(layout::owner::active, kDeadPid), layout::claim_phase::claimed, hole);
+  ASSERT_TRUE(detail::recover_producer(r, 1));
+  ASSERT_EQ(r.control->holes_padded.load(), 1u);
+  const std::uint64_t next_seq = dead.next_seq.load();
+
+  journal(dead, layout::owner::make(layout::owner::recovering, kDeadPid), layout::claim_phase::claimed, hole);
+  EXPECT_TRUE(detail::recover_producer(r, 1));
+  EXPECT_EQ(r.control->holes_padded.load(), 1u);
+  EXPECT_EQ(r.control->records_voided.load(), 0u);
+  EXPECT_EQ(dead.next_seq.load(), next_seq);
+}
+
+// The dead producer's key latch is held by another slot: it had released it, so its
+// key_seq was published, and the hole becomes a void record carrying that key_seq.
+// The other slot's latch is left alone.
+TEST(Recovery, AKeyedHoleWhoseLatchAnotherSlotHoldsBecomesAVoid) {
+  TempSegment seg;
+  const detail::SegmentRefs& r = seg.segment().refs();
+  Producer p = Producer::attach(seg.segment());
+  ASSERT_EQ(p.slot_index(), 0u);
+  constexpr std::uint64_t kKey = 77;
+  const std::uint64_t first = 7;
+  ASSERT_EQ(p.try_publish(kKey, 1, std::as_bytes(std::span(&first, 1))), Status::ok);
+  const std::uint64_t index = detail::find_key(r, kKey);
+  ASSERT_NE(index, detail::kNoEntry);
+  const std::uint64_t hole = r.control->tail.load();
+  r.control->tail.store(hole + record_bytes(8));
+  layout::ProducerSlot& dead = r.producers[1];
+  journal(dead, layout::owner::make(layout::owner::active, kDeadPid), layout::claim_phase::claimed, hole);
+  dead.claim_key_index.store(index + 1);
+  dead.claim_key_seq.store(2);
+  const std::uint64_t held_by_live = layout::latch::make(true, 0, 2);
+  r.keys[index].latch.store(held_by_live);
+
+  EXPECT_TRUE(detail::recover_producer(r, 1));
+  EXPECT_EQ(r.control->records_voided.load(), 1u);
+  EXPECT_EQ(r.control->holes_padded.load(), 0u);
+  const RecordHeader* h = r.record_at(hole);
+  EXPECT_EQ(frame::state(std::atomic_ref<std::uint64_t>(r.record_at(hole)->frame).load()), RecordState::void_);
+  EXPECT_EQ(h->key, kKey);
+  EXPECT_EQ(key_seq_of(h->key_seq_flags), 2u);
+  EXPECT_EQ(r.keys[index].latch.load(), held_by_live);
+}
+
+// unblock() is asked about a position: one inside a record, or between two records
+// of dead producers, is answered for that position alone.
+TEST(Recovery, UnblockRepairsTheOwnerOfThePositionAskedAbout) {
+  TempSegment seg;
+  const detail::SegmentRefs& r = seg.segment().refs();
+  Producer p = Producer::attach(seg.segment());
+  const std::uint64_t first = 7;
+  ASSERT_EQ(p.try_publish(0, 1, std::as_bytes(std::span(&first, 1))), Status::ok);
+  const std::uint64_t rec = record_bytes(8);
+  const std::uint64_t hole = r.control->tail.load();
+  r.control->tail.store(hole + 2 * rec);
+  layout::ProducerSlot& a = r.producers[1];
+  layout::ProducerSlot& b = r.producers[2];
+  const std::uint64_t dead = layout::owner::make(layout::owner::active, kDeadPid);
+  journal(a, dead, layout::claim_phase::claimed, hole);
+  journal(b, dead, layout::claim_phase::claimed, hole + rec);
+
+  EXPECT_FALSE(detail::unblock(r, hole + 4)) << "not a record boundary";
+  EXPECT_EQ(a.owner.load(), dead);
+  EXPECT_EQ(r.control->holes_padded.load(), 0u);
+
+  EXPECT_TRUE(detail::unblock(r, hole + rec)) << "the second hole is b's, repaired at once";
+  EXPECT_EQ(b.owner.load(), layout::owner::make(layout::owner::detached, kDeadPid));
+  EXPECT_EQ(a.owner.load(), dead) << "a's claim ends where the position asked about begins";
+  EXPECT_TRUE(detail::unblock(r, hole));
+  EXPECT_EQ(r.control->holes_padded.load(), 2u);
+}
+
+// While a slot is `attaching`, its start time may still be the previous owner's: the
+// owner is then judged by its pid alone, so a live process attaching is never taken for
+// dead because of a start time that is not its own.
+TEST(Recovery, AnAttachingOwnerIsJudgedByItsPidAlone) {
+  const std::uint32_t me = detail::self_process().pid;
+  const std::uint64_t stale_start = detail::self_process().start_ticks + 1;
+  EXPECT_FALSE(detail::owner_dead(layout::owner::make(layout::owner::attaching, me), stale_start));
+  EXPECT_TRUE(detail::owner_dead(layout::owner::make(layout::owner::active, me), stale_start));
+  EXPECT_TRUE(detail::owner_dead(layout::owner::make(layout::owner::attaching, kDeadPid), 0));
+}
+
+TEST(Recovery, ASlotIndexPastTheTableIsRefused) {
+  TempSegment seg;
+  const detail::SegmentRefs& r = seg.segment().refs();
+  EXPECT_FALSE(detail::recover_producer(r, r.max_producers));
+  EXPECT_FALSE(detail::recover_producer(r, ~0u));
 }
 
 }  // namespace
