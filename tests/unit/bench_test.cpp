@@ -22,6 +22,7 @@
 #include "ringbus_bench/bench.hpp"
 #include "ringbus_bench/histogram.hpp"
 #include "ringbus_bench/pacer.hpp"
+#include "support.hpp"
 
 namespace {
 
@@ -356,7 +357,8 @@ std::string slurp(const std::string& path) {
 }
 
 std::string json_of(const ringbus::bench::Report& r) {
-  const std::string path = ::testing::TempDir() + "bench-report.json";
+  // A name of its own: ctest runs each test in its own process, several at once.
+  const std::string path = ::testing::TempDir() + ringbus::test::unique_name("bench-report") + ".json";
   ringbus::bench::write_json(r, path);
   return slurp(path);
 }
@@ -426,7 +428,7 @@ TEST(BenchReport, AScenarioThatMovedIsJudgedWithinEachPlacement) {
   EXPECT_EQ(json.find("\"placement\": null"), std::string::npos) << json;  // no latency target over all chunks
 
   // The plot draws the placement in which the scenario ran the most chunks, and says so.
-  const std::string png = ::testing::TempDir() + "bench-split.png";
+  const std::string png = ::testing::TempDir() + ringbus::test::unique_name("bench-split") + ".png";
   (void)ringbus::bench::write_plot(report_split_by_placement(), png);  // false without gnuplot
   const std::string script = slurp(png + ".gp");
   std::remove(png.c_str());
