@@ -25,8 +25,10 @@
 
 #include "ringbus/consumer.hpp"
 #include "ringbus/dlq.hpp"
+#include "ringbus/layout.hpp"
 #include "ringbus/producer.hpp"
 #include "ringbus/segment.hpp"
+#include "ringbus/stats.hpp"
 #include "support.hpp"
 
 namespace {
@@ -622,6 +624,140 @@ TEST(Cli, InfoShowsLayoutProducersGroupsPositionsAndLag) {
     EXPECT_NE(plain.out.find(want), std::string::npos) << want << "\n" << plain.out;
   }
   EXPECT_TRUE(std::regex_search(plain.out, std::regex(R"(\n +0 +7 +[0-9]+ +active +6 +5 +0\n)"))) << plain.out;
+}
+
+// Each counter of `info` in its own field, in JSON and in text, with values set apart
+// from one another (written into the segment: their meaning is tested in the core). A
+// creator that exited, a dead producer and a dead worker are marked as such. The
+// segment is made with --path (which overrides the name) and replaced with --replace.
+TEST(Cli, InfoShowsEachCounterInItsOwnField) {
+  const std::string path = "/tmp/" + unique_name("rbcli-fields") + ".seg";
+  const std::string ignored = unique_name("rbcli-not-this-name");
+  const Result created = ringbus_run({"create", ignored, "--path", path, "--capacity", "8M", "--max-event", "1536K"});
+  ASSERT_EQ(created.code, 0) << created.err;
+  struct Unlink {
+    std::string path;
+    ~Unlink() { ::unlink(path.c_str()); }
+  } unlink_at_end{path};
+  EXPECT_NE(created.out.find("created " + path + ": capacity 8 MiB, max event 1536 KiB"), std::string::npos)
+      << created.out;
+  EXPECT_EQ(ringbus_run({"info", ignored}).code, 4) << "--path was not used";
+
+  constexpr std::uint32_t kDeadPid = 0x3ffffff0;  // above pid_max
+  const ringbus::Segment s = ringbus::Segment::open(ringbus::Location::file(path));
+  ringbus::ConsumerGroup g = ringbus::ConsumerGroup::join(s, "orders", {.workers = 2});
+  ringbus::Producer p = ringbus::Producer::attach(s, {.producer_id = 7});
+  ASSERT_EQ(p.slot_index(), 0u);
+  const std::uint64_t v = 42;
+  ASSERT_EQ(p.publish(1, 1, std::as_bytes(std::span(&v, 1))), ringbus::Status::ok);
+  const ringbus::detail::SegmentRefs& r = s.refs();
+  r.control->producers_recovered.store(2);
+  r.control->holes_padded.store(3);
+  r.control->records_voided.store(5);
+  r.control->latches_released.store(7);
+  r.producers[0].full_count.store(11);
+  r.producers[0].aborted.store(13);
+  r.producers[1].producer_id.store(9);
+  r.producers[1].owner.store(ringbus::layout::owner::make(ringbus::layout::owner::active, kDeadPid));
+  const std::uint32_t group_slot = ringbus::read_stats(s).groups.at(0).slot;
+  ringbus::layout::GroupSlot& gs = r.groups[group_slot];
+  gs.worker[0].voids_seen.store(17);
+  gs.worker[0].handler_errors.store(19);
+  gs.worker[1].owner.store(ringbus::layout::owner::make(ringbus::layout::owner::active, kDeadPid));
+  gs.worker[1].owner_start.store(0);
+
+  const Result json = ringbus_run({"info", "--json", path});
+  ASSERT_EQ(json.code, 0) << json.err;
+  simdjson::ondemand::parser parser;
+  simdjson::padded_string text(json.out);
+  simdjson::ondemand::document doc = parser.iterate(text);
+  simdjson::ondemand::object root = doc.get_object();
+  EXPECT_EQ(uint64_t(root["published"].get_uint64()), 1u);
+  EXPECT_EQ(uint64_t(root["back_pressure"].get_uint64()), 11u);
+  EXPECT_EQ(uint64_t(root["producers_recovered"].get_uint64()), 2u);
+  EXPECT_EQ(uint64_t(root["holes_padded"].get_uint64()), 3u);
+  EXPECT_EQ(uint64_t(root["records_voided"].get_uint64()), 5u);
+  EXPECT_EQ(uint64_t(root["latches_released"].get_uint64()), 7u);
+  std::vector<std::string> producers;
+  for (auto item : root["producers"].get_array()) {
+    simdjson::ondemand::object pr = item.get_object();
+    const uint64_t id = pr["producer_id"].get_uint64();
+    const bool alive = pr["alive"].get_bool();
+    const uint64_t full = pr["full"].get_uint64();
+    const uint64_t aborted = pr["aborted"].get_uint64();
+    producers.push_back(std::to_string(id) + (alive ? " alive " : " dead ") + std::to_string(full) + " " +
+                        std::to_string(aborted));
+  }
+  EXPECT_EQ(producers, (std::vector<std::string>{"7 alive 11 13", "9 dead 0 0"}));
+  std::vector<std::string> workers;
+  for (auto gr : root["groups"].get_array()) {
+    for (auto w : gr.get_object()["worker"].get_array()) {
+      simdjson::ondemand::object wo = w.get_object();
+      const uint64_t index = wo["index"].get_uint64();
+      const uint64_t pid = wo["pid"].get_uint64();
+      const bool alive = wo["alive"].get_bool();
+      const uint64_t voids = wo["voids"].get_uint64();
+      const uint64_t errors = wo["handler_errors"].get_uint64();
+      workers.push_back(std::to_string(index) + " " + std::to_string(pid) + (alive ? " alive " : " dead ") +
+                        std::to_string(voids) + " " + std::to_string(errors));
+    }
+  }
+  const std::string me = std::to_string(::getpid());
+  EXPECT_EQ(workers, (std::vector<std::string>{"0 " + me + " alive 17 19", "1 " + std::to_string(kDeadPid) + " dead 0 0"}));
+
+  const Result plain = ringbus_run({"info", path});
+  ASSERT_EQ(plain.code, 0) << plain.err;
+  for (const std::string& want :
+       {std::string("capacity 8 MiB  max event 1536 KiB"), std::string("published 1  back-pressure 11"),
+        std::string("recovery: producers 2  holes padded 3  records voided 5  latches released 7")}) {
+    EXPECT_NE(plain.out.find(want), std::string::npos) << want << "\n" << plain.out;
+  }
+  EXPECT_TRUE(std::regex_search(plain.out, std::regex(R"(by pid [0-9]+ \(exited\))"))) << plain.out;
+  EXPECT_TRUE(std::regex_search(plain.out, std::regex(R"(\n +0 +7 +[0-9]+ +active +2 +1 +11\n)"))) << plain.out;
+  EXPECT_TRUE(std::regex_search(plain.out, std::regex(R"(\n +1 +9 +1073741808 +active! )"))) << plain.out;
+  EXPECT_TRUE(std::regex_search(plain.out, std::regex(R"(worker +0 +pid +[0-9]+ +running .* voids 17  errors 19\n)")))
+      << plain.out;
+  EXPECT_TRUE(std::regex_search(plain.out, std::regex(R"(worker +1 +pid +1073741808 +dead )"))) << plain.out;
+
+  // --replace makes a new, empty segment in its place.
+  const Result replaced = ringbus_run({"create", ignored, "--path", path, "--capacity", "1M", "--replace"});
+  ASSERT_EQ(replaced.code, 0) << replaced.err;
+  const Result after = ringbus_run({"info", "--json", path});
+  EXPECT_NE(after.out.find("\"capacity\":1048576"), std::string::npos) << after.out;
+  EXPECT_NE(after.out.find("\"published\":0"), std::string::npos) << after.out;
+}
+
+// Sizes on the command line take every spelling of their unit, in either case; the
+// refusal of a capacity that is no power of two names the bytes it was read as.
+TEST(Cli, SizesTakeEverySpellingOfTheirUnit) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> as_bytes = {
+      {{"3072", "3072b", "3072B"}, "3072"},
+      {{"3k", "3K", "3kb", "3KB", "3KiB", "3kib"}, "3072"},
+      {{"3m", "3MB", "3MiB", "3mib"}, "3145728"},
+      {{"3g", "3GB", "3GiB", "3gib"}, "3221225472"},
+      {{"3t", "3TB", "3TiB", "3tib"}, "3298534883328"},
+      {{"16777215T"}, "18446742974197923840"},  // the largest count of T that fits in 64 bits
+  };
+  const std::string name = unique_name("rbcli-size");
+  for (const auto& [spellings, bytes] : as_bytes) {
+    for (const std::string& text : spellings) {
+      const Result r = ringbus_run({"create", name, "--capacity", text});
+      EXPECT_EQ(r.code, 1) << text << ": " << r.err;
+      EXPECT_NE(r.err.find("capacity " + bytes + " must be a power of two"), std::string::npos) << text << ": " << r.err;
+    }
+  }
+  const Result over = ringbus_run({"create", name, "--capacity", "16777216T"});
+  EXPECT_EQ(over.code, 2) << over.err;
+  EXPECT_NE(over.err.find("\"16777216T\" is too large"), std::string::npos) << over.err;
+
+  const Result made = ringbus_run({"create", name, "--capacity", "1m", "--max-event", "1500b"});
+  ASSERT_EQ(made.code, 0) << made.err;
+  ringbus::Segment::remove(ringbus::Location::shm(name));
+  EXPECT_NE(made.out.find("capacity 1 MiB, max event 1500 B"), std::string::npos) << made.out;
+
+  const Result cpus = ringbus_run({"demo", "--cpus", "0,,1"});
+  EXPECT_EQ(cpus.code, 2);
+  EXPECT_NE(cpus.err.find("\"0,,1\" is not a list of CPU numbers"), std::string::npos) << cpus.err;
 }
 
 TEST(Cli, DeadLettersListShowRedrivePurge) {
