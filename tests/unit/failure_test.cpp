@@ -16,6 +16,7 @@
 
 #include "ringbus/consumer.hpp"
 #include "ringbus/dlq.hpp"
+#include "ringbus/hash.hpp"
 #include "ringbus/error.hpp"
 #include "ringbus/producer.hpp"
 #include "ringbus/stats.hpp"
@@ -597,6 +598,97 @@ TEST(GroupDedup, MoreProducersThanWindowsEvictsTheLeastRecent) {
                                    "x", o),
                Error)
       << "dedup needs a dedup region";
+}
+
+// A group registered in a slot another group used before starts with nothing of it:
+// no dead letters (and ids from 1), no latency samples, no counters, no resumes but its
+// own, and no dedup windows (the old group's producer_seqs are fresh to the new one).
+TEST(GroupSlot, AGroupInAReusedSlotStartsClean) {
+  SegmentOptions so = TempSegment::small_options();
+  so.max_groups = 1;
+  TempSegment seg(so);
+  GroupOptions o;
+  o.dedup = true;
+  o.record_latency = true;
+  o.retry.max_attempts = 1;
+  {
+    ConsumerGroup old = ConsumerGroup::join(seg.segment(), "old", o);
+    Producer p = Producer::attach(seg.segment(), {.producer_id = 4});
+    for (std::uint64_t v = 1; v <= 3; ++v) publish(p, 1, v);
+    drain(old.worker(0), [](const Event& e) { return value_of(e) == 2 ? Handled::fail : Handled::ok; });
+    const SegmentStats s = read_stats(seg.segment());
+    ASSERT_EQ(s.groups.at(0).dead_letters, 1u);
+    ASSERT_GT(s.groups.at(0).latency_samples(), 0u);
+    const detail::SegmentRefs& r = seg.segment().refs();
+    r.groups[0].worker[0].voids_seen.store(5);
+    r.groups[0].worker[0].redelivered.store(6);
+  }
+  ASSERT_TRUE(ConsumerGroup::remove(seg.segment(), "old"));
+
+  ConsumerGroup fresh = ConsumerGroup::join(seg.segment(), "new", o);
+  {
+    Producer again = Producer::attach(seg.segment(), {.producer_id = 4, .first_seq = 1});
+    for (std::uint64_t v = 1; v <= 3; ++v) publish(again, 1, v);  // the same producer_seqs 1..3
+  }
+  const SegmentStats before = read_stats(seg.segment());
+  const GroupStats& g = before.groups.at(0);
+  EXPECT_EQ(g.name, "new");
+  EXPECT_EQ(g.resumes, 1u);
+  EXPECT_EQ(g.dead_letters, 0u);
+  EXPECT_EQ(g.dlq_bytes, 0u);
+  EXPECT_EQ(g.latency_samples(), 0u);
+  EXPECT_EQ(g.worker.at(0).voids, 0u);
+  EXPECT_EQ(g.worker.at(0).redelivered, 0u);
+  EXPECT_TRUE(DeadLetters::open(seg.segment(), "new").list().empty());
+
+  std::vector<std::uint64_t> handled;
+  drain(fresh.worker(0), [&](const Event& e) {
+    handled.push_back(value_of(e));
+    return value_of(e) == 3 ? Handled::fail : Handled::ok;
+  });
+  EXPECT_EQ(handled, (std::vector<std::uint64_t>{1, 2, 3})) << "the old group's dedup windows were kept";
+  const auto letters = DeadLetters::open(seg.segment(), "new").list();
+  ASSERT_EQ(letters.size(), 1u);
+  EXPECT_EQ(letters[0].id, 1u);
+}
+
+// When a change of worker count merges the dedup windows and there are more producers
+// than a table holds, the most recently used producers are kept: a producer's recency
+// is the latest position any old worker saw of it.
+TEST(GroupDedup, AMergeKeepsTheProducersUsedMostRecentlyByAnyWorker) {
+  SegmentOptions so = TempSegment::small_options();
+  so.dedup_producers = 2;
+  TempSegment seg(so);
+  GroupOptions o;
+  o.dedup = true;
+  o.workers = 2;
+  // A key for each of the two workers.
+  std::uint64_t key_of[2] = {0, 0};
+  for (std::uint64_t k = 1; key_of[0] == 0 || key_of[1] == 0; ++k) {
+    if (key_of[route(k, 0, 2)] == 0) key_of[route(k, 0, 2)] = k;
+  }
+  {
+    ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+    Producer a = Producer::attach(seg.segment(), {.producer_id = 1});
+    Producer b = Producer::attach(seg.segment(), {.producer_id = 2});
+    Producer c = Producer::attach(seg.segment(), {.producer_id = 3});
+    publish(a, key_of[1], 1);  // A on worker 1, first
+    publish(b, key_of[1], 2);  // B on worker 1
+    publish(c, key_of[0], 3);  // C on worker 0
+    publish(a, key_of[0], 4);  // A on worker 0, last of all
+    for (std::uint32_t w = 0; w < 2; ++w) drain(g.worker(w), [](const Event&) {});
+  }
+  o.workers = 1;  // one table of two windows for three producers: B, used least recently, goes
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+  {
+    Producer a = Producer::attach(seg.segment(), {.producer_id = 1, .first_seq = 1});
+    publish(a, key_of[0], 11);
+    publish(a, key_of[0], 12);
+  }
+  std::size_t delivered = 0;
+  drain(g.worker(0), [&](const Event&) { ++delivered; });
+  EXPECT_EQ(delivered, 0u) << "A's window was evicted in the merge";
+  EXPECT_EQ(read_stats(seg.segment()).groups.at(0).worker.at(0).dup_dropped, 2u);
 }
 
 // Child: "die-in-handler LOCATION": joins group g and dies inside the handler of value 2.
