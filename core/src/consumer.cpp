@@ -11,6 +11,7 @@
 #include "ringbus/dedup.hpp"
 #include "ringbus/detail/groups.hpp"
 #include "ringbus/detail/process.hpp"
+#include "ringbus/detail/robust_lock.hpp"
 #include "ringbus/detail/recovery.hpp"
 #include "ringbus/error.hpp"
 
@@ -298,6 +299,9 @@ ConsumerGroup ConsumerGroup::join(const Segment& segment, std::string_view name,
   // would be milliseconds on an idle CPU, less than a registrant may be descheduled.
   const std::uint64_t since = detail::monotonic_ns();
   while (g == kNoGroup) {
+    // One registration at a time: two joins of one new name that each found it missing
+    // would otherwise both register it (each in its own slot; DESIGN.md section 6).
+    detail::RobustLock registering(r.control->group_lock, r.control->group_lock_start);
     bool pending = false;
     g = find_group(r, name, &pending);
     if (g != kNoGroup) break;
@@ -325,7 +329,8 @@ ConsumerGroup ConsumerGroup::join(const Segment& segment, std::string_view name,
       throw Error(Errc::no_slot, where + ": all " + std::to_string(r.max_groups) + " group slots are in use");
     }
     register_group(r, free_slot, name, options, me.pid);
-    // Two processes registering the same name at once: the lower slot wins.
+    // A library of minor version 0 registers without the lock: of two slots registered
+    // for one name at once, the lower wins.
     const std::uint32_t first = find_group(r, name);
     if (first != free_slot) {
       unregister_group(r, free_slot);

@@ -574,7 +574,7 @@ TEST(Cli, InfoShowsLayoutProducersGroupsPositionsAndLag) {
   simdjson::ondemand::document doc = parser.iterate(text);
   simdjson::ondemand::object root = doc.get_object();
   EXPECT_EQ(std::string_view(root["segment"].get_string()), path);
-  EXPECT_EQ(std::string_view(root["version"].get_string()), "1.0");
+  EXPECT_EQ(std::string_view(root["version"].get_string()), "1.1");
   EXPECT_EQ(uint64_t(root["capacity"].get_uint64()), 1u << 20);
   EXPECT_EQ(uint64_t(root["max_event"].get_uint64()), 1024u);
   EXPECT_EQ(uint64_t(root["tail"].get_uint64()), tail);
@@ -618,7 +618,7 @@ TEST(Cli, InfoShowsLayoutProducersGroupsPositionsAndLag) {
   const Result plain = ringbus_run({"info", path});
   ASSERT_EQ(plain.code, 0) << plain.err;
   for (const std::string& want :
-       {"segment " + path + "  layout 1.0", std::string("capacity 1 MiB  max event 1 KiB  keys 4/65,536"),
+       {"segment " + path + "  layout 1.1", std::string("capacity 1 MiB  max event 1 KiB  keys 4/65,536"),
         "tail " + std::to_string(tail) + " (lap 0)  published 5", std::string("producers (1)"),
         std::string("groups (1)"), std::string("orders  workers 1  cursor ")}) {
     EXPECT_NE(plain.out.find(want), std::string::npos) << want << "\n" << plain.out;

@@ -15,6 +15,7 @@
 #include "ringbus/consumer.hpp"
 #include "ringbus/detail/groups.hpp"
 #include "ringbus/detail/process.hpp"
+#include "ringbus/detail/recovery.hpp"
 #include "ringbus/error.hpp"
 #include "ringbus/producer.hpp"
 #include "ringbus/stats.hpp"
@@ -135,6 +136,94 @@ TEST(ConsumerGroup, ChangingTheWorkerCountRestartsFromTheSlowestCursor) {
   drain_all(g, [&](const Event& e) { values.insert(value_of(e)); });
   EXPECT_EQ(values.size(), 40u) << "nothing lost when the key split changes (at-least-once)";
   for (std::uint32_t i = 0; i < 4; ++i) EXPECT_GE(g.worker(i).position(), behind);
+}
+
+// Joining with fewer workers than the group had: the slots beyond the new count are
+// checked like the others (a live process running one is not taken over) and left
+// detached, so that the group can be removed once this process leaves it.
+TEST(ConsumerGroup, FewerWorkersCheckAndReleaseTheSlotsBeyondThem) {
+  TempSegment seg;
+  { ConsumerGroup g = ConsumerGroup::join(seg.segment(), "shrink", {.workers = 2}); }
+  const detail::SegmentRefs& r = seg.segment().refs();
+  const std::uint32_t slot = read_stats(seg.segment()).groups.at(0).slot;
+  layout::WorkerSlot& second = r.groups[slot].worker[1];
+  const std::uint64_t detached = second.owner.load();
+  second.owner.store(layout::owner::make(layout::owner::active, detail::self_process().pid));
+  second.owner_start.store(detail::self_process().start_ticks);
+  try {
+    (void)ConsumerGroup::join(seg.segment(), "shrink", {.workers = 1});
+    ADD_FAILURE() << "took over a worker slot a live process runs";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::busy);
+    EXPECT_NE(std::string(e.what()).find("worker 1"), std::string::npos) << e.what();
+  }
+  second.owner.store(detached);
+  { ConsumerGroup g = ConsumerGroup::join(seg.segment(), "shrink", {.workers = 1}); }
+  EXPECT_EQ(layout::owner::state(second.owner.load()), layout::owner::detached);
+  EXPECT_TRUE(ConsumerGroup::remove(seg.segment(), "shrink"));
+}
+
+// A worker's counters continue where the previous owner of its slot left them.
+TEST(ConsumerGroup, ConsumedCountsContinueAcrossARejoin) {
+  TempSegment seg;
+  Producer p = Producer::attach(seg.segment());
+  {
+    ConsumerGroup g = ConsumerGroup::join(seg.segment(), "count");
+    publish_values(p, 3, 0, 3);
+    EXPECT_EQ(drain_all(g, [](const Event&) {}), 3u);
+  }
+  {
+    ConsumerGroup g = ConsumerGroup::join(seg.segment(), "count");
+    publish_values(p, 3, 3, 5);
+    EXPECT_EQ(drain_all(g, [](const Event&) {}), 2u);
+    EXPECT_EQ(read_stats(seg.segment()).groups.at(0).worker.at(0).consumed, 5u);
+  }
+
+  // And so does the count of void records passed over.
+  const detail::SegmentRefs& r = seg.segment().refs();
+  const std::uint32_t slot = read_stats(seg.segment()).groups.at(0).slot;
+  r.groups[slot].worker[0].voids_seen.store(5);
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "count");
+  const std::uint64_t pos = r.control->tail.fetch_add(record_bytes(8));
+  detail::write_void(r, pos, 0, 0, record_flags::recovered, 1, 99, 1, 8);
+  EXPECT_EQ(drain_all(g, [](const Event&) {}), 0u);
+  EXPECT_EQ(g.worker(0).position(), pos + record_bytes(8));
+  EXPECT_EQ(read_stats(seg.segment()).groups.at(0).worker.at(0).voids, 6u);
+}
+
+// Two threads joining one new group at the same moment register it once: the second
+// registration waits for the first and then finds the group (here its worker is run by
+// a live process, this one, so that join is refused with busy). Without the
+// registration lock both registered it, each in its own slot, in about one round in 60.
+TEST(ConsumerGroup, ConcurrentJoinsOfANewNameRegisterOneGroup) {
+  for (int round = 0; round < 200; ++round) {
+    TempSegment seg;
+    std::atomic<int> ready{0};
+    std::atomic<int> tried{0};
+    std::atomic<int> joined{0};
+    auto join = [&] {
+      ready.fetch_add(1);
+      while (ready.load() < 2) {
+      }
+      try {
+        ConsumerGroup g = ConsumerGroup::join(seg.segment(), "race");
+        joined.fetch_add(1);
+        tried.fetch_add(1);
+        while (tried.load() < 2) {  // hold the worker until both have tried
+        }
+      } catch (const Error& e) {
+        EXPECT_EQ(e.code(), Errc::busy) << e.what();
+        tried.fetch_add(1);
+      }
+    };
+    std::thread a(join), b(join);
+    a.join();
+    b.join();
+    EXPECT_EQ(joined.load(), 1) << "round " << round;
+    std::size_t named = 0;
+    for (const GroupStats& gs : read_stats(seg.segment()).groups) named += gs.name == "race" ? 1 : 0;
+    ASSERT_EQ(named, 1u) << "round " << round;
+  }
 }
 
 TEST(ConsumerGroup, AWorkerRunByALiveProcessIsNotTakenOver) {

@@ -21,7 +21,8 @@ namespace ringbus::layout {
 
 inline constexpr std::uint64_t kMagic = 0x0053554247'4e4952ull;  // "RINGBUS\0" in memory order
 inline constexpr std::uint32_t kVersionMajor = 1;
-inline constexpr std::uint32_t kVersionMinor = 0;
+// Minor versions add only what older libraries may ignore. 1: ControlBlock::group_lock.
+inline constexpr std::uint32_t kVersionMinor = 1;
 
 inline constexpr std::size_t kPage = 4096;
 // Independently written hot words are kept this far apart: one line, plus the
@@ -148,6 +149,10 @@ struct alignas(kHotAlign) ControlBlock {
   std::atomic<std::uint64_t> latches_released;     // key latches taken back from dead producers
   std::atomic<std::uint64_t> stalls_unresolved;    // stalls whose owner could not be decided
   std::atomic<std::uint64_t> longest_stall_ns;     // longest reader stall ended by recovery
+  // Held (detail::RobustLock) while a join registers a group, so that two joins of one
+  // new name cannot both register it. Zero in a segment of minor version 0: free.
+  std::atomic<std::uint64_t> group_lock;
+  std::atomic<std::uint64_t> group_lock_start;
 };
 static_assert(offsetof(ControlBlock, tail) == 0);
 static_assert(offsetof(ControlBlock, gating_gen) == kHotAlign, "tail and gating generation apart");
