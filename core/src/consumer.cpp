@@ -640,6 +640,12 @@ void Worker::check_stall() noexcept {
     while (prev < stalled && !longest.compare_exchange_weak(prev, stalled, std::memory_order_relaxed)) {
     }
     stall_pos_ = layout::kNoPosition;
+  } else if (stall_counted_ != pos_) {
+    // Past unblock_after and not repaired: its owner lives (a producer stopped
+    // mid-claim), or no journal names the position (damaged memory). Counted once a
+    // stall, so that `ringbus info` shows a reader held at a hole.
+    stall_counted_ = pos_;
+    r_.control->stalls_unresolved.fetch_add(1, std::memory_order_relaxed);
   }
 }
 

@@ -42,6 +42,7 @@ SegmentStats read_stats(const Segment& segment) {
   s.records_voided = c.records_voided.load(std::memory_order_relaxed);
   s.latches_released = c.latches_released.load(std::memory_order_relaxed);
   s.longest_stall_ns = c.longest_stall_ns.load(std::memory_order_relaxed);
+  s.stalls_unresolved = c.stalls_unresolved.load(std::memory_order_relaxed);
 
   for (std::uint32_t i = 0; i < r.max_producers; ++i) {
     const layout::ProducerSlot& p = r.producers[i];

@@ -655,6 +655,7 @@ TEST(Cli, InfoShowsEachCounterInItsOwnField) {
   r.control->holes_padded.store(3);
   r.control->records_voided.store(5);
   r.control->latches_released.store(7);
+  r.control->stalls_unresolved.store(8);
   r.producers[0].full_count.store(11);
   r.producers[0].aborted.store(13);
   r.producers[1].producer_id.store(9);
@@ -678,6 +679,7 @@ TEST(Cli, InfoShowsEachCounterInItsOwnField) {
   EXPECT_EQ(uint64_t(root["holes_padded"].get_uint64()), 3u);
   EXPECT_EQ(uint64_t(root["records_voided"].get_uint64()), 5u);
   EXPECT_EQ(uint64_t(root["latches_released"].get_uint64()), 7u);
+  EXPECT_EQ(uint64_t(root["stalls_unresolved"].get_uint64()), 8u);
   std::vector<std::string> producers;
   for (auto item : root["producers"].get_array()) {
     simdjson::ondemand::object pr = item.get_object();
@@ -709,7 +711,8 @@ TEST(Cli, InfoShowsEachCounterInItsOwnField) {
   ASSERT_EQ(plain.code, 0) << plain.err;
   for (const std::string& want :
        {std::string("capacity 8 MiB  max event 1536 KiB"), std::string("published 1  back-pressure 11"),
-        std::string("recovery: producers 2  holes padded 3  records voided 5  latches released 7")}) {
+        std::string("recovery: producers 2  holes padded 3  records voided 5  latches released 7"),
+        std::string("  stalls unresolved 8\n")}) {
     EXPECT_NE(plain.out.find(want), std::string::npos) << want << "\n" << plain.out;
   }
   EXPECT_TRUE(std::regex_search(plain.out, std::regex(R"(by pid [0-9]+ \(exited\))"))) << plain.out;

@@ -191,6 +191,31 @@ TEST(ConsumerGroup, ConsumedCountsContinueAcrossARejoin) {
   EXPECT_EQ(read_stats(seg.segment()).groups.at(0).worker.at(0).voids, 6u);
 }
 
+// A reader held at a hole that recovery cannot end (here no journal names it, as only
+// damaged memory leaves; a producer stopped mid-claim is the other case) is counted
+// once in stalls_unresolved, however long it waits, and moves on once the hole is filled.
+TEST(ConsumerGroup, AStallRecoveryCannotEndIsCountedOnce) {
+  TempSegment seg;
+  GroupOptions o;
+  o.unblock_after = std::chrono::milliseconds{0};
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "held", o);
+  const detail::SegmentRefs& r = seg.segment().refs();
+  const std::uint64_t hole = r.control->tail.fetch_add(record_bytes(8));
+  std::atomic<int> handled{0};
+  g.start([&](const Event&) { handled.fetch_add(1); });
+  ASSERT_TRUE(test::eventually([&] { return r.control->stalls_unresolved.load() == 1; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // about 20 more stall checks
+  EXPECT_EQ(read_stats(seg.segment()).stalls_unresolved, 1u);
+  EXPECT_EQ(g.worker(0).position(), hole);
+  detail::write_void(r, hole, 0, 0, record_flags::recovered, 1, 1, 1, 8);
+  Producer p = Producer::attach(seg.segment());
+  const std::uint64_t v = 5;
+  ASSERT_EQ(p.publish(0, 1, std::as_bytes(std::span(&v, 1))), Status::ok);
+  ASSERT_TRUE(test::eventually([&] { return handled.load() == 1; }));
+  g.stop();
+  EXPECT_EQ(r.control->stalls_unresolved.load(), 1u);
+}
+
 // Two threads joining one new group at the same moment register it once: the second
 // registration waits for the first and then finds the group (here its worker is run by
 // a live process, this one, so that join is refused with busy). Without the

@@ -34,10 +34,10 @@ void print_info(const Segment& seg, bool json) {
     fmt::print("{{\"segment\":{},\"version\":\"{}.{}\",\"capacity\":{},\"max_event\":{},\"tail\":{},"
                "\"published\":{},\"back_pressure\":{},\"keys_used\":{},\"key_slots\":{},"
                "\"producers_recovered\":{},\"holes_padded\":{},\"records_voided\":{},\"latches_released\":{},"
-               "\"longest_stall_ns\":{},\"producers\":[",
+               "\"longest_stall_ns\":{},\"stalls_unresolved\":{},\"producers\":[",
                json_string(seg.location().display()), h.version_major, h.version_minor, s.capacity, s.max_event, s.tail,
                s.published, s.back_pressure, s.keys_used, s.key_slots, s.producers_recovered, s.holes_padded,
-               s.records_voided, s.latches_released, s.longest_stall_ns);
+               s.records_voided, s.latches_released, s.longest_stall_ns, s.stalls_unresolved);
     for (std::size_t i = 0; i < s.producers.size(); ++i) {
       const ProducerStats& p = s.producers[i];
       fmt::print("{}{{\"slot\":{},\"producer_id\":{},\"pid\":{},\"state\":\"{}\",\"alive\":{},\"next_seq\":{},"
@@ -70,9 +70,9 @@ void print_info(const Segment& seg, bool json) {
   fmt::print("  tail {} (lap {})  published {}  back-pressure {}\n", with_commas(s.tail),
              with_commas(s.tail / s.capacity), with_commas(s.published), with_commas(s.back_pressure));
   fmt::print("  recovery: producers {}  holes padded {}  records voided {}  latches released {}  longest stall "
-             "{:.1f} ms\n",
+             "{:.1f} ms  stalls unresolved {}\n",
              s.producers_recovered, s.holes_padded, s.records_voided, s.latches_released,
-             static_cast<double>(s.longest_stall_ns) / 1e6);
+             static_cast<double>(s.longest_stall_ns) / 1e6, s.stalls_unresolved);
   fmt::print("producers ({})\n", s.producers.size());
   if (!s.producers.empty()) {
     fmt::print("  {:>4}  {:>10}  {:>8}  {:<10}  {:>12}  {:>12}  {:>8}\n", "slot", "id", "pid", "state", "next_seq",

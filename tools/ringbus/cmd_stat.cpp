@@ -83,6 +83,8 @@ std::string prometheus_text(const Segment& seg, const SegmentStats& s) {
       s.latches_released);
   p.family("longest_stall_seconds", "gauge", "Longest time a worker waited on a dead producer's claim.");
   p.sample("longest_stall_seconds", "", static_cast<double>(s.longest_stall_ns) / 1e9);
+  one("stalls_unresolved_total", "counter", "Reader stalls past unblock_after that recovery could not end.",
+      s.stalls_unresolved);
 
   p.family("producer_published_events_total", "counter", "Events published by one producer slot.");
   for (const ProducerStats& pr : s.producers) {

@@ -305,6 +305,7 @@ class Worker {
   std::uint64_t last_check_ns_ = 0;
   std::uint64_t stall_pos_ = layout::kNoPosition;
   std::uint64_t stall_since_ns_ = 0;
+  std::uint64_t stall_counted_ = layout::kNoPosition;  // the stall counted in stalls_unresolved
   layout::DlqControl* dlq_control_ = nullptr;  // null: no dead-letter ring in use
   std::atomic<std::uint64_t>* latency_ = nullptr;  // this worker's latency buckets, when recording
   std::uint64_t redrive_seen_ = 0;

@@ -147,7 +147,7 @@ struct alignas(kHotAlign) ControlBlock {
   std::atomic<std::uint64_t> holes_padded;         // claims of dead producers turned to padding
   std::atomic<std::uint64_t> records_voided;       // claims of dead producers turned to void
   std::atomic<std::uint64_t> latches_released;     // key latches taken back from dead producers
-  std::atomic<std::uint64_t> stalls_unresolved;    // stalls whose owner could not be decided
+  std::atomic<std::uint64_t> stalls_unresolved;    // reader stalls past unblock_after not ended by recovery
   std::atomic<std::uint64_t> longest_stall_ns;     // longest reader stall ended by recovery
   // Held (detail::RobustLock) while a join registers a group, so that two joins of one
   // new name cannot both register it. Zero in a segment of minor version 0: free.

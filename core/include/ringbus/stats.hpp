@@ -78,6 +78,7 @@ struct SegmentStats {
   std::uint64_t records_voided = 0;
   std::uint64_t latches_released = 0;
   std::uint64_t longest_stall_ns = 0;
+  std::uint64_t stalls_unresolved = 0;  // reader stalls past unblock_after that recovery could not end
   std::vector<ProducerStats> producers;  // slots ever used
   std::vector<GroupStats> groups;        // registered groups
 };
