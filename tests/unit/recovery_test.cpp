@@ -20,6 +20,13 @@ namespace {
 using test::TempSegment;
 
 constexpr std::uint32_t kDeadPid = 0x3ffffff0;  // above pid_max: never a live process
+constexpr std::uint64_t kDeadOwner = layout::owner::make(layout::owner::active, kDeadPid);
+
+// Publishes one 8-byte event of value 7: the record before the holes the tests make.
+Status publish_seven(Producer& p, std::uint64_t key = 0) {
+  const std::uint64_t v = 7;
+  return p.try_publish(key, 1, std::as_bytes(std::span(&v, 1)));
+}
 
 // Writes the journal of a one-record, 8-byte, unkeyed claim from `begin` into `slot`,
 // owned by `owner` (an owner:: word).
@@ -68,7 +75,7 @@ TEST(Recovery, ADeadClaimantRacingALiveOneWaitsUntilTheWinnerIsKnown) {
   // The live producer between its tail CAS and journaling `claimed`.
   live.claim.store(layout::claim_phase::make(layout::claim_phase::claiming, 0));
   layout::ProducerSlot& dead = r.producers[1];
-  const std::uint64_t dead_owner = layout::owner::make(layout::owner::active, kDeadPid);
+  const std::uint64_t dead_owner = kDeadOwner;
   journal(dead, dead_owner, layout::claim_phase::claiming, 0);
 
   EXPECT_FALSE(detail::recover_producer(r, 1)) << "undecided: the live claimant may be the winner";
@@ -97,8 +104,7 @@ TEST(Recovery, ARecovererThatDiedIsReplacedAndALiveOneIsLeftAlone) {
   TempSegment seg;
   const detail::SegmentRefs& r = seg.segment().refs();
   Producer p = Producer::attach(seg.segment());
-  const std::uint64_t first = 7;
-  ASSERT_EQ(p.try_publish(0, 1, std::as_bytes(std::span(&first, 1))), Status::ok);
+  ASSERT_EQ(publish_seven(p), Status::ok);
   // A dead producer's claim of the next record: the tail moved past it, no frame.
   const std::uint64_t hole = record_bytes(8);
   ASSERT_EQ(r.control->tail.load(), hole);
@@ -147,11 +153,10 @@ TEST(Recovery, AJournalNoProducerCouldHaveWrittenIsNotActedOn) {
     TempSegment seg;
     const detail::SegmentRefs& r = seg.segment().refs();
     Producer p = Producer::attach(seg.segment());
-    const std::uint64_t first = 7;
-    ASSERT_EQ(p.try_publish(0, 1, std::as_bytes(std::span(&first, 1))), Status::ok);
+    ASSERT_EQ(publish_seven(p), Status::ok);
     const std::uint64_t hole = r.control->tail.load();
     layout::ProducerSlot& dead = r.producers[1];
-    journal(dead, layout::owner::make(layout::owner::active, kDeadPid), layout::claim_phase::claimed, hole + c.offset);
+    journal(dead, kDeadOwner, layout::claim_phase::claimed, hole + c.offset);
     dead.claim_shape.store(c.shape);
     dead.claim_meta.store(1 | (std::uint64_t{c.len} << 16));
     dead.claim_key_index.store(c.key_index);
@@ -172,11 +177,10 @@ TEST(Recovery, AClaimFromTheTailThatNeverMovedWritesNothing) {
   TempSegment seg;
   const detail::SegmentRefs& r = seg.segment().refs();
   Producer p = Producer::attach(seg.segment());
-  const std::uint64_t first = 7;
-  ASSERT_EQ(p.try_publish(0, 1, std::as_bytes(std::span(&first, 1))), Status::ok);
+  ASSERT_EQ(publish_seven(p), Status::ok);
   const std::uint64_t tail = r.control->tail.load();
   layout::ProducerSlot& dead = r.producers[1];
-  journal(dead, layout::owner::make(layout::owner::active, kDeadPid), layout::claim_phase::claiming, tail);
+  journal(dead, kDeadOwner, layout::claim_phase::claiming, tail);
   EXPECT_TRUE(detail::recover_producer(r, 1));
   EXPECT_EQ(layout::owner::state(dead.owner.load()), layout::owner::detached);
   EXPECT_EQ(r.control->holes_padded.load() + r.control->records_voided.load(), 0u);
@@ -196,7 +200,7 @@ TEST(Recovery, AClaimMoreThanALapBehindTheTailWritesNothing) {
   const std::vector<std::uint64_t> before = values(seg.segment());
   ASSERT_FALSE(before.empty());
   layout::ProducerSlot& dead = r.producers[1];
-  journal(dead, layout::owner::make(layout::owner::active, kDeadPid), layout::claim_phase::claimed, 0);
+  journal(dead, kDeadOwner, layout::claim_phase::claimed, 0);
   EXPECT_TRUE(detail::recover_producer(r, 1));
   EXPECT_EQ(r.control->holes_padded.load() + r.control->records_voided.load(), 0u);
   EXPECT_EQ(values(seg.segment()), before) << "a later lap's records were overwritten";
@@ -209,12 +213,11 @@ TEST(Recovery, ARecoveryRepeatedAfterThePaddingWasWrittenChangesNothing) {
   TempSegment seg;
   const detail::SegmentRefs& r = seg.segment().refs();
   Producer p = Producer::attach(seg.segment());
-  const std::uint64_t first = 7;
-  ASSERT_EQ(p.try_publish(0, 1, std::as_bytes(std::span(&first, 1))), Status::ok);
+  ASSERT_EQ(publish_seven(p), Status::ok);
   const std::uint64_t hole = r.control->tail.load();
   r.control->tail.store(hole + record_bytes(8));
   layout::ProducerSlot& dead = r.producers[1];
-  journal(dead, layout::owner::make(layout::owner::active, kDeadPid), layout::claim_phase::claimed, hole);
+  journal(dead, kDeadOwner, layout::claim_phase::claimed, hole);
   ASSERT_TRUE(detail::recover_producer(r, 1));
   ASSERT_EQ(r.control->holes_padded.load(), 1u);
   const std::uint64_t next_seq = dead.next_seq.load();
@@ -235,14 +238,13 @@ TEST(Recovery, AKeyedHoleWhoseLatchAnotherSlotHoldsBecomesAVoid) {
   Producer p = Producer::attach(seg.segment());
   ASSERT_EQ(p.slot_index(), 0u);
   constexpr std::uint64_t kKey = 77;
-  const std::uint64_t first = 7;
-  ASSERT_EQ(p.try_publish(kKey, 1, std::as_bytes(std::span(&first, 1))), Status::ok);
+  ASSERT_EQ(publish_seven(p, kKey), Status::ok);
   const std::uint64_t index = detail::find_key(r, kKey);
   ASSERT_NE(index, detail::kNoEntry);
   const std::uint64_t hole = r.control->tail.load();
   r.control->tail.store(hole + record_bytes(8));
   layout::ProducerSlot& dead = r.producers[1];
-  journal(dead, layout::owner::make(layout::owner::active, kDeadPid), layout::claim_phase::claimed, hole);
+  journal(dead, kDeadOwner, layout::claim_phase::claimed, hole);
   dead.claim_key_index.store(index + 1);
   dead.claim_key_seq.store(2);
   const std::uint64_t held_by_live = layout::latch::make(true, 0, 2);
@@ -264,14 +266,13 @@ TEST(Recovery, UnblockRepairsTheOwnerOfThePositionAskedAbout) {
   TempSegment seg;
   const detail::SegmentRefs& r = seg.segment().refs();
   Producer p = Producer::attach(seg.segment());
-  const std::uint64_t first = 7;
-  ASSERT_EQ(p.try_publish(0, 1, std::as_bytes(std::span(&first, 1))), Status::ok);
+  ASSERT_EQ(publish_seven(p), Status::ok);
   const std::uint64_t rec = record_bytes(8);
   const std::uint64_t hole = r.control->tail.load();
   r.control->tail.store(hole + 2 * rec);
   layout::ProducerSlot& a = r.producers[1];
   layout::ProducerSlot& b = r.producers[2];
-  const std::uint64_t dead = layout::owner::make(layout::owner::active, kDeadPid);
+  const std::uint64_t dead = kDeadOwner;
   journal(a, dead, layout::claim_phase::claimed, hole);
   journal(b, dead, layout::claim_phase::claimed, hole + rec);
 
