@@ -542,6 +542,105 @@ TEST(Cli, StatShowsCountersLagDeadLettersAndLatency) {
   EXPECT_EQ(frames, 2u) << watch.out;
 }
 
+// Every counter `stat` reports, set in the segment to a value no other counter has, is
+// read back from its own series (--prometheus) and its own place in the text.
+TEST(Cli, StatShowsEachCounterInItsOwnSeries) {
+  ToolSegment seg;
+  const ringbus::Segment s = seg.open();
+  ringbus::ConsumerGroup g = ringbus::ConsumerGroup::join(s, "orders", {.workers = 2});
+  ringbus::Producer p = ringbus::Producer::attach(s, {.producer_id = 7});
+  const std::uint64_t v = 42;
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(p.publish(1, 1, std::as_bytes(std::span(&v, 1))), ringbus::Status::ok);
+  const ringbus::detail::SegmentRefs& r = s.refs();
+  r.control->producers_recovered.store(2);
+  r.control->holes_padded.store(3);
+  r.control->records_voided.store(5);
+  r.control->latches_released.store(7);
+  r.control->stalls_unresolved.store(8);
+  r.control->longest_stall_ns.store(15'000'000);
+  r.producers[p.slot_index()].full_count.store(11);
+  const std::uint32_t group_slot = ringbus::read_stats(s).groups.at(0).slot;
+  ringbus::layout::GroupSlot& gs = r.groups[group_slot];
+  gs.resumes.store(9);
+  ringbus::layout::DlqControl& dlq = *r.dlq_control(group_slot);
+  dlq.full_waits.store(4);
+  const std::uint64_t tail = r.control->tail.load();
+  gs.worker[0].cursor.store(tail);  // worker 0 has read everything, worker 1 nothing
+  ringbus::layout::WorkerSlot& w = gs.worker[1];
+  w.consumed.store(13);
+  w.voids_seen.store(17);
+  w.handler_errors.store(19);
+  w.retries.store(23);
+  w.dead_lettered.store(29);
+  w.dup_dropped.store(31);
+  w.too_old_dropped.store(37);
+  w.dedup_evictions.store(41);
+  w.redelivered.store(43);
+  w.redriven.store(47);
+
+  const Result prom = ringbus_run({"stat", seg.name(), "--prometheus"});
+  ASSERT_EQ(prom.code, 0) << prom.err;
+  std::map<std::string, std::string> value;  // series (name and labels) -> value
+  for (const std::string& l : lines_of(prom.out)) {
+    if (l.empty() || l[0] == '#') continue;
+    value[l.substr(0, l.rfind(' '))] = l.substr(l.rfind(' ') + 1);
+  }
+  const std::string segment = "{segment=\"shm:" + seg.name() + "\"";
+  auto of = [&](const std::string& name, const std::string& labels = "") {
+    const auto it = value.find("ringbus_" + name + segment + labels + "}");
+    return it == value.end() ? std::string("(no such series)") : it->second;
+  };
+  EXPECT_EQ(of("published_events_total"), "3");
+  EXPECT_EQ(of("tail_position_bytes"), std::to_string(tail));
+  EXPECT_EQ(of("back_pressure_total"), "11");
+  EXPECT_EQ(of("keys_used"), "1");
+  EXPECT_EQ(of("producers_recovered_total"), "2");
+  EXPECT_EQ(of("holes_padded_total"), "3");
+  EXPECT_EQ(of("records_voided_total"), "5");
+  EXPECT_EQ(of("latches_released_total"), "7");
+  EXPECT_EQ(of("stalls_unresolved_total"), "8");
+  EXPECT_EQ(of("longest_stall_seconds"), "0.015");
+  EXPECT_EQ(of("producer_published_events_total", ",producer_id=\"7\",slot=\"" + std::to_string(p.slot_index()) +
+                                                      "\",state=\"active\""),
+            "3");
+  const std::string group = ",group=\"orders\"";
+  EXPECT_EQ(of("group_lag_bytes", group), std::to_string(tail));
+  EXPECT_EQ(of("group_cursor_bytes", group), "0");
+  EXPECT_EQ(of("group_consumed_events_total", group), "13");
+  EXPECT_EQ(of("group_resumes_total", group), "9");
+  EXPECT_EQ(of("dlq_full_waits_total", group), "4");
+  const std::string worker0 = group + ",worker=\"0\"", worker1 = group + ",worker=\"1\"";
+  EXPECT_EQ(of("worker_lag_bytes", worker0), "0");
+  EXPECT_EQ(of("worker_lag_bytes", worker1), std::to_string(tail));
+  EXPECT_EQ(of("worker_consumed_events_total", worker1), "13");
+  EXPECT_EQ(of("worker_void_records_total", worker1), "17");
+  EXPECT_EQ(of("worker_handler_errors_total", worker1), "19");
+  EXPECT_EQ(of("worker_retries_total", worker1), "23");
+  EXPECT_EQ(of("worker_dead_lettered_total", worker1), "29");
+  EXPECT_EQ(of("worker_dropped_events_total", worker1 + ",reason=\"duplicate\""), "31");
+  EXPECT_EQ(of("worker_dropped_events_total", worker1 + ",reason=\"too_old\""), "37");
+  EXPECT_EQ(of("worker_dedup_evictions_total", worker1), "41");
+  EXPECT_EQ(of("worker_redelivered_total", worker1), "43");
+  EXPECT_EQ(of("worker_redriven_total", worker1), "47");
+  for (const char* counter : {"consumed_events", "void_records", "handler_errors", "retries", "dead_lettered",
+                              "dedup_evictions", "redelivered", "redriven"}) {
+    EXPECT_EQ(of(std::string("worker_") + counter + "_total", worker0), "0") << counter;
+  }
+
+  const Result text = ringbus_run({"stat", seg.name()});
+  ASSERT_EQ(text.code, 0) << text.err;
+  for (const std::string& want :
+       {std::string("published 3  back-pressure 11  keys 1/"),
+        std::string("recovery: producers 2  holes padded 3  voided 5  latches released 7  longest stall 15.0 ms  "
+                    "stalls unresolved 8\n"),
+        std::string("  orders: handler errors 19  retries 23  dead-lettered 29  dedup dropped 31 (+37 too old, 41 "
+                    "producers evicted)  redelivered 43  redriven 47\n")}) {
+    EXPECT_NE(text.out.find(want), std::string::npos) << want << "\n" << text.out;
+  }
+  EXPECT_TRUE(std::regex_search(text.out, std::regex(R"(\norders +2 +[0-9.]+ [KMG]?i?B +[0-9.]+% +13 +- +0 +4 +- )")))
+      << text.out;
+}
+
 // `ringbus info` (text and --json) reads the segment's layout, producers, groups,
 // positions and lag as another process left them. The segment is a file whose path holds
 // a double quote: the JSON must still be JSON.

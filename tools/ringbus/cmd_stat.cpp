@@ -107,6 +107,8 @@ std::string prometheus_text(const Segment& seg, const SegmentStats& s) {
       {"dlq_capacity_bytes", "gauge", "Size of the group's dead-letter ring.", &GroupStats::dlq_capacity},
       {"dlq_full_waits_total", "counter", "Times a worker found the dead-letter ring full and waited.",
        &GroupStats::dlq_full_waits},
+      {"group_resumes_total", "counter", "Times a process joined the group after it was registered.",
+       &GroupStats::resumes},
   };
   for (const PerGroup& f : kGroup) {
     p.family(f.name, f.type, f.help);
@@ -124,6 +126,8 @@ std::string prometheus_text(const Segment& seg, const SegmentStats& s) {
       {"worker_dead_lettered_total", "Events parked in the dead-letter ring.", &WorkerStats::dead_lettered},
       {"worker_redelivered_total", "Events delivered again after a consumer died.", &WorkerStats::redelivered},
       {"worker_redriven_total", "Dead letters redelivered and accepted.", &WorkerStats::redriven},
+      {"worker_dedup_evictions_total", "Producer windows the worker's dedup evicted for new producer ids.",
+       &WorkerStats::dedup_evictions},
       {"worker_void_records_total", "Void records (events lost by a dead producer) passed over.", &WorkerStats::voids},
   };
   for (const PerWorker& f : kWorker) {
@@ -190,9 +194,10 @@ std::string text_view(const Segment& seg, const SegmentStats& s, const Rates* ra
   line(fmt::format("published {}{}  back-pressure {}  keys {}/{}", with_commas(s.published),
                    rates ? fmt::format(" ({:.0f}/s)", rates->published) : "", with_commas(s.back_pressure),
                    with_commas(s.keys_used), with_commas(s.key_slots)));
-  line(fmt::format("recovery: producers {}  holes padded {}  voided {}  latches released {}  longest stall {}",
+  line(fmt::format("recovery: producers {}  holes padded {}  voided {}  latches released {}  longest stall {}  "
+                   "stalls unresolved {}",
                    s.producers_recovered, s.holes_padded, s.records_voided, s.latches_released,
-                   ns_text(s.longest_stall_ns)));
+                   ns_text(s.longest_stall_ns), s.stalls_unresolved));
   line("");
   line(fmt::format("{:<20} {:>7} {:>12} {:>8} {:>14} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9}", "GROUP", "WORKERS",
                    "LAG", "LAG%", "CONSUMED", "RATE/s", "DLQ", "DLQ-FULL", "LAT p50", "p99", "p99.9"));
@@ -209,20 +214,22 @@ std::string text_view(const Segment& seg, const SegmentStats& s, const Rates* ra
                      lat ? ns_text(g.latency_percentile(99.9)) : "-"));
   }
   for (const GroupStats& g : s.groups) {
-    std::uint64_t errors = 0, retries = 0, dead = 0, dup = 0, old = 0, redelivered = 0;
+    std::uint64_t errors = 0, retries = 0, dead = 0, dup = 0, old = 0, evicted = 0, redelivered = 0, redriven = 0;
     for (const WorkerStats& w : g.worker) {
       errors += w.handler_errors;
       retries += w.retries;
       dead += w.dead_lettered;
       dup += w.dup_dropped;
       old += w.too_old_dropped;
+      evicted += w.dedup_evictions;
       redelivered += w.redelivered;
+      redriven += w.redriven;
     }
-    if (errors + retries + dead + dup + old + redelivered == 0) continue;
-    line(fmt::format("  {}: handler errors {}  retries {}  dead-lettered {}  dedup dropped {} (+{} too old)  "
-                     "redelivered {}",
+    if (errors + retries + dead + dup + old + evicted + redelivered + redriven == 0) continue;
+    line(fmt::format("  {}: handler errors {}  retries {}  dead-lettered {}  dedup dropped {} (+{} too old, {} "
+                     "producers evicted)  redelivered {}  redriven {}",
                      g.name, with_commas(errors), with_commas(retries), with_commas(dead), with_commas(dup),
-                     with_commas(old), with_commas(redelivered)));
+                     with_commas(old), with_commas(evicted), with_commas(redelivered), with_commas(redriven)));
   }
   for (const GroupStats& g : s.groups) {
     const std::uint64_t total = g.latency_samples();
