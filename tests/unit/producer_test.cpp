@@ -12,9 +12,11 @@
 #include <vector>
 
 #include "ringbus/consumer.hpp"
+#include "ringbus/detail/key_table.hpp"
 #include "ringbus/detail/process.hpp"
 #include "ringbus/error.hpp"
 #include "ringbus/producer.hpp"
+#include "ringbus/stats.hpp"
 #include "ringbus/tail_reader.hpp"
 #include "support.hpp"
 
@@ -371,6 +373,16 @@ TEST(Producer, AbortedKeyedBatchBehindALaterClaimLeavesOneVoidARecord) {
   while (t.try_next(e)) {
   }
   EXPECT_EQ(t.voids(), 4u) << "key_seq 1..4 are accounted for by void records";
+  // Each void record names the key_seq and producer_seq its record would have had.
+  const detail::SegmentRefs& r = seg.segment().refs();
+  std::uint64_t pos = seen[0].position + record_bytes(4);
+  for (std::uint64_t i = 0; i < 4; ++i, pos += record_bytes(8)) {
+    const RecordHeader* h = r.record_at(pos);
+    EXPECT_EQ(frame::state(std::atomic_ref<std::uint64_t>(r.record_at(pos)->frame).load()), RecordState::void_) << i;
+    EXPECT_EQ(h->key, 3u) << i;
+    EXPECT_EQ(key_seq_of(h->key_seq_flags), i + 1) << i;
+    EXPECT_EQ(h->producer_seq, i + 2) << i;
+  }
   // The latch of key 3 was released: the next claim of it continues at 6.
   Claim c;
   ASSERT_EQ(a.try_claim(3, 1, 8, c), Status::ok);
@@ -470,6 +482,166 @@ TEST(Producer, FullWhenAGatingGroupHasNotConsumed) {
   while (g.worker(0).poll([&](const Event&) { ++handled; }, 1000) != 0) {
   }
   EXPECT_EQ(handled, published + 1);
+}
+
+// A keyed claim refused after its latch was taken (the log full, or a tail no producer
+// could have left) gives the latch back unchanged: the next claim of the key, by any
+// producer, continues its sequence without waiting for a latch recovery.
+TEST(Producer, ARefusedKeyedClaimLeavesItsKeyFree) {
+  TempSegment seg;
+  const detail::SegmentRefs& r = seg.segment().refs();
+  constexpr std::uint64_t kKey = 5;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "slow");
+  Producer p = Producer::attach(seg.segment());
+  const std::string payload(1000, 'f');
+  std::uint64_t published = 0;
+  Status s = Status::ok;
+  while ((s = p.try_publish(kKey, 1, bytes_of(payload))) == Status::ok) ++published;
+  ASSERT_EQ(s, Status::full);
+  const std::uint64_t index = detail::find_key(r, kKey);
+  ASSERT_NE(index, detail::kNoEntry);
+  auto latch_is_free_at = [&](std::uint64_t last) {
+    const std::uint64_t w = r.keys[index].latch.load();
+    return !layout::latch::locked(w) && layout::latch::last_seq(w) == last;
+  };
+  auto journal_is_idle = [&] {
+    const layout::ProducerSlot& slot = r.producers[p.slot_index()];
+    return layout::claim_phase::phase(slot.claim.load()) == layout::claim_phase::idle &&
+           slot.claim_key_index.load() == 0;
+  };
+  ASSERT_TRUE(latch_is_free_at(published)) << "after Status::full";
+  ASSERT_TRUE(journal_is_idle()) << "after Status::full";
+
+  const std::uint64_t tail = r.control->tail.load();
+  r.control->tail.store(tail + 4);  // no record starts there
+  EXPECT_EQ(p.try_publish(kKey, 1, bytes_of(payload)), Status::corrupt);
+  ASSERT_TRUE(latch_is_free_at(published)) << "after Status::corrupt";
+  ASSERT_TRUE(journal_is_idle()) << "after Status::corrupt";
+  r.control->tail.store(tail);
+
+  while (g.worker(0).poll([](const Event&) {}, 1000) != 0) {
+  }
+  Producer other = Producer::attach(seg.segment());
+  ASSERT_EQ(other.try_publish(kKey, 1, bytes_of("next")), Status::ok);
+  EXPECT_EQ(drain(seg.segment(), tail).at(0).key_seq, published + 1);
+  EXPECT_EQ(r.control->latches_released.load(), 0u) << "no latch had to be taken back";
+}
+
+// One claim may take a quarter of the ring, and no more.
+TEST(Producer, AClaimTakesAtMostAQuarterOfTheRing) {
+  TempSegment seg;
+  Producer p = Producer::attach(seg.segment());
+  const std::uint64_t quarter = seg.segment().capacity() / 4;
+  constexpr std::uint32_t kLen = 64;  // 128-byte records
+  ASSERT_EQ(quarter % record_bytes(kLen), 0u);
+  const auto count = static_cast<std::uint32_t>(quarter / record_bytes(kLen));
+  Claim c;
+  EXPECT_EQ(p.try_claim_batch(0, 1, kLen, count + 1, c), Status::too_large);
+  ASSERT_EQ(p.try_claim_batch(0, 1, kLen, count, c), Status::ok);
+  c.commit();
+  EXPECT_EQ(drain(seg.segment()).size(), count);
+}
+
+// A claim object used again starts from nothing the previous claim set.
+TEST(Producer, AReusedClaimCarriesNothingOfThePreviousOne) {
+  TempSegment seg;
+  Producer p = Producer::attach(seg.segment());
+  Claim c;
+  ASSERT_EQ(p.try_claim(7, 3, 4, c), Status::ok);
+  c.set_correlation_id(77);
+  c.set_schema_version(2);
+  std::memcpy(c.payload().data(), "abcd", 4);
+  c.commit();
+  ASSERT_EQ(p.try_claim(7, 3, 4, c), Status::ok);
+  std::memcpy(c.payload().data(), "efgh", 4);
+  c.commit();
+  TailReader t = TailReader::open(seg.segment(), TailStart::earliest);
+  Event e;
+  ASSERT_TRUE(t.try_next(e));
+  EXPECT_EQ(e.correlation_id(), 77u);
+  EXPECT_EQ(e.schema_version(), 2u);
+  ASSERT_TRUE(t.try_next(e));
+  EXPECT_EQ(text(e), "efgh");
+  EXPECT_EQ(e.correlation_id(), 0u);
+  EXPECT_EQ(e.schema_version(), 0u);
+}
+
+// A claim object given to another producer's claim gives up the claim it held: that
+// producer may claim again, and the bytes it had claimed become padding.
+TEST(Producer, AClaimObjectReusedByAnotherProducerAbortsItsOpenClaim) {
+  TempSegment seg;
+  Producer a = Producer::attach(seg.segment());
+  Producer b = Producer::attach(seg.segment());
+  Claim c;
+  ASSERT_EQ(a.try_claim(0, 1, 8, c), Status::ok);
+  ASSERT_EQ(b.try_claim(0, 1, 8, c), Status::ok);
+  std::memcpy(c.payload().data(), "from b..", 8);
+  c.commit();
+  ASSERT_EQ(a.try_publish(0, 1, bytes_of("from a..")), Status::ok);
+  const auto seen = drain(seg.segment());
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[0].payload, "from b..");
+  EXPECT_EQ(seen[0].position, record_bytes(8)) << "a's first claim became padding";
+  EXPECT_EQ(seen[1].payload, "from a..");
+  EXPECT_EQ(seen[1].producer_seq, 1u) << "the aborted claim used no producer_seq";
+}
+
+// A payload of 4 GiB or more is refused whole, never cut to its low 32 bits. (The span's
+// bytes are never read: it is refused before the copy.)
+TEST(Producer, APayloadOf4GiBOrMoreIsRefusedNotTruncated) {
+  TempSegment seg;
+  Producer p = Producer::attach(seg.segment());
+  const std::byte small[8] = {};
+  const std::span<const std::byte> huge(small, (std::uint64_t{1} << 32) + 8);
+  EXPECT_EQ(p.try_publish(0, 1, huge), Status::too_large);
+  EXPECT_EQ(p.publish(0, 1, huge), Status::too_large);
+  EXPECT_EQ(seg.segment().was_tail(), 0u);
+}
+
+// A slot keeps its counters and epoch across reattaching the same id, and starts them
+// again when another id takes it over.
+TEST(Producer, ASlotKeepsItsCountersForItsIdAndStartsCleanForAnother) {
+  SegmentOptions o = TempSegment::small_options();
+  o.max_producers = 1;
+  TempSegment seg(o);
+  const detail::SegmentRefs& r = seg.segment().refs();
+  auto stats = [&] { return read_stats(seg.segment()).producers.at(0); };
+  {
+    Producer p = Producer::attach(seg.segment(), {.producer_id = 5});
+    ASSERT_EQ(p.try_publish(0, 1, bytes_of("one")), Status::ok);
+    ASSERT_EQ(p.try_publish(0, 1, bytes_of("two")), Status::ok);
+    Claim c;
+    ASSERT_EQ(p.try_claim(0, 1, 8, c), Status::ok);
+    c.abort();
+    r.producers[0].full_count.store(3);
+  }
+  ProducerStats s = stats();
+  EXPECT_EQ(s.epoch, 1u);
+  EXPECT_EQ(s.published, 2u);
+  EXPECT_EQ(s.aborted, 1u);
+  {
+    Producer p = Producer::attach(seg.segment(), {.producer_id = 5});
+    s = stats();
+    EXPECT_EQ(s.epoch, 2u);
+    EXPECT_EQ(s.published, 2u);
+    EXPECT_EQ(s.aborted, 1u);
+    EXPECT_EQ(s.full, 3u);
+    EXPECT_EQ(p.next_seq(), 3u);
+  }
+  {
+    Producer p = Producer::attach(seg.segment(), {.producer_id = 6});
+    s = stats();
+    EXPECT_EQ(s.producer_id, 6u);
+    EXPECT_EQ(s.epoch, 1u);
+    EXPECT_EQ(s.published, 0u);
+    EXPECT_EQ(s.aborted, 0u);
+    EXPECT_EQ(s.full, 0u);
+    EXPECT_EQ(p.next_seq(), 1u);
+  }
+  // A retained sequence of 0 (damaged memory: every id starts at 1) starts again at 1.
+  r.producers[0].next_seq.store(0);
+  Producer p = Producer::attach(seg.segment(), {.producer_id = 6});
+  EXPECT_EQ(p.next_seq(), 1u);
 }
 
 TEST(Producer, KeyTableFullRefusesOnlyNewKeys) {
