@@ -153,7 +153,6 @@ Producer Producer::attach(const Segment& segment, const ProducerOptions& options
     }
     s.producer_id.store(id, std::memory_order_relaxed);
     s.next_seq.store(next, std::memory_order_relaxed);
-    s.limit.store(0, std::memory_order_relaxed);
     s.attached_ns.store(detail::realtime_ns(), std::memory_order_relaxed);
     s.claim_key_index.store(0, std::memory_order_relaxed);
     s.claim.store(0, std::memory_order_relaxed);

@@ -644,6 +644,75 @@ TEST(Producer, ASlotKeepsItsCountersForItsIdAndStartsCleanForAnother) {
   EXPECT_EQ(p.next_seq(), 1u);
 }
 
+// Latches that damaged memory leaves locked are taken back (and counted): one naming
+// the claiming producer's own slot at once, since it cannot hold a latch while it
+// claims; one naming a slot whose live owner is not `active` (no producer holds a latch
+// in any other state) after two seconds.
+TEST(Producer, ALatchNoProducerCanHoldIsTakenBack) {
+  TempSegment seg;
+  const detail::SegmentRefs& r = seg.segment().refs();
+  Producer p = Producer::attach(seg.segment());
+  ASSERT_EQ(p.try_publish(1, 1, bytes_of("first of key 1")), Status::ok);
+  ASSERT_EQ(p.try_publish(2, 1, bytes_of("first of key 2")), Status::ok);
+  const std::uint64_t own = detail::find_key(r, 1);
+  r.keys[own].latch.store(layout::latch::make(true, p.slot_index(), 1));
+  ASSERT_EQ(p.try_publish(1, 1, bytes_of("second of key 1")), Status::ok);
+  EXPECT_EQ(r.control->latches_released.load(), 1u);
+
+  const std::uint32_t other = p.slot_index() + 1;
+  r.producers[other].owner.store(layout::owner::make(layout::owner::attaching, detail::self_process().pid));
+  r.producers[other].owner_start.store(detail::self_process().start_ticks);
+  const std::uint64_t stale = detail::find_key(r, 2);
+  r.keys[stale].latch.store(layout::latch::make(true, other, 1));
+  ASSERT_EQ(p.try_publish(2, 1, bytes_of("second of key 2")), Status::ok);
+  EXPECT_EQ(r.control->latches_released.load(), 2u);
+  const auto seen = drain(seg.segment());
+  ASSERT_EQ(seen.size(), 4u);
+  EXPECT_EQ(seen[2].key_seq, 2u);
+  EXPECT_EQ(seen[3].key_seq, 2u);
+}
+
+// A gating group whose worker count reads 0 (damaged memory) still gates with its first
+// worker's cursor.
+TEST(Producer, AGroupWhoseWorkerCountReadsZeroStillGates) {
+  TempSegment seg;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "slow");
+  const std::uint32_t slot = read_stats(seg.segment()).groups.at(0).slot;
+  seg.segment().refs().groups[slot].workers.store(0);
+  Producer p = Producer::attach(seg.segment());
+  const std::string payload(1000, 'f');
+  Status s = Status::ok;
+  std::uint64_t published = 0;
+  while ((s = p.try_publish(0, 1, bytes_of(payload))) == Status::ok && published <= 1000) ++published;
+  EXPECT_EQ(s, Status::full);
+  EXPECT_LE(published * record_bytes(1000), seg.segment().capacity());
+}
+
+// Moving a producer, or detaching it, with a claim open aborts the claim: its bytes
+// become padding, so readers are not held at them, and the claim object is empty.
+TEST(Producer, MovingOrDetachingAProducerAbortsItsOpenClaim) {
+  TempSegment seg;
+  Producer a = Producer::attach(seg.segment(), {.producer_id = 3});
+  Claim c;
+  ASSERT_EQ(a.try_claim(4, 1, 8, c), Status::ok);
+  Producer b = std::move(a);
+  EXPECT_FALSE(c) << "moving aborted the claim";
+  ASSERT_EQ(b.try_publish(4, 1, bytes_of("after a move")), Status::ok);
+  ASSERT_EQ(b.try_claim(4, 1, 8, c), Status::ok);
+  b.detach();
+  EXPECT_FALSE(c) << "detaching aborted the claim";
+  Producer again = Producer::attach(seg.segment(), {.producer_id = 3});
+  ASSERT_EQ(again.try_publish(4, 1, bytes_of("after a detach")), Status::ok);
+  const auto seen = drain(seg.segment());
+  ASSERT_EQ(seen.size(), 2u);
+  EXPECT_EQ(seen[0].payload, "after a move");
+  EXPECT_EQ(seen[0].key_seq, 1u);
+  EXPECT_EQ(seen[0].producer_seq, 1u);
+  EXPECT_EQ(seen[1].payload, "after a detach");
+  EXPECT_EQ(seen[1].key_seq, 2u);
+  EXPECT_EQ(seen[1].producer_seq, 2u);
+}
+
 TEST(Producer, KeyTableFullRefusesOnlyNewKeys) {
   SegmentOptions o = TempSegment::small_options();
   o.key_slots = 16;
