@@ -12,8 +12,10 @@
 #include "ringbus/envelope.hpp"
 #include "ringbus/error.hpp"
 #include "ringbus/json.hpp"
+#include "ringbus/layout.hpp"
 #include "ringbus/producer.hpp"
 #include "ringbus/registry.hpp"
+#include "ringbus/tail_reader.hpp"
 #include "support.hpp"
 
 namespace ringbus {
@@ -30,6 +32,11 @@ TEST(Iso8601, ParsesTheUsualFormsToUtcNanoseconds) {
   EXPECT_EQ(parse_iso8601("2024-02-29T00:00:00Z").has_value(), true) << "leap day";
   EXPECT_EQ(parse_iso8601("2026-11-22T10:00:00.1234567891Z"), 1795341600'123456789ull) << "beyond ns: truncated";
   EXPECT_EQ(parse_iso8601("2016-12-31T23:59:60Z"), parse_iso8601("2017-01-01T00:00:00Z")) << "a leap second";
+  EXPECT_EQ(parse_iso8601("2000-02-29T00:00:00Z").has_value(), true) << "2000 is a leap year (divisible by 400)";
+  EXPECT_FALSE(parse_iso8601("2100-02-29T00:00:00Z").has_value()) << "2100 is not (divisible by 100)";
+  EXPECT_EQ(parse_iso8601("2026-11-22 10:00:00z"), parse_iso8601("2026-11-22T10:00:00Z")) << "RFC 3339's forms";
+  EXPECT_EQ(parse_iso8601("2026-11-22t10:00:00Z"), parse_iso8601("2026-11-22T10:00:00Z"));
+  EXPECT_EQ(parse_iso8601("1969-12-31T23:00:00-02:00"), 3600'000'000'000u) << "a 1969 local time after the epoch";
   for (const char* bad : {"", "2026-11-22", "2026-11-22T10:00:00", "2026-13-01T00:00:00Z", "2023-02-29T00:00:00Z",
                           "2026-11-31T00:00:00Z", "2026-11-22T24:00:00Z", "1969-12-31T23:59:59Z",
                           "2026-11-22T10:00:00.Z", "2026-11-22T10:00:00Zjunk", "2026-11-22T10:00:00+2:00",
@@ -88,9 +95,54 @@ TEST(EnvelopeCodec, RoundTripsAndRejectsWhatDoesNotAddUp) {
       }
     }
   }
+  Envelope longest;
+  longest.key.assign(kMaxEnvelopeString, 'k');
+  EXPECT_EQ(envelope_payload_size(longest), kEnvelopeFixed + kMaxEnvelopeString) << "the longest string fits";
   Envelope too_long;
-  too_long.key.assign(70000, 'k');
+  too_long.key.assign(kMaxEnvelopeString + 1, 'k');
   EXPECT_EQ(envelope_payload_size(too_long), 0u);
+}
+
+// An envelope without a timestamp takes the claim's, or, from a producer that stamps
+// nothing, the time it is published: an envelope always says when it happened.
+TEST(EnvelopeCodec, AnEnvelopeWithoutATimestampTakesThePublishTime) {
+  TempSegment seg;
+  SchemaRegistry reg(seg.segment());
+  Envelope e;
+  e.event_type = "Ping";
+  e.data = "{}";
+  const std::uint64_t before = wall_clock_ns();
+  for (const Timestamps stamps : {Timestamps::clock, Timestamps::none}) {
+    Producer p = Producer::attach(seg.segment(), {.timestamps = stamps});
+    ASSERT_EQ(publish_envelope(p, reg, e), Status::ok);
+  }
+  const std::uint64_t after = wall_clock_ns();
+  TailReader t = TailReader::open(seg.segment(), TailStart::earliest);
+  Event ev;
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(t.try_next(ev));
+    EXPECT_GE(ev.timestamp_ns(), before) << i;
+    EXPECT_LE(ev.timestamp_ns(), after) << i;
+  }
+}
+
+// Only a record flagged as an envelope is read as one: a plain payload whose bytes
+// happen to decode as an envelope stays a plain payload.
+TEST(EnvelopeCodec, OnlyARecordFlaggedAsAnEnvelopeIsReadAsOne) {
+  TempSegment seg;
+  Envelope e;
+  e.event_id = "look-alike";
+  e.data = "{}";
+  std::vector<std::byte> bytes(envelope_payload_size(e));
+  encode_envelope_payload(e, bytes);
+  ASSERT_TRUE(decode_envelope_payload(bytes).has_value());
+  Producer p = Producer::attach(seg.segment());
+  ASSERT_EQ(p.try_publish(0, 1, bytes), Status::ok);
+  TailReader t = TailReader::open(seg.segment(), TailStart::earliest);
+  Event ev;
+  ASSERT_TRUE(t.try_next(ev));
+  EXPECT_FALSE(envelope_of(ev).has_value());
+  EXPECT_EQ(event_json(ev, nullptr).find("look-alike"), std::string::npos) << event_json(ev, nullptr);
 }
 
 TEST(SchemaRegistry, NamesTypesTracksVersionsAndIsSharedByProcesses) {
@@ -246,6 +298,7 @@ TEST(JsonLines, ErrorsNameTheFieldAndWhere) {
       {R"({"ev\q":"T","data":1})", "", "malformed field name", 8},
       {R"({"event_type":"T","data":1])", "", "']' does not close the '{' at column 1", 26},
       {R"({"event_type":"T","data":"]"}])", "", "trailing", 29},
+      {R"({"event_type":"T","data":"\"]"}])", "", "trailing", 31},
   };
   for (const Case& c : cases) {
     Envelope e;
@@ -256,6 +309,13 @@ TEST(JsonLines, ErrorsNameTheFieldAndWhere) {
     if (c.offset != 0) EXPECT_EQ(err->offset, c.offset) << c.line;
   }
   Envelope e;
+  // The longest type name fits; one byte more is refused, naming the limit.
+  const std::string longest(layout::kTypeNameBytes - 1, 't');
+  EXPECT_FALSE(parse_envelope_json(R"({"event_type":")" + longest + R"(","data":1})", e).has_value());
+  const auto too_long = parse_envelope_json(R"({"event_type":")" + longest + R"(t","data":1})", e);
+  ASSERT_TRUE(too_long.has_value());
+  EXPECT_EQ(too_long->field, "event_type");
+  EXPECT_EQ(too_long->message, "is longer than " + std::to_string(layout::kTypeNameBytes - 1) + " bytes");
   std::string bad_utf8 = R"({"event_type":"T","data":"x)";
   const std::size_t at = bad_utf8.size();
   bad_utf8 += "\xff\xfe\"}";
@@ -299,6 +359,31 @@ TEST(JsonLines, EventsPrintAsTheirEnvelope) {
   EXPECT_NE(lines[1].find(R"("data":{"plain":true})"), std::string::npos);
   EXPECT_NE(lines[2].find(R"("data":"AAEC/w==","data_encoding":"base64")"), std::string::npos) << lines[2];
   for (const std::string& l : lines) EXPECT_TRUE(is_json(l)) << l;
+}
+
+// A plain record prints the fields it has and no others: key_seq and key_id only when
+// keyed, timestamp only when stamped, correlation only when set.
+TEST(JsonLines, APlainRecordPrintsOnlyTheFieldsItHas) {
+  TempSegment seg;
+  Producer p = Producer::attach(seg.segment(), {.timestamps = Timestamps::none});
+  const std::string one = "1";
+  ASSERT_EQ(p.try_publish(0, 3, std::as_bytes(std::span(one))), Status::ok);
+  Claim c;
+  ASSERT_EQ(p.try_claim(5, 3, 1, c), Status::ok);
+  c.payload()[0] = std::byte{'2'};
+  c.set_correlation_id(77);
+  c.set_timestamp_ns(1'500'000'000);
+  c.commit();
+  TailReader t = TailReader::open(seg.segment(), TailStart::earliest);
+  Event ev;
+  ASSERT_TRUE(t.try_next(ev));
+  EXPECT_EQ(event_json(ev, nullptr), R"({"position":0,"type_id":3,"version":0,"producer_id":)" +
+                                         std::to_string(p.id()) + R"(,"producer_seq":1,"data":1})");
+  ASSERT_TRUE(t.try_next(ev));
+  EXPECT_EQ(event_json(ev, nullptr), R"({"position":)" + std::to_string(ev.position()) +
+                                         R"(,"key_seq":1,"type_id":3,"version":0,"timestamp":"1970-01-01T00:00:01.5Z",)"
+                                         R"("key_id":5,"producer_id":)" +
+                                         std::to_string(p.id()) + R"(,"producer_seq":2,"correlation":77,"data":2})");
 }
 
 // Envelope bytes that did not come through publish_envelope (a producer writing its own
