@@ -632,6 +632,15 @@ TEST(ConsumerGroup, ATrailingWorkersShortBacklogIsReadAfterTheDelay) {
     ASSERT_EQ(got.size(), to - from);
     for (std::uint64_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i], from + i);
   }
+  // A short backlog that arrives before the worker has seen the log empty again waits a
+  // delay of its own: the one just waited out does not carry over.
+  for (std::uint64_t at = 40; at < 43; ++at) {
+    publish_records(p, at, at + 1);
+    const auto published = std::chrono::steady_clock::now();
+    const std::vector<std::uint64_t> got = poll_until(poll, 1, 0);
+    EXPECT_GE(std::chrono::steady_clock::now() - published, kDelay) << at;
+    ASSERT_EQ(got, std::vector<std::uint64_t>{at});
+  }
 }
 
 TEST(ConsumerGroup, ATrailingGroupsThreadsDeliverEverything) {
@@ -812,6 +821,37 @@ TEST(ConsumerGroup, AWorkerStopsAtADamagedRecordNamingItsPosition) {
   log.h->position = second;
   EXPECT_EQ(g.worker(0).poll(handler), 2u);
   EXPECT_EQ(seen, (std::vector<std::uint64_t>{0, 1, 2}));
+}
+
+// A data record whose length is within max_event but would run past the end of the
+// ring (records never cross it) is damage, reported at its position, not read.
+TEST(ConsumerGroup, ARecordRunningPastTheEndOfTheRingIsDamage) {
+  TempSegment seg;
+  const detail::SegmentRefs& r = seg.segment().refs();
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "reader");
+  Producer p = Producer::attach(seg.segment());
+  const std::string big(r.max_event, 'b');
+  std::uint64_t pos = 0;
+  while (r.to_lap_end(pos) >= record_bytes(r.max_event) + record_bytes(8)) {
+    ASSERT_EQ(p.try_publish(0, 1, std::as_bytes(std::span(big))), Status::ok);
+    pos += record_bytes(r.max_event);
+  }
+  const std::uint64_t v = 1;
+  ASSERT_EQ(p.try_publish(0, 1, std::as_bytes(std::span(&v, 1))), Status::ok);
+  ASSERT_LT(r.to_lap_end(pos), record_bytes(r.max_event));
+  std::atomic_ref<std::uint64_t>(r.record_at(pos)->frame)
+      .store(frame::make(RecordState::data, r.lap(pos), r.max_event));
+  std::uint64_t handled = 0;
+  const Error e = test::error_of([&] {
+    while (g.worker(0).poll([&](const Event&) { ++handled; }) != 0) {
+    }
+  });
+  EXPECT_EQ(e.code(), Errc::corrupt);
+  EXPECT_NE(std::string(e.what()).find("at position " + std::to_string(pos) +
+                                       ": record whose length or position does not fit the ring"),
+            std::string::npos)
+      << e.what();
+  EXPECT_EQ(handled, pos / record_bytes(r.max_event));
 }
 
 // Assigning over a group handle releases the group it held, even one whose worker

@@ -437,6 +437,60 @@ TEST(Retry, DeferredHoldsTheKeyWhileOtherKeysProceed) {
   EXPECT_EQ(worker_stats(s).consumed, 5u);
 }
 
+// A worker stops reading ahead once max_pending events are set aside (deferred retries
+// and the events held behind them); what it has not read stays in the log for later.
+TEST(Retry, AWorkerReadsNoFurtherThanMaxPendingEventsSetAside) {
+  TempSegment seg;
+  GroupOptions o = deferred_retries(2, std::chrono::hours(1));
+  o.max_pending = 4;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+  Producer p = Producer::attach(seg.segment());
+  for (std::uint64_t v = 0; v < 10; ++v) publish(p, 100 + v, v);  // ten keys
+  std::uint64_t calls = 0;
+  for (int i = 0; i < 5; ++i) {
+    g.worker(0).poll(
+        [&](const Event&) {
+          ++calls;
+          return Handled::fail;
+        },
+        100);
+  }
+  EXPECT_EQ(g.worker(0).pending(), 4u);
+  EXPECT_EQ(calls, 4u) << "events past the fourth were not read";
+}
+
+// A key stays held while any of its events is set aside: after its first failure is
+// handled and the next one fails too, an event of the key published then still waits
+// behind both.
+TEST(Retry, DeferredHoldsTheKeyUntilEveryEventSetAsideIsDone) {
+  TempSegment seg;
+  GroupOptions o = deferred_retries(5, std::chrono::milliseconds(1));
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+  Producer p = Producer::attach(seg.segment());
+  publish(p, 1, 10);
+  publish(p, 1, 11);
+  publish(p, 1, 12);
+  std::set<std::uint64_t> failed_once;
+  std::vector<std::uint64_t> order;
+  auto handler = [&](const Event& e) {
+    if ((value_of(e) == 10 || value_of(e) == 11) && failed_once.insert(value_of(e)).second) return Handled::fail;
+    order.push_back(value_of(e));
+    return Handled::ok;
+  };
+  g.worker(0).poll(handler, 100);  // 10 fails; 11 and 12 wait behind it
+  ASSERT_TRUE(test::eventually([&] {
+    g.worker(0).poll(handler, 100);
+    return failed_once.count(11) == 1;  // 10 handled, then 11 failed
+  }));
+  EXPECT_EQ(order, std::vector<std::uint64_t>{10});
+  publish(p, 1, 13);
+  ASSERT_TRUE(test::eventually([&] {
+    g.worker(0).poll(handler, 100);
+    return order.size() == 4;
+  }));
+  EXPECT_EQ(order, (std::vector<std::uint64_t>{10, 11, 12, 13}));
+}
+
 TEST(Retry, DeferredReleaseLetsTheKeysLaterEventsThrough) {
   TempSegment seg;
   GroupOptions o = deferred_retries(3, std::chrono::milliseconds(1));
@@ -806,6 +860,9 @@ TEST(Voids, AreDeliveredWhenAskedWithTheirKeySeq) {
   std::vector<std::pair<std::uint64_t, bool>> got;
   drain(g.worker(0), [&](const Event& e) { got.emplace_back(e.key_seq(), e.is_void()); });
   EXPECT_EQ(got, (std::vector<std::pair<std::uint64_t, bool>>{{1, true}, {2, false}}));
+  const SegmentStats s = read_stats(seg.segment());
+  EXPECT_EQ(worker_stats(s).voids, 1u) << "a void delivered is counted as one passed over";
+  EXPECT_EQ(worker_stats(s).consumed, 2u) << "consumed counts what the handler accepted, the void included";
 }
 
 }  // namespace
