@@ -107,6 +107,16 @@ std::vector<std::string> lines_of(const std::string& text) {
   return v;
 }
 
+// Sets the control block's recovery counters to values no other counter has (2, 3, 5,
+// 7, 8), for the tests that read each back from its own field.
+void set_recovery_counters(const ringbus::detail::SegmentRefs& r) {
+  r.control->producers_recovered.store(2);
+  r.control->holes_padded.store(3);
+  r.control->records_voided.store(5);
+  r.control->latches_released.store(7);
+  r.control->stalls_unresolved.store(8);
+}
+
 // A segment created by the tool, removed at the end of the test.
 class ToolSegment {
  public:
@@ -593,11 +603,7 @@ TEST(Cli, StatShowsEachCounterInItsOwnSeries) {
   const std::uint64_t v = 42;
   for (int i = 0; i < 3; ++i) ASSERT_EQ(p.publish(1, 1, std::as_bytes(std::span(&v, 1))), ringbus::Status::ok);
   const ringbus::detail::SegmentRefs& r = s.refs();
-  r.control->producers_recovered.store(2);
-  r.control->holes_padded.store(3);
-  r.control->records_voided.store(5);
-  r.control->latches_released.store(7);
-  r.control->stalls_unresolved.store(8);
+  set_recovery_counters(r);
   r.control->longest_stall_ns.store(15'000'000);
   r.producers[p.slot_index()].full_count.store(11);
   const std::uint32_t group_slot = ringbus::read_stats(s).groups.at(0).slot;
@@ -811,11 +817,7 @@ TEST(Cli, InfoShowsEachCounterInItsOwnField) {
   const std::uint64_t v = 42;
   ASSERT_EQ(p.publish(1, 1, std::as_bytes(std::span(&v, 1))), ringbus::Status::ok);
   const ringbus::detail::SegmentRefs& r = s.refs();
-  r.control->producers_recovered.store(2);
-  r.control->holes_padded.store(3);
-  r.control->records_voided.store(5);
-  r.control->latches_released.store(7);
-  r.control->stalls_unresolved.store(8);
+  set_recovery_counters(r);
   r.producers[0].full_count.store(11);
   r.producers[0].aborted.store(13);
   r.producers[1].producer_id.store(9);
