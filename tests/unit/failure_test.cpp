@@ -518,6 +518,47 @@ TEST(Retry, DeferredReleaseLetsTheKeysLaterEventsThrough) {
   EXPECT_EQ(order, (std::vector<std::uint64_t>{11, 10}));
 }
 
+// Batch delivery with events set aside: a failed batch is delivered again one event at
+// a time, a deferred failure holds its key, and the next batch calls retry what was set
+// aside (in key order) instead of reading the held key's events as a batch again.
+TEST(Retry, BatchDeliveryRetriesWhatWasSetAsideBeforeReadingOn) {
+  TempSegment seg;
+  GroupOptions o = deferred_retries(5, std::chrono::milliseconds(1));
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+  Producer p = Producer::attach(seg.segment());
+  publish(p, 1, 10);
+  publish(p, 2, 20);
+  publish(p, 1, 11);
+  publish(p, 2, 21);
+  publish(p, 1, 12);
+  int failures_left = 2;  // the first batch, then 10 on its own
+  std::vector<std::uint64_t> order;
+  std::vector<std::size_t> sizes;
+  auto handler = [&](std::span<const Event> batch) {
+    sizes.push_back(batch.size());
+    for (const Event& e : batch) {
+      if (value_of(e) == 10 && failures_left > 0) {
+        --failures_left;
+        return Handled::fail;
+      }
+    }
+    for (const Event& e : batch) order.push_back(value_of(e));
+    return Handled::ok;
+  };
+  EXPECT_EQ(g.worker(0).poll_batch(handler, 100), 5u);
+  EXPECT_EQ(order, (std::vector<std::uint64_t>{20, 21})) << "key 2 went ahead; key 1 waits behind its failure";
+  EXPECT_EQ(sizes, (std::vector<std::size_t>{5, 1, 1, 1})) << "the failed batch, then 10, 20 and 21 one at a time";
+  EXPECT_EQ(g.worker(0).pending(), 3u);
+  ASSERT_TRUE(test::eventually([&] {
+    g.worker(0).poll_batch(handler, 100);
+    return g.worker(0).pending() == 0;
+  }));
+  EXPECT_EQ(order, (std::vector<std::uint64_t>{20, 21, 10, 11, 12})) << "each once, key 1 in order";
+  const SegmentStats s = read_stats(seg.segment());
+  EXPECT_EQ(s.groups.at(0).cursor, s.tail);
+  EXPECT_EQ(worker_stats(s).consumed, 5u);
+}
+
 // Deferred retries back off exponentially: attempt k+1 comes no sooner than
 // delay * 2^(k-1) after attempt k. Only lower bounds are checked (a retry may come
 // late on a busy machine, never early).
@@ -598,6 +639,43 @@ TEST(GroupDedup, RepublishedEventsAreDroppedBeforeTheHandler) {
   EXPECT_EQ(fresh, expect);
   const SegmentStats s = read_stats(seg.segment());
   EXPECT_EQ(worker_stats(s, 0, 0).dup_dropped + worker_stats(s, 0, 1).dup_dropped, 20u);
+}
+
+// Batch delivery drops redelivered events before the handler too, and marks the
+// windows, so that a later replay of the same events is dropped again.
+TEST(GroupDedup, BatchDeliveryDropsRepublishedEvents) {
+  TempSegment seg;
+  GroupOptions o;
+  o.dedup = true;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+  std::vector<std::uint64_t> got;
+  auto take = [&](std::span<const Event> batch) {
+    for (const Event& e : batch) got.push_back(value_of(e));
+  };
+  auto drain_batches = [&] {
+    while (g.worker(0).poll_batch(take, 100) != 0) {
+    }
+  };
+  {
+    Producer p = Producer::attach(seg.segment(), {.producer_id = 9});
+    for (std::uint64_t v = 1; v <= 5; ++v) publish(p, v, v);
+  }
+  drain_batches();
+  {
+    Producer p = Producer::attach(seg.segment(), {.producer_id = 9, .first_seq = 3});  // replays 3..5
+    for (std::uint64_t v = 3; v <= 7; ++v) publish(p, v, v);
+  }
+  drain_batches();
+  {
+    Producer p = Producer::attach(seg.segment(), {.producer_id = 9, .first_seq = 6});  // replays 6 and 7
+    for (std::uint64_t v = 6; v <= 7; ++v) publish(p, v, v);
+  }
+  drain_batches();
+  EXPECT_EQ(got, (std::vector<std::uint64_t>{1, 2, 3, 4, 5, 6, 7}));
+  const SegmentStats s = read_stats(seg.segment());
+  EXPECT_EQ(worker_stats(s).dup_dropped, 5u);
+  EXPECT_EQ(worker_stats(s).consumed, 7u);
+  EXPECT_EQ(s.groups.at(0).cursor, s.tail);
 }
 
 TEST(GroupDedup, TooOldAndWindowsSurviveAChangeOfWorkerCount) {
@@ -863,6 +941,32 @@ TEST(Voids, AreDeliveredWhenAskedWithTheirKeySeq) {
   const SegmentStats s = read_stats(seg.segment());
   EXPECT_EQ(worker_stats(s).voids, 1u) << "a void delivered is counted as one passed over";
   EXPECT_EQ(worker_stats(s).consumed, 2u) << "consumed counts what the handler accepted, the void included";
+}
+
+// Asked to deliver voids, a batch-delivering worker hands each one over (one at a
+// time, like every event then) in its place in the log.
+TEST(Voids, AreDeliveredToBatchHandlersWhenAsked) {
+  TempSegment seg;
+  GroupOptions o;
+  o.deliver_voids = true;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+  Producer a = Producer::attach(seg.segment());
+  Producer b = Producer::attach(seg.segment());
+  Claim first;
+  ASSERT_EQ(a.try_claim(8, 1, 8, first), Status::ok);
+  publish(b, 8, 99);
+  first.abort();
+  std::vector<std::pair<std::uint64_t, bool>> got;
+  while (g.worker(0).poll_batch(
+             [&](std::span<const Event> batch) {
+               for (const Event& e : batch) got.emplace_back(e.key_seq(), e.is_void());
+             },
+             100) != 0) {
+  }
+  EXPECT_EQ(got, (std::vector<std::pair<std::uint64_t, bool>>{{1, true}, {2, false}}));
+  const SegmentStats s = read_stats(seg.segment());
+  EXPECT_EQ(worker_stats(s).voids, 1u);
+  EXPECT_EQ(s.groups.at(0).cursor, s.tail);
 }
 
 }  // namespace
