@@ -17,6 +17,7 @@
 #include "latency.hpp"
 #include "ringbus/consumer.hpp"
 #include "ringbus_bench/bench.hpp"
+#include "ringbus_bench/summary.hpp"
 #include "throughput.hpp"
 
 namespace ringbus::bench {
@@ -29,28 +30,8 @@ constexpr std::uint64_t kCaseProbeSamples = 5'000;
 // full mode takes 100 ms): enough for a median that tells the placements apart.
 constexpr std::uint64_t kChunkProbeSamples = 500;
 
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
-}
-
 bool wanted(const Options& o, const std::string& scenario) {
   return o.scenarios.empty() || std::find(o.scenarios.begin(), o.scenarios.end(), scenario) != o.scenarios.end();
-}
-
-LatencyStats stats_of(const Histogram& h, double ns_per_tick) {
-  const auto one_us = static_cast<std::uint64_t>(1000.0 / ns_per_tick);
-  const double n = static_cast<double>(h.count());
-  LatencyStats st;
-  st.p50 = static_cast<double>(h.percentile(50)) * ns_per_tick;
-  st.p90 = static_cast<double>(h.percentile(90)) * ns_per_tick;
-  st.p99 = static_cast<double>(h.percentile(99)) * ns_per_tick;
-  st.p999 = static_cast<double>(h.percentile(99.9)) * ns_per_tick;
-  st.p9999 = static_cast<double>(h.percentile(99.99)) * ns_per_tick;
-  st.max = static_cast<double>(h.max()) * ns_per_tick;
-  st.over_1us_pct = n > 0 ? 100.0 * static_cast<double>(h.count_above(one_us)) / n : 0;
-  return st;
 }
 
 std::vector<std::pair<double, double>> spectrum_of(const Histogram& h, double ns_per_tick) {
@@ -73,15 +54,51 @@ bool moved(const std::vector<ChunkPlacement>& where) {
   return std::any_of(where.begin(), where.end(), [](ChunkPlacement c) { return c != ChunkPlacement::all; });
 }
 
-// One latency chunk of one system, kept until its scenario has run.
-struct ChunkRecord {
-  std::size_t system;  // index in the scenario
-  std::unique_ptr<Histogram> hist;
-};
+}  // namespace
 
-// Fills the by_placement of `results` (one per system of a scenario): within each placement
-// split_placements finds, every system's chunks pooled over the runs; a placement is
-// left out unless every system ran a chunk in it.
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+}
+
+LatencyStats stats_of(const Histogram& h, double ns_per_tick) {
+  const auto one_us = static_cast<std::uint64_t>(1000.0 / ns_per_tick);
+  const double n = static_cast<double>(h.count());
+  LatencyStats st;
+  st.p50 = static_cast<double>(h.percentile(50)) * ns_per_tick;
+  st.p90 = static_cast<double>(h.percentile(90)) * ns_per_tick;
+  st.p99 = static_cast<double>(h.percentile(99)) * ns_per_tick;
+  st.p999 = static_cast<double>(h.percentile(99.9)) * ns_per_tick;
+  st.p9999 = static_cast<double>(h.percentile(99.99)) * ns_per_tick;
+  st.max = static_cast<double>(h.max()) * ns_per_tick;
+  st.over_1us_pct = n > 0 ? 100.0 * static_cast<double>(h.count_above(one_us)) / n : 0;
+  return st;
+}
+
+LatencyResult summarize_runs(const std::vector<Histogram>& runs, double ns_per_tick) {
+  std::vector<LatencyStats> stats;
+  for (const Histogram& h : runs) stats.push_back(stats_of(h, ns_per_tick));
+  LatencyResult res;
+  res.samples = runs.empty() ? 0 : runs[0].count();
+  auto med = [&](double LatencyStats::*f) {
+    std::vector<double> v;
+    for (const LatencyStats& x : stats) v.push_back(x.*f);
+    return median(v);
+  };
+  for (double LatencyStats::*f : {&LatencyStats::p50, &LatencyStats::p90, &LatencyStats::p99, &LatencyStats::p999,
+                                  &LatencyStats::p9999, &LatencyStats::max, &LatencyStats::over_1us_pct}) {
+    res.*f = med(f);
+  }
+  if (runs.empty()) return res;
+  std::size_t mid = 0;
+  for (std::size_t r = 0; r < stats.size(); ++r) {
+    if (std::abs(stats[r].p50 - res.p50) < std::abs(stats[mid].p50 - res.p50)) mid = r;
+  }
+  res.spectrum = spectrum_of(runs[mid], ns_per_tick);
+  return res;
+}
+
 void add_placements(std::span<LatencyResult> results, const std::vector<ChunkRecord>& chunks,
                     const std::vector<ChunkProbes>& probes, double ns_per_tick) {
   const std::vector<ChunkPlacement> where = split_placements(probes);
@@ -110,7 +127,32 @@ void add_placements(std::span<LatencyResult> results, const std::vector<ChunkRec
   }
 }
 
-}  // namespace
+void add_rates(ThroughputResult& t, std::size_t case_index, const std::vector<std::pair<std::size_t, double>>& measured,
+               const std::vector<ChunkProbes>& around) {
+  const std::vector<ChunkPlacement> where = split_placements(around);
+  // The case's rates in the placements `in` accepts, with the probe before each (and the
+  // one after, when both_sides).
+  auto of_case = [&](auto in, std::vector<double>& rates, std::vector<double>& probed, bool both_sides) {
+    for (std::size_t m = 0; m < measured.size(); ++m) {
+      if (measured[m].first != case_index || !in(where[m])) continue;
+      rates.push_back(measured[m].second);
+      probed.push_back(around[m].before_ns);
+      if (both_sides) probed.push_back(around[m].after_ns);
+    }
+  };
+  std::vector<double> rates, before;
+  of_case([](ChunkPlacement) { return true; }, rates, before, false);
+  t.events_per_s = median(rates);
+  t.rtt_half_ns = median(before);
+  t.moved = moved(where);
+  for (const auto& [side, name] : kPlacements) {
+    std::vector<double> in_side, probed;
+    of_case([side = side](ChunkPlacement c) { return c == side; }, in_side, probed, true);
+    if (!in_side.empty()) {
+      t.by_placement.push_back({name, median(probed), static_cast<std::uint32_t>(in_side.size()), median(in_side)});
+    }
+  }
+}
 
 Options options_for(const std::string& mode) {
   Options o;
@@ -244,28 +286,10 @@ Report run(const Options& o) {
       }
     }
     for (std::size_t s = 0; s < systems.size(); ++s) {
-      std::vector<LatencyStats> runs;
-      for (const Histogram& h : hist[s]) runs.push_back(stats_of(h, ns_per_tick));
-      LatencyResult res;
+      LatencyResult res = summarize_runs(hist[s], ns_per_tick);
       res.system = systems[s]->name();
       res.scenario = sc.name;
       res.event_bytes = sc.event_bytes;
-      res.samples = hist[s][0].count();
-      auto med = [&](double LatencyStats::*f) {
-        std::vector<double> v;
-        for (const LatencyStats& x : runs) v.push_back(x.*f);
-        return median(v);
-      };
-      for (double LatencyStats::*f : {&LatencyStats::p50, &LatencyStats::p90, &LatencyStats::p99, &LatencyStats::p999,
-                                      &LatencyStats::p9999, &LatencyStats::max, &LatencyStats::over_1us_pct}) {
-        res.*f = med(f);
-      }
-      // The spectrum of the run whose p50 is the median one.
-      std::size_t mid = 0;
-      for (std::size_t r = 0; r < runs.size(); ++r) {
-        if (std::abs(runs[r].p50 - res.p50) < std::abs(runs[mid].p50 - res.p50)) mid = r;
-      }
-      res.spectrum = spectrum_of(hist[s][mid], ns_per_tick);
       report.latency.push_back(std::move(res));
     }
     add_placements(std::span(report.latency).last(systems.size()), chunk_records, chunk_probes, ns_per_tick);
@@ -296,7 +320,6 @@ Report run(const Options& o) {
       }
     }
   }
-  const std::vector<ChunkPlacement> where = split_placements(around);
   for (std::size_t i = 0; i < picked.size(); ++i) {
     const ThroughputCase& c = *picked[i];
     ThroughputResult t;
@@ -305,28 +328,7 @@ Report run(const Options& o) {
     t.event_bytes = c.event_bytes;
     t.producers = c.producers;
     t.batch = c.batch;
-    // Case i's rates in the placements `in` accepts, with the probe before each (and the
-    // one after, when both_sides).
-    auto of_case = [&](auto in, std::vector<double>& rates, std::vector<double>& probed, bool both_sides) {
-      for (std::size_t m = 0; m < measured.size(); ++m) {
-        if (measured[m].first != i || !in(where[m])) continue;
-        rates.push_back(measured[m].second);
-        probed.push_back(around[m].before_ns);
-        if (both_sides) probed.push_back(around[m].after_ns);
-      }
-    };
-    std::vector<double> rates, before;
-    of_case([](ChunkPlacement) { return true; }, rates, before, false);
-    t.events_per_s = median(rates);
-    t.rtt_half_ns = median(before);
-    t.moved = moved(where);
-    for (const auto& [side, name] : kPlacements) {
-      std::vector<double> in_side, probed;
-      of_case([side = side](ChunkPlacement c) { return c == side; }, in_side, probed, true);
-      if (!in_side.empty()) {
-        t.by_placement.push_back({name, median(probed), static_cast<std::uint32_t>(in_side.size()), median(in_side)});
-      }
-    }
+    add_rates(t, i, measured, around);
     report.throughput.push_back(std::move(t));
   }
   report.placement.end_ns = probe_floor(o, 20'000);

@@ -22,6 +22,7 @@
 #include "ringbus_bench/bench.hpp"
 #include "ringbus_bench/histogram.hpp"
 #include "ringbus_bench/pacer.hpp"
+#include "ringbus_bench/summary.hpp"
 #include "support.hpp"
 
 namespace {
@@ -269,6 +270,10 @@ TEST(BenchReport, PlacementRangeCoversProbesFloorsAndThroughputProbes) {
   r.placement.before_tput_ns = 0;
   r.throughput.clear();
   EXPECT_DOUBLE_EQ(ringbus::bench::placement_range(r).min_ns, 230);
+  // Nor is one after the smallest: 200 stays the smallest whatever follows it.
+  r.placement.start_ns = 200;
+  r.throughput.push_back({"ringbus", "tput8", 8, 1, 1, 1e6, 0});
+  EXPECT_DOUBLE_EQ(ringbus::bench::placement_range(r).min_ns, 200);
   // At the boundary the verdict is that of the range as the JSON prints it (0.1 ns):
   // 64.96 and 97.46 print as 65.0 and 97.5, exactly 1.5x, so not moved.
   const auto edge = ringbus::bench::placement_range(report_with_floors(64.96, 97.46, 2 * 97.46, 97.46));
@@ -322,6 +327,89 @@ TEST(BenchReport, P99TargetShowsTheShareOfSamplesOverOneMicrosecond) {
   EXPECT_NE(tiny.find("met    thread p99 <= best peer p99 (boost_spsc)"), std::string::npos) << tiny;
   EXPECT_NE(tiny.find(" 0.00032x (over 1 us"), std::string::npos) << tiny;  // 322 / 1,000,000
   EXPECT_EQ(tiny.find("0.00x"), std::string::npos) << tiny;
+}
+
+// One latency result of scenario `scenario` per (system, p50, p99).
+void add_results(ringbus::bench::Report& r, const char* scenario,
+                 std::initializer_list<std::tuple<const char*, double, double>> systems) {
+  for (const auto& [system, p50, p99] : systems) {
+    ringbus::bench::LatencyResult l = flat_result(scenario, system, p50, 1000);
+    l.p99 = p99;
+    r.latency.push_back(l);
+  }
+}
+
+// The report's verdict on the target whose text is `what` (followed by spaces): "met"
+// or "MISSED", then the value it shows; "absent" if there is no such target.
+std::string verdict(const ringbus::bench::Report& r, const std::string& what) {
+  const std::string table = table_of(r);
+  const std::size_t targets = table.find("\ntargets\n");
+  if (targets == std::string::npos) return "absent";
+  for (const std::string v : {"met   ", "MISSED"}) {
+    const std::size_t at = table.find("\n  " + v + " " + what + " ", targets);
+    if (at == std::string::npos) continue;
+    const std::size_t from = table.find_first_not_of(' ', at + 4 + v.size() + 1 + what.size());
+    const std::string word = v.substr(0, v.find(' '));
+    return word + " " + table.substr(from, table.find('\n', from) - from);
+  }
+  return "absent";
+}
+
+// Every target is met at its limit exactly and missed just beyond it, and each compares
+// ringbus with what its text names: the floor of the thread scenario, the best peer
+// (the lowest p50, the lowest p99, never the floor or a ringbus configuration), the
+// thread-to-thread configuration interleaved in the same scenario, the rate of one
+// producer in the named configuration.
+TEST(BenchReport, EachTargetIsMetAtItsLimitAndMissedBeyondIt) {
+  auto at_limits = [](double over) {
+    ringbus::bench::Report r;
+    r.options = ringbus::bench::options_for("smoke");
+    r.placement = {100, 100, 100};
+    add_results(r, "thread", {{"floor", 100, 100},
+                              {"floor_oneway", 100 / over, 100},
+                              {"ringbus", 110 * over, 300 * over},
+                              {"atomic_queue", 110, 500},  // the best p50, not the best p99
+                              {"boost_spsc", 120, 300},    // the best p99
+                              {"moodycamel_rwq", 130, 400}});
+    add_results(r, "process", {{"floor", 100, 100}, {"ringbus", 105 * over, 1}, {"ringbus_thread", 100, 1}});
+    add_results(r, "fanout4", {{"floor", 100, 100}, {"ringbus", 115 * over, 1}, {"ringbus_thread", 100, 1}});
+    add_results(r, "keys10k", {{"floor", 100, 100}, {"ringbus", 220 * over, 1}, {"ringbus_thread", 200, 1}});
+    for (const char* system : {"ringbus", "ringbus_trailing"}) {
+      r.throughput.push_back({system, "tput64", 64, 1, 1, 40e6 / over, 100});
+      r.throughput.push_back({system, "tput64", 64, 1, 32, 1e6, 100});    // batched: not a target
+      r.throughput.push_back({system, "tput64", 64, 2, 1, 1e9, 100});     // 2 producers: not a target
+      r.throughput.push_back({system, "tput8", 8, 1, 1, 1e9, 100});       // unbatched: not a target
+      r.throughput.push_back({system, "tput8", 8, 1, 32, 120e6 / over, 100});
+    }
+    return r;
+  };
+  const ringbus::bench::Report exact = at_limits(1.0), beyond = at_limits(1.01);
+  const std::string p99_value = " (over 1 us: ringbus 0.00%, boost_spsc 0.00%)";
+  // Each target: the value it shows at the limit (met), and 1% beyond it (MISSED).
+  for (const auto& [what, at_limit, past_it] : std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"thread p50 <= 1.10 x floor p50", "1.10x", "1.11x"},
+           {"thread p50 <= best peer p50 (atomic_queue)", "1.00x", "1.01x"},
+           {"thread p99 <= best peer p99 (boost_spsc)", "1.00x" + p99_value, "1.01x" + p99_value},
+           {"(reference) thread p50 / one-way one-line floor p50", "1.10x", "1.12x"},
+           {"process p50 within 5% of thread p50", "1.05x", "1.06x"},
+           {"4 gating groups p50 <= 1.15 x one group", "1.15x", "1.16x"},
+           {"10,000-key sequencing p50 <= 1.10 x unkeyed", "1.10x", "1.11x"},
+           {"64-byte events, 1 producer >= 40 M/s", "40.0 M/s (RTT/2 100 ns)", "39.6 M/s (RTT/2 100 ns)"},
+           {"64-byte events, 1 producer, trailing reader >= 40 M/s", "40.0 M/s (RTT/2 100 ns)",
+            "39.6 M/s (RTT/2 100 ns)"},
+           {"8-byte events, 1 producer, batched >= 120 M/s", "120.0 M/s (RTT/2 100 ns)", "118.8 M/s (RTT/2 100 ns)"},
+           {"8-byte events, 1 producer, batched, trailing reader >= 120 M/s", "120.0 M/s (RTT/2 100 ns)",
+            "118.8 M/s (RTT/2 100 ns)"}}) {
+    EXPECT_EQ(verdict(exact, what), "met " + at_limit);
+    EXPECT_EQ(verdict(beyond, what), "MISSED " + past_it);
+  }
+
+  // Rates whose runs were measured in both placements but none in one placement alone
+  // (each probe pair disagreed) are judged on the median of all, and say so.
+  ringbus::bench::Report mixed = at_limits(1.0);
+  for (ringbus::bench::ThroughputResult& t : mixed.throughput) t.moved = true;
+  EXPECT_EQ(verdict(mixed, "64-byte events, 1 producer >= 40 M/s [placements mixed]"),
+            "met 40.0 M/s (RTT/2 100 ns)");
 }
 
 TEST(BenchReport, ChunksAreSortedByThePlacementProbedAroundThem) {
@@ -417,6 +505,8 @@ TEST(BenchReport, AScenarioThatMovedIsJudgedWithinEachPlacement) {
   const std::string judged = table.substr(table.find("\ntargets\n"));
   EXPECT_EQ(judged.find("thread p50 <= 1.10 x floor p50 "), judged.find("thread p50 <= 1.10 x floor p50 [")) << judged;
   EXPECT_EQ(judged.find("2.00x"), std::string::npos) << judged;
+  // Every scenario that moved was split: no footnote for one that could not be.
+  EXPECT_EQ(table.find("  ~ the vCPUs changed placement"), std::string::npos) << table;
 
   // The JSON carries each placement's figures and says where each target was judged.
   const std::string json = json_of(report_split_by_placement());
@@ -437,6 +527,18 @@ TEST(BenchReport, AScenarioThatMovedIsJudgedWithinEachPlacement) {
   EXPECT_NE(script.find("0.000 330.0\n1.000 331.0\n"), std::string::npos) << script;  // ringbus, far
   EXPECT_EQ(script.find("0.000 100.0\n"), std::string::npos) << script;              // not its near or mixed figures
   EXPECT_NE(script.find("title 'thread (far)'"), std::string::npos) << script;        // the ringbus panel
+  EXPECT_NE(script.find("set xrange [0:1]\n"), std::string::npos) << script;  // the spectra reach 1 nine
+  // The ringbus panel shows one-way scenarios only: a round trip is not on their scale.
+  ringbus::bench::Report with_rtt = report_split_by_placement();
+  with_rtt.latency.push_back(flat_result("rtt", "floor", 120, 4000));
+  with_rtt.latency.push_back(flat_result("rtt", "ringbus", 200, 4000));
+  for (ringbus::bench::LatencyResult& l : with_rtt.latency) l.spectrum = {{0.0, l.p50}, {3.6, l.max}};
+  (void)ringbus::bench::write_plot(with_rtt, png);
+  const std::string with_rtt_script = slurp(png + ".gp");
+  std::remove(png.c_str());
+  EXPECT_NE(with_rtt_script.find("set title 'round trip, 64 B'"), std::string::npos) << with_rtt_script;
+  EXPECT_EQ(with_rtt_script.find("title 'rtt"), std::string::npos) << with_rtt_script;
+  EXPECT_NE(with_rtt_script.find("set xrange [0:4]\n"), std::string::npos) << with_rtt_script;
 
   // A scenario that moved but could not be split (no placement had a chunk of every
   // system) is marked, and its targets say that they compare mixed placements.
@@ -456,6 +558,146 @@ TEST(BenchReport, AScenarioThatMovedIsJudgedWithinEachPlacement) {
   EXPECT_EQ(steady.find("by placement"), std::string::npos) << steady;
   EXPECT_EQ(steady.find("RTT/2 230 ns]"), std::string::npos) << steady;
   EXPECT_NE(steady.find("thread p50 <= 1.10 x floor p50  "), std::string::npos) << steady;
+}
+
+// A run in which the vCPUs moved: `thread` split by placement (report_split_by_placement),
+// `process` moved but without a placement that every system ran in, `keys10k` steady,
+// and throughput measured in both placements.
+ringbus::bench::Report report_that_moved() {
+  ringbus::bench::Report r = report_split_by_placement();
+  r.options.runs = 3;
+  r.options.tput_capacity = std::uint64_t{1} << 20;
+  r.placement = {50, 45, 60};  // 45: the smallest RTT/2 of the run
+  r.latency[0].by_placement[1].rtt_half_ns = 230;  // the floor's far chunks: the largest
+  add_results(r, "process", {{"floor", 80, 90}, {"ringbus", 120, 200}, {"ringbus_thread", 110, 150}});
+  for (std::size_t i = r.latency.size() - 3; i < r.latency.size(); ++i) r.latency[i].moved = true;
+  add_results(r, "keys10k", {{"floor", 60, 70}, {"ringbus", 121, 140}, {"ringbus_thread", 110, 130}});
+  auto rate = [&](const char* system, std::uint32_t producers, std::uint32_t batch, double mixed, double near,
+                  double far) {
+    ringbus::bench::ThroughputResult t{system, "tput64", 64, producers, batch, mixed, 55};
+    t.moved = true;
+    t.by_placement = {{"near", 55, 2, near}};
+    if (far > 0) t.by_placement.push_back({"far", 210, 1, far});
+    r.throughput.push_back(t);
+  };
+  rate("ringbus", 1, 1, 30e6, 35e6, 10e6);
+  rate("ringbus", 1, 32, 60e6, 70e6, 20e6);
+  rate("ringbus", 2, 1, 25e6, 28e6, 0);
+  rate("ringbus", 2, 32, 40e6, 45e6, 15e6);
+  r.throughput.back().by_placement[0].rtt_half_ns = 58;
+  rate("boost_spsc", 1, 1, 16e6, 17e6, 0);
+  r.throughput.back().rtt_half_ns = 60;
+  r.throughput.back().by_placement[0].rtt_half_ns = 60;
+  return r;
+}
+
+// The whole table of such a run, from the latency rows on: each scenario rated by its
+// own floor (the floor rows by none), `*` and `~` where a scenario moved, the rows by
+// placement each rated by the floor of that placement, the MOVED range taken from the
+// probes, the floors and the placements' RTT/2 (45 and 230 appear nowhere else), the
+// throughput rows one a system with the RTT/2s they were probed at, and the targets.
+TEST(BenchReport, TheTableOfARunThatMovedReadsInFull) {
+  const std::string table = table_of(report_that_moved());
+  EXPECT_NE(table.find("placement MOVED during the run: RTT/2 from 45 to 230 ns"), std::string::npos) << table;
+  const std::size_t rows = table.find("latency, ns (median of runs)");
+  ASSERT_NE(rows, std::string::npos) << table;
+  EXPECT_EQ(table.substr(rows), R"TABLE(latency, ns (median of runs)        p50     p90     p99    p99.9   p99.99       max  p50/floor p99/floor   >1us %
+  thread 64 B*   floor                50      50      50       50       50        50          -         -     0.00
+                 floor_oneway        300     300     300      300      300       300      6.00x     6.00x     0.00
+                 ringbus             100     100     100      100      100       100      2.00x     2.00x     0.00
+                 boost_spsc          360     360     360      360      360       360      7.20x     7.20x     0.00
+                 atomic_queue        330     330     330      330      330       330      6.60x     6.60x     0.00
+  process 64 B~  floor                80      80      90       80       80        80          -         -     0.00
+                 ringbus             120     120     200      120      120       120      1.50x     2.22x     0.00
+                 ringbus_thread      110     110     150      110      110       110      1.38x     1.67x     0.00
+  keys10k 64 B   floor                60      60      70       60       60        60          -         -     0.00
+                 ringbus             121     121     140      121      121       121      2.02x     2.00x     0.00
+                 ringbus_thread      110     110     130      110      110       110      1.83x     1.86x     0.00
+  ~ the vCPUs changed placement while this scenario ran, and no placement had a chunk of every
+    system: its medians mix near and far chunks in different shares per system, so its ratios
+    and targets compare placements as much as systems (a longer run can split it).
+  * the vCPUs changed placement while this scenario ran: its medians mix near and far chunks in
+    different shares per system, so compare it by placement (below), not by these rows.
+
+latency by placement, ns (chunks sorted by the RTT/2 probed before and after each, pooled over runs)
+                 RTT/2 ns                   chunks     p50     p90     p99    p99.9  p50/floor p99/floor   >1us %
+  thread 64 B    near 60   floor                 2      60      60      60       60          -         -     0.00
+                           floor_oneway          2      80      80      80       80      1.33x     1.33x     0.00
+                           ringbus               2     100     100     100      100      1.67x     1.67x     0.00
+                           boost_spsc            2     120     120     120      120      2.00x     2.00x     0.00
+                           atomic_queue          2     130     130     130      130      2.17x     2.17x     0.00
+                 far 230   floor                 3     200     200     200      200          -         -     0.00
+                           floor_oneway          3     300     300     300      300      1.50x     1.50x     0.00
+                           ringbus               3     330     330     330      330      1.65x     1.65x     0.00
+                           boost_spsc            3     360     360     360      360      1.80x     1.80x     0.00
+                           atomic_queue          3     300     300     300      300      1.50x     1.50x     0.00
+  ringbus / best peer, thread 64 B [near, RTT/2 60 ns]: p50 0.83x (boost_spsc), p99 0.83x (boost_spsc)
+  ringbus / best peer, thread 64 B [far, RTT/2 230 ns]: p50 1.10x (atomic_queue), p99 1.10x (atomic_queue)
+
+throughput, M events/s (median of runs; ringbus ring 1 MiB, peers 4096 messages)
+                                          1 producer        2 producers   RTT/2 ns
+                                          plain  batch32    plain  batch32   (probed)
+  tput64   ringbus                           30.0     60.0     25.0     40.0         55
+           boost_spsc                        16.0        -        -        -         60
+
+throughput by placement, M events/s (median of the runs probed in each; the vCPUs changed placement
+during the throughput cases, so the rows above mix near and far runs)
+  tput64 near   ringbus                      35.0     70.0     28.0     45.0      55-58
+                boost_spsc                   17.0        -        -        -         60
+  tput64 far    ringbus                      10.0     20.0        -     15.0        210
+
+targets
+  MISSED thread p50 <= 1.10 x floor p50 [near, RTT/2 60 ns]                      1.67x
+  met    thread p50 <= best peer p50 (boost_spsc) [near, RTT/2 60 ns]            0.83x
+  met    thread p99 <= best peer p99 (boost_spsc) [near, RTT/2 60 ns]            0.83x (over 1 us: ringbus 0.00%, boost_spsc 0.00%)
+  MISSED (reference) thread p50 / one-way one-line floor p50 [near, RTT/2 60 ns] 1.25x
+  MISSED thread p50 <= 1.10 x floor p50 [far, RTT/2 230 ns]                      1.65x
+  MISSED thread p50 <= best peer p50 (atomic_queue) [far, RTT/2 230 ns]          1.10x
+  MISSED thread p99 <= best peer p99 (atomic_queue) [far, RTT/2 230 ns]          1.10x (over 1 us: ringbus 0.00%, atomic_queue 0.00%)
+  met    (reference) thread p50 / one-way one-line floor p50 [far, RTT/2 230 ns] 1.10x
+  MISSED process p50 within 5% of thread p50 [placements mixed]                  1.09x
+  met    10,000-key sequencing p50 <= 1.10 x unkeyed                             1.10x
+  MISSED 64-byte events, 1 producer >= 40 M/s [near, RTT/2 55 ns]                35.0 M/s (2 of 3 runs)
+  MISSED 64-byte events, 1 producer >= 40 M/s [far, RTT/2 210 ns]                10.0 M/s (1 of 3 runs)
+
+)TABLE");
+}
+
+// The JSON of such a run: every percentile in its own field (at the top and per
+// placement), a probe that did not run as null, and strings escaped as JSON requires.
+TEST(BenchReport, TheJsonKeepsEachFigureInItsFieldAndEscapesStrings) {
+  ringbus::bench::Report r = report_that_moved();
+  ringbus::bench::LatencyResult& ringbus_thread = r.latency[2];  // ringbus, in the thread scenario
+  ASSERT_EQ(ringbus_thread.system, "ringbus");
+  std::tie(ringbus_thread.p50, ringbus_thread.p90, ringbus_thread.p99, ringbus_thread.p999, ringbus_thread.p9999,
+           ringbus_thread.max) = std::tuple{101.0, 102.0, 103.0, 104.0, 105.0, 106.0};
+  ringbus::bench::PlacementLatency& near = ringbus_thread.by_placement.at(0);
+  std::tie(near.p50, near.p90, near.p99, near.p999, near.p9999, near.max) =
+      std::tuple{91.0, 92.0, 93.0, 94.0, 95.0, 96.0};
+  r.machine.cpu_model = "AMD \"EPYC\" \\ 9004\t(2 vCPUs)\x1b";
+  std::string json = json_of(r);
+  EXPECT_NE(json.find("\"p50_ns\": 101.0, \"p90_ns\": 102.0, \"p99_ns\": 103.0, \"p999_ns\": 104.0, "
+                      "\"p9999_ns\": 105.0, \"max_ns\": 106.0"),
+            std::string::npos)
+      << json;
+  EXPECT_NE(json.find("\"p50_ns\": 91.0, \"p90_ns\": 92.0, \"p99_ns\": 93.0, \"p999_ns\": 94.0, "
+                      "\"p9999_ns\": 95.0, \"max_ns\": 96.0"),
+            std::string::npos)
+      << json;
+  EXPECT_NE(json.find("\"cpu_model\": \"AMD \\\"EPYC\\\" \\\\ 9004\\u0009(2 vCPUs)\\u001b\""), std::string::npos) << json;
+  EXPECT_NE(json.find("\"rtt_half_before_tput_ns\": 45.0,"), std::string::npos) << json;
+  EXPECT_NE(json.find("\"rtt_half_min_ns\": 45.0, \"rtt_half_max_ns\": 230.0, \"moved\": true"), std::string::npos)
+      << json;
+  // Per placement, a throughput case's own rate and probes.
+  EXPECT_NE(json.find("\"by_placement\": [{\"placement\": \"near\", \"rtt_half_ns\": 58.0, \"measurements\": 2, "
+                      "\"events_per_s\": 45000000}, {\"placement\": \"far\", \"rtt_half_ns\": 210.0, "
+                      "\"measurements\": 1, \"events_per_s\": 15000000}]"),
+            std::string::npos)
+      << json;
+  r.placement.before_tput_ns = 0;  // no throughput case ran
+  r.throughput.clear();
+  json = json_of(r);
+  EXPECT_NE(json.find("\"rtt_half_before_tput_ns\": null,"), std::string::npos) << json;
 }
 
 // Throughput measurements probed in both placements are reported and judged in each.
@@ -515,6 +757,118 @@ TEST(BenchReport, TheTrailingReaderHasItsOwnRowsAndTargets) {
       << table;
   const std::string json = json_of(r);
   EXPECT_NE(json.find("{\"system\": \"ringbus_trailing\", \"scenario\": \"tput64\""), std::string::npos) << json;
+}
+
+TEST(BenchSummary, TheMedianIsTheMiddleValueOrTheMeanOfTheMiddleTwo) {
+  EXPECT_EQ(ringbus::bench::median({}), 0.0);
+  EXPECT_EQ(ringbus::bench::median({7}), 7.0);
+  EXPECT_EQ(ringbus::bench::median({3, 1, 2}), 2.0);
+  EXPECT_EQ(ringbus::bench::median({4, 1, 3, 2}), 2.5);
+}
+
+// A histogram holding `n` samples of `ticks` each.
+Histogram filled(std::uint64_t ticks, int n) {
+  Histogram h;
+  for (int i = 0; i < n; ++i) h.record(ticks);
+  return h;
+}
+
+// Figures are in ns whatever the clock's tick; the share over 1 us counts the samples
+// above 1,000 ns (here 500 ticks of 2 ns).
+TEST(BenchSummary, StatsAreInNanosecondsWithTheShareOfSamplesOverOneMicrosecond) {
+  Histogram h = filled(50, 2);  // 100 ns
+  h.record(750);                // 1,500 ns
+  h.record(2500);               // 5,000 ns
+  const ringbus::bench::LatencyStats st = ringbus::bench::stats_of(h, 2.0);
+  EXPECT_EQ(st.p50, 100.0);
+  EXPECT_NEAR(st.max, 5000.0, 5000.0 / Histogram::kSub);
+  EXPECT_EQ(st.over_1us_pct, 50.0);
+  EXPECT_EQ(ringbus::bench::stats_of(Histogram{}, 2.0).over_1us_pct, 0.0);
+}
+
+// Each figure of a result is the median over the runs; its spectrum (the plot's line)
+// is that of the run whose p50 is the median, not of a run at either end.
+TEST(BenchSummary, EachFigureIsTheMedianOverRunsAndTheSpectrumThatOfTheMedianRun) {
+  std::vector<Histogram> runs{filled(100, 10), filled(120, 10), filled(110, 10)};
+  runs[2].record(1000);  // that run's max and its share over 1 us
+  const ringbus::bench::LatencyResult res = ringbus::bench::summarize_runs(runs, 1.0);
+  EXPECT_EQ(res.p50, 110.0);
+  EXPECT_EQ(res.p99, 120.0);  // the median of 100, 120 and 1,000 (the third run's 11th sample)
+  EXPECT_EQ(res.samples, 10u);
+  ASSERT_FALSE(res.spectrum.empty());
+  EXPECT_EQ(res.spectrum.front().second, 110.0);
+  EXPECT_NEAR(res.spectrum.back().second, 1000.0, 1000.0 / Histogram::kSub);  // the median run's max
+}
+
+// Chunks pooled by placement: each system's chunks in it (the number kept per system),
+// the placement's RTT/2 the median of the probes before and after them, a chunk whose
+// probes disagree in neither; a placement in which a system ran no chunk is left out.
+TEST(BenchSummary, LatencyChunksArePooledByThePlacementProbedAroundThem) {
+  auto chunk = [](std::size_t system, std::uint64_t ticks) {
+    return ringbus::bench::ChunkRecord{system, std::make_unique<Histogram>(filled(ticks, 4))};
+  };
+  std::vector<ringbus::bench::ChunkRecord> chunks;
+  chunks.push_back(chunk(0, 100));
+  chunks.push_back(chunk(1, 120));
+  chunks.push_back(chunk(0, 300));
+  chunks.push_back(chunk(1, 330));
+  chunks.push_back(chunk(1, 340));
+  chunks.push_back(chunk(0, 999));
+  const std::vector<ringbus::bench::ChunkProbes> probes{{55, 60}, {60, 58}, {205, 210}, {210, 200}, {200, 206}, {206, 57}};
+  std::vector<ringbus::bench::LatencyResult> results(2);
+  ringbus::bench::add_placements(results, chunks, probes, 1.0);
+  for (const ringbus::bench::LatencyResult& l : results) {
+    EXPECT_TRUE(l.moved);
+    ASSERT_EQ(l.by_placement.size(), 2u);
+    EXPECT_EQ(l.by_placement[0].placement, "near");
+    EXPECT_EQ(l.by_placement[0].rtt_half_ns, 59.0);  // 55, 58, 60, 60
+    EXPECT_EQ(l.by_placement[1].placement, "far");
+    EXPECT_EQ(l.by_placement[1].rtt_half_ns, 205.5);  // 200, 200, 205, 206, 210, 210
+  }
+  EXPECT_EQ(results[0].by_placement[0].p50, 100.0);
+  EXPECT_EQ(results[1].by_placement[0].p50, 120.0);
+  EXPECT_EQ(results[0].by_placement[1].chunks, 1u);
+  EXPECT_EQ(results[0].by_placement[1].max, 300.0);  // not the mixed chunk's 999
+  EXPECT_EQ(results[1].by_placement[1].chunks, 2u);
+  EXPECT_EQ(results[1].by_placement[1].samples, 8u);
+  EXPECT_NEAR(results[1].by_placement[1].max, 340.0, 340.0 / Histogram::kSub);
+
+  // System 1 never ran near: near is left out for both.
+  chunks.erase(chunks.begin() + 1);
+  std::vector<ringbus::bench::ChunkProbes> fewer = probes;
+  fewer.erase(fewer.begin() + 1);
+  std::vector<ringbus::bench::LatencyResult> partial(2);
+  ringbus::bench::add_placements(partial, chunks, fewer, 1.0);
+  for (const ringbus::bench::LatencyResult& l : partial) {
+    ASSERT_EQ(l.by_placement.size(), 1u);
+    EXPECT_EQ(l.by_placement[0].placement, "far");
+  }
+}
+
+// A throughput case's rate is the median of its measurements, with the probes before
+// them; by placement, the median of its measurements in each, with the probes before
+// and after those; measurements whose probes disagree count only in the overall median.
+TEST(BenchSummary, RatesAreSortedByThePlacementProbedAroundThem) {
+  const std::vector<std::pair<std::size_t, double>> measured{{0, 10e6}, {1, 7e6}, {0, 4e6}, {1, 9e6}, {0, 12e6}};
+  const std::vector<ringbus::bench::ChunkProbes> around{{55, 58}, {58, 205}, {205, 210}, {210, 56}, {56, 61}};
+  ringbus::bench::ThroughputResult t;
+  ringbus::bench::add_rates(t, 0, measured, around);
+  EXPECT_EQ(t.events_per_s, 10e6);
+  EXPECT_EQ(t.rtt_half_ns, 56.0);  // 55, 205, 56
+  EXPECT_TRUE(t.moved);
+  ASSERT_EQ(t.by_placement.size(), 2u);
+  EXPECT_EQ(t.by_placement[0].placement, "near");
+  EXPECT_EQ(t.by_placement[0].rtt_half_ns, 57.0);  // 55, 56, 58, 61
+  EXPECT_EQ(t.by_placement[0].measurements, 2u);
+  EXPECT_EQ(t.by_placement[0].events_per_s, 11e6);
+  EXPECT_EQ(t.by_placement[1].placement, "far");
+  EXPECT_EQ(t.by_placement[1].rtt_half_ns, 207.5);
+  EXPECT_EQ(t.by_placement[1].events_per_s, 4e6);
+  ringbus::bench::ThroughputResult mixed;
+  ringbus::bench::add_rates(mixed, 1, measured, around);
+  EXPECT_EQ(mixed.events_per_s, 8e6);
+  EXPECT_TRUE(mixed.moved);
+  EXPECT_TRUE(mixed.by_placement.empty());
 }
 
 }  // namespace
