@@ -43,28 +43,44 @@ struct Ring {
 
 Ring ring_of(const SegmentRefs& r, std::uint32_t g) { return {*r.dlq_control(g), r.dlq_ring(g), r.dlq_capacity}; }
 
-// Walks [head, tail) calling f(entry, pos, state_word); f returns false to stop. Stops at
-// the first entry that cannot be valid (the ring is then treated as ending there).
+// Where a walk stopped: at `tail`, where f asked, or (damaged) at the first entry that
+// cannot be valid, the ring then being treated as ending there.
+struct WalkEnd {
+  bool damaged = false;
+  std::uint64_t at = 0;    // ring position of the damaged entry (head if the bounds are damaged)
+  std::uint64_t word = 0;  // its state word
+};
+
+bool valid_bounds(const Ring& ring, std::uint64_t head, std::uint64_t tail) noexcept {
+  return tail >= head && tail - head <= ring.cap && head % 8 == 0 && tail % 8 == 0;
+}
+
+// Walks [head, tail) calling f(entry, pos, state_word); f returns false to stop. An
+// entry's size must be a multiple of 8 that ends before the ring's end and the tail and
+// holds at least an entry (a filler, 8 bytes): shared memory is checked.
 template <class F>
-void walk(const Ring& ring, std::uint64_t head, std::uint64_t tail, F&& f) {
-  if (tail < head || tail - head > ring.cap || head % 8 != 0 || tail % 8 != 0) return;  // shared memory: checked
+WalkEnd walk(const Ring& ring, std::uint64_t head, std::uint64_t tail, F&& f) {
+  if (!valid_bounds(ring, head, tail)) return {true, head, 0};
   for (std::uint64_t pos = head; pos < tail;) {
     DlqEntry* e = ring.at(pos);
     const std::uint64_t w = e->state_bytes.load(std::memory_order_acquire);
     const std::uint64_t bytes = st::bytes(w);
     const std::uint64_t to_end = ring.cap - (pos & (ring.cap - 1));
     const bool skip = st::state(w) == st::skip;
-    if (bytes % 8 != 0 || bytes > to_end || bytes > tail - pos || (skip ? bytes < 8 : bytes < sizeof(DlqEntry))) return;
-    if (!skip && !f(e, pos, w)) return;
+    if (bytes % 8 != 0 || bytes > to_end || bytes > tail - pos || (skip ? bytes < 8 : bytes < sizeof(DlqEntry))) {
+      return {true, pos, w};
+    }
+    if (!skip && !f(e, pos, w)) return {false, pos, w};
     pos += bytes;
   }
+  return {false, tail, 0};
 }
 
 // Frees removed entries (and fillers) at the head. Under the lock.
 void reclaim(const Ring& ring) noexcept {
   std::uint64_t head = ring.c.head.load(std::memory_order_relaxed);
   const std::uint64_t tail = ring.c.tail.load(std::memory_order_relaxed);
-  if (tail < head || tail - head > ring.cap || head % 8 != 0 || tail % 8 != 0) return;
+  if (!valid_bounds(ring, head, tail)) return;
   while (head < tail) {
     const std::uint64_t w = ring.at(head)->state_bytes.load(std::memory_order_acquire);
     const std::uint64_t s = st::state(w);
@@ -80,7 +96,8 @@ bool valid_entry(const Ring& ring, const DlqEntry* e, std::uint64_t bytes) noexc
          layout::dlq_entry_bytes(e->payload_len, e->message_len) == bytes && bytes <= ring.cap;
 }
 
-DeadLetter copy_out(const Ring& ring, const DlqEntry* e, std::uint64_t w) {
+// A copy of entry `e` (state word `w`), whose fields valid_entry accepted.
+DeadLetter copy_out(const DlqEntry* e, std::uint64_t w) {
   DeadLetter d;
   d.id = e->id;
   switch (st::state(w)) {
@@ -94,7 +111,6 @@ DeadLetter copy_out(const Ring& ring, const DlqEntry* e, std::uint64_t w) {
   d.worker = e->worker;
   d.first_failure_ns = e->first_failure_ns;
   d.last_failure_ns = e->last_failure_ns;
-  if (!valid_entry(ring, e, st::bytes(w))) return d;
   std::memcpy(&d.header, dlq_record(e), sizeof(RecordHeader));
   const auto* payload = reinterpret_cast<const std::byte*>(dlq_record(e)) + kRecordHeaderSize;
   d.payload.assign(payload, payload + e->payload_len);
@@ -123,7 +139,7 @@ Status dlq_append(const SegmentRefs& r, std::uint32_t g, const RecordHeader& rec
   RingLock lock(ring.c);
   const std::uint64_t head = ring.c.head.load(std::memory_order_relaxed);
   std::uint64_t tail = ring.c.tail.load(std::memory_order_relaxed);
-  if (tail < head || tail - head > ring.cap || head % 8 != 0 || tail % 8 != 0) return Status::corrupt;
+  if (!valid_bounds(ring, head, tail)) return Status::corrupt;
   const std::uint64_t to_end = ring.cap - (tail & (ring.cap - 1));
   const std::uint64_t filler = to_end < size ? to_end : 0;
   if (tail + filler + size - head > ring.cap) return Status::full;
@@ -226,13 +242,37 @@ DeadLetters DeadLetters::open(const Segment& segment, std::string_view group) {
 std::vector<DeadLetter> DeadLetters::list() const {
   const detail::Ring ring = detail::ring_of(seg_.refs(), slot_);
   std::vector<DeadLetter> out;
-  detail::RingLock lock(ring.c);
-  detail::walk(ring, ring.c.head.load(std::memory_order_relaxed), ring.c.tail.load(std::memory_order_relaxed),
-               [&](layout::DlqEntry* e, std::uint64_t, std::uint64_t w) {
-                 const auto s = layout::dlq_state::state(w);
-                 if (s != layout::dlq_state::removed) out.push_back(detail::copy_out(ring, e, w));
-                 return true;
-               });
+  std::string damage;
+  {
+    detail::RingLock lock(ring.c);
+    const std::uint64_t head = ring.c.head.load(std::memory_order_relaxed);
+    const std::uint64_t tail = ring.c.tail.load(std::memory_order_relaxed);
+    const detail::WalkEnd end =
+        detail::walk(ring, head, tail, [&](layout::DlqEntry* e, std::uint64_t pos, std::uint64_t w) {
+          if (layout::dlq_state::state(w) == layout::dlq_state::removed) return true;
+          if (!detail::valid_entry(ring, e, layout::dlq_state::bytes(w))) {
+            damage = "the entry at ring position " + std::to_string(pos) + " (id " + std::to_string(e->id) +
+                     ") holds a payload of " + std::to_string(e->payload_len) + " bytes and a message of " +
+                     std::to_string(e->message_len) + " bytes, which do not make its " +
+                     std::to_string(layout::dlq_state::bytes(w)) + " bytes";
+            return false;
+          }
+          out.push_back(detail::copy_out(e, w));
+          return true;
+        });
+    if (!detail::valid_bounds(ring, head, tail)) {
+      damage = "head " + std::to_string(head) + " and tail " + std::to_string(tail) + " cannot bound a ring of " +
+               std::to_string(ring.cap) + " bytes";
+    } else if (end.damaged) {
+      damage = "the entry at ring position " + std::to_string(end.at) + " says it takes " +
+               std::to_string(layout::dlq_state::bytes(end.word)) + " bytes (head " + std::to_string(head) + ", tail " +
+               std::to_string(tail) + ", capacity " + std::to_string(ring.cap) + ")";
+    }
+  }
+  if (!damage.empty()) {
+    throw Error(Errc::corrupt, "segment " + seg_.location().display() + " group \"" + group_ +
+                                   "\": dead-letter ring damaged: " + damage);
+  }
   return out;
 }
 

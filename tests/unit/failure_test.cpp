@@ -61,6 +61,18 @@ GroupOptions deferred_retries(std::uint32_t max_attempts, std::chrono::nanosecon
   return o;
 }
 
+// Group `group` of `seg`, whose handler gave up at once on each of three events (values
+// 0, 1 and 2 under keys 10, 11 and 12): dead letters 1, 2 and 3.
+ConsumerGroup three_dead_letters(const TempSegment& seg, const char* group) {
+  GroupOptions o;
+  o.retry.max_attempts = 1;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), group, o);
+  Producer p = Producer::attach(seg.segment());
+  for (std::uint64_t v = 0; v < 3; ++v) publish(p, 10 + v, v);
+  drain(g.worker(0), [](const Event&) { return Handled::fail; });
+  return g;
+}
+
 TEST(DeadLetters, AFailingEventIsParkedWithItsErrorAndTheWorkerMovesOn) {
   TempSegment seg;
   GroupOptions o;
@@ -140,6 +152,94 @@ TEST(DeadLetters, ADamagedRingStopsTheWorkerOnTheEventInsteadOfDroppingIt) {
   const auto letters = DeadLetters::open(seg.segment(), "orders").list();
   ASSERT_EQ(letters.size(), 1u);
   EXPECT_EQ(letters[0].header.key, 11u);
+}
+
+// Shared memory is untrusted: listing a dead-letter ring whose bounds or entries are
+// damaged names what is wrong and where, instead of showing a ring cut short; purging
+// such a ring stops at the damage, never looping on it or moving the head past the tail.
+TEST(DeadLetters, ListingADamagedRingNamesTheDamage) {
+  TempSegment seg;
+  ConsumerGroup g = three_dead_letters(seg, "orders");
+  const DeadLetters dlq = DeadLetters::open(seg.segment(), "orders");
+  ASSERT_EQ(dlq.list().size(), 3u);
+
+  namespace st = layout::dlq_state;
+  const detail::SegmentRefs& r = seg.segment().refs();
+  layout::DlqControl& c = *r.dlq_control(0);
+  const std::uint64_t cap = r.dlq_capacity;
+  auto entry_at = [&](std::uint64_t pos) {
+    return reinterpret_cast<layout::DlqEntry*>(r.dlq_ring(0) + (pos & (cap - 1)));
+  };
+  const std::uint64_t tail = c.tail.load();
+  const std::uint64_t second = st::bytes(entry_at(0)->state_bytes.load());  // where the second entry starts
+  const std::uint64_t word = entry_at(second)->state_bytes.load();
+  auto list_error = [&]() -> std::string {
+    try {
+      (void)dlq.list();
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::corrupt);
+      return e.what();
+    }
+    return "no error";
+  };
+  const std::string damaged = "segment " + seg.location().display() + " group \"orders\": dead-letter ring damaged: ";
+  const std::string bounds = " bytes (head 0, tail " + std::to_string(tail) + ", capacity " + std::to_string(cap) + ")";
+
+  c.tail.store(tail + 4);
+  EXPECT_EQ(list_error(), damaged + "head 0 and tail " + std::to_string(tail + 4) + " cannot bound a ring of " +
+                              std::to_string(cap) + " bytes");
+  c.tail.store(tail);
+  // A size not a multiple of 8, one running past the tail, one too small for an entry.
+  for (const std::uint64_t bytes : {st::bytes(word) + 4, tail - second + 8, std::uint64_t{8}}) {
+    entry_at(second)->state_bytes.store(st::make(st::ready, bytes));
+    EXPECT_EQ(list_error(), damaged + "the entry at ring position " + std::to_string(second) + " says it takes " +
+                                std::to_string(bytes) + bounds);
+  }
+  entry_at(second)->state_bytes.store(word);
+  // Lengths that do not add up to the entry's size.
+  const std::uint32_t message_len = entry_at(second)->message_len;
+  entry_at(second)->message_len = message_len + 8;
+  EXPECT_EQ(list_error(), damaged + "the entry at ring position " + std::to_string(second) +
+                              " (id 2) holds a payload of 8 bytes and a message of " +
+                              std::to_string(message_len + 8) + " bytes, which do not make its " +
+                              std::to_string(st::bytes(word)) + " bytes");
+  entry_at(second)->message_len = message_len;
+  EXPECT_EQ(dlq.list().size(), 3u) << "repaired, the ring lists as before";
+
+  // A removed entry of no bytes, or of more than the ring holds, at the head.
+  const std::uint64_t first = entry_at(0)->state_bytes.load();
+  DeadLetters purging = DeadLetters::open(seg.segment(), "orders");
+  for (const std::uint64_t bytes : {std::uint64_t{0}, tail + 64}) {
+    entry_at(0)->state_bytes.store(st::make(st::removed, bytes));
+    EXPECT_EQ(purging.purge(), 0u);
+    EXPECT_EQ(c.head.load(), 0u);
+    EXPECT_EQ(purging.stats().bytes_used, tail);
+  }
+  entry_at(0)->state_bytes.store(first);
+
+  // Marked for redelivery, an entry whose lengths are damaged is left where it is; the
+  // worker delivers the others.
+  EXPECT_EQ(DeadLetters::open(seg.segment(), "orders").request_redrive(), 3u);
+  entry_at(second)->message_len = message_len + 8;
+  std::vector<std::uint64_t> redriven;
+  g.worker(0).poll_redrives([&](const Event& e) {
+    redriven.push_back(value_of(e));
+    return Handled::ok;
+  });
+  EXPECT_EQ(redriven, (std::vector<std::uint64_t>{0, 2}));
+  entry_at(second)->message_len = message_len;
+  const auto left = dlq.list();
+  ASSERT_EQ(left.size(), 1u);
+  EXPECT_EQ(left[0].id, 2u);
+  EXPECT_EQ(left[0].state, "redrive");
+
+  // An entry that would run past the ring's end: 128 bytes starting 16 before it.
+  c.head.store(cap - 16);
+  c.tail.store(cap - 16 + 128);
+  entry_at(cap - 16)->state_bytes.store(st::make(st::ready, 128));
+  EXPECT_EQ(list_error(), damaged + "the entry at ring position " + std::to_string(cap - 16) +
+                              " says it takes 128 bytes (head " + std::to_string(cap - 16) + ", tail " +
+                              std::to_string(cap + 112) + ", capacity " + std::to_string(cap) + ")");
 }
 
 TEST(DeadLetters, AFullRingHoldsTheWorkerInsteadOfDroppingTheEvent) {
@@ -253,7 +353,15 @@ TEST(DeadLetters, RepublishPutsTheEventBackInTheLogForEveryGroup) {
   ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
   ConsumerGroup other = ConsumerGroup::join(seg.segment(), "other");
   Producer p = Producer::attach(seg.segment());
-  publish(p, 5, 42);
+  {
+    Claim c;
+    ASSERT_EQ(p.try_claim(5, 7, 8, c), Status::ok);
+    const std::uint64_t v = 42;
+    std::memcpy(c.payload().data(), &v, 8);
+    c.set_correlation_id(77);
+    c.set_schema_version(3);
+    c.commit();
+  }
   drain(g.worker(0), [](const Event&) { return Handled::fail; });
   drain(other.worker(0), [](const Event&) {});
   DeadLetters dlq = DeadLetters::open(seg.segment(), "g");
@@ -268,11 +376,41 @@ TEST(DeadLetters, RepublishPutsTheEventBackInTheLogForEveryGroup) {
       EXPECT_EQ(value_of(e), 42u);
       EXPECT_EQ(e.key(), 5u);
       EXPECT_EQ(e.key_seq(), 2u) << "a new record of the key";
+      EXPECT_EQ(e.type(), 7u);
+      EXPECT_EQ(e.correlation_id(), 77u);
+      EXPECT_EQ(e.schema_version(), 3u);
       EXPECT_NE(e.flags() & record_flags::redriven, 0);
       got.push_back(e);
     });
     EXPECT_EQ(got.size(), 1u);
   }
+}
+
+// An entry a worker is delivering (state delivering) is neither marked for redelivery
+// again nor republished nor removed by a tool; one marked for redelivery can still be
+// removed.
+TEST(DeadLetters, AToolLeavesAnEntryBeingDeliveredAlone) {
+  TempSegment seg;
+  ConsumerGroup g = three_dead_letters(seg, "g");
+  DeadLetters dlq = DeadLetters::open(seg.segment(), "g");
+  EXPECT_EQ(dlq.request_redrive(1), 1u);
+  // The worker takes entry 1 and, before it finishes, a tool acts on the ring.
+  layout::DlqEntry* taken = detail::dlq_take_redrive(seg.segment().refs(), 0, 0, 1);
+  ASSERT_NE(taken, nullptr);
+  EXPECT_EQ(taken->id, 1u);
+  EXPECT_EQ(dlq.request_redrive(), 2u) << "entries 2 and 3";
+  EXPECT_EQ(dlq.request_redrive(), 0u) << "each is marked once";
+  EXPECT_FALSE(dlq.remove(1));
+  EXPECT_TRUE(dlq.remove(2)) << "marked for redelivery, not taken";
+  Producer tool = Producer::attach(seg.segment());
+  EXPECT_EQ(dlq.republish(tool), 0u) << "entry 3 is marked for redelivery, entry 1 being delivered";
+  EXPECT_EQ(dlq.purge(), 1u) << "entry 3";
+  const auto left = dlq.list();
+  ASSERT_EQ(left.size(), 1u);
+  EXPECT_EQ(left[0].id, 1u);
+  EXPECT_EQ(left[0].state, "delivering");
+  detail::dlq_finish_redrive(seg.segment().refs(), 0, taken, true);
+  EXPECT_TRUE(dlq.list().empty());
 }
 
 TEST(DeadLetters, RemovePurgeAndOpenErrors) {
@@ -609,6 +747,67 @@ TEST(Retry, DeferredRetriesEndInTheDeadLetterRing) {
   const auto letters = DeadLetters::open(seg.segment(), "g").list();
   ASSERT_EQ(letters.size(), 1u);
   EXPECT_EQ(letters[0].attempts, 3u);
+  // The first failure is that of the first attempt: the retries waited 200 + 400 us.
+  EXPECT_GE(letters[0].last_failure_ns - letters[0].first_failure_ns, 600'000u);
+}
+
+// A dead letter names the worker whose handler failed on it.
+TEST(DeadLetters, ADeadLetterNamesTheWorkerThatParkedIt) {
+  TempSegment seg;
+  GroupOptions o;
+  o.workers = 2;
+  o.retry.max_attempts = 1;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+  Producer p = Producer::attach(seg.segment());
+  for (std::uint64_t key = 1; key <= 8; ++key) publish(p, key, key);
+  std::map<std::uint64_t, std::uint32_t> worker_of;  // key -> the worker that failed on it
+  for (std::uint32_t w = 0; w < 2; ++w) {
+    drain(g.worker(w), [&](const Event& e) {
+      worker_of[e.key()] = w;
+      return Handled::fail;
+    });
+  }
+  const auto letters = DeadLetters::open(seg.segment(), "g").list();
+  ASSERT_EQ(letters.size(), 8u);
+  std::set<std::uint32_t> workers;
+  for (const DeadLetter& d : letters) {
+    EXPECT_EQ(d.worker, worker_of.at(d.header.key)) << "key " << d.header.key;
+    workers.insert(d.worker);
+  }
+  EXPECT_EQ(workers, (std::set<std::uint32_t>{0, 1})) << "both workers parked some";
+
+  // Redriven, each goes back to the worker its key routes to; once all are accepted the
+  // ring's space is free again.
+  DeadLetters dlq = DeadLetters::open(seg.segment(), "g");
+  EXPECT_EQ(dlq.request_redrive(), 8u);
+  for (std::uint32_t w = 0; w < 2; ++w) {
+    std::size_t delivered = 0;
+    g.worker(w).poll_redrives([&](const Event& e) {
+      EXPECT_EQ(worker_of.at(e.key()), w) << "key " << e.key();
+      ++delivered;
+      return Handled::ok;
+    });
+    EXPECT_EQ(delivered, static_cast<std::size_t>(std::count_if(worker_of.begin(), worker_of.end(),
+                                                                  [&](const auto& kw) { return kw.second == w; })));
+  }
+  EXPECT_TRUE(dlq.list().empty());
+  EXPECT_EQ(dlq.stats().bytes_used, 0u);
+}
+
+// A payload whose size is not a multiple of 8 and the error after it are parked whole.
+TEST(DeadLetters, AnOddSizedPayloadAndItsMessageAreKeptWhole) {
+  TempSegment seg;
+  GroupOptions o;
+  o.retry.max_attempts = 1;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+  Producer p = Producer::attach(seg.segment());
+  const std::string payload = "hello";
+  ASSERT_EQ(p.publish(1, 7, std::as_bytes(std::span(payload))), Status::ok);
+  drain(g.worker(0), [](const Event&) { throw std::runtime_error("cannot greet"); });
+  const auto letters = DeadLetters::open(seg.segment(), "g").list();
+  ASSERT_EQ(letters.size(), 1u);
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(letters[0].payload.data()), letters[0].payload.size()), payload);
+  EXPECT_EQ(letters[0].message, "cannot greet");
 }
 
 TEST(GroupDedup, RepublishedEventsAreDroppedBeforeTheHandler) {

@@ -53,6 +53,10 @@ class DeadLetters {
   // no such group or the segment was created without dead-letter rings.
   static DeadLetters open(const Segment& segment, std::string_view group);
 
+  // Every entry not removed, oldest first. Shared memory is checked: a ring whose bounds
+  // or an entry's size or lengths are damaged throws Error(corrupt) naming the ring
+  // position and what is wrong (the ring is left as it is; workers and the removing
+  // calls below stop at the damage).
   [[nodiscard]] std::vector<DeadLetter> list() const;
   [[nodiscard]] std::optional<DeadLetter> get(std::uint64_t id) const;
   [[nodiscard]] DeadLetterStats stats() const;
