@@ -825,22 +825,31 @@ TEST(ConsumerGroup, AWorkerStopsAtADamagedRecordNamingItsPosition) {
 
 // A data record whose length is within max_event but would run past the end of the
 // ring (records never cross it) is damage, reported at its position, not read.
-TEST(ConsumerGroup, ARecordRunningPastTheEndOfTheRingIsDamage) {
-  TempSegment seg;
+// Fills the first lap of `seg` with records of max_event bytes and one small record in
+// the space left, whose frame it then damages to say max_event bytes: a length within
+// bounds that would run past the ring's end. Returns that record's position.
+std::uint64_t damage_a_record_at_the_lap_end(const TempSegment& seg) {
   const detail::SegmentRefs& r = seg.segment().refs();
-  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "reader");
   Producer p = Producer::attach(seg.segment());
   const std::string big(r.max_event, 'b');
   std::uint64_t pos = 0;
   while (r.to_lap_end(pos) >= record_bytes(r.max_event) + record_bytes(8)) {
-    ASSERT_EQ(p.try_publish(0, 1, std::as_bytes(std::span(big))), Status::ok);
+    EXPECT_EQ(p.try_publish(0, 1, std::as_bytes(std::span(big))), Status::ok);
     pos += record_bytes(r.max_event);
   }
   const std::uint64_t v = 1;
-  ASSERT_EQ(p.try_publish(0, 1, std::as_bytes(std::span(&v, 1))), Status::ok);
-  ASSERT_LT(r.to_lap_end(pos), record_bytes(r.max_event));
+  EXPECT_EQ(p.try_publish(0, 1, std::as_bytes(std::span(&v, 1))), Status::ok);
+  EXPECT_LT(r.to_lap_end(pos), record_bytes(r.max_event));
   std::atomic_ref<std::uint64_t>(r.record_at(pos)->frame)
       .store(frame::make(RecordState::data, r.lap(pos), r.max_event));
+  return pos;
+}
+
+TEST(ConsumerGroup, ARecordRunningPastTheEndOfTheRingIsDamage) {
+  TempSegment seg;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "reader");
+  const std::uint64_t pos = damage_a_record_at_the_lap_end(seg);
+  const detail::SegmentRefs& r = seg.segment().refs();
   std::uint64_t handled = 0;
   const Error e = test::error_of([&] {
     while (g.worker(0).poll([&](const Event&) { ++handled; }) != 0) {
@@ -983,6 +992,101 @@ TEST(TailReader, EarliestStartsAtTheSlowestGroupOrTheOldestLap) {
   EXPECT_EQ(value_of(e), 0u) << "the ring has not wrapped: everything is there";
   TailReader end = TailReader::open(seg.segment(), TailStart::end);
   EXPECT_FALSE(end.try_next(e));
+}
+
+// The same damage stops a tail reader at the record, naming its position.
+TEST(TailReader, ARecordRunningPastTheEndOfTheRingIsDamage) {
+  TempSegment seg;
+  TailReader t = TailReader::open(seg.segment(), TailStart::earliest);
+  const std::uint64_t pos = damage_a_record_at_the_lap_end(seg);
+  std::uint64_t read = 0;
+  Event e;
+  const Error err = test::error_of([&] {
+    while (t.try_next(e)) ++read;
+  });
+  EXPECT_EQ(err.code(), Errc::corrupt);
+  EXPECT_NE(std::string(err.what()).find("at position " + std::to_string(pos) +
+                                         ": record whose length does not fit the ring"),
+            std::string::npos)
+      << err.what();
+  EXPECT_EQ(read, pos / record_bytes(seg.segment().refs().max_event));
+}
+
+// Records of a 64-byte payload (128 bytes each: they fill a ring without padding), each
+// holding its number, from `next` on until the tail reaches `tail`.
+constexpr std::uint32_t kFullPayload = 64;
+void publish_records_to(Producer& p, std::uint64_t& next, std::uint64_t tail) {
+  std::array<std::uint64_t, kFullPayload / 8> payload{};
+  for (; next * record_bytes(kFullPayload) < tail; ++next) {
+    payload[0] = next;
+    ASSERT_EQ(p.try_publish(0, 1, std::as_bytes(std::span(payload))), Status::ok) << next;
+  }
+}
+
+// The first event an earliest reader of `seg` reads: (value, position). It starts on a
+// record still in the ring, so it has nothing to skip and count as missed.
+std::pair<std::uint64_t, std::uint64_t> first_of_earliest(const Segment& seg) {
+  TailReader t = TailReader::open(seg, TailStart::earliest);
+  Event e;
+  if (!t.try_next(e)) return {~0ull, ~0ull};
+  EXPECT_EQ(t.missed_bytes(), 0u);
+  return {value_of(e), e.position()};
+}
+
+// Without groups, earliest is the oldest lap still whole: from 0 while the ring has not
+// wrapped (also when it is full to the byte), else the tail's lap start.
+TEST(TailReader, EarliestWithoutGroupsStartsAtTheOldestLap) {
+  TempSegment seg;  // 64 KiB
+  const std::uint64_t cap = seg.segment().refs().capacity;
+  const std::uint64_t rec = record_bytes(kFullPayload);
+  ASSERT_EQ(cap % rec, 0u);
+  Producer p = Producer::attach(seg.segment());
+  std::uint64_t next = 0;
+  publish_records_to(p, next, cap);
+  EXPECT_EQ(first_of_earliest(seg.segment()), std::make_pair(std::uint64_t{0}, std::uint64_t{0}));
+  // There open_at still checks a position against the records from 0.
+  EXPECT_EQ(test::error_of([&] { (void)TailReader::open_at(seg.segment(), rec + 8); }).code(), Errc::invalid_options);
+  publish_records_to(p, next, 2 * cap + 5 * rec);
+  EXPECT_EQ(first_of_earliest(seg.segment()), std::make_pair(2 * cap / rec, 2 * cap));
+}
+
+// With groups, earliest starts where the oldest record anyone may still need begins:
+// the slowest cursor of an active group that is at most a lap behind the tail (a
+// removed group's cursor, or one damaged, is no one's), else the oldest lap.
+TEST(TailReader, EarliestStartsAtTheSlowestActiveGroupWithinALap) {
+  TempSegment seg;  // 64 KiB
+  const detail::SegmentRefs& r = seg.segment().refs();
+  const std::uint64_t rec = record_bytes(kFullPayload);
+  Producer p = Producer::attach(seg.segment());
+  std::uint64_t next = 0;
+  std::optional<ConsumerGroup> gone(ConsumerGroup::join(seg.segment(), "gone"));
+  ConsumerGroup slow = ConsumerGroup::join(seg.segment(), "slow");
+  publish_records_to(p, next, r.capacity);
+  auto consume = [](ConsumerGroup& g, std::uint64_t n) {
+    for (std::uint64_t done = 0; done < n;) done += g.worker(0).poll([](const Event&) {}, n - done);
+  };
+  consume(*gone, 140);
+  consume(slow, 150);
+  gone.reset();
+  ASSERT_TRUE(ConsumerGroup::remove(seg.segment(), "gone"));  // its cursor, 140 records in, stays behind
+  publish_records_to(p, next, 640 * rec);  // a lap past 140 records in: 140 is still in the ring
+  EXPECT_EQ(first_of_earliest(seg.segment()), std::make_pair(std::uint64_t{150}, 150 * rec))
+      << "slow, not the removed group";
+
+  publish_records_to(p, next, (150 * rec) + r.capacity);  // full again: slow exactly a lap behind
+  EXPECT_EQ(p.try_publish(0, 1, std::as_bytes(std::span(&next, 1))), Status::full);
+  EXPECT_EQ(first_of_earliest(seg.segment()), std::make_pair(std::uint64_t{150}, 150 * rec))
+      << "a lap behind is still there";
+
+  // Slow's cursor damaged to a position more than a lap behind, or to one that cannot
+  // start a record: the oldest lap instead.
+  std::atomic<std::uint64_t>& cursor = r.groups[detail::find_group(r, "slow")].worker[0].cursor;
+  const std::uint64_t kept = cursor.load();
+  for (const std::uint64_t damaged : {rec, kept + 4}) {
+    cursor.store(damaged);
+    EXPECT_EQ(first_of_earliest(seg.segment()), std::make_pair(r.capacity / rec, r.capacity)) << damaged;
+  }
+  cursor.store(kept);
 }
 
 // A position given to open_at (typed by a user of `ringbus tail --from`, or kept from an
