@@ -1033,6 +1033,26 @@ std::pair<std::uint64_t, std::uint64_t> first_of_earliest(const Segment& seg) {
   return {value_of(e), e.position()};
 }
 
+// open_at walks from a known boundary only over committed records: a record claimed but
+// not yet committed before the position ends the check (its length is not known yet),
+// and the position is taken as it is.
+TEST(TailReader, OpenAtTakesAPositionBeyondARecordNotYetCommitted) {
+  TempSegment seg;
+  Producer a = Producer::attach(seg.segment());
+  Producer b = Producer::attach(seg.segment());
+  Claim held;
+  ASSERT_EQ(a.try_claim(0, 1, 8, held), Status::ok);
+  const std::uint64_t v = 7;
+  ASSERT_EQ(b.try_publish(0, 1, std::as_bytes(std::span(&v, 1))), Status::ok);
+  const std::uint64_t second = record_bytes(8);
+  TailReader t = TailReader::open_at(seg.segment(), second);
+  Event e;
+  ASSERT_TRUE(t.try_next(e));
+  EXPECT_EQ(e.position(), second);
+  EXPECT_EQ(value_of(e), 7u);
+  held.commit();
+}
+
 // Without groups, earliest is the oldest lap still whole: from 0 while the ring has not
 // wrapped (also when it is full to the byte), else the tail's lap start.
 TEST(TailReader, EarliestWithoutGroupsStartsAtTheOldestLap) {
