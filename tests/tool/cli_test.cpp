@@ -956,6 +956,17 @@ TEST(Cli, DeadLettersListShowRedrivePurge) {
   }
   EXPECT_EQ(ringbus_run({"dlq", seg.name(), "orders", "show", "999999"}).code, 4);
   EXPECT_EQ(ringbus_run({"dlq", seg.name(), "nogroup", "list"}).code, 4);
+  // A ring damaged in shared memory is reported, not listed short.
+  std::atomic<std::uint64_t>& dlq_tail = s.refs().dlq_control(0)->tail;
+  const std::uint64_t ring_tail = dlq_tail.load();
+  dlq_tail.store(ring_tail + 4);
+  const Result damaged = ringbus_run({"dlq", seg.name(), "orders", "list"});
+  EXPECT_EQ(damaged.code, 1) << damaged.err;
+  EXPECT_NE(damaged.err.find("group \"orders\": dead-letter ring damaged: head 0 and tail " +
+                             std::to_string(ring_tail + 4)),
+            std::string::npos)
+      << damaged.err;
+  dlq_tail.store(ring_tail);
 
   // Republish one: it is appended to the log again and leaves the ring.
   const Result rep = ringbus_run({"dlq", seg.name(), "orders", "redrive", std::to_string(letters[0].id), "--republish"});

@@ -55,8 +55,9 @@ class DeadLetters {
 
   // Every entry not removed, oldest first. Shared memory is checked: a ring whose bounds
   // or an entry's size or lengths are damaged throws Error(corrupt) naming the ring
-  // position and what is wrong (the ring is left as it is; workers and the removing
-  // calls below stop at the damage).
+  // position and what is wrong, and so do get() and republish(), which read through it.
+  // The ring is left as it is; workers, request_redrive(), remove() and purge() stop at
+  // the damage.
   [[nodiscard]] std::vector<DeadLetter> list() const;
   [[nodiscard]] std::optional<DeadLetter> get(std::uint64_t id) const;
   [[nodiscard]] DeadLetterStats stats() const;
