@@ -1068,6 +1068,9 @@ TEST(TailReader, EarliestWithoutGroupsStartsAtTheOldestLap) {
   EXPECT_EQ(test::error_of([&] { (void)TailReader::open_at(seg.segment(), rec + 8); }).code(), Errc::invalid_options);
   publish_records_to(p, next, 2 * cap + 5 * rec);
   EXPECT_EQ(first_of_earliest(seg.segment()), std::make_pair(2 * cap / rec, 2 * cap));
+  // And once it has wrapped, against the records from the tail's lap start.
+  EXPECT_EQ(test::error_of([&] { (void)TailReader::open_at(seg.segment(), 2 * cap + rec + 8); }).code(),
+            Errc::invalid_options);
 }
 
 // With groups, earliest starts where the oldest record anyone may still need begins:
