@@ -1054,8 +1054,9 @@ TEST(TailReader, OpenAtTakesAPositionBeyondARecordNotYetCommitted) {
 }
 
 // Without groups, earliest is the oldest lap still whole: from 0 while the ring has not
-// wrapped (also when it is full to the byte), else the tail's lap start.
-TEST(TailReader, EarliestWithoutGroupsStartsAtTheOldestLap) {
+// wrapped (also when it is full to the byte), else the tail's lap start; a group's
+// worker further back moves it there.
+TEST(TailReader, EarliestStartsAtTheOldestLapOrAWorkerFurtherBack) {
   TempSegment seg;  // 64 KiB
   const std::uint64_t cap = seg.segment().refs().capacity;
   const std::uint64_t rec = record_bytes(kFullPayload);
@@ -1071,6 +1072,15 @@ TEST(TailReader, EarliestWithoutGroupsStartsAtTheOldestLap) {
   // And once it has wrapped, against the records from the tail's lap start.
   EXPECT_EQ(test::error_of([&] { (void)TailReader::open_at(seg.segment(), 2 * cap + rec + 8); }).code(),
             Errc::invalid_options);
+
+  // A group joins now, and its second worker is set back 10 records: earliest starts
+  // there, at the slowest worker of any group, not at its first.
+  GroupOptions two_workers;
+  two_workers.workers = 2;
+  ConsumerGroup two = ConsumerGroup::join(seg.segment(), "two", two_workers);
+  const detail::SegmentRefs& r = seg.segment().refs();
+  r.groups[detail::find_group(r, "two")].worker[1].cursor.store(2 * cap - 10 * rec);
+  EXPECT_EQ(first_of_earliest(seg.segment()), std::make_pair(2 * cap / rec - 10, 2 * cap - 10 * rec));
 }
 
 // With groups, earliest starts where the oldest record anyone may still need begins:
