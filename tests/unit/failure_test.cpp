@@ -242,6 +242,33 @@ TEST(DeadLetters, ListingADamagedRingNamesTheDamage) {
                               std::to_string(cap + 112) + ", capacity " + std::to_string(cap) + ")");
 }
 
+// An entry that fits exactly before the ring's end goes there, with no filler: the next
+// one starts the next lap.
+TEST(DeadLetters, AnEntryThatFitsTheLapsEndExactlyTakesIt) {
+  TempSegment seg;
+  ConsumerGroup g = three_dead_letters(seg, "g");
+  DeadLetters dlq = DeadLetters::open(seg.segment(), "g");
+  layout::DlqControl& c = *seg.segment().refs().dlq_control(0);
+  const std::uint64_t cap = seg.segment().refs().dlq_capacity;
+  const std::uint64_t entry = c.tail.load() / 3;  // three entries of one size
+  ASSERT_EQ(dlq.purge(), 3u);
+  ASSERT_EQ(dlq.stats().bytes_used, 0u);
+  c.head.store(2 * cap - entry);  // an empty ring whose next entry ends exactly at a lap's end
+  c.tail.store(2 * cap - entry);
+  Producer p = Producer::attach(seg.segment());
+  publish(p, 20, 20);
+  drain(g.worker(0), [](const Event&) { return Handled::fail; });
+  EXPECT_EQ(c.tail.load(), 2 * cap);
+  EXPECT_EQ(dlq.stats().bytes_used, entry) << "no filler";
+  publish(p, 21, 21);
+  drain(g.worker(0), [](const Event&) { return Handled::fail; });
+  EXPECT_EQ(dlq.stats().bytes_used, 2 * entry);
+  const auto letters = dlq.list();
+  ASSERT_EQ(letters.size(), 2u);
+  EXPECT_EQ(letters[0].header.key, 20u);
+  EXPECT_EQ(letters[1].header.key, 21u);
+}
+
 TEST(DeadLetters, AFullRingHoldsTheWorkerInsteadOfDroppingTheEvent) {
   SegmentOptions so = TempSegment::small_options();
   so.max_event = 512;
