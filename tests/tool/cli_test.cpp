@@ -925,6 +925,91 @@ TEST(Cli, SizesTakeEverySpellingOfTheirUnit) {
   EXPECT_NE(cpus.err.find("\"0,,1\" is not a list of CPU numbers"), std::string::npos) << cpus.err;
 }
 
+// "2026-12-04T22:30:15.123Z": a failure time as `dlq list` and `show` print it.
+std::string utc_ms(std::uint64_t ns) {
+  const auto t = static_cast<std::time_t>(ns / 1'000'000'000ull);
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03uZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<unsigned>(ns / 1'000'000 % 1000));
+  return buf;
+}
+
+// `dlq show` prints every field of a dead letter and of its event; `dlq list` its
+// ring's counters, one row per letter (the error cut at 80 characters, the last
+// failure's time) and no column heads when there is nothing to list.
+TEST(Cli, DeadLetterShowAndListPrintEveryField) {
+  ToolSegment seg;
+  const ringbus::Segment s = seg.open();
+  ringbus::GroupOptions o;
+  o.workers = 2;
+  o.retry.max_attempts = 2;
+  o.retry.backoff = ringbus::RetryPolicy::Backoff::deferred;
+  o.retry.delay = std::chrono::milliseconds(20);  // the first and the last failure 20 ms apart
+  ringbus::ConsumerGroup g = ringbus::ConsumerGroup::join(s, "orders", o);
+  std::uint64_t key = 1;
+  while (ringbus::route(key, 0, 2) != 1) ++key;  // a key of worker 1
+  ringbus::Producer p = ringbus::Producer::attach(s);
+  for (int i = 0; i < 2; ++i) {
+    ringbus::Claim c;
+    ASSERT_EQ(p.try_claim(key, 7, 8, c), ringbus::Status::ok);
+    std::memset(c.payload().data(), 'x', 8);
+    c.set_correlation_id(77);
+    c.set_schema_version(3);
+    c.set_flags(ringbus::record_flags::redriven);
+    c.commit();
+  }
+  const std::string error = "inventory service refused the reservation: " + std::string(60, 'e') + "|end";
+  ASSERT_TRUE(ringbus::test::eventually([&] {
+    g.worker(1).poll([&](const ringbus::Event&) -> ringbus::Handled { throw std::runtime_error(error); });
+    return ringbus::DeadLetters::open(s, "orders").list().size() == 2;
+  }));
+  const Result redrive = ringbus_run({"dlq", seg.name(), "orders", "redrive", "--all"});
+  EXPECT_NE(redrive.out.find("2 dead letters marked for redelivery to group \"orders\""), std::string::npos)
+      << redrive.out;
+  ringbus::DeadLetters dlq = ringbus::DeadLetters::open(s, "orders");
+  const std::vector<ringbus::DeadLetter> letters = dlq.list();
+  ASSERT_TRUE(dlq.remove(letters[1].id));
+  s.refs().dlq_control(0)->full_waits.store(3);
+  const ringbus::DeadLetter& d = letters[0];
+  ASSERT_GE(d.last_failure_ns - d.first_failure_ns, 20'000'000u);
+
+  const Result list = ringbus_run({"dlq", seg.name(), "orders", "list"});
+  ASSERT_EQ(list.code, 0) << list.err;
+  EXPECT_NE(list.out.find(", 2 appended, 1 removed, full 3 times)"), std::string::npos) << list.out;
+  EXPECT_NE(list.out.find(utc_ms(d.last_failure_ns) + "  " + error.substr(0, 80) + "\n"), std::string::npos)
+      << list.out;
+  EXPECT_EQ(list.out.find(utc_ms(d.first_failure_ns)), std::string::npos) << list.out;
+
+  const Result show = ringbus_run({"dlq", seg.name(), "orders", "show", std::to_string(d.id)});
+  ASSERT_EQ(show.code, 0) << show.err;
+  const std::map<std::string, std::string> f = fields_of(show.out);
+  EXPECT_EQ(f.at("worker"), "1");
+  EXPECT_EQ(f.at("first_failure"), "string:" + utc_ms(d.first_failure_ns));
+  EXPECT_EQ(f.at("last_failure"), "string:" + utc_ms(d.last_failure_ns));
+  EXPECT_EQ(f.at("error"), "string:" + error);
+  EXPECT_EQ(f.at("event"), "{\"key\": " + std::to_string(key) +
+                               ", \"key_seq\": 1, \"type\": 7, \"schema_version\": 3, \"producer_id\": " +
+                               std::to_string(p.id()) + ", \"producer_seq\": 1, \"correlation_id\": 77, " +
+                               "\"timestamp_ns\": " + std::to_string(d.header.timestamp_ns) +
+                               ", \"flags\": " + std::to_string(ringbus::record_flags::redriven) + "}");
+  // A time that was never set prints as "-".
+  auto* entry = reinterpret_cast<ringbus::layout::DlqEntry*>(s.refs().dlq_ring(0) +
+                                                             (s.refs().dlq_control(0)->head.load() &
+                                                              (s.refs().dlq_capacity - 1)));
+  ASSERT_EQ(entry->id, d.id);
+  entry->first_failure_ns = 0;
+  EXPECT_EQ(fields_of(ringbus_run({"dlq", seg.name(), "orders", "show", std::to_string(d.id)}).out).at("first_failure"),
+            "string:-");
+
+  EXPECT_NE(ringbus_run({"dlq", seg.name(), "orders", "purge"}).out.find("purged 1 dead letter of group \"orders\"\n"),
+            std::string::npos);
+  const Result empty = ringbus_run({"dlq", seg.name(), "orders", "list"});
+  EXPECT_NE(empty.out.find("dead letters of group \"orders\": 0 "), std::string::npos) << empty.out;
+  EXPECT_EQ(empty.out.find("attempts"), std::string::npos) << empty.out;
+}
+
 TEST(Cli, DeadLettersListShowRedrivePurge) {
   ToolSegment seg;
   const ringbus::Segment s = seg.open();
