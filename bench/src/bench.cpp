@@ -127,29 +127,32 @@ void add_placements(std::span<LatencyResult> results, const std::vector<ChunkRec
   }
 }
 
-void add_rates(ThroughputResult& t, std::size_t case_index, const std::vector<std::pair<std::size_t, double>>& measured,
+void add_rates(std::span<ThroughputResult> results, const std::vector<std::pair<std::size_t, double>>& measured,
                const std::vector<ChunkProbes>& around) {
   const std::vector<ChunkPlacement> where = split_placements(around);
-  // The case's rates in the placements `in` accepts, with the probe before each (and the
-  // one after, when both_sides).
-  auto of_case = [&](auto in, std::vector<double>& rates, std::vector<double>& probed, bool both_sides) {
-    for (std::size_t m = 0; m < measured.size(); ++m) {
-      if (measured[m].first != case_index || !in(where[m])) continue;
-      rates.push_back(measured[m].second);
-      probed.push_back(around[m].before_ns);
-      if (both_sides) probed.push_back(around[m].after_ns);
-    }
-  };
-  std::vector<double> rates, before;
-  of_case([](ChunkPlacement) { return true; }, rates, before, false);
-  t.events_per_s = median(rates);
-  t.rtt_half_ns = median(before);
-  t.moved = moved(where);
-  for (const auto& [side, name] : kPlacements) {
-    std::vector<double> in_side, probed;
-    of_case([side = side](ChunkPlacement c) { return c == side; }, in_side, probed, true);
-    if (!in_side.empty()) {
-      t.by_placement.push_back({name, median(probed), static_cast<std::uint32_t>(in_side.size()), median(in_side)});
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    ThroughputResult& t = results[i];
+    // Case i's rates in the placements `in` accepts, with the probe before each (and the
+    // one after, when both_sides).
+    auto of_case = [&](auto in, std::vector<double>& rates, std::vector<double>& probed, bool both_sides) {
+      for (std::size_t m = 0; m < measured.size(); ++m) {
+        if (measured[m].first != i || !in(where[m])) continue;
+        rates.push_back(measured[m].second);
+        probed.push_back(around[m].before_ns);
+        if (both_sides) probed.push_back(around[m].after_ns);
+      }
+    };
+    std::vector<double> rates, before;
+    of_case([](ChunkPlacement) { return true; }, rates, before, false);
+    t.events_per_s = median(rates);
+    t.rtt_half_ns = median(before);
+    t.moved = moved(where);
+    for (const auto& [side, name] : kPlacements) {
+      std::vector<double> in_side, probed;
+      of_case([side = side](ChunkPlacement c) { return c == side; }, in_side, probed, true);
+      if (!in_side.empty()) {
+        t.by_placement.push_back({name, median(probed), static_cast<std::uint32_t>(in_side.size()), median(in_side)});
+      }
     }
   }
 }
@@ -320,17 +323,10 @@ Report run(const Options& o) {
       }
     }
   }
-  for (std::size_t i = 0; i < picked.size(); ++i) {
-    const ThroughputCase& c = *picked[i];
-    ThroughputResult t;
-    t.system = c.system;
-    t.scenario = c.scenario;
-    t.event_bytes = c.event_bytes;
-    t.producers = c.producers;
-    t.batch = c.batch;
-    add_rates(t, i, measured, around);
-    report.throughput.push_back(std::move(t));
+  for (const ThroughputCase* c : picked) {
+    report.throughput.push_back({c->system, c->scenario, c->event_bytes, c->producers, c->batch});
   }
+  add_rates(report.throughput, measured, around);
   report.placement.end_ns = probe_floor(o, 20'000);
   return report;
 }

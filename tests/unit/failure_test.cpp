@@ -561,17 +561,17 @@ TEST(Retry, ImmediateAndSpinRetryInPlace) {
   }
 }
 
+// Key 1's events 10, 11 and 12 interleaved with key 2's 20 and 21.
+void publish_two_keys(Producer& p) {
+  for (const auto& [key, v] : {std::pair{1, 10}, {2, 20}, {1, 11}, {2, 21}, {1, 12}}) publish(p, key, v);
+}
+
 TEST(Retry, DeferredHoldsTheKeyWhileOtherKeysProceed) {
   TempSegment seg;
   GroupOptions o = deferred_retries(5, std::chrono::milliseconds(2));
   ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
   Producer p = Producer::attach(seg.segment());
-  // Key 1: a(fails twice), b, c. Key 2: x, y.
-  publish(p, 1, 10);
-  publish(p, 2, 20);
-  publish(p, 1, 11);
-  publish(p, 2, 21);
-  publish(p, 1, 12);
+  publish_two_keys(p);  // 10 fails twice
   int failures_left = 2;
   std::vector<std::uint64_t> order;
   std::uint64_t last_key1_seq = 0;
@@ -691,11 +691,7 @@ TEST(Retry, BatchDeliveryRetriesWhatWasSetAsideBeforeReadingOn) {
   GroupOptions o = deferred_retries(5, std::chrono::milliseconds(1));
   ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
   Producer p = Producer::attach(seg.segment());
-  publish(p, 1, 10);
-  publish(p, 2, 20);
-  publish(p, 1, 11);
-  publish(p, 2, 21);
-  publish(p, 1, 12);
+  publish_two_keys(p);
   int failures_left = 2;  // the first batch, then 10 on its own
   std::vector<std::uint64_t> order;
   std::vector<std::size_t> sizes;
@@ -1127,16 +1123,22 @@ TEST(Redelivery, TheBatchInFlightWhenAProcessDiedIsMarked) {
   }
 }
 
-// A batch-delivering worker counts the void records it passes, as a single-event one does.
-TEST(Voids, AreCountedByBatchDelivery) {
-  TempSegment seg;
-  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g");
+// Key 8: a void record (key_seq 1: a claim aborted after a later claim of the key, so
+// it cannot be given back), then event 99 (key_seq 2).
+void publish_after_a_void(const TempSegment& seg) {
   Producer a = Producer::attach(seg.segment());
   Producer b = Producer::attach(seg.segment());
   Claim first;
   ASSERT_EQ(a.try_claim(8, 1, 8, first), Status::ok);
   publish(b, 8, 99);
-  first.abort();  // a void record
+  first.abort();
+}
+
+// A batch-delivering worker counts the void records it passes, as a single-event one does.
+TEST(Voids, AreCountedByBatchDelivery) {
+  TempSegment seg;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g");
+  publish_after_a_void(seg);
   std::vector<std::uint64_t> got;
   while (g.worker(0).poll_batch(
              [&](std::span<const Event> batch) {
@@ -1155,12 +1157,7 @@ TEST(Voids, AreDeliveredWhenAskedWithTheirKeySeq) {
   GroupOptions o;
   o.deliver_voids = true;
   ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
-  Producer a = Producer::attach(seg.segment());
-  Producer b = Producer::attach(seg.segment());
-  Claim first;
-  ASSERT_EQ(a.try_claim(8, 1, 8, first), Status::ok);
-  publish(b, 8, 99);  // key_seq 2
-  first.abort();      // key_seq 1 cannot be given back: a void record
+  publish_after_a_void(seg);
   std::vector<std::pair<std::uint64_t, bool>> got;
   drain(g.worker(0), [&](const Event& e) { got.emplace_back(e.key_seq(), e.is_void()); });
   EXPECT_EQ(got, (std::vector<std::pair<std::uint64_t, bool>>{{1, true}, {2, false}}));
@@ -1176,12 +1173,7 @@ TEST(Voids, AreDeliveredToBatchHandlersWhenAsked) {
   GroupOptions o;
   o.deliver_voids = true;
   ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
-  Producer a = Producer::attach(seg.segment());
-  Producer b = Producer::attach(seg.segment());
-  Claim first;
-  ASSERT_EQ(a.try_claim(8, 1, 8, first), Status::ok);
-  publish(b, 8, 99);
-  first.abort();
+  publish_after_a_void(seg);
   std::vector<std::pair<std::uint64_t, bool>> got;
   while (g.worker(0).poll_batch(
              [&](std::span<const Event> batch) {

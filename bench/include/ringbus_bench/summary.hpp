@@ -42,13 +42,13 @@ struct ChunkRecord {
 void add_placements(std::span<LatencyResult> results, const std::vector<ChunkRecord>& chunks,
                     const std::vector<ChunkProbes>& probes, double ns_per_tick);
 
-// Fills the rates of throughput case `case_index`: measured[m] is (case, events/s) of
-// the run's m-th measurement, around[m] the probes before and after it. events_per_s is
-// the median of the case's rates and rtt_half_ns that of the probes before them; moved
-// says whether the run's measurements fell in both placements, and by_placement (empty
-// before) gets the case's median rate in each placement it was measured in, with the
-// median of the probes before and after those measurements.
-void add_rates(ThroughputResult& t, std::size_t case_index, const std::vector<std::pair<std::size_t, double>>& measured,
+// Fills the rates of each throughput case: results[i] is case i, measured[m] is (case,
+// events/s) of the run's m-th measurement, around[m] the probes before and after it.
+// A case's events_per_s is the median of its rates and rtt_half_ns that of the probes
+// before them; moved says whether the run's measurements fell in both placements, and
+// by_placement (empty before) gets the case's median rate in each placement it was
+// measured in, with the median of the probes before and after those measurements.
+void add_rates(std::span<ThroughputResult> results, const std::vector<std::pair<std::size_t, double>>& measured,
                const std::vector<ChunkProbes>& around);
 
 }  // namespace ringbus::bench
