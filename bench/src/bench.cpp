@@ -102,7 +102,19 @@ LatencyResult summarize_runs(const std::vector<Histogram>& runs, double ns_per_t
 void add_placements(std::span<LatencyResult> results, const std::vector<ChunkRecord>& chunks,
                     const std::vector<ChunkProbes>& probes, double ns_per_tick) {
   const std::vector<ChunkPlacement> where = split_placements(probes);
-  for (LatencyResult& l : results) l.moved = moved(where);
+  // Each system's chunk p99s, of the chunks `in` accepts.
+  auto chunk_p99s = [&](auto in) {
+    std::vector<std::vector<double>> p99s(results.size());
+    for (std::size_t i = 0; i < chunks.size(); ++i) {
+      if (in(where[i])) p99s[chunks[i].system].push_back(static_cast<double>(chunks[i].hist->percentile(99)) * ns_per_tick);
+    }
+    return p99s;
+  };
+  const auto all_p99s = chunk_p99s([](ChunkPlacement) { return true; });
+  for (std::size_t s = 0; s < results.size(); ++s) {
+    results[s].moved = moved(where);
+    results[s].p99_chunk_median = median(all_p99s[s]);
+  }
   for (const auto& [side, name] : kPlacements) {
     std::vector<Histogram> pooled(results.size());
     std::vector<std::uint64_t> count(results.size(), 0);
@@ -114,9 +126,11 @@ void add_placements(std::span<LatencyResult> results, const std::vector<ChunkRec
       around.insert(around.end(), {probes[i].before_ns, probes[i].after_ns});
     }
     if (std::find(count.begin(), count.end(), 0u) != count.end()) continue;
+    const auto side_p99s = chunk_p99s([side = side](ChunkPlacement c) { return c == side; });
     for (std::size_t s = 0; s < results.size(); ++s) {
       PlacementLatency p;
       static_cast<LatencyStats&>(p) = stats_of(pooled[s], ns_per_tick);
+      p.p99_chunk_median = median(side_p99s[s]);
       p.placement = name;
       p.rtt_half_ns = median(around);
       p.chunks = count[s];

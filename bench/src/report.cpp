@@ -165,6 +165,17 @@ std::vector<Target> targets(const Report& r) {
                                  peer99.result->system, peer99.stats->over_1us_pct),
                      at});
     }
+    // p99 with the VM's bursts of stalls set apart: each system's median chunk p99.
+    const Peer chunk99 = best_peer(r, "thread", 64, at, &LatencyStats::p99_chunk_median);
+    if (rb && chunk99.stats && rb->p99_chunk_median > 0 && chunk99.stats->p99_chunk_median > 0) {
+      const double x = ratio(rb->p99_chunk_median, chunk99.stats->p99_chunk_median);
+      out.push_back({"(reference) thread median chunk p99 <= best peer (" + chunk99.result->system + ")" +
+                         where,
+                     x <= 1.0,
+                     fmt::format("{} ({:.0f} against {:.0f} ns)", times(x), rb->p99_chunk_median,
+                                 chunk99.stats->p99_chunk_median),
+                     at});
+    }
     if (const LatencyStats* one = in(find(r, "thread", 64, "floor_oneway"), at); rb && one) {
       const double x = ratio(rb->p50, one->p50);
       out.push_back(
@@ -511,17 +522,18 @@ void write_json(const Report& r, const std::string& path) {
     j << fmt::format(
         "    {{\"system\": \"{}\", \"scenario\": \"{}\", \"event_bytes\": {}, \"p50_ns\": {:.1f}, \"p90_ns\": {:.1f}, "
         "\"p99_ns\": {:.1f}, \"p999_ns\": {:.1f}, \"p9999_ns\": {:.1f}, \"max_ns\": {:.1f}, \"samples\": {}, "
-        "\"over_1us_pct\": {:.3f}, \"moved\": {}, \"by_placement\": [",
+        "\"over_1us_pct\": {:.3f}, \"p99_chunk_median_ns\": {:.1f}, \"moved\": {}, \"by_placement\": [",
         l.system, l.scenario, l.event_bytes, l.p50, l.p90, l.p99, l.p999, l.p9999, l.max, l.samples, l.over_1us_pct,
+        l.p99_chunk_median,
         l.moved);
     for (std::size_t i = 0; i < l.by_placement.size(); ++i) {
       const PlacementLatency& p = l.by_placement[i];
       j << fmt::format(
           "{}\n      {{\"placement\": \"{}\", \"rtt_half_ns\": {:.1f}, \"chunks\": {}, \"samples\": {}, "
           "\"p50_ns\": {:.1f}, \"p90_ns\": {:.1f}, \"p99_ns\": {:.1f}, \"p999_ns\": {:.1f}, \"p9999_ns\": {:.1f}, "
-          "\"max_ns\": {:.1f}, \"over_1us_pct\": {:.3f}}}",
+          "\"max_ns\": {:.1f}, \"over_1us_pct\": {:.3f}, \"p99_chunk_median_ns\": {:.1f}}}",
           i ? "," : "", p.placement, p.rtt_half_ns, p.chunks, p.samples, p.p50, p.p90, p.p99, p.p999, p.p9999, p.max,
-          p.over_1us_pct);
+          p.over_1us_pct, p.p99_chunk_median);
     }
     j << (l.by_placement.empty() ? "]}" : "\n    ]}");
   }

@@ -208,7 +208,9 @@ TEST(BenchOptions, CheckNamesWhatIsWrongAndRunRefusesIt) {
 }
 
 // Every percentile of `st` at `ns`.
-void flat(ringbus::bench::LatencyStats& st, double ns) { st.p50 = st.p90 = st.p99 = st.p999 = st.p9999 = st.max = ns; }
+void flat(ringbus::bench::LatencyStats& st, double ns) {
+  st.p50 = st.p90 = st.p99 = st.p999 = st.p9999 = st.max = st.p99_chunk_median = ns;
+}
 
 ringbus::bench::LatencyResult flat_result(const char* scenario, const char* system, double ns,
                                           std::uint64_t samples) {
@@ -320,6 +322,15 @@ TEST(BenchReport, P99TargetShowsTheShareOfSamplesOverOneMicrosecond) {
   EXPECT_NE(table.find("met    thread p99 <= best peer p99 (boost_spsc)"), std::string::npos) << table;
   EXPECT_NE(table.find("0.16x (over 1 us: ringbus 0.40%, boost_spsc 1.20%)"), std::string::npos) << table;
   EXPECT_NE(table.find("     1.20\n"), std::string::npos) << table;  // the peer's row
+  EXPECT_NE(table.find("met    (reference) thread median chunk p99 <= best peer (boost_spsc)"), std::string::npos)
+      << table;
+  // Without chunk medians (a result no chunks were kept for) there is no such reference.
+  ringbus::bench::Report without = r;
+  without.latency[1].p99_chunk_median = 0;
+  EXPECT_EQ(table_of(without).find("median chunk p99"), std::string::npos);
+  without = r;
+  without.latency.back().p99_chunk_median = 0;
+  EXPECT_EQ(table_of(without).find("median chunk p99"), std::string::npos);
 
   // A ratio below 0.1 keeps two significant digits instead of printing as 0.00x.
   r.latency.back().p99 = 1'000'000;
@@ -334,7 +345,7 @@ void add_results(ringbus::bench::Report& r, const char* scenario,
                  std::initializer_list<std::tuple<const char*, double, double>> systems) {
   for (const auto& [system, p50, p99] : systems) {
     ringbus::bench::LatencyResult l = flat_result(scenario, system, p50, 1000);
-    l.p99 = p99;
+    l.p99 = l.p99_chunk_median = p99;
     r.latency.push_back(l);
   }
 }
@@ -381,6 +392,11 @@ TEST(BenchReport, EachTargetIsMetAtItsLimitAndMissedBeyondIt) {
       r.throughput.push_back({system, "tput8", 8, 1, 1, 1e9, 100});       // unbatched: not a target
       r.throughput.push_back({system, "tput8", 8, 1, 32, 120e6 / over, 100});
     }
+    // The best median chunk p99 is moodycamel_rwq's, though its p99 is not the best.
+    for (ringbus::bench::LatencyResult& l : r.latency) {
+      if (l.system == "moodycamel_rwq") l.p99_chunk_median = 250;
+      if (l.system == "ringbus" && l.scenario == "thread") l.p99_chunk_median = 250 * over;
+    }
     return r;
   };
   const ringbus::bench::Report exact = at_limits(1.0), beyond = at_limits(1.01);
@@ -391,6 +407,8 @@ TEST(BenchReport, EachTargetIsMetAtItsLimitAndMissedBeyondIt) {
            {"thread p50 <= best peer p50 (atomic_queue)", "1.00x", "1.01x"},
            {"thread p99 <= best peer p99 (boost_spsc)", "1.00x" + p99_value, "1.01x" + p99_value},
            {"(reference) thread p50 / one-way one-line floor p50", "1.10x", "1.12x"},
+           {"(reference) thread median chunk p99 <= best peer (moodycamel_rwq)", "1.00x (250 against 250 ns)",
+            "1.01x (252 against 250 ns)"},
            {"process p50 within 5% of thread p50", "1.05x", "1.06x"},
            {"4 gating groups p50 <= 1.15 x one group", "1.15x", "1.16x"},
            {"10,000-key sequencing p50 <= 1.10 x unkeyed", "1.10x", "1.11x"},
@@ -647,18 +665,20 @@ during the throughput cases, so the rows above mix near and far runs)
   tput64 far    ringbus                      10.0     20.0        -     15.0        210
 
 targets
-  MISSED thread p50 <= 1.10 x floor p50 [near, RTT/2 60 ns]                      1.67x
-  met    thread p50 <= best peer p50 (boost_spsc) [near, RTT/2 60 ns]            0.83x
-  met    thread p99 <= best peer p99 (boost_spsc) [near, RTT/2 60 ns]            0.83x (over 1 us: ringbus 0.00%, boost_spsc 0.00%)
-  MISSED (reference) thread p50 / one-way one-line floor p50 [near, RTT/2 60 ns] 1.25x
-  MISSED thread p50 <= 1.10 x floor p50 [far, RTT/2 230 ns]                      1.65x
-  MISSED thread p50 <= best peer p50 (atomic_queue) [far, RTT/2 230 ns]          1.10x
-  MISSED thread p99 <= best peer p99 (atomic_queue) [far, RTT/2 230 ns]          1.10x (over 1 us: ringbus 0.00%, atomic_queue 0.00%)
-  met    (reference) thread p50 / one-way one-line floor p50 [far, RTT/2 230 ns] 1.10x
-  MISSED process p50 within 5% of thread p50 [placements mixed]                  1.09x
-  met    10,000-key sequencing p50 <= 1.10 x unkeyed                             1.10x
-  MISSED 64-byte events, 1 producer >= 40 M/s [near, RTT/2 55 ns]                35.0 M/s (2 of 3 runs)
-  MISSED 64-byte events, 1 producer >= 40 M/s [far, RTT/2 210 ns]                10.0 M/s (1 of 3 runs)
+  MISSED thread p50 <= 1.10 x floor p50 [near, RTT/2 60 ns]                                  1.67x
+  met    thread p50 <= best peer p50 (boost_spsc) [near, RTT/2 60 ns]                        0.83x
+  met    thread p99 <= best peer p99 (boost_spsc) [near, RTT/2 60 ns]                        0.83x (over 1 us: ringbus 0.00%, boost_spsc 0.00%)
+  met    (reference) thread median chunk p99 <= best peer (boost_spsc) [near, RTT/2 60 ns]   0.83x (100 against 120 ns)
+  MISSED (reference) thread p50 / one-way one-line floor p50 [near, RTT/2 60 ns]             1.25x
+  MISSED thread p50 <= 1.10 x floor p50 [far, RTT/2 230 ns]                                  1.65x
+  MISSED thread p50 <= best peer p50 (atomic_queue) [far, RTT/2 230 ns]                      1.10x
+  MISSED thread p99 <= best peer p99 (atomic_queue) [far, RTT/2 230 ns]                      1.10x (over 1 us: ringbus 0.00%, atomic_queue 0.00%)
+  MISSED (reference) thread median chunk p99 <= best peer (atomic_queue) [far, RTT/2 230 ns] 1.10x (330 against 300 ns)
+  met    (reference) thread p50 / one-way one-line floor p50 [far, RTT/2 230 ns]             1.10x
+  MISSED process p50 within 5% of thread p50 [placements mixed]                              1.09x
+  met    10,000-key sequencing p50 <= 1.10 x unkeyed                                         1.10x
+  MISSED 64-byte events, 1 producer >= 40 M/s [near, RTT/2 55 ns]                            35.0 M/s (2 of 3 runs)
+  MISSED 64-byte events, 1 producer >= 40 M/s [far, RTT/2 210 ns]                            10.0 M/s (1 of 3 runs)
 
 )TABLE");
 }
@@ -671,17 +691,22 @@ TEST(BenchReport, TheJsonKeepsEachFigureInItsFieldAndEscapesStrings) {
   ASSERT_EQ(ringbus_thread.system, "ringbus");
   std::tie(ringbus_thread.p50, ringbus_thread.p90, ringbus_thread.p99, ringbus_thread.p999, ringbus_thread.p9999,
            ringbus_thread.max) = std::tuple{101.0, 102.0, 103.0, 104.0, 105.0, 106.0};
+  ringbus_thread.over_1us_pct = 0.25;
+  ringbus_thread.p99_chunk_median = 107.0;
   ringbus::bench::PlacementLatency& near = ringbus_thread.by_placement.at(0);
   std::tie(near.p50, near.p90, near.p99, near.p999, near.p9999, near.max) =
       std::tuple{91.0, 92.0, 93.0, 94.0, 95.0, 96.0};
+  near.over_1us_pct = 0.5;
+  near.p99_chunk_median = 97.0;
   r.machine.cpu_model = "AMD \"EPYC\" \\ 9004\t(2 vCPUs)\x1b";
   std::string json = json_of(r);
   EXPECT_NE(json.find("\"p50_ns\": 101.0, \"p90_ns\": 102.0, \"p99_ns\": 103.0, \"p999_ns\": 104.0, "
-                      "\"p9999_ns\": 105.0, \"max_ns\": 106.0"),
+                      "\"p9999_ns\": 105.0, \"max_ns\": 106.0, \"samples\": 4000, \"over_1us_pct\": 0.250, "
+                      "\"p99_chunk_median_ns\": 107.0,"),
             std::string::npos)
       << json;
   EXPECT_NE(json.find("\"p50_ns\": 91.0, \"p90_ns\": 92.0, \"p99_ns\": 93.0, \"p999_ns\": 94.0, "
-                      "\"p9999_ns\": 95.0, \"max_ns\": 96.0"),
+                      "\"p9999_ns\": 95.0, \"max_ns\": 96.0, \"over_1us_pct\": 0.500, \"p99_chunk_median_ns\": 97.0}"),
             std::string::npos)
       << json;
   EXPECT_NE(json.find("\"cpu_model\": \"AMD \\\"EPYC\\\" \\\\ 9004\\u0009(2 vCPUs)\\u001b\""), std::string::npos) << json;
@@ -843,6 +868,38 @@ TEST(BenchSummary, LatencyChunksArePooledByThePlacementProbedAroundThem) {
     ASSERT_EQ(l.by_placement.size(), 1u);
     EXPECT_EQ(l.by_placement[0].placement, "far");
   }
+}
+
+// Each system's median chunk p99: every chunk's own p99, then the median over its chunks,
+// in all and within each placement. A chunk whose top 4% queued behind a stall sets the
+// pooled p99 but is one chunk of several here; a chunk whose probes disagree counts only
+// in the figure over all chunks.
+TEST(BenchSummary, TheMedianChunkP99SetsABurstOfStallsApart) {
+  auto chunk = [](std::uint64_t ticks, int stalled) {
+    auto h = std::make_unique<Histogram>(filled(ticks, 100 - stalled));
+    for (int i = 0; i < stalled; ++i) h->record(20'000);
+    return ringbus::bench::ChunkRecord{0, std::move(h)};
+  };
+  std::vector<ringbus::bench::ChunkRecord> chunks;
+  chunks.push_back(chunk(100, 0));
+  chunks.push_back(chunk(100, 4));  // stalled: its p99 is the stall's
+  chunks.push_back(chunk(110, 0));
+  chunks.push_back(chunk(300, 0));
+  chunks.push_back(chunk(900, 0));  // moved while it ran
+  const std::vector<ringbus::bench::ChunkProbes> probes{{55, 60}, {60, 58}, {58, 57}, {205, 210}, {210, 57}};
+  std::vector<ringbus::bench::LatencyResult> results(1);
+  ringbus::bench::add_placements(results, chunks, probes, 2.0);  // in ns: twice the ticks
+  EXPECT_EQ(results[0].p99_chunk_median, 600.0);                 // of 200, 220, 600, 1,800 and the stall
+  ASSERT_EQ(results[0].by_placement.size(), 2u);
+  EXPECT_EQ(results[0].by_placement[0].p99_chunk_median, 220.0);  // near: 200, 220 and the stall
+  EXPECT_NEAR(results[0].by_placement[0].p99, 40'000.0, 40'000.0 / Histogram::kSub);  // pooled: the stall's
+  EXPECT_EQ(results[0].by_placement[1].p99_chunk_median, 600.0);  // far: the one chunk
+
+  // Without placements (every probe alike), over all the chunks.
+  std::vector<ringbus::bench::LatencyResult> still(1);
+  ringbus::bench::add_placements(still, chunks, std::vector<ringbus::bench::ChunkProbes>(5, {60, 60}), 2.0);
+  EXPECT_TRUE(still[0].by_placement.empty());
+  EXPECT_EQ(still[0].p99_chunk_median, 600.0);
 }
 
 // A throughput case's rate is the median of its measurements, with the probes before

@@ -42,6 +42,11 @@ struct LatencyStats {
   // a descheduled vCPU, and once they pass 1% they set p99. (A 1 KiB event or a round
   // trip can take about 1 us without any stall.)
   double over_1us_pct = 0;
+  // The median over the system's chunks (the interleaved turns of `Options::chunk`
+  // samples) of each chunk's p99. VM stalls come in bursts: one that puts 1% of a run's
+  // samples over 1 us sets the run's p99 whatever the queue does, but moves only the
+  // chunks it fell in. Set by add_placements; 0 where no chunks were kept.
+  double p99_chunk_median = 0;
 };
 
 // One system's samples from the chunks of a scenario that ran in one placement of the

@@ -38,7 +38,8 @@ struct ChunkRecord {
 // measured between the probes `probes[i]`): within each placement split_placements
 // finds, every system's chunks pooled over the runs, with the median of the probes
 // before and after them as the placement's RTT/2; a placement is left out unless every
-// system ran a chunk in it. Sets each result's `moved`.
+// system ran a chunk in it. Sets each result's `moved`, and the p99_chunk_median of
+// each result (over all its chunks) and of each placement (over the chunks in it).
 void add_placements(std::span<LatencyResult> results, const std::vector<ChunkRecord>& chunks,
                     const std::vector<ChunkProbes>& probes, double ns_per_tick);
 
