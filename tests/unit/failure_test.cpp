@@ -948,6 +948,31 @@ TEST(GroupDedup, MoreProducersThanWindowsEvictsTheLeastRecent) {
   drain(g.worker(0), [&](const Event&) { ++delivered; });
   EXPECT_EQ(delivered, 3u);
   EXPECT_EQ(read_stats(seg.segment()).groups.at(0).worker.at(0).dedup_evictions, 1u);
+
+  // Which one goes: producers x, y, then x again, then 3, new; y is the least recent.
+  // Whether x's replay of its first event is still dropped says whether its window was
+  // kept. Both orders of 1 and 2, so that the answer cannot come from where the windows
+  // lie in the table.
+  auto replay_after = [&](std::uint32_t x, std::uint32_t y) {
+    TempSegment s2(so);
+    ConsumerGroup g2 = ConsumerGroup::join(s2.segment(), "g", o);
+    {
+      Producer px = Producer::attach(s2.segment(), {.producer_id = x});
+      Producer py = Producer::attach(s2.segment(), {.producer_id = y});
+      Producer pz = Producer::attach(s2.segment(), {.producer_id = 3});
+      publish(px, 1, 1);
+      publish(py, 1, 2);
+      publish(px, 1, 3);
+      publish(pz, 1, 4);
+    }
+    Producer again = Producer::attach(s2.segment(), {.producer_id = x, .first_seq = 1});
+    publish(again, 1, 5);
+    std::vector<std::uint64_t> got;
+    drain(g2.worker(0), [&](const Event& e) { got.push_back(value_of(e)); });
+    return got;
+  };
+  EXPECT_EQ(replay_after(1, 2), (std::vector<std::uint64_t>{1, 2, 3, 4})) << "1, the most recent, was evicted";
+  EXPECT_EQ(replay_after(2, 1), (std::vector<std::uint64_t>{1, 2, 3, 4})) << "2, the most recent, was evicted";
   EXPECT_THROW(ConsumerGroup::join(TempSegment({.capacity = 1 << 16, .max_event = 256, .dedup_window = 0}).segment(),
                                    "x", o),
                Error)
@@ -976,6 +1001,8 @@ TEST(GroupSlot, AGroupInAReusedSlotStartsClean) {
     const detail::SegmentRefs& r = seg.segment().refs();
     r.groups[0].worker[0].voids_seen.store(5);
     r.groups[0].worker[0].redelivered.store(6);
+    r.dlq_control(0)->full_waits.store(7);
+    ASSERT_EQ(DeadLetters::open(seg.segment(), "old").stats().appended, 1u);
   }
   ASSERT_TRUE(ConsumerGroup::remove(seg.segment(), "old"));
 
@@ -994,6 +1021,10 @@ TEST(GroupSlot, AGroupInAReusedSlotStartsClean) {
   EXPECT_EQ(g.worker.at(0).voids, 0u);
   EXPECT_EQ(g.worker.at(0).redelivered, 0u);
   EXPECT_TRUE(DeadLetters::open(seg.segment(), "new").list().empty());
+  EXPECT_EQ(g.dlq_full_waits, 0u);
+  const DeadLetterStats ring = DeadLetters::open(seg.segment(), "new").stats();
+  EXPECT_EQ(ring.appended, 0u);
+  EXPECT_EQ(ring.full_waits, 0u);
 
   std::vector<std::uint64_t> handled;
   drain(fresh.worker(0), [&](const Event& e) {
@@ -1008,7 +1039,8 @@ TEST(GroupSlot, AGroupInAReusedSlotStartsClean) {
 
 // When a change of worker count merges the dedup windows and there are more producers
 // than a table holds, the most recently used producers are kept: a producer's recency
-// is the latest position any old worker saw of it.
+// is the latest position any old worker saw of it. The kept windows keep that recency:
+// a producer new to the table then evicts the least recent of them.
 TEST(GroupDedup, AMergeKeepsTheProducersUsedMostRecentlyByAnyWorker) {
   SegmentOptions so = TempSegment::small_options();
   so.dedup_producers = 2;
@@ -1034,15 +1066,25 @@ TEST(GroupDedup, AMergeKeepsTheProducersUsedMostRecentlyByAnyWorker) {
   }
   o.workers = 1;  // one table of two windows for three producers: B, used least recently, goes
   ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+  // D, new, takes C's window (C was used before A's last event). The merge put A, the
+  // most recent, in the table's first window; D's search starts there (a window search
+  // starts at mix64(producer id + 1) mod the windows), so a merge that lost the recency
+  // of its windows would evict A, the first of two alike.
+  std::uint32_t d_id = 4;
+  while (mix64(std::uint64_t{d_id} + 1) % 2 != 0) ++d_id;
   {
+    Producer d = Producer::attach(seg.segment(), {.producer_id = d_id});
+    publish(d, key_of[0], 10);
     Producer a = Producer::attach(seg.segment(), {.producer_id = 1, .first_seq = 1});
     publish(a, key_of[0], 11);
     publish(a, key_of[0], 12);
   }
-  std::size_t delivered = 0;
-  drain(g.worker(0), [&](const Event&) { ++delivered; });
-  EXPECT_EQ(delivered, 0u) << "A's window was evicted in the merge";
-  EXPECT_EQ(read_stats(seg.segment()).groups.at(0).worker.at(0).dup_dropped, 2u);
+  std::vector<std::uint64_t> delivered;
+  drain(g.worker(0), [&](const Event& e) { delivered.push_back(value_of(e)); });
+  EXPECT_EQ(delivered, std::vector<std::uint64_t>{10}) << "A's window was evicted in the merge or by D";
+  const WorkerStats& w0 = read_stats(seg.segment()).groups.at(0).worker.at(0);
+  EXPECT_EQ(w0.dup_dropped, 2u);
+  EXPECT_EQ(w0.dedup_evictions, 1u);  // C's, for D
 }
 
 // Child: "die-in-handler LOCATION": joins group g and dies inside the handler of value 2.
