@@ -194,10 +194,20 @@ TEST(ConsumerGroup, ConsumedCountsContinueAcrossARejoin) {
 // A reader held at a hole that recovery cannot end (here no journal names it, as only
 // damaged memory leaves; a producer stopped mid-claim is the other case) is counted
 // once in stalls_unresolved, however long it waits, and moves on once the hole is filled.
-TEST(ConsumerGroup, AStallRecoveryCannotEndIsCountedOnce) {
+// A busy-spinning worker, which never gives its CPU up, checks as well.
+class StallWait : public ::testing::TestWithParam<bool> {
+ public:
+  // The group's default wait (which gives the CPU up when idle), or a busy spin.
+  static WaitStrategy of(bool busy) { return busy ? WaitStrategy::busy_spin() : GroupOptions{}.wait; }
+};
+INSTANTIATE_TEST_SUITE_P(ConsumerGroup, StallWait, ::testing::Bool(),
+                         [](const auto& i) { return std::string(i.param ? "busy_spin" : "default_wait"); });
+
+TEST_P(StallWait, AStallRecoveryCannotEndIsCountedOnce) {
   TempSegment seg;
   GroupOptions o;
   o.unblock_after = std::chrono::milliseconds{0};
+  o.wait = of(GetParam());
   ConsumerGroup g = ConsumerGroup::join(seg.segment(), "held", o);
   const detail::SegmentRefs& r = seg.segment().refs();
   const std::uint64_t hole = r.control->tail.fetch_add(record_bytes(8));
@@ -214,6 +224,53 @@ TEST(ConsumerGroup, AStallRecoveryCannotEndIsCountedOnce) {
   ASSERT_TRUE(test::eventually([&] { return handled.load() == 1; }));
   g.stop();
   EXPECT_EQ(r.control->stalls_unresolved.load(), 1u);
+}
+
+// A worker with an event set aside for a retry yields instead of parking while it
+// waits; held at a hole meanwhile, it still checks for the stall and counts it.
+TEST(ConsumerGroup, AWorkerWaitingWithARetryDueChecksForStalls) {
+  TempSegment seg;
+  GroupOptions o;
+  o.unblock_after = std::chrono::milliseconds{0};
+  o.retry.backoff = RetryPolicy::Backoff::deferred;
+  o.retry.delay = std::chrono::seconds{1};
+  o.retry.max_attempts = 1000;  // set aside for the whole test
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "retrying", o);
+  Producer p = Producer::attach(seg.segment());
+  const std::uint64_t v = 5;
+  ASSERT_EQ(p.publish(1, 1, std::as_bytes(std::span(&v, 1))), Status::ok);
+  const detail::SegmentRefs& r = seg.segment().refs();
+  const std::uint64_t hole = r.control->tail.fetch_add(record_bytes(8));
+  std::atomic<int> attempts{0};
+  g.start([&](const Event&) {
+    attempts.fetch_add(1);
+    return Handled::fail;
+  });
+  ASSERT_TRUE(test::eventually([&] { return r.control->stalls_unresolved.load() == 1; }))
+      << "attempts " << attempts.load();
+  g.stop();
+  EXPECT_EQ(g.worker(0).position(), hole);                          // read up to the hole
+  EXPECT_EQ(read_stats(seg.segment()).groups.at(0).worker.at(0).cursor, 0u);  // on the event set aside
+}
+
+// A worker waiting at the tail is idle, not stalled: with nothing claimed beyond its
+// position there is no hole to repair or count, however long it waits.
+TEST_P(StallWait, AWorkerWaitingAtTheTailIsNotStalled) {
+  TempSegment seg;
+  GroupOptions o;
+  o.unblock_after = std::chrono::milliseconds{0};
+  o.wait = of(GetParam());
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "idle", o);
+  std::atomic<int> handled{0};
+  g.start([&](const Event&) { handled.fetch_add(1); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // about 50 stall checks
+  EXPECT_EQ(read_stats(seg.segment()).stalls_unresolved, 0u);
+  Producer p = Producer::attach(seg.segment());
+  const std::uint64_t v = 5;
+  ASSERT_EQ(p.publish(0, 1, std::as_bytes(std::span(&v, 1))), Status::ok);
+  ASSERT_TRUE(test::eventually([&] { return handled.load() == 1; }));
+  g.stop();
+  EXPECT_EQ(read_stats(seg.segment()).stalls_unresolved, 0u);
 }
 
 // Two threads joining one new group at the same moment register it once: the second
