@@ -106,7 +106,8 @@ void add_placements(std::span<LatencyResult> results, const std::vector<ChunkRec
   auto chunk_p99s = [&](auto in) {
     std::vector<std::vector<double>> p99s(results.size());
     for (std::size_t i = 0; i < chunks.size(); ++i) {
-      if (in(where[i])) p99s[chunks[i].system].push_back(static_cast<double>(chunks[i].hist->percentile(99)) * ns_per_tick);
+      if (!in(where[i])) continue;
+      p99s[chunks[i].system].push_back(static_cast<double>(chunks[i].hist->percentile(99)) * ns_per_tick);
     }
     return p99s;
   };

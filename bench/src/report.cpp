@@ -524,8 +524,7 @@ void write_json(const Report& r, const std::string& path) {
         "\"p99_ns\": {:.1f}, \"p999_ns\": {:.1f}, \"p9999_ns\": {:.1f}, \"max_ns\": {:.1f}, \"samples\": {}, "
         "\"over_1us_pct\": {:.3f}, \"p99_chunk_median_ns\": {:.1f}, \"moved\": {}, \"by_placement\": [",
         l.system, l.scenario, l.event_bytes, l.p50, l.p90, l.p99, l.p999, l.p9999, l.max, l.samples, l.over_1us_pct,
-        l.p99_chunk_median,
-        l.moved);
+        l.p99_chunk_median, l.moved);
     for (std::size_t i = 0; i < l.by_placement.size(); ++i) {
       const PlacementLatency& p = l.by_placement[i];
       j << fmt::format(

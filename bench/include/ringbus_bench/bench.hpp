@@ -115,7 +115,7 @@ struct ThroughputResult {
   // True when the run's throughput measurements ran in both placements; by_placement then
   // holds this case's rate in each placement it was measured in.
   bool moved = false;
-  std::vector<PlacementRate> by_placement;
+  std::vector<PlacementRate> by_placement{};
 };
 
 struct Machine {
