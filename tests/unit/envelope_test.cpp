@@ -158,11 +158,14 @@ TEST(SchemaRegistry, NamesTypesTracksVersionsAndIsSharedByProcesses) {
   ASSERT_TRUE(info.has_value());
   EXPECT_EQ(info->name, "OrderPlaced");
   EXPECT_EQ(info->versions_seen, 0b11u);
+  EXPECT_EQ(reg.register_type("OrderPlaced", 0), placed);
+  EXPECT_EQ(reg.info(placed)->versions_seen, 0b11u) << "version 0 is accepted but not tracked";
   EXPECT_EQ(info->target_version(), 2u);
   // Versions 1..64 are tracked, one bit each; others are accepted but not tracked.
   EXPECT_EQ(reg.register_type("OrderShipped", 64), shipped);
   EXPECT_EQ(reg.register_type("OrderShipped", 65), shipped);
   EXPECT_EQ(reg.info(shipped)->versions_seen, (std::uint64_t{1} << 63) | 0b100u);
+  EXPECT_FALSE(reg.info(0).has_value()) << "type id 0 is no type";
   EXPECT_EQ(reg.info(shipped)->highest_seen(), 64u);
   reg.set_current_version(placed, 5);
   EXPECT_EQ(reg.info(placed)->target_version(), 5u);
@@ -215,6 +218,9 @@ TEST(SchemaRegistry, FullRegistryAndSegmentsWithoutOne) {
   EXPECT_EQ(reg.info(last)->name, "B");
   EXPECT_EQ(reg.list().size(), 2u);
   EXPECT_FALSE(reg.info(3).has_value());
+  EXPECT_EQ(reg.register_type("B", 2), last) << "a full registry still finds the type in its last slot";
+  EXPECT_EQ(reg.find("B"), last);
+  EXPECT_EQ(reg.info(last)->versions_seen, 0b11u);
   try {
     reg.register_type("C");
     FAIL();
@@ -239,6 +245,34 @@ TEST(Upcasters, ChainOldVersionsUpToTheTarget) {
   EXPECT_EQ(same, "{}");
   auto [partial, pv] = up.upcast("Other", 1, "x", 4);
   EXPECT_EQ(pv, 1u) << "no step: unchanged";
+  auto [to2, v2] = up.upcast("OrderPlaced", 1, "{}", 2);
+  EXPECT_EQ(v2, 2u) << "not past the target, though a step from it exists";
+  EXPECT_EQ(to2, R"({"v2":{}})");
+}
+
+// The registry is shared memory. A name length beyond the name's bytes is read only up
+// to them, and a slot a registrant left half-written (it died before publishing the
+// entry) is taken whole by the next registration: no versions or current version of the
+// dead one's survive in it.
+TEST(SchemaRegistry, DamagedOrHalfWrittenEntriesAreBounded) {
+  TempSegment seg;
+  SchemaRegistry reg(seg.segment());
+  const detail::SegmentRefs& r = seg.segment().refs();
+  const std::uint16_t placed = reg.register_type("OrderPlaced");
+  r.registry_entry(placed)->name_len = 100'000;
+  ASSERT_TRUE(reg.info(placed).has_value());
+  EXPECT_EQ(reg.info(placed)->name.size(), layout::kTypeNameBytes);
+  EXPECT_EQ(reg.info(placed)->name.substr(0, 11), "OrderPlaced");
+
+  layout::RegistryEntry& half = *r.registry_entry(placed + 1);  // not published
+  half.versions.store(0b1111000);
+  half.current_version.store(9);
+  std::memset(half.name, 'x', layout::kTypeNameBytes);
+  const std::uint16_t shipped = reg.register_type("OrderShipped", 2);
+  EXPECT_EQ(shipped, placed + 1);
+  EXPECT_EQ(reg.info(shipped)->name, "OrderShipped");
+  EXPECT_EQ(reg.info(shipped)->versions_seen, 0b10u);
+  EXPECT_EQ(reg.info(shipped)->current_version, 0u);
 }
 
 TEST(JsonLines, ParseAFullEnvelope) {
