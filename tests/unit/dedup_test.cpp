@@ -75,6 +75,25 @@ TEST(DedupWindow, MatchesAReferenceModelOnRandomStreams) {
   }
 }
 
+// set() is public (an adapter marks what it accepted): marking a number below the window
+// changes nothing, where its bit would stand for a number inside it. reset() empties
+// every word, the last one too. 0 is never fresh, also in a new window.
+TEST(DedupWindow, SetBelowTheWindowAndResetLeaveNoFalseDuplicates) {
+  OwnedDedupWindow w(256);
+  const std::uint64_t win = w->window();
+  EXPECT_EQ(w->check(0), Seen::too_old);
+  const std::uint64_t top = 3 * win;
+  w->set(top);
+  // The ring holds win + 64 bits: top - win - 64 - 5 has the bit of top - 5.
+  w->set(top - win - 64 - 5);
+  EXPECT_EQ(w->check(top - 5), Seen::fresh);
+  EXPECT_EQ(w->check(top), Seen::duplicate);
+  for (std::uint64_t s = 1; s <= win + 64; ++s) w->set(s);
+  w->reset();
+  EXPECT_EQ(w->top(), 0u);
+  for (std::uint64_t s = 1; s <= win + 64; ++s) ASSERT_EQ(w->check(s), Seen::fresh) << s;
+}
+
 TEST(DedupWindow, MergeMarksTheUnion) {
   OwnedDedupWindow a(256), b(256), u(256);
   for (std::uint64_t s : {1, 4, 9, 200}) a->set(s);
