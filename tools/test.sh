@@ -12,12 +12,25 @@ bash tools/setup.sh
 jobs=$(nproc)
 
 step() { printf '\n== %s\n' "$*"; }
+# Names a tier left in /dev/shm (a test that removes what it creates leaves none). They
+# are reported, not removed: the report says which tier left them.
+shm_before=$(ls /dev/shm 2>/dev/null | sort)
+left_behind() {
+  local now extra
+  now=$(ls /dev/shm 2>/dev/null | sort)
+  extra=$(comm -13 <(printf '%s\n' "$shm_before") <(printf '%s\n' "$now") | grep -v '^$' || true)
+  if [ -n "$extra" ]; then
+    printf 'warning: the %s left these in /dev/shm:\n%s\n' "$1" "$extra"
+  fi
+  shm_before=$now
+}
 
 step "build: tests (RelWithDebInfo)"
 cmake -S . -B build/test -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build/test -j "$jobs"
 step "tests: every tier"
 ctest --test-dir build/test --output-on-failure -j 1
+left_behind "tests (RelWithDebInfo)"
 
 step "build: ThreadSanitizer"
 cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRINGBUS_SANITIZE=thread \
@@ -26,6 +39,7 @@ cmake --build build/tsan -j "$jobs" --target unit_tests stress_tests process_tes
 step "tests: unit, stress and process tiers under TSan"
 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
   ctest --test-dir build/tsan --output-on-failure -L "unit|stress|process"
+left_behind "tests under TSan"
 
 step "build: AddressSanitizer + UBSan"
 cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRINGBUS_SANITIZE=address \
@@ -34,6 +48,7 @@ cmake --build build/asan -j "$jobs" --target unit_tests stress_tests process_tes
 step "tests: unit, stress and process tiers under ASan + UBSan"
 ASAN_OPTIONS="detect_leaks=1" UBSAN_OPTIONS="print_stacktrace=1 halt_on_error=1" \
   ctest --test-dir build/asan --output-on-failure -L "unit|stress|process"
+left_behind "tests under ASan + UBSan"
 
 step "build: fuzz targets (clang, libFuzzer + ASan/UBSan)"
 cmake -S . -B build/fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \

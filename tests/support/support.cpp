@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
+#include <random>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -83,7 +84,17 @@ Watchdog* g_watchdog = nullptr;
 }  // namespace
 
 std::string unique_name(std::string_view prefix) {
-  return std::string(prefix) + "-" + std::to_string(::getpid()) + "-" + std::to_string(g_counter.fetch_add(1));
+  // The pid alone is not enough: a process killed before removing its names (by a test,
+  // a watchdog or a CI step's timeout) leaves them behind for a later process that is
+  // given the same pid. A random token drawn once per process sets the two apart.
+  static const std::string token = [] {
+    std::random_device rd;
+    char buf[9];
+    std::snprintf(buf, sizeof buf, "%08x", static_cast<unsigned>(rd()));
+    return std::string(buf);
+  }();
+  return std::string(prefix) + "-" + std::to_string(::getpid()) + "-" + token + "-" +
+         std::to_string(g_counter.fetch_add(1));
 }
 
 std::string read_file(const std::string& path) {

@@ -16,7 +16,7 @@
 
 namespace ringbus::test {
 
-// A name no other test process uses: prefix-pid-counter.
+// A name no other test process uses: prefix-pid-token-counter, the token random per process.
 std::string unique_name(std::string_view prefix);
 
 // The whole content of a file ("" if it cannot be read).
