@@ -1039,7 +1039,8 @@ TEST(GroupSlot, AGroupInAReusedSlotStartsClean) {
 
 // When a change of worker count merges the dedup windows and there are more producers
 // than a table holds, the most recently used producers are kept: a producer's recency
-// is the latest position any old worker saw of it.
+// is the latest position any old worker saw of it. The kept windows keep that recency:
+// a producer new to the table then evicts the least recent of them.
 TEST(GroupDedup, AMergeKeepsTheProducersUsedMostRecentlyByAnyWorker) {
   SegmentOptions so = TempSegment::small_options();
   so.dedup_producers = 2;
@@ -1065,15 +1066,25 @@ TEST(GroupDedup, AMergeKeepsTheProducersUsedMostRecentlyByAnyWorker) {
   }
   o.workers = 1;  // one table of two windows for three producers: B, used least recently, goes
   ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+  // D, new, takes C's window (C was used before A's last event). The merge put A, the
+  // most recent, in the table's first window; D's search starts there (a window search
+  // starts at mix64(producer id + 1) mod the windows), so a merge that lost the recency
+  // of its windows would evict A, the first of two alike.
+  std::uint32_t d_id = 4;
+  while (mix64(std::uint64_t{d_id} + 1) % 2 != 0) ++d_id;
   {
+    Producer d = Producer::attach(seg.segment(), {.producer_id = d_id});
+    publish(d, key_of[0], 10);
     Producer a = Producer::attach(seg.segment(), {.producer_id = 1, .first_seq = 1});
     publish(a, key_of[0], 11);
     publish(a, key_of[0], 12);
   }
-  std::size_t delivered = 0;
-  drain(g.worker(0), [&](const Event&) { ++delivered; });
-  EXPECT_EQ(delivered, 0u) << "A's window was evicted in the merge";
-  EXPECT_EQ(read_stats(seg.segment()).groups.at(0).worker.at(0).dup_dropped, 2u);
+  std::vector<std::uint64_t> delivered;
+  drain(g.worker(0), [&](const Event& e) { delivered.push_back(value_of(e)); });
+  EXPECT_EQ(delivered, std::vector<std::uint64_t>{10}) << "A's window was evicted in the merge or by D";
+  const WorkerStats w0 = read_stats(seg.segment()).groups.at(0).worker.at(0);
+  EXPECT_EQ(w0.dup_dropped, 2u);
+  EXPECT_EQ(w0.dedup_evictions, 1u);  // C's, for D
 }
 
 // Child: "die-in-handler LOCATION": joins group g and dies inside the handler of value 2.
