@@ -196,19 +196,29 @@ TEST(ConsumerGroup, ConsumedCountsContinueAcrossARejoin) {
 // once in stalls_unresolved, however long it waits, and moves on once the hole is filled.
 // A busy-spinning worker, which never gives its CPU up, checks as well.
 class StallWait : public ::testing::TestWithParam<bool> {
- public:
-  // The group's default wait (which gives the CPU up when idle), or a busy spin.
-  static WaitStrategy of(bool busy) { return busy ? WaitStrategy::busy_spin() : GroupOptions{}.wait; }
+ protected:
+  // Joins a group that never unblocks a hole by itself, waiting the group's default way
+  // (which gives the CPU up when idle) or by a busy spin.
+  ConsumerGroup join(const char* name) {
+    GroupOptions o;
+    o.unblock_after = std::chrono::milliseconds{0};
+    o.wait = GetParam() ? WaitStrategy::busy_spin() : GroupOptions{}.wait;
+    return ConsumerGroup::join(seg.segment(), name, o);
+  }
+  // Publishes one event and waits until the group has handled it.
+  void publish_one_and_await(const std::atomic<int>& handled) {
+    Producer p = Producer::attach(seg.segment());
+    const std::uint64_t v = 5;
+    ASSERT_EQ(p.publish(0, 1, std::as_bytes(std::span(&v, 1))), Status::ok);
+    ASSERT_TRUE(test::eventually([&] { return handled.load() == 1; }));
+  }
+  TempSegment seg;
 };
 INSTANTIATE_TEST_SUITE_P(ConsumerGroup, StallWait, ::testing::Bool(),
                          [](const auto& i) { return std::string(i.param ? "busy_spin" : "default_wait"); });
 
 TEST_P(StallWait, AStallRecoveryCannotEndIsCountedOnce) {
-  TempSegment seg;
-  GroupOptions o;
-  o.unblock_after = std::chrono::milliseconds{0};
-  o.wait = of(GetParam());
-  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "held", o);
+  ConsumerGroup g = join("held");
   const detail::SegmentRefs& r = seg.segment().refs();
   const std::uint64_t hole = r.control->tail.fetch_add(record_bytes(8));
   std::atomic<int> handled{0};
@@ -218,10 +228,7 @@ TEST_P(StallWait, AStallRecoveryCannotEndIsCountedOnce) {
   EXPECT_EQ(read_stats(seg.segment()).stalls_unresolved, 1u);
   EXPECT_EQ(g.worker(0).position(), hole);
   detail::write_void(r, hole, 0, 0, record_flags::recovered, 1, 1, 1, 8);
-  Producer p = Producer::attach(seg.segment());
-  const std::uint64_t v = 5;
-  ASSERT_EQ(p.publish(0, 1, std::as_bytes(std::span(&v, 1))), Status::ok);
-  ASSERT_TRUE(test::eventually([&] { return handled.load() == 1; }));
+  publish_one_and_await(handled);
   g.stop();
   EXPECT_EQ(r.control->stalls_unresolved.load(), 1u);
 }
@@ -256,19 +263,12 @@ TEST(ConsumerGroup, AWorkerWaitingWithARetryDueChecksForStalls) {
 // A worker waiting at the tail is idle, not stalled: with nothing claimed beyond its
 // position there is no hole to repair or count, however long it waits.
 TEST_P(StallWait, AWorkerWaitingAtTheTailIsNotStalled) {
-  TempSegment seg;
-  GroupOptions o;
-  o.unblock_after = std::chrono::milliseconds{0};
-  o.wait = of(GetParam());
-  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "idle", o);
+  ConsumerGroup g = join("idle");
   std::atomic<int> handled{0};
   g.start([&](const Event&) { handled.fetch_add(1); });
   std::this_thread::sleep_for(std::chrono::milliseconds(50));  // about 50 stall checks
   EXPECT_EQ(read_stats(seg.segment()).stalls_unresolved, 0u);
-  Producer p = Producer::attach(seg.segment());
-  const std::uint64_t v = 5;
-  ASSERT_EQ(p.publish(0, 1, std::as_bytes(std::span(&v, 1))), Status::ok);
-  ASSERT_TRUE(test::eventually([&] { return handled.load() == 1; }));
+  publish_one_and_await(handled);
   g.stop();
   EXPECT_EQ(read_stats(seg.segment()).stalls_unresolved, 0u);
 }
