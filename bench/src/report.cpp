@@ -131,6 +131,24 @@ const ThroughputResult* find_tput(const Report& r, const std::string& scenario, 
   return nullptr;
 }
 
+// "; one record at a time: stream 28.6, stream_claim 10.0 M/s": the scenario's
+// references (throughput.cpp), over all runs (placement "") or in one placement; "" where
+// neither was measured there.
+std::string tput_references(const Report& r, const std::string& scenario, const std::string& placement) {
+  std::string text;
+  for (const char* reference : {"stream", "stream_claim"}) {
+    const ThroughputResult* f = find_tput(r, scenario, reference, 1, 1);
+    if (f == nullptr) continue;
+    double rate = placement.empty() ? f->events_per_s : 0;
+    for (const PlacementRate& p : f->by_placement) {
+      if (!placement.empty() && p.placement == placement) rate = p.events_per_s;
+    }
+    if (rate <= 0) continue;
+    text += fmt::format("{}{} {:.1f}", text.empty() ? "; one record at a time: " : ", ", reference, rate / 1e6);
+  }
+  return text.empty() ? text : text + " M/s";
+}
+
 struct Target {
   std::string what;
   bool met;
@@ -208,12 +226,15 @@ std::vector<Target> targets(const Report& r) {
     if (t == nullptr) continue;
     if (t->by_placement.empty()) {
       out.push_back({what + (t->moved ? " [placements mixed]" : ""), t->events_per_s >= least,
-                     fmt::format("{:.1f} M/s (RTT/2 {:.0f} ns)", t->events_per_s / 1e6, t->rtt_half_ns), ""});
+                     fmt::format("{:.1f} M/s (RTT/2 {:.0f} ns{})", t->events_per_s / 1e6, t->rtt_half_ns,
+                                 batch == 1 ? tput_references(r, scenario, "") : ""),
+                     ""});
     }
     // Measured in both placements: judged in each, like a latency scenario that moved.
     for (const PlacementRate& p : t->by_placement) {
       out.push_back({fmt::format("{} [{}, RTT/2 {:.0f} ns]", what, p.placement, p.rtt_half_ns), p.events_per_s >= least,
-                     fmt::format("{:.1f} M/s ({} of {} runs)", p.events_per_s / 1e6, p.measurements, r.options.runs),
+                     fmt::format("{:.1f} M/s ({} of {} runs{})", p.events_per_s / 1e6, p.measurements, r.options.runs,
+                                 batch == 1 ? tput_references(r, scenario, p.placement) : ""),
                      p.placement});
     }
   }

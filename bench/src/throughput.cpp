@@ -3,15 +3,22 @@
 // is events / (time from the start signal to the consumer's last event). ringbus runs
 // twice: with a group's default reader, and as `ringbus_trailing` with a reader that
 // keeps kTrailBytes behind the tail (GroupOptions::trail_bytes).
+// Two references run beside them: the same bytes moved one record at a time with the
+// least protocol a log can have (`stream`), and that plus the one locked instruction
+// per record a log with several producers needs to claim (`stream_claim`); see
+// stream_rate().
 #include "throughput.hpp"
 
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic_queue/atomic_queue.h>
+#include <fmt/format.h>
 #include <boost/lockfree/spsc_queue.hpp>
 #include <chrono>
 #include <readerwriterqueue/readerwriterqueue.h>
+#include <stdexcept>
 #include <thread>
 
 #include "harness.hpp"
@@ -127,6 +134,82 @@ double ringbus_rate(std::uint32_t producers, std::uint32_t batch, bool trailing,
   return static_cast<double>(events) / std::chrono::duration<double>(t.end - t.start).count();
 }
 
+// The throughput references. Each event is the bytes of a ringbus record of N payload
+// bytes (the 64-byte header and the payload, 8-byte aligned), in a ring of the capacity
+// ringbus's throughput cases use, written one record at a time on the producer CPU and
+// read on the consumer CPU with the least protocol a log can have. The writer stores the
+// payload, then the record's first word, its sequence number + 1 (release); the reader
+// waits for that word at the head, as a group's default reader does, reads the
+// payload's first word and gives the space back every 256 records. `stream` is that
+// alone: no header fields, claim, keys, gating groups or recovery journal. `stream_claim`
+// adds a locked fetch_add on a tail word per record: what any log that several producers
+// append to pays per claim. A locked instruction waits until the stores before it, here
+// the last record's, have left the store buffer, and each of those waits for its line to
+// come back from the reader's core. Neither is a bound on batched claims, which pay the
+// locked instruction once per batch and prefetch their lines for writing (DESIGN.md
+// section 3).
+template <std::size_t N>
+double stream_rate(bool claim, std::uint64_t events, const Options& o) {
+  constexpr std::uint64_t kRecord = record_bytes(static_cast<std::uint32_t>(N));
+  const std::uint64_t bytes = o.tput_capacity;
+  const std::uint64_t slots = bytes / kRecord;
+  void* mem = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) throw std::runtime_error("stream: cannot map " + std::to_string(bytes) + " bytes");
+  struct Unmap {
+    void* mem;
+    std::uint64_t bytes;
+    ~Unmap() { ::munmap(mem, bytes); }
+  } unmap{mem, bytes};
+  std::memset(mem, 0, bytes);  // mapped in before the clock starts, as a segment is
+  auto* const ring = static_cast<std::byte*>(mem);
+  auto word = [ring](std::uint64_t slot) {
+    return std::atomic_ref<std::uint64_t>(*reinterpret_cast<std::uint64_t*>(ring + slot * kRecord));
+  };
+  struct alignas(128) Word {
+    std::atomic<std::uint64_t> v{0};
+  };
+  const auto freed = std::make_unique<Word>();  // records the reader is done with
+  const auto tail = std::make_unique<Word>();   // stream_claim's claim word
+  Timing t;
+  std::uint64_t wrong = events;  // the first record read with the wrong payload, if any
+  std::thread consumer([&] {
+    wait_go(t, o.cpu_consumer);
+    std::uint64_t first_wrong = events;
+    for (std::uint64_t i = 0, slot = 0; i < events; ++i) {
+      while (word(slot).load(std::memory_order_acquire) != i + 1) {
+      }
+      std::uint64_t seq;
+      std::memcpy(&seq, ring + slot * kRecord + 64, sizeof seq);
+      if (seq != i && first_wrong == events) first_wrong = i;
+      if ((i & 255) == 255) freed->v.store(i + 1, std::memory_order_release);
+      if (++slot == slots) slot = 0;
+    }
+    t.end = Clock::now();
+    wrong = first_wrong;
+  });
+  std::thread producer([&] {
+    wait_go(t, o.cpu_producer);
+    Blob<N> b{};
+    std::uint64_t limit = slots;
+    for (std::uint64_t i = 0, slot = 0; i < events; ++i) {
+      while (i >= limit) limit = freed->v.load(std::memory_order_acquire) + slots;
+      if (claim) tail->v.fetch_add(kRecord, std::memory_order_acq_rel);
+      b.seq = i;
+      std::memcpy(ring + slot * kRecord + 64, &b, N);
+      word(slot).store(i + 1, std::memory_order_release);
+      if (++slot == slots) slot = 0;
+    }
+  });
+  release(t, 2);
+  producer.join();
+  consumer.join();
+  if (wrong != events) {
+    throw std::runtime_error(fmt::format("{}: record {} was read with another record's payload",
+                                         claim ? "stream_claim" : "stream", wrong));
+  }
+  return static_cast<double>(events) / std::chrono::duration<double>(t.end - t.start).count();
+}
+
 template <std::size_t N, class Q, class Push, class Pop>
 double peer_rate(Q& q, Push push, Pop pop, std::uint64_t events, const Options& o) {
   Timing t;
@@ -181,6 +264,9 @@ double peer(const std::string& system, std::uint64_t events, const Options& o) {
 
 template <std::size_t N>
 double rate(const ThroughputCase& c, const Options& o, std::uint64_t events) {
+  if (c.system == "stream" || c.system == "stream_claim") {
+    return stream_rate<N>(c.system == "stream_claim", events, o);
+  }
   if (c.system == "ringbus" || c.system == "ringbus_trailing") {
     return ringbus_rate<N>(c.producers, c.batch, c.system == "ringbus_trailing", events, o);
   }
@@ -198,6 +284,7 @@ std::vector<ThroughputCase> throughput_cases() {
         for (std::uint32_t batch : {1u, 32u}) out.push_back({system, scenario, bytes, producers, batch});
       }
     }
+    for (const char* reference : {"stream", "stream_claim"}) out.push_back({reference, scenario, bytes, 1, 1});
     for (const char* peer : {"boost_spsc", "moodycamel_rwq", "atomic_queue"}) {
       out.push_back({peer, scenario, bytes, 1, 1});
     }

@@ -135,6 +135,11 @@ TEST(BenchSmoke, CompletesAndWritesValidJson) {
   for (const char* s : {"ringbus", "floor", "floor_oneway", "boost_spsc", "moodycamel_rwq", "atomic_queue"}) {
     EXPECT_TRUE(systems.count(s)) << "no results for system " << s;
   }
+  // Every throughput scenario runs its one-record-at-a-time references.
+  for (const char* s : {"tput8", "tput64", "tput512"}) {
+    EXPECT_TRUE(pairs.count({s, "stream"})) << s;
+    EXPECT_TRUE(pairs.count({s, "stream_claim"})) << s;
+  }
   for (const char* s : {"thread", "process", "fanout4", "keys10k", "rtt", "tput8", "tput64", "tput512"}) {
     EXPECT_TRUE(scenarios.count(s)) << "no results for scenario " << s;
   }

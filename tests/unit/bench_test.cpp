@@ -784,6 +784,55 @@ TEST(BenchReport, TheTrailingReaderHasItsOwnRowsAndTargets) {
   EXPECT_NE(json.find("{\"system\": \"ringbus_trailing\", \"scenario\": \"tput64\""), std::string::npos) << json;
 }
 
+// An unbatched throughput target names its scenario's one-record-at-a-time references
+// (`stream`, `stream_claim`), in the placement it is judged in; a batched one does not,
+// since they bound no batched claim.
+TEST(BenchReport, AnUnbatchedThroughputTargetNamesItsScenariosStreamReferences) {
+  ringbus::bench::Report r = report_with_floors(60, 60, 120, 60);
+  r.throughput.clear();
+  r.throughput.push_back({"ringbus", "tput64", 64, 1, 1, 22e6, 60});
+  r.throughput.push_back({"ringbus", "tput8", 8, 1, 32, 110e6, 60});
+  r.throughput.push_back({"stream", "tput64", 64, 1, 1, 45e6, 60});
+  r.throughput.push_back({"stream_claim", "tput64", 64, 1, 1, 12e6, 60});
+  r.throughput.push_back({"stream", "tput8", 8, 1, 1, 60e6, 60});
+  r.throughput.push_back({"stream_claim", "tput8", 8, 1, 1, 11e6, 60});
+  const std::string table = table_of(r);
+  EXPECT_NE(table.find("         stream                            45.0        -        -        -         60"),
+            std::string::npos)
+      << table;
+  EXPECT_NE(table.find("         stream_claim                      12.0        -"), std::string::npos) << table;
+  EXPECT_NE(table.find("MISSED 64-byte events, 1 producer >= 40 M/s"), std::string::npos) << table;
+  EXPECT_NE(table.find("22.0 M/s (RTT/2 60 ns; one record at a time: stream 45.0, stream_claim 12.0 M/s)\n"),
+            std::string::npos)
+      << table;
+  EXPECT_NE(table.find("110.0 M/s (RTT/2 60 ns)\n"), std::string::npos) << table;
+  EXPECT_EQ(table.find("stream 60.0"), std::string::npos) << table;
+  const std::string json = json_of(r);
+  EXPECT_NE(json.find("{\"system\": \"stream_claim\", \"scenario\": \"tput64\", \"event_bytes\": 64"),
+            std::string::npos)
+      << json;
+
+  // Measured in both placements: each judgement names the references measured in its
+  // own placement, and leaves out one not measured there.
+  r.options.runs = 3;
+  r.throughput.clear();
+  auto rate = [&](const char* system, double mixed, std::vector<ringbus::bench::PlacementRate> at) {
+    ringbus::bench::ThroughputResult t{system, "tput64", 64, 1, 1, mixed, 60};
+    t.moved = true;
+    t.by_placement = std::move(at);
+    r.throughput.push_back(t);
+  };
+  rate("ringbus", 30e6, {{"near", 60, 2, 31e6}, {"far", 210, 1, 14e6}});
+  rate("stream", 40e6, {{"near", 60, 2, 46e6}, {"far", 210, 1, 28e6}});
+  rate("stream_claim", 13e6, {{"near", 60, 3, 13e6}});
+  const std::string moved = table_of(r);
+  EXPECT_NE(moved.find("31.0 M/s (2 of 3 runs; one record at a time: stream 46.0, stream_claim 13.0 M/s)\n"),
+            std::string::npos)
+      << moved;
+  EXPECT_NE(moved.find("14.0 M/s (1 of 3 runs; one record at a time: stream 28.0 M/s)\n"), std::string::npos)
+      << moved;
+}
+
 TEST(BenchSummary, TheMedianIsTheMiddleValueOrTheMeanOfTheMiddleTwo) {
   EXPECT_EQ(ringbus::bench::median({}), 0.0);
   EXPECT_EQ(ringbus::bench::median({7}), 7.0);
