@@ -359,10 +359,20 @@ bool PlacementRange::moved() const noexcept { return min_ns > 0 && max_ns > kPla
 std::vector<ChunkPlacement> split_placements(const std::vector<ChunkProbes>& chunks) {
   std::vector<double> all;
   for (const ChunkProbes& c : chunks) all.insert(all.end(), {c.before_ns, c.after_ns});
-  const PlacementRange range = range_of(all);
+  for (double& x : all) x = std::round(x * 10) / 10;  // as the JSON prints them
+  std::sort(all.begin(), all.end());
+  // The widest gap between neighbouring probes, by ratio, over kPlacementMoved, with at
+  // least kMinProbesPerPlacement probes on either side.
+  double split = 0, widest = kPlacementMoved;
+  for (std::size_t i = kMinProbesPerPlacement; i + kMinProbesPerPlacement <= all.size(); ++i) {
+    const double below = all[i - 1], above = all[i];
+    if (below > 0 && above > widest * below) {
+      widest = above / below;
+      split = std::sqrt(below * above);
+    }
+  }
   std::vector<ChunkPlacement> out(chunks.size(), ChunkPlacement::all);
-  if (!range.moved()) return out;
-  const double split = std::sqrt(range.min_ns * range.max_ns);
+  if (split == 0) return out;
   for (std::size_t i = 0; i < chunks.size(); ++i) {
     const bool near_before = chunks[i].before_ns < split, near_after = chunks[i].after_ns < split;
     out[i] = near_before != near_after ? ChunkPlacement::mixed : near_before ? ChunkPlacement::near : ChunkPlacement::far;

@@ -442,13 +442,43 @@ TEST(BenchReport, ChunksAreSortedByThePlacementProbedAroundThem) {
   EXPECT_EQ(split_placements({{55, 60}, {60, 205}, {205, 210}, {210, 200}, {200, 55}, {55, 56}}),
             (std::vector<ChunkPlacement>{ChunkPlacement::near, ChunkPlacement::mixed, ChunkPlacement::far,
                                          ChunkPlacement::far, ChunkPlacement::mixed, ChunkPlacement::near}));
-  // Both sides of the geometric mean, whatever the scale: 100 and 400 split at 200.
-  EXPECT_EQ(split_placements({{100, 199.9}, {200, 400}}),
-            (std::vector<ChunkPlacement>{ChunkPlacement::near, ChunkPlacement::far}));
+  // At the widest gap, whatever the scale: 100-110 and 390-400 split at the geometric
+  // mean of 110 and 390 (about 207).
+  EXPECT_EQ(split_placements({{100, 110}, {110, 105}, {105, 400}, {400, 400}, {400, 390}}),
+            (std::vector<ChunkPlacement>{ChunkPlacement::near, ChunkPlacement::near, ChunkPlacement::mixed,
+                                         ChunkPlacement::far, ChunkPlacement::far}));
+  EXPECT_EQ(split_placements({{100, 110}, {110, 105}, {105, 206}, {206, 206}, {206, 400}, {400, 390}, {390, 400}}),
+            (std::vector<ChunkPlacement>{ChunkPlacement::near, ChunkPlacement::near, ChunkPlacement::near,
+                                         ChunkPlacement::near, ChunkPlacement::mixed, ChunkPlacement::far,
+                                         ChunkPlacement::far}))
+      << "206 -> 390 (1.89x) is wider than 110 -> 206 (1.87x)";
   // The 1.5x test is that of the placement range, on the probes as the JSON prints them:
   // 64.96 and 97.46 print as 65.0 and 97.5, exactly 1.5x, so not split.
-  EXPECT_EQ(split_placements({{64.96, 97.46}}), std::vector<ChunkPlacement>{ChunkPlacement::all});
-  EXPECT_EQ(split_placements({{64.9, 97.46}}), std::vector<ChunkPlacement>{ChunkPlacement::mixed});
+  const std::vector<ringbus::bench::ChunkProbes> edge{{64.96, 64.96}, {64.96, 97.46}, {97.46, 97.46}};
+  EXPECT_EQ(split_placements(edge), std::vector<ChunkPlacement>(3, ChunkPlacement::all));
+  EXPECT_EQ(split_placements({{64.9, 64.9}, {64.9, 97.46}, {97.46, 97.46}}),
+            (std::vector<ChunkPlacement>{ChunkPlacement::near, ChunkPlacement::mixed, ChunkPlacement::far}));
+  // A probe well above the rest is not a placement: a scenario that ran far, probed at
+  // 196-286 ns, with one probe at 421 (measured: a vCPU held up while it ran) did not
+  // move. It was once split at the geometric mean of 196 and 421 (287 ns), and its far
+  // chunks were reported as near.
+  std::vector<ringbus::bench::ChunkProbes> far_run;
+  for (const double probe : {196.0, 231.0, 286.0, 421.0, 225.0, 210.0, 276.0, 246.0}) {
+    far_run.push_back({far_run.empty() ? 221.0 : far_run.back().after_ns, probe});
+  }
+  EXPECT_EQ(split_placements(far_run), std::vector<ChunkPlacement>(far_run.size(), ChunkPlacement::all));
+  // Nor are two such probes (they count four times: before and after two chunks, less
+  // one where they meet), nor one below the rest.
+  EXPECT_EQ(split_placements({{220, 231}, {231, 900}, {900, 240}, {240, 226}}),
+            std::vector<ChunkPlacement>(4, ChunkPlacement::all));
+  EXPECT_EQ(split_placements({{220, 231}, {231, 60}, {60, 240}, {240, 226}}),
+            std::vector<ChunkPlacement>(4, ChunkPlacement::all));
+  // The gap between near and far still splits with such a probe above them: it is the
+  // widest that leaves three probes either side.
+  EXPECT_EQ(split_placements({{55, 60}, {60, 58}, {58, 210}, {210, 205}, {205, 900}, {900, 212}, {212, 208}}),
+            (std::vector<ChunkPlacement>{ChunkPlacement::near, ChunkPlacement::near, ChunkPlacement::mixed,
+                                         ChunkPlacement::far, ChunkPlacement::far, ChunkPlacement::far,
+                                         ChunkPlacement::far}));
 }
 
 // A file's text, removing the file; empty if it cannot be read.

@@ -80,12 +80,17 @@ struct LatencyResult : LatencyStats {  // medians over runs
 // and just after it. The placement of two vCPUs can change every few seconds, several
 // times within one scenario; the median of a mixture of near and far chunks then
 // depends on how many of each a system happened to get, and a ratio of two such
-// medians compares two placements. When the probes of a scenario span more than
-// kPlacementMoved (the same test as PlacementRange::moved, on the probes as the JSON
-// prints them), they are split at the geometric mean of the smallest and the largest:
-// a chunk with both probes below it ran near, with both at or above it far, and one
-// whose two probes disagree moved while it ran and belongs to neither.
+// medians compares two placements. The placements are two clusters of probes more than
+// kPlacementMoved apart (RTT/2 55-75 and 195-260 ns on our VMs); a probe or two well
+// above the rest (one run while a vCPU was held up) is not a placement. So the probes
+// of a scenario, as the JSON prints them, are split at the widest gap between two
+// neighbouring values, by ratio, that is over kPlacementMoved and leaves at least
+// kMinProbesPerPlacement values on either side (each probe between two chunks counts
+// twice: after one, before the next), at the geometric mean of its two ends. A chunk with
+// both probes below it ran near, with both at or above it far, and one whose two probes
+// disagree moved while it ran and belongs to neither. Without such a gap, nothing moved.
 enum class ChunkPlacement { all, near, far, mixed };
+inline constexpr std::size_t kMinProbesPerPlacement = 3;
 struct ChunkProbes {
   double before_ns = 0;
   double after_ns = 0;
