@@ -18,7 +18,7 @@
 #include "ringbus/consumer.hpp"
 #include "ringbus_bench/bench.hpp"
 #include "ringbus_bench/summary.hpp"
-#include "throughput.hpp"
+#include "ringbus_bench/throughput.hpp"
 
 namespace ringbus::bench {
 namespace {
@@ -240,6 +240,17 @@ std::string check(const Options& o) {
                        layout::kMinCapacity >> 10, layout::kMaxCapacity >> 40, ring);
   }
   if (selects_throughput(o)) {
+    // A batched case claims `batch` records at once, and one claim takes at most a
+    // quarter of the ring (Status::too_large otherwise): name the capacity that fits.
+    for (const ThroughputCase& c : throughput_cases()) {
+      const std::uint64_t claim = record_bytes(c.event_bytes) * c.batch;
+      if (wanted(o, c.scenario) && claim > ring / 4) {
+        return fmt::format(
+            "the throughput ring of {} KiB is too small for {}: a batch of {} records takes {} bytes and one claim "
+            "takes at most a quarter of the ring ({} bytes); use --capacity {}K or more",
+            ring >> 10, c.scenario, c.batch, claim, ring / 4, std::bit_ceil(claim * 4) >> 10);
+      }
+    }
     struct statvfs fs {};
     const std::uint64_t shm_free = ::statvfs("/dev/shm", &fs) == 0 ? std::uint64_t{fs.f_bavail} * fs.f_frsize : ~0ull;
     if (ring >= shm_free) {

@@ -7,7 +7,7 @@
 // least protocol a log can have (`stream`), and that plus the one locked instruction
 // per record a log with several producers needs to claim (`stream_claim`); see
 // stream_rate().
-#include "throughput.hpp"
+#include "ringbus_bench/throughput.hpp"
 
 #include <sys/mman.h>
 #include <unistd.h>
@@ -76,12 +76,16 @@ double ringbus_rate(std::uint32_t producers, std::uint32_t batch, bool trailing,
   }
   Timing t;
   std::uint64_t sink = 0;
+  // A claim refused for any reason but `full` ends the run: retrying it would spin
+  // forever, and the consumer would wait forever for its events.
+  std::atomic<Status> refused{Status::ok};
+  const auto going = [&] { return refused.load(std::memory_order_relaxed) == Status::ok; };
   std::thread consumer([&] {
     wait_go(t, o.cpu_consumer);
     Worker& w = group.worker(0);
     std::uint64_t n = 0, sum = 0;
     if (batch > 1) {
-      while (n < events) {
+      while (n < events && going()) {
         n += w.poll_batch(
             [&](std::span<const Event> b) {
               for (const Event& e : b) sum += *reinterpret_cast<const std::uint64_t*>(e.payload().data());
@@ -89,7 +93,7 @@ double ringbus_rate(std::uint32_t producers, std::uint32_t batch, bool trailing,
             256);
       }
     } else {
-      while (n < events) {
+      while (n < events && going()) {
         n += w.poll([&](const Event& e) { sum += *reinterpret_cast<const std::uint64_t*>(e.payload().data()); }, 256);
       }
     }
@@ -101,13 +105,19 @@ double ringbus_rate(std::uint32_t producers, std::uint32_t batch, bool trailing,
     threads.emplace_back([&, k] {
       wait_go(t, o.cpu_producer);
       Producer& p = ps[k];
+      const auto claimed = [&](Status s) {
+        if (s == Status::ok) return true;
+        if (s != Status::full) refused.store(s);
+        return false;
+      };
       const std::uint64_t mine = events / producers + (k < events % producers ? 1 : 0);
       Blob<N> b{};
       if (batch <= 1) {
         for (std::uint64_t i = 0; i < mine; ++i) {
           b.seq = i;
           Claim c;
-          while (p.try_claim(0, 1, N, c) != Status::ok) {
+          while (!claimed(p.try_claim(0, 1, N, c))) {
+            if (!going()) return;
           }
           std::memcpy(c.payload().data(), &b, N);
           c.commit();
@@ -117,7 +127,8 @@ double ringbus_rate(std::uint32_t producers, std::uint32_t batch, bool trailing,
       for (std::uint64_t i = 0; i < mine;) {
         const auto n = static_cast<std::uint32_t>(std::min<std::uint64_t>(batch, mine - i));
         Claim c;
-        while (p.try_claim_batch(0, 1, N, n, c) != Status::ok) {
+        while (!claimed(p.try_claim_batch(0, 1, N, n, c))) {
+          if (!going()) return;
         }
         for (std::uint32_t j = 0; j < n; ++j, ++i) {
           b.seq = i;
@@ -131,6 +142,10 @@ double ringbus_rate(std::uint32_t producers, std::uint32_t batch, bool trailing,
   for (auto& th : threads) th.join();
   consumer.join();
   (void)sink;
+  if (const Status s = refused.load(); s != Status::ok) {
+    throw std::runtime_error(fmt::format("ringbus: a claim of {} record(s) of {} bytes in a {} KiB ring returned {}",
+                                         batch, N, o.tput_capacity >> 10, to_string(s)));
+  }
   return static_cast<double>(events) / std::chrono::duration<double>(t.end - t.start).count();
 }
 

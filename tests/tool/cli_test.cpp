@@ -1268,6 +1268,7 @@ TEST(Cli, BenchRefusesBadOptionsBeforeRunning) {
       {{"--samples", "99999999999999999999"}, 2, "samples"},
       {{"--capacity", "3M"}, 2, "capacity must be a power of two"},
       {{"--capacity", "lots"}, 2, "--capacity"},
+      {{"--capacity", "64K", "--scenarios", "tput512"}, 2, "use --capacity 128K or more"},
       {{"--capacity", "128M", "--scenarios", "thread"}, 2, "no throughput scenario"},
       {{"--json", "/nonexistent-ringbus-dir/r.json"}, 1, "/nonexistent-ringbus-dir"},
       {{"--json", "/tmp"}, 1, "is a directory"},

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -23,6 +24,7 @@
 #include "ringbus_bench/histogram.hpp"
 #include "ringbus_bench/pacer.hpp"
 #include "ringbus_bench/summary.hpp"
+#include "ringbus_bench/throughput.hpp"
 #include "support.hpp"
 
 namespace {
@@ -173,6 +175,21 @@ TEST(BenchOptions, CheckNamesWhatIsWrongAndRunRefusesIt) {
   EXPECT_NE(why([](O& o) { o.tput_capacity = std::uint64_t{1} << 41; }).find("capacity must be a power of two"),
             std::string::npos);
   EXPECT_EQ(why([](O& o) { o.tput_capacity = 64u << 10; }), "");
+  // A batch claim takes at most a quarter of the ring: tput512's 32 records of 576
+  // bytes do not fit in 64 KiB, and the message names the capacity that does.
+  const std::string small = why([](O& o) {
+    o.tput_capacity = 64u << 10;
+    o.scenarios = {"tput512"};
+  });
+  EXPECT_NE(small.find("too small for tput512"), std::string::npos) << small;
+  EXPECT_NE(small.find("takes 18432 bytes"), std::string::npos) << small;
+  EXPECT_NE(small.find("(16384 bytes)"), std::string::npos) << small;
+  EXPECT_NE(small.find("--capacity 128K or more"), std::string::npos) << small;
+  EXPECT_EQ(why([](O& o) {
+              o.tput_capacity = 128u << 10;
+              o.scenarios = {"tput512"};
+            }),
+            "");
   struct statvfs shm {};
   ASSERT_EQ(::statvfs("/dev/shm", &shm), 0);
   const std::uint64_t too_big = std::bit_ceil(std::uint64_t{shm.f_bavail} * shm.f_frsize + 1);
@@ -204,6 +221,39 @@ TEST(BenchOptions, CheckNamesWhatIsWrongAndRunRefusesIt) {
   const auto names = ringbus::bench::scenario_names();
   for (const char* n : {"thread", "process", "fanout4", "keys10k", "rtt", "tput8", "tput64", "tput512"}) {
     EXPECT_NE(std::find(names.begin(), names.end(), n), names.end()) << n;
+  }
+}
+
+// A claim the ring refuses for good (here a batch over a quarter of it, which check()
+// keeps a run from asking for) ends the measurement with the status named, where a
+// retry loop would spin forever; the same case in a ring it fits moves every event.
+TEST(BenchThroughput, AClaimRefusedForAnyReasonButFullEndsTheRunNamingTheStatus) {
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  ASSERT_EQ(::sched_getaffinity(0, sizeof allowed, &allowed), 0);
+  std::vector<int> cpus;
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (CPU_ISSET(c, &allowed)) cpus.push_back(c);
+  }
+  if (cpus.size() < 2) GTEST_SKIP() << "needs two CPUs";
+  ringbus::bench::Options o = ringbus::bench::options_for("smoke");
+  o.cpu_producer = cpus[0];
+  o.cpu_consumer = cpus[1];
+  for (const char* system : {"ringbus", "ringbus_trailing"}) {
+    for (const std::uint32_t producers : {1u, 2u}) {
+      const ringbus::bench::ThroughputCase c{system, "tput512", 512, producers, 32};
+      o.tput_capacity = 64u << 10;
+      try {
+        (void)ringbus::bench::measure_throughput(c, o, 2000);
+        ADD_FAILURE() << system << " x" << producers << ": a refused claim returned a rate";
+      } catch (const std::runtime_error& e) {
+        const std::string what = e.what();
+        EXPECT_NE(what.find("32 record(s) of 512 bytes in a 64 KiB ring returned too_large"), std::string::npos)
+            << what;
+      }
+      o.tput_capacity = 128u << 10;
+      EXPECT_GT(ringbus::bench::measure_throughput(c, o, 2000), 0.0) << system << " x" << producers;
+    }
   }
 }
 
