@@ -315,4 +315,20 @@ TEST(BenchSmoke, CapacitySizesTheThroughputRing) {
   EXPECT_EQ(ringbus_cases, 4u);  // 1 and 2 producers, batched and not
 }
 
+// The placement probes around the measurements time one cache line's trip, and are
+// paced at most 2 us apart whatever --gap-ns says: paced at 50 ms, the 20,000 samples
+// of the first probe alone would take over 16 minutes. `timeout` ends such a run
+// (exit 124) so that it leaves no process behind.
+TEST(BenchSmoke, APacingGapOfTheLatencyScenariosDoesNotSlowThePlacementProbes) {
+  const std::string out = "/tmp/" + ringbus::test::unique_name("bench") + ".out";
+  const std::string cmd =
+      "timeout 120 " + std::string(RINGBUS_TOOL) + " bench --smoke --no-progress --scenarios tput8 --gap-ns 50000000 > " + out;
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  const simdjson::padded_string table = simdjson::padded_string::load(out);
+  ::unlink(out.c_str());
+  EXPECT_NE(std::string_view(table).find("paced every 50000000 ns"), std::string_view::npos)
+      << std::string_view(table);
+  EXPECT_NE(std::string_view(table).find("ns at the start"), std::string_view::npos) << std::string_view(table);
+}
+
 }  // namespace
