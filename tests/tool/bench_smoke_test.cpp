@@ -19,6 +19,11 @@
 
 namespace {
 
+// The tool, run through std::system under a time limit: a run that hangs ends with exit
+// 124 instead of outliving the test (the watchdog aborts the test, not the shell's
+// children, which would keep its output open).
+const std::string kTool = "/usr/bin/timeout 240 " + std::string(RINGBUS_TOOL);
+
 // The report a run wrote with --json, read and then removed.
 class JsonReport {
  public:
@@ -36,7 +41,7 @@ class JsonReport {
 
 TEST(BenchSmoke, CompletesAndWritesValidJson) {
   const std::string json = "/tmp/" + ringbus::test::unique_name("bench") + ".json";
-  const std::string cmd = std::string(RINGBUS_TOOL) + " bench --smoke --no-progress --json " + json + " > /dev/null";
+  const std::string cmd = kTool + " bench --smoke --no-progress --json " + json + " > /dev/null";
   ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
 
   JsonReport report(json);
@@ -171,7 +176,7 @@ TEST(BenchSmoke, CompletesAndWritesValidJson) {
 TEST(BenchSmoke, RunsOnSteadyClockWhenChosen) {
   const std::string json = "/tmp/" + ringbus::test::unique_name("bench") + ".json";
   const std::string out = "/tmp/" + ringbus::test::unique_name("bench") + ".out";
-  const std::string cmd = "RINGBUS_CLOCK=steady " + std::string(RINGBUS_TOOL) +
+  const std::string cmd = "RINGBUS_CLOCK=steady " + kTool +
                           " bench --smoke --no-progress --scenarios thread,rtt,tput8 --json " + json + " > " + out;
   ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
   const std::string table = ringbus::test::read_file(out);
@@ -240,7 +245,7 @@ TEST(BenchSmoke, DrawsAProgressBarOnATerminal) {
 TEST(BenchSmoke, PlotDrawsTheSpectrumOfEverySystem) {
   const std::string png = "/tmp/" + ringbus::test::unique_name("bench") + "'s plot.png";
   const std::string out = "/tmp/" + ringbus::test::unique_name("bench") + ".out";
-  const std::string cmd = std::string(RINGBUS_TOOL) + " bench --smoke --no-progress --scenarios thread,rtt --plot \"" +
+  const std::string cmd = kTool + " bench --smoke --no-progress --scenarios thread,rtt --plot \"" +
                           png + "\" > " + out;
   ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
   const std::string stdout_text = ringbus::test::read_file(out);
@@ -272,7 +277,7 @@ TEST(BenchSmoke, PlotDrawsTheSpectrumOfEverySystem) {
 TEST(BenchSmoke, PlotWithoutGnuplotIsRefusedBeforeRunning) {
   const std::string png = "/tmp/" + ringbus::test::unique_name("bench") + ".png";
   const std::string base = "/tmp/" + ringbus::test::unique_name("bench");
-  const std::string cmd = "PATH=/nonexistent-ringbus-dir " + std::string(RINGBUS_TOOL) +
+  const std::string cmd = "PATH=/nonexistent-ringbus-dir " + kTool +
                           " bench --smoke --no-progress --plot " + png + " > " + base + ".out 2> " + base + ".err";
   const int status = std::system(cmd.c_str());
   ASSERT_TRUE(WIFEXITED(status)) << cmd;
@@ -290,7 +295,7 @@ TEST(BenchSmoke, PlotWithoutGnuplotIsRefusedBeforeRunning) {
 TEST(BenchSmoke, CapacitySizesTheThroughputRing) {
   const std::string json = "/tmp/" + ringbus::test::unique_name("bench") + ".json";
   const std::string out = "/tmp/" + ringbus::test::unique_name("bench") + ".out";
-  const std::string cmd = std::string(RINGBUS_TOOL) + " bench --smoke --no-progress --scenarios tput8 --capacity 256K" +
+  const std::string cmd = kTool + " bench --smoke --no-progress --scenarios tput8 --capacity 256K" +
                           " --json " + json + " > " + out;
   ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
   const simdjson::padded_string table = simdjson::padded_string::load(out);
@@ -317,12 +322,12 @@ TEST(BenchSmoke, CapacitySizesTheThroughputRing) {
 
 // The placement probes around the measurements time one cache line's trip, and are
 // paced at most 2 us apart whatever --gap-ns says: paced at 50 ms, the 20,000 samples
-// of the first probe alone would take over 16 minutes. `timeout` ends such a run
-// (exit 124) so that it leaves no process behind.
+// of the first probe alone would take over 16 minutes. kTool's time limit ends
+// such a run (exit 124).
 TEST(BenchSmoke, APacingGapOfTheLatencyScenariosDoesNotSlowThePlacementProbes) {
   const std::string out = "/tmp/" + ringbus::test::unique_name("bench") + ".out";
   const std::string cmd =
-      "timeout 120 " + std::string(RINGBUS_TOOL) + " bench --smoke --no-progress --scenarios tput8 --gap-ns 50000000 > " + out;
+      kTool + " bench --smoke --no-progress --scenarios tput8 --gap-ns 50000000 > " + out;
   ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
   const simdjson::padded_string table = simdjson::padded_string::load(out);
   ::unlink(out.c_str());
