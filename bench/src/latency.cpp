@@ -7,12 +7,14 @@
 #include "latency.hpp"
 
 #include <fcntl.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <bit>
+#include <csignal>
 #include <boost/lockfree/spsc_queue.hpp>
 #include <numeric>
 #include <random>
@@ -223,17 +225,30 @@ class Peer final : public LatencySystem {
 
 std::atomic<int> g_segments{0};
 
-// A shared-memory segment that removes its name when the system is destroyed.
+// A shared-memory segment of one system. Its name is removed as soon as nothing needs
+// it: at once, or once a producer process has opened it by name (unname()). A run that
+// is interrupted, even by SIGKILL, then leaves nothing in /dev/shm; the memory goes
+// with the last mapping.
 struct BenchSegment {
   Location loc;
   Segment seg;
-  explicit BenchSegment(std::uint64_t capacity, std::uint32_t keys = 1 << 14)
+  bool named = true;
+  enum class Name { remove_now, keep };
+  explicit BenchSegment(std::uint64_t capacity, std::uint32_t keys = 1 << 14, Name name = Name::remove_now)
       : loc(Location::shm("ringbus-bench-" + std::to_string(::getpid()) + "-" + std::to_string(g_segments++))),
         seg(Segment::create(loc, {.capacity = capacity,
                                   .max_event = 4096,
                                   .key_slots = keys,
-                                  .if_exists = SegmentOptions::IfExists::replace})) {}
-  ~BenchSegment() { Segment::remove(loc); }
+                                  .if_exists = SegmentOptions::IfExists::replace})) {
+    if (name == Name::remove_now) unname();
+  }
+  BenchSegment(const BenchSegment&) = delete;
+  BenchSegment& operator=(const BenchSegment&) = delete;
+  ~BenchSegment() { unname(); }
+  void unname() {
+    if (named) Segment::remove(loc);
+    named = false;
+  }
 };
 
 // Every system holds 4096 events in flight: the peers have 4096 slots, a ringbus ring
@@ -333,20 +348,31 @@ class RingbusOneWay final : public LatencySystem {
 class RingbusProcess final : public LatencySystem {
  public:
   explicit RingbusProcess(int cpu_producer)
-      : segment_(ring_for(64)), group_(ConsumerGroup::join(segment_.seg, "measured", bench_group())) {
+      : segment_(ring_for(64), 1u << 14, BenchSegment::Name::keep),
+        group_(ConsumerGroup::join(segment_.seg, "measured", bench_group())) {
     int cmd[2], ack[2];
     if (::pipe(cmd) != 0 || ::pipe(ack) != 0) throw std::runtime_error("pipe failed");
+    const pid_t bench = ::getpid();
     child_ = ::fork();
     if (child_ < 0) throw std::runtime_error("fork failed");
     if (child_ == 0) {
       ::close(cmd[1]);
       ::close(ack[0]);
-      child(segment_.loc, cpu_producer, cmd[0], ack[1]);
+      child(segment_.loc, bench, cpu_producer, cmd[0], ack[1]);
     }
     ::close(cmd[0]);
     ::close(ack[1]);
     cmd_ = cmd[1];
     ack_ = ack[0];
+    // The child acknowledges its attach; the name is not needed after that.
+    char attached = 0;
+    if (::read(ack_, &attached, 1) != 1) {
+      ::close(cmd_);
+      ::close(ack_);
+      ::waitpid(child_, nullptr, 0);
+      throw std::runtime_error("the producer process could not attach to " + segment_.loc.display());
+    }
+    segment_.unname();
   }
   ~RingbusProcess() override {
     const Command stop{0, 0};
@@ -390,11 +416,16 @@ class RingbusProcess final : public LatencySystem {
     std::uint64_t gap_ticks;
   };
 
-  [[noreturn]] static void child(const Location& loc, int cpu, int cmd, int ack) {
+  // The producer process dies with the benchmark: with the consumer gone, a full ring
+  // would keep it spinning forever.
+  [[noreturn]] static void child(const Location& loc, pid_t bench, int cpu, int cmd, int ack) {
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != bench) ::_exit(8);
     try {
       pin_this_thread(cpu);
       const Segment seg = Segment::open(loc);
       Producer p = Producer::attach(seg, kBenchProducer);
+      const char attached = 1;
+      if (::write(ack, &attached, 1) != 1) ::_exit(2);
       Command c{};
       while (::read(cmd, &c, sizeof c) == sizeof c && c.events != 0) {
         Pacer pace(c.gap_ticks);

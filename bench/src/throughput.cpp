@@ -61,10 +61,9 @@ double ringbus_rate(std::uint32_t producers, std::uint32_t batch, bool trailing,
   const Location loc = Location::shm("ringbus-tput-" + std::to_string(::getpid()));
   const Segment seg = Segment::create(
       loc, {.capacity = o.tput_capacity, .max_event = 1024, .if_exists = SegmentOptions::IfExists::replace});
-  struct Remove {
-    Location loc;
-    ~Remove() { Segment::remove(loc); }
-  } remove{loc};
+  // Every party is a thread of this process: the name can go at once, so that a run
+  // interrupted even by SIGKILL leaves nothing in /dev/shm.
+  Segment::remove(loc);
   GroupOptions go;
   go.wait = WaitStrategy::busy_spin();
   go.batch = 256;

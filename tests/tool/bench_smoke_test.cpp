@@ -3,15 +3,23 @@
 // is asserted: only that the benchmark completes and writes what bench/README.md says.
 #include <gtest/gtest.h>
 #include <simdjson.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
+#include <filesystem>
+#include <random>
 #include <regex>
 #include <set>
+#include <sstream>
 #include <string>
 #include <utility>
+#include <thread>
 #include <vector>
 
 #include "ringbus/segment.hpp"
@@ -334,6 +342,117 @@ TEST(BenchSmoke, APacingGapOfTheLatencyScenariosDoesNotSlowThePlacementProbes) {
   EXPECT_NE(std::string_view(table).find("paced every 50000000 ns"), std::string_view::npos)
       << std::string_view(table);
   EXPECT_NE(std::string_view(table).find("ns at the start"), std::string_view::npos) << std::string_view(table);
+}
+
+// The names in /dev/shm that start with `prefix`.
+std::vector<std::string> shm_names(const std::string& prefix) {
+  std::vector<std::string> names;
+  for (const auto& entry : std::filesystem::directory_iterator("/dev/shm")) {
+    const std::string name = entry.path().filename().string();
+    if (name.starts_with(prefix)) names.push_back(name);
+  }
+  return names;
+}
+
+// `ringbus args...` started in the background, its output discarded.
+pid_t start_tool(std::vector<std::string> args) {
+  std::vector<char*> argv;
+  std::string tool = RINGBUS_TOOL;
+  argv.push_back(tool.data());
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const int null = ::open("/dev/null", O_WRONLY);
+    ::dup2(null, 1);
+    ::dup2(null, 2);
+    ::execv(tool.c_str(), argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+// The processes `pid`'s threads have forked.
+std::vector<pid_t> children_of(pid_t pid) {
+  std::vector<pid_t> children;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
+    std::istringstream in(ringbus::test::read_file(task.path().string() + "/children"));
+    for (pid_t c = 0; in >> c;) children.push_back(c);
+  }
+  return children;
+}
+
+// Whether process `pid` exits (is gone, or a zombie awaiting its new parent) within
+// 30 s; one still running then is killed, so that a failing test leaves no process
+// spinning behind it.
+bool exits(pid_t pid) {
+  const std::string stat = "/proc/" + std::to_string(pid) + "/stat";
+  const auto limit = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < limit) {
+    const std::string s = ringbus::test::read_file(stat);
+    const std::size_t paren = s.rfind(')');
+    if (s.empty() || paren == std::string::npos || s.compare(paren + 1, 3, " Z ") == 0) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ::kill(pid, SIGKILL);
+  return false;
+}
+
+// A segment's name goes as soon as every process that opens it by name has done so (at
+// once, or after the process scenario's producer has attached), so a run killed with
+// SIGKILL leaves nothing in /dev/shm, and its producer process dies with it. A kill in
+// the few microseconds between creating a segment and removing its name would leave
+// that one; so of two runs killed at random points, one at least must leave nothing (a
+// name kept for a whole run stays in both).
+TEST(BenchSmoke, ARunKilledAtAnyPointLeavesNoSegmentInDevShmAndNoProcess) {
+  std::mt19937_64 rng(std::random_device{}());
+  int clean_runs = 0;
+  std::string leftovers;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    const pid_t pid = start_tool(
+        {"bench", "--smoke", "--no-progress", "--scenarios", "process,tput64", "--samples", "400000"});
+    ASSERT_GT(pid, 0);
+    const auto at = std::chrono::milliseconds(std::uniform_int_distribution<int>(300, 2500)(rng));
+    std::this_thread::sleep_for(at);
+    const std::vector<pid_t> children = children_of(pid);
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFSIGNALED(status)) << "the run ended before it was killed " << at.count() << " ms in";
+    for (const pid_t c : children) EXPECT_TRUE(exits(c)) << "the run's child " << c << " outlived it";
+    std::vector<std::string> left = shm_names("ringbus-bench-" + std::to_string(pid) + "-");
+    for (const std::string& name : shm_names("ringbus-tput-" + std::to_string(pid))) left.push_back(name);
+    for (const std::string& name : left) ::shm_unlink(("/" + name).c_str());
+    if (left.empty()) {
+      ++clean_runs;
+      break;
+    }
+    leftovers += "killed " + std::to_string(at.count()) + " ms in, a run left " + left.front() + " (" +
+                 std::to_string(left.size()) + " in all); ";
+  }
+  EXPECT_EQ(clean_runs, 1) << leftovers;
+}
+
+// `ringbus demo` killed while its producer process publishes into a full ring (the
+// consumer is gone with the demo): the producer dies too, and the segment's name is
+// gone already.
+TEST(BenchSmoke, ADemoKilledTakesItsProducerProcessAndSegmentNameWithIt) {
+  const pid_t pid = start_tool({"demo", "--events", "100000000", "--gap-ns", "100"});
+  ASSERT_GT(pid, 0);
+  std::vector<pid_t> children;
+  while (children.empty()) {  // the watchdog bounds the wait
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    children = children_of(pid);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // publishing by now
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFSIGNALED(status));
+  for (const pid_t c : children) EXPECT_TRUE(exits(c)) << "the producer process " << c << " outlived the demo";
+  const std::vector<std::string> left = shm_names("ringbus-demo-" + std::to_string(pid));
+  for (const std::string& name : left) ::shm_unlink(("/" + name).c_str());
+  EXPECT_TRUE(left.empty()) << left.front();
 }
 
 }  // namespace

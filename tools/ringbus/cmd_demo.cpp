@@ -3,10 +3,12 @@
 // latency. The producer stamps the TSC just before it claims; the worker reads it
 // when its handler runs (the TSC is shared by every core of the machine).
 #include <fmt/format.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -26,14 +28,19 @@ struct DemoEvent {
   std::uint64_t n;
 };
 
-[[noreturn]] void run_producer(const Location& loc, int cpu, std::uint64_t events, std::uint64_t keys,
-                               std::uint64_t gap_ns, int go_fd) {
-  char go = 0;
-  if (::read(go_fd, &go, 1) != 1) ::_exit(5);
+// The producer process: attaches by name, says so on `attached_fd`, and publishes once
+// `go_fd` says go. It dies with the demo: with the consumer gone, a full ring would
+// keep it spinning forever.
+[[noreturn]] void run_producer(const Location& loc, pid_t demo, int cpu, std::uint64_t events, std::uint64_t keys,
+                               std::uint64_t gap_ns, int attached_fd, int go_fd) {
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != demo) ::_exit(8);
   try {
     if (cpu >= 0) pin_this_thread(cpu);
     const Segment seg = Segment::open(loc);
     Producer p = Producer::attach(seg, {.wait = WaitStrategy::busy_spin()});
+    const char attached = 1;
+    char go = 0;
+    if (::write(attached_fd, &attached, 1) != 1 || ::read(go_fd, &go, 1) != 1) ::_exit(5);
     const std::uint64_t gap_ticks = Tsc::from_ns(gap_ns);
     std::uint64_t next = Tsc::ticks();
     for (std::uint64_t i = 0; i < events; ++i) {
@@ -83,24 +90,38 @@ void add_demo_command(CLI::App& app, int& exit_code) {
     const Location loc = Location::shm("ringbus-demo-" + std::to_string(::getpid()));
     const Segment seg = Segment::create(
         loc, {.capacity = 16u << 20, .max_event = 1024, .if_exists = SegmentOptions::IfExists::replace});
+    // The name goes once the producer process has opened it, or when the demo ends,
+    // so that a demo interrupted even by SIGKILL leaves nothing in /dev/shm.
     struct Remove {
       Location loc;
-      ~Remove() { Segment::remove(loc); }
+      bool named = true;
+      void now() {
+        if (named) Segment::remove(loc);
+        named = false;
+      }
+      ~Remove() { now(); }
     } remove{loc};
 
     GroupOptions group_options;
     group_options.cpus = {cpus[1]};
     group_options.wait = WaitStrategy::busy_spin();
     ConsumerGroup group = ConsumerGroup::join(seg, "demo", group_options);
-    int go[2];
-    if (::pipe(go) != 0) throw std::runtime_error("pipe failed");
+    int go[2], attached[2];
+    if (::pipe(go) != 0 || ::pipe(attached) != 0) throw std::runtime_error("pipe failed");
+    const pid_t demo = ::getpid();
     const pid_t child = ::fork();
     if (child < 0) throw std::runtime_error("fork failed");
     if (child == 0) {
       ::close(go[1]);
-      run_producer(loc, cpus[0], o->events, o->keys, o->gap_ns, go[0]);
+      ::close(attached[0]);
+      run_producer(loc, demo, cpus[0], o->events, o->keys, o->gap_ns, attached[1], go[0]);
     }
     ::close(go[0]);
+    ::close(attached[1]);
+    char ack = 0;
+    const bool producer_attached = ::read(attached[0], &ack, 1) == 1;
+    ::close(attached[0]);
+    remove.now();
 
     (void)Tsc::calibration();
     bench::Histogram latency;
@@ -121,7 +142,8 @@ void add_demo_command(CLI::App& app, int& exit_code) {
       done.store(consumed, std::memory_order_release);
     });
     const char start = 1;
-    if (::write(go[1], &start, 1) != 1) throw std::runtime_error("cannot start the producer");
+    // A producer that could not attach has exited: its status is reported below.
+    if (producer_attached && ::write(go[1], &start, 1) != 1) throw std::runtime_error("cannot start the producer");
     ::close(go[1]);
     int status = 0;
     ::waitpid(child, &status, 0);
