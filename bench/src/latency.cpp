@@ -14,8 +14,8 @@
 #include <algorithm>
 #include <array>
 #include <bit>
-#include <csignal>
 #include <boost/lockfree/spsc_queue.hpp>
+#include <csignal>
 #include <numeric>
 #include <random>
 #include <readerwriterqueue/readerwriterqueue.h>
