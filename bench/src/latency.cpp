@@ -7,7 +7,9 @@
 #include "latency.hpp"
 
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,6 +18,7 @@
 #include <bit>
 #include <boost/lockfree/spsc_queue.hpp>
 #include <csignal>
+#include <cstring>
 #include <numeric>
 #include <random>
 #include <readerwriterqueue/readerwriterqueue.h>
@@ -343,6 +346,12 @@ class RingbusOneWay final : public LatencySystem {
   std::vector<ConsumerGroup> background_;
 };
 
+// How a process ended, from its wait status.
+std::string describe_exit(int status) {
+  if (WIFSIGNALED(status)) return fmt::format("was killed by signal {} ({})", WTERMSIG(status), ::strsignal(WTERMSIG(status)));
+  return fmt::format("exited with status {}", WEXITSTATUS(status));
+}
+
 // One-way, process to process: the producer is a child process pinned to the producer
 // CPU, told over a pipe how many events to send per chunk.
 class RingbusProcess final : public LatencySystem {
@@ -350,8 +359,10 @@ class RingbusProcess final : public LatencySystem {
   explicit RingbusProcess(int cpu_producer)
       : segment_(ring_for(64), 1u << 14, BenchSegment::Name::keep),
         group_(ConsumerGroup::join(segment_.seg, "measured", bench_group())) {
+    // The commands go over a socket, sent with MSG_NOSIGNAL: a producer process that has
+    // died makes the send fail instead of raising SIGPIPE.
     int cmd[2], ack[2];
-    if (::pipe(cmd) != 0 || ::pipe(ack) != 0) throw std::runtime_error("pipe failed");
+    if (::socketpair(AF_UNIX, SOCK_STREAM, 0, cmd) != 0 || ::pipe(ack) != 0) throw std::runtime_error("pipe failed");
     const pid_t bench = ::getpid();
     child_ = ::fork();
     if (child_ < 0) throw std::runtime_error("fork failed");
@@ -373,10 +384,19 @@ class RingbusProcess final : public LatencySystem {
       throw std::runtime_error("the producer process could not attach to " + segment_.loc.display());
     }
     segment_.unname();
+    // Reaps the producer process whenever it exits: one that dies while the consumer
+    // waits for its events ends the chunk instead of leaving the consumer spinning.
+    reaper_ = std::thread([this] {
+      int status = 0;
+      ::waitpid(child_, &status, 0);
+      status_ = status;
+      gone_.store(true, std::memory_order_release);
+    });
   }
   ~RingbusProcess() override {
     const Command stop{0, 0};
-    if (::write(cmd_, &stop, sizeof stop) == sizeof stop) ::waitpid(child_, nullptr, 0);
+    (void)::send(cmd_, &stop, sizeof stop, MSG_NOSIGNAL);
+    reaper_.join();
     ::close(cmd_);
     ::close(ack_);
   }
@@ -384,13 +404,14 @@ class RingbusProcess final : public LatencySystem {
   void run_chunk(const Chunk& c, Histogram& h) override {
     Worker& w = group_.worker(0);
     std::atomic<bool> spinning{false};
+    std::uint64_t received = 0;
     std::thread consumer([&] {
       pin_this_thread(c.cpu_consumer);
       spinning.store(true);
       Msg<64> m{};
       std::uint64_t i = 0;
       while (i < c.events) {
-        w.poll(
+        const std::size_t n = w.poll(
             [&](const Event& e) {
               std::memcpy(&m, e.payload().data(), sizeof m);
               consume_bytes(&m);
@@ -399,15 +420,21 @@ class RingbusProcess final : public LatencySystem {
               ++i;
             },
             64);
+        if (n == 0 && gone_.load(std::memory_order_relaxed)) break;
       }
+      received = i;
     });
     while (!spinning.load()) {
     }
     const Command go{c.events, c.gap_ticks};
-    if (::write(cmd_, &go, sizeof go) != sizeof go) throw std::runtime_error("producer process is gone");
+    const bool sent = ::send(cmd_, &go, sizeof go, MSG_NOSIGNAL) == sizeof go;
     consumer.join();
     char done = 0;
-    if (::read(ack_, &done, 1) != 1) throw std::runtime_error("producer process failed");
+    if (!sent || received < c.events || ::read(ack_, &done, 1) != 1) {
+      gone_.wait(false, std::memory_order_acquire);
+      throw std::runtime_error(fmt::format("the process scenario's producer process {} after {} of {} events",
+                                           describe_exit(status_), received, c.events));
+    }
   }
 
  private:
@@ -450,6 +477,9 @@ class RingbusProcess final : public LatencySystem {
   pid_t child_ = -1;
   int cmd_ = -1;
   int ack_ = -1;
+  std::thread reaper_;
+  std::atomic<bool> gone_{false};
+  int status_ = 0;  // the producer process's wait status, once gone_
 };
 
 // Round trip through two segments: A publishes to `there`, B consumes it and publishes

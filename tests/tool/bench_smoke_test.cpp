@@ -354,8 +354,9 @@ std::vector<std::string> shm_names(const std::string& prefix) {
   return names;
 }
 
-// `ringbus args...` started in the background, its output discarded.
-pid_t start_tool(std::vector<std::string> args) {
+// `ringbus args...` started in the background, its standard output discarded and its
+// standard error written to `err`.
+pid_t start_tool(std::vector<std::string> args, const std::string& err = "/dev/null") {
   std::vector<char*> argv;
   std::string tool = RINGBUS_TOOL;
   argv.push_back(tool.data());
@@ -364,8 +365,9 @@ pid_t start_tool(std::vector<std::string> args) {
   const pid_t pid = ::fork();
   if (pid == 0) {
     const int null = ::open("/dev/null", O_WRONLY);
+    const int errors = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
     ::dup2(null, 1);
-    ::dup2(null, 2);
+    ::dup2(errors, 2);
     ::execv(tool.c_str(), argv.data());
     ::_exit(127);
   }
@@ -453,6 +455,34 @@ TEST(BenchSmoke, ADemoKilledTakesItsProducerProcessAndSegmentNameWithIt) {
   const std::vector<std::string> left = shm_names("ringbus-demo-" + std::to_string(pid));
   for (const std::string& name : left) ::shm_unlink(("/" + name).c_str());
   EXPECT_TRUE(left.empty()) << left.front();
+}
+
+// The process scenario's producer process killed in the middle of a run: the run ends
+// with an error that says what happened to it, instead of its consumer waiting forever
+// for the rest of the chunk's events.
+TEST(BenchSmoke, ARunWhoseProducerProcessDiesEndsWithAnErrorNamingIt) {
+  const std::string err = "/tmp/" + ringbus::test::unique_name("bench") + ".err";
+  const pid_t pid =
+      start_tool({"bench", "--smoke", "--no-progress", "--scenarios", "process", "--samples", "400000"}, err);
+  ASSERT_GT(pid, 0);
+  std::vector<pid_t> children;
+  while (children.empty()) {  // the watchdog bounds the wait
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    children = children_of(pid);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));  // into the measurement
+  ASSERT_EQ(children.size(), 1u);
+  ::kill(children[0], SIGKILL);
+  // The run must end by itself; one still running after 30 s is killed and fails.
+  const bool ended = exits(pid);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  const std::string text = ringbus::test::read_file(err);
+  ::unlink(err.c_str());
+  ASSERT_TRUE(ended) << "the run went on without its producer process";
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << status << ": " << text;
+  EXPECT_NE(text.find("producer process was killed by signal 9"), std::string::npos) << text;
+  EXPECT_TRUE(shm_names("ringbus-bench-" + std::to_string(pid) + "-").empty());
 }
 
 }  // namespace
