@@ -123,14 +123,21 @@ void set_deadline_scale(double scale) {
   if (g_watchdog != nullptr) g_watchdog->scale(scale);
 }
 
-BusyCpu::BusyCpu(int spinners) {
+std::vector<int> allowed_cpus() {
+  std::vector<int> cpus;
   cpu_set_t allowed;
   CPU_ZERO(&allowed);
   if (::sched_getaffinity(0, sizeof allowed, &allowed) == 0) {
     for (int c = 0; c < CPU_SETSIZE; ++c) {
-      if (CPU_ISSET(c, &allowed)) cpu_ = c;
+      if (CPU_ISSET(c, &allowed)) cpus.push_back(c);
     }
   }
+  return cpus;
+}
+
+BusyCpu::BusyCpu(int spinners) {
+  const std::vector<int> cpus = allowed_cpus();
+  if (!cpus.empty()) cpu_ = cpus.back();
   for (int i = 0; i < spinners; ++i) {
     threads_.emplace_back([this] {
       pin_this_thread(cpu_);

@@ -44,6 +44,9 @@ class TempSegment {
 // binary with its name, so CI shows which one hung instead of timing out silently.
 void set_deadline_scale(double scale);
 
+// The CPUs this process may run on, in ascending order.
+std::vector<int> allowed_cpus();
+
 // Threads that spin on one CPU (the last this process may use) until destroyed. A
 // thread pinned there too gives the CPU away for their whole time slices at each yield:
 // waits that count yields instead of reading the clock are seconds long there.

@@ -384,6 +384,16 @@ std::vector<pid_t> children_of(pid_t pid) {
   return children;
 }
 
+// The processes `pid` has forked, once it has forked one; the watchdog bounds the wait.
+std::vector<pid_t> first_children_of(pid_t pid) {
+  std::vector<pid_t> children;
+  while (children.empty()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    children = children_of(pid);
+  }
+  return children;
+}
+
 // Whether process `pid` exits (is gone, or a zombie awaiting its new parent) within
 // 30 s; one still running then is killed, so that a failing test leaves no process
 // spinning behind it.
@@ -441,11 +451,7 @@ TEST(BenchSmoke, ARunKilledAtAnyPointLeavesNoSegmentInDevShmAndNoProcess) {
 TEST(BenchSmoke, ADemoKilledTakesItsProducerProcessAndSegmentNameWithIt) {
   const pid_t pid = start_tool({"demo", "--events", "100000000", "--gap-ns", "100"});
   ASSERT_GT(pid, 0);
-  std::vector<pid_t> children;
-  while (children.empty()) {  // the watchdog bounds the wait
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    children = children_of(pid);
-  }
+  const std::vector<pid_t> children = first_children_of(pid);
   std::this_thread::sleep_for(std::chrono::milliseconds(500));  // publishing by now
   ::kill(pid, SIGKILL);
   int status = 0;
@@ -465,11 +471,7 @@ TEST(BenchSmoke, ARunWhoseProducerProcessDiesEndsWithAnErrorNamingIt) {
   const pid_t pid =
       start_tool({"bench", "--smoke", "--no-progress", "--scenarios", "process", "--samples", "400000"}, err);
   ASSERT_GT(pid, 0);
-  std::vector<pid_t> children;
-  while (children.empty()) {  // the watchdog bounds the wait
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    children = children_of(pid);
-  }
+  const std::vector<pid_t> children = first_children_of(pid);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));  // into the measurement
   ASSERT_EQ(children.size(), 1u);
   ::kill(children[0], SIGKILL);

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -134,19 +135,21 @@ TEST(Pacer, SendsAreNeverCloserThanTheGapAlsoAfterAStall) {
   for (std::size_t i = 1; i < sent.size(); ++i) EXPECT_GE(sent[i] - sent[i - 1], gap) << "send " << i;
 }
 
+// Smoke options on the first two CPUs this process may use; none with fewer.
+std::optional<ringbus::bench::Options> smoke_on_two_cpus() {
+  const std::vector<int> cpus = ringbus::test::allowed_cpus();
+  if (cpus.size() < 2) return std::nullopt;
+  ringbus::bench::Options o = ringbus::bench::options_for("smoke");
+  o.cpu_producer = cpus[0];
+  o.cpu_consumer = cpus[1];
+  return o;
+}
+
 // Every way a run's options can be unusable is named before any thread starts.
 TEST(BenchOptions, CheckNamesWhatIsWrongAndRunRefusesIt) {
-  cpu_set_t allowed;
-  CPU_ZERO(&allowed);
-  ASSERT_EQ(::sched_getaffinity(0, sizeof allowed, &allowed), 0);
-  std::vector<int> cpus;
-  for (int c = 0; c < CPU_SETSIZE; ++c) {
-    if (CPU_ISSET(c, &allowed)) cpus.push_back(c);
-  }
-  if (cpus.size() < 2) GTEST_SKIP() << "needs two CPUs";
-  ringbus::bench::Options good = ringbus::bench::options_for("smoke");
-  good.cpu_producer = cpus[0];
-  good.cpu_consumer = cpus[1];
+  const std::optional<ringbus::bench::Options> two = smoke_on_two_cpus();
+  if (!two) GTEST_SKIP() << "needs two CPUs";
+  ringbus::bench::Options good = *two;
   good.scenarios = {"thread", "tput64"};
   EXPECT_EQ(ringbus::bench::check(good), "");
   EXPECT_TRUE(ringbus::bench::selects_latency(good));
@@ -228,17 +231,9 @@ TEST(BenchOptions, CheckNamesWhatIsWrongAndRunRefusesIt) {
 // keeps a run from asking for) ends the measurement with the status named, where a
 // retry loop would spin forever; the same case in a ring it fits moves every event.
 TEST(BenchThroughput, AClaimRefusedForAnyReasonButFullEndsTheRunNamingTheStatus) {
-  cpu_set_t allowed;
-  CPU_ZERO(&allowed);
-  ASSERT_EQ(::sched_getaffinity(0, sizeof allowed, &allowed), 0);
-  std::vector<int> cpus;
-  for (int c = 0; c < CPU_SETSIZE; ++c) {
-    if (CPU_ISSET(c, &allowed)) cpus.push_back(c);
-  }
-  if (cpus.size() < 2) GTEST_SKIP() << "needs two CPUs";
-  ringbus::bench::Options o = ringbus::bench::options_for("smoke");
-  o.cpu_producer = cpus[0];
-  o.cpu_consumer = cpus[1];
+  const std::optional<ringbus::bench::Options> two = smoke_on_two_cpus();
+  if (!two) GTEST_SKIP() << "needs two CPUs";
+  ringbus::bench::Options o = *two;
   for (const char* system : {"ringbus", "ringbus_trailing"}) {
     for (const std::uint32_t producers : {1u, 2u}) {
       const ringbus::bench::ThroughputCase c{system, "tput512", 512, producers, 32};
