@@ -16,6 +16,7 @@
 #include "ringbus/detail/groups.hpp"
 #include "ringbus/detail/process.hpp"
 #include "ringbus/detail/recovery.hpp"
+#include "ringbus/dlq.hpp"
 #include "ringbus/error.hpp"
 #include "ringbus/producer.hpp"
 #include "ringbus/stats.hpp"
@@ -738,6 +739,95 @@ TEST(ConsumerGroup, ThreadsRunPinnedWorkersUntilStopped) {
   EXPECT_FALSE(g.running());
   EXPECT_EQ(sum.load(), 4999u * 5000 / 2);
   EXPECT_EQ(elsewhere.load(), 0u) << "events handled on a CPU other than their worker's";
+}
+
+// start_batch(): worker i's thread, pinned to cpus[i], hands its handler spans of the
+// events that route to it, each key's in key-sequence order, both a backlog waiting
+// when it starts and events published while it runs (the workers park in between).
+TEST(ConsumerGroup, BatchThreadsRunPinnedWorkersUntilStopped) {
+  TempSegment seg;
+  const std::vector<int> cpus = {1, 0};
+  ConsumerGroup g = ConsumerGroup::join(
+      seg.segment(), "batches",
+      {.workers = 2, .cpus = cpus, .wait = WaitStrategy::spin_park(100, 10, std::chrono::milliseconds(10)), .batch = 64});
+  Producer p = Producer::attach(seg.segment());
+  constexpr std::uint64_t kKeys = 31;
+  publish_values(p, kKeys, 0, 500);  // the backlog: fits in the ring, which the group gates
+  std::array<std::atomic<std::uint64_t>, kKeys + 1> last_seq{};
+  std::atomic<std::uint64_t> count{0}, sum{0}, elsewhere{0}, out_of_order{0}, largest{0}, too_large{0};
+  g.start_batch([&](std::span<const Event> batch) {
+    if (batch.size() > 64) too_large.fetch_add(1);
+    std::uint64_t seen = largest.load();
+    while (seen < batch.size() && !largest.compare_exchange_weak(seen, batch.size())) {
+    }
+    for (const Event& e : batch) {
+      if (last_seq[e.key()].exchange(e.key_seq()) + 1 != e.key_seq()) out_of_order.fetch_add(1);
+      if (::sched_getcpu() != cpus[route(e.key(), e.producer_id(), 2)]) elsewhere.fetch_add(1);
+      sum.fetch_add(value_of(e));
+    }
+    count.fetch_add(batch.size());
+  });
+  EXPECT_TRUE(g.running());
+  ASSERT_TRUE(test::eventually([&] { return count.load() == 500; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));  // long enough to park
+  publish_values(p, kKeys, 500, 10000);  // more than the ring holds
+  ASSERT_TRUE(test::eventually([&] { return count.load() == 10000; }));
+  g.stop();
+  EXPECT_FALSE(g.running());
+  EXPECT_EQ(count.load(), 10000u);
+  EXPECT_EQ(sum.load(), 9999u * 10000 / 2);
+  EXPECT_EQ(out_of_order.load(), 0u) << "events of a key out of key-sequence order";
+  EXPECT_EQ(elsewhere.load(), 0u) << "events handled on a CPU other than their worker's";
+  EXPECT_GT(largest.load(), 1u) << "the backlog came one event at a time";
+  EXPECT_EQ(too_large.load(), 0u) << "a span longer than GroupOptions::batch";
+  for (std::uint64_t k = 1; k <= kKeys; ++k) EXPECT_EQ(last_seq[k].load(), 10000 / kKeys + (k <= 10000 % kKeys ? 1 : 0));
+}
+
+// A running batch worker: a span holding an event that fails is handed over again one
+// event at a time, the failing event goes to the dead-letter ring and the others are
+// handled; redriven by a tool while the worker idles, it comes back as a span of one,
+// marked redriven, and leaves the ring once handled.
+TEST(ConsumerGroup, ABatchWorkerThreadDeadLettersAFailureAndHandlesItsRedrive) {
+  TempSegment seg;
+  GroupOptions o;
+  o.retry.max_attempts = 1;
+  o.wait = WaitStrategy::spin_park(100, 10, std::chrono::milliseconds(10));
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "batches", o);
+  Producer p = Producer::attach(seg.segment());
+  publish_values(p, 0, 0, 10);
+  std::mutex m;
+  std::set<std::uint64_t> handled;
+  std::vector<std::vector<std::uint64_t>> redriven_spans;
+  std::atomic<int> failed_spans{0};
+  g.start_batch([&](std::span<const Event> batch) {
+    std::lock_guard lock(m);
+    std::vector<std::uint64_t> values;
+    for (const Event& e : batch) {
+      if (value_of(e) == 3 && !e.redriven()) {
+        failed_spans.fetch_add(1);
+        return Handled::fail;
+      }
+      values.push_back(value_of(e));
+    }
+    if (batch.size() >= 1 && batch[0].redriven()) redriven_spans.push_back(values);
+    handled.insert(values.begin(), values.end());
+    return Handled::ok;
+  });
+  DeadLetters dlq = DeadLetters::open(seg.segment(), "batches");
+  ASSERT_TRUE(test::eventually([&] {
+    std::lock_guard lock(m);
+    return handled.size() == 9 && dlq.list().size() == 1;
+  }));
+  EXPECT_EQ(failed_spans.load(), 2) << "the span, then the event on its own";
+  EXPECT_EQ(dlq.list().at(0).position, 3 * record_bytes(8));
+  EXPECT_EQ(dlq.request_redrive(), 1u);
+  ASSERT_TRUE(test::eventually([&] {
+    std::lock_guard lock(m);
+    return handled.size() == 10 && dlq.list().empty();
+  }));
+  g.stop();
+  EXPECT_EQ(redriven_spans, (std::vector<std::vector<std::uint64_t>>{{3}}));
+  EXPECT_EQ(failed_spans.load(), 2);
 }
 
 // A group whose worker thread stopped on the first event (one attempt, no dead letters).

@@ -155,7 +155,7 @@ class Worker {
 
   // Delivers the dead letters a tool marked for redelivery whose key routes to this
   // worker (Event::redriven()); each is removed once the handler accepts it, else it
-  // returns to the ring with one more attempt. run() calls this when idle.
+  // returns to the ring with one more attempt. run() and run_batch() call this when idle.
   template <class H>
   std::size_t poll_redrives(H&& handler);
 
@@ -163,6 +163,8 @@ class Worker {
   // claims of dead producers that stall it.
   template <class H>
   void run(H&& handler, const std::atomic<bool>& stop);
+  // run() with poll_batch(): spans of up to GroupOptions::batch events; redriven dead
+  // letters come as spans of one.
   template <class H>
   void run_batch(H&& handler, const std::atomic<bool>& stop);
 
@@ -271,6 +273,13 @@ class Worker {
   DedupWindow* window_for(std::uint32_t producer_id, std::uint64_t position) noexcept;
   bool ready_at_position() const noexcept;
   void idle_step(detail::Waiter& waiter, const std::atomic<bool>& stop);
+  // run() and run_batch(): `poll_once` until `stop`, idling by the wait strategy, with
+  // redrives handed to `redrive_handler` (Handled or void handler(const Event&)).
+  template <class Poll, class H>
+  void run_loop(Poll&& poll_once, H&& redrive_handler, const std::atomic<bool>& stop);
+  // A batch handler as a handler of one event: a span of one.
+  template <class H>
+  static auto one_at_a_time_of(H& handler);
   void check_stall() noexcept;
   [[noreturn]] void corrupt(std::uint64_t pos, const char* what) const;
   [[noreturn]] void failed(const Event& e, const std::string& why) const;
@@ -626,16 +635,21 @@ std::size_t Worker::poll(H&& handler, std::size_t max_events) {
 }
 
 template <class H>
-std::size_t Worker::poll_batch(H&& handler, std::size_t max_events) {
-  using R = std::invoke_result_t<H&, std::span<const Event>>;
-  auto one_at_a_time = [&](const Event& e) {
-    if constexpr (std::is_void_v<R>) {
+auto Worker::one_at_a_time_of(H& handler) {
+  return [&handler](const Event& e) {
+    if constexpr (std::is_void_v<std::invoke_result_t<H&, std::span<const Event>>>) {
       handler(std::span<const Event>(&e, 1));
       return Handled::ok;
     } else {
       return handler(std::span<const Event>(&e, 1));
     }
   };
+}
+
+template <class H>
+std::size_t Worker::poll_batch(H&& handler, std::size_t max_events) {
+  using R = std::invoke_result_t<H&, std::span<const Event>>;
+  auto one_at_a_time = one_at_a_time_of(handler);
   if (dedup_ || deliver_voids_ || !pending_.empty()) return poll(one_at_a_time, max_events);
   // Collect without moving the cursor: it may pass events only once they are handled.
   batch_buf_.clear();
@@ -705,49 +719,31 @@ std::size_t Worker::poll_redrives(H&& handler) {
   return n;
 }
 
-template <class H>
-void Worker::run(H&& handler, const std::atomic<bool>& stop) {
+template <class Poll, class H>
+void Worker::run_loop(Poll&& poll_once, H&& redrive_handler, const std::atomic<bool>& stop) {
   detail::Waiter waiter(wait_);
   while (!stop.load(std::memory_order_relaxed)) {
     const std::uint64_t before = pos_;
     const std::size_t set_aside = pending_.size();
-    poll(handler, batch_);
+    poll_once();
     if (pos_ != before || pending_.size() != set_aside) {
       waiter.reset();
       idle_polls_ = 0;
       continue;
     }
-    if (redrives_waiting()) [[unlikely]] poll_redrives(handler);
+    if (redrives_waiting()) [[unlikely]] poll_redrives(redrive_handler);
     idle_step(waiter, stop);
   }
 }
 
 template <class H>
+void Worker::run(H&& handler, const std::atomic<bool>& stop) {
+  run_loop([&] { poll(handler, batch_); }, handler, stop);
+}
+
+template <class H>
 void Worker::run_batch(H&& handler, const std::atomic<bool>& stop) {
-  detail::Waiter waiter(wait_);
-  while (!stop.load(std::memory_order_relaxed)) {
-    const std::uint64_t before = pos_;
-    const std::size_t set_aside = pending_.size();
-    poll_batch(handler, batch_);
-    if (pos_ != before || pending_.size() != set_aside) {
-      waiter.reset();
-      idle_polls_ = 0;
-      continue;
-    }
-    if (redrives_waiting()) [[unlikely]] {
-      poll_redrives([&](const Event& e) {
-        const Event one[1] = {e};
-        using R = std::invoke_result_t<H&, std::span<const Event>>;
-        if constexpr (std::is_void_v<R>) {
-          handler(std::span<const Event>(one, 1));
-          return Handled::ok;
-        } else {
-          return handler(std::span<const Event>(one, 1));
-        }
-      });
-    }
-    idle_step(waiter, stop);
-  }
+  run_loop([&] { poll_batch(handler, batch_); }, one_at_a_time_of(handler), stop);
 }
 
 inline bool Worker::ready_at_position() const noexcept {
