@@ -1,13 +1,19 @@
 // Segment creation, attach validation, names, modes, ownership and persistence.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <functional>
+#include <optional>
+#include <string>
 #include <fstream>
 #include <thread>
 #include <vector>
@@ -531,6 +537,82 @@ TEST(Segment, ImpossibleTailIsRefusedOnAttachAndBeforeUse) {
   EXPECT_EQ(p.try_publish(1, 1, std::as_bytes(std::span(&v, 1))), Status::corrupt);
   EXPECT_EQ(error_of([&] { (void)TailReader::open(seg, TailStart::end); }).code(), Errc::corrupt);
   EXPECT_EQ(error_of([&] { (void)TailReader::open_at(seg, layout::kMaxPosition + 8); }).code(), Errc::invalid_options);
+}
+
+// Runs `body` in a child process with a 1 MiB tmpfs mounted over `dir` in a mount
+// namespace of its own (the host's /dev/shm is untouched); returns what the child wrote,
+// or nullopt where the machine does not let it mount (not root, no CAP_SYS_ADMIN).
+std::optional<std::string> in_small_tmpfs(const char* dir, const std::function<std::string()>& body) {
+  int fds[2];
+  if (::pipe(fds) != 0) return std::nullopt;
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(fds[0]);
+    std::string out;
+    if (::unshare(CLONE_NEWNS) != 0 || ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+        ::mount("tmpfs", dir, "tmpfs", 0, "size=1m,mode=1777") != 0) {
+      out = "\001cannot mount a tmpfs: " + std::string(std::strerror(errno));
+    } else {
+      try {
+        out = body();
+      } catch (const std::exception& e) {
+        out = std::string("unexpected exception: ") + e.what();
+      }
+    }
+    const bool written = ::write(fds[1], out.data(), out.size()) == static_cast<ssize_t>(out.size());
+    ::_exit(written ? 0 : 1);
+  }
+  ::close(fds[1]);
+  std::string out;
+  char buf[512];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) out.append(buf, static_cast<std::size_t>(n));
+  ::close(fds[0]);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child status " << status;
+  if (out.starts_with('\001')) {
+    std::fprintf(stderr, "%s\n", out.c_str() + 1);
+    return std::nullopt;
+  }
+  return out;
+}
+
+// Creates a 4 MiB segment at `where` in a 1 MiB tmpfs; returns the error's code and
+// message, then the names left in `dir`.
+std::string create_in_full_tmpfs(const Location& where, const char* dir) {
+  std::string out;
+  try {
+    (void)Segment::create(where, {.capacity = 4u << 20});
+    out = "created";
+  } catch (const Error& e) {
+    out = std::string(to_string(e.code())) + "|" + e.what();
+  }
+  out += "|left:";
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) out += " " + entry.path().filename().string();
+  return out;
+}
+
+// A segment that does not fit where it is created (here /dev/shm, a full tmpfs, and a
+// file on one) is refused by create(), naming the bytes it needs and, for /dev/shm,
+// where to look, and leaves no half-made segment behind: a ring whose pages were never
+// reserved would instead kill its first producer with SIGBUS partway through the ring.
+TEST(Segment, ACreateThatDoesNotFitIsRefusedAtOnceAndLeavesNothing) {
+  const std::string name = unique_name("full");
+  const auto shm = in_small_tmpfs("/dev/shm", [&] { return create_in_full_tmpfs(Location::shm(name), "/dev/shm"); });
+  if (!shm) GTEST_SKIP() << "this machine does not let the test mount a tmpfs";
+  EXPECT_TRUE(shm->starts_with("no_space|segment shm:" + name + ": cannot reserve ")) << *shm;
+  EXPECT_NE(shm->find(" bytes (No space left on device); see `df -h /dev/shm`|"), std::string::npos) << *shm;
+  EXPECT_TRUE(shm->ends_with("|left:")) << *shm;
+
+  const std::string dir = "/tmp/" + unique_name("fullfs");
+  ASSERT_TRUE(std::filesystem::create_directory(dir));
+  const std::string path = dir + "/events.seg";
+  const auto file = in_small_tmpfs(dir.c_str(), [&] { return create_in_full_tmpfs(Location::file(path), dir.c_str()); });
+  std::filesystem::remove(dir);
+  ASSERT_TRUE(file.has_value());
+  EXPECT_TRUE(file->starts_with("no_space|segment " + path + ": cannot reserve ")) << *file;
+  EXPECT_EQ(file->find("df -h"), std::string::npos) << *file;
+  EXPECT_TRUE(file->ends_with(" bytes (No space left on device)|left:")) << *file;
 }
 
 TEST(Segment, FileBackedSegmentKeepsItsEventsAcrossReopen) {
