@@ -2,6 +2,8 @@
 // good and bad lines -> tail -> compare field by field; stat (text and Prometheus), dlq,
 // rm and the documented exit codes.
 #include <fcntl.h>
+#include <pty.h>
+#include <termios.h>
 #include <gtest/gtest.h>
 #include <simdjson.h>
 #include <sys/stat.h>
@@ -98,6 +100,12 @@ class Child {
 Result ringbus_run(const std::vector<std::string>& args, const std::string& stdin_path = "",
                    const Environment& env = {}) {
   return Child(args, stdin_path, env).wait();
+}
+
+std::size_t occurrences(const std::string& text, std::string_view what) {
+  std::size_t n = 0;
+  for (std::size_t at = 0; (at = text.find(what, at)) != std::string::npos; at += what.size()) ++n;
+  return n;
 }
 
 std::vector<std::string> lines_of(const std::string& text) {
@@ -588,9 +596,68 @@ TEST(Cli, StatShowsCountersLagDeadLettersAndLatency) {
 
   const Result watch = ringbus_run({"stat", seg.name(), "--watch", "--interval", "0.05", "--count", "2"});
   EXPECT_EQ(watch.code, 0) << watch.err;
-  std::size_t frames = 0;
-  for (std::size_t at = 0; (at = watch.out.find("GROUP", at)) != std::string::npos; ++at) ++frames;
-  EXPECT_EQ(frames, 2u) << watch.out;
+  EXPECT_EQ(occurrences(watch.out, "GROUP"), 2u) << watch.out;
+}
+
+// `ringbus stat SEG --watch` on a terminal: started by forkpty(), it redraws until
+// `key` is typed (q, or Ctrl-C: the terminal's interrupt character, SIGINT), takes keys
+// without Enter while it runs, and leaves the terminal in canonical mode with echo.
+// Returns the exit code and whether the terminal was raw while it ran.
+struct WatchOnTerminal {
+  int code = -1;
+  bool raw_while_running = false;
+  bool restored = false;
+  std::string out;
+};
+WatchOnTerminal watch_on_terminal(const std::string& segment, char key) {
+  WatchOnTerminal w;
+  int master = -1;
+  const pid_t pid = ::forkpty(&master, nullptr, nullptr, nullptr);
+  if (pid == 0) {
+    std::string tool = RINGBUS_TOOL;
+    std::vector<std::string> args = {tool, "stat", segment, "--watch", "--interval", "0.05"};
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(tool.c_str(), argv.data());
+    ::_exit(127);
+  }
+  if (pid < 0) {
+    ADD_FAILURE() << "forkpty: " << std::strerror(errno);
+    return w;
+  }
+  // Reads what the tool wrote until `frames` redraws have come (the watchdog bounds it).
+  auto read_frames = [&](std::size_t frames) {
+    char buf[4096];
+    while (occurrences(w.out, "GROUP") < frames) {
+      const ssize_t n = ::read(master, buf, sizeof buf);
+      if (n <= 0) return;
+      w.out.append(buf, static_cast<std::size_t>(n));
+    }
+  };
+  read_frames(2);  // the second redraw comes after the terminal went raw
+  termios t{};
+  w.raw_while_running = ::tcgetattr(master, &t) == 0 && (t.c_lflag & (ICANON | ECHO)) == 0;
+  EXPECT_EQ(::write(master, &key, 1), 1);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0) {
+  }
+  w.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  w.restored = ::tcgetattr(master, &t) == 0 && (t.c_lflag & (ICANON | ECHO)) == (ICANON | ECHO);
+  ::close(master);
+  return w;
+}
+
+TEST(Cli, StatWatchOnATerminalEndsOnQOrCtrlCAndRestoresTheTerminal) {
+  ToolSegment seg;
+  for (const char key : {'q', '\003'}) {
+    SCOPED_TRACE(key == 'q' ? "q" : "Ctrl-C");
+    const WatchOnTerminal w = watch_on_terminal(seg.name(), key);
+    EXPECT_EQ(w.code, 0) << w.out;
+    EXPECT_TRUE(w.raw_while_running) << "keys would wait for Enter";
+    EXPECT_TRUE(w.restored) << "the terminal was left without canonical mode or echo";
+    EXPECT_NE(w.out.find("segment shm:" + seg.name()), std::string::npos) << w.out;
+  }
 }
 
 // Every counter `stat` reports, set in the segment to a value no other counter has, is
