@@ -6,6 +6,7 @@
 #include <termios.h>
 #include <gtest/gtest.h>
 #include <simdjson.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -53,14 +54,17 @@ using Environment = std::vector<std::pair<std::string, std::string>>;
 // going to files.
 class Child {
  public:
-  Child(const std::vector<std::string>& args, const std::string& stdin_path, const Environment& env = {}) {
+  // `stdout_fd` >= 0: the child's standard output is that descriptor (the output file
+  // stays empty) instead of a file.
+  Child(const std::vector<std::string>& args, const std::string& stdin_path, const Environment& env = {},
+        int stdout_fd = -1) {
     const std::string base = "/tmp/" + unique_name("cli");
     out_ = base + ".out";
     err_ = base + ".err";
     pid_ = ::fork();
     if (pid_ == 0) {
       const int in = ::open(stdin_path.empty() ? "/dev/null" : stdin_path.c_str(), O_RDONLY);
-      const int out = ::open(out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+      const int out = stdout_fd >= 0 ? stdout_fd : ::open(out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
       const int err = ::open(err_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
       if (in < 0 || out < 0 || err < 0) ::_exit(120);
       ::dup2(in, 0);
@@ -354,6 +358,61 @@ TEST(Cli, TailFromAnOverwrittenPositionSaysWhatItSkipped) {
   EXPECT_NE(r.err.find("the ring overtook this reader: " + skipped + " bytes skipped\n"),
             std::string::npos)
       << r.err;
+}
+
+// A reader overtaken between events it read: `tail` blocked on a full pipe while the
+// ring laps it several times goes on from the oldest lap, prints only whole events in
+// order, and says how many events it missed, which with those it printed make up every
+// event from its first on.
+TEST(Cli, TailOvertakenBetweenEventsSaysHowManyItMissed) {
+  ToolSegment seg({"--capacity", "64K", "--max-event", "1K"});  // no group: the ring laps freely
+  const ringbus::Segment s = seg.open();
+  ringbus::Producer p = ringbus::Producer::attach(s);
+  std::vector<std::byte> payload(56);
+  auto publish = [&](std::uint64_t from, std::uint64_t to) {
+    for (std::uint64_t n = from; n < to; ++n) {
+      std::memcpy(payload.data(), &n, sizeof n);
+      ASSERT_EQ(p.try_publish(0, 1, payload), ringbus::Status::ok);
+    }
+  };
+  publish(0, 400);
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  ASSERT_GT(::fcntl(fds[0], F_SETPIPE_SZ, 4096), 0);
+  Child tail({"tail", seg.name(), "--from", "start"}, "", {}, fds[1]);
+  ::close(fds[1]);
+  // Wait until the pipe is full and has stayed so: tail is blocked writing (the
+  // watchdog bounds this).
+  for (int unchanged = 0, last = -1; unchanged < 20;) {
+    int queued = 0;
+    ASSERT_EQ(::ioctl(fds[0], FIONREAD, &queued), 0);
+    unchanged = queued == last && queued >= 2048 ? unchanged + 1 : 0;
+    last = queued;
+    std::this_thread::sleep_for(5ms);
+  }
+  constexpr std::uint64_t kTotal = 10'000;  // 120-byte records: about 18 laps of the ring
+  publish(400, kTotal);
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) out.append(buf, static_cast<std::size_t>(n));
+  ::close(fds[0]);
+  const Result r = tail.wait();
+  ASSERT_EQ(r.code, 0) << r.err;
+  const std::vector<std::string> lines = lines_of(out);
+  ASSERT_GE(lines.size(), 2u);
+  std::uint64_t prev = 0;
+  for (const std::string& line : lines) {
+    const std::uint64_t seq = std::stoull(fields_of(line).at("producer_seq"));
+    ASSERT_GT(seq, prev) << line;
+    prev = seq;
+  }
+  const std::uint64_t first = std::stoull(fields_of(lines.front()).at("producer_seq"));
+  EXPECT_EQ(prev, kTotal) << "the last event is printed";
+  const std::uint64_t missed = kTotal - first + 1 - lines.size();
+  ASSERT_GT(missed, 5000u) << "the ring did not overtake the reader";
+  std::string count = std::to_string(missed);
+  for (std::size_t i = count.size(); i > 3; i -= 3) count.insert(i - 3, ",");
+  EXPECT_NE(r.err.find("the ring overtook this reader: " + count + " events missed ("), std::string::npos) << r.err;
 }
 
 TEST(Cli, PublishFromStandardInputAndFollowingTail) {
