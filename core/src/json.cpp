@@ -229,6 +229,27 @@ void append_escaped(std::string& out, std::string_view s) {
   out += '"';
 }
 
+// What the brackets of a line that starts an object say is wrong with it: a bracket
+// that closes the wrong opener, an object never closed (a truncated line: simdjson calls
+// it an improper structure, or an unclosed string), or content after it; nullopt if
+// they say nothing, or the line does not start an object.
+std::optional<JsonLineError> structure_error(std::string_view line) {
+  const std::size_t start = first_non_space(line, 0);
+  if (start >= line.size() || line[start] != '{') return std::nullopt;
+  const Brackets b = match_brackets(line, start);
+  if (b.mismatch != std::string_view::npos) {
+    return JsonLineError{b.mismatch, "", std::string("'") + line[b.mismatch] + "' does not close the '" +
+                                             line[b.opener] + "' at column " + std::to_string(b.opener + 1)};
+  }
+  if (b.end == std::string_view::npos) {
+    return JsonLineError{line.size(), "", "the JSON object is not closed (truncated line?)"};
+  }
+  if (first_non_space(line, b.end) < line.size()) {
+    return JsonLineError{first_non_space(line, b.end), "", "trailing content after the object"};
+  }
+  return std::nullopt;
+}
+
 }  // namespace
 
 bool is_json(std::string_view text, std::size_t* error_at) {
@@ -316,7 +337,9 @@ std::optional<JsonLineError> parse_envelope_json(std::string_view line, Envelope
   const simdjson::padded_string padded(line);
   const char* base = padded.data();
   od::document doc;
-  if (error_code e = line_parser().iterate(padded).get(doc)) return JsonLineError{0, "", "not JSON: " + describe(e)};
+  if (error_code e = line_parser().iterate(padded).get(doc)) {
+    return structure_error(line).value_or(JsonLineError{0, "", "not JSON: " + describe(e)});
+  }
   auto location = [&]() -> std::size_t {
     const char* loc = nullptr;
     return doc.current_location().get(loc) == SUCCESS ? static_cast<std::size_t>(loc - base) : line.size();
@@ -325,18 +348,7 @@ std::optional<JsonLineError> parse_envelope_json(std::string_view line, Envelope
   if (error_code e = doc.get_object().get(obj)) {
     const std::size_t start = first_non_space(line, 0);
     if (start >= line.size() || line[start] != '{') return JsonLineError{start, "", "the line is not a JSON object"};
-    const Brackets b = match_brackets(line, start);
-    if (b.mismatch != std::string_view::npos) {
-      return JsonLineError{b.mismatch, "", std::string("'") + line[b.mismatch] + "' does not close the '" +
-                                               line[b.opener] + "' at column " + std::to_string(b.opener + 1)};
-    }
-    if (b.end == std::string_view::npos) {
-      return JsonLineError{line.size(), "", "the JSON object is not closed (truncated line?)"};
-    }
-    if (first_non_space(line, b.end) < line.size()) {
-      return JsonLineError{first_non_space(line, b.end), "", "trailing content after the object"};
-    }
-    return JsonLineError{start, "", "malformed JSON: " + describe(e)};
+    return structure_error(line).value_or(JsonLineError{start, "", "malformed JSON: " + describe(e)});
   }
   enum Field { event_id, event_type, version, timestamp, source, correlation_id, causation_id, key, data, kFields };
   static constexpr const char* kNames[kFields] = {"event_id",       "event_type",   "version", "timestamp", "source",
@@ -345,7 +357,7 @@ std::optional<JsonLineError> parse_envelope_json(std::string_view line, Envelope
   for (auto f : obj) {
     od::field field;
     if (error_code e = std::move(f).get(field)) {
-      return JsonLineError{location(), "", "malformed JSON: " + describe(e)};
+      return structure_error(line).value_or(JsonLineError{location(), "", "malformed JSON: " + describe(e)});
     }
     std::string_view name;
     if (error_code e = field.unescaped_key().get(name)) {

@@ -221,7 +221,7 @@ TEST(Cli, PublishRejectsBadLinesAndTailRoundTripsEveryField) {
   };
   const std::vector<Bad> bad = {
       {"{\"event_type\":\"t\",\"key\":\"k\",\"data\":{\"s\":\"\xff\xfe\"}}", "invalid UTF-8"},
-      {R"({"event_type":"t","key":"k","data":{"s":1})", "malformed JSON"},  // truncated
+      {R"({"event_type":"t","key":"k","data":{"s":1})", "the JSON object is not closed (truncated line?)"},
       {R"({"key":"k","data":{}})", "field \"event_type\" is required"},
       {R"({"event_type":"t","key":"k"})", "field \"data\" is required"},
       {R"([1,2,3])", "not a JSON object"},
