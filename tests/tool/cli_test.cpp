@@ -146,6 +146,19 @@ class ToolSegment {
   std::string name_;
 };
 
+// A named pipe, removed at the end.
+class Fifo {
+ public:
+  Fifo() : path_("/tmp/" + unique_name("cli-fifo")) { EXPECT_EQ(::mkfifo(path_.c_str(), 0600), 0); }
+  ~Fifo() { ::unlink(path_.c_str()); }
+  Fifo(const Fifo&) = delete;
+  Fifo& operator=(const Fifo&) = delete;
+  [[nodiscard]] const std::string& path() const noexcept { return path_; }
+
+ private:
+  std::string path_;
+};
+
 class TempFile {
  public:
   explicit TempFile(const std::string& content) : path_("/tmp/" + unique_name("cli-in") + ".jsonl") {
@@ -449,14 +462,9 @@ TEST(Cli, PublishSkipsLinesOfWhitespace) {
 // was interrupted and exits with 3 (not everything was published), not 0.
 TEST(Cli, PublishInterruptedExitsPartial) {
   ToolSegment seg;
-  const std::string fifo = "/tmp/" + unique_name("cli-fifo");
-  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
-  struct Unlink {
-    std::string path;
-    ~Unlink() { ::unlink(path.c_str()); }
-  } unlink_at_end{fifo};
-  Child publisher({"publish", seg.name(), "-"}, fifo);
-  const int writer = ::open(fifo.c_str(), O_WRONLY);  // meets the child's open of its standard input
+  const Fifo fifo;
+  Child publisher({"publish", seg.name(), "-"}, fifo.path());
+  const int writer = ::open(fifo.path().c_str(), O_WRONLY);  // meets the child's open of its standard input
   ASSERT_GE(writer, 0);
   const std::string lines = R"({"event_type":"a","data":1})" "\n" R"({"event_type":"a","data":2})" "\n";
   ASSERT_EQ(::write(writer, lines.data(), lines.size()), static_cast<ssize_t>(lines.size()));
@@ -658,64 +666,119 @@ TEST(Cli, StatShowsCountersLagDeadLettersAndLatency) {
   EXPECT_EQ(occurrences(watch.out, "GROUP"), 2u) << watch.out;
 }
 
-// `ringbus stat SEG --watch` on a terminal: started by forkpty(), it redraws until
-// `key` is typed (q, or Ctrl-C: the terminal's interrupt character, SIGINT), takes keys
-// without Enter while it runs, and leaves the terminal in canonical mode with echo.
-// Returns the exit code and whether the terminal was raw while it ran.
-struct WatchOnTerminal {
-  int code = -1;
-  bool raw_while_running = false;
-  bool restored = false;
-  std::string out;
-};
-WatchOnTerminal watch_on_terminal(const std::string& segment, char key) {
-  WatchOnTerminal w;
-  int master = -1;
-  const pid_t pid = ::forkpty(&master, nullptr, nullptr, nullptr);
-  if (pid == 0) {
-    std::string tool = RINGBUS_TOOL;
-    std::vector<std::string> args = {tool, "stat", segment, "--watch", "--interval", "0.05"};
-    std::vector<char*> argv;
-    for (std::string& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execv(tool.c_str(), argv.data());
-    ::_exit(127);
-  }
-  if (pid < 0) {
-    ADD_FAILURE() << "forkpty: " << std::strerror(errno);
-    return w;
-  }
-  // Reads what the tool wrote until `frames` redraws have come (the watchdog bounds it).
-  auto read_frames = [&](std::size_t frames) {
-    char buf[4096];
-    while (occurrences(w.out, "GROUP") < frames) {
-      const ssize_t n = ::read(master, buf, sizeof buf);
-      if (n <= 0) return;
-      w.out.append(buf, static_cast<std::size_t>(n));
+// `ringbus args...` run on a terminal: forkpty() makes one pseudo-terminal the child's
+// standard input, output and error; this side reads and types through its master.
+class OnTerminal {
+ public:
+  explicit OnTerminal(std::vector<std::string> args) {
+    pid_ = ::forkpty(&master_, nullptr, nullptr, nullptr);
+    if (pid_ == 0) {
+      std::string tool = RINGBUS_TOOL;
+      std::vector<char*> argv{tool.data()};
+      for (std::string& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      ::execv(tool.c_str(), argv.data());
+      ::_exit(127);
     }
-  };
-  read_frames(2);  // the second redraw comes after the terminal went raw
-  termios t{};
-  w.raw_while_running = ::tcgetattr(master, &t) == 0 && (t.c_lflag & (ICANON | ECHO)) == 0;
-  EXPECT_EQ(::write(master, &key, 1), 1);
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0) {
+    if (pid_ < 0) ADD_FAILURE() << "forkpty: " << std::strerror(errno);
   }
-  w.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  w.restored = ::tcgetattr(master, &t) == 0 && (t.c_lflag & (ICANON | ECHO)) == (ICANON | ECHO);
-  ::close(master);
-  return w;
-}
+  ~OnTerminal() {
+    if (master_ >= 0) ::close(master_);
+  }
+  OnTerminal(const OnTerminal&) = delete;
+  OnTerminal& operator=(const OnTerminal&) = delete;
 
+  // Reads what the tool wrote until `what` has come `times` times, or to the end (the
+  // terminal reads EIO once the child has exited); the watchdog bounds a wait.
+  void read_until(std::string_view what, std::size_t times = 1) {
+    char buf[4096];
+    while (what.empty() || occurrences(out_, what) < times) {
+      const ssize_t n = ::read(master_, buf, sizeof buf);
+      if (n <= 0) return;
+      out_.append(buf, static_cast<std::size_t>(n));
+    }
+  }
+  void type(char key) const { EXPECT_EQ(::write(master_, &key, 1), 1); }
+  // Whether the terminal is in canonical mode with echo (lines, not keys; typed text shown).
+  [[nodiscard]] bool canonical() const {
+    termios t{};
+    return ::tcgetattr(master_, &t) == 0 && (t.c_lflag & (ICANON | ECHO)) == (ICANON | ECHO);
+  }
+  [[nodiscard]] bool raw() const {
+    termios t{};
+    return ::tcgetattr(master_, &t) == 0 && (t.c_lflag & (ICANON | ECHO)) == 0;
+  }
+  // The exit code, or 128 + the signal that ended the child.
+  int wait() {
+    int status = 0;
+    while (::waitpid(pid_, &status, 0) < 0) {
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+  [[nodiscard]] const std::string& out() const noexcept { return out_; }
+
+ private:
+  pid_t pid_ = -1;
+  int master_ = -1;
+  std::string out_;
+};
+
+// `ringbus stat SEG --watch` on a terminal redraws until q, or Ctrl-C (the terminal's
+// interrupt character: SIGINT), is typed; it takes keys without Enter while it runs and
+// leaves the terminal in canonical mode with echo.
 TEST(Cli, StatWatchOnATerminalEndsOnQOrCtrlCAndRestoresTheTerminal) {
   ToolSegment seg;
   for (const char key : {'q', '\003'}) {
     SCOPED_TRACE(key == 'q' ? "q" : "Ctrl-C");
-    const WatchOnTerminal w = watch_on_terminal(seg.name(), key);
-    EXPECT_EQ(w.code, 0) << w.out;
-    EXPECT_TRUE(w.raw_while_running) << "keys would wait for Enter";
-    EXPECT_TRUE(w.restored) << "the terminal was left without canonical mode or echo";
-    EXPECT_NE(w.out.find("segment shm:" + seg.name()), std::string::npos) << w.out;
+    OnTerminal watch({"stat", seg.name(), "--watch", "--interval", "0.05"});
+    watch.read_until("GROUP", 2);  // the second redraw comes after the terminal went raw
+    EXPECT_TRUE(watch.raw()) << "keys would wait for Enter";
+    watch.type(key);
+    EXPECT_EQ(watch.wait(), 0) << watch.out();
+    EXPECT_TRUE(watch.canonical()) << "the terminal was left without canonical mode or echo";
+    EXPECT_NE(watch.out().find("segment shm:" + seg.name()), std::string::npos) << watch.out();
+  }
+}
+
+// `ringbus publish` with standard error on a terminal draws a progress bar while a slow
+// input comes in (lines and lines/s; no percentage known for a pipe), clears it before a
+// bad line's report and before the summary; with --no-progress it draws none.
+TEST(Cli, PublishOnATerminalDrawsAProgressBarAndClearsItBeforeEachReport) {
+  ToolSegment seg({"--capacity", "1M", "--max-event", "1K"});
+  std::string good;
+  for (int i = 0; i < 1024; ++i) good += R"({"event_type":"a","data":1})" "\n";
+  for (const bool bar : {true, false}) {
+    SCOPED_TRACE(bar ? "progress" : "--no-progress");
+    const Fifo fifo;
+    std::vector<std::string> args = {"publish", seg.name(), fifo.path()};
+    if (!bar) args.emplace_back("--no-progress");
+    OnTerminal publish(args);
+    const int writer = ::open(fifo.path().c_str(), O_WRONLY);  // meets the tool's open for reading
+    ASSERT_GE(writer, 0);
+    // Every 1024th line the bar is drawn if 100 ms have passed since it last was.
+    for (int round = 0; round < 3; ++round) {
+      ASSERT_EQ(::write(writer, good.data(), good.size()), static_cast<ssize_t>(good.size()));
+      std::this_thread::sleep_for(150ms);
+    }
+    const std::string bad = "{\"event_type\":\"a\"\n";
+    ASSERT_EQ(::write(writer, bad.data(), bad.size()), static_cast<ssize_t>(bad.size()));
+    ::close(writer);
+    publish.read_until("");
+    EXPECT_EQ(publish.wait(), 3) << publish.out();
+    const std::string& out = publish.out();
+    const std::string report = fifo.path() + ": line 3073: byte 86033 (column 18): the JSON object is not closed";
+    const std::string summary = "published 3,072 of 3,073 lines into shm:" + seg.name() + " (1 rejected)";
+    const std::regex drawn("\r\\[ {30}\\]   0\\.0%  (1,024|2,048|3,072) lines  [0-9]+ lines/s");
+    if (bar) {
+      EXPECT_TRUE(std::regex_search(out, drawn)) << out;
+      EXPECT_NE(out.find("\r\33[K" + report), std::string::npos) << out;
+      EXPECT_NE(out.find("\r\33[K" + summary), std::string::npos) << out;
+    } else {
+      EXPECT_EQ(out.find("\r["), std::string::npos) << out;
+      EXPECT_EQ(out.find("\33[K"), std::string::npos) << out;
+      EXPECT_NE(out.find(report), std::string::npos) << out;
+      EXPECT_NE(out.find(summary), std::string::npos) << out;
+    }
   }
 }
 
