@@ -11,10 +11,10 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <optional>
 #include <string>
-#include <fstream>
 #include <thread>
 #include <vector>
 
@@ -546,6 +546,12 @@ std::optional<std::string> in_small_tmpfs(const char* dir, const std::function<s
   int fds[2];
   if (::pipe(fds) != 0) return std::nullopt;
   const pid_t pid = ::fork();
+  if (pid < 0) {
+    ADD_FAILURE() << "fork: " << std::strerror(errno);
+    ::close(fds[0]);
+    ::close(fds[1]);
+    return std::nullopt;
+  }
   if (pid == 0) {
     ::close(fds[0]);
     std::string out;
