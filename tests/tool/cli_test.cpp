@@ -1,14 +1,14 @@
 // Runs the `ringbus` binary as a user would: create -> publish a JSON-lines file mixing
 // good and bad lines -> tail -> compare field by field; stat (text and Prometheus), dlq,
-// rm and the documented exit codes.
+// rm and the documented exit codes; on a terminal, publish's progress bar and stat --watch.
 #include <fcntl.h>
-#include <pty.h>
-#include <termios.h>
 #include <gtest/gtest.h>
+#include <pty.h>
 #include <simdjson.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <algorithm>
