@@ -104,6 +104,13 @@ std::string read_file(const std::string& path) {
   return ss.str();
 }
 
+std::string read_to_end(int fd) {
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) out.append(buf, static_cast<std::size_t>(n));
+  return out;
+}
+
 SegmentOptions TempSegment::small_options() {
   SegmentOptions o;
   o.capacity = 64 * 1024;

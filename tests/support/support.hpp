@@ -21,6 +21,8 @@ std::string unique_name(std::string_view prefix);
 
 // The whole content of a file ("" if it cannot be read).
 std::string read_file(const std::string& path);
+// Reads descriptor `fd` (a pipe, say) until end of file or an error.
+std::string read_to_end(int fd);
 
 // Creates a shared-memory segment under a unique name and removes the name when done.
 class TempSegment {

@@ -33,6 +33,7 @@
 #include "ringbus/producer.hpp"
 #include "ringbus/segment.hpp"
 #include "ringbus/stats.hpp"
+#include "process_support.hpp"
 #include "support.hpp"
 
 namespace {
@@ -49,6 +50,16 @@ struct Result {
 
 
 using Environment = std::vector<std::pair<std::string, std::string>>;
+
+// In a forked child: becomes `ringbus args...`.
+[[noreturn]] void exec_tool(std::vector<std::string> args) {
+  std::string tool = RINGBUS_TOOL;
+  std::vector<char*> argv{tool.data()};
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  ::execv(tool.c_str(), argv.data());
+  ::_exit(127);
+}
 
 // A child running `ringbus args...` (with `env` added to its environment), its output
 // going to files.
@@ -71,14 +82,7 @@ class Child {
       ::dup2(out, 1);
       ::dup2(err, 2);
       for (const auto& [name, value] : env) ::setenv(name.c_str(), value.c_str(), 1);
-      std::vector<char*> argv;
-      std::string tool = RINGBUS_TOOL;
-      argv.push_back(tool.data());
-      std::vector<std::string> copy = args;
-      for (std::string& a : copy) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(tool.c_str(), argv.data());
-      ::_exit(127);
+      exec_tool(args);
     }
   }
   void signal(int sig) const { ::kill(pid_, sig); }
@@ -405,9 +409,7 @@ TEST(Cli, TailOvertakenBetweenEventsSaysHowManyItMissed) {
   }
   constexpr std::uint64_t kTotal = 10'000;  // 120-byte records: about 18 laps of the ring
   publish(400, kTotal);
-  std::string out;
-  char buf[4096];
-  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) out.append(buf, static_cast<std::size_t>(n));
+  const std::string out = ringbus::test::read_to_end(fds[0]);
   ::close(fds[0]);
   const Result r = tail.wait();
   ASSERT_EQ(r.code, 0) << r.err;
@@ -672,14 +674,7 @@ class OnTerminal {
  public:
   explicit OnTerminal(std::vector<std::string> args) {
     pid_ = ::forkpty(&master_, nullptr, nullptr, nullptr);
-    if (pid_ == 0) {
-      std::string tool = RINGBUS_TOOL;
-      std::vector<char*> argv{tool.data()};
-      for (std::string& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      ::execv(tool.c_str(), argv.data());
-      ::_exit(127);
-    }
+    if (pid_ == 0) exec_tool(std::move(args));
     if (pid_ < 0) ADD_FAILURE() << "forkpty: " << std::strerror(errno);
   }
   ~OnTerminal() {
@@ -709,12 +704,7 @@ class OnTerminal {
     return ::tcgetattr(master_, &t) == 0 && (t.c_lflag & (ICANON | ECHO)) == 0;
   }
   // The exit code, or 128 + the signal that ended the child.
-  int wait() {
-    int status = 0;
-    while (::waitpid(pid_, &status, 0) < 0) {
-    }
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  }
+  int wait() const { return ringbus::test::reap(pid_); }
   [[nodiscard]] const std::string& out() const noexcept { return out_; }
 
  private:

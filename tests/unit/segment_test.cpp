@@ -5,7 +5,6 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -25,6 +24,7 @@
 #include "ringbus/producer.hpp"
 #include "ringbus/segment.hpp"
 #include "ringbus/tail_reader.hpp"
+#include "process_support.hpp"
 #include "support.hpp"
 
 namespace ringbus {
@@ -539,62 +539,43 @@ TEST(Segment, ImpossibleTailIsRefusedOnAttachAndBeforeUse) {
   EXPECT_EQ(error_of([&] { (void)TailReader::open_at(seg, layout::kMaxPosition + 8); }).code(), Errc::invalid_options);
 }
 
-// Runs `body` in a child process with a 1 MiB tmpfs mounted over `dir` in a mount
-// namespace of its own (the host's /dev/shm is untouched); returns what the child wrote,
-// or nullopt where the machine does not let it mount (not root, no CAP_SYS_ADMIN).
-std::optional<std::string> in_small_tmpfs(const char* dir, const std::function<std::string()>& body) {
+// Child: "create-in-full-tmpfs DIR SEGMENT FD": mounts a 1 MiB tmpfs over DIR in a mount
+// namespace of its own (the host's DIR is untouched), creates a 4 MiB segment SEGMENT
+// (a shared-memory name, or a path) and writes to descriptor FD the error's code and
+// message, then the names left in DIR; or "\001" and why where it may not mount (not
+// root, no CAP_SYS_ADMIN).
+const test::ChildRole create_in_full_tmpfs_role("create-in-full-tmpfs", [](const std::vector<std::string>& a) {
+  std::string out;
+  if (::unshare(CLONE_NEWNS) != 0 || ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+      ::mount("tmpfs", a.at(0).c_str(), "tmpfs", 0, "size=1m,mode=1777") != 0) {
+    out = "\001cannot mount a tmpfs: " + std::string(std::strerror(errno));
+  } else {
+    try {
+      (void)Segment::create(Location::parse(a.at(1)), {.capacity = 4u << 20});
+      out = "created";
+    } catch (const Error& e) {
+      out = std::string(to_string(e.code())) + "|" + e.what();
+    }
+    out += "|left:";
+    for (const auto& entry : std::filesystem::directory_iterator(a.at(0))) out += " " + entry.path().filename().string();
+  }
+  const int fd = std::stoi(a.at(2));
+  return ::write(fd, out.data(), out.size()) == static_cast<ssize_t>(out.size()) ? 0 : 1;
+});
+
+// What create-in-full-tmpfs wrote, or nullopt where it could not mount.
+std::optional<std::string> create_in_full_tmpfs(const std::string& dir, const std::string& segment) {
   int fds[2];
   if (::pipe(fds) != 0) return std::nullopt;
-  const pid_t pid = ::fork();
-  if (pid < 0) {
-    ADD_FAILURE() << "fork: " << std::strerror(errno);
-    ::close(fds[0]);
-    ::close(fds[1]);
-    return std::nullopt;
-  }
-  if (pid == 0) {
-    ::close(fds[0]);
-    std::string out;
-    if (::unshare(CLONE_NEWNS) != 0 || ::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
-        ::mount("tmpfs", dir, "tmpfs", 0, "size=1m,mode=1777") != 0) {
-      out = "\001cannot mount a tmpfs: " + std::string(std::strerror(errno));
-    } else {
-      try {
-        out = body();
-      } catch (const std::exception& e) {
-        out = std::string("unexpected exception: ") + e.what();
-      }
-    }
-    const bool written = ::write(fds[1], out.data(), out.size()) == static_cast<ssize_t>(out.size());
-    ::_exit(written ? 0 : 1);
-  }
+  const pid_t pid = test::spawn_child("create-in-full-tmpfs", {dir, segment, std::to_string(fds[1])});
   ::close(fds[1]);
-  std::string out;
-  char buf[512];
-  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) out.append(buf, static_cast<std::size_t>(n));
+  const std::string out = test::read_to_end(fds[0]);
   ::close(fds[0]);
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child status " << status;
+  EXPECT_EQ(test::reap(pid), 0) << out;
   if (out.starts_with('\001')) {
     std::fprintf(stderr, "%s\n", out.c_str() + 1);
     return std::nullopt;
   }
-  return out;
-}
-
-// Creates a 4 MiB segment at `where` in a 1 MiB tmpfs; returns the error's code and
-// message, then the names left in `dir`.
-std::string create_in_full_tmpfs(const Location& where, const char* dir) {
-  std::string out;
-  try {
-    (void)Segment::create(where, {.capacity = 4u << 20});
-    out = "created";
-  } catch (const Error& e) {
-    out = std::string(to_string(e.code())) + "|" + e.what();
-  }
-  out += "|left:";
-  for (const auto& entry : std::filesystem::directory_iterator(dir)) out += " " + entry.path().filename().string();
   return out;
 }
 
@@ -604,7 +585,7 @@ std::string create_in_full_tmpfs(const Location& where, const char* dir) {
 // reserved would instead kill its first producer with SIGBUS partway through the ring.
 TEST(Segment, ACreateThatDoesNotFitIsRefusedAtOnceAndLeavesNothing) {
   const std::string name = unique_name("full");
-  const auto shm = in_small_tmpfs("/dev/shm", [&] { return create_in_full_tmpfs(Location::shm(name), "/dev/shm"); });
+  const auto shm = create_in_full_tmpfs("/dev/shm", name);
   if (!shm) GTEST_SKIP() << "this machine does not let the test mount a tmpfs";
   EXPECT_TRUE(shm->starts_with("no_space|segment shm:" + name + ": cannot reserve ")) << *shm;
   EXPECT_NE(shm->find(" bytes (No space left on device); see `df -h /dev/shm`|"), std::string::npos) << *shm;
@@ -613,7 +594,7 @@ TEST(Segment, ACreateThatDoesNotFitIsRefusedAtOnceAndLeavesNothing) {
   const std::string dir = "/tmp/" + unique_name("fullfs");
   ASSERT_TRUE(std::filesystem::create_directory(dir));
   const std::string path = dir + "/events.seg";
-  const auto file = in_small_tmpfs(dir.c_str(), [&] { return create_in_full_tmpfs(Location::file(path), dir.c_str()); });
+  const auto file = create_in_full_tmpfs(dir, path);
   std::filesystem::remove(dir);
   ASSERT_TRUE(file.has_value());
   EXPECT_TRUE(file->starts_with("no_space|segment " + path + ": cannot reserve ")) << *file;
