@@ -28,6 +28,58 @@ bool held(State st) noexcept {
   return st == layout::owner::active || st == layout::owner::attaching || st == layout::owner::recovering;
 }
 
+// Whether the producer in slot `i` may still move the tail: attaching or active, by a
+// live process. A recoverer never moves the tail, and a dead owner claims nothing more.
+// Seq_cst: one side of the Dekker pair in take_exclusive().
+bool may_claim(const detail::SegmentRefs& r, std::uint32_t i) noexcept {
+  const layout::ProducerSlot& s = r.producers[i];
+  const std::uint64_t w = s.owner.load(std::memory_order_seq_cst);
+  const State st = layout::owner::state(w);
+  return (st == layout::owner::attaching || st == layout::owner::active) &&
+         !detail::owner_dead(w, s.owner_start.load(std::memory_order_acquire));
+}
+
+void give_back_exclusive(const detail::SegmentRefs& r, std::uint32_t slot, std::uint32_t pid) noexcept {
+  std::uint64_t mine = layout::exclusive::make(slot, pid);
+  (void)r.control->exclusive.compare_exchange_strong(mine, 0, std::memory_order_acq_rel);
+}
+
+// Called with `slot` just taken (attaching, seq_cst). Returns why the attach is refused,
+// or "" with the exclusive word taken if `exclusive`. DESIGN.md, "Exclusive producers":
+// every attach takes its slot and then reads the exclusive word; an exclusive attach
+// takes the word and then reads every slot. All seq_cst, so of two concurrent attaches
+// at least one sees the other and refuses.
+std::string take_exclusive(const detail::SegmentRefs& r, std::uint32_t slot, std::uint32_t pid, bool exclusive) {
+  std::atomic<std::uint64_t>& word = r.control->exclusive;
+  std::uint64_t w = word.load(std::memory_order_seq_cst);
+  for (;;) {
+    if (layout::exclusive::held(w)) {
+      const std::uint32_t holder = layout::exclusive::slot(w);
+      // Shared memory: a word naming no slot, or a slot now owned by another process,
+      // or a dead one, holds nothing.
+      if (holder < r.max_producers && holder != slot &&
+          layout::owner::pid(r.producers[holder].owner.load(std::memory_order_seq_cst)) ==
+              layout::exclusive::pid(w) &&
+          may_claim(r, holder)) {
+        return "the exclusive producer (slot " + std::to_string(holder) + ", pid " +
+               std::to_string(layout::exclusive::pid(w)) + ") is attached";
+      }
+      if (!word.compare_exchange_strong(w, 0, std::memory_order_seq_cst)) continue;
+      w = 0;
+    }
+    if (!exclusive) return {};
+    if (word.compare_exchange_strong(w, layout::exclusive::make(slot, pid), std::memory_order_seq_cst)) break;
+  }
+  for (std::uint32_t i = 0; i < r.max_producers; ++i) {
+    if (i == slot || !may_claim(r, i)) continue;
+    give_back_exclusive(r, slot, pid);
+    return "an exclusive producer needs the segment to itself, and producer slot " + std::to_string(i) +
+           " is attached by pid " + std::to_string(layout::owner::pid(r.producers[i].owner.load())) +
+           " (producer id " + std::to_string(r.producers[i].producer_id.load()) + ")";
+  }
+  return {};
+}
+
 }  // namespace
 
 Producer Producer::attach(const Segment& segment, const ProducerOptions& options) {
@@ -132,9 +184,14 @@ Producer Producer::attach(const Segment& segment, const ProducerOptions& options
         layout::owner::state(observed) != layout::owner::detached) {
       continue;
     }
+    // Seq_cst: the first half of the Dekker pair in take_exclusive().
     if (!s.owner.compare_exchange_strong(observed, layout::owner::make(layout::owner::attaching, me.pid),
-                                         std::memory_order_acq_rel)) {
+                                         std::memory_order_seq_cst)) {
       continue;  // another attach took it first
+    }
+    if (const std::string refused = take_exclusive(r, chosen, me.pid, options.exclusive); !refused.empty()) {
+      s.owner.store(observed, std::memory_order_release);  // the slot as it was
+      throw Error(Errc::busy, where + ": " + refused);
     }
     s.owner_start.store(me.start_ticks, std::memory_order_relaxed);
     std::uint32_t id = options.producer_id;
@@ -169,6 +226,7 @@ Producer Producer::attach(const Segment& segment, const ProducerOptions& options
         }
       }
       if (lost) {
+        if (options.exclusive) give_back_exclusive(r, chosen, me.pid);
         s.producer_id.store(0, std::memory_order_relaxed);
         s.owner.store(layout::owner::make(layout::owner::free, 0), std::memory_order_release);
         throw Error(Errc::busy, where + ": producer id " + std::to_string(options.producer_id) +
@@ -187,6 +245,7 @@ Producer Producer::attach(const Segment& segment, const ProducerOptions& options
     p.max_claim_ = std::min<std::uint64_t>(r.capacity / 4, std::uint64_t{1} << 31);
     p.wait_ = options.wait;
     p.timestamps_ = options.timestamps;
+    p.exclusive_ = options.exclusive;
     p.refresh_limit(0);
     return p;
   }
@@ -212,6 +271,7 @@ Producer& Producer::operator=(Producer&& o) noexcept {
   max_claim_ = o.max_claim_;
   wait_ = o.wait_;
   timestamps_ = o.timestamps_;
+  exclusive_ = o.exclusive_;
   open_ = false;
   open_claim_ = nullptr;
   o.slot_ = nullptr;
@@ -223,6 +283,8 @@ void Producer::detach() noexcept {
   if (open_claim_ != nullptr) open_claim_->abort();
   slot_->claim.store(0, std::memory_order_relaxed);
   slot_->claim_key_index.store(0, std::memory_order_relaxed);
+  // The exclusive word first: while it names this slot, other attaches are refused.
+  if (exclusive_) give_back_exclusive(r_, slot_index_, detail::self_process().pid);
   slot_->owner.store(layout::owner::make(layout::owner::detached, detail::self_process().pid),
                      std::memory_order_release);
   slot_ = nullptr;

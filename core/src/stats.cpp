@@ -44,6 +44,7 @@ SegmentStats read_stats(const Segment& segment) {
   s.longest_stall_ns = c.longest_stall_ns.load(std::memory_order_relaxed);
   s.stalls_unresolved = c.stalls_unresolved.load(std::memory_order_relaxed);
 
+  const std::uint64_t exclusive = c.exclusive.load(std::memory_order_acquire);
   for (std::uint32_t i = 0; i < r.max_producers; ++i) {
     const layout::ProducerSlot& p = r.producers[i];
     const std::uint64_t w = p.owner.load(std::memory_order_acquire);
@@ -55,6 +56,8 @@ SegmentStats read_stats(const Segment& segment) {
     ps.pid = layout::owner::pid(w);
     ps.state = state_name(st);
     ps.alive = held(st) && !detail::owner_dead(w, p.owner_start.load(std::memory_order_relaxed));
+    ps.exclusive = layout::exclusive::held(exclusive) && layout::exclusive::slot(exclusive) == i &&
+                   layout::exclusive::pid(exclusive) == ps.pid && held(st);
     ps.epoch = p.epoch.load(std::memory_order_relaxed);
     ps.next_seq = p.next_seq.load(std::memory_order_relaxed);
     ps.published = p.published.load(std::memory_order_relaxed);

@@ -47,12 +47,13 @@ const char* point_name(FaultPoint p) {
 struct Case {
   FaultPoint point;
   bool keyed;
-  bool wrap;  // the fatal claim crosses the end of the ring (padding + record)
+  bool wrap;       // the fatal claim crosses the end of the ring (padding + record)
+  bool exclusive;  // the dead producer was attached exclusively (its claims store the tail)
 };
 
 std::string case_name(const ::testing::TestParamInfo<Case>& info) {
   return std::string(point_name(info.param.point)) + (info.param.keyed ? "_keyed" : "_unkeyed") +
-         (info.param.wrap ? "_wrapping" : "");
+         (info.param.wrap ? "_wrapping" : "") + (info.param.exclusive ? "_exclusive" : "");
 }
 
 struct ChildReport {
@@ -70,14 +71,15 @@ Status publish_n(Producer& p, std::uint64_t key, std::uint64_t n) {
   return p.publish(key, 1, std::as_bytes(std::span(buf)));
 }
 
-// Child: "crash-producer LOCATION KEYED WRAP POINT REPORT_FD". Publishes 10 events (and,
-// with WRAP, up to the end of the ring), then one more with the fault hook armed at POINT.
+// Child: "crash-producer LOCATION KEYED WRAP POINT REPORT_FD EXCLUSIVE". Publishes 10
+// events (and, with WRAP, up to the end of the ring), then one more with the fault hook
+// armed at POINT.
 const test::ChildRole crash_producer("crash-producer", [](const std::vector<std::string>& a) {
   const Segment s = Segment::open(Location::shm(a.at(0)));
   const bool keyed = a.at(1) == "1";
   const bool wrap = a.at(2) == "1";
   SharedBlock<ChildReport> report(std::stoi(a.at(4)));
-  Producer p = Producer::attach(s);
+  Producer p = Producer::attach(s, {.exclusive = a.at(5) == "1"});
   const std::uint64_t key = key_of_case(keyed);
   std::uint64_t n = 0;
   for (; n < 10; ++n) publish_n(p, key, n);
@@ -93,10 +95,10 @@ const test::ChildRole crash_producer("crash-producer", [](const std::vector<std:
 });
 
 // Runs a crash-producer until it dies at `point`, and reaps it: its exit status.
-int run_crash_producer(const test::TempSegment& seg, FaultPoint point, bool keyed, bool wrap,
-                       const SharedBlock<ChildReport>& report) {
-  return reap(spawn_child("crash-producer", {seg.location().name, keyed ? "1" : "0", wrap ? "1" : "0",
-                                             std::to_string(static_cast<int>(point)), report.fd_arg()}));
+int run_crash_producer(const test::TempSegment& seg, const Case& c, const SharedBlock<ChildReport>& report) {
+  return reap(spawn_child("crash-producer",
+                          {seg.location().name, c.keyed ? "1" : "0", c.wrap ? "1" : "0",
+                           std::to_string(static_cast<int>(c.point)), report.fd_arg(), c.exclusive ? "1" : "0"}));
 }
 
 class ProducerDeath : public ::testing::TestWithParam<Case> {};
@@ -119,11 +121,13 @@ TEST_P(ProducerDeath, ConsumersPassWhatItLeftAndKeySeqStaysContiguous) {
 
   const std::uint64_t key = key_of_case(c.keyed);
   SharedBlock<ChildReport> report;
-  ASSERT_EQ(run_crash_producer(seg, c.point, c.keyed, c.wrap, report), 128 + SIGKILL)
+  ASSERT_EQ(run_crash_producer(seg, c, report), 128 + SIGKILL)
       << "the producer did not die at " << point_name(c.point);
   const std::uint64_t before = report->published.load();
 
+  // A dead exclusive producer holds nothing: another producer attaches at once.
   Producer p2 = Producer::attach(seg.segment());
+  EXPECT_EQ(seg.segment().refs().control->exclusive.load(), 0u);
   for (std::uint64_t n = 0; n < 10; ++n) ASSERT_EQ(publish_n(p2, key, 1'000'000 + n), Status::ok);
   const bool fatal_committed = c.point == FaultPoint::after_commit;
   const std::uint64_t expected = before + 10 + (fatal_committed ? 1 : 0);
@@ -177,7 +181,10 @@ std::vector<Case> all_cases() {
                        FaultPoint::after_unlatch, FaultPoint::before_frame, FaultPoint::after_commit}) {
     for (bool keyed : {true, false}) {
       if (!keyed && p == FaultPoint::after_latch) continue;  // unkeyed claims take no latch
-      for (bool wrap : {false, true}) out.push_back({p, keyed, wrap});
+      for (bool wrap : {false, true}) {
+        out.push_back({p, keyed, wrap, false});
+        if (!wrap || p == FaultPoint::after_tail_cas) out.push_back({p, keyed, wrap, true});
+      }
     }
   }
   return out;
@@ -293,7 +300,7 @@ TEST(ProducerDeathWithAFullTable, AttachRepairsADeadProducersSlotAndTakesIt) {
   std::atomic<std::uint64_t> delivered{0};
   g.start([&](const Event&) { delivered.fetch_add(1); });
   SharedBlock<ChildReport> report;
-  ASSERT_EQ(run_crash_producer(seg, FaultPoint::before_frame, false, false, report), 128 + SIGKILL);
+  ASSERT_EQ(run_crash_producer(seg, {FaultPoint::before_frame, false, false, false}, report), 128 + SIGKILL);
   {
     const SegmentStats s = read_stats(seg.segment());
     ASSERT_EQ(s.producers.size(), 1u);
@@ -336,7 +343,7 @@ TEST_P(ProducerDeathOnABusyCpu, WhatItLeftIsRepairedWithinTheBoundThoughEveryYie
   std::atomic<std::uint64_t> delivered{0};
   g.start([&](const Event&) { delivered.fetch_add(1); });
   SharedBlock<ChildReport> report;
-  ASSERT_EQ(run_crash_producer(seg, point, keyed, false, report), 128 + SIGKILL);
+  ASSERT_EQ(run_crash_producer(seg, {point, keyed, false, false}, report), 128 + SIGKILL);
   // The next producer runs on the busy CPU too: for a latch left held, it waits.
   std::uint64_t published = 0;
   std::chrono::nanoseconds publishing{0};

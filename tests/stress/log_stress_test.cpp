@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "ringbus/consumer.hpp"
+#include "ringbus/error.hpp"
 #include "ringbus/hash.hpp"
 #include "ringbus/producer.hpp"
 #include "ringbus/stats.hpp"
@@ -191,6 +193,86 @@ TEST(Stress, ProducersKeysGroupsWorkersExactlyOnceInKeyOrder) {
   const SegmentStats s = read_stats(seg.segment());
   EXPECT_EQ(s.published, published);
   EXPECT_GT(s.back_pressure, 0u) << "a 256 KiB ring should have pushed back";
+}
+
+// Threads attach, publish a turn and detach, over and over, each time exclusively or not
+// at random. An exclusive producer moves the tail with a plain store, so one attached
+// beside any other producer would overwrite its claims. The attach protocol (a Dekker
+// pair on the slot and the exclusive word) must keep them apart: an exclusive holder
+// finds no other producer counted as attached, and every event arrives exactly once with
+// key_seq gap-free across the hand-overs.
+TEST(Stress, ExclusiveAndSharedProducersTakeTurnsAndNothingIsLost) {
+  test::set_deadline_scale(2);
+  const std::uint64_t total = stress_events(1'000'000) / 8;
+  constexpr std::uint32_t kThreads = 4;
+  constexpr std::uint64_t kKeys = 8;
+  constexpr std::uint64_t kTurn = 64;  // events a turn
+  TempSegment seg({.capacity = 128 * 1024, .max_event = 256, .key_slots = 64}, "exclusive");
+  GroupRun g(seg.segment(), "g", 2, WaitStrategy::spin_yield(64));
+  g.start();
+
+  std::atomic<std::uint32_t> attached_now{0};
+  std::atomic<std::uint64_t> exclusive_turns{0}, shared_turns{0}, refused{0}, overlaps{0};
+  std::vector<std::uint64_t> per_key(kKeys + 1, 0);
+  std::mutex mu;
+  std::uint64_t expected_sum = 0;
+  std::vector<std::thread> threads;
+  for (std::uint32_t t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      Rng rng{0x2545f4914f6cdd1dull * (t + 1)};
+      std::vector<std::uint64_t> mine(kKeys + 1, 0);
+      std::uint64_t sum = 0;
+      std::uint64_t i = 0;
+      const std::uint64_t n = total / kThreads;
+      while (i < n) {
+        const bool exclusive = rng.next() % 2 == 0;
+        Producer p;
+        try {
+          p = Producer::attach(seg.segment(), {.wait = WaitStrategy::spin_yield(64), .exclusive = exclusive});
+        } catch (const Error& e) {
+          ASSERT_EQ(e.code(), Errc::busy) << e.what();
+          refused.fetch_add(1, std::memory_order_relaxed);
+          std::this_thread::yield();
+          continue;
+        }
+        const std::uint32_t others = attached_now.fetch_add(1);
+        if (exclusive && others != 0) overlaps.fetch_add(1);
+        for (std::uint64_t k = 0; k < kTurn && i < n; ++k, ++i) {
+          const std::uint64_t key = rng.next() % (kKeys + 1);  // 0: unkeyed
+          const Payload pl{t, 0, i, check_of(t, i)};
+          ASSERT_EQ(p.publish(key, 1, std::as_bytes(std::span(&pl, 1))), Status::ok);
+          sum += pl.check;
+          ++mine[key];
+        }
+        const std::uint32_t now = attached_now.fetch_sub(1);
+        if (exclusive && now != 1) overlaps.fetch_add(1);
+        (exclusive ? exclusive_turns : shared_turns).fetch_add(1, std::memory_order_relaxed);
+      }
+      std::lock_guard lock(mu);
+      expected_sum += sum;
+      for (std::uint64_t k = 0; k <= kKeys; ++k) per_key[k] += mine[k];
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::uint64_t published = 0;
+  for (std::uint64_t c : per_key) published += c;
+  ASSERT_TRUE(test::eventually([&] { return g.delivered.load() >= published; }, std::chrono::minutes(10)));
+  g.group.stop();
+
+  EXPECT_EQ(overlaps.load(), 0u) << "an exclusive producer was attached beside another";
+  EXPECT_GT(exclusive_turns.load(), 0u);
+  EXPECT_GT(shared_turns.load(), 0u);
+  const Checker c = g.total();
+  EXPECT_EQ(c.count, published) << "each event exactly once";
+  EXPECT_EQ(c.checksum, expected_sum);
+  EXPECT_EQ(c.bad_payload, 0u);
+  EXPECT_EQ(c.out_of_order, 0u);
+  EXPECT_EQ(c.gaps, 0u);
+  for (std::uint64_t k = 1; k <= kKeys; ++k) EXPECT_EQ(seg.segment().was_last_key_seq(k), per_key[k]) << k;
+  EXPECT_EQ(seg.segment().refs().control->exclusive.load(), 0u);
+  std::printf("exclusive turns %llu, shared turns %llu, attaches refused %llu\n",
+              static_cast<unsigned long long>(exclusive_turns.load()),
+              static_cast<unsigned long long>(shared_turns.load()), static_cast<unsigned long long>(refused.load()));
 }
 
 TEST(Stress, AbortedClaimsKeepKeySeqGapFree) {

@@ -900,7 +900,7 @@ TEST(Cli, InfoShowsLayoutProducersGroupsPositionsAndLag) {
   } unlink_at_end{path};
   const ringbus::Segment s = ringbus::Segment::open(ringbus::Location::file(path));
   ringbus::ConsumerGroup g = ringbus::ConsumerGroup::join(s, "orders");
-  ringbus::Producer p = ringbus::Producer::attach(s, {.producer_id = 7});
+  ringbus::Producer p = ringbus::Producer::attach(s, {.producer_id = 7, .exclusive = true});
   const std::uint64_t v = 42;
   for (std::uint64_t key : {1, 2, 1}) ASSERT_EQ(p.publish(key, 1, std::as_bytes(std::span(&v, 1))), ringbus::Status::ok);
   std::uint64_t handled = 0;
@@ -919,7 +919,7 @@ TEST(Cli, InfoShowsLayoutProducersGroupsPositionsAndLag) {
   simdjson::ondemand::document doc = parser.iterate(text);
   simdjson::ondemand::object root = doc.get_object();
   EXPECT_EQ(std::string_view(root["segment"].get_string()), path);
-  EXPECT_EQ(std::string_view(root["version"].get_string()), "1.1");
+  EXPECT_EQ(std::string_view(root["version"].get_string()), "1.2");
   EXPECT_EQ(uint64_t(root["capacity"].get_uint64()), 1u << 20);
   EXPECT_EQ(uint64_t(root["max_event"].get_uint64()), 1024u);
   EXPECT_EQ(uint64_t(root["tail"].get_uint64()), tail);
@@ -934,6 +934,7 @@ TEST(Cli, InfoShowsLayoutProducersGroupsPositionsAndLag) {
     EXPECT_EQ(uint64_t(pr["pid"].get_uint64()), static_cast<std::uint64_t>(::getpid()));
     EXPECT_EQ(std::string_view(pr["state"].get_string()), "active");
     EXPECT_TRUE(bool(pr["alive"].get_bool()));
+    EXPECT_TRUE(bool(pr["exclusive"].get_bool()));
     EXPECT_EQ(uint64_t(pr["next_seq"].get_uint64()), 6u);
     EXPECT_EQ(uint64_t(pr["published"].get_uint64()), 5u);
     ++producers;
@@ -963,8 +964,8 @@ TEST(Cli, InfoShowsLayoutProducersGroupsPositionsAndLag) {
   const Result plain = ringbus_run({"info", path});
   ASSERT_EQ(plain.code, 0) << plain.err;
   for (const std::string& want :
-       {"segment " + path + "  layout 1.1", std::string("capacity 1 MiB  max event 1 KiB  keys 4/65,536"),
-        "tail " + std::to_string(tail) + " (lap 0)  published 5", std::string("producers (1)"),
+       {"segment " + path + "  layout 1.2", std::string("capacity 1 MiB  max event 1 KiB  keys 4/65,536"),
+        "tail " + std::to_string(tail) + " (lap 0)  published 5", std::string("producers (1, slot 0 exclusive)\n"),
         std::string("groups (1)"), std::string("orders  workers 1  cursor ")}) {
     EXPECT_NE(plain.out.find(want), std::string::npos) << want << "\n" << plain.out;
   }
@@ -1028,8 +1029,9 @@ TEST(Cli, InfoShowsEachCounterInItsOwnField) {
     const bool alive = pr["alive"].get_bool();
     const uint64_t full = pr["full"].get_uint64();
     const uint64_t aborted = pr["aborted"].get_uint64();
+    const bool exclusive = pr["exclusive"].get_bool();
     producers.push_back(std::to_string(id) + (alive ? " alive " : " dead ") + std::to_string(full) + " " +
-                        std::to_string(aborted));
+                        std::to_string(aborted) + (exclusive ? " exclusive" : ""));
   }
   EXPECT_EQ(producers, (std::vector<std::string>{"7 alive 11 13", "9 dead 0 0"}));
   std::vector<std::string> workers;
@@ -1057,6 +1059,7 @@ TEST(Cli, InfoShowsEachCounterInItsOwnField) {
     EXPECT_NE(plain.out.find(want), std::string::npos) << want << "\n" << plain.out;
   }
   EXPECT_TRUE(std::regex_search(plain.out, std::regex(R"(by pid [0-9]+ \(exited\))"))) << plain.out;
+  EXPECT_NE(plain.out.find("\nproducers (2)\n"), std::string::npos) << "no exclusive producer\n" << plain.out;
   EXPECT_TRUE(std::regex_search(plain.out, std::regex(R"(\n +0 +7 +[0-9]+ +active +2 +1 +11\n)"))) << plain.out;
   EXPECT_TRUE(std::regex_search(plain.out, std::regex(R"(\n +1 +9 +1073741808 +active! )"))) << plain.out;
   EXPECT_TRUE(std::regex_search(plain.out, std::regex(R"(worker +0 +pid +[0-9]+ +running .* voids 17  errors 19\n)")))
@@ -1187,6 +1190,33 @@ TEST(Cli, DeadLetterShowAndListPrintEveryField) {
   const Result empty = ringbus_run({"dlq", seg.name(), "orders", "list"});
   EXPECT_NE(empty.out.find("dead letters of group \"orders\": 0 "), std::string::npos) << empty.out;
   EXPECT_EQ(empty.out.find("attempts"), std::string::npos) << empty.out;
+}
+
+// publish --exclusive attaches as the segment's only producer: refused, naming who is
+// attached, while another producer is, and nothing is published; alone, it publishes
+// and gives the segment back when it exits.
+TEST(Cli, PublishExclusiveNeedsTheSegmentToItself) {
+  ToolSegment seg;
+  const ringbus::Segment s = seg.open();
+  TempFile file(R"({"event_type":"order.created","key":"o-1","data":{"n":1}})" "\n");
+  {
+    ringbus::Producer other = ringbus::Producer::attach(s, {.producer_id = 5});
+    const Result refused = ringbus_run({"publish", "--exclusive", seg.name(), file.path()});
+    EXPECT_EQ(refused.code, 1);
+    EXPECT_NE(refused.err.find("an exclusive producer needs the segment to itself, and producer slot " +
+                               std::to_string(other.slot_index()) + " is attached by pid " +
+                               std::to_string(::getpid()) + " (producer id 5)"),
+              std::string::npos)
+        << refused.err;
+    EXPECT_EQ(s.was_tail(), 0u) << "nothing was published";
+  }
+  const Result alone = ringbus_run({"publish", "--exclusive", seg.name(), file.path()});
+  ASSERT_EQ(alone.code, 0) << alone.err;
+  EXPECT_GT(s.was_tail(), 0u);
+  EXPECT_EQ(s.refs().control->exclusive.load(), 0u) << "given back when the tool exited";
+  EXPECT_EQ(ringbus_run({"publish", seg.name(), file.path()}).code, 0);
+  const Result tail = ringbus_run({"tail", seg.name(), "--from", "start"});
+  EXPECT_EQ(occurrences(tail.out, "order.created"), 2u) << tail.out;
 }
 
 TEST(Cli, DeadLettersListShowRedrivePurge) {

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <optional>
 #include <set>
 #include <string>
 #include <string_view>
@@ -827,6 +828,129 @@ TEST(Producer, MovingAProducerKeepsItsSlotAndSequence) {
   const auto seen = drain(seg.segment());
   ASSERT_EQ(seen.size(), 2u);
   EXPECT_EQ(seen[1].producer_seq, 2u);
+}
+
+// An exclusive producer has the segment to itself: it is refused while another producer
+// is attached, every attach is refused while it is attached, and both messages name
+// who holds the segment. Detaching either way makes room for the other.
+TEST(Producer, AnExclusiveProducerAndAnyOtherAreNeverAttachedTogether) {
+  TempSegment seg;
+  const std::string pid = std::to_string(detail::self_process().pid);
+  std::optional<Producer> shared(Producer::attach(seg.segment(), {.producer_id = 9}));
+  EXPECT_FALSE(shared->exclusive());
+  ASSERT_EQ(shared->try_publish(0, 1, bytes_of("s")), Status::ok);
+  Error e = test::error_of([&] { (void)Producer::attach(seg.segment(), {.exclusive = true}); });
+  EXPECT_EQ(e.code(), Errc::busy);
+  EXPECT_NE(std::string(e.what()).find("producer slot " + std::to_string(shared->slot_index()) +
+                                       " is attached by pid " + pid + " (producer id 9)"),
+            std::string::npos)
+      << e.what();
+  EXPECT_EQ(seg.segment().refs().control->exclusive.load(), 0u) << "a refused attach leaves the word free";
+  shared.reset();
+
+  Producer only = Producer::attach(seg.segment(), {.exclusive = true});
+  EXPECT_TRUE(only.exclusive());
+  for (const ProducerOptions& o : {ProducerOptions{}, ProducerOptions{.producer_id = 9}, ProducerOptions{.exclusive = true}}) {
+    e = test::error_of([&] { (void)Producer::attach(seg.segment(), o); });
+    EXPECT_EQ(e.code(), Errc::busy);
+    EXPECT_NE(std::string(e.what()).find("the exclusive producer (slot " + std::to_string(only.slot_index()) +
+                                         ", pid " + pid + ") is attached"),
+              std::string::npos)
+        << e.what();
+  }
+  ASSERT_EQ(only.try_publish(0, 1, bytes_of("x")), Status::ok);
+  // A refused attach gives back the slot it took: every slot is still free for later.
+  const SegmentStats stats = read_stats(seg.segment());
+  std::size_t attached = 0;
+  for (const auto& p : stats.producers) attached += p.state == "active" ? 1 : 0;
+  EXPECT_EQ(attached, 1u);
+
+  Producer moved = std::move(only);
+  EXPECT_TRUE(moved.exclusive());
+  moved.detach();
+  EXPECT_EQ(seg.segment().refs().control->exclusive.load(), 0u);
+  Producer a = Producer::attach(seg.segment());
+  Producer b = Producer::attach(seg.segment(), {.producer_id = 9});
+  ASSERT_EQ(b.try_publish(0, 1, bytes_of("y")), Status::ok);
+  const auto seen = drain(seg.segment());
+  ASSERT_EQ(seen.size(), 3u);
+  EXPECT_EQ(seen[1].payload, "x");
+  EXPECT_EQ(seen[2].producer_seq, 2u) << "producer id 9 continued its sequence";
+}
+
+// The exclusive word is shared memory: one naming a holder that is gone (its slot
+// detached, attached by another process, owned by a dead process, or no such slot)
+// holds nothing, and the next attach takes it back.
+TEST(Producer, AnExclusiveWordWhoseHolderIsGoneIsTakenBack) {
+  constexpr std::uint32_t kDeadPid = 0x3ffffff0;  // above pid_max: never a live process
+  TempSegment seg;
+  std::atomic<std::uint64_t>& word = seg.segment().refs().control->exclusive;
+  const std::uint32_t pid = detail::self_process().pid;
+  std::uint32_t slot = 0;
+  {
+    Producer p = Producer::attach(seg.segment(), {.exclusive = true});
+    slot = p.slot_index();
+    EXPECT_EQ(word.load(), layout::exclusive::make(slot, pid));
+  }
+  EXPECT_EQ(word.load(), 0u) << "detach gives the word back";
+  Producer keep = Producer::attach(seg.segment());  // a slot attached by this process
+  for (const std::uint64_t stale : {layout::exclusive::make(slot, pid),                   // detached
+                                    layout::exclusive::make(keep.slot_index(), kDeadPid),  // another's now
+                                    layout::exclusive::make(40'000, pid)}) {               // no such slot
+    word.store(stale);
+    Producer p = Producer::attach(seg.segment());
+    EXPECT_EQ(word.load(), 0u) << std::hex << stale;
+    EXPECT_EQ(p.try_publish(0, 1, bytes_of("x")), Status::ok);
+  }
+  keep.detach();
+  // A holder whose process died while attached.
+  Producer p = Producer::attach(seg.segment());
+  layout::ProducerSlot& s = seg.segment().refs().producers[p.slot_index()];
+  const std::uint64_t mine = s.owner.load();
+  s.owner.store(layout::owner::make(layout::owner::active, kDeadPid));
+  word.store(layout::exclusive::make(p.slot_index(), kDeadPid));
+  {
+    Producer q = Producer::attach(seg.segment(), {.exclusive = true});
+    EXPECT_EQ(word.load(), layout::exclusive::make(q.slot_index(), pid));
+  }
+  s.owner.store(mine);
+  // And the same slot alive again: its word holds.
+  word.store(layout::exclusive::make(p.slot_index(), pid));
+  EXPECT_EQ(test::error_of([&] { (void)Producer::attach(seg.segment()); }).code(), Errc::busy);
+  word.store(0);
+}
+
+// An exclusive producer's claims advance the tail by a store: what it publishes is the
+// same log a shared producer writes, across laps with padding, keyed and in batches.
+TEST(Producer, AnExclusiveProducerWritesTheSameLogAsASharedOne) {
+  auto publish_all = [](const Segment& s, bool exclusive) {
+    Producer p = Producer::attach(s, {.producer_id = 3, .timestamps = Timestamps::none, .exclusive = exclusive});
+    for (std::uint64_t i = 0; i < 1000; ++i) {
+      const std::string payload(10 + (i * 37) % 900, static_cast<char>('a' + i % 26));
+      if (i % 50 == 7) {
+        Claim c;
+        EXPECT_EQ(p.try_claim_batch(i % 3, 2, 16, 4, c), Status::ok);
+        for (std::uint32_t k = 0; k < 4; ++k) std::memset(c.payload(k).data(), 'b', 16);
+        c.commit();
+      } else {
+        EXPECT_EQ(p.try_publish(i % 3, 1, bytes_of(payload)), Status::ok);
+      }
+    }
+    return s.was_tail();
+  };
+  TempSegment shared_seg, exclusive_seg;
+  const std::uint64_t tail = publish_all(shared_seg.segment(), false);
+  ASSERT_EQ(publish_all(exclusive_seg.segment(), true), tail);
+  ASSERT_GT(tail, 3 * shared_seg.segment().refs().capacity) << "the log wrapped";
+  // Timestamps off, the same producer id: the two rings hold the same bytes.
+  const auto& ra = shared_seg.segment().refs();
+  const auto& rb = exclusive_seg.segment().refs();
+  ASSERT_EQ(ra.capacity, rb.capacity);
+  EXPECT_EQ(std::memcmp(ra.log, rb.log, ra.capacity), 0);
+  const std::uint64_t lap_start = (tail >> ra.shift) << ra.shift;
+  const auto seen = drain(exclusive_seg.segment(), lap_start);
+  ASSERT_FALSE(seen.empty());
+  EXPECT_EQ(seen.back().producer_seq, 1000u + 20 * 3) << "every claim got its own producer_seq";
 }
 
 }  // namespace

@@ -85,15 +85,18 @@ void add_event_commands(CLI::App& app, int& exit_code) {
     auto timeout = std::make_shared<double>(10.0);
     auto max_errors = std::make_shared<std::size_t>(20);
     auto no_progress = std::make_shared<bool>(false);
+    auto exclusive = std::make_shared<bool>(false);
     cmd->add_option("file", *file, "JSON lines file, or - for standard input (default)");
     cmd->add_option("--timeout", *timeout, "Seconds to wait for room while the log is full (default 10, at most a day)")
         ->check(seconds_between(0.0, kMaxTimeoutSeconds));
     cmd->add_option("--max-errors", *max_errors, "Bad lines reported in full (default 20; all are counted)");
     cmd->add_flag("--no-progress", *no_progress, "No progress bar on a terminal");
+    cmd->add_flag("--exclusive", *exclusive,
+                  "Attach as the segment's only producer (refused while another is attached; refuses others)");
     cmd->callback([=, &exit_code] {
       const Segment seg = Segment::open(arg->location());
       SchemaRegistry registry(seg);
-      Producer producer = Producer::attach(seg);
+      Producer producer = Producer::attach(seg, {.exclusive = *exclusive});
       std::ifstream file_in;
       std::istream* in = &std::cin;
       std::uint64_t input_size = 0;

@@ -40,10 +40,10 @@ void print_info(const Segment& seg, bool json) {
                s.records_voided, s.latches_released, s.longest_stall_ns, s.stalls_unresolved);
     for (std::size_t i = 0; i < s.producers.size(); ++i) {
       const ProducerStats& p = s.producers[i];
-      fmt::print("{}{{\"slot\":{},\"producer_id\":{},\"pid\":{},\"state\":\"{}\",\"alive\":{},\"next_seq\":{},"
-                 "\"published\":{},\"full\":{},\"aborted\":{}}}",
-                 i ? "," : "", p.slot, p.producer_id, p.pid, p.state, p.alive, p.next_seq, p.published, p.full,
-                 p.aborted);
+      fmt::print("{}{{\"slot\":{},\"producer_id\":{},\"pid\":{},\"state\":\"{}\",\"alive\":{},\"exclusive\":{},"
+                 "\"next_seq\":{},\"published\":{},\"full\":{},\"aborted\":{}}}",
+                 i ? "," : "", p.slot, p.producer_id, p.pid, p.state, p.alive, p.exclusive, p.next_seq, p.published,
+                 p.full, p.aborted);
     }
     fmt::print("],\"groups\":[");
     for (std::size_t i = 0; i < s.groups.size(); ++i) {
@@ -73,7 +73,9 @@ void print_info(const Segment& seg, bool json) {
              "{:.1f} ms  stalls unresolved {}\n",
              s.producers_recovered, s.holes_padded, s.records_voided, s.latches_released,
              static_cast<double>(s.longest_stall_ns) / 1e6, s.stalls_unresolved);
-  fmt::print("producers ({})\n", s.producers.size());
+  const auto excl = std::find_if(s.producers.begin(), s.producers.end(), [](const ProducerStats& p) { return p.exclusive; });
+  fmt::print("producers ({}{})\n", s.producers.size(),
+             excl == s.producers.end() ? "" : fmt::format(", slot {} exclusive", excl->slot));
   if (!s.producers.empty()) {
     fmt::print("  {:>4}  {:>10}  {:>8}  {:<10}  {:>12}  {:>12}  {:>8}\n", "slot", "id", "pid", "state", "next_seq",
                "published", "full");

@@ -21,8 +21,10 @@ namespace ringbus::layout {
 
 inline constexpr std::uint64_t kMagic = 0x0053554247'4e4952ull;  // "RINGBUS\0" in memory order
 inline constexpr std::uint32_t kVersionMajor = 1;
-// Minor versions add only what older libraries may ignore. 1: ControlBlock::group_lock.
-inline constexpr std::uint32_t kVersionMinor = 1;
+// Minor versions add what older libraries do not read. 1: ControlBlock::group_lock.
+// 2: ControlBlock::exclusive (a library of minor < 2 does not see an exclusive producer:
+// do not attach one to a segment that such a library publishes to).
+inline constexpr std::uint32_t kVersionMinor = 2;
 
 inline constexpr std::size_t kPage = 4096;
 // Independently written hot words are kept this far apart: one line, plus the
@@ -153,12 +155,27 @@ struct alignas(kHotAlign) ControlBlock {
   // new name cannot both register it. Zero in a segment of minor version 0: free.
   std::atomic<std::uint64_t> group_lock;
   std::atomic<std::uint64_t> group_lock_start;
+  // The exclusive producer: exclusive::make(slot, pid) while one is attached, else 0
+  // (also in a segment of minor version < 2). DESIGN.md, "Exclusive producers".
+  std::atomic<std::uint64_t> exclusive;
 };
 static_assert(offsetof(ControlBlock, tail) == 0);
 static_assert(offsetof(ControlBlock, gating_gen) == kHotAlign, "tail and gating generation apart");
 static_assert(offsetof(ControlBlock, data_waiters) == 2 * kHotAlign);
 static_assert(offsetof(ControlBlock, space_waiters) == 3 * kHotAlign);
 static_assert(sizeof(ControlBlock) == 5 * kHotAlign);
+
+// The exclusive producer word (ControlBlock::exclusive): [pid:32 | slot + 1:32], 0 = none.
+namespace exclusive {
+constexpr std::uint64_t make(std::uint32_t slot, std::uint32_t pid) noexcept {
+  return (std::uint64_t{pid} << 32) | (std::uint64_t{slot} + 1);
+}
+constexpr bool held(std::uint64_t w) noexcept { return w != 0; }
+constexpr std::uint32_t slot(std::uint64_t w) noexcept { return static_cast<std::uint32_t>(w) - 1; }
+constexpr std::uint32_t pid(std::uint64_t w) noexcept { return static_cast<std::uint32_t>(w >> 32); }
+static_assert(slot(make(kMaxProducerSlots - 1, 7)) == kMaxProducerSlots - 1 && pid(make(3, 0xffffffffu)) == 0xffffffffu);
+static_assert(held(make(0, 0)), "slot 0 of pid 0 is still a holder");
+}  // namespace exclusive
 
 // ---------------------------------------------------------------------------------
 // Claim journal phases (ProducerSlot::claim = [phase:2 | position:62]).

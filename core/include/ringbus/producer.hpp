@@ -4,8 +4,9 @@
 // The claim protocol (DESIGN.md, "Claim and commit"), in the order it happens:
 //   1. keyed: take the key's latch (CAS on the key table entry); key_seq = last + 1
 //   2. journal the claim in this producer's slot (for crash recovery)
-//   3. CAS the tail from t to t + bytes: the only RMW on the shared tail. A claim that
-//      would cross the end of the ring also claims the rest of the lap as padding.
+//   3. CAS the tail from t to t + bytes: the only RMW on the shared tail (a store, for
+//      the exclusive producer). A claim that would cross the end of the ring also
+//      claims the rest of the lap as padding.
 //   4. write the padding frame (if any), release the latch with key_seq published
 //   5. caller writes the payload; commit() writes the header and, last, the frame word
 //      with release order. Readers acquire the frame word.
@@ -46,6 +47,11 @@ struct ProducerOptions {
   std::uint64_t first_seq = 0;
   WaitStrategy wait = WaitStrategy::spin_yield();  // blocking claims on a full log
   Timestamps timestamps = Timestamps::clock;
+  // The segment's only producer while attached: its claims advance the tail with a
+  // plain store instead of a CAS (DESIGN.md, "Exclusive producers"). Attach throws
+  // Error(busy) while another producer is attached, and while this one is attached
+  // every other attach does.
+  bool exclusive = false;
 };
 
 inline constexpr std::chrono::nanoseconds kForever = std::chrono::nanoseconds::max();
@@ -149,7 +155,9 @@ static_assert(sizeof(Claim) <= 80, "see the comment on Claim's fields");
 class Producer {
  public:
   // Takes a producer slot in the segment. Throws Error(no_slot) when all are in use,
-  // Error(busy) when `producer_id` is attached by another live process.
+  // Error(busy) when `producer_id` is attached by another live process, when the
+  // segment's exclusive producer is attached, or (options.exclusive) when any other
+  // producer is.
   static Producer attach(const Segment& segment, const ProducerOptions& options = {});
 
   Producer() = default;
@@ -213,6 +221,7 @@ class Producer {
   [[nodiscard]] std::uint32_t id() const noexcept { return id_; }
   [[nodiscard]] std::uint64_t next_seq() const noexcept { return next_seq_; }
   [[nodiscard]] std::uint32_t slot_index() const noexcept { return slot_index_; }
+  [[nodiscard]] bool exclusive() const noexcept { return exclusive_; }
   [[nodiscard]] const Segment& segment() const noexcept { return seg_; }
   explicit operator bool() const noexcept { return slot_ != nullptr; }
 
@@ -279,6 +288,7 @@ class Producer {
   std::uint64_t max_claim_ = 0;
   WaitStrategy wait_{};
   Timestamps timestamps_ = Timestamps::clock;
+  bool exclusive_ = false;
   bool open_ = false;
   Claim* open_claim_ = nullptr;  // the claim object holding the open claim
   Claim scratch_;                // the claim behind publish()
@@ -354,7 +364,12 @@ inline Status Producer::claim_impl(std::uint64_t key, std::uint64_t expected, bo
     }
     // Journal before the CAS: a dead claimant is identified by the position it claimed.
     s.claim.store(layout::claim_phase::make(layout::claim_phase::claiming, t), std::memory_order_relaxed);
-    // The claim. Release: the journal is visible to whoever observes the new tail.
+    // The claim. Release: the journal is visible to whoever observes the new tail. The
+    // exclusive producer is the only writer of the tail, so it needs no CAS.
+    if (exclusive_) {
+      tail.store(begin + total, std::memory_order_release);
+      break;
+    }
     if (tail.compare_exchange_weak(t, begin + total, std::memory_order_acq_rel, std::memory_order_relaxed)) break;
   }
   RINGBUS_FAULT_POINT(after_tail_cas);

@@ -17,6 +17,7 @@ struct ProducerStats {
   std::uint32_t pid = 0;
   std::string state;  // active, detached, recovering, ...
   bool alive = false;
+  bool exclusive = false;  // attached as the segment's exclusive producer
   std::uint64_t epoch = 0;
   std::uint64_t next_seq = 0;
   std::uint64_t published = 0;
