@@ -215,13 +215,16 @@ std::vector<Target> targets(const Report& r) {
     }
   }
   // One producer; each rate with the placement it was measured in. Judged for the
-  // group's default reader and for the trailing one (GroupOptions::trail_bytes).
+  // group's default reader, for the trailing one (GroupOptions::trail_bytes) and for an
+  // exclusive producer (ProducerOptions::exclusive) with the default reader.
   using TputTarget = std::tuple<std::string, std::uint32_t, std::string, std::string, double>;
   for (const auto& [scenario, batch, system, what, least] : std::vector<TputTarget>{
            {"tput64", 1, "ringbus", "64-byte events, 1 producer >= 40 M/s", 40e6},
            {"tput64", 1, "ringbus_trailing", "64-byte events, 1 producer, trailing reader >= 40 M/s", 40e6},
            {"tput8", 32, "ringbus", "8-byte events, 1 producer, batched >= 120 M/s", 120e6},
-           {"tput8", 32, "ringbus_trailing", "8-byte events, 1 producer, batched, trailing reader >= 120 M/s", 120e6}}) {
+           {"tput8", 32, "ringbus_trailing", "8-byte events, 1 producer, batched, trailing reader >= 120 M/s", 120e6},
+           {"tput64", 1, "ringbus_exclusive", "64-byte events, 1 exclusive producer >= 40 M/s", 40e6},
+           {"tput8", 32, "ringbus_exclusive", "8-byte events, 1 exclusive producer, batched >= 120 M/s", 120e6}}) {
     const ThroughputResult* t = find_tput(r, scenario, system, 1, batch);
     if (t == nullptr) continue;
     if (t->by_placement.empty()) {

@@ -1,8 +1,10 @@
 // Throughput: producers (pinned to the producer CPU) publish as fast as they can, one
 // consumer (pinned to the consumer CPU) reads the first word of every event. The rate
 // is events / (time from the start signal to the consumer's last event). ringbus runs
-// twice: with a group's default reader, and as `ringbus_trailing` with a reader that
-// keeps kTrailBytes behind the tail (GroupOptions::trail_bytes).
+// three ways: with a group's default reader; as `ringbus_trailing` with a reader that
+// keeps kTrailBytes behind the tail (GroupOptions::trail_bytes); and, one producer
+// only, as `ringbus_exclusive`, whose producer is attached exclusively (its claims
+// store the tail instead of a CAS; DESIGN.md, "Exclusive producers").
 // Two references run beside them: the same bytes moved one record at a time with the
 // least protocol a log can have (`stream`), and that plus the one locked instruction
 // per record a log with several producers needs to claim (`stream_claim`); see
@@ -56,7 +58,7 @@ void release(Timing& t, int threads) {
 constexpr std::uint32_t kTrailBytes = 16u << 10;
 
 template <std::size_t N>
-double ringbus_rate(std::uint32_t producers, std::uint32_t batch, bool trailing, std::uint64_t events,
+double ringbus_rate(std::uint32_t producers, std::uint32_t batch, bool trailing, bool exclusive, std::uint64_t events,
                     const Options& o) {
   const Location loc = Location::shm("ringbus-tput-" + std::to_string(::getpid()));
   const Segment seg = Segment::create(
@@ -71,7 +73,8 @@ double ringbus_rate(std::uint32_t producers, std::uint32_t batch, bool trailing,
   ConsumerGroup group = ConsumerGroup::join(seg, "tput", go);
   std::vector<Producer> ps;
   for (std::uint32_t i = 0; i < producers; ++i) {
-    ps.push_back(Producer::attach(seg, {.wait = WaitStrategy::busy_spin(), .timestamps = Timestamps::none}));
+    ps.push_back(Producer::attach(
+        seg, {.wait = WaitStrategy::busy_spin(), .timestamps = Timestamps::none, .exclusive = exclusive}));
   }
   Timing t;
   std::uint64_t sink = 0;
@@ -288,8 +291,9 @@ double rate(const ThroughputCase& c, const Options& o, std::uint64_t events) {
   if (c.system == "stream" || c.system == "stream_claim") {
     return stream_rate<N>(c.system == "stream_claim", events, o);
   }
-  if (c.system == "ringbus" || c.system == "ringbus_trailing") {
-    return ringbus_rate<N>(c.producers, c.batch, c.system == "ringbus_trailing", events, o);
+  if (c.system == "ringbus" || c.system == "ringbus_trailing" || c.system == "ringbus_exclusive") {
+    return ringbus_rate<N>(c.producers, c.batch, c.system == "ringbus_trailing", c.system == "ringbus_exclusive",
+                           events, o);
   }
   return peer<N>(c.system, events, o);
 }
@@ -305,6 +309,7 @@ std::vector<ThroughputCase> throughput_cases() {
         for (std::uint32_t batch : {1u, 32u}) out.push_back({system, scenario, bytes, producers, batch});
       }
     }
+    for (std::uint32_t batch : {1u, 32u}) out.push_back({"ringbus_exclusive", scenario, bytes, 1, batch});
     for (const char* reference : {"stream", "stream_claim"}) out.push_back({reference, scenario, bytes, 1, 1});
     for (const char* peer : {"boost_spsc", "moodycamel_rwq", "atomic_queue"}) {
       out.push_back({peer, scenario, bytes, 1, 1});

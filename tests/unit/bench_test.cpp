@@ -234,8 +234,9 @@ TEST(BenchThroughput, AClaimRefusedForAnyReasonButFullEndsTheRunNamingTheStatus)
   const std::optional<ringbus::bench::Options> two = smoke_on_two_cpus();
   if (!two) GTEST_SKIP() << "needs two CPUs";
   ringbus::bench::Options o = *two;
-  for (const char* system : {"ringbus", "ringbus_trailing"}) {
+  for (const char* system : {"ringbus", "ringbus_trailing", "ringbus_exclusive"}) {
     for (const std::uint32_t producers : {1u, 2u}) {
+      if (producers == 2 && std::string(system) == "ringbus_exclusive") continue;  // one producer only
       const ringbus::bench::ThroughputCase c{system, "tput512", 512, producers, 32};
       o.tput_capacity = 64u << 10;
       try {
@@ -430,7 +431,7 @@ TEST(BenchReport, EachTargetIsMetAtItsLimitAndMissedBeyondIt) {
     add_results(r, "process", {{"floor", 100, 100}, {"ringbus", 105 * over, 1}, {"ringbus_thread", 100, 1}});
     add_results(r, "fanout4", {{"floor", 100, 100}, {"ringbus", 115 * over, 1}, {"ringbus_thread", 100, 1}});
     add_results(r, "keys10k", {{"floor", 100, 100}, {"ringbus", 220 * over, 1}, {"ringbus_thread", 200, 1}});
-    for (const char* system : {"ringbus", "ringbus_trailing"}) {
+    for (const char* system : {"ringbus", "ringbus_trailing", "ringbus_exclusive"}) {
       r.throughput.push_back({system, "tput64", 64, 1, 1, 40e6 / over, 100});
       r.throughput.push_back({system, "tput64", 64, 1, 32, 1e6, 100});    // batched: not a target
       r.throughput.push_back({system, "tput64", 64, 2, 1, 1e9, 100});     // 2 producers: not a target
@@ -462,6 +463,9 @@ TEST(BenchReport, EachTargetIsMetAtItsLimitAndMissedBeyondIt) {
             "39.6 M/s (RTT/2 100 ns)"},
            {"8-byte events, 1 producer, batched >= 120 M/s", "120.0 M/s (RTT/2 100 ns)", "118.8 M/s (RTT/2 100 ns)"},
            {"8-byte events, 1 producer, batched, trailing reader >= 120 M/s", "120.0 M/s (RTT/2 100 ns)",
+            "118.8 M/s (RTT/2 100 ns)"},
+           {"64-byte events, 1 exclusive producer >= 40 M/s", "40.0 M/s (RTT/2 100 ns)", "39.6 M/s (RTT/2 100 ns)"},
+           {"8-byte events, 1 exclusive producer, batched >= 120 M/s", "120.0 M/s (RTT/2 100 ns)",
             "118.8 M/s (RTT/2 100 ns)"}}) {
     EXPECT_EQ(verdict(exact, what), "met " + at_limit);
     EXPECT_EQ(verdict(beyond, what), "MISSED " + past_it);
@@ -838,7 +842,9 @@ TEST(BenchReport, ThroughputThatMovedIsJudgedWithinEachPlacement) {
   EXPECT_NE(steady.find("MISSED 64-byte events, 1 producer >= 40 M/s "), std::string::npos) << steady;
 }
 
-TEST(BenchReport, TheTrailingReaderHasItsOwnRowsAndTargets) {
+// The trailing reader and the exclusive producer each have their own rows (one producer
+// only, for the exclusive one) and their own targets, judged apart from the default's.
+TEST(BenchReport, TheTrailingReaderAndTheExclusiveProducerHaveTheirOwnRowsAndTargets) {
   ringbus::bench::Report r = report_with_floors(60, 60, 120, 60);
   r.throughput.clear();
   for (const char* system : {"ringbus", "ringbus_trailing"}) {
@@ -847,9 +853,16 @@ TEST(BenchReport, TheTrailingReaderHasItsOwnRowsAndTargets) {
     r.throughput.push_back({system, "tput64", 64, 1, 32, trailing ? 80e6 : 50e6, 60});
     r.throughput.push_back({system, "tput8", 8, 1, 32, trailing ? 125e6 : 110e6, 60});
   }
+  r.throughput.push_back({"ringbus_exclusive", "tput64", 64, 1, 1, 39e6, 60});
+  r.throughput.push_back({"ringbus_exclusive", "tput64", 64, 1, 32, 90e6, 60});
+  r.throughput.push_back({"ringbus_exclusive", "tput8", 8, 1, 32, 121e6, 60});
   const std::string table = table_of(r);
   EXPECT_NE(table.find("tput64   ringbus                           22.0     50.0"), std::string::npos) << table;
   EXPECT_NE(table.find("         ringbus_trailing                  55.0     80.0"), std::string::npos) << table;
+  EXPECT_NE(table.find("         ringbus_exclusive                 39.0     90.0        -        -"), std::string::npos)
+      << table;
+  EXPECT_NE(table.find("MISSED 64-byte events, 1 exclusive producer >= 40 M/s "), std::string::npos) << table;
+  EXPECT_NE(table.find("met    8-byte events, 1 exclusive producer, batched >= 120 M/s "), std::string::npos) << table;
   EXPECT_NE(table.find("MISSED 64-byte events, 1 producer >= 40 M/s "), std::string::npos) << table;
   EXPECT_NE(table.find("met    64-byte events, 1 producer, trailing reader >= 40 M/s "), std::string::npos) << table;
   EXPECT_NE(table.find("MISSED 8-byte events, 1 producer, batched >= 120 M/s "), std::string::npos) << table;
