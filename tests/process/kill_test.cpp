@@ -1,6 +1,7 @@
 // Random SIGKILL of producers and consumers, many times, at random points: from outside
 // at random moments, and from inside the claim/commit protocol and the consumer's handler
-// through the fault hooks of ringbus::core_faults. Then:
+// through the fault hooks of ringbus::core_faults. One producer life in four is attached
+// exclusively, so the other producer waits for its death to attach. Then:
 //   - no committed event is lost (every event a producer saw commit() return for is
 //     delivered to the dedup group),
 //   - none is delivered twice to the dedup group (its handler uses Event::redelivered()
@@ -13,6 +14,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <optional>
 #include <random>
 #include <thread>
 #include <unordered_map>
@@ -21,6 +23,7 @@
 #include "process_support.hpp"
 #include "ringbus/consumer.hpp"
 #include "ringbus/detail/fault.hpp"
+#include "ringbus/error.hpp"
 #include "ringbus/producer.hpp"
 #include "ringbus/stats.hpp"
 #include "support.hpp"
@@ -72,16 +75,35 @@ void arm(const Arm& a) {
   detail::fault_hook = armed_hook;
 }
 
-void producer_main(const Location& loc, std::uint32_t index, Results* r, Arm a, std::uint64_t replay, std::uint64_t seed) {
+// Attaches, waiting while the other producer is attached exclusively (or, for an
+// exclusive attach, while the other is attached at all); nothing once producers stop.
+std::optional<Producer> attach_when_free(const Segment& seg, const ProducerOptions& o, const Results* r) {
+  while (r->stop_producers.load() == 0) {
+    try {
+      return Producer::attach(seg, o);
+    } catch (const Error& e) {
+      if (e.code() != Errc::busy) throw;
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  }
+  return std::nullopt;
+}
+
+void producer_main(const Location& loc, std::uint32_t index, Results* r, Arm a, std::uint64_t replay, std::uint64_t seed,
+                   bool exclusive) {
   const Segment seg = Segment::open(loc);
   std::uint64_t first = 0;
   {
-    Producer probe = Producer::attach(seg, {.producer_id = kBaseId + index});
-    first = probe.next_seq();
+    const std::optional<Producer> probe = attach_when_free(seg, {.producer_id = kBaseId + index}, r);
+    if (!probe) return;
+    first = probe->next_seq();
   }
   // Replay the outbox: republish the last `replay` events (duplicates for consumers).
   const std::uint64_t from = first > replay ? first - replay : 1;
-  Producer p = Producer::attach(seg, {.producer_id = kBaseId + index, .first_seq = from});
+  std::optional<Producer> attached =
+      attach_when_free(seg, {.producer_id = kBaseId + index, .first_seq = from, .exclusive = exclusive}, r);
+  if (!attached) return;
+  Producer& p = *attached;
   std::mt19937_64 rng(seed);
   arm(a);
   for (std::uint64_t n = 0; r->stop_producers.load() == 0; ++n) {
@@ -146,7 +168,7 @@ void consumer_main(const Location& loc, bool dedup, Results* r, Arm a) {
   g.stop();
 }
 
-// Children: "kill-producer LOCATION INDEX RESULTS_FD POINT AFTER REPLAY SEED" and
+// Children: "kill-producer LOCATION INDEX RESULTS_FD POINT AFTER REPLAY SEED EXCLUSIVE" and
 // "kill-consumer LOCATION DEDUP RESULTS_FD POINT AFTER".
 Arm arm_of(const std::string& point, const std::string& after) {
   return {static_cast<FaultPoint>(std::stoi(point)), std::stoull(after)};
@@ -154,7 +176,7 @@ Arm arm_of(const std::string& point, const std::string& after) {
 const test::ChildRole kill_producer("kill-producer", [](const std::vector<std::string>& a) {
   SharedBlock<Results> r(std::stoi(a.at(2)));
   producer_main(Location::shm(a.at(0)), static_cast<std::uint32_t>(std::stoul(a.at(1))), &*r, arm_of(a.at(3), a.at(4)),
-                std::stoull(a.at(5)), std::stoull(a.at(6)));
+                std::stoull(a.at(5)), std::stoull(a.at(6)), a.at(7) == "1");
   return 0;
 });
 const test::ChildRole kill_consumer("kill-consumer", [](const std::vector<std::string>& a) {
@@ -184,6 +206,7 @@ TEST(Kill, RandomKillsLoseNothingDuplicateNothingAndKeepKeySeqContiguous) {
   };
   Proc producers[kProducers], dedup_consumer, raw_consumer;
   int kills_outside = 0, kills_inside = 0, deaths_at_points = 0, restarts = 0, slow_restarts = 0;
+  int exclusive_lives = 0;
   const FaultPoint producer_points[] = {FaultPoint::after_latch,   FaultPoint::after_tail_cas, FaultPoint::after_journal,
                                         FaultPoint::after_unlatch, FaultPoint::before_frame,   FaultPoint::after_commit};
   auto random_arm = [&](bool producer) {
@@ -197,10 +220,14 @@ TEST(Kill, RandomKillsLoseNothingDuplicateNothingAndKeepKeySeqContiguous) {
     const Arm a = random_arm(true);
     const std::uint64_t replay = rng() % 32;
     const std::uint64_t seed = rng();
+    // One life in four is exclusive: the other producer waits to attach until it dies.
+    const bool exclusive = rng() % 4 == 0;
+    exclusive_lives += exclusive ? 1 : 0;
     producers[i].armed = a.point;
     producers[i].pid = spawn_child("kill-producer", {seg.location().name, std::to_string(i), r.fd_arg(),
                                                      std::to_string(static_cast<int>(a.point)), std::to_string(a.after),
-                                                     std::to_string(replay), std::to_string(seed)});
+                                                     std::to_string(replay), std::to_string(seed),
+                                                     exclusive ? "1" : "0"});
     ++restarts;
   };
   auto start_consumer = [&](Proc& c, bool dedup, bool armed) {
@@ -334,14 +361,15 @@ TEST(Kill, RandomKillsLoseNothingDuplicateNothingAndKeepKeySeqContiguous) {
   }
   std::printf(
       "kill test: %d iterations; %d kills from outside, %d deaths at fault points or while handling, %d restarts "
-      "(%d after 150 ms or a repair by consumers)\n"
+      "(%d after 150 ms or a repair by consumers), %d producer lives exclusive\n"
       "  events committed %llu, applied %llu (%llu more whose commit() return was cut short), lost %llu, "
       "applied twice %llu\n"
       "  replays and redeliveries dropped by dedup %llu (+%llu too old); redelivered in-flight events %llu (%llu "
       "already applied)\n"
       "  keyed records %llu, key_seq gaps %llu, void records %llu; producers recovered %llu, holes padded %llu, "
       "records voided %llu, latches released %llu; longest stall ended by recovery %.1f ms\n",
-      iterations, kills_outside, kills_inside + deaths_at_points, restarts, slow_restarts, (unsigned long long)committed,
+      iterations, kills_outside, kills_inside + deaths_at_points, restarts, slow_restarts, exclusive_lives,
+      (unsigned long long)committed,
       (unsigned long long)applied, (unsigned long long)uncommitted_applied, (unsigned long long)lost,
       (unsigned long long)twice, (unsigned long long)dup_dropped, (unsigned long long)too_old,
       (unsigned long long)r->redelivered_seen.load(), (unsigned long long)r->redelivered_applied_before.load(),
