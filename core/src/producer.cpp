@@ -246,6 +246,11 @@ Producer Producer::attach(const Segment& segment, const ProducerOptions& options
     p.wait_ = options.wait;
     p.timestamps_ = options.timestamps;
     p.exclusive_ = options.exclusive;
+    // From here on the exclusive producer reads the tail with plain loads, which see only
+    // its own stores once it has read the last value another producer left: a
+    // read-modify-write reads the latest value in the tail's modification order, even
+    // one a producer that died (and so was not seen to detach) wrote.
+    if (options.exclusive) (void)r.control->tail.fetch_add(0, std::memory_order_acq_rel);
     p.refresh_limit(0);
     return p;
   }
