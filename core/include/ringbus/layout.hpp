@@ -163,6 +163,9 @@ static_assert(offsetof(ControlBlock, tail) == 0);
 static_assert(offsetof(ControlBlock, gating_gen) == kHotAlign, "tail and gating generation apart");
 static_assert(offsetof(ControlBlock, data_waiters) == 2 * kHotAlign);
 static_assert(offsetof(ControlBlock, space_waiters) == 3 * kHotAlign);
+static_assert(offsetof(ControlBlock, next_producer_id) == 4 * kHotAlign);
+static_assert(offsetof(ControlBlock, exclusive) == 4 * kHotAlign + 80,
+              "the exclusive word is in the rarely written block, where segments of minor version < 2 hold zero");
 static_assert(sizeof(ControlBlock) == 5 * kHotAlign);
 
 // The exclusive producer word (ControlBlock::exclusive): [pid:32 | slot + 1:32], 0 = none.
