@@ -28,15 +28,16 @@ bool held(State st) noexcept {
   return st == layout::owner::active || st == layout::owner::attaching || st == layout::owner::recovering;
 }
 
-// Whether the producer in slot `i` may still move the tail: attaching or active, by a
-// live process. A recoverer never moves the tail, and a dead owner claims nothing more.
-// Seq_cst: one side of the Dekker pair in take_exclusive().
-bool may_claim(const detail::SegmentRefs& r, std::uint32_t i) noexcept {
+// The pid of the live process whose producer in slot `i` may still move the tail
+// (attaching or active), else 0. A recoverer never moves the tail, and a dead owner
+// claims nothing more. Seq_cst: one side of the Dekker pair in take_exclusive().
+std::uint32_t claimant_pid(const detail::SegmentRefs& r, std::uint32_t i) noexcept {
   const layout::ProducerSlot& s = r.producers[i];
   const std::uint64_t w = s.owner.load(std::memory_order_seq_cst);
   const State st = layout::owner::state(w);
-  return (st == layout::owner::attaching || st == layout::owner::active) &&
-         !detail::owner_dead(w, s.owner_start.load(std::memory_order_acquire));
+  const bool claims = (st == layout::owner::attaching || st == layout::owner::active) &&
+                      !detail::owner_dead(w, s.owner_start.load(std::memory_order_acquire));
+  return claims ? layout::owner::pid(w) : 0;
 }
 
 void give_back_exclusive(const detail::SegmentRefs& r, std::uint32_t slot, std::uint32_t pid) noexcept {
@@ -57,10 +58,8 @@ std::string take_exclusive(const detail::SegmentRefs& r, std::uint32_t slot, std
       const std::uint32_t holder = layout::exclusive::slot(w);
       // Shared memory: a word naming no slot, or a slot now owned by another process,
       // or a dead one, holds nothing.
-      if (holder < r.max_producers && holder != slot &&
-          layout::owner::pid(r.producers[holder].owner.load(std::memory_order_seq_cst)) ==
-              layout::exclusive::pid(w) &&
-          may_claim(r, holder)) {
+      if (holder < r.max_producers && holder != slot && layout::exclusive::pid(w) != 0 &&
+          claimant_pid(r, holder) == layout::exclusive::pid(w)) {
         return "the exclusive producer (slot " + std::to_string(holder) + ", pid " +
                std::to_string(layout::exclusive::pid(w)) + ") is attached";
       }
@@ -71,11 +70,12 @@ std::string take_exclusive(const detail::SegmentRefs& r, std::uint32_t slot, std
     if (word.compare_exchange_strong(w, layout::exclusive::make(slot, pid), std::memory_order_seq_cst)) break;
   }
   for (std::uint32_t i = 0; i < r.max_producers; ++i) {
-    if (i == slot || !may_claim(r, i)) continue;
+    const std::uint32_t other = i == slot ? 0 : claimant_pid(r, i);
+    if (other == 0) continue;
     give_back_exclusive(r, slot, pid);
     return "an exclusive producer needs the segment to itself, and producer slot " + std::to_string(i) +
-           " is attached by pid " + std::to_string(layout::owner::pid(r.producers[i].owner.load())) +
-           " (producer id " + std::to_string(r.producers[i].producer_id.load()) + ")";
+           " is attached by pid " + std::to_string(other) + " (producer id " +
+           std::to_string(r.producers[i].producer_id.load(std::memory_order_relaxed)) + ")";
   }
   return {};
 }

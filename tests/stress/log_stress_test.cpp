@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <numeric>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -116,6 +117,24 @@ struct GroupRun {
   }
 };
 
+// What the producer threads of a test published: events per key (0: unkeyed) and the
+// sum of their checks, each thread's tally merged once it is done.
+struct Published {
+  explicit Published(std::uint64_t keys) : per_key(keys + 1, 0) {}
+  void add(const std::vector<std::uint64_t>& mine, std::uint64_t sum) {
+    std::lock_guard lock(mu);
+    check_sum += sum;
+    for (std::size_t k = 0; k < per_key.size(); ++k) per_key[k] += mine[k];
+  }
+  [[nodiscard]] std::uint64_t events() const {
+    return std::accumulate(per_key.begin(), per_key.end(), std::uint64_t{0});
+  }
+
+  std::mutex mu;
+  std::vector<std::uint64_t> per_key;
+  std::uint64_t check_sum = 0;
+};
+
 TEST(Stress, ProducersKeysGroupsWorkersExactlyOnceInKeyOrder) {
   test::set_deadline_scale(3);
   const std::uint64_t total = stress_events(1'000'000);
@@ -132,9 +151,7 @@ TEST(Stress, ProducersKeysGroupsWorkersExactlyOnceInKeyOrder) {
   a.start();
   b.start();
 
-  std::vector<std::uint64_t> per_key(kKeys + 1, 0);
-  std::mutex mu;
-  std::uint64_t expected_sum = 0;
+  Published tally(kKeys);
   std::vector<std::thread> producers;
   for (std::uint32_t t = 0; t < kProducers; ++t) {
     producers.emplace_back([&, t] {
@@ -163,14 +180,11 @@ TEST(Stress, ProducersKeysGroupsWorkersExactlyOnceInKeyOrder) {
         sum += pl.check;
         ++mine[key];
       }
-      std::lock_guard lock(mu);
-      expected_sum += sum;
-      for (std::uint64_t k = 0; k <= kKeys; ++k) per_key[k] += mine[k];
+      tally.add(mine, sum);
     });
   }
   for (auto& t : producers) t.join();
-  std::uint64_t published = 0;
-  for (std::uint64_t c : per_key) published += c;
+  const std::uint64_t published = tally.events();
 
   ASSERT_TRUE(test::eventually([&] { return a.delivered.load() >= published && b.delivered.load() >= published; },
                                std::chrono::minutes(10)));
@@ -179,15 +193,15 @@ TEST(Stress, ProducersKeysGroupsWorkersExactlyOnceInKeyOrder) {
   for (GroupRun* g : {&a, &b}) {
     const Checker t = g->total();
     EXPECT_EQ(t.count, published) << "each event exactly once per group";
-    EXPECT_EQ(t.checksum, expected_sum);
+    EXPECT_EQ(t.checksum, tally.check_sum);
     EXPECT_EQ(t.bad_payload, 0u);
     EXPECT_EQ(t.out_of_order, 0u);
     EXPECT_EQ(t.gaps, 0u);
     for (std::uint64_t k = 1; k <= kKeys; ++k) {
       const auto it = t.last_seq.find(k);
       const std::uint64_t last = it == t.last_seq.end() ? 0 : it->second;
-      ASSERT_EQ(last, per_key[k]) << "key " << k << ": last key_seq seen vs events published";
-      ASSERT_EQ(seg.segment().was_last_key_seq(k), per_key[k]);
+      ASSERT_EQ(last, tally.per_key[k]) << "key " << k << ": last key_seq seen vs events published";
+      ASSERT_EQ(seg.segment().was_last_key_seq(k), tally.per_key[k]);
     }
   }
   const SegmentStats s = read_stats(seg.segment());
@@ -213,9 +227,7 @@ TEST(Stress, ExclusiveAndSharedProducersTakeTurnsAndNothingIsLost) {
 
   std::atomic<std::uint32_t> attached_now{0};
   std::atomic<std::uint64_t> exclusive_turns{0}, shared_turns{0}, refused{0}, overlaps{0};
-  std::vector<std::uint64_t> per_key(kKeys + 1, 0);
-  std::mutex mu;
-  std::uint64_t expected_sum = 0;
+  Published tally(kKeys);
   std::vector<std::thread> threads;
   for (std::uint32_t t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
@@ -248,14 +260,11 @@ TEST(Stress, ExclusiveAndSharedProducersTakeTurnsAndNothingIsLost) {
         if (exclusive && now != 1) overlaps.fetch_add(1);
         (exclusive ? exclusive_turns : shared_turns).fetch_add(1, std::memory_order_relaxed);
       }
-      std::lock_guard lock(mu);
-      expected_sum += sum;
-      for (std::uint64_t k = 0; k <= kKeys; ++k) per_key[k] += mine[k];
+      tally.add(mine, sum);
     });
   }
   for (auto& t : threads) t.join();
-  std::uint64_t published = 0;
-  for (std::uint64_t c : per_key) published += c;
+  const std::uint64_t published = tally.events();
   ASSERT_TRUE(test::eventually([&] { return g.delivered.load() >= published; }, std::chrono::minutes(10)));
   g.group.stop();
 
@@ -264,11 +273,11 @@ TEST(Stress, ExclusiveAndSharedProducersTakeTurnsAndNothingIsLost) {
   EXPECT_GT(shared_turns.load(), 0u);
   const Checker c = g.total();
   EXPECT_EQ(c.count, published) << "each event exactly once";
-  EXPECT_EQ(c.checksum, expected_sum);
+  EXPECT_EQ(c.checksum, tally.check_sum);
   EXPECT_EQ(c.bad_payload, 0u);
   EXPECT_EQ(c.out_of_order, 0u);
   EXPECT_EQ(c.gaps, 0u);
-  for (std::uint64_t k = 1; k <= kKeys; ++k) EXPECT_EQ(seg.segment().was_last_key_seq(k), per_key[k]) << k;
+  for (std::uint64_t k = 1; k <= kKeys; ++k) EXPECT_EQ(seg.segment().was_last_key_seq(k), tally.per_key[k]) << k;
   EXPECT_EQ(seg.segment().refs().control->exclusive.load(), 0u);
   std::printf("exclusive turns %llu, shared turns %llu, attaches refused %llu\n",
               static_cast<unsigned long long>(exclusive_turns.load()),

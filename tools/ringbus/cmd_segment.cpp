@@ -73,7 +73,8 @@ void print_info(const Segment& seg, bool json) {
              "{:.1f} ms  stalls unresolved {}\n",
              s.producers_recovered, s.holes_padded, s.records_voided, s.latches_released,
              static_cast<double>(s.longest_stall_ns) / 1e6, s.stalls_unresolved);
-  const auto excl = std::find_if(s.producers.begin(), s.producers.end(), [](const ProducerStats& p) { return p.exclusive; });
+  const auto excl =
+      std::find_if(s.producers.begin(), s.producers.end(), [](const ProducerStats& p) { return p.exclusive; });
   fmt::print("producers ({}{})\n", s.producers.size(),
              excl == s.producers.end() ? "" : fmt::format(", slot {} exclusive", excl->slot));
   if (!s.producers.empty()) {
