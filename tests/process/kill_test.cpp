@@ -9,7 +9,8 @@
 //   - a restarted producer replaying its outbox causes no duplicate delivery,
 //   - key_seq is contiguous for every key once void records are counted (raw group),
 //   - no stall ended by recovery exceeded the bound.
-// RINGBUS_KILL_ITERATIONS overrides the number of iterations (500).
+// RINGBUS_KILL_ITERATIONS overrides the number of iterations (500), RINGBUS_KILL_SEED the
+// seed of the schedule.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -199,7 +200,12 @@ TEST(Kill, RandomKillsLoseNothingDuplicateNothingAndKeepKeySeqContiguous) {
   { ConsumerGroup::join(seg.segment(), "dedup", {.workers = 2, .dedup = true}); }
   { ConsumerGroup::join(seg.segment(), "raw"); }
 
-  std::mt19937_64 rng(20261122);
+  // The schedule (victims, fault points, pauses, each life's seed) follows one seed;
+  // RINGBUS_KILL_SEED runs another, and a failure names the one it ran.
+  const std::uint64_t schedule_seed =
+      std::getenv("RINGBUS_KILL_SEED") ? std::strtoull(std::getenv("RINGBUS_KILL_SEED"), nullptr, 0) : 20261122;
+  SCOPED_TRACE("RINGBUS_KILL_SEED=" + std::to_string(schedule_seed));
+  std::mt19937_64 rng(schedule_seed);
   struct Proc {
     pid_t pid = -1;
     FaultPoint armed = FaultPoint::count_;
