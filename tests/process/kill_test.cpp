@@ -366,15 +366,16 @@ TEST(Kill, RandomKillsLoseNothingDuplicateNothingAndKeepKeySeqContiguous) {
     }
   }
   std::printf(
-      "kill test: %d iterations; %d kills from outside, %d deaths at fault points or while handling, %d restarts "
-      "(%d after 150 ms or a repair by consumers), %d producer lives exclusive\n"
+      "kill test (seed %llu): %d iterations; %d kills from outside, %d deaths at fault points or while handling, "
+      "%d restarts (%d after 150 ms or a repair by consumers), %d producer lives exclusive\n"
       "  events committed %llu, applied %llu (%llu more whose commit() return was cut short), lost %llu, "
       "applied twice %llu\n"
       "  replays and redeliveries dropped by dedup %llu (+%llu too old); redelivered in-flight events %llu (%llu "
       "already applied)\n"
       "  keyed records %llu, key_seq gaps %llu, void records %llu; producers recovered %llu, holes padded %llu, "
       "records voided %llu, latches released %llu; longest stall ended by recovery %.1f ms\n",
-      iterations, kills_outside, kills_inside + deaths_at_points, restarts, slow_restarts, exclusive_lives,
+      (unsigned long long)schedule_seed, iterations, kills_outside, kills_inside + deaths_at_points, restarts,
+      slow_restarts, exclusive_lives,
       (unsigned long long)committed,
       (unsigned long long)applied, (unsigned long long)uncommitted_applied, (unsigned long long)lost,
       (unsigned long long)twice, (unsigned long long)dup_dropped, (unsigned long long)too_old,
