@@ -124,6 +124,28 @@ TEST(Segment, NamesAreValidated) {
   EXPECT_TRUE(check_name("orders.v2_test-1", 200).empty());
   EXPECT_EQ(Location::parse("/tmp/x.seg").kind, Location::Kind::file);
   EXPECT_EQ(Location::parse("orders").kind, Location::Kind::shm);
+  // A file path: empty, or with a NUL byte that would cut it short in the system call.
+  // The message shows bytes outside printable ASCII escaped: a NUL would cut the message
+  // short too, and a control byte would reach the terminal.
+  const std::pair<std::string, std::string> paths[] = {
+      {"", "segment path \"\" is empty or has a NUL byte"},
+      {std::string("/tmp/a\0b", 8), "segment path \"/tmp/a\\x00b\" is empty or has a NUL byte"}};
+  for (const auto& [bad, message] : paths) {
+    for (const bool create : {true, false}) {
+      const Error e = error_of([&] {
+        if (create) {
+          Segment::create(Location::file(bad), TempSegment::small_options());
+        } else {
+          Segment::open(Location::file(bad));
+        }
+      });
+      EXPECT_EQ(e.code(), Errc::invalid_name) << message;
+      EXPECT_NE(std::string(e.what()).find(message), std::string::npos) << e.what();
+    }
+  }
+  const Error e = error_of([&] { Segment::open(Location::shm(std::string("or\0ders\x1b[2J", 11))); });
+  EXPECT_EQ(e.code(), Errc::invalid_name);
+  EXPECT_NE(std::string(e.what()).find("segment name \"or\\x00ders\\x1b[2J\""), std::string::npos) << e.what();
 }
 
 TEST(Segment, OptionsAreValidated) {
