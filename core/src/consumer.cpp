@@ -42,7 +42,7 @@ void reset_group_state(const detail::SegmentRefs& r, std::uint32_t g);
 void merge_dedup(const detail::SegmentRefs& r, std::uint32_t g, std::uint32_t old_workers, std::uint32_t new_workers);
 
 std::string where_of(const Segment& seg, std::string_view name) {
-  return "segment " + seg.location().display() + " group \"" + std::string(name) + "\"";
+  return "segment " + seg.location().display() + " group \"" + printable(name) + "\"";
 }
 
 // Registers a new group at slot `g` (already taken: state registering by us). The

@@ -232,7 +232,7 @@ std::size_t dlq_resume_deliveries(const SegmentRefs& r, std::uint32_t g) noexcep
 
 DeadLetters DeadLetters::open(const Segment& segment, std::string_view group) {
   const detail::SegmentRefs& r = segment.refs();
-  const std::string where = "segment " + segment.location().display() + " group \"" + std::string(group) + "\"";
+  const std::string where = "segment " + segment.location().display() + " group \"" + printable(group) + "\"";
   if (r.dlq == nullptr) throw Error(Errc::not_found, where + ": the segment has no dead-letter rings (dlq_capacity 0)");
   const std::uint32_t g = detail::find_group(r, group);
   if (g == detail::kNoGroup) throw Error(Errc::not_found, where + ": no such group");

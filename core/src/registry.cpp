@@ -42,7 +42,7 @@ SchemaRegistry::SchemaRegistry(const Segment& segment) : seg_(segment) {
 std::uint16_t SchemaRegistry::register_type(std::string_view name, std::uint16_t version) {
   const detail::SegmentRefs& r = seg_.refs();
   if (name.empty() || name.size() >= layout::kTypeNameBytes) {
-    throw Error(Errc::invalid_name, "segment " + seg_.location().display() + ": event type \"" + std::string(name) +
+    throw Error(Errc::invalid_name, "segment " + seg_.location().display() + ": event type \"" + printable(name) +
                                         "\" must be 1 to " + std::to_string(layout::kTypeNameBytes - 1) + " bytes");
   }
   if (auto id = lookup(r, name)) {

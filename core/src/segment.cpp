@@ -216,29 +216,12 @@ int unlink_location(const Location& where) {
   return ::unlink(where.name.c_str());
 }
 
-// A name refused by check_location, as its message shows it: bytes outside printable
-// ASCII as \xHH, so that a NUL does not cut the message short and a control byte does
-// not reach the terminal.
-std::string shown(std::string_view name) {
-  std::string out;
-  for (const char c : name) {
-    if (c >= 0x20 && c < 0x7f) {
-      out += c;
-    } else {
-      constexpr char kHex[] = "0123456789abcdef";
-      const auto b = static_cast<unsigned char>(c);
-      out += {'\\', 'x', kHex[b >> 4], kHex[b & 15]};
-    }
-  }
-  return out;
-}
-
 void check_location(const Location& where) {
   if (where.kind == Location::Kind::shm) {
     const std::string why = check_name(where.name, 200);
-    if (!why.empty()) throw Error(Errc::invalid_name, "segment name \"" + shown(where.name) + "\": " + why);
+    if (!why.empty()) throw Error(Errc::invalid_name, "segment name \"" + printable(where.name) + "\": " + why);
   } else if (where.name.empty() || where.name.find('\0') != std::string::npos) {
-    throw Error(Errc::invalid_name, "segment path \"" + shown(where.name) + "\" is empty or has a NUL byte");
+    throw Error(Errc::invalid_name, "segment path \"" + printable(where.name) + "\" is empty or has a NUL byte");
   }
 }
 
@@ -301,7 +284,7 @@ Location Location::parse(std::string_view text) {
 }
 
 std::string Location::display() const {
-  return kind == Kind::shm ? "shm:" + name : name;
+  return kind == Kind::shm ? "shm:" + printable(name) : printable(name);
 }
 
 std::string check_name(std::string_view name, std::size_t max_len) {

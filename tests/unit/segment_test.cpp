@@ -17,11 +17,14 @@
 #include <thread>
 #include <vector>
 
+#include "ringbus/consumer.hpp"
 #include "ringbus/dedup.hpp"
+#include "ringbus/dlq.hpp"
 #include "ringbus/detail/process.hpp"
 #include "ringbus/error.hpp"
 #include "ringbus/hash.hpp"
 #include "ringbus/producer.hpp"
+#include "ringbus/registry.hpp"
 #include "ringbus/segment.hpp"
 #include "ringbus/tail_reader.hpp"
 #include "process_support.hpp"
@@ -146,6 +149,26 @@ TEST(Segment, NamesAreValidated) {
   const Error e = error_of([&] { Segment::open(Location::shm(std::string("or\0ders\x1b[2J", 11))); });
   EXPECT_EQ(e.code(), Errc::invalid_name);
   EXPECT_NE(std::string(e.what()).find("segment name \"or\\x00ders\\x1b[2J\""), std::string::npos) << e.what();
+}
+
+// Names that reach a message from the caller or from the segment show their control
+// bytes as \xHH: the group a join or a dead-letter lookup names, an event type, a file
+// path with a newline or an escape sequence in it. UTF-8 is kept.
+TEST(Segment, MessagesShowControlBytesEscaped) {
+  EXPECT_EQ(printable(std::string("a\0b\n\x1b[2J\x7f", 9)), "a\\x00b\\x0a\\x1b[2J\\x7f");
+  EXPECT_EQ(printable("/tmp/donn\xc3\xa9" "es.seg"), "/tmp/donn\xc3\xa9" "es.seg");
+  EXPECT_EQ(Location::file("/tmp/a\nb").display(), "/tmp/a\\x0ab");
+  TempSegment seg;
+  const Error join = error_of([&] { ConsumerGroup::join(seg.segment(), "g\x1b[2J"); });
+  EXPECT_EQ(join.code(), Errc::invalid_name);
+  EXPECT_NE(std::string(join.what()).find("group \"g\\x1b[2J\""), std::string::npos) << join.what();
+  const Error dlq = error_of([&] { DeadLetters::open(seg.segment(), std::string("no\0such", 7)); });
+  EXPECT_EQ(dlq.code(), Errc::not_found);
+  EXPECT_NE(std::string(dlq.what()).find("group \"no\\x00such\": no such group"), std::string::npos) << dlq.what();
+  const Error type = error_of([&] { SchemaRegistry(seg.segment()).register_type(std::string(300, '\r'), 1); });
+  EXPECT_EQ(type.code(), Errc::invalid_name);
+  EXPECT_NE(std::string(type.what()).find("event type \"\\x0d\\x0d"), std::string::npos);
+  EXPECT_EQ(std::string(type.what()).find('\r'), std::string::npos);
 }
 
 TEST(Segment, OptionsAreValidated) {

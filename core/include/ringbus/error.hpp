@@ -30,6 +30,11 @@ enum class Errc : std::uint8_t {
 
 std::string_view to_string(Errc e) noexcept;
 
+// `text` as a message shows it: control bytes (below 0x20, and 0x7f) as \xHH, so that
+// a NUL does not cut the message short and an escape sequence does not reach the
+// terminal. Other bytes, UTF-8 included, are kept.
+std::string printable(std::string_view text);
+
 class Error : public std::runtime_error {
  public:
   Error(Errc code, const std::string& message) : std::runtime_error(message), code_(code) {}
