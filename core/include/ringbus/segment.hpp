@@ -23,7 +23,8 @@ struct Location {
   static Location file(std::string path) { return {Kind::file, std::move(path)}; }
   // A string with a '/' is a file path; anything else is a shared-memory name.
   static Location parse(std::string_view text);
-  // "shm:NAME" or the path; used in every error message about the segment.
+  // "shm:NAME" or the path, control bytes shown as printable() shows them; used in every
+  // error message about the segment.
   [[nodiscard]] std::string display() const;
 };
 
