@@ -292,6 +292,7 @@ ConsumerGroup ConsumerGroup::join(const Segment& segment, std::string_view name,
   }
   detail::register_fast_side();
   const detail::SegmentRefs& r = segment.refs();
+  (void)Tsc::calibration(r.control->tsc_mult);  // stamps and deadlines; a rate another process left is checked
   const detail::ProcessId& me = detail::self_process();
 
   std::uint32_t g = kNoGroup;

@@ -90,8 +90,9 @@ Producer Producer::attach(const Segment& segment, const ProducerOptions& options
                                            " is out of range (application ids are 1 .. 2^31-1)");
   }
   detail::register_fast_side();
-  (void)Tsc::calibration();  // calibrate now, not inside the first publish
   const detail::SegmentRefs& r = segment.refs();
+  // Calibrate now, not inside the first publish; a rate another process left is checked.
+  (void)Tsc::calibration(r.control->tsc_mult);
   const detail::ProcessId& me = detail::self_process();
 
   for (int round = 0; round < 64; ++round) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "ringbus/clock.hpp"
 #include "ringbus/detail/groups.hpp"
 #include "ringbus/detail/process.hpp"
 #include "ringbus/detail/recovery.hpp"
@@ -43,6 +44,7 @@ SegmentStats read_stats(const Segment& segment) {
   s.latches_released = c.latches_released.load(std::memory_order_relaxed);
   s.longest_stall_ns = c.longest_stall_ns.load(std::memory_order_relaxed);
   s.stalls_unresolved = c.stalls_unresolved.load(std::memory_order_relaxed);
+  s.tsc_hz = detail::shared_tsc_hz(c.tsc_mult.load(std::memory_order_relaxed));
 
   const std::uint64_t exclusive = c.exclusive.load(std::memory_order_acquire);
   for (std::uint32_t i = 0; i < r.max_producers; ++i) {

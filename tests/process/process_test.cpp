@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "process_support.hpp"
+#include "ringbus/clock.hpp"
 #include "ringbus/consumer.hpp"
 #include "ringbus/dlq.hpp"
 #include "ringbus/producer.hpp"
@@ -117,6 +118,107 @@ const test::ChildRole redrive_dies("redrive-dies", [](const std::vector<std::str
 // `delivering`. The next join of the group (it then holds every worker slot, so no live
 // process can be delivering it) puts the entry back to `redrive`, counting the cut-short
 // attempt, and it is delivered again: never stuck where no tool could redrive or purge it.
+// Child: "calibrate LOCATION RESULTS_FD ROLE": reads the segment's shared TSC rate
+// word, attaches a producer (ROLE "producer") or joins group "clock" (ROLE "group"),
+// and reports its process's calibration and the word after.
+// Plain fields: the parent reads them after reaping the child.
+struct ClockReport {
+  std::uint64_t word_before = 0;
+  std::uint64_t word_after = 0;
+  std::uint64_t mult = 0;
+  int source = -1;
+  int adopted = -1;
+};
+const test::ChildRole calibrate_role("calibrate", [](const std::vector<std::string>& a) {
+  SharedBlock<ClockReport> r(std::stoi(a.at(1)));
+  const Segment seg = Segment::open(Location::shm(a.at(0)));
+  std::atomic<std::uint64_t>& word = seg.refs().control->tsc_mult;
+  r->word_before = word.load();
+  if (a.at(2) == "producer") {
+    Producer p = Producer::attach(seg);
+  } else {
+    ConsumerGroup g = ConsumerGroup::join(seg, "clock");
+  }
+  const Tsc::Calibration& c = Tsc::calibration();
+  r->mult = c.mult;
+  r->source = static_cast<int>(c.source);
+  r->adopted = c.adopted ? 1 : 0;
+  r->word_after = word.load();
+  return 0;
+});
+
+// Runs a "calibrate" child on `seg` and returns its report.
+ClockReport calibrate_in_child(const test::TempSegment& seg, const char* role) {
+  SharedBlock<ClockReport> r;
+  EXPECT_EQ(reap(spawn_child("calibrate", {seg.location().name, r.fd_arg(), role})), 0);
+  return *r;
+}
+
+bool rates_agree(std::uint64_t a, std::uint64_t b) {
+  return detail::shared_rate_agrees(a, static_cast<double>(b) / 4294967296.0);
+}
+
+// The first process to calibrate on a segment (a producer's attach) leaves its TSC
+// rate in the segment; the next (a group's join) adopts exactly that rate.
+TEST(Process, TheTscRateIsSharedThroughTheSegment) {
+  if (Tsc::source() != Tsc::Source::tsc) GTEST_SKIP() << "no invariant TSC: " << Tsc::describe(Tsc::source());
+  test::TempSegment seg(test::TempSegment::small_options(), "clock");
+  const ClockReport first = calibrate_in_child(seg, "producer");
+  EXPECT_EQ(first.word_before, 0u);
+  EXPECT_EQ(first.adopted, 0) << "nothing to adopt: measured in full";
+  EXPECT_EQ(first.source, static_cast<int>(Tsc::Source::tsc));
+  EXPECT_EQ(first.word_after, first.mult) << "the measured rate is left for the next process";
+  EXPECT_TRUE(rates_agree(first.mult, Tsc::calibration().mult)) << "the child measured a rate unlike this process's";
+  EXPECT_EQ(read_stats(seg.segment()).tsc_hz, detail::shared_tsc_hz(first.mult));
+  EXPECT_NE(read_stats(seg.segment()).tsc_hz, 0u);
+
+  const ClockReport second = calibrate_in_child(seg, "group");
+  EXPECT_EQ(second.word_before, first.mult);
+  EXPECT_EQ(second.adopted, 1);
+  EXPECT_EQ(second.mult, first.mult) << "adopted as it was";
+  EXPECT_EQ(second.word_after, first.mult) << "an agreeing rate is left alone";
+}
+
+// The word is untrusted: a rate that is implausible, or disagrees with what the first
+// 2 ms measure, is not adopted; the full measurement runs and replaces it. One that
+// agrees within the tolerance is adopted. RINGBUS_CLOCK=steady neither reads nor writes it.
+TEST(Process, ASharedTscRateIsCheckedBeforeItIsAdopted) {
+  if (Tsc::source() != Tsc::Source::tsc) GTEST_SKIP() << "no invariant TSC: " << Tsc::describe(Tsc::source());
+  test::TempSegment seg(test::TempSegment::small_options(), "clock");
+  std::atomic<std::uint64_t>& word = seg.segment().refs().control->tsc_mult;
+  const std::uint64_t ours = Tsc::calibration().mult;
+  const std::uint64_t one = 1, all = ~std::uint64_t{0};
+  for (const std::uint64_t bad : {ours * 2, ours + ours / 1000, ours - ours / 1000, one, all}) {
+    SCOPED_TRACE("shared word " + std::to_string(bad) + ", this process's rate " + std::to_string(ours));
+    word.store(bad);
+    const ClockReport r = calibrate_in_child(seg, bad == one ? "group" : "producer");
+    EXPECT_EQ(r.word_before, bad);
+    EXPECT_EQ(r.adopted, 0);
+    EXPECT_TRUE(rates_agree(r.mult, ours)) << "measured in full";
+    EXPECT_EQ(r.word_after, r.mult) << "the bad rate is replaced";
+  }
+  EXPECT_EQ(read_stats(seg.segment()).tsc_hz, detail::shared_tsc_hz(word.load()));
+  word.store(all);
+  EXPECT_EQ(read_stats(seg.segment()).tsc_hz, 0u) << "an implausible word reads as no rate";
+
+  const std::uint64_t close = ours + ours / 200'000;  // 5 ppm off: within the 20 ppm tolerance
+  word.store(close);
+  const ClockReport near = calibrate_in_child(seg, "producer");
+  EXPECT_EQ(near.adopted, 1);
+  EXPECT_EQ(near.mult, close);
+  EXPECT_EQ(near.word_after, close);
+
+  ::setenv(Tsc::kEnvironment, "steady", 1);
+  for (const std::uint64_t w : {std::uint64_t{0}, close}) {
+    word.store(w);
+    const ClockReport steady = calibrate_in_child(seg, "producer");
+    EXPECT_EQ(steady.source, static_cast<int>(Tsc::Source::steady_chosen));
+    EXPECT_EQ(steady.adopted, 0);
+    EXPECT_EQ(steady.word_after, w) << "a process on steady_clock leaves the word alone";
+  }
+  ::unsetenv(Tsc::kEnvironment);
+}
+
 TEST(Process, ARedeliveryCutShortByDeathIsDeliveredAgain) {
   test::TempSegment seg(test::TempSegment::small_options(), "proc");
   {

@@ -919,7 +919,7 @@ TEST(Cli, InfoShowsLayoutProducersGroupsPositionsAndLag) {
   simdjson::ondemand::document doc = parser.iterate(text);
   simdjson::ondemand::object root = doc.get_object();
   EXPECT_EQ(std::string_view(root["segment"].get_string()), path);
-  EXPECT_EQ(std::string_view(root["version"].get_string()), "1.2");
+  EXPECT_EQ(std::string_view(root["version"].get_string()), "1.3");
   EXPECT_EQ(uint64_t(root["capacity"].get_uint64()), 1u << 20);
   EXPECT_EQ(uint64_t(root["max_event"].get_uint64()), 1024u);
   EXPECT_EQ(uint64_t(root["tail"].get_uint64()), tail);
@@ -964,7 +964,7 @@ TEST(Cli, InfoShowsLayoutProducersGroupsPositionsAndLag) {
   const Result plain = ringbus_run({"info", path});
   ASSERT_EQ(plain.code, 0) << plain.err;
   for (const std::string& want :
-       {"segment " + path + "  layout 1.2", std::string("capacity 1 MiB  max event 1 KiB  keys 4/65,536"),
+       {"segment " + path + "  layout 1.3", std::string("capacity 1 MiB  max event 1 KiB  keys 4/65,536"),
         "tail " + std::to_string(tail) + " (lap 0)  published 5", std::string("producers (1, slot 0 exclusive)\n"),
         std::string("groups (1)"), std::string("orders  workers 1  cursor ")}) {
     EXPECT_NE(plain.out.find(want), std::string::npos) << want << "\n" << plain.out;
@@ -998,6 +998,9 @@ TEST(Cli, InfoShowsEachCounterInItsOwnField) {
   ASSERT_EQ(p.publish(1, 1, std::as_bytes(std::span(&v, 1))), ringbus::Status::ok);
   const ringbus::detail::SegmentRefs& r = s.refs();
   set_recovery_counters(r);
+  // The attaches above left this process's TSC rate (where it has one); 2 ns a tick is
+  // a rate no machine here measures.
+  r.control->tsc_mult.store(std::uint64_t{2} << 32);
   r.producers[0].full_count.store(11);
   r.producers[0].aborted.store(13);
   r.producers[1].producer_id.store(9);
@@ -1022,6 +1025,7 @@ TEST(Cli, InfoShowsEachCounterInItsOwnField) {
   EXPECT_EQ(uint64_t(root["records_voided"].get_uint64()), 5u);
   EXPECT_EQ(uint64_t(root["latches_released"].get_uint64()), 7u);
   EXPECT_EQ(uint64_t(root["stalls_unresolved"].get_uint64()), 8u);
+  EXPECT_EQ(uint64_t(root["tsc_hz"].get_uint64()), 500'000'000u);
   std::vector<std::string> producers;
   for (auto item : root["producers"].get_array()) {
     simdjson::ondemand::object pr = item.get_object();
@@ -1055,7 +1059,7 @@ TEST(Cli, InfoShowsEachCounterInItsOwnField) {
   for (const std::string& want :
        {std::string("capacity 8 MiB  max event 1536 KiB"), std::string("published 1  back-pressure 11"),
         std::string("recovery: producers 2  holes padded 3  records voided 5  latches released 7"),
-        std::string("  stalls unresolved 8\n")}) {
+        std::string("  stalls unresolved 8\n"), std::string("\n  clock: TSC rate 0.500000 GHz shared by")}) {
     EXPECT_NE(plain.out.find(want), std::string::npos) << want << "\n" << plain.out;
   }
   EXPECT_TRUE(std::regex_search(plain.out, std::regex(R"(by pid [0-9]+ \(exited\))"))) << plain.out;
@@ -1072,6 +1076,9 @@ TEST(Cli, InfoShowsEachCounterInItsOwnField) {
   const Result after = ringbus_run({"info", "--json", path});
   EXPECT_NE(after.out.find("\"capacity\":1048576"), std::string::npos) << after.out;
   EXPECT_NE(after.out.find("\"published\":0"), std::string::npos) << after.out;
+  EXPECT_NE(after.out.find("\"tsc_hz\":0,"), std::string::npos) << "no rate shared yet\n" << after.out;
+  const Result plain_after = ringbus_run({"info", path});
+  EXPECT_NE(plain_after.out.find("\n  clock: no TSC rate shared yet\n"), std::string::npos) << plain_after.out;
 }
 
 // Sizes on the command line take every spelling of their unit, in either case; the

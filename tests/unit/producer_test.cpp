@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <optional>
 #include <set>
@@ -311,6 +312,38 @@ TEST(Producer, TheHeaderTimestampIsTheClaimsTime) {
   c.commit();
   ASSERT_TRUE(t.try_next(e));
   EXPECT_EQ(e.timestamp_ns(), 0u);
+}
+
+// A TSC rate read from a segment (32.32 fixed point ns a tick) is used only when it is
+// a plausible TSC (50 MHz - 20 GHz) and agrees with a measurement within 20 ppm. The
+// processes that share it are in tests/process (Process.*Tsc*).
+TEST(Clock, ASharedRateIsUsedOnlyWhenPlausibleAndAgreeing) {
+  constexpr double kOne = 4294967296.0;
+  const auto mult = [&](double ns_per_tick) { return static_cast<std::uint64_t>(ns_per_tick * kOne); };
+  const double rate = 1.0 / 2.6;  // 2.6 GHz
+  EXPECT_TRUE(detail::shared_rate_agrees(mult(rate), rate));
+  EXPECT_TRUE(detail::shared_rate_agrees(mult(rate * (1 + 15e-6)), rate));
+  EXPECT_TRUE(detail::shared_rate_agrees(mult(rate * (1 - 15e-6)), rate));
+  EXPECT_FALSE(detail::shared_rate_agrees(mult(rate * (1 + 30e-6)), rate));
+  EXPECT_FALSE(detail::shared_rate_agrees(mult(rate * (1 - 30e-6)), rate));
+  EXPECT_FALSE(detail::shared_rate_agrees(mult(rate * 2), rate));
+  EXPECT_FALSE(detail::shared_rate_agrees(0, rate)) << "0: no rate";
+  EXPECT_FALSE(detail::shared_rate_agrees(mult(rate), 0.0));
+  EXPECT_FALSE(detail::shared_rate_agrees(mult(rate), -rate));
+  EXPECT_FALSE(detail::shared_rate_agrees(mult(rate), std::nan("")));
+  // Outside 50 MHz - 20 GHz, even when the measurement says the same.
+  EXPECT_TRUE(detail::shared_rate_agrees(mult(0.05), 0.05));
+  EXPECT_TRUE(detail::shared_rate_agrees(mult(20.0), 20.0));
+  EXPECT_FALSE(detail::shared_rate_agrees(mult(0.049), 0.049));
+  EXPECT_FALSE(detail::shared_rate_agrees(mult(20.1), 20.1));
+  EXPECT_FALSE(detail::shared_rate_agrees(~std::uint64_t{0}, 1.0));
+
+  // 32.32 fixed point resolves a 2.6 GHz rate to about 2 Hz.
+  EXPECT_NEAR(static_cast<double>(detail::shared_tsc_hz(mult(rate))), 2.6e9, 2.0);
+  EXPECT_EQ(detail::shared_tsc_hz(mult(1.0)), 1'000'000'000u);
+  EXPECT_EQ(detail::shared_tsc_hz(0), 0u);
+  EXPECT_EQ(detail::shared_tsc_hz(mult(0.049)), 0u);
+  EXPECT_EQ(detail::shared_tsc_hz(~std::uint64_t{0}), 0u);
 }
 
 // The claim's setters apply to every record of a batch, keyed or not, and neither the

@@ -34,10 +34,10 @@ void print_info(const Segment& seg, bool json) {
     fmt::print("{{\"segment\":{},\"version\":\"{}.{}\",\"capacity\":{},\"max_event\":{},\"tail\":{},"
                "\"published\":{},\"back_pressure\":{},\"keys_used\":{},\"key_slots\":{},"
                "\"producers_recovered\":{},\"holes_padded\":{},\"records_voided\":{},\"latches_released\":{},"
-               "\"longest_stall_ns\":{},\"stalls_unresolved\":{},\"producers\":[",
+               "\"longest_stall_ns\":{},\"stalls_unresolved\":{},\"tsc_hz\":{},\"producers\":[",
                json_string(seg.location().display()), h.version_major, h.version_minor, s.capacity, s.max_event, s.tail,
                s.published, s.back_pressure, s.keys_used, s.key_slots, s.producers_recovered, s.holes_padded,
-               s.records_voided, s.latches_released, s.longest_stall_ns, s.stalls_unresolved);
+               s.records_voided, s.latches_released, s.longest_stall_ns, s.stalls_unresolved, s.tsc_hz);
     for (std::size_t i = 0; i < s.producers.size(); ++i) {
       const ProducerStats& p = s.producers[i];
       fmt::print("{}{{\"slot\":{},\"producer_id\":{},\"pid\":{},\"state\":\"{}\",\"alive\":{},\"exclusive\":{},"
@@ -73,6 +73,9 @@ void print_info(const Segment& seg, bool json) {
              "{:.1f} ms  stalls unresolved {}\n",
              s.producers_recovered, s.holes_padded, s.records_voided, s.latches_released,
              static_cast<double>(s.longest_stall_ns) / 1e6, s.stalls_unresolved);
+  fmt::print("  clock: {}\n", s.tsc_hz == 0 ? std::string("no TSC rate shared yet")
+                                            : fmt::format("TSC rate {:.6f} GHz shared by the process that measured it",
+                                                          static_cast<double>(s.tsc_hz) / 1e9));
   const auto excl =
       std::find_if(s.producers.begin(), s.producers.end(), [](const ProducerStats& p) { return p.exclusive; });
   fmt::print("producers ({}{})\n", s.producers.size(),

@@ -2,7 +2,8 @@
 //
 // `Tsc` reads the invariant time-stamp counter (about 11 ns on our VMs, against 28 ns
 // for clock_gettime) and converts ticks to nanoseconds with a rate calibrated once per
-// process against CLOCK_MONOTONIC_RAW. Without an invariant TSC it falls back to
+// process against CLOCK_MONOTONIC_RAW, or adopted from a segment where another process
+// left its rate and a short measurement agrees with it. Without an invariant TSC it falls back to
 // steady_clock and the conversion is the identity. The environment variable
 // RINGBUS_CLOCK chooses: unset or `tsc`, the TSC wherever it is invariant; `steady`,
 // steady_clock always (for hosts whose TSC is flagged invariant but not kept in step,
@@ -14,6 +15,7 @@
 // nanoseconds of the system clock while costing one rdtsc and a multiply per call.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 
@@ -79,9 +81,20 @@ class Tsc {
     Source source = Source::steady_no_tsc;
     double ns_per_tick = 1.0;
     std::uint64_t mult = std::uint64_t{1} << 32;  // ns_per_tick in 32.32 fixed point
+    bool adopted = false;  // the rate came from a segment's shared word (checked), not a full measurement
   };
   // Measured on first use (about 20 ms), then constant for the life of the process.
   static const Calibration& calibration() noexcept;
+  // As calibration(), where a segment is at hand. `shared` is the segment's word for
+  // the rate (`mult` above; 0 = none yet), written by whichever process measured first.
+  // If this is the process's first calibration and `shared` holds a rate, it is adopted
+  // when the first kSharedCheckNs of the measurement agree with it within
+  // kSharedTolerance; otherwise the measurement runs its full 20 ms. Afterwards a
+  // `shared` that is 0, or disagrees with the process's rate by more than that, is set
+  // to it. The word is untrusted: any value is safe to find there.
+  static const Calibration& calibration(std::atomic<std::uint64_t>& shared) noexcept;
+  static constexpr std::uint64_t kSharedCheckNs = 2'000'000;
+  static constexpr double kSharedTolerance = 20e-6;
 };
 
 namespace detail {
@@ -92,6 +105,12 @@ struct ClockAnchor {
   std::uint64_t refresh_ticks = 0;  // 0 forces a re-anchor on the next call
 };
 std::uint64_t reanchor(ClockAnchor& a, std::uint64_t now_ticks) noexcept;
+// True when `shared_mult` (a rate in 32.32 fixed point, read from a segment) is a TSC
+// rate between 50 MHz and 20 GHz that agrees with `measured_ns_per_tick` within
+// Tsc::kSharedTolerance.
+bool shared_rate_agrees(std::uint64_t shared_mult, double measured_ns_per_tick) noexcept;
+// The rate `shared_mult` stands for, in ticks a second; 0 when it is outside that range.
+std::uint64_t shared_tsc_hz(std::uint64_t shared_mult) noexcept;
 }  // namespace detail
 
 // Nanoseconds since the Unix epoch, from the TSC (see above).

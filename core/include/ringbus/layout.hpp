@@ -24,7 +24,8 @@ inline constexpr std::uint32_t kVersionMajor = 1;
 // Minor versions add what older libraries do not read. 1: ControlBlock::group_lock.
 // 2: ControlBlock::exclusive (a library of minor < 2 does not see an exclusive producer:
 // do not attach one to a segment that such a library publishes to).
-inline constexpr std::uint32_t kVersionMinor = 2;
+// 3: ControlBlock::tsc_mult.
+inline constexpr std::uint32_t kVersionMinor = 3;
 
 inline constexpr std::size_t kPage = 4096;
 // Independently written hot words are kept this far apart: one line, plus the
@@ -158,6 +159,11 @@ struct alignas(kHotAlign) ControlBlock {
   // The exclusive producer: exclusive::make(slot, pid) while one is attached, else 0
   // (also in a segment of minor version < 2). DESIGN.md, "Exclusive producers".
   std::atomic<std::uint64_t> exclusive;
+  // The TSC rate (Tsc::Calibration::mult, ns a tick in 32.32 fixed point) measured by
+  // the first process that calibrated on this segment; 0 = none yet (also in a segment
+  // of minor version < 3). Attaching processes adopt it after a 2 ms check instead of
+  // measuring for 20 ms (clock.hpp, Tsc::calibration). Untrusted: any value is safe.
+  std::atomic<std::uint64_t> tsc_mult;
 };
 static_assert(offsetof(ControlBlock, tail) == 0);
 static_assert(offsetof(ControlBlock, gating_gen) == kHotAlign, "tail and gating generation apart");
@@ -166,6 +172,8 @@ static_assert(offsetof(ControlBlock, space_waiters) == 3 * kHotAlign);
 static_assert(offsetof(ControlBlock, next_producer_id) == 4 * kHotAlign);
 static_assert(offsetof(ControlBlock, exclusive) == 4 * kHotAlign + 80,
               "the exclusive word is in the rarely written block, where segments of minor version < 2 hold zero");
+static_assert(offsetof(ControlBlock, tsc_mult) == 4 * kHotAlign + 88,
+              "the rate word is in the rarely written block, where segments of minor version < 3 hold zero");
 static_assert(sizeof(ControlBlock) == 5 * kHotAlign);
 
 // The exclusive producer word (ControlBlock::exclusive): [pid:32 | slot + 1:32], 0 = none.

@@ -80,6 +80,9 @@ struct SegmentStats {
   std::uint64_t latches_released = 0;
   std::uint64_t longest_stall_ns = 0;
   std::uint64_t stalls_unresolved = 0;  // reader stalls past unblock_after that recovery could not end
+  // The TSC rate the segment shares (ControlBlock::tsc_mult) in ticks a second; 0 when
+  // none is there yet or the word holds no plausible rate (50 MHz - 20 GHz).
+  std::uint64_t tsc_hz = 0;
   std::vector<ProducerStats> producers;  // slots ever used
   std::vector<GroupStats> groups;        // registered groups
 };
