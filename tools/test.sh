@@ -2,7 +2,8 @@
 # README command (2): set-up, then every test tier in three builds:
 #   build/test   unit, stress, process (crash and kill tests included), tool and package
 #   build/tsan   unit, stress and process tiers under ThreadSanitizer
-#   build/asan   unit, stress and process tiers under AddressSanitizer + UBSan
+#   build/asan   unit, stress, process and tool tiers under AddressSanitizer + UBSan (the
+#                `ringbus` tool and its tests built at -O0, see CMakeLists.txt)
 #   build/fuzz   the libFuzzer targets (clang), 30 s each on the seed corpus
 # (Process tests start their children by re-executing the test binary, so TSan sees
 # fresh processes.)
@@ -11,7 +12,7 @@ cd "$(dirname "$0")/.."
 bash tools/setup.sh
 jobs=$(nproc)
 
-step() { printf '\n== %s\n' "$*"; }
+step() { printf '\n== %s (%d s in)\n' "$*" "$SECONDS"; }
 # Names a tier left in /dev/shm (a test that removes what it creates leaves none). They
 # are reported, not removed: the report says which tier left them.
 shm_before=$(ls /dev/shm 2>/dev/null | sort)
@@ -43,11 +44,12 @@ left_behind "tests under TSan"
 
 step "build: AddressSanitizer + UBSan"
 cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRINGBUS_SANITIZE=address \
-  -DRINGBUS_BUILD_TOOLS=OFF -DRINGBUS_BUILD_BENCH=OFF >/dev/null
-cmake --build build/asan -j "$jobs" --target unit_tests stress_tests process_tests crash_tests kill_tests
-step "tests: unit, stress and process tiers under ASan + UBSan"
+  -DRINGBUS_BUILD_TOOLS=ON -DRINGBUS_BUILD_BENCH=ON >/dev/null
+cmake --build build/asan -j "$jobs" --target unit_tests stress_tests process_tests crash_tests kill_tests \
+  bench_tests ringbus tool_tests
+step "tests: unit, stress, process and tool tiers under ASan + UBSan"
 ASAN_OPTIONS="detect_leaks=1" UBSAN_OPTIONS="print_stacktrace=1 halt_on_error=1" \
-  ctest --test-dir build/asan --output-on-failure -L "unit|stress|process"
+  ctest --test-dir build/asan --output-on-failure -L "unit|stress|process|tool"
 left_behind "tests under ASan + UBSan"
 
 step "build: fuzz targets (clang, libFuzzer + ASan/UBSan)"
