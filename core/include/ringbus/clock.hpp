@@ -3,8 +3,8 @@
 // `Tsc` reads the invariant time-stamp counter (about 11 ns on our VMs, against 28 ns
 // for clock_gettime) and converts ticks to nanoseconds with a rate calibrated once per
 // process against CLOCK_MONOTONIC_RAW, or adopted from a segment where another process
-// left its rate and a short measurement agrees with it. Without an invariant TSC it falls back to
-// steady_clock and the conversion is the identity. The environment variable
+// left its rate and a short measurement agrees with it. Without an invariant TSC it
+// falls back to steady_clock and the conversion is the identity. The environment variable
 // RINGBUS_CLOCK chooses: unset or `tsc`, the TSC wherever it is invariant; `steady`,
 // steady_clock always (for hosts whose TSC is flagged invariant but not kept in step,
 // such as VMs that migrate live). The library treats any other value as unset; the
