@@ -256,9 +256,6 @@ TEST(Kill, RandomKillsLoseNothingDuplicateNothingAndKeepKeySeqContiguous) {
     bad_ends.push_back(std::string(who) + (code >= 128 ? " died of signal " + std::to_string(code - 128)
                                                        : " exited with status " + std::to_string(code)));
   };
-  auto end_code = [](int status) {
-    return WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
-  };
   const FaultPoint producer_points[] = {FaultPoint::after_latch,   FaultPoint::after_tail_cas, FaultPoint::after_journal,
                                         FaultPoint::after_unlatch, FaultPoint::before_frame,   FaultPoint::after_commit};
   auto random_arm = [&](bool producer) {
@@ -307,7 +304,7 @@ TEST(Kill, RandomKillsLoseNothingDuplicateNothingAndKeepKeySeqContiguous) {
       int status = 0;
       if (::waitpid(c->pid, &status, WNOHANG) == c->pid) {
         ++deaths_at_points;
-        check_end(end_code(status), "a consumer", false);
+        check_end(test::end_code(status), "a consumer", false);
         start_consumer(*c, dedup, armed);
       }
     }
@@ -330,7 +327,7 @@ TEST(Kill, RandomKillsLoseNothingDuplicateNothingAndKeepKeySeqContiguous) {
       int status = 0;
       if (::waitpid(producers[i].pid, &status, WNOHANG) == producers[i].pid) {
         ++deaths_at_points;
-        check_end(end_code(status), "a producer", false);
+        check_end(test::end_code(status), "a producer", false);
         if (leaves_hole(producers[i].armed) && hole_waits < 4) {
           await_consumer_repair();
           ++hole_waits;

@@ -67,14 +67,19 @@ struct ChildRole {
 // Starts a child running `role` with `args`. The child inherits every open descriptor.
 pid_t spawn_child(const std::string& role, const std::vector<std::string>& args);
 
+// A wait status as an exit code, or 128 + signal.
+inline int end_code(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return -1;
+}
+
 // Waits for `pid`; returns its exit code, or 128 + signal.
 inline int reap(pid_t pid) {
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0) {
   }
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-  return -1;
+  return end_code(status);
 }
 
 // Identifies an event across processes: payload of every test event.

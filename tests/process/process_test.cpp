@@ -114,10 +114,6 @@ const test::ChildRole redrive_dies("redrive-dies", [](const std::vector<std::str
   return 3;  // nothing was redelivered
 });
 
-// A worker killed while a redriven dead letter is in its handler leaves the entry
-// `delivering`. The next join of the group (it then holds every worker slot, so no live
-// process can be delivering it) puts the entry back to `redrive`, counting the cut-short
-// attempt, and it is delivered again: never stuck where no tool could redrive or purge it.
 // Child: "calibrate LOCATION RESULTS_FD ROLE": reads the segment's shared TSC rate
 // word, attaches a producer (ROLE "producer") or joins group "clock" (ROLE "group"),
 // and reports its process's calibration and the word after.
@@ -219,6 +215,10 @@ TEST(Process, ASharedTscRateIsCheckedBeforeItIsAdopted) {
   ::unsetenv(Tsc::kEnvironment);
 }
 
+// A worker killed while a redriven dead letter is in its handler leaves the entry
+// `delivering`. The next join of the group (it then holds every worker slot, so no live
+// process can be delivering it) puts the entry back to `redrive`, counting the cut-short
+// attempt, and it is delivered again: never stuck where no tool could redrive or purge it.
 TEST(Process, ARedeliveryCutShortByDeathIsDeliveredAgain) {
   test::TempSegment seg(test::TempSegment::small_options(), "proc");
   {
