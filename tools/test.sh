@@ -2,8 +2,9 @@
 # README command (2): set-up, then every test tier in three builds:
 #   build/test   unit, stress, process (crash and kill tests included), tool and package
 #   build/tsan   unit, stress and process tiers under ThreadSanitizer
-#   build/asan   unit, stress, process and tool tiers under AddressSanitizer + UBSan (the
-#                `ringbus` tool and its tests built at -O0, see CMakeLists.txt)
+#   build/asan   unit, stress, process and tool tiers under AddressSanitizer + UBSan
+#   (In both sanitizer builds the `ringbus` tool and the tests' own code, but the stress
+#   tier's, are built at -O0; the library is not. See CMakeLists.txt.)
 #   build/fuzz   the libFuzzer targets (clang), 30 s each on the seed corpus
 # (Process tests start their children by re-executing the test binary, so TSan sees
 # fresh processes.)
