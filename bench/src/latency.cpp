@@ -254,12 +254,20 @@ struct BenchSegment {
   }
 };
 
-// Every system holds 4096 events in flight: the peers have 4096 slots, a ringbus ring
-// the power of two that holds 4096 records (a ring much larger than the L2 cache would
-// make every record a cache miss the peers never pay).
+// Every system holds about 4096 events: the peers have 4096 slots, a ringbus ring the
+// power of two nearest (by ratio) to the bytes of 4096 records. A ring much larger than
+// the peers' would make ringbus's writes cache misses the peers never pay: for 1 KiB
+// events (1088-byte records) the power of two above, 8 MiB, holds 7710 records in twice
+// the peers' 4 MiB; 4 MiB holds 3855.
 constexpr std::uint64_t ring_for(std::size_t payload) {
-  return std::bit_ceil(std::uint64_t{4096} * record_bytes(static_cast<std::uint32_t>(payload)));
+  const std::uint64_t want = std::uint64_t{4096} * record_bytes(static_cast<std::uint32_t>(payload));
+  const std::uint64_t down = std::bit_floor(want);
+  const std::uint64_t up = std::bit_ceil(want);
+  return want * want <= down * up ? down : up;
 }
+static_assert(ring_for(64) == 512 * 1024);
+static_assert(ring_for(1024) == 4 * 1024 * 1024);
+static_assert(ring_for(1500) == 8 * 1024 * 1024);  // 1568-byte records: 6.1 MiB
 
 // Default producer configuration (header timestamps on), busy-spinning when full.
 const ProducerOptions kBenchProducer{.wait = WaitStrategy::busy_spin()};
