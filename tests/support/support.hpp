@@ -3,15 +3,18 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <string_view>
 #include <thread>
 #include <vector>
 
 #include "ringbus/error.hpp"
+#include "ringbus/event.hpp"
 #include "ringbus/segment.hpp"
 
 namespace ringbus::test {
@@ -23,6 +26,13 @@ std::string unique_name(std::string_view prefix);
 std::string read_file(const std::string& path);
 // Reads descriptor `fd` (a pipe, say) until end of file or an error.
 std::string read_to_end(int fd);
+
+// The number in an event's first 8 payload bytes (fewer if the payload is shorter).
+inline std::uint64_t value_of(const Event& e) {
+  std::uint64_t v = 0;
+  std::memcpy(&v, e.payload().data(), std::min<std::size_t>(8, e.payload().size()));
+  return v;
+}
 
 // Creates a shared-memory segment under a unique name and removes the name when done.
 class TempSegment {

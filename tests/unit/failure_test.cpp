@@ -27,12 +27,7 @@ namespace ringbus {
 namespace {
 
 using test::TempSegment;
-
-std::uint64_t value_of(const Event& e) {
-  std::uint64_t v = 0;
-  std::memcpy(&v, e.payload().data(), std::min<std::size_t>(8, e.payload().size()));
-  return v;
-}
+using test::value_of;
 
 void publish(Producer& p, std::uint64_t key, std::uint64_t v) {
   ASSERT_EQ(p.publish(key, 7, std::as_bytes(std::span(&v, 1))), Status::ok);
