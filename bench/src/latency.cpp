@@ -3,7 +3,8 @@
 // message of the scenario's size; the receiving thread (pinned to the consumer CPU)
 // copies the message out and reads the TSC with rdtscp, which waits for the loads
 // before it. The difference is one sample. Round-trip systems stamp and receive on the
-// same thread.
+// same thread. Every queue's sending side is `send_paced`; the two floors, which send no
+// message, pace and stamp the same way in their own loops.
 #include "latency.hpp"
 
 #include <fcntl.h>
@@ -36,6 +37,20 @@ namespace {
 // rdtscp: waits for the loads before it. A plain rdtsc may read the clock before the
 // copied message has arrived, which makes every two-line queue look like one line.
 inline std::uint64_t end_ticks() noexcept { return Tsc::ticks_after_loads(); }
+
+// The sending side of every queue measured: `events` messages, one every `gap_ticks`,
+// each stamped just before it is handed to `send(message, index)`.
+template <std::size_t N, class Send>
+void send_paced(std::uint64_t events, std::uint64_t gap_ticks, Send&& send) {
+  Pacer pace(gap_ticks);
+  Msg<N> m{};
+  for (std::uint64_t i = 0; i < events; ++i) {
+    pace.wait();
+    m.seq = i;
+    m.stamp = ticks();
+    send(m, i);
+  }
+}
 
 // ---------------------------------------------------------------------------------
 // The floor: one cache line bounced between the two CPUs. One-way = RTT / 2.
@@ -164,15 +179,10 @@ class Peer final : public LatencySystem {
       run_pinned(
           c.cpu_producer, c.cpu_consumer,
           [&] {
-            Pacer pace(c.gap_ticks);
-            Msg<N> m{};
-            for (std::uint64_t i = 0; i < c.events; ++i) {
-              pace.wait();
-              m.seq = i;
-              m.stamp = ticks();
+            send_paced<N>(c.events, c.gap_ticks, [&](const Msg<N>& m, std::uint64_t) {
               while (!Ops::push(q, m)) {
               }
-            }
+            });
           },
           [&] {
             Msg<N> m{};
@@ -190,12 +200,8 @@ class Peer final : public LatencySystem {
     run_pinned(
         c.cpu_producer, c.cpu_consumer,
         [&] {
-          Pacer pace(c.gap_ticks);
-          Msg<N> m{}, r{};
-          for (std::uint64_t i = 0; i < c.events; ++i) {
-            pace.wait();
-            m.seq = i;
-            m.stamp = ticks();
+          Msg<N> r{};
+          send_paced<N>(c.events, c.gap_ticks, [&](const Msg<N>& m, std::uint64_t i) {
             while (!Ops::push(q, m)) {
             }
             while (!Ops::pop(back, r)) {
@@ -203,7 +209,7 @@ class Peer final : public LatencySystem {
             consume_bytes(&r);
             const std::uint64_t now = end_ticks();
             if (i >= c.warmup) h.record(now - r.stamp);
-          }
+          });
         },
         [&] {
           Msg<N> m{};
@@ -318,14 +324,9 @@ class RingbusOneWay final : public LatencySystem {
     run_pinned(
         c.cpu_producer, c.cpu_consumer,
         [&] {
-          Pacer pace(c.gap_ticks);
-          Msg<N> m{};
-          for (std::uint64_t i = 0; i < c.events; ++i) {
-            pace.wait();
-            m.seq = i;
-            m.stamp = ticks();
+          send_paced<N>(c.events, c.gap_ticks, [&](const Msg<N>& m, std::uint64_t i) {
             send(producer_, keys_.empty() ? 0 : keys_[i % keys_.size()], m);
-          }
+          });
         },
         [&] {
           Msg<N> m{};
@@ -463,14 +464,7 @@ class RingbusProcess final : public LatencySystem {
       if (::write(ack, &attached, 1) != 1) ::_exit(2);
       Command c{};
       while (::read(cmd, &c, sizeof c) == sizeof c && c.events != 0) {
-        Pacer pace(c.gap_ticks);
-        Msg<64> m{};
-        for (std::uint64_t i = 0; i < c.events; ++i) {
-          pace.wait();
-          m.seq = i;
-          m.stamp = ticks();
-          send(p, 0, m);
-        }
+        send_paced<64>(c.events, c.gap_ticks, [&](const Msg<64>& m, std::uint64_t) { send(p, 0, m); });
         const char done = 1;
         if (::write(ack, &done, 1) != 1) ::_exit(2);
       }
@@ -508,12 +502,8 @@ class RingbusRoundTrip final : public LatencySystem {
     run_pinned(
         c.cpu_producer, c.cpu_consumer,
         [&] {
-          Pacer pace(c.gap_ticks);
-          Msg<64> m{}, r{};
-          for (std::uint64_t i = 0; i < c.events; ++i) {
-            pace.wait();
-            m.seq = i;
-            m.stamp = ticks();
+          Msg<64> r{};
+          send_paced<64>(c.events, c.gap_ticks, [&](const Msg<64>& m, std::uint64_t i) {
             send(there_producer_, 0, m);
             bool got = false;
             while (!got) {
@@ -527,7 +517,7 @@ class RingbusRoundTrip final : public LatencySystem {
             }
             const std::uint64_t now = end_ticks();
             if (i >= c.warmup) h.record(now - r.stamp);
-          }
+          });
         },
         [&] {
           Msg<64> m{};
