@@ -19,6 +19,8 @@
 #include <bit>
 #include <boost/lockfree/spsc_queue.hpp>
 #include <csignal>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <numeric>
 #include <random>
@@ -30,6 +32,7 @@
 
 #include "ringbus/producer.hpp"
 #include "ringbus/segment.hpp"
+#include "ringbus_bench/publish.hpp"
 
 namespace ringbus::bench {
 namespace {
@@ -287,11 +290,7 @@ GroupOptions bench_group() {
 
 template <std::size_t N>
 void send(Producer& p, std::uint64_t key, const Msg<N>& m) {
-  Claim c;
-  while (p.try_claim(key, 1, N, c) != Status::ok) {
-  }
-  std::memcpy(c.payload().data(), &m, N);
-  c.commit();
+  publish_copy<N>(p, key, &m);
 }
 
 // One-way, thread to thread; optionally keyed (sequencing over `keys` distinct keys in a
@@ -605,6 +604,13 @@ std::vector<LatencyScenario> latency_scenarios() {
       {"rtt", 64, "round trip, ping-pong through two queues", 5,
        [](const Options&) { return one_way_with_peers<64>(true); }},
   };
+}
+
+void claim_refused_for_good(Status s, std::size_t bytes) noexcept {
+  const std::string_view why = to_string(s);
+  std::fprintf(stderr, "ringbus: bench: a ringbus claim of %zu bytes was refused (%.*s), which no retry can cure\n",
+               bytes, static_cast<int>(why.size()), why.data());
+  std::_Exit(1);
 }
 
 }  // namespace ringbus::bench

@@ -3,8 +3,10 @@
 #include <gtest/gtest.h>
 #include <sched.h>
 #include <sys/statvfs.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <chrono>
 #include <cstdint>
@@ -21,9 +23,12 @@
 
 #include "ringbus/clock.hpp"
 #include "ringbus/layout.hpp"
+#include "ringbus/producer.hpp"
+#include "ringbus/stats.hpp"
 #include "ringbus_bench/bench.hpp"
 #include "ringbus_bench/histogram.hpp"
 #include "ringbus_bench/pacer.hpp"
+#include "ringbus_bench/publish.hpp"
 #include "ringbus_bench/summary.hpp"
 #include "ringbus_bench/throughput.hpp"
 #include "support.hpp"
@@ -1063,6 +1068,31 @@ TEST(BenchSummary, RatesAreSortedByThePlacementProbedAroundThem) {
   EXPECT_EQ(mixed.events_per_s, 8e6);
   EXPECT_TRUE(mixed.moved);
   EXPECT_TRUE(mixed.by_placement.empty());
+}
+
+// The latency scenarios publish through publish_copy: a claim refused for any reason but
+// a full ring ends the process naming the reason, where retrying it would spin forever.
+TEST(BenchPublish, AClaimRefusedForGoodEndsTheProcessNamingWhy) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");  // the test support's watchdog is a thread
+  ringbus::test::TempSegment seg({.capacity = 64 * 1024, .max_event = 64});
+  // The death test's child runs this test again up to the statement and exits there,
+  // past every destructor: the segment's name goes now, so neither process leaves it.
+  ringbus::Segment::remove(seg.location());
+  ringbus::Producer p = ringbus::Producer::attach(seg.segment());
+  std::array<std::byte, 128> big{};
+  // The watchdog does not run in a death test's child: the alarm bounds it instead (a
+  // publish_copy that retried the refusal would spin until then, and fail the test).
+  EXPECT_EXIT(
+      {
+        ::alarm(30);
+        ringbus::bench::publish_copy<128>(p, 0, big.data());
+      },
+      ::testing::ExitedWithCode(1), "claim of 128 bytes was refused \\(too_large\\)");
+  std::array<std::byte, 64> fits{};
+  fits[0] = std::byte{7};
+  ringbus::bench::publish_copy<64>(p, 3, fits.data());
+  const ringbus::SegmentStats stats = ringbus::read_stats(seg.segment());
+  EXPECT_EQ(stats.published, 1u);
 }
 
 }  // namespace
