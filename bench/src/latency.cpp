@@ -272,11 +272,15 @@ constexpr std::uint64_t ring_for(std::size_t payload) {
   const std::uint64_t want = std::uint64_t{4096} * record_bytes(static_cast<std::uint32_t>(payload));
   const std::uint64_t down = std::bit_floor(want);
   const std::uint64_t up = std::bit_ceil(want);
-  return want * want <= down * up ? down : up;
+  // want / down <= up / want, in doubles: the squares of large rings overflow 64 bits.
+  return static_cast<double>(want) * static_cast<double>(want) <= static_cast<double>(down) * static_cast<double>(up)
+             ? down
+             : up;
 }
 static_assert(ring_for(64) == 512 * 1024);
 static_assert(ring_for(1024) == 4 * 1024 * 1024);
 static_assert(ring_for(1500) == 8 * 1024 * 1024);  // 1568-byte records: 6.1 MiB
+static_assert(ring_for(std::size_t{1} << 30) == std::uint64_t{1} << 42);  // 4 TiB: its square is 2^84
 
 // Default producer configuration (header timestamps on), busy-spinning when full.
 const ProducerOptions kBenchProducer{.wait = WaitStrategy::busy_spin()};
