@@ -292,11 +292,6 @@ GroupOptions bench_group() {
   return o;
 }
 
-template <std::size_t N>
-void send(Producer& p, std::uint64_t key, const Msg<N>& m) {
-  publish_copy<N>(p, key, &m);
-}
-
 // One-way, thread to thread; optionally keyed (sequencing over `keys` distinct keys in a
 // shuffled order) and with extra gating groups that consume in the background.
 template <std::size_t N>
@@ -328,7 +323,7 @@ class RingbusOneWay final : public LatencySystem {
         c.cpu_producer, c.cpu_consumer,
         [&] {
           send_paced<N>(c.events, c.gap_ticks, [&](const Msg<N>& m, std::uint64_t i) {
-            send(producer_, keys_.empty() ? 0 : keys_[i % keys_.size()], m);
+            publish_copy(producer_, keys_.empty() ? 0 : keys_[i % keys_.size()], m);
           });
         },
         [&] {
@@ -467,7 +462,7 @@ class RingbusProcess final : public LatencySystem {
       if (::write(ack, &attached, 1) != 1) ::_exit(2);
       Command c{};
       while (::read(cmd, &c, sizeof c) == sizeof c && c.events != 0) {
-        send_paced<64>(c.events, c.gap_ticks, [&](const Msg<64>& m, std::uint64_t) { send(p, 0, m); });
+        send_paced<64>(c.events, c.gap_ticks, [&](const Msg<64>& m, std::uint64_t) { publish_copy(p, 0, m); });
         const char done = 1;
         if (::write(ack, &done, 1) != 1) ::_exit(2);
       }
@@ -507,7 +502,7 @@ class RingbusRoundTrip final : public LatencySystem {
         [&] {
           Msg<64> r{};
           send_paced<64>(c.events, c.gap_ticks, [&](const Msg<64>& m, std::uint64_t i) {
-            send(there_producer_, 0, m);
+            publish_copy(there_producer_, 0, m);
             bool got = false;
             while (!got) {
               pong.poll(
@@ -530,7 +525,7 @@ class RingbusRoundTrip final : public LatencySystem {
                 [&](const Event& e) {
                   std::memcpy(&m, e.payload().data(), sizeof m);
                   consume_bytes(&m);
-                  send(back_producer_, 0, m);
+                  publish_copy(back_producer_, 0, m);
                   ++i;
                 },
                 1);

@@ -1085,12 +1085,12 @@ TEST(BenchPublish, AClaimRefusedForGoodEndsTheProcessNamingWhy) {
   EXPECT_EXIT(
       {
         ::alarm(30);
-        ringbus::bench::publish_copy<128>(p, 0, big.data());
+        ringbus::bench::publish_copy(p, 0, big);
       },
       ::testing::ExitedWithCode(1), "claim of 128 bytes was refused \\(too_large\\)");
   std::array<std::byte, 64> fits{};
   fits[0] = std::byte{7};
-  ringbus::bench::publish_copy<64>(p, 3, fits.data());
+  ringbus::bench::publish_copy(p, 3, fits);
   const ringbus::SegmentStats stats = ringbus::read_stats(seg.segment());
   EXPECT_EQ(stats.published, 1u);
 }
