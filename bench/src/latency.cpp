@@ -96,7 +96,7 @@ class Floor final : public LatencySystem {
   bool rtt_;
 };
 
-// The least a one-way message can cost: a ring of 4096 lines, one line per message
+// The least a one-way message can cost: a ring of kPeerSlots lines, one line per message
 // holding its sequence and stamp, written by the sender and spun on by the receiver.
 // On our VMs, when the two vCPUs sit far apart, this costs 1.2-1.5 x RTT/2: the first
 // write to a line the receiver is watching is slower than the ping-pong's steady state.
@@ -134,13 +134,12 @@ class FloorOneWay final : public LatencySystem {
     std::atomic<std::uint64_t> seq{0};
     std::uint64_t stamp = 0;
   };
-  using Slots = std::array<Slot, 4096>;
+  using Slots = std::array<Slot, kPeerSlots>;
   std::unique_ptr<Slots> ring_ = std::make_unique<Slots>();
 };
 
 // ---------------------------------------------------------------------------------
-// Peers: SPSC queues of N-byte messages, 4096 slots.
-constexpr std::size_t kPeerSlots = 4096;
+// Peers: SPSC queues of N-byte messages, kPeerSlots slots.
 
 template <std::size_t N>
 struct BoostOps {
@@ -269,7 +268,7 @@ struct BenchSegment {
 // events (1088-byte records) the power of two above, 8 MiB, holds 7710 records in twice
 // the peers' 4 MiB; 4 MiB holds 3855.
 constexpr std::uint64_t ring_for(std::size_t payload) {
-  const std::uint64_t want = std::uint64_t{4096} * record_bytes(static_cast<std::uint32_t>(payload));
+  const std::uint64_t want = std::uint64_t{kPeerSlots} * record_bytes(static_cast<std::uint32_t>(payload));
   const std::uint64_t down = std::bit_floor(want);
   const std::uint64_t up = std::bit_ceil(want);
   // want / down <= up / want, in doubles: the squares of large rings overflow 64 bits.

@@ -501,8 +501,8 @@ void print_table(const Report& r, std::FILE* out) {
   }
   if (!r.throughput.empty()) {
     const std::uint64_t ring = r.options.tput_capacity;
-    fmt::print(out, "\nthroughput, M events/s (median of runs; ringbus ring {}, peers 4096 messages)\n",
-               ring >= (1u << 20) ? fmt::format("{} MiB", ring >> 20) : fmt::format("{} KiB", ring >> 10));
+    fmt::print(out, "\nthroughput, M events/s (median of runs; ringbus ring {}, peers {} messages)\n",
+               ring >= (1u << 20) ? fmt::format("{} MiB", ring >> 20) : fmt::format("{} KiB", ring >> 10), kPeerSlots);
     fmt::print(out, "                                          1 producer        2 producers   RTT/2 ns\n");
     fmt::print(out, "                                          plain  batch32    plain  batch32   (probed)\n");
     print_tput_rows(out, r, "");

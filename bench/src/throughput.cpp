@@ -29,8 +29,6 @@
 namespace ringbus::bench {
 namespace {
 
-constexpr std::size_t kPeerSlots = 4096;
-
 using Clock = std::chrono::steady_clock;
 
 struct Timing {

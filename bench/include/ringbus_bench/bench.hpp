@@ -30,6 +30,11 @@ struct Options {
   std::function<void(double fraction, const std::string& what)> progress;
 };
 
+// How many events every queue measured holds: the peers have this many slots, the
+// one-way floor this many lines, and a latency scenario's ringbus ring the power of two
+// nearest to the bytes of this many records (latency.cpp, ring_for).
+inline constexpr std::size_t kPeerSlots = 4096;
+
 // Options for a mode: "full" (1M samples x 3 runs), "quick" (100k x 3, 2M throughput events, about 35 s),
 // "smoke" (a few seconds, for CI).
 Options options_for(const std::string& mode);
