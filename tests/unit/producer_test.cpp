@@ -34,14 +34,14 @@ std::string text(const Event& e) {
 }
 
 // Everything currently readable, in log order, as copies.
-struct Seen {
+struct Drained {
   std::uint64_t position, key, key_seq, producer_seq;
   std::uint32_t producer_id;
   std::uint16_t type, flags;
   std::string payload;
 };
-std::vector<Seen> drain(const Segment& seg, std::uint64_t from = 0) {
-  std::vector<Seen> out;
+std::vector<Drained> drain(const Segment& seg, std::uint64_t from = 0) {
+  std::vector<Drained> out;
   TailReader t = TailReader::open_at(seg, from);
   Event e;
   while (t.try_next(e)) {
