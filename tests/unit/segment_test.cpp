@@ -670,6 +670,35 @@ TEST(Segment, FileBackedSegmentKeepsItsEventsAcrossReopen) {
   EXPECT_FALSE(tail.try_next(e));
 }
 
+// Attaching reads every page once unless told not to (OpenOptions::touch_pages); either
+// way it changes nothing: a segment attached while it holds events over many pages
+// reads them back whole, and publishes through either attachment land in the same log.
+TEST(Segment, AttachingWithOrWithoutTouchingPagesChangesNothing) {
+  TempSegment t;
+  Producer p = Producer::attach(t.segment());
+  const std::string body(1000, 'x');
+  constexpr std::uint64_t kFirst = 40;  // about ten pages of records in the 64 KiB ring
+  for (std::uint64_t i = 0; i < kFirst; ++i) {
+    ASSERT_EQ(p.try_publish(i + 1, 7, std::as_bytes(std::span(body.data(), body.size()))), Status::ok);
+  }
+  OpenOptions untouched;
+  untouched.touch_pages = false;
+  const Segment touched_seg = Segment::open(t.location());
+  const Segment untouched_seg = Segment::open(t.location(), untouched);
+  Producer late = Producer::attach(untouched_seg);
+  ASSERT_EQ(late.try_publish(kFirst + 1, 7, std::as_bytes(std::span(body.data(), body.size()))), Status::ok);
+  for (const Segment* seg : {&touched_seg, &untouched_seg}) {
+    TailReader tail = TailReader::open(*seg, TailStart::earliest);
+    Event e;
+    for (std::uint64_t i = 0; i <= kFirst; ++i) {
+      ASSERT_TRUE(tail.try_next(e)) << i;
+      EXPECT_EQ(e.key(), i + 1);
+      EXPECT_EQ(std::string_view(reinterpret_cast<const char*>(e.payload().data()), e.payload().size()), body);
+    }
+    EXPECT_FALSE(tail.try_next(e));
+  }
+}
+
 TEST(Segment, OpenDuringCreationNeverSeesAHalfWrittenHeader) {
   for (int round = 0; round < 50; ++round) {
     const Location loc = Location::shm(unique_name("race"));

@@ -45,7 +45,7 @@ void add_dlq_command(CLI::App& app, int& exit_code) {
   cmd->add_option("group", *group, "Consumer group")->required();
   cmd->require_subcommand(1);
 
-  auto open = [arg, group] { return DeadLetters::open(Segment::open(arg->location()), *group); };
+  auto open = [arg, group] { return DeadLetters::open(arg->look(), *group); };
 
   auto* list = cmd->add_subcommand("list", "One line per dead letter");
   list->callback([open, &exit_code] {
@@ -93,7 +93,7 @@ void add_dlq_command(CLI::App& app, int& exit_code) {
   redrive->add_flag("--republish", *republish, "Publish them into the log again (flag redriven) instead");
   redrive->callback([arg, group, rid, all, republish, &exit_code] {
     if (*all == (*rid != 0)) throw CLI::ValidationError("redrive", "give one dead letter id, or --all");
-    const Segment seg = Segment::open(arg->location());
+    const Segment seg = arg->look();
     DeadLetters dlq = DeadLetters::open(seg, *group);
     const std::optional<std::uint64_t> which = *all ? std::nullopt : std::optional<std::uint64_t>(*rid);
     if (which && !dlq.get(*which)) {

@@ -203,7 +203,7 @@ void add_event_commands(CLI::App& app, int& exit_code) {
     cmd->add_option("--key", *key, "Only events of this key");
     cmd->add_option("--type", *type, "Only events of this event type");
     cmd->callback([=, &exit_code] {
-      const Segment seg = Segment::open(arg->location());
+      const Segment seg = arg->look();
       std::optional<SchemaRegistry> registry;
       if (seg.refs().registry != nullptr) registry.emplace(seg);
       std::optional<std::uint16_t> type_id;

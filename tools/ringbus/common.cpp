@@ -18,6 +18,12 @@ Location SegmentArg::location() const {
   return Location::parse(name);
 }
 
+Segment SegmentArg::look() const {
+  OpenOptions o;
+  o.touch_pages = false;
+  return Segment::open(location(), o);
+}
+
 std::uint64_t parse_size(const std::string& option, const std::string& text) {
   std::uint64_t n = 0;
   const char* const end = text.data() + text.size();

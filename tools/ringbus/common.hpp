@@ -30,6 +30,9 @@ struct SegmentArg {
   std::string path;
   void add_to(CLI::App* cmd);
   [[nodiscard]] Location location() const;
+  // Attaches for a short look (info, stat, tail, dlq): without reading every page first
+  // (OpenOptions::touch_pages), which a 16 MiB segment pays 20 ms for on our VMs.
+  [[nodiscard]] Segment look() const;
 };
 
 // "64M", "16MiB", "4096", "1K", "1T" -> bytes (units are powers of 1024). Throws

@@ -50,6 +50,11 @@ struct OpenOptions {
   bool allow_wider_mode = false;   // accept permission bits wider than at creation
   // How long to wait for a creator that is still writing the header.
   std::chrono::milliseconds init_timeout{2000};
+  // Read every page once at attach (create always does): on VMs whose first access to
+  // each page of a new mapping faults in the hypervisor (about 5 us a page), the first
+  // lap of this process's producers and readers then pays nothing. Off for a short look
+  // at a segment (the tool's info, stat, tail and dlq commands), which touches few pages.
+  bool touch_pages = true;
 };
 
 namespace detail {
