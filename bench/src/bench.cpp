@@ -340,7 +340,7 @@ Report run(const Options& o) {
     double probe = probe_floor(o, kCaseProbeSamples);
     for (int r = 0; r < o.runs; ++r) {
       for (std::size_t i = 0; i < picked.size(); ++i) {
-        const double rate = measure_throughput(*picked[i], o, o.tput_events);
+        const double rate = measure_throughput(*picked[i], o, events_for(*picked[i], o));
         const double after = probe_floor(o, kCaseProbeSamples);
         measured.emplace_back(i, rate);
         around.push_back({probe, after});

@@ -316,6 +316,10 @@ std::vector<ThroughputCase> throughput_cases() {
   return out;
 }
 
+std::uint64_t events_for(const ThroughputCase& c, const Options& o) {
+  return c.event_bytes >= 512 ? o.tput_events / 4 : o.tput_events;
+}
+
 double measure_throughput(const ThroughputCase& c, const Options& o, std::uint64_t events) {
   switch (c.event_bytes) {
     case 8: return rate<8>(c, o, events);

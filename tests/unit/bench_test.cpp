@@ -235,6 +235,21 @@ TEST(BenchOptions, CheckNamesWhatIsWrongAndRunRefusesIt) {
 // A claim the ring refuses for good (here a batch over a quarter of it, which check()
 // keeps a run from asking for) ends the measurement with the status named, where a
 // retry loop would spin forever; the same case in a ring it fits moves every event.
+// Every case of 8 or 64-byte events measures tput_events events; every 512-byte case a
+// quarter, in each mode.
+TEST(BenchThroughput, A512ByteMeasurementMovesAQuarterOfTheEvents) {
+  for (const char* mode : {"full", "quick", "smoke"}) {
+    const ringbus::bench::Options o = ringbus::bench::options_for(mode);
+    int sized = 0;
+    for (const ringbus::bench::ThroughputCase& c : ringbus::bench::throughput_cases()) {
+      const std::uint64_t want = c.event_bytes == 512 ? o.tput_events / 4 : o.tput_events;
+      EXPECT_EQ(ringbus::bench::events_for(c, o), want) << mode << " " << c.system << " " << c.scenario;
+      sized += c.event_bytes == 512 ? 1 : 0;
+    }
+    EXPECT_GT(sized, 0) << mode;
+  }
+}
+
 TEST(BenchThroughput, AClaimRefusedForAnyReasonButFullEndsTheRunNamingTheStatus) {
   const std::optional<ringbus::bench::Options> two = smoke_on_two_cpus();
   if (!two) GTEST_SKIP() << "needs two CPUs";

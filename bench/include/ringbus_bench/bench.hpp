@@ -21,7 +21,7 @@ struct Options {
   std::uint64_t gap_ns = 2000;          // pacing of latency runs
   std::uint64_t chunk = 50'000;         // samples per interleaved turn of one system
   int runs = 3;                         // results are medians over runs
-  std::uint64_t tput_events = 10'000'000;  // events per throughput measurement
+  std::uint64_t tput_events = 10'000'000;  // events per throughput measurement (512-byte: a quarter; events_for)
   // Log bytes of ringbus's segment in the throughput cases (a power of two): by default
   // the capacity a segment gets when none is asked for. Which ring moves the most depends
   // on the CPU and the placement of the two vCPUs (bench/RESULTS.md, "Ring size").
@@ -35,7 +35,7 @@ struct Options {
 // nearest to the bytes of this many records (latency.cpp, ring_for).
 inline constexpr std::size_t kPeerSlots = 4096;
 
-// Options for a mode: "full" (1M samples x 3 runs), "quick" (100k x 3, 2M throughput events, 35-45 s),
+// Options for a mode: "full" (1M samples x 3 runs), "quick" (100k x 3, 2M throughput events, 30-40 s),
 // "smoke" (a few seconds, for CI).
 Options options_for(const std::string& mode);
 
