@@ -234,6 +234,17 @@ double stream_rate(bool claim, std::uint64_t events, const Options& o) {
 
 template <std::size_t N, class Q, class Push, class Pop>
 double peer_rate(Q& q, Push push, Pop pop, std::uint64_t events, const Options& o) {
+  // The queue filled and emptied once before the clock starts: every page of its slots
+  // is touched here, as a ringbus segment's pages are when it is created and the stream
+  // reference's ring is (bench/README.md, "Throughput references").
+  {
+    Blob<N> b{};
+    std::uint64_t filled = 0;
+    while (push(q, b)) ++filled;
+    for (; filled > 0; --filled) {
+      if (!pop(q, b)) throw std::logic_error("a peer queue returned fewer items than it took");
+    }
+  }
   Timing t;
   std::uint64_t sink = 0;
   std::thread consumer([&] {
