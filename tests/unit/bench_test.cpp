@@ -232,9 +232,6 @@ TEST(BenchOptions, CheckNamesWhatIsWrongAndRunRefusesIt) {
   }
 }
 
-// A claim the ring refuses for good (here a batch over a quarter of it, which check()
-// keeps a run from asking for) ends the measurement with the status named, where a
-// retry loop would spin forever; the same case in a ring it fits moves every event.
 // Every case of 8 or 64-byte events measures tput_events events; every 512-byte case a
 // quarter, in each mode.
 TEST(BenchThroughput, A512ByteMeasurementMovesAQuarterOfTheEvents) {
@@ -250,6 +247,9 @@ TEST(BenchThroughput, A512ByteMeasurementMovesAQuarterOfTheEvents) {
   }
 }
 
+// A claim the ring refuses for good (here a batch over a quarter of it, which check()
+// keeps a run from asking for) ends the measurement with the status named, where a
+// retry loop would spin forever; the same case in a ring it fits moves every event.
 TEST(BenchThroughput, AClaimRefusedForAnyReasonButFullEndsTheRunNamingTheStatus) {
   const std::optional<ringbus::bench::Options> two = smoke_on_two_cpus();
   if (!two) GTEST_SKIP() << "needs two CPUs";
