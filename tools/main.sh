@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # README command (1): set-up, a release build, and the main job: the latency and
-# throughput report (about 4 minutes; `--quick` for about 35 s). Extra arguments go to
+# throughput report (about 4-5 minutes; `--quick` for about 30 s). Extra arguments go to
 # `ringbus bench`. Results: build/bench/results.json and build/bench/latency.png.
 set -euo pipefail
 cd "$(dirname "$0")/.."

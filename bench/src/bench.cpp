@@ -23,9 +23,10 @@
 namespace ringbus::bench {
 namespace {
 
-// Ping-pongs of the placement probe before each throughput measurement (about 10 ms
-// paced every 2 us): enough for a stable median, small beside the measurement.
-constexpr std::uint64_t kCaseProbeSamples = 5'000;
+// Ping-pongs of the placement probe before each throughput measurement (about 5 ms
+// paced every 2 us): enough for a median that tells the placements apart to within a
+// step of the clock, small beside the measurement.
+constexpr std::uint64_t kCaseProbeSamples = 2'000;
 // Ping-pongs of the probe between two latency chunks (about 1 ms far; a chunk of the
 // full mode takes 100 ms): enough for a median that tells the placements apart.
 constexpr std::uint64_t kChunkProbeSamples = 500;
@@ -177,9 +178,10 @@ Options options_for(const std::string& mode) {
   o.mode = mode;
   o.tput_events = 10'000'000;
   if (mode == "quick") {
-    o.samples = 100'000;
+    o.samples = 60'000;
+    o.chunk = 30'000;
     o.runs = 3;
-    o.tput_events = 2'000'000;
+    o.tput_events = 1'500'000;
   } else if (mode == "smoke") {
     o.samples = 4'000;
     o.warmup = 400;

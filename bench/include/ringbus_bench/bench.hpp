@@ -35,7 +35,7 @@ struct Options {
 // nearest to the bytes of this many records (latency.cpp, ring_for).
 inline constexpr std::size_t kPeerSlots = 4096;
 
-// Options for a mode: "full" (1M samples x 3 runs), "quick" (100k x 3, 2M throughput events, 30-40 s),
+// Options for a mode: "full" (1M samples x 3 runs), "quick" (60k x 3, 1.5M throughput events, about 30 s),
 // "smoke" (a few seconds, for CI).
 Options options_for(const std::string& mode);
 
