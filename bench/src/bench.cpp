@@ -179,7 +179,6 @@ Options options_for(const std::string& mode) {
   o.tput_events = 10'000'000;
   if (mode == "quick") {
     o.samples = 60'000;
-    o.chunk = 30'000;
     o.runs = 3;
     o.tput_events = 1'500'000;
   } else if (mode == "smoke") {
