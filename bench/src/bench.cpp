@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <bit>
+#include <chrono>
 #include <cmath>
 #include <memory>
 #include <span>
@@ -264,6 +265,10 @@ std::string check(const Options& o) {
 
 Report run(const Options& o) {
   if (const std::string why = check(o); !why.empty()) throw std::invalid_argument(why);
+  const auto started = std::chrono::steady_clock::now();
+  const auto seconds_since = [](std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+  };
   Report report;
   report.options = o;
   report.machine = describe_machine();
@@ -289,6 +294,7 @@ Report run(const Options& o) {
     if (o.progress) o.progress(total > 0 ? done / total : 1.0, what);
   };
 
+  const auto latency_started = std::chrono::steady_clock::now();
   for (const LatencyScenario& sc : scenarios) {
     if (!wanted(o, sc.name)) continue;
     auto systems = sc.make(o);
@@ -325,6 +331,8 @@ Report run(const Options& o) {
     add_placements(std::span(report.latency).last(systems.size()), chunk_records, chunk_probes, ns_per_tick);
   }
 
+  report.elapsed.latency_s = seconds_since(latency_started);
+
   // Throughput cases take turns too (one measurement of each per run): the placement
   // of the two vCPUs changes over seconds and moves every system's rate together, so
   // each measurement is preceded by a short placement probe, reported with its rate.
@@ -336,6 +344,7 @@ Report run(const Options& o) {
   // measurement is the one after this.
   std::vector<std::pair<std::size_t, double>> measured;  // (case, rate)
   std::vector<ChunkProbes> around;
+  const auto throughput_started = std::chrono::steady_clock::now();
   if (!picked.empty()) {
     report.placement.before_tput_ns = probe_floor(o, 20'000);
     double probe = probe_floor(o, kCaseProbeSamples);
@@ -354,7 +363,9 @@ Report run(const Options& o) {
     report.throughput.push_back({c->system, c->scenario, c->event_bytes, c->producers, c->batch});
   }
   add_rates(report.throughput, measured, around);
+  report.elapsed.throughput_s = seconds_since(throughput_started);
   report.placement.end_ns = probe_floor(o, 20'000);
+  report.elapsed.total_s = seconds_since(started);
   return report;
 }
 

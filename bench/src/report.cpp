@@ -421,6 +421,10 @@ void print_table(const Report& r, std::FILE* out) {
                "placement.\n",
                range.min_ns, range.max_ns);
   }
+  if (r.elapsed.total_s > 0) {
+    fmt::print(out, "time: {:.1f} s (latency scenarios {:.1f} s, throughput cases {:.1f} s)\n", r.elapsed.total_s,
+               r.elapsed.latency_s, r.elapsed.throughput_s);
+  }
   if (!r.latency.empty()) {
     // The ratio columns: only the scenario's own floor, in the same placement (another
     // scenario's floor may be from another placement).
@@ -548,6 +552,8 @@ void write_json(const Report& r, const std::string& path) {
                    "\"rtt_half_end_ns\": {:.1f}, \"rtt_half_min_ns\": {:.1f}, \"rtt_half_max_ns\": {:.1f}, "
                    "\"moved\": {}}},\n",
                    r.placement.start_ns, before_tput, r.placement.end_ns, range.min_ns, range.max_ns, range.moved());
+  j << fmt::format("  \"elapsed\": {{\"latency_s\": {:.3f}, \"throughput_s\": {:.3f}, \"total_s\": {:.3f}}},\n",
+                   r.elapsed.latency_s, r.elapsed.throughput_s, r.elapsed.total_s);
   j << "  \"results\": [\n";
   bool first = true;
   for (const LatencyResult& l : r.latency) {

@@ -50,7 +50,9 @@ class JsonReport {
 TEST(BenchSmoke, CompletesAndWritesValidJson) {
   const std::string json = "/tmp/" + ringbus::test::unique_name("bench") + ".json";
   const std::string cmd = kTool + " bench --smoke --no-progress --json " + json + " > /dev/null";
+  const auto before = std::chrono::steady_clock::now();
   ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  const double wall_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - before).count();
 
   JsonReport report(json);
   simdjson::ondemand::object root = report.root();
@@ -78,6 +80,17 @@ TEST(BenchSmoke, CompletesAndWritesValidJson) {
   EXPECT_LE(lowest, start);  // the range covers every probe
   EXPECT_GE(highest, start);
   EXPECT_EQ(bool(placement["moved"].get_bool()), highest > 1.5 * lowest);
+
+  // How long each part took: both parts ran, within the whole run, within the process's
+  // lifetime as timed from outside it.
+  simdjson::ondemand::object elapsed = root["elapsed"].get_object();
+  const double latency_s = elapsed["latency_s"].get_double();
+  const double throughput_s = elapsed["throughput_s"].get_double();
+  const double total_s = elapsed["total_s"].get_double();
+  EXPECT_GT(latency_s, 0.0);
+  EXPECT_GT(throughput_s, 0.0);
+  EXPECT_LE(latency_s + throughput_s, total_s);
+  EXPECT_LE(total_s, wall_s);
 
   std::set<std::string> systems, scenarios;
   std::set<std::pair<std::string, std::string>> pairs;  // (scenario, system)
@@ -314,6 +327,7 @@ TEST(BenchSmoke, CapacitySizesTheThroughputRing) {
   JsonReport report(json);
   simdjson::ondemand::object root = report.root();
   EXPECT_EQ(uint64_t(root["config"]["tput_capacity"].get_uint64()), uint64_t{256} << 10);
+  EXPECT_EQ(double(root["elapsed"]["latency_s"].get_double()), 0.0);  // no latency scenario ran (under 1 ms)
   std::size_t ringbus_cases = 0;
   for (auto item : root["results"].get_array()) {
     simdjson::ondemand::object r = item.get_object();
@@ -326,6 +340,34 @@ TEST(BenchSmoke, CapacitySizesTheThroughputRing) {
     }
   }
   EXPECT_EQ(ringbus_cases, 4u);  // 1 and 2 producers, batched and not
+}
+
+// The table's header and the JSON say how long the run and each part took; a part that
+// did not run shows 0 s (the JSON keeps milliseconds).
+TEST(BenchSmoke, TheReportSaysHowLongEachPartTook) {
+  const std::string json = "/tmp/" + ringbus::test::unique_name("bench") + ".json";
+  const std::string out = "/tmp/" + ringbus::test::unique_name("bench") + ".out";
+  const std::string cmd = kTool + " bench --smoke --no-progress --scenarios thread --json " + json + " > " + out;
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  const std::string table = ringbus::test::read_file(out);
+  ::unlink(out.c_str());
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(
+      table, m, std::regex("\ntime: ([0-9]+\\.[0-9]) s \\(latency scenarios ([0-9]+\\.[0-9]) s, throughput cases 0\\.0 s\\)\n")))
+      << table;
+
+  JsonReport report(json);
+  simdjson::ondemand::object elapsed = report.root()["elapsed"].get_object();
+  const double latency_s = elapsed["latency_s"].get_double();
+  const double throughput_s = elapsed["throughput_s"].get_double();
+  const double total_s = elapsed["total_s"].get_double();
+  EXPECT_GT(latency_s, 0.0);
+  EXPECT_EQ(throughput_s, 0.0);
+  EXPECT_LE(latency_s, total_s);
+  // The table shows the JSON's figures to a tenth of a second (the JSON keeps three
+  // decimals).
+  EXPECT_NEAR(std::stod(m[1].str()), total_s, 0.0505);
+  EXPECT_NEAR(std::stod(m[2].str()), latency_s, 0.0505);
 }
 
 // The placement probes around the measurements time one cache line's trip, and are

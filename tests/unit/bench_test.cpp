@@ -822,6 +822,23 @@ TEST(BenchReport, TheJsonKeepsEachFigureInItsFieldAndEscapesStrings) {
   r.throughput.clear();
   json = json_of(r);
   EXPECT_NE(json.find("\"rtt_half_before_tput_ns\": null,"), std::string::npos) << json;
+  r.elapsed = {12.5, 15.3, 28.125};
+  json = json_of(r);
+  EXPECT_NE(json.find("\n  \"elapsed\": {\"latency_s\": 12.500, \"throughput_s\": 15.300, \"total_s\": 28.125},\n"),
+            std::string::npos)
+      << json;
+}
+
+// The table's header says how long the run and each part took, when it was timed (a
+// report put together by hand, as in these tests, was not).
+TEST(BenchReport, TheTableSaysHowLongTheRunTook) {
+  ringbus::bench::Report r = report_with_floors(230, 241, 2 * 235, 226);
+  EXPECT_EQ(table_of(r).find("time:"), std::string::npos) << table_of(r);
+  r.elapsed = {12.5, 15.3, 28.125};
+  const std::string table = table_of(r);
+  EXPECT_NE(table.find("far apart, 70 = near)\ntime: 28.1 s (latency scenarios 12.5 s, throughput cases 15.3 s)\n"),
+            std::string::npos)
+      << table;
 }
 
 // Throughput measurements probed in both placements are reported and judged in each.
