@@ -331,7 +331,9 @@ Report run(const Options& o) {
     add_placements(std::span(report.latency).last(systems.size()), chunk_records, chunk_probes, ns_per_tick);
   }
 
-  report.elapsed.latency_s = seconds_since(latency_started);
+  // A part that did not run took 0 s exactly, not the microseconds of finding so (a
+  // stall of the VM in them could show as milliseconds).
+  if (selects_latency(o)) report.elapsed.latency_s = seconds_since(latency_started);
 
   // Throughput cases take turns too (one measurement of each per run): the placement
   // of the two vCPUs changes over seconds and moves every system's rate together, so
@@ -363,7 +365,7 @@ Report run(const Options& o) {
     report.throughput.push_back({c->system, c->scenario, c->event_bytes, c->producers, c->batch});
   }
   add_rates(report.throughput, measured, around);
-  report.elapsed.throughput_s = seconds_since(throughput_started);
+  if (!picked.empty()) report.elapsed.throughput_s = seconds_since(throughput_started);
   report.placement.end_ns = probe_floor(o, 20'000);
   report.elapsed.total_s = seconds_since(started);
   return report;

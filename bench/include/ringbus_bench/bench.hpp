@@ -165,8 +165,8 @@ struct PlacementRange {
 };
 inline constexpr double kPlacementMoved = 1.5;
 
-// Wall time of a run, seconds: the latency scenarios, the throughput cases (under a
-// millisecond for a part that did not run) and the whole run, probes and set-up included.
+// Wall time of a run, seconds: the latency scenarios, the throughput cases (0 for a
+// part that did not run) and the whole run, probes and set-up included.
 struct Elapsed {
   double latency_s = 0;
   double throughput_s = 0;
