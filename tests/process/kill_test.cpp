@@ -340,15 +340,20 @@ TEST(Kill, RandomKillsLoseNothingDuplicateNothingAndKeepKeySeqContiguous) {
     }
   };
 
+  // SIGKILL from here; a child that had already died at its own point counts as such.
+  auto kill_from_outside = [&](pid_t pid, const char* who) {
+    ::kill(pid, SIGKILL);
+    const int status = reap(pid);
+    (status == 128 + SIGKILL ? kills_outside : kills_inside) += 1;
+    check_end(status, who, false);
+  };
+
   for (int it = 0; it < iterations; ++it) {
     std::this_thread::sleep_for(std::chrono::microseconds(300 + rng() % 3000));
     restart_dead(true);
     const auto victim = rng() % 4;
-    pid_t& pid = victim < 2 ? producers[victim].pid : victim == 2 ? dedup_consumer.pid : raw_consumer.pid;
-    ::kill(pid, SIGKILL);
-    const int status = reap(pid);
-    (status == 128 + SIGKILL ? kills_outside : kills_inside) += 1;
-    check_end(status, victim < 2 ? "a producer" : "a consumer", false);
+    const pid_t pid = victim < 2 ? producers[victim].pid : victim == 2 ? dedup_consumer.pid : raw_consumer.pid;
+    kill_from_outside(pid, victim < 2 ? "a producer" : "a consumer");
     if (victim < 2) {
       // One time in eight the producer stays dead past the unblock bound: consumers
       // stalled at its hole must repair it themselves, within the bound.
@@ -367,12 +372,7 @@ TEST(Kill, RandomKillsLoseNothingDuplicateNothingAndKeepKeySeqContiguous) {
   // one armed to die right after releasing its latch and left alone until it has, so
   // that the consumers' repair runs in every run.
   if (hole_waits == 0) {
-    for (std::uint32_t i = 0; i < kProducers; ++i) {
-      ::kill(producers[i].pid, SIGKILL);
-      const int status = reap(producers[i].pid);
-      (status == 128 + SIGKILL ? kills_outside : kills_inside) += 1;
-      check_end(status, "a producer", false);
-    }
+    for (const Proc& p : producers) kill_from_outside(p.pid, "a producer");
     start_producer(1, Arm{});
     start_producer(0, Arm{FaultPoint::after_unlatch, rng() % 32});
     ASSERT_TRUE(test::eventually(
