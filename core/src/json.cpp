@@ -351,8 +351,12 @@ std::optional<JsonLineError> parse_envelope_json(std::string_view line, Envelope
     return structure_error(line).value_or(JsonLineError{start, "", "malformed JSON: " + describe(e)});
   }
   enum Field { event_id, event_type, version, timestamp, source, correlation_id, causation_id, key, data, kFields };
-  static constexpr const char* kNames[kFields] = {"event_id",       "event_type",   "version", "timestamp", "source",
-                                                  "correlation_id", "causation_id", "key",     "data"};
+  static_assert(kFields == kEnvelopeFields.size());
+  static_assert(kEnvelopeFields[event_id] == "event_id" && kEnvelopeFields[event_type] == "event_type" &&
+                kEnvelopeFields[version] == "version" && kEnvelopeFields[timestamp] == "timestamp" &&
+                kEnvelopeFields[source] == "source" && kEnvelopeFields[correlation_id] == "correlation_id" &&
+                kEnvelopeFields[causation_id] == "causation_id" && kEnvelopeFields[key] == "key" &&
+                kEnvelopeFields[data] == "data");
   bool seen[kFields] = {};
   for (auto f : obj) {
     od::field field;
@@ -367,10 +371,14 @@ std::optional<JsonLineError> parse_envelope_json(std::string_view line, Envelope
     const std::size_t at = static_cast<std::size_t>(v.raw_json_token().data() - base);
     int which = -1;
     for (int i = 0; i < kFields; ++i) {
-      if (name == kNames[i]) which = i;
+      if (name == kEnvelopeFields[i]) which = i;
     }
     const std::string field_name(name);
-    if (which < 0) return JsonLineError{at, field_name, "is not an envelope field"};
+    if (which < 0) {
+      std::string known;
+      for (const std::string_view n : kEnvelopeFields) known += (known.empty() ? "" : ", ") + std::string(n);
+      return JsonLineError{at, field_name, "is not an envelope field (the fields: " + known + ")"};
+    }
     if (seen[which]) return JsonLineError{at, field_name, "appears twice"};
     seen[which] = true;
     auto get_text = [&](std::string& dst, std::size_t max, bool non_empty) -> std::optional<JsonLineError> {
@@ -451,7 +459,7 @@ std::optional<JsonLineError> parse_envelope_json(std::string_view line, Envelope
     return JsonLineError{static_cast<std::size_t>(loc - base), "", "trailing content after the object"};
   }
   for (const Field required : {event_type, data}) {
-    if (!seen[required]) return JsonLineError{0, kNames[required], "is required"};
+    if (!seen[required]) return JsonLineError{0, std::string(kEnvelopeFields[required]), "is required"};
   }
   return std::nullopt;
 }

@@ -29,6 +29,7 @@
 
 #include "ringbus/consumer.hpp"
 #include "ringbus/dlq.hpp"
+#include "ringbus/json.hpp"
 #include "ringbus/layout.hpp"
 #include "ringbus/producer.hpp"
 #include "ringbus/segment.hpp"
@@ -242,7 +243,9 @@ TEST(Cli, PublishRejectsBadLinesAndTailRoundTripsEveryField) {
       {R"({"key":"k","data":{}})", "field \"event_type\" is required"},
       {R"({"event_type":"t","key":"k"})", "field \"data\" is required"},
       {R"([1,2,3])", "not a JSON object"},
-      {R"({"event_type":"t","data":{},"colour":"red"})", "field \"colour\" is not an envelope field"},
+      {R"({"event_type":"t","data":{},"colour":"red"})",
+       "field \"colour\" is not an envelope field (the fields: event_id, event_type, version, timestamp, source, "
+       "correlation_id, causation_id, key, data)"},
       {R"({"event_type":"t","data":{},"key":"a","key":"b"})", "field \"key\" appears twice"},
       {R"({"event_type":"t","version":0,"data":{}})", "field \"version\" must be an integer from 1 to 65535"},
       {R"({"event_type":"t","timestamp":"yesterday","data":{}})", "field \"timestamp\" must be an ISO-8601"},
@@ -447,6 +450,46 @@ TEST(Cli, PublishFromStandardInputAndFollowingTail) {
   ASSERT_EQ(out.size(), 2u) << tail.out;
   EXPECT_EQ(fields_of(out[0]).at("data"), R"({"n":1})");
   EXPECT_EQ(fields_of(out[1]).at("key_seq"), "2");
+}
+
+// publish --help says what a line holds: it names every envelope field, and its example
+// line publishes as it stands.
+TEST(Cli, PublishHelpNamesEveryEnvelopeFieldAndItsExamplePublishes) {
+  const Result help = ringbus_run({"publish", "--help"});
+  ASSERT_EQ(help.code, 0) << help.err;
+  EXPECT_NE(help.out.find("Exit status: 0 success"), std::string::npos) << "the tool's footer is kept\n" << help.out;
+  // The field table: a row a field (or a list of them), "  name, name   what it holds".
+  const std::vector<std::string> lines = lines_of(help.out);
+  const auto table = std::find_if(lines.begin(), lines.end(),
+                                  [](const std::string& l) { return l.ends_with("an event envelope:"); });
+  const auto intro = std::find_if(lines.begin(), lines.end(),
+                                  [](const std::string& l) { return l.ends_with("For example:"); });
+  ASSERT_TRUE(table < intro) << help.out;
+  std::vector<std::string> described;
+  for (auto row = table + 1; row != intro && row->starts_with("  "); ++row) {
+    std::string names = row->substr(2, row->find("  ", 2) - 2);
+    for (std::size_t at = 0; at != std::string::npos;) {
+      const std::size_t comma = names.find(", ", at);
+      described.push_back(names.substr(at, comma == std::string::npos ? comma : comma - at));
+      at = comma == std::string::npos ? comma : comma + 2;
+    }
+  }
+  std::vector<std::string> expected(ringbus::kEnvelopeFields.begin(), ringbus::kEnvelopeFields.end());
+  std::sort(described.begin(), described.end());
+  std::sort(expected.begin(), expected.end());
+  EXPECT_EQ(described, expected) << help.out;
+  ASSERT_TRUE(intro != lines.end() && intro + 1 != lines.end()) << help.out;
+  const std::string example = (intro + 1)->substr((intro + 1)->find_first_not_of(' '));
+  ToolSegment seg;
+  TempFile file(example + "\n");
+  const Result pub = ringbus_run({"publish", seg.name(), file.path()});
+  EXPECT_EQ(pub.code, 0) << example << "\n" << pub.err;
+  const Result tail = ringbus_run({"tail", seg.name(), "--from", "start"});
+  ASSERT_EQ(tail.code, 0) << tail.err;
+  const std::vector<std::string> out = lines_of(tail.out);
+  ASSERT_EQ(out.size(), 1u) << tail.out;
+  EXPECT_EQ(fields_of(out[0]).at("event_type"), fields_of(example).at("event_type"));
+  EXPECT_EQ(fields_of(out[0]).at("data"), fields_of(example).at("data"));
 }
 
 // Lines of nothing but spaces, tabs or a carriage return are skipped, not rejected.

@@ -309,7 +309,10 @@ TEST(JsonLines, ErrorsNameTheFieldAndWhere) {
   const std::vector<Case> cases = {
       {R"(not json)", "", "not", 0},
       {R"([1,2])", "", "not a JSON object", 0},
-      {R"({"event_type":"T","data":1,"evnt":2})", "evnt", "is not an envelope field", 34},
+      {R"({"event_type":"T","data":1,"evnt":2})", "evnt",
+       "is not an envelope field (the fields: event_id, event_type, version, timestamp, source, correlation_id, "
+       "causation_id, key, data)",
+       34},
       {R"({"event_type":"T","event_type":"U","data":1})", "event_type", "twice", 31},
       {R"({"event_type":7,"data":1})", "event_type", "must be a string", 14},
       {R"({"event_type":"","data":1})", "event_type", "must not be empty", 14},

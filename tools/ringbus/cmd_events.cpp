@@ -68,6 +68,19 @@ bool blank(std::string_view s) {
   return s.find_first_not_of(" \t\r") == std::string_view::npos;
 }
 
+// What `publish --help` says a line holds (json.hpp has the rules; kEnvelopeFields the
+// names, each of which this names).
+constexpr std::string_view kEnvelopeLineHelp =
+    "Each line is one JSON object, an event envelope:\n"
+    "  event_type      string of 1-95 bytes (required); its type id comes from the segment's registry\n"
+    "  data            any JSON value (required), kept as written\n"
+    "  key             string, not empty: events of one key are sequenced and go to one worker\n"
+    "  version         integer 1-65535 (default 1)\n"
+    "  timestamp       ISO-8601 date-time with a time zone, like 2026-11-22T10:00:00.123Z (default: now)\n"
+    "  event_id, source, correlation_id, causation_id   strings\n"
+    "Any other field, or one given twice, rejects the line. For example:\n"
+    "  {\"event_type\":\"OrderPlaced\",\"key\":\"order-42\",\"data\":{\"qty\":100}}";
+
 // --timeout's bound: a day, far below what nanoseconds in an int64 hold (292 years).
 constexpr double kMaxTimeoutSeconds = 86400.0;
 
@@ -93,6 +106,7 @@ void add_event_commands(CLI::App& app, int& exit_code) {
     cmd->add_flag("--no-progress", *no_progress, "No progress bar on a terminal");
     cmd->add_flag("--exclusive", *exclusive,
                   "Attach as the segment's only producer (refused while another is attached; refuses others)");
+    cmd->footer(std::string(kEnvelopeLineHelp) + "\n\n" + cmd->get_footer());
     cmd->callback([=, &exit_code] {
       const Segment seg = Segment::open(arg->location());
       SchemaRegistry registry(seg);

@@ -13,6 +13,7 @@
 // precision are preserved).
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <optional>
 #include <span>
@@ -31,6 +32,10 @@ struct JsonLineError {
   std::string field;       // the field at fault ("" for the line as a whole)
   std::string message;
 };
+
+// The envelope's fields, in the order above: what a line may hold.
+inline constexpr std::array<std::string_view, 9> kEnvelopeFields = {
+    "event_id", "event_type", "version", "timestamp", "source", "correlation_id", "causation_id", "key", "data"};
 
 // Parses one line into `out`. Returns the error, or nullopt on success.
 std::optional<JsonLineError> parse_envelope_json(std::string_view line, Envelope& out);
