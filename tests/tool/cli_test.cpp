@@ -52,15 +52,40 @@ struct Result {
 
 using Environment = std::vector<std::pair<std::string, std::string>>;
 
-// In a forked child: becomes `ringbus args...`.
-[[noreturn]] void exec_tool(std::vector<std::string> args) {
-  std::string tool = RINGBUS_TOOL;
-  std::vector<char*> argv{tool.data()};
-  for (std::string& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  ::execv(tool.c_str(), argv.data());
-  ::_exit(127);
-}
+// `ringbus args...` with `env` added to this process's environment, its arrays built
+// before the fork. Between fork and exec a child of a process with threads (the test
+// watchdog's, at least) may make async-signal-safe calls only: another thread may have
+// held the allocator's lock when the process forked, and a child that allocates waits
+// for it forever (seen under ASan: the child copied its arguments, and hung).
+class ToolExec {
+ public:
+  explicit ToolExec(const std::vector<std::string>& args, const Environment& env = {}) : tool_(RINGBUS_TOOL) {
+    args_.push_back(tool_);
+    args_.insert(args_.end(), args.begin(), args.end());
+    for (char** e = environ; *e != nullptr; ++e) {
+      const std::string_view entry(*e);
+      const bool replaced = std::any_of(env.begin(), env.end(), [&](const auto& kv) {
+        return entry.size() > kv.first.size() && entry.starts_with(kv.first) && entry[kv.first.size()] == '=';
+      });
+      if (!replaced) env_.emplace_back(entry);
+    }
+    for (const auto& [name, value] : env) env_.push_back(name + "=" + value);
+    for (std::string& a : args_) argv_.push_back(a.data());
+    argv_.push_back(nullptr);
+    for (std::string& e : env_) envp_.push_back(e.data());
+    envp_.push_back(nullptr);
+  }
+  // In the forked child: becomes the tool (async-signal-safe).
+  [[noreturn]] void exec() const noexcept {
+    ::execve(tool_.c_str(), argv_.data(), envp_.data());
+    ::_exit(127);
+  }
+
+ private:
+  std::string tool_;
+  std::vector<std::string> args_, env_;
+  std::vector<char*> argv_, envp_;
+};
 
 // A child running `ringbus args...` (with `env` added to its environment), its output
 // going to files.
@@ -73,17 +98,18 @@ class Child {
     const std::string base = "/tmp/" + unique_name("cli");
     out_ = base + ".out";
     err_ = base + ".err";
+    const ToolExec tool(args, env);
+    const std::string in_path = stdin_path.empty() ? "/dev/null" : stdin_path;
     pid_ = ::fork();
     if (pid_ == 0) {
-      const int in = ::open(stdin_path.empty() ? "/dev/null" : stdin_path.c_str(), O_RDONLY);
+      const int in = ::open(in_path.c_str(), O_RDONLY);
       const int out = stdout_fd >= 0 ? stdout_fd : ::open(out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
       const int err = ::open(err_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
       if (in < 0 || out < 0 || err < 0) ::_exit(120);
       ::dup2(in, 0);
       ::dup2(out, 1);
       ::dup2(err, 2);
-      for (const auto& [name, value] : env) ::setenv(name.c_str(), value.c_str(), 1);
-      exec_tool(args);
+      tool.exec();
     }
   }
   void signal(int sig) const { ::kill(pid_, sig); }
@@ -715,9 +741,10 @@ TEST(Cli, StatShowsCountersLagDeadLettersAndLatency) {
 // standard input, output and error; this side reads and types through its master.
 class OnTerminal {
  public:
-  explicit OnTerminal(std::vector<std::string> args) {
+  explicit OnTerminal(const std::vector<std::string>& args) {
+    const ToolExec tool(args);
     pid_ = ::forkpty(&master_, nullptr, nullptr, nullptr);
-    if (pid_ == 0) exec_tool(std::move(args));
+    if (pid_ == 0) tool.exec();
     if (pid_ < 0) ADD_FAILURE() << "forkpty: " << std::strerror(errno);
   }
   ~OnTerminal() {
