@@ -56,6 +56,37 @@ bool moved(const std::vector<ChunkPlacement>& where) {
   return std::any_of(where.begin(), where.end(), [](ChunkPlacement c) { return c != ChunkPlacement::all; });
 }
 
+// What a case's measurements counted, summed, and the events they moved.
+struct CaseCounts {
+  bool counted = true;  // every measurement was
+  Counts producer{};
+  Counts consumer{};
+  std::uint64_t events = 0;
+
+  void add(const Measurement& m, std::uint64_t moved) {
+    counted = counted && m.counted;
+    for (std::size_t k = 0; k < kMaxCounters; ++k) {
+      producer[k] += m.producer[k];
+      consumer[k] += m.consumer[k];
+    }
+    events += moved;
+  }
+  // Sets t's counts per event, if every measurement was counted.
+  void set(ThroughputResult& t) const {
+    t.counted = counted && events > 0;
+    if (!t.counted) return;
+    static_assert(kHardwareCounters.size() == 3 && kHardwareCounters[0].config == PERF_COUNT_HW_CPU_CYCLES &&
+                  kHardwareCounters[1].config == PERF_COUNT_HW_INSTRUCTIONS &&
+                  kHardwareCounters[2].config == PERF_COUNT_HW_CACHE_MISSES);
+    const auto n = static_cast<double>(events);
+    const auto per_event = [n](const Counts& c) {
+      return PerEvent{static_cast<double>(c[0]) / n, static_cast<double>(c[1]) / n, static_cast<double>(c[2]) / n};
+    };
+    t.producer = per_event(producer);
+    t.consumer = per_event(consumer);
+  }
+};
+
 }  // namespace
 
 double median(std::vector<double> v) {
@@ -346,23 +377,32 @@ Report run(const Options& o) {
   // measurement is the one after this.
   std::vector<std::pair<std::size_t, double>> measured;  // (case, rate)
   std::vector<ChunkProbes> around;
+  // The counts of each case, over its measurements, and the events they moved.
+  std::vector<CaseCounts> counted(picked.size());
+  const std::span<const CounterSpec> counters =
+      report.machine.hardware_counters_why.empty() ? std::span<const CounterSpec>(kHardwareCounters)
+                                                   : std::span<const CounterSpec>();
   const auto throughput_started = std::chrono::steady_clock::now();
   if (!picked.empty()) {
     report.placement.before_tput_ns = probe_floor(o, 20'000);
     double probe = probe_floor(o, kCaseProbeSamples);
     for (int r = 0; r < o.runs; ++r) {
       for (std::size_t i = 0; i < picked.size(); ++i) {
-        const double rate = measure_throughput(*picked[i], o, events_for(*picked[i], o));
+        const std::uint64_t events = events_for(*picked[i], o);
+        const Measurement m = measure_throughput(*picked[i], o, events, counters);
         const double after = probe_floor(o, kCaseProbeSamples);
-        measured.emplace_back(i, rate);
+        measured.emplace_back(i, m.events_per_s);
+        counted[i].add(m, events);
         around.push_back({probe, after});
         probe = after;
         tick(10, picked[i]->scenario + ": " + picked[i]->system);
       }
     }
   }
-  for (const ThroughputCase* c : picked) {
+  for (std::size_t i = 0; i < picked.size(); ++i) {
+    const ThroughputCase* c = picked[i];
     report.throughput.push_back({c->system, c->scenario, c->event_bytes, c->producers, c->batch});
+    counted[i].set(report.throughput.back());
   }
   add_rates(report.throughput, measured, around);
   if (!picked.empty()) report.elapsed.throughput_s = seconds_since(throughput_started);

@@ -24,6 +24,7 @@
 
 #include "ringbus/clock.hpp"
 #include "ringbus_bench/bench.hpp"
+#include "ringbus_bench/counters.hpp"
 #include "ringbus_bench/git_commit.hpp"
 
 extern char** environ;
@@ -308,6 +309,31 @@ void print_tput_rows(std::FILE* out, const Report& r, const std::string& at) {
   }
 }
 
+// The hardware counters per event of the one-producer cases, or why there are none.
+void print_counters(std::FILE* out, const Report& r) {
+  if (!r.machine.hardware_counters_why.empty()) {
+    fmt::print(out, "\nhardware counters: none ({}): no cycles, instructions or cache misses per event\n",
+               r.machine.hardware_counters_why);
+    return;
+  }
+  const auto one_producer = [](const ThroughputResult& t) { return t.producers == 1; };
+  if (std::none_of(r.throughput.begin(), r.throughput.end(), one_producer)) return;
+  fmt::print(out, "\nper event, 1 producer (producer / consumer threads, over every run)\n");
+  fmt::print(out, "                                        cycles          instructions     cache misses\n");
+  std::string last;
+  for (const ThroughputResult& t : r.throughput) {
+    if (!one_producer(t)) continue;
+    const std::string batch = t.batch == 1 ? "plain" : fmt::format("batch{}", t.batch);
+    const std::string cells =
+        t.counted ? fmt::format("{:>7.1f} /{:>6.1f}  {:>7.1f} /{:>6.1f}  {:>6.2f} /{:>5.2f}", t.producer.cycles,
+                                t.consumer.cycles, t.producer.instructions, t.consumer.instructions,
+                                t.producer.cache_misses, t.consumer.cache_misses)
+                  : std::string("not counted (a thread could not open its counters)");
+    fmt::print(out, "  {:<8} {:<18} {:<8} {}\n", t.scenario == last ? "" : t.scenario, t.system, batch, cells);
+    last = t.scenario;
+  }
+}
+
 }  // namespace
 
 Machine describe_machine() {
@@ -354,6 +380,7 @@ Machine describe_machine() {
       std::count_if(advances.begin(), advances.end(), [&](std::uint64_t a) { return step != 0 && a % step == 0; });
   m.clock_step_ns = static_cast<double>(step) * Tsc::ns_per_tick();
   m.clock_quantized = step > 1 && static_cast<double>(multiples) >= 0.99 * static_cast<double>(advances.size());
+  m.hardware_counters_why = hardware_counters_unavailable();
   return m;
 }
 
@@ -516,6 +543,7 @@ void print_table(const Report& r, std::FILE* out) {
                  "placement\nduring the throughput cases, so the rows above mix near and far runs)\n");
       for (const char* at : {"near", "far"}) print_tput_rows(out, r, at);
     }
+    print_counters(out, r);
   }
   const auto ts = targets(r);
   if (!ts.empty()) {
@@ -536,9 +564,10 @@ void write_json(const Report& r, const std::string& path) {
   j << fmt::format(
       "{{\n  \"machine\": {{\"cpu_model\": \"{}\", \"cores\": {}, \"compiler\": \"{}\", \"commit\": \"{}\", "
       "\"date\": \"{}\", \"kernel\": \"{}\", \"tsc_ghz\": {:.4f}, \"invariant_tsc\": {}, \"clock_step_ns\": {:.2f}, "
-      "\"clock_quantized\": {}}},\n",
+      "\"clock_quantized\": {}, \"hardware_counters\": {}, \"hardware_counters_why\": \"{}\"}},\n",
       json_escape(m.cpu_model), m.cores, json_escape(m.compiler), json_escape(m.commit), m.date, json_escape(m.kernel),
-      m.tsc_ghz, m.invariant_tsc, m.clock_step_ns, m.clock_quantized);
+      m.tsc_ghz, m.invariant_tsc, m.clock_step_ns, m.clock_quantized, m.hardware_counters_why.empty(),
+      json_escape(m.hardware_counters_why));
   j << fmt::format(
       "  \"config\": {{\"mode\": \"{}\", \"samples\": {}, \"warmup\": {}, \"gap_ns\": {}, \"runs\": {}, "
       "\"chunk\": {}, \"cpu_producer\": {}, \"cpu_consumer\": {}, \"tput_events\": {}, \"tput_capacity\": {}}},\n",
@@ -588,7 +617,13 @@ void write_json(const Report& r, const std::string& path) {
       j << fmt::format("{}{{\"placement\": \"{}\", \"rtt_half_ns\": {:.1f}, \"measurements\": {}, \"events_per_s\": {:.0f}}}",
                        i ? ", " : "", p.placement, p.rtt_half_ns, p.measurements, p.events_per_s);
     }
-    j << "]}";
+    const auto counts = [](const PerEvent& e) {
+      return fmt::format("{{\"cycles\": {:.2f}, \"instructions\": {:.2f}, \"cache_misses\": {:.4f}}}", e.cycles,
+                         e.instructions, e.cache_misses);
+    };
+    j << "], \"per_event\": "
+      << (t.counted ? "{\"producer\": " + counts(t.producer) + ", \"consumer\": " + counts(t.consumer) + "}" : "null")
+      << "}";
   }
   j << "\n  ],\n  \"targets\": [";
   first = true;

@@ -19,6 +19,7 @@
 #include <fmt/format.h>
 #include <boost/lockfree/spsc_queue.hpp>
 #include <chrono>
+#include <mutex>
 #include <readerwriterqueue/readerwriterqueue.h>
 #include <stdexcept>
 #include <thread>
@@ -32,17 +33,56 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 struct Timing {
+  explicit Timing(std::span<const CounterSpec> c) : counters(c) {}
   std::atomic<bool> go{false};
   std::atomic<int> ready{0};
   Clock::time_point start;
   Clock::time_point end;
+  // What each thread counts from the start signal (nothing when empty), and the sums.
+  std::span<const CounterSpec> counters;
+  std::mutex counted_lock;
+  bool counted = true;  // every thread's counters opened
+  Counts producer{};
+  Counts consumer{};
+
+  [[nodiscard]] Measurement measurement(std::uint64_t events) {
+    const double rate = static_cast<double>(events) / std::chrono::duration<double>(end - start).count();
+    const bool all = !counters.empty() && counted;
+    return {rate, all, all ? producer : Counts{}, all ? consumer : Counts{}};
+  }
 };
 
-void wait_go(Timing& t, int cpu) {
+// A thread's counters in a measurement that counts: opened before the start signal (the
+// thread waits for it in wait_go, which starts them), stopped and added to the
+// measurement's sums when the thread's body ends, however it ends.
+class Counting {
+ public:
+  Counting(Timing& t, bool producer)
+      : t_(t), producer_(producer), c_(t.counters.empty() ? ThreadCounters() : ThreadCounters(t.counters)) {}
+  Counting(const Counting&) = delete;
+  Counting& operator=(const Counting&) = delete;
+  ~Counting() {
+    if (t_.counters.empty()) return;
+    const Counts v = c_.stop();
+    const std::lock_guard lock(t_.counted_lock);
+    t_.counted = t_.counted && c_.ok();
+    Counts& into = producer_ ? t_.producer : t_.consumer;
+    for (std::size_t i = 0; i < v.size(); ++i) into[i] += v[i];
+  }
+  void start() noexcept { c_.start(); }
+
+ private:
+  Timing& t_;
+  bool producer_;
+  ThreadCounters c_;
+};
+
+void wait_go(Timing& t, int cpu, Counting& counting) {
   pin_this_thread(cpu);
   t.ready.fetch_add(1);
   while (!t.go.load(std::memory_order_acquire)) {
   }
+  counting.start();
 }
 
 void release(Timing& t, int threads) {
@@ -56,8 +96,8 @@ void release(Timing& t, int threads) {
 constexpr std::uint32_t kTrailBytes = 16u << 10;
 
 template <std::size_t N>
-double ringbus_rate(std::uint32_t producers, std::uint32_t batch, bool trailing, bool exclusive, std::uint64_t events,
-                    const Options& o) {
+Measurement ringbus_rate(std::uint32_t producers, std::uint32_t batch, bool trailing, bool exclusive,
+                         std::uint64_t events, const Options& o, std::span<const CounterSpec> counters) {
   const Location loc = Location::shm("ringbus-tput-" + std::to_string(::getpid()));
   const Segment seg = Segment::create(
       loc, {.capacity = o.tput_capacity, .max_event = 1024, .if_exists = SegmentOptions::IfExists::replace});
@@ -74,14 +114,15 @@ double ringbus_rate(std::uint32_t producers, std::uint32_t batch, bool trailing,
     ps.push_back(Producer::attach(
         seg, {.wait = WaitStrategy::busy_spin(), .timestamps = Timestamps::none, .exclusive = exclusive}));
   }
-  Timing t;
+  Timing t(counters);
   std::uint64_t sink = 0;
   // A claim refused for any reason but `full` ends the run: retrying it would spin
   // forever, and the consumer would wait forever for its events.
   std::atomic<Status> refused{Status::ok};
   const auto going = [&] { return refused.load(std::memory_order_relaxed) == Status::ok; };
   std::thread consumer([&] {
-    wait_go(t, o.cpu_consumer);
+    Counting counting(t, false);
+    wait_go(t, o.cpu_consumer, counting);
     Worker& w = group.worker(0);
     std::uint64_t n = 0, sum = 0;
     if (batch > 1) {
@@ -103,7 +144,8 @@ double ringbus_rate(std::uint32_t producers, std::uint32_t batch, bool trailing,
   std::vector<std::thread> threads;
   for (std::uint32_t k = 0; k < producers; ++k) {
     threads.emplace_back([&, k] {
-      wait_go(t, o.cpu_producer);
+      Counting counting(t, true);
+      wait_go(t, o.cpu_producer, counting);
       Producer& p = ps[k];
       const auto claimed = [&](Status s) {
         if (s == Status::ok) return true;
@@ -146,7 +188,7 @@ double ringbus_rate(std::uint32_t producers, std::uint32_t batch, bool trailing,
     throw std::runtime_error(fmt::format("ringbus: a claim of {} record(s) of {} bytes in a {} KiB ring returned {}",
                                          batch, N, o.tput_capacity >> 10, to_string(s)));
   }
-  return static_cast<double>(events) / std::chrono::duration<double>(t.end - t.start).count();
+  return t.measurement(events);
 }
 
 // The throughput references. Each event is the bytes of a ringbus record of N payload
@@ -165,7 +207,7 @@ double ringbus_rate(std::uint32_t producers, std::uint32_t batch, bool trailing,
 // locked instruction once per batch and prefetch their lines for writing (DESIGN.md
 // section 3).
 template <std::size_t N>
-double stream_rate(bool claim, std::uint64_t events, const Options& o) {
+Measurement stream_rate(bool claim, std::uint64_t events, const Options& o, std::span<const CounterSpec> counters) {
   constexpr std::uint64_t kRecord = record_bytes(static_cast<std::uint32_t>(N));
   const std::uint64_t bytes = o.tput_capacity;
   const std::uint64_t slots = bytes / kRecord;
@@ -189,10 +231,11 @@ double stream_rate(bool claim, std::uint64_t events, const Options& o) {
   };
   const auto freed = std::make_unique<Word>();  // records the reader is done with
   const auto tail = std::make_unique<Word>();   // stream_claim's claim word
-  Timing t;
+  Timing t(counters);
   std::uint64_t wrong = events;  // the first record read with the wrong payload, if any
   std::thread consumer([&] {
-    wait_go(t, o.cpu_consumer);
+    Counting counting(t, false);
+    wait_go(t, o.cpu_consumer, counting);
     std::uint64_t first_wrong = events, unfreed = 0;
     for (std::uint64_t i = 0, slot = 0; i < events; ++i) {
       while (word(slot).load(std::memory_order_acquire) != i + 1) {
@@ -210,7 +253,8 @@ double stream_rate(bool claim, std::uint64_t events, const Options& o) {
     wrong = first_wrong;
   });
   std::thread producer([&] {
-    wait_go(t, o.cpu_producer);
+    Counting counting(t, true);
+    wait_go(t, o.cpu_producer, counting);
     Blob<N> b{};
     std::uint64_t limit = slots;
     for (std::uint64_t i = 0, slot = 0; i < events; ++i) {
@@ -229,11 +273,12 @@ double stream_rate(bool claim, std::uint64_t events, const Options& o) {
     throw std::runtime_error(fmt::format("{}: record {} was read with another record's payload",
                                          claim ? "stream_claim" : "stream", wrong));
   }
-  return static_cast<double>(events) / std::chrono::duration<double>(t.end - t.start).count();
+  return t.measurement(events);
 }
 
 template <std::size_t N, class Q, class Push, class Pop>
-double peer_rate(Q& q, Push push, Pop pop, std::uint64_t events, const Options& o) {
+Measurement peer_rate(Q& q, Push push, Pop pop, std::uint64_t events, const Options& o,
+                      std::span<const CounterSpec> counters) {
   // The queue filled and emptied once before the clock starts: every page of its slots
   // is touched here, as a ringbus segment's pages are when it is created and the stream
   // reference's ring is (bench/README.md, "Throughput references").
@@ -245,10 +290,11 @@ double peer_rate(Q& q, Push push, Pop pop, std::uint64_t events, const Options& 
       if (!pop(q, b)) throw std::logic_error("a peer queue returned fewer items than it took");
     }
   }
-  Timing t;
+  Timing t(counters);
   std::uint64_t sink = 0;
   std::thread consumer([&] {
-    wait_go(t, o.cpu_consumer);
+    Counting counting(t, false);
+    wait_go(t, o.cpu_consumer, counting);
     Blob<N> b{};
     std::uint64_t sum = 0;
     for (std::uint64_t n = 0; n < events;) {
@@ -261,7 +307,8 @@ double peer_rate(Q& q, Push push, Pop pop, std::uint64_t events, const Options& 
     sink = sum;
   });
   std::thread producer([&] {
-    wait_go(t, o.cpu_producer);
+    Counting counting(t, true);
+    wait_go(t, o.cpu_producer, counting);
     Blob<N> b{};
     for (std::uint64_t i = 0; i < events; ++i) {
       b.seq = i;
@@ -273,38 +320,41 @@ double peer_rate(Q& q, Push push, Pop pop, std::uint64_t events, const Options& 
   producer.join();
   consumer.join();
   (void)sink;
-  return static_cast<double>(events) / std::chrono::duration<double>(t.end - t.start).count();
+  return t.measurement(events);
 }
 
 template <std::size_t N>
-double peer(const std::string& system, std::uint64_t events, const Options& o) {
+Measurement peer(const std::string& system, std::uint64_t events, const Options& o,
+                 std::span<const CounterSpec> counters) {
   using B = Blob<N>;
   if (system == "boost_spsc") {
     auto q = std::make_unique<boost::lockfree::spsc_queue<B, boost::lockfree::capacity<kPeerSlots>>>();
     return peer_rate<N>(
-        *q, [](auto& qq, const B& b) { return qq.push(b); }, [](auto& qq, B& b) { return qq.pop(b); }, events, o);
+        *q, [](auto& qq, const B& b) { return qq.push(b); }, [](auto& qq, B& b) { return qq.pop(b); }, events, o, counters);
   }
   if (system == "moodycamel_rwq") {
     moodycamel::ReaderWriterQueue<B> q(kPeerSlots);
     return peer_rate<N>(
         q, [](auto& qq, const B& b) { return qq.try_enqueue(b); }, [](auto& qq, B& b) { return qq.try_dequeue(b); },
-        events, o);
+        events, o, counters);
   }
   atomic_queue::AtomicQueueB2<B, std::allocator<B>, true, false, true> q(kPeerSlots);
   return peer_rate<N>(
-      q, [](auto& qq, const B& b) { return qq.try_push(b); }, [](auto& qq, B& b) { return qq.try_pop(b); }, events, o);
+      q, [](auto& qq, const B& b) { return qq.try_push(b); }, [](auto& qq, B& b) { return qq.try_pop(b); }, events, o,
+      counters);
 }
 
 template <std::size_t N>
-double rate(const ThroughputCase& c, const Options& o, std::uint64_t events) {
+Measurement rate(const ThroughputCase& c, const Options& o, std::uint64_t events,
+                 std::span<const CounterSpec> counters) {
   if (c.system == "stream" || c.system == "stream_claim") {
-    return stream_rate<N>(c.system == "stream_claim", events, o);
+    return stream_rate<N>(c.system == "stream_claim", events, o, counters);
   }
   if (c.system == "ringbus" || c.system == "ringbus_trailing" || c.system == "ringbus_exclusive") {
     return ringbus_rate<N>(c.producers, c.batch, c.system == "ringbus_trailing", c.system == "ringbus_exclusive",
-                           events, o);
+                           events, o, counters);
   }
-  return peer<N>(c.system, events, o);
+  return peer<N>(c.system, events, o, counters);
 }
 
 }  // namespace
@@ -331,11 +381,12 @@ std::uint64_t events_for(const ThroughputCase& c, const Options& o) {
   return c.event_bytes >= 512 ? o.tput_events / 4 : o.tput_events;
 }
 
-double measure_throughput(const ThroughputCase& c, const Options& o, std::uint64_t events) {
+Measurement measure_throughput(const ThroughputCase& c, const Options& o, std::uint64_t events,
+                               std::span<const CounterSpec> counters) {
   switch (c.event_bytes) {
-    case 8: return rate<8>(c, o, events);
-    case 64: return rate<64>(c, o, events);
-    default: return rate<512>(c, o, events);
+    case 8: return rate<8>(c, o, events, counters);
+    case 64: return rate<64>(c, o, events, counters);
+    default: return rate<512>(c, o, events, counters);
   }
 }
 

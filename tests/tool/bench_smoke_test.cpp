@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "ringbus/segment.hpp"
+#include "ringbus_bench/counters.hpp"
 #include "support.hpp"
 
 namespace {
@@ -67,6 +68,12 @@ TEST(BenchSmoke, CompletesAndWritesValidJson) {
   EXPECT_GT(step, 0.0);
   EXPECT_LT(step, 1000.0);
   EXPECT_NO_THROW((void)bool(machine["clock_quantized"].get_bool()));  // present and a boolean
+  // Whether the throughput cases counted cycles, instructions and cache misses, and if
+  // not why: what this machine's kernel says of them.
+  const bool counters = machine["hardware_counters"].get_bool();
+  const std::string why(std::string_view(machine["hardware_counters_why"].get_string()));
+  EXPECT_EQ(why, ringbus::bench::hardware_counters_unavailable());
+  EXPECT_EQ(counters, why.empty()) << why;
 
   simdjson::ondemand::object config = root["config"].get_object();
   EXPECT_EQ(std::string_view(config["mode"].get_string()), "smoke");
@@ -120,6 +127,19 @@ TEST(BenchSmoke, CompletesAndWritesValidJson) {
         EXPECT_LE(at, highest) << system << " " << scenario;
         EXPECT_GE(int64_t(o["measurements"].get_int64()), 1);
         EXPECT_GT(double(o["events_per_s"].get_double()), 0.0);
+      }
+      // Counts per event where the machine has counters; null where it has none.
+      simdjson::ondemand::value per_event = r["per_event"].value();
+      if (!counters) {
+        EXPECT_TRUE(bool(per_event.is_null())) << system << " " << scenario;
+        continue;
+      }
+      simdjson::ondemand::object sides = per_event.get_object();
+      for (const char* side : {"producer", "consumer"}) {
+        simdjson::ondemand::object c = sides[side].get_object();
+        EXPECT_GT(double(c["cycles"].get_double()), 0.0) << system << " " << scenario << " " << side;
+        EXPECT_GT(double(c["instructions"].get_double()), 0.0) << system << " " << scenario << " " << side;
+        EXPECT_GE(double(c["cache_misses"].get_double()), 0.0) << system << " " << scenario << " " << side;
       }
       continue;
     }

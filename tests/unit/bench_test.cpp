@@ -2,6 +2,7 @@
 // checks of a run's options and what the report makes of the vCPUs' placement.
 #include <gtest/gtest.h>
 #include <sched.h>
+#include <sys/mman.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -26,6 +27,7 @@
 #include "ringbus/producer.hpp"
 #include "ringbus/stats.hpp"
 #include "ringbus_bench/bench.hpp"
+#include "ringbus_bench/counters.hpp"
 #include "ringbus_bench/histogram.hpp"
 #include "ringbus_bench/pacer.hpp"
 #include "ringbus_bench/publish.hpp"
@@ -247,6 +249,90 @@ TEST(BenchThroughput, A512ByteMeasurementMovesAQuarterOfTheEvents) {
   }
 }
 
+// Software counters stand in for the hardware ones, which VMs without a PMU refuse: the
+// same perf_event_open group, started and stopped the same way.
+constexpr ringbus::bench::CounterSpec kPageFaults{PERF_TYPE_SOFTWARE, PERF_COUNT_SW_PAGE_FAULTS, "page-faults"};
+constexpr ringbus::bench::CounterSpec kTaskClock{PERF_TYPE_SOFTWARE, PERF_COUNT_SW_TASK_CLOCK, "task-clock"};
+constexpr ringbus::bench::CounterSpec kNoSuchCounter{PERF_TYPE_SOFTWARE, 0x7777, "no-such-counter"};
+
+// Faults in `pages` new 4 KiB pages (no huge page: one fault each).
+void touch_new_pages(std::size_t pages) {
+  const std::size_t bytes = pages * 4096;
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  ASSERT_NE(p, MAP_FAILED);
+  ::madvise(p, bytes, MADV_NOHUGEPAGE);
+  for (std::size_t i = 0; i < pages; ++i) static_cast<volatile char*>(p)[i * 4096] = 1;
+  ::munmap(p, bytes);
+}
+
+// A thread's counters count what it does between start() and stop(), from zero each time.
+TEST(BenchCounters, CountWhatTheThreadDoesBetweenStartAndStop) {
+  const ringbus::bench::CounterSpec specs[] = {kPageFaults, kTaskClock};
+  ringbus::bench::ThreadCounters c(specs);
+  if (!c.ok()) GTEST_SKIP() << "perf_event_open refused here: " << c.why();
+  EXPECT_EQ(c.why(), "");
+  touch_new_pages(300);  // before start: not counted
+  c.start();
+  touch_new_pages(200);
+  const ringbus::bench::Counts first = c.stop();
+  touch_new_pages(300);  // after stop: not counted
+  EXPECT_GE(first[0], 200u);
+  EXPECT_LT(first[0], 300u) << "faults outside start..stop counted";
+  EXPECT_GT(first[1], 0u) << "task-clock, ns";
+  EXPECT_EQ(first[2], 0u) << "no third counter";
+  c.start();
+  touch_new_pages(20);
+  const ringbus::bench::Counts second = c.stop();
+  EXPECT_GE(second[0], 20u);
+  EXPECT_LT(second[0], 100u) << "start() did not zero the counts";
+}
+
+// A counter the kernel refuses leaves the group closed and says which and why; a
+// refused group counts nothing.
+TEST(BenchCounters, ARefusedCounterIsNamedWithTheKernelsError) {
+  const ringbus::bench::CounterSpec specs[] = {kTaskClock, kNoSuchCounter};
+  ringbus::bench::ThreadCounters c(specs);
+  EXPECT_FALSE(c.ok());
+  EXPECT_EQ(c.why().rfind("no-such-counter: perf_event_open: ", 0), 0u) << c.why();
+  c.start();
+  EXPECT_EQ(c.stop(), ringbus::bench::Counts{});
+  EXPECT_FALSE(ringbus::bench::ThreadCounters().ok());
+  // Whatever this machine has, the probe and a group of the hardware counters agree.
+  const std::string why = ringbus::bench::hardware_counters_unavailable();
+  EXPECT_EQ(ringbus::bench::ThreadCounters(ringbus::bench::kHardwareCounters).ok(), why.empty()) << why;
+  EXPECT_TRUE(why.empty() || why.find("perf_event_open: ") != std::string::npos) << why;
+}
+
+// Every thread of every system's throughput measurement counts from the start signal:
+// the producer threads' counts are summed, the consumer's kept apart; a measurement any
+// of whose threads could not open its counters says so; one that counts nothing has none.
+TEST(BenchThroughput, EveryThreadOfAMeasurementCountsIntoItsSide) {
+  const std::optional<ringbus::bench::Options> two = smoke_on_two_cpus();
+  if (!two) GTEST_SKIP() << "needs two CPUs";
+  const ringbus::bench::CounterSpec clock[] = {kTaskClock};
+  if (!ringbus::bench::ThreadCounters(clock).ok()) GTEST_SKIP() << "perf_event_open refused here";
+  const ringbus::bench::CounterSpec refused[] = {kNoSuchCounter};
+  int cases = 0;
+  for (const ringbus::bench::ThroughputCase& c : ringbus::bench::throughput_cases()) {
+    if (c.scenario != "tput64" || c.batch != 1) continue;
+    ++cases;
+    const std::string what = c.system + " x" + std::to_string(c.producers);
+    const ringbus::bench::Measurement m = ringbus::bench::measure_throughput(c, *two, 20'000, clock);
+    EXPECT_TRUE(m.counted) << what;
+    EXPECT_GT(m.events_per_s, 0.0) << what;
+    EXPECT_GT(m.producer[0], 0u) << what << ": producer task-clock";
+    EXPECT_GT(m.consumer[0], 0u) << what << ": consumer task-clock";
+    EXPECT_EQ(m.producer[1] + m.consumer[1], 0u) << what;
+    const ringbus::bench::Measurement none = ringbus::bench::measure_throughput(c, *two, 20'000);
+    EXPECT_FALSE(none.counted) << what;
+    EXPECT_EQ(none.producer, ringbus::bench::Counts{}) << what;
+    const ringbus::bench::Measurement failed = ringbus::bench::measure_throughput(c, *two, 20'000, refused);
+    EXPECT_FALSE(failed.counted) << what;
+    EXPECT_EQ(failed.consumer, ringbus::bench::Counts{}) << what;
+  }
+  EXPECT_EQ(cases, 10) << "ringbus and ringbus_trailing x 1 and 2 producers, exclusive, 2 references, 3 peers";
+}
+
 // A claim the ring refuses for good (here a batch over a quarter of it, which check()
 // keeps a run from asking for) ends the measurement with the status named, where a
 // retry loop would spin forever; the same case in a ring it fits moves every event.
@@ -260,7 +346,7 @@ TEST(BenchThroughput, AClaimRefusedForAnyReasonButFullEndsTheRunNamingTheStatus)
       const ringbus::bench::ThroughputCase c{system, "tput512", 512, producers, 32};
       o.tput_capacity = 64u << 10;
       try {
-        (void)ringbus::bench::measure_throughput(c, o, 2000);
+        (void)ringbus::bench::measure_throughput(c, o, 2000).events_per_s;
         ADD_FAILURE() << system << " x" << producers << ": a refused claim returned a rate";
       } catch (const std::runtime_error& e) {
         const std::string what = e.what();
@@ -268,7 +354,7 @@ TEST(BenchThroughput, AClaimRefusedForAnyReasonButFullEndsTheRunNamingTheStatus)
             << what;
       }
       o.tput_capacity = 128u << 10;
-      EXPECT_GT(ringbus::bench::measure_throughput(c, o, 2000), 0.0) << system << " x" << producers;
+      EXPECT_GT(ringbus::bench::measure_throughput(c, o, 2000).events_per_s, 0.0) << system << " x" << producers;
     }
   }
 }
@@ -763,6 +849,8 @@ during the throughput cases, so the rows above mix near and far runs)
                 boost_spsc                   17.0        -        -        -         60
   tput64 far    ringbus                      10.0     20.0        -     15.0        210
 
+hardware counters: none (not probed): no cycles, instructions or cache misses per event
+
 targets
   MISSED thread p50 <= 1.10 x floor p50 [near, RTT/2 60 ns]                                  1.67x
   met    thread p50 <= best peer p50 (boost_spsc) [near, RTT/2 60 ns]                        0.83x
@@ -839,6 +927,63 @@ TEST(BenchReport, TheTableSaysHowLongTheRunTook) {
   EXPECT_NE(table.find("far apart, 70 = near)\ntime: 28.1 s (latency scenarios 12.5 s, throughput cases 15.3 s)\n"),
             std::string::npos)
       << table;
+}
+
+// Where the machine has hardware counters the table shows them per event for the
+// one-producer cases, and where it has none it says why; the JSON keeps each in its field.
+TEST(BenchReport, CountsPerEventAreShownWhereTheMachineHasCountersAndWhyNotWhereNot) {
+  ringbus::bench::Report r = report_with_floors(230, 241, 2 * 235, 226);
+  r.throughput.push_back({"ringbus", "tput64", 64, 1, 32, 50e6, 226});
+  r.throughput.push_back({"ringbus", "tput64", 64, 2, 1, 20e6, 226});
+  r.throughput.push_back({"boost_spsc", "tput64", 64, 1, 1, 20e6, 226});
+  r.machine.hardware_counters_why = "cycles: perf_event_open: No such file or directory";
+  std::string table = table_of(r);
+  EXPECT_NE(table.find("\nhardware counters: none (cycles: perf_event_open: No such file or directory): no cycles, "
+                       "instructions or cache misses per event\n"),
+            std::string::npos)
+      << table;
+  std::string json = json_of(r);
+  EXPECT_NE(json.find("\"hardware_counters\": false, \"hardware_counters_why\": \"cycles: perf_event_open: No such "
+                      "file or directory\"}"),
+            std::string::npos)
+      << json;
+  EXPECT_NE(json.find("\"per_event\": null}"), std::string::npos) << json;
+  EXPECT_EQ(json.find("\"per_event\": {"), std::string::npos) << json;
+
+  r.machine.hardware_counters_why = "";
+  r.throughput[0].counted = true;
+  r.throughput[0].producer = {120.5, 200.25, 1.5};
+  r.throughput[0].consumer = {80, 150, 0.75};
+  r.throughput[1].counted = true;
+  r.throughput[1].producer = {20, 30, 0.125};
+  r.throughput[1].consumer = {10, 12, 0.0625};
+  r.throughput[2].counted = true;  // two producers: in the JSON only
+  r.throughput[2].producer = {7, 8, 9};
+  table = table_of(r);
+  EXPECT_EQ(table.find("hardware counters: none"), std::string::npos) << table;
+  EXPECT_NE(table.find("per event, 1 producer (producer / consumer threads, over every run)\n"
+                       "                                        cycles          instructions     cache misses\n"
+                       "  tput64   ringbus            plain      120.5 /  80.0    200.2 / 150.0    1.50 / 0.75\n"
+                       "           ringbus            batch32     20.0 /  10.0     30.0 /  12.0    0.12 / 0.06\n"
+                       "           boost_spsc         plain    not counted (a thread could not open its counters)\n"),
+            std::string::npos)
+      << table;
+  json = json_of(r);
+  EXPECT_NE(json.find("\"hardware_counters\": true, \"hardware_counters_why\": \"\"}"), std::string::npos) << json;
+  EXPECT_NE(json.find("\"per_event\": {\"producer\": {\"cycles\": 120.50, \"instructions\": 200.25, "
+                      "\"cache_misses\": 1.5000}, \"consumer\": {\"cycles\": 80.00, \"instructions\": 150.00, "
+                      "\"cache_misses\": 0.7500}}}"),
+            std::string::npos)
+      << json;
+  EXPECT_NE(json.find("\"producers\": 2, \"batch\": 1, \"events_per_s\": 20000000, \"rtt_half_ns\": 226.0, \"moved\": "
+                      "false, \"by_placement\": [], \"per_event\": {\"producer\": {\"cycles\": 7.00,"),
+            std::string::npos)
+      << json;
+  EXPECT_NE(json.find("\"system\": \"boost_spsc\", \"scenario\": \"tput64\", \"event_bytes\": 64, \"producers\": 1, "
+                      "\"batch\": 1, \"events_per_s\": 20000000, \"rtt_half_ns\": 226.0, \"moved\": false, "
+                      "\"by_placement\": [], \"per_event\": null}"),
+            std::string::npos)
+      << json;
 }
 
 // Throughput measurements probed in both placements are reported and judged in each.

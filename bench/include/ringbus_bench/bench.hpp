@@ -112,6 +112,14 @@ struct PlacementRate {
   double events_per_s = 0;  // median of those measurements
 };
 
+// Hardware counts per event: cycles, instructions and last-level cache misses
+// (counters.hpp, kHardwareCounters).
+struct PerEvent {
+  double cycles = 0;
+  double instructions = 0;
+  double cache_misses = 0;
+};
+
 struct ThroughputResult {
   std::string system;
   std::string scenario;  // tput8, tput64, tput512
@@ -126,6 +134,12 @@ struct ThroughputResult {
   // holds this case's rate in each placement it was measured in.
   bool moved = false;
   std::vector<PlacementRate> by_placement{};
+  // What the hardware counters counted over all of the case's measurements, divided by
+  // the events they moved: the producer threads' counts together, and the consumer's.
+  // counted is false where the machine has no counters (Machine::hardware_counters_why).
+  bool counted = false;
+  PerEvent producer{};
+  PerEvent consumer{};
 };
 
 struct Machine {
@@ -141,6 +155,10 @@ struct Machine {
   // is resolved finer than this (on our VMs the TSC moves in steps of 21 ticks, 10 ns).
   double clock_step_ns = 0;
   bool clock_quantized = false;  // 99% of advances are multiples of the step
+  // Why the throughput cases cannot read cycles, instructions and cache misses here (the
+  // counter the kernel refused, and its error), or "" when they can. describe_machine()
+  // probes it.
+  std::string hardware_counters_why = "not probed";
 };
 
 // RTT/2 of one cache line between the two CPUs (median of a short probe), taken at the
