@@ -112,7 +112,7 @@ struct PlacementRate {
   double events_per_s = 0;  // median of those measurements
 };
 
-// Hardware counts per event: cycles, instructions and last-level cache misses
+// Hardware counts per event: cycles, instructions and cache misses (`cache-misses`)
 // (counters.hpp, kHardwareCounters).
 struct PerEvent {
   double cycles = 0;

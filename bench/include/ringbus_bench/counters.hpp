@@ -1,5 +1,5 @@
 // Event counters of one thread from perf_event_open(2), what `perf stat` counts: the
-// throughput cases read cycles, instructions and last-level cache misses of the producer
+// throughput cases read cycles, instructions and cache misses of the producer
 // and consumer threads and report them per event (bench/README.md, "Hardware counters"),
 // so that a rate comes with what the CPUs did for it. A machine whose kernel exposes no
 // PMU (a VM that does not pass one through) refuses to open them; the report then says
