@@ -309,6 +309,27 @@ void print_tput_rows(std::FILE* out, const Report& r, const std::string& at) {
   }
 }
 
+// ringbus's one-producer rates, plain and batched, as ratios to the fastest peer queue
+// of each scenario (a peer moves one record at a time from one producer): medians over
+// all runs, as the rows above, whose peers ran interleaved with ringbus.
+void print_tput_against_peers(std::FILE* out, const Report& r) {
+  for (const char* scenario : {"tput8", "tput64", "tput512"}) {
+    const ThroughputResult* best = nullptr;
+    for (const ThroughputResult& t : r.throughput) {
+      const bool peer = t.system.rfind("ringbus", 0) != 0 && t.system.rfind("stream", 0) != 0 &&
+                        t.producers == 1 && t.batch == 1;
+      if (t.scenario == scenario && peer && (best == nullptr || t.events_per_s > best->events_per_s)) best = &t;
+    }
+    const ThroughputResult* plain = find_tput(r, scenario, "ringbus", 1, 1);
+    if (best == nullptr || best->events_per_s <= 0 || plain == nullptr) continue;
+    std::string ratios = "plain " + times(plain->events_per_s / best->events_per_s);
+    if (const ThroughputResult* batched = find_tput(r, scenario, "ringbus", 1, 32)) {
+      ratios += ", batch32 " + times(batched->events_per_s / best->events_per_s);
+    }
+    fmt::print(out, "  ringbus / best peer, {}: {} ({})\n", scenario, ratios, best->system);
+  }
+}
+
 // The hardware counters per event of the one-producer cases, or why there are none.
 void print_counters(std::FILE* out, const Report& r) {
   if (!r.machine.hardware_counters_why.empty()) {
@@ -537,6 +558,7 @@ void print_table(const Report& r, std::FILE* out) {
     fmt::print(out, "                                          1 producer        2 producers   RTT/2 ns\n");
     fmt::print(out, "                                          plain  batch32    plain  batch32   (probed)\n");
     print_tput_rows(out, r, "");
+    print_tput_against_peers(out, r);
     if (r.throughput.front().moved) {
       fmt::print(out,
                  "\nthroughput by placement, M events/s (median of the runs probed in each; the vCPUs changed "
