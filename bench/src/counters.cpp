@@ -6,7 +6,6 @@
 
 #include <cerrno>
 #include <cstring>
-#include <utility>
 
 namespace ringbus::bench {
 namespace {
@@ -49,21 +48,6 @@ ThreadCounters::ThreadCounters(std::span<const CounterSpec> specs) {
     fd_[i] = fd;
   }
   count_ = specs.size();
-}
-
-ThreadCounters::ThreadCounters(ThreadCounters&& other) noexcept
-    : fd_(std::exchange(other.fd_, {-1, -1, -1})),
-      count_(std::exchange(other.count_, 0)),
-      why_(std::move(other.why_)) {}
-
-ThreadCounters& ThreadCounters::operator=(ThreadCounters&& other) noexcept {
-  if (this != &other) {
-    close();
-    fd_ = std::exchange(other.fd_, {-1, -1, -1});
-    count_ = std::exchange(other.count_, 0);
-    why_ = std::move(other.why_);
-  }
-  return *this;
 }
 
 ThreadCounters::~ThreadCounters() { close(); }

@@ -105,6 +105,12 @@ std::string placement_label(const Report& r, const std::string& scenario, std::u
   return p ? fmt::format(" [{}, RTT/2 {:.0f} ns]", placement, p->rtt_half_ns) : " [" + placement + "]";
 }
 
+// A peer queue: any system but ringbus's own rows, the floors and the throughput
+// references.
+bool is_peer(const std::string& system) {
+  return system.rfind("ringbus", 0) != 0 && system.rfind("floor", 0) != 0 && system.rfind("stream", 0) != 0;
+}
+
 struct Peer {
   const LatencyResult* result = nullptr;
   const LatencyStats* stats = nullptr;
@@ -114,10 +120,7 @@ Peer best_peer(const Report& r, const std::string& scenario, std::uint32_t bytes
                double LatencyStats::*stat) {
   Peer best;
   for (const LatencyResult& l : r.latency) {
-    if (l.scenario != scenario || l.event_bytes != bytes || l.system.rfind("ringbus", 0) == 0 ||
-        l.system.rfind("floor", 0) == 0) {
-      continue;
-    }
+    if (l.scenario != scenario || l.event_bytes != bytes || !is_peer(l.system)) continue;
     const LatencyStats* st = in(&l, placement);
     if (st != nullptr && (best.stats == nullptr || st->*stat < best.stats->*stat)) best = {&l, st};
   }
@@ -316,8 +319,7 @@ void print_tput_against_peers(std::FILE* out, const Report& r) {
   for (const char* scenario : {"tput8", "tput64", "tput512"}) {
     const ThroughputResult* best = nullptr;
     for (const ThroughputResult& t : r.throughput) {
-      const bool peer = t.system.rfind("ringbus", 0) != 0 && t.system.rfind("stream", 0) != 0 &&
-                        t.producers == 1 && t.batch == 1;
+      const bool peer = is_peer(t.system) && t.producers == 1 && t.batch == 1;
       if (t.scenario == scenario && peer && (best == nullptr || t.events_per_s > best->events_per_s)) best = &t;
     }
     const ThroughputResult* plain = find_tput(r, scenario, "ringbus", 1, 1);

@@ -41,8 +41,6 @@ class ThreadCounters {
  public:
   ThreadCounters() = default;  // counts nothing
   explicit ThreadCounters(std::span<const CounterSpec> specs);
-  ThreadCounters(ThreadCounters&& other) noexcept;
-  ThreadCounters& operator=(ThreadCounters&& other) noexcept;
   ThreadCounters(const ThreadCounters&) = delete;
   ThreadCounters& operator=(const ThreadCounters&) = delete;
   ~ThreadCounters();
