@@ -200,7 +200,16 @@ detail::SegmentRefs make_refs(std::byte* base, const layout::SegmentHeader& h, c
   return r;
 }
 
+// An anonymous location gets a new memfd when asked to create (O_CREAT) and nothing
+// otherwise (ENOENT): it has no name to find.
 int open_fd(const Location& where, int flags, mode_t mode) {
+  if (where.kind == Location::Kind::anonymous) {
+    if ((flags & O_CREAT) == 0) {
+      errno = ENOENT;
+      return -1;
+    }
+    return ::memfd_create(where.name.c_str(), MFD_CLOEXEC);
+  }
   if (where.kind == Location::Kind::shm) {
     const std::string n = "/" + where.name;
     return ::shm_open(n.c_str(), flags, mode);
@@ -209,6 +218,10 @@ int open_fd(const Location& where, int flags, mode_t mode) {
 }
 
 int unlink_location(const Location& where) {
+  if (where.kind == Location::Kind::anonymous) {
+    errno = ENOENT;
+    return -1;
+  }
   if (where.kind == Location::Kind::shm) {
     const std::string n = "/" + where.name;
     return ::shm_unlink(n.c_str());
@@ -217,9 +230,12 @@ int unlink_location(const Location& where) {
 }
 
 void check_location(const Location& where) {
-  if (where.kind == Location::Kind::shm) {
+  if (where.kind != Location::Kind::file) {
     const std::string why = check_name(where.name, 200);
-    if (!why.empty()) throw Error(Errc::invalid_name, "segment name \"" + printable(where.name) + "\": " + why);
+    if (!why.empty()) {
+      const char* what = where.kind == Location::Kind::shm ? "segment name" : "anonymous segment label";
+      throw Error(Errc::invalid_name, std::string(what) + " \"" + printable(where.name) + "\": " + why);
+    }
   } else if (where.name.empty() || where.name.find('\0') != std::string::npos) {
     throw Error(Errc::invalid_name, "segment path \"" + printable(where.name) + "\" is empty or has a NUL byte");
   }
@@ -281,7 +297,7 @@ void check_removable(const Location& where, const char* verb) {
 // page. One read of each page pays it here, when a process creates or attaches the
 // segment (OpenOptions::touch_pages). Reads only: another process may be writing the
 // segment meanwhile.
-void touch_pages(const std::byte* base, std::uint64_t bytes) noexcept {
+void touch_every_page(const std::byte* base, std::uint64_t bytes) noexcept {
   for (std::uint64_t off = 0; off < bytes; off += layout::kPage) {
     (void)__atomic_load_n(reinterpret_cast<const std::uint64_t*>(base + off), __ATOMIC_RELAXED);
   }
@@ -297,7 +313,15 @@ Location Location::parse(std::string_view text) {
 }
 
 std::string Location::display() const {
-  return kind == Kind::shm ? "shm:" + printable(name) : printable(name);
+  switch (kind) {
+    case Kind::shm:
+      return "shm:" + printable(name);
+    case Kind::anonymous:
+      return "anonymous:" + printable(name);
+    case Kind::file:
+      break;
+  }
+  return printable(name);
 }
 
 std::string check_name(std::string_view name, std::size_t max_len) {
@@ -319,6 +343,7 @@ std::string check_name(std::string_view name, std::size_t max_len) {
 const Location& Segment::location() const noexcept { return map_->loc_; }
 const layout::SegmentHeader& Segment::header() const noexcept { return *map_->refs_.header; }
 const detail::SegmentRefs& Segment::refs() const noexcept { return map_->refs_; }
+void Segment::touch_pages() const noexcept { touch_every_page(map_->refs_.base, map_->refs_.total_size); }
 
 std::uint64_t Segment::was_last_key_seq(std::uint64_t key) const noexcept {
   if (key == 0) return 0;
@@ -396,7 +421,7 @@ Segment Segment::create(const Location& where, const SegmentOptions& options) {
   }
   void* addr = ::mmap(nullptr, plan.total, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
   if (addr == MAP_FAILED) abandon(Errc::system, "mmap: " + errno_text(errno));
-  touch_pages(static_cast<const std::byte*>(addr), plan.total);
+  touch_every_page(static_cast<const std::byte*>(addr), plan.total);
   auto map = std::make_shared<detail::Mapping>(where, addr, plan.total);
   auto* base = static_cast<std::byte*>(addr);
 
@@ -446,6 +471,10 @@ Segment Segment::create(const Location& where, const SegmentOptions& options) {
 
 Segment Segment::open(const Location& where, const OpenOptions& options) {
   check_location(where);
+  if (where.kind == Location::Kind::anonymous) {
+    fail(Errc::not_found, where,
+         "has no name to open: an anonymous segment is shared by forking after creating it");
+  }
   const int fd = open_fd(where, O_RDWR, 0);
   if (fd < 0) {
     const int err = errno;
@@ -552,7 +581,7 @@ Segment Segment::open(const Location& where, const OpenOptions& options) {
 
   void* addr = ::mmap(nullptr, h.total_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
   if (addr == MAP_FAILED) fail(Errc::system, where, "mmap: " + errno_text(errno));
-  if (options.touch_pages) touch_pages(static_cast<const std::byte*>(addr), h.total_size);
+  if (options.touch_pages) touch_every_page(static_cast<const std::byte*>(addr), h.total_size);
   auto map = std::make_shared<detail::Mapping>(where, addr, h.total_size);
   // Sizes come from the validated private copy, never from the shared page again.
   map->refs_ = make_refs(static_cast<std::byte*>(addr), h, plan);
@@ -566,6 +595,7 @@ Segment Segment::open(const Location& where, const OpenOptions& options) {
 
 bool Segment::remove(const Location& where) {
   check_location(where);
+  if (where.kind == Location::Kind::anonymous) return false;
   check_removable(where, "removed");
   if (unlink_location(where) == 0) return true;
   if (errno == ENOENT) return false;

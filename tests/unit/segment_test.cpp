@@ -116,6 +116,54 @@ TEST(Segment, OpenOfAMissingSegmentSaysNotFound) {
   EXPECT_FALSE(Segment::remove(loc));
 }
 
+// An anonymous segment has no name: nothing in /dev/shm, nothing to open or remove, and
+// two created with one label are two segments. The label names it in messages and in
+// the process's maps; its memory goes with its last mapping.
+TEST(Segment, AnAnonymousSegmentHasNoNameToOpenOrRemove) {
+  const std::string label = unique_name("anon");
+  const Location loc = Location::anonymous(label);
+  const std::string memfd = "/memfd:" + label + " ";
+  EXPECT_EQ(loc.display(), "anonymous:" + label);
+  {
+    const Segment seg = Segment::create(loc, TempSegment::small_options());
+    const Segment other = Segment::create(loc, TempSegment::small_options());
+    EXPECT_EQ(seg.location().display(), "anonymous:" + label);
+    EXPECT_FALSE(std::filesystem::exists("/dev/shm/" + label));
+    // Its file, as the mapping shows it, has the mode asked for: 0600.
+    const std::string maps = test::read_file("/proc/self/maps");
+    const std::size_t at = maps.find(memfd);
+    ASSERT_NE(at, std::string::npos) << maps;
+    const std::size_t line = maps.rfind('\n', at) + 1;  // npos + 1 == 0 for the first line
+    struct stat st {};
+    ASSERT_EQ(::stat(("/proc/self/map_files/" + maps.substr(line, maps.find(' ', line) - line)).c_str(), &st), 0)
+        << std::strerror(errno);
+    EXPECT_EQ(st.st_mode & 07777, 0600u);
+    const Error e = error_of([&] { Segment::open(loc); });
+    EXPECT_EQ(e.code(), Errc::not_found);
+    EXPECT_STREQ(e.what(), ("segment anonymous:" + label +
+                            ": has no name to open: an anonymous segment is shared by forking after creating it")
+                               .c_str());
+    EXPECT_FALSE(Segment::remove(loc));
+
+    Producer p = Producer::attach(seg);
+    const std::uint64_t v = 42;
+    ASSERT_EQ(p.try_publish(7, 1, std::as_bytes(std::span(&v, 1))), Status::ok);
+    Event e1;
+    TailReader tail = TailReader::open(seg, TailStart::earliest);
+    ASSERT_TRUE(tail.try_next(e1));
+    EXPECT_EQ(e1.key(), 7u);
+    TailReader apart = TailReader::open(other, TailStart::earliest);
+    EXPECT_FALSE(apart.try_next(e1));
+  }
+  EXPECT_EQ(test::read_file("/proc/self/maps").find(memfd), std::string::npos);
+  for (const char* bad : {"", "a/b", ".."}) {
+    const Error e = error_of([&] { Segment::create(Location::anonymous(bad), TempSegment::small_options()); });
+    EXPECT_EQ(e.code(), Errc::invalid_name) << bad;
+    EXPECT_TRUE(std::string(e.what()).starts_with("anonymous segment label \"" + std::string(bad) + "\": "))
+        << e.what();
+  }
+}
+
 TEST(Segment, NamesAreValidated) {
   for (const char* bad : {"", "a/b", "..", "x..y", ".hidden", "sp ace", "semi;colon"}) {
     const Error e = error_of([&] { Segment::create(Location::shm(bad), TempSegment::small_options()); });

@@ -13,18 +13,26 @@
 
 namespace ringbus {
 
-// Where a segment lives: a shared-memory name (no '/', no "..") or a file path.
+// Where a segment lives: a shared-memory name (no '/', no ".."), a file path, or no
+// name at all (anonymous).
 struct Location {
-  enum class Kind : std::uint8_t { shm, file };
+  enum class Kind : std::uint8_t { shm, file, anonymous };
   Kind kind = Kind::shm;
-  std::string name;  // shm name without the leading '/', or the file path
+  std::string name;  // shm name without the leading '/', the file path, or the label
 
   static Location shm(std::string name) { return {Kind::shm, std::move(name)}; }
   static Location file(std::string path) { return {Kind::file, std::move(path)}; }
+  // A segment with no name in any file system (memfd_create). The threads of the process
+  // that creates it share it, and so do the children it forks afterwards: they use the
+  // mapping they inherit (see Segment::touch_pages). Nothing can open it by name, and
+  // nothing is left to remove: its memory goes with the last mapping, even when every
+  // process using it is killed. `label`, checked as a shared-memory name, shows in error
+  // messages and in /proc/PID/maps as "/memfd:LABEL".
+  static Location anonymous(std::string label) { return {Kind::anonymous, std::move(label)}; }
   // A string with a '/' is a file path; anything else is a shared-memory name.
   static Location parse(std::string_view text);
-  // "shm:NAME" or the path, control bytes shown as printable() shows them; used in every
-  // error message about the segment.
+  // "shm:NAME", the path or "anonymous:LABEL", control bytes shown as printable() shows
+  // them; used in every error message about the segment.
   [[nodiscard]] std::string display() const;
 };
 
@@ -128,12 +136,14 @@ class Segment {
  public:
   // Creates and initialises a new segment (0600 unless options.mode says otherwise).
   // Throws Error: invalid_name, invalid_options, exists, permission, no_space, system.
+  // An anonymous location never exists already: if_exists does not apply to it.
   static Segment create(const Location& where, const SegmentOptions& options = {});
 
   // Opens an existing segment and validates it: magic, version, sizes, region table,
   // checksum, owner and mode. Persisted sizes win over anything the caller assumes.
   // Throws Error: not_found, foreign, truncated, version_mismatch, not_initialised,
-  // corrupt, owner_mismatch, mode_widened, permission, system.
+  // corrupt, owner_mismatch, mode_widened, permission, system. An anonymous location has
+  // no name to open: not_found, saying so.
   static Segment open(const Location& where, const OpenOptions& options = {});
 
   // Removes the name (shm_unlink / unlink). Returns false if there was none. Processes
@@ -141,7 +151,15 @@ class Segment {
   // removing anything when the name holds something other than a segment (a segment's
   // magic, or an unfinished one: empty, or header-sized with no magic yet), so that a
   // mistyped name never deletes another file; IfExists::replace checks the same.
+  // An anonymous location has no name: false.
   static bool remove(const Location& where);
+
+  // Reads every page of the mapping once, as create and open do (OpenOptions::touch_pages).
+  // For a child forked after creating or opening the segment: its inherited mapping has
+  // no page table entries, so on VMs whose first access to each page faults in the
+  // hypervisor (about 5 us a page) its first lap would otherwise stall page by page.
+  // Reads only: other processes may be writing the segment meanwhile.
+  void touch_pages() const noexcept;
 
   [[nodiscard]] const Location& location() const noexcept;
   [[nodiscard]] const layout::SegmentHeader& header() const noexcept;
