@@ -4,12 +4,13 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include <sys/statvfs.h>
+#include <sys/sysinfo.h>
 
 #include <algorithm>
 #include <bit>
 #include <chrono>
 #include <cmath>
+#include <fstream>
 #include <memory>
 #include <span>
 #include <stdexcept>
@@ -238,6 +239,20 @@ bool selects_latency(const Options& o) {
   return std::any_of(scenarios.begin(), scenarios.end(), [&](const LatencyScenario& sc) { return wanted(o, sc.name); });
 }
 
+// Memory the throughput ring may take: the kernel's MemAvailable estimate (free memory
+// and what it can reclaim without swapping), else free memory.
+std::uint64_t available_memory() {
+  std::ifstream meminfo("/proc/meminfo");
+  std::string field;
+  std::uint64_t kib = 0;
+  while (meminfo >> field >> kib) {
+    if (field == "MemAvailable:") return kib << 10;
+    meminfo.ignore(64, '\n');
+  }
+  struct sysinfo si {};
+  return ::sysinfo(&si) == 0 ? std::uint64_t{si.freeram} * si.mem_unit : ~0ull;
+}
+
 bool selects_throughput(const Options& o) {
   const auto cases = throughput_cases();
   return std::any_of(cases.begin(), cases.end(), [&](const ThroughputCase& c) { return wanted(o, c.scenario); });
@@ -284,11 +299,10 @@ std::string check(const Options& o) {
             ring >> 10, c.scenario, c.batch, claim, ring / 4, std::bit_ceil(claim * 4) >> 10);
       }
     }
-    struct statvfs fs {};
-    const std::uint64_t shm_free = ::statvfs("/dev/shm", &fs) == 0 ? std::uint64_t{fs.f_bavail} * fs.f_frsize : ~0ull;
-    if (ring >= shm_free) {
-      return fmt::format("the throughput ring of {} MiB does not fit in /dev/shm ({} MiB free)", ring >> 20,
-                         shm_free >> 20);
+    // The ring is an anonymous segment: memory, not /dev/shm's size, bounds it.
+    if (const std::uint64_t available = available_memory(); ring >= available) {
+      return fmt::format("the throughput ring of {} MiB does not fit in memory ({} MiB available)", ring >> 20,
+                         available >> 20);
     }
   }
   return {};

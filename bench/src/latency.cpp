@@ -236,30 +236,14 @@ class Peer final : public LatencySystem {
 
 std::atomic<int> g_segments{0};
 
-// A shared-memory segment of one system. Its name is removed as soon as nothing needs
-// it: at once, or once a producer process has opened it by name (unname()). A run that
-// is interrupted, even by SIGKILL, then leaves nothing in /dev/shm; the memory goes
-// with the last mapping.
+// A shared-memory segment of one system, anonymous: the process scenario's producer
+// process is forked from the benchmark and uses the mapping it inherits. A run that is
+// interrupted, even by SIGKILL, leaves nothing in /dev/shm at any point.
 struct BenchSegment {
-  Location loc;
   Segment seg;
-  bool named = true;
-  enum class Name { remove_now, keep };
-  explicit BenchSegment(std::uint64_t capacity, std::uint32_t keys = 1 << 14, Name name = Name::remove_now)
-      : loc(Location::shm("ringbus-bench-" + std::to_string(::getpid()) + "-" + std::to_string(g_segments++))),
-        seg(Segment::create(loc, {.capacity = capacity,
-                                  .max_event = 4096,
-                                  .key_slots = keys,
-                                  .if_exists = SegmentOptions::IfExists::replace})) {
-    if (name == Name::remove_now) unname();
-  }
-  BenchSegment(const BenchSegment&) = delete;
-  BenchSegment& operator=(const BenchSegment&) = delete;
-  ~BenchSegment() { unname(); }
-  void unname() {
-    if (named) Segment::remove(loc);
-    named = false;
-  }
+  explicit BenchSegment(std::uint64_t capacity, std::uint32_t keys = 1 << 14)
+      : seg(Segment::create(Location::anonymous("ringbus-bench-" + std::to_string(g_segments++)),
+                            {.capacity = capacity, .max_event = 4096, .key_slots = keys})) {}
 };
 
 // Every system holds about 4096 events: the peers have 4096 slots, a ringbus ring the
@@ -363,7 +347,7 @@ std::string describe_exit(int status) {
 class RingbusProcess final : public LatencySystem {
  public:
   explicit RingbusProcess(int cpu_producer)
-      : segment_(ring_for(64), 1u << 14, BenchSegment::Name::keep),
+      : segment_(ring_for(64), 1u << 14),
         group_(ConsumerGroup::join(segment_.seg, "measured", bench_group())) {
     // The commands go over a socket, sent with MSG_NOSIGNAL: a producer process that has
     // died makes the send fail instead of raising SIGPIPE.
@@ -375,21 +359,20 @@ class RingbusProcess final : public LatencySystem {
     if (child_ == 0) {
       ::close(cmd[1]);
       ::close(ack[0]);
-      child(segment_.loc, bench, cpu_producer, cmd[0], ack[1]);
+      child(segment_.seg, bench, cpu_producer, cmd[0], ack[1]);
     }
     ::close(cmd[0]);
     ::close(ack[1]);
     cmd_ = cmd[1];
     ack_ = ack[0];
-    // The child acknowledges its attach; the name is not needed after that.
+    // The child acknowledges its attach.
     char attached = 0;
     if (::read(ack_, &attached, 1) != 1) {
       ::close(cmd_);
       ::close(ack_);
       ::waitpid(child_, nullptr, 0);
-      throw std::runtime_error("the producer process could not attach to " + segment_.loc.display());
+      throw std::runtime_error("the producer process could not attach to " + segment_.seg.location().display());
     }
-    segment_.unname();
     // Reaps the producer process whenever it exits: one that dies while the consumer
     // waits for its events ends the chunk instead of leaving the consumer spinning.
     reaper_ = std::thread([this] {
@@ -451,11 +434,13 @@ class RingbusProcess final : public LatencySystem {
 
   // The producer process dies with the benchmark: with the consumer gone, a full ring
   // would keep it spinning forever.
-  [[noreturn]] static void child(const Location& loc, pid_t bench, int cpu, int cmd, int ack) {
+  // It uses the segment's mapping it inherits; reading every page first spares its first
+  // lap the faults of a forked mapping (Segment::touch_pages), as an open would.
+  [[noreturn]] static void child(const Segment& seg, pid_t bench, int cpu, int cmd, int ack) {
     if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != bench) ::_exit(8);
     try {
       pin_this_thread(cpu);
-      const Segment seg = Segment::open(loc);
+      seg.touch_pages();
       Producer p = Producer::attach(seg, kBenchProducer);
       const char attached = 1;
       if (::write(ack, &attached, 1) != 1) ::_exit(2);

@@ -99,12 +99,10 @@ constexpr std::uint32_t kTrailBytes = 16u << 10;
 template <std::size_t N>
 Measurement ringbus_rate(std::uint32_t producers, std::uint32_t batch, bool trailing, bool exclusive,
                          std::uint64_t events, const Options& o, std::span<const CounterSpec> counters) {
-  const Location loc = Location::shm("ringbus-tput-" + std::to_string(::getpid()));
-  const Segment seg = Segment::create(
-      loc, {.capacity = o.tput_capacity, .max_event = 1024, .if_exists = SegmentOptions::IfExists::replace});
-  // Every party is a thread of this process: the name can go at once, so that a run
+  // Every party is a thread of this process: the segment needs no name, and a run
   // interrupted even by SIGKILL leaves nothing in /dev/shm.
-  Segment::remove(loc);
+  const Segment seg =
+      Segment::create(Location::anonymous("ringbus-tput"), {.capacity = o.tput_capacity, .max_event = 1024});
   GroupOptions go;
   go.wait = WaitStrategy::busy_spin();
   go.batch = 256;

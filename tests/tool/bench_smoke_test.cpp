@@ -472,60 +472,92 @@ bool exits(pid_t pid) {
   return false;
 }
 
-// A segment's name goes as soon as every process that opens it by name has done so (at
-// once, or after the process scenario's producer has attached), so a run killed with
-// SIGKILL leaves nothing in /dev/shm, and its producer process dies with it. A kill
-// between creating a segment and removing its name leaves that one: tens of ms on our
-// VMs, where creating a segment reads each of its pages, and the process scenario's
-// name stays until its producer process has attached (more than 200 ms once, with
-// another run's pinned threads on the same CPUs). So of three runs killed at random
-// points, one at least must leave nothing (a name kept for a whole run stays in all
-// three).
+// Whether process `pid` maps an anonymous segment whose label starts with `prefix`
+// (a memfd: "/memfd:LABEL (deleted)" in its maps).
+bool maps_anonymous_segment(pid_t pid, const std::string& prefix) {
+  return ringbus::test::read_file("/proc/" + std::to_string(pid) + "/maps").find("/memfd:" + prefix) !=
+         std::string::npos;
+}
+
+// The names in /dev/shm that a segment labelled with one of `prefixes` would have, were
+// it named; each is removed, so that a failing test leaves none behind.
+std::vector<std::string> remove_named(const std::vector<std::string>& prefixes) {
+  std::vector<std::string> found;
+  for (const std::string& prefix : prefixes) {
+    for (const std::string& name : shm_names(prefix)) {
+      ::shm_unlink(("/" + name).c_str());
+      found.push_back(name);
+    }
+  }
+  return found;
+}
+
+// Watches a run of the tool `pid`, and of the producer process `child` it forked, for
+// `ms` milliseconds: whether each maps an anonymous segment labelled with the first of
+// `prefixes`, and what /dev/shm held meanwhile under any of them.
+struct Watched {
+  bool tool_maps = false;
+  bool child_maps = false;
+  std::vector<std::string> named;
+};
+Watched watch(pid_t pid, pid_t child, const std::vector<std::string>& prefixes, std::chrono::milliseconds ms) {
+  Watched w;
+  const auto until = std::chrono::steady_clock::now() + ms;
+  do {
+    w.tool_maps = w.tool_maps || maps_anonymous_segment(pid, prefixes.front());
+    w.child_maps = w.child_maps || maps_anonymous_segment(child, prefixes.front());
+    for (std::string& name : remove_named(prefixes)) w.named.push_back(std::move(name));
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  } while (std::chrono::steady_clock::now() < until);
+  return w;
+}
+
+// Every segment of a run is anonymous: the run and the process scenario's producer
+// process (forked, using the mapping it inherits) map a memfd, /dev/shm never holds a
+// segment of it, and a run killed with SIGKILL at a random point of the process
+// scenario leaves nothing there and no process behind.
 TEST(BenchSmoke, ARunKilledAtAnyPointLeavesNoSegmentInDevShmAndNoProcess) {
   std::mt19937_64 rng(std::random_device{}());
-  int clean_runs = 0;
-  std::string leftovers;
-  for (int attempt = 0; attempt < 3; ++attempt) {
-    const pid_t pid = start_tool(
-        {"bench", "--smoke", "--no-progress", "--scenarios", "process,tput64", "--samples", "400000"});
-    ASSERT_GT(pid, 0);
-    const auto at = std::chrono::milliseconds(std::uniform_int_distribution<int>(300, 2500)(rng));
-    std::this_thread::sleep_for(at);
-    const std::vector<pid_t> children = children_of(pid);
-    ::kill(pid, SIGKILL);
-    int status = 0;
-    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-    ASSERT_TRUE(WIFSIGNALED(status)) << "the run ended before it was killed " << at.count() << " ms in";
-    for (const pid_t c : children) EXPECT_TRUE(exits(c)) << "the run's child " << c << " outlived it";
-    std::vector<std::string> left = shm_names("ringbus-bench-" + std::to_string(pid) + "-");
-    for (const std::string& name : shm_names("ringbus-tput-" + std::to_string(pid))) left.push_back(name);
-    for (const std::string& name : left) ::shm_unlink(("/" + name).c_str());
-    if (left.empty()) {
-      ++clean_runs;
-      break;
-    }
-    leftovers += "killed " + std::to_string(at.count()) + " ms in, a run left " + left.front() + " (" +
-                 std::to_string(left.size()) + " in all); ";
-  }
-  EXPECT_EQ(clean_runs, 1) << leftovers;
+  const pid_t pid =
+      start_tool({"bench", "--smoke", "--no-progress", "--scenarios", "process,tput64", "--samples", "400000"});
+  ASSERT_GT(pid, 0);
+  const std::vector<pid_t> children = first_children_of(pid);
+  ASSERT_EQ(children.size(), 1u);
+  const auto at = std::chrono::milliseconds(std::uniform_int_distribution<int>(0, 1500)(rng));
+  const std::vector<std::string> prefixes{"ringbus-bench-", "ringbus-tput"};
+  const Watched w = watch(pid, children[0], prefixes, at);
+  ::kill(pid, SIGKILL);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "the run ended before it was killed " << at.count() << " ms in";
+  EXPECT_TRUE(exits(children[0])) << "the run's producer process " << children[0] << " outlived it";
+  EXPECT_TRUE(w.tool_maps) << "the run maps no anonymous segment";
+  EXPECT_TRUE(w.child_maps) << "the process scenario's producer maps no anonymous segment";
+  std::vector<std::string> left = w.named;
+  for (std::string& name : remove_named(prefixes)) left.push_back(std::move(name));
+  EXPECT_TRUE(left.empty()) << "/dev/shm held " << left.front();
 }
 
 // `ringbus demo` killed while its producer process publishes into a full ring (the
-// consumer is gone with the demo): the producer dies too, and the segment's name is
-// gone already.
-TEST(BenchSmoke, ADemoKilledTakesItsProducerProcessAndSegmentNameWithIt) {
+// consumer is gone with the demo): the producer dies too. Its segment is anonymous:
+// both map it, and /dev/shm never holds it.
+TEST(BenchSmoke, ADemoKilledTakesItsProducerProcessWithItAndLeavesNoSegmentInDevShm) {
   const pid_t pid = start_tool({"demo", "--events", "100000000", "--gap-ns", "100"});
   ASSERT_GT(pid, 0);
   const std::vector<pid_t> children = first_children_of(pid);
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // publishing by now
+  ASSERT_EQ(children.size(), 1u);
+  // Publishing by the end of the watch.
+  const Watched w = watch(pid, children[0], {"ringbus-demo"}, std::chrono::milliseconds(500));
   ::kill(pid, SIGKILL);
   int status = 0;
   ASSERT_EQ(::waitpid(pid, &status, 0), pid);
   ASSERT_TRUE(WIFSIGNALED(status));
-  for (const pid_t c : children) EXPECT_TRUE(exits(c)) << "the producer process " << c << " outlived the demo";
-  const std::vector<std::string> left = shm_names("ringbus-demo-" + std::to_string(pid));
-  for (const std::string& name : left) ::shm_unlink(("/" + name).c_str());
-  EXPECT_TRUE(left.empty()) << left.front();
+  EXPECT_TRUE(exits(children[0])) << "the producer process " << children[0] << " outlived the demo";
+  EXPECT_TRUE(w.tool_maps) << "the demo maps no anonymous segment";
+  EXPECT_TRUE(w.child_maps) << "the demo's producer maps no anonymous segment";
+  std::vector<std::string> left = w.named;
+  for (std::string& name : remove_named({"ringbus-demo"})) left.push_back(std::move(name));
+  EXPECT_TRUE(left.empty()) << "/dev/shm held " << left.front();
 }
 
 // The process scenario's producer process killed in the middle of a run: the run ends
@@ -549,7 +581,6 @@ TEST(BenchSmoke, ARunWhoseProducerProcessDiesEndsWithAnErrorNamingIt) {
   ASSERT_TRUE(ended) << "the run went on without its producer process";
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 1) << status << ": " << text;
   EXPECT_NE(text.find("producer process was killed by signal 9"), std::string::npos) << text;
-  EXPECT_TRUE(shm_names("ringbus-bench-" + std::to_string(pid) + "-").empty());
 }
 
 }  // namespace

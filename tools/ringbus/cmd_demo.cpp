@@ -28,15 +28,16 @@ struct DemoEvent {
   std::uint64_t n;
 };
 
-// The producer process: attaches by name, says so on `attached_fd`, and publishes once
-// `go_fd` says go. It dies with the demo: with the consumer gone, a full ring would
-// keep it spinning forever.
-[[noreturn]] void run_producer(const Location& loc, pid_t demo, int cpu, std::uint64_t events, std::uint64_t keys,
+// The producer process, forked after the segment was created: attaches a producer to the
+// mapping it inherits (read page by page first, as an open would: Segment::touch_pages),
+// says so on `attached_fd`, and publishes once `go_fd` says go. It dies with the demo:
+// with the consumer gone, a full ring would keep it spinning forever.
+[[noreturn]] void run_producer(const Segment& seg, pid_t demo, int cpu, std::uint64_t events, std::uint64_t keys,
                                std::uint64_t gap_ns, int attached_fd, int go_fd) {
   if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != demo) ::_exit(8);
   try {
     if (cpu >= 0) pin_this_thread(cpu);
-    const Segment seg = Segment::open(loc);
+    seg.touch_pages();
     Producer p = Producer::attach(seg, {.wait = WaitStrategy::busy_spin()});
     const char attached = 1;
     char go = 0;
@@ -87,20 +88,9 @@ void add_demo_command(CLI::App& app, int& exit_code) {
     if (o->warmup >= o->events) {
       throw CLI::ValidationError("--warmup", "leaves no event to measure: it must be less than --events");
     }
-    const Location loc = Location::shm("ringbus-demo-" + std::to_string(::getpid()));
-    const Segment seg = Segment::create(
-        loc, {.capacity = 16u << 20, .max_event = 1024, .if_exists = SegmentOptions::IfExists::replace});
-    // The name goes once the producer process has opened it, or when the demo ends,
-    // so that a demo interrupted even by SIGKILL leaves nothing in /dev/shm.
-    struct Remove {
-      Location loc;
-      bool named = true;
-      void now() {
-        if (named) Segment::remove(loc);
-        named = false;
-      }
-      ~Remove() { now(); }
-    } remove{loc};
+    // Anonymous: the producer process shares it by fork, and a demo interrupted even by
+    // SIGKILL leaves nothing in /dev/shm.
+    const Segment seg = Segment::create(Location::anonymous("ringbus-demo"), {.capacity = 16u << 20, .max_event = 1024});
 
     GroupOptions group_options;
     group_options.cpus = {cpus[1]};
@@ -114,14 +104,13 @@ void add_demo_command(CLI::App& app, int& exit_code) {
     if (child == 0) {
       ::close(go[1]);
       ::close(attached[0]);
-      run_producer(loc, demo, cpus[0], o->events, o->keys, o->gap_ns, attached[1], go[0]);
+      run_producer(seg, demo, cpus[0], o->events, o->keys, o->gap_ns, attached[1], go[0]);
     }
     ::close(go[0]);
     ::close(attached[1]);
     char ack = 0;
     const bool producer_attached = ::read(attached[0], &ack, 1) == 1;
     ::close(attached[0]);
-    remove.now();
 
     (void)Tsc::calibration();
     bench::Histogram latency;
@@ -157,7 +146,7 @@ void add_demo_command(CLI::App& app, int& exit_code) {
     const SegmentStats s = read_stats(seg);
 
     fmt::print("ringbus demo: segment {}, producer pid {} on cpu {}, group \"demo\" worker on cpu {}\n",
-               loc.display(), child, cpus[0], cpus[1]);
+               seg.location().display(), child, cpus[0], cpus[1]);
     fmt::print("  published {}  consumed {}  keys {}  key order errors {}  out-of-order events {}  lost {}\n",
                with_commas(s.published), with_commas(consumed), with_commas(s.keys_used), order_errors, bad,
                with_commas(s.published - std::min(s.published, consumed)));
