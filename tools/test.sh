@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # README command (2): set-up, then every test tier in three builds:
 #   build/test   unit, stress, process (crash and kill tests included), tool and package
-#   build/tsan   unit, stress and process tiers under ThreadSanitizer
+#   build/tsan   unit (the benchmark's included), stress and process tiers under ThreadSanitizer
 #   build/asan   unit, stress, process and tool tiers under AddressSanitizer + UBSan
 #   (In both sanitizer builds the `ringbus` tool and the tests' own code, but the stress
 #   tier's, are built at -O0; the library is not. See CMakeLists.txt.)
@@ -36,8 +36,9 @@ left_behind "tests (RelWithDebInfo)"
 
 step "build: ThreadSanitizer"
 cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRINGBUS_SANITIZE=thread \
-  -DRINGBUS_BUILD_TOOLS=OFF -DRINGBUS_BUILD_BENCH=OFF >/dev/null
-cmake --build build/tsan -j "$jobs" --target unit_tests stress_tests process_tests crash_tests kill_tests
+  -DRINGBUS_BUILD_TOOLS=OFF -DRINGBUS_BUILD_BENCH=ON >/dev/null
+cmake --build build/tsan -j "$jobs" --target unit_tests stress_tests process_tests crash_tests kill_tests \
+  bench_tests
 step "tests: unit, stress and process tiers under TSan"
 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
   ctest --test-dir build/tsan --output-on-failure -L "unit|stress|process"

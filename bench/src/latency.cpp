@@ -17,19 +17,17 @@
 #include <algorithm>
 #include <array>
 #include <bit>
-#include <boost/lockfree/spsc_queue.hpp>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <numeric>
 #include <random>
-#include <readerwriterqueue/readerwriterqueue.h>
-#include <atomic_queue/atomic_queue.h>
 #include <stdexcept>
 #include <string>
 #include <utility>
 
+#include "peers.hpp"
 #include "ringbus/producer.hpp"
 #include "ringbus/segment.hpp"
 #include "ringbus_bench/publish.hpp"

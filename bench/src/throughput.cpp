@@ -16,16 +16,14 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic_queue/atomic_queue.h>
 #include <fmt/format.h>
-#include <boost/lockfree/spsc_queue.hpp>
 #include <chrono>
 #include <mutex>
-#include <readerwriterqueue/readerwriterqueue.h>
 #include <stdexcept>
 #include <thread>
 
 #include "harness.hpp"
+#include "peers.hpp"
 #include "ringbus/producer.hpp"
 
 namespace ringbus::bench {

@@ -203,7 +203,7 @@ struct Report {
 // Why `options` cannot run, or empty if they can: two distinct CPUs this process may
 // run on, 1 .. 10^12 samples and samples per chunk, at least one run, a pacing gap of
 // 1 ns .. 1 s, scenarios that exist, a throughput ring that is a valid segment capacity
-// and, when a throughput case runs, fits in the free space of /dev/shm. run() throws
+// and, when a throughput case runs, fits in the memory available. run() throws
 // std::invalid_argument with this text, before any thread starts.
 std::string check(const Options& options);
 // The scenario names --scenarios accepts, in report order.
