@@ -1575,6 +1575,7 @@ TEST(Cli, BenchRefusesBadOptionsBeforeRunning) {
 TEST(Cli, DemoDeliversEveryEventInKeyOrder) {
   const Result r = ringbus_run({"demo", "--events", "50000", "--keys", "100", "--gap-ns", "0", "--warmup", "1000"});
   EXPECT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_TRUE(r.out.starts_with("ringbus demo: segment anonymous:ringbus-demo, producer pid ")) << r.out;
   EXPECT_NE(r.out.find("published 50,000  consumed 50,000  keys 100  key order errors 0  out-of-order events 0  lost 0"),
             std::string::npos)
       << r.out;

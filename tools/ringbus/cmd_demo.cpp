@@ -90,7 +90,8 @@ void add_demo_command(CLI::App& app, int& exit_code) {
     }
     // Anonymous: the producer process shares it by fork, and a demo interrupted even by
     // SIGKILL leaves nothing in /dev/shm.
-    const Segment seg = Segment::create(Location::anonymous("ringbus-demo"), {.capacity = 16u << 20, .max_event = 1024});
+    const Segment seg =
+        Segment::create(Location::anonymous("ringbus-demo"), {.capacity = 16u << 20, .max_event = 1024});
 
     GroupOptions group_options;
     group_options.cpus = {cpus[1]};
