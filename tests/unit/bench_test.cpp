@@ -34,6 +34,7 @@
 #include "ringbus_bench/publish.hpp"
 #include "ringbus_bench/summary.hpp"
 #include "ringbus_bench/throughput.hpp"
+#include "process_support.hpp"
 #include "support.hpp"
 
 namespace {
@@ -255,8 +256,7 @@ TEST(BenchThroughput, A512ByteMeasurementMovesAQuarterOfTheEvents) {
 // system records every sample asked for, and every throughput case reports a rate. In
 // the ThreadSanitizer build this puts every thread of the benchmark's own code, and of
 // the peer queues, under it. (`process` forks a producer, which this test process, with
-// its watchdog thread, must not do; the tool tier's smoke runs cover it, and the process
-// tier covers forking with an anonymous segment.)
+// its watchdog thread, must not do: the next test runs it in a process of its own.)
 TEST(BenchRun, EverySystemOfEveryScenarioRunsAShortRun) {
   std::optional<ringbus::bench::Options> two = smoke_on_two_cpus();
   if (!two) GTEST_SKIP() << "needs two CPUs";
@@ -285,6 +285,39 @@ TEST(BenchRun, EverySystemOfEveryScenarioRunsAShortRun) {
   EXPECT_EQ(throughput, (std::set<std::string>{"tput8", "tput64", "tput512"}));
   EXPECT_EQ(thread_systems, (std::set<std::string>{"floor", "floor_oneway", "ringbus", "boost_spsc", "moodycamel_rwq",
                                                    "atomic_queue"}));
+}
+
+// Child: "bench-process CPU CPU": a short run of the process scenario, in a process of
+// its own that has no other thread when the scenario forks its producer process. Exits 0
+// when floor, ringbus and ringbus_thread each recorded every sample asked for.
+const ringbus::test::ChildRole bench_process_role("bench-process", [](const std::vector<std::string>& a) {
+  ringbus::bench::Options o = ringbus::bench::options_for("smoke");
+  o.cpu_producer = std::stoi(a.at(0));
+  o.cpu_consumer = std::stoi(a.at(1));
+  o.samples = 2'000;
+  o.warmup = 100;
+  o.chunk = 1'000;
+  o.scenarios = {"process"};
+  std::set<std::string> complete;
+  std::string seen;
+  for (const ringbus::bench::LatencyResult& l : ringbus::bench::run(o).latency) {
+    if (l.samples == o.samples && l.scenario == "process") complete.insert(l.system);
+    seen += " " + l.scenario + "/" + l.system + ":" + std::to_string(l.samples);
+  }
+  if (complete == std::set<std::string>{"floor", "ringbus", "ringbus_thread"}) return 0;
+  std::fprintf(stderr, "bench-process: samples per system:%s\n", seen.c_str());
+  return 1;
+});
+
+// The process scenario end to end, its producer process forked and killed with the run's
+// end: in the ThreadSanitizer build this covers the scenario's consumer and reaper
+// threads, which the short run above leaves out.
+TEST(BenchRun, TheProcessScenarioRunsAShortRunInAProcessOfItsOwn) {
+  const std::optional<ringbus::bench::Options> two = smoke_on_two_cpus();
+  if (!two) GTEST_SKIP() << "needs two CPUs";
+  const pid_t child = ringbus::test::spawn_child(
+      "bench-process", {std::to_string(two->cpu_producer), std::to_string(two->cpu_consumer)});
+  EXPECT_EQ(ringbus::test::reap(child), 0);
 }
 
 // Software counters stand in for the hardware ones, which VMs without a PMU refuse: the
