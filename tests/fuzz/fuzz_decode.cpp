@@ -1,8 +1,6 @@
 // libFuzzer target: arbitrary bytes as the log (and tail and cursor) of a valid segment.
 // Readers (a group's workers, a tail reader) must reject what cannot be a record with an
 // Error and never read outside the ring.
-#include <unistd.h>
-
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -16,14 +14,9 @@
 namespace {
 
 const ringbus::Segment& segment() {
-  static const ringbus::Segment seg = [] {
-    const auto loc = ringbus::Location::shm("ringbus-fuzz-decode-" + std::to_string(::getpid()));
-    auto o = ringbus::fuzz::seed_options();
-    o.if_exists = ringbus::SegmentOptions::IfExists::replace;
-    ringbus::Segment s = ringbus::Segment::create(loc, o);
-    ringbus::Segment::remove(loc);  // stays mapped; nothing left in /dev/shm
-    return s;
-  }();
+  // Anonymous: nothing in /dev/shm at any point, however the fuzzer ends.
+  static const ringbus::Segment seg =
+      ringbus::Segment::create(ringbus::Location::anonymous("ringbus-fuzz-decode"), ringbus::fuzz::seed_options());
   return seg;
 }
 
