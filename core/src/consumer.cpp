@@ -3,6 +3,7 @@
 
 #include <pthread.h>
 #include <sched.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -225,6 +226,7 @@ struct ConsumerGroup::State {
   std::atomic<bool> failed{false};
   std::mutex error_mutex;
   std::exception_ptr error;
+  std::uint32_t owner_pid = 0;  // the process that joined
 };
 
 ConsumerGroup::ConsumerGroup(std::unique_ptr<State> s) : st_(std::move(s)) {}
@@ -241,6 +243,14 @@ ConsumerGroup::~ConsumerGroup() { release(); }
 
 void ConsumerGroup::release() noexcept {
   if (!st_) return;
+  // A copy a forked child inherited: the worker slots are the parent's, which goes on
+  // using them, and the parent's threads do not exist here (destroying their handles
+  // would end the process). The copy is let go of without stopping or writing
+  // anything; its memory and mapping stay until the child exits or execs.
+  if (static_cast<std::uint32_t>(::getpid()) != st_->owner_pid) {
+    (void)st_.release();
+    return;
+  }
   try {
     stop();
   } catch (...) {
@@ -405,6 +415,7 @@ ConsumerGroup ConsumerGroup::join(const Segment& segment, std::string_view name,
 
   auto st = std::make_unique<State>();
   st->seg = segment;
+  st->owner_pid = me.pid;
   st->name = std::string(name);
   st->slot = g;
   st->options = options;

@@ -2,6 +2,7 @@
 #include "ringbus/producer.hpp"
 
 #include <sched.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <string>
@@ -247,6 +248,7 @@ Producer Producer::attach(const Segment& segment, const ProducerOptions& options
     p.wait_ = options.wait;
     p.timestamps_ = options.timestamps;
     p.exclusive_ = options.exclusive;
+    p.owner_pid_ = me.pid;
     // From here on the exclusive producer reads the tail with plain loads, which see only
     // its own stores once it has read the last value another producer left: a
     // read-modify-write reads the latest value in the tail's modification order, even
@@ -278,14 +280,25 @@ Producer& Producer::operator=(Producer&& o) noexcept {
   wait_ = o.wait_;
   timestamps_ = o.timestamps_;
   exclusive_ = o.exclusive_;
+  owner_pid_ = o.owner_pid_;
   open_ = false;
   open_claim_ = nullptr;
   o.slot_ = nullptr;
   return *this;
 }
 
+// A copy a forked child inherited: the slot, its journal, any open claim and the
+// exclusive word are the parent's, which goes on using them.
+bool Producer::inherited() const noexcept { return static_cast<std::uint32_t>(::getpid()) != owner_pid_; }
+
 void Producer::detach() noexcept {
   if (slot_ == nullptr) return;
+  if (inherited()) {  // let go without writing anything
+    if (open_claim_ != nullptr) open_claim_->producer_ = nullptr;
+    open_claim_ = nullptr;
+    slot_ = nullptr;
+    return;
+  }
   if (open_claim_ != nullptr) open_claim_->abort();
   slot_->claim.store(0, std::memory_order_relaxed);
   slot_->claim_key_index.store(0, std::memory_order_relaxed);
@@ -379,6 +392,11 @@ std::uint64_t Producer::lock_latch_slow(std::uint64_t index) noexcept {
 }
 
 void Producer::abort(Claim& c) noexcept {
+  if (inherited()) {  // the parent's claim: it commits or aborts it itself
+    c.producer_ = nullptr;
+    open_claim_ = nullptr;
+    return;
+  }
   bool give_back = c.key_ == 0;
   if (!give_back) {
     std::atomic<std::uint64_t>& l = r_.keys[c.key_index() - 1].latch;

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <random>
 #include <thread>
 #include <unordered_map>
@@ -342,6 +343,86 @@ TEST(Process, AnAnonymousSegmentIsSharedWithAForkedChildAndLeavesNoName) {
   // new: a few faults, against the touch's hundreds.
   EXPECT_GE(r->touch_faults, static_cast<std::int64_t>(r->pages / 16)) << r->pages << " pages";
   EXPECT_LT(r->read_faults * 4, r->touch_faults) << r->read_faults << " faults reading after the touch";
+}
+
+// Child: "inherited RESULTS_FD": holds a producer with an open claim, an idle group and
+// a running one, and forks a child that destroys its copies of all four. Reports what
+// the child's exit was, whether the producer and worker slots read the same before the
+// fork and after the child, and what the running group handled of the claim committed
+// afterwards.
+struct InheritedReport {
+  int child_exit = -1;
+  int slots_unchanged = -1;
+  std::uint64_t handled = 0;
+  std::uint64_t value = 0;
+};
+// Who holds each producer and worker slot: "p<slot>:<pid>:<state>" and "w<group>.<index>:<pid>:<state>".
+std::string slot_owners(const Segment& seg) {
+  const SegmentStats s = read_stats(seg);
+  std::string out;
+  for (const ProducerStats& p : s.producers) {
+    out += " p" + std::to_string(p.slot) + ":" + std::to_string(p.pid) + ":" + p.state;
+  }
+  for (const GroupStats& g : s.groups) {
+    for (const WorkerStats& w : g.worker) {
+      out += " w" + g.name + "." + std::to_string(w.index) + ":" + std::to_string(w.pid) + ":" + w.state;
+    }
+  }
+  return out;
+}
+const test::ChildRole inherited_role("inherited", [](const std::vector<std::string>& a) {
+  SharedBlock<InheritedReport> r(std::stoi(a.at(0)));
+  const Segment seg = Segment::create(Location::anonymous(test::unique_name("inherited")),
+                                      {.capacity = 1 << 20, .max_event = 256, .key_slots = 4096});
+  std::optional<Producer> producer(Producer::attach(seg));
+  std::optional<ConsumerGroup> idle(ConsumerGroup::join(seg, "idle"));
+  std::optional<ConsumerGroup> running(ConsumerGroup::join(seg, "running"));
+  std::atomic<std::uint64_t> handled{0}, value{0};
+  running->start([&](const Event& e) {
+    std::uint64_t v = 0;
+    std::memcpy(&v, e.payload().data(), sizeof v);
+    value.store(v);
+    handled.fetch_add(1);
+  });
+  std::optional<Claim> claim(std::in_place);
+  if (producer->try_claim(7, 1, sizeof(std::uint64_t), *claim) != Status::ok) return 4;
+  const std::string before = slot_owners(seg);
+  const pid_t child = ::fork();
+  if (child < 0) return 5;
+  if (child == 0) {  // async-signal-safe from here: this process had other threads
+    claim.reset();
+    producer.reset();
+    idle.reset();
+    running.reset();
+    ::_exit(0);
+  }
+  r->child_exit = reap(child);
+  const std::string after = slot_owners(seg);
+  r->slots_unchanged = before == after ? 1 : 0;
+  if (before != after) {
+    std::fprintf(stderr, "inherited: before the fork%s\nafter the child%s\n", before.c_str(), after.c_str());
+  }
+  const std::uint64_t v = 42;
+  std::memcpy(claim->payload().data(), &v, sizeof v);
+  claim->commit();
+  (void)test::eventually([&] { return handled.load() >= 1; }, std::chrono::seconds(30));
+  running->stop();
+  r->handled = handled.load();
+  r->value = value.load();
+  return 0;
+});
+
+// A forked child that destroys the producer, claim and group handles it inherited
+// leaves the parent's slots alone (they are the parent's, which goes on using them) and
+// does not end on the parent's worker threads, which do not exist in it: the parent's
+// open claim then commits and its running group handles it.
+TEST(Process, HandlesAForkedChildInheritedAreLetGoWithoutTouchingTheParents) {
+  SharedBlock<InheritedReport> r;
+  ASSERT_EQ(reap(spawn_child("inherited", {r.fd_arg()})), 0);
+  EXPECT_EQ(r->child_exit, 0);
+  EXPECT_EQ(r->slots_unchanged, 1);
+  EXPECT_EQ(r->handled, 1u);
+  EXPECT_EQ(r->value, 42u);
 }
 
 TEST(Process, ForkedProducersAndGroupsDeliverExactlyOnce) {
