@@ -3,7 +3,6 @@
 
 #include <pthread.h>
 #include <sched.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -243,11 +242,11 @@ ConsumerGroup::~ConsumerGroup() { release(); }
 
 void ConsumerGroup::release() noexcept {
   if (!st_) return;
-  // A copy a forked child inherited: the worker slots are the parent's, which goes on
-  // using them, and the parent's threads do not exist here (destroying their handles
-  // would end the process). The copy is let go of without stopping or writing
-  // anything; its memory and mapping stay until the child exits or execs.
-  if (static_cast<std::uint32_t>(::getpid()) != st_->owner_pid) {
+  // A forked child's copy: the worker slots are the parent's, and the parent's threads
+  // do not exist here (destroying their handles would end the process). The copy is let
+  // go of without stopping or writing anything; its memory and mapping stay until the
+  // child exits or execs.
+  if (detail::inherited_from(st_->owner_pid)) {
     (void)st_.release();
     return;
   }

@@ -81,6 +81,8 @@ Liveness process_liveness(std::uint32_t pid, std::uint64_t start_ticks) noexcept
   return Liveness::alive;
 }
 
+bool inherited_from(std::uint32_t owner) noexcept { return static_cast<std::uint32_t>(::getpid()) != owner; }
+
 std::uint64_t realtime_ns() noexcept {
   timespec ts{};
   ::clock_gettime(CLOCK_REALTIME, &ts);

@@ -2,7 +2,6 @@
 #include "ringbus/producer.hpp"
 
 #include <sched.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <string>
@@ -287,19 +286,14 @@ Producer& Producer::operator=(Producer&& o) noexcept {
   return *this;
 }
 
-// A copy a forked child inherited: the slot, its journal, any open claim and the
-// exclusive word are the parent's, which goes on using them.
-bool Producer::inherited() const noexcept { return static_cast<std::uint32_t>(::getpid()) != owner_pid_; }
-
 void Producer::detach() noexcept {
   if (slot_ == nullptr) return;
-  if (inherited()) {  // let go without writing anything
-    if (open_claim_ != nullptr) open_claim_->producer_ = nullptr;
-    open_claim_ = nullptr;
+  if (open_claim_ != nullptr) open_claim_->abort();
+  // A forked child's copy: the slot, its journal and the exclusive word are the parent's.
+  if (detail::inherited_from(owner_pid_)) {
     slot_ = nullptr;
     return;
   }
-  if (open_claim_ != nullptr) open_claim_->abort();
   slot_->claim.store(0, std::memory_order_relaxed);
   slot_->claim_key_index.store(0, std::memory_order_relaxed);
   // The exclusive word first: while it names this slot, other attaches are refused.
@@ -392,7 +386,7 @@ std::uint64_t Producer::lock_latch_slow(std::uint64_t index) noexcept {
 }
 
 void Producer::abort(Claim& c) noexcept {
-  if (inherited()) {  // the parent's claim: it commits or aborts it itself
+  if (detail::inherited_from(owner_pid_)) {  // the parent's claim: it commits or aborts it itself
     c.producer_ = nullptr;
     open_claim_ = nullptr;
     return;

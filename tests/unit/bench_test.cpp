@@ -154,6 +154,14 @@ std::optional<ringbus::bench::Options> smoke_on_two_cpus() {
   return o;
 }
 
+// `o` sized for a short run: 2,000 samples per system, in chunks of 1,000.
+ringbus::bench::Options short_run(ringbus::bench::Options o) {
+  o.samples = 2'000;
+  o.warmup = 100;
+  o.chunk = 1'000;
+  return o;
+}
+
 // Every way a run's options can be unusable is named before any thread starts.
 TEST(BenchOptions, CheckNamesWhatIsWrongAndRunRefusesIt) {
   const std::optional<ringbus::bench::Options> two = smoke_on_two_cpus();
@@ -258,12 +266,9 @@ TEST(BenchThroughput, A512ByteMeasurementMovesAQuarterOfTheEvents) {
 // the peer queues, under it. (`process` forks a producer, which this test process, with
 // its watchdog thread, must not do: the next test runs it in a process of its own.)
 TEST(BenchRun, EverySystemOfEveryScenarioRunsAShortRun) {
-  std::optional<ringbus::bench::Options> two = smoke_on_two_cpus();
+  const std::optional<ringbus::bench::Options> two = smoke_on_two_cpus();
   if (!two) GTEST_SKIP() << "needs two CPUs";
-  ringbus::bench::Options o = *two;
-  o.samples = 2'000;
-  o.warmup = 100;
-  o.chunk = 1'000;
+  ringbus::bench::Options o = short_run(*two);
   o.tput_events = 20'000;
   for (const std::string& name : ringbus::bench::scenario_names()) {
     if (name != "process") o.scenarios.push_back(name);
@@ -291,12 +296,9 @@ TEST(BenchRun, EverySystemOfEveryScenarioRunsAShortRun) {
 // its own that has no other thread when the scenario forks its producer process. Exits 0
 // when floor, ringbus and ringbus_thread each recorded every sample asked for.
 const ringbus::test::ChildRole bench_process_role("bench-process", [](const std::vector<std::string>& a) {
-  ringbus::bench::Options o = ringbus::bench::options_for("smoke");
+  ringbus::bench::Options o = short_run(ringbus::bench::options_for("smoke"));
   o.cpu_producer = std::stoi(a.at(0));
   o.cpu_consumer = std::stoi(a.at(1));
-  o.samples = 2'000;
-  o.warmup = 100;
-  o.chunk = 1'000;
   o.scenarios = {"process"};
   std::set<std::string> complete;
   std::string seen;

@@ -249,7 +249,6 @@ class Producer {
   bool refresh_limit(std::uint64_t needed) noexcept;
   std::uint64_t lock_latch(std::uint64_t index) noexcept;
   std::uint64_t lock_latch_slow(std::uint64_t index) noexcept;
-  [[nodiscard]] bool inherited() const noexcept;
   void unlock_latch(std::uint64_t index, std::uint64_t last_seq) noexcept {
     // Publishes key_seq up to last_seq; pairs with the acquire in lock_latch().
     r_.keys[index].latch.store(layout::latch::make(false, slot_index_, last_seq), std::memory_order_release);
@@ -290,7 +289,7 @@ class Producer {
   WaitStrategy wait_{};
   Timestamps timestamps_ = Timestamps::clock;
   bool exclusive_ = false;
-  std::uint32_t owner_pid_ = 0;  // the process that attached (inherited())
+  std::uint32_t owner_pid_ = 0;  // the process that attached (detail::inherited_from)
   bool open_ = false;
   Claim* open_claim_ = nullptr;  // the claim object holding the open claim
   Claim scratch_;                // the claim behind publish()

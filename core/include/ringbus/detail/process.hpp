@@ -17,6 +17,12 @@ struct ProcessId {
 // This process, computed once and again after fork().
 const ProcessId& self_process() noexcept;
 
+// Whether a handle made by process `owner` is here only as a copy a forked child
+// inherited: its slots are the parent's, which goes on using them, so the copy lets go
+// of them without writing to the segment (DESIGN.md, "Handles across fork"). Calls
+// getpid() only: safe in the child of a multithreaded parent.
+bool inherited_from(std::uint32_t owner) noexcept;
+
 enum class Liveness : std::uint8_t { alive, dead, unknown };
 
 // `start_ticks` == 0 means "not recorded": only the pid is checked. A zombie (killed
