@@ -1416,6 +1416,18 @@ TEST(Cli, ExitCodesAndErrorsNameWhatWasWrong) {
   EXPECT_EQ(twenty.code, 2);
   EXPECT_NE(twenty.err.find("is not start, end or a position"), std::string::npos) << twenty.err;
   EXPECT_EQ(ringbus_run({"tail", missing, "--from", "9999999999999999999"}).code, 4);
+  // dlq's subcommand put before the segment and the group: usage, with how it is
+  // written; no such hint when only the subcommand is missing.
+  for (const std::string sub : {"list", "purge"}) {
+    const Result swapped = ringbus_run({"dlq", sub, missing, "some-group"});
+    EXPECT_EQ(swapped.code, 2);
+    EXPECT_NE(swapped.err.find("come before the subcommand: ringbus dlq NAME GROUP " + sub), std::string::npos)
+        << swapped.err;
+  }
+  const Result no_sub = ringbus_run({"dlq", missing, "some-group"});
+  EXPECT_EQ(no_sub.code, 2);
+  EXPECT_NE(no_sub.err.find("A subcommand is required"), std::string::npos) << no_sub.err;
+  EXPECT_EQ(no_sub.err.find("come before the subcommand"), std::string::npos) << no_sub.err;
   const Result help = ringbus_run({"--help"});
   EXPECT_EQ(help.code, 0);
   EXPECT_NE(help.out.find("3 publish: some lines were rejected"), std::string::npos) << help.out;

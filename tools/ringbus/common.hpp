@@ -56,4 +56,8 @@ void add_dlq_command(CLI::App& app, int& exit_code);
 void add_event_commands(CLI::App& app, int& exit_code);
 void add_stat_command(CLI::App& app, int& exit_code);
 
+// After a command line was refused: how `dlq` is written, when its segment argument was
+// one of its subcommands (`ringbus dlq list SEG GROUP`); empty otherwise.
+std::string dlq_order_hint(const CLI::App& app);
+
 }  // namespace ringbus::tool

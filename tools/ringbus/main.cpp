@@ -31,7 +31,9 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? kOk : kUsage;
+    if (app.exit(e) == 0) return kOk;
+    if (const std::string hint = dlq_order_hint(app); !hint.empty()) fmt::print(stderr, "{}\n", hint);
+    return kUsage;
   } catch (const ringbus::Error& e) {
     fmt::print(stderr, "ringbus: {}\n", e.what());
     return e.code() == ringbus::Errc::not_found ? kNotFound : kFailed;
