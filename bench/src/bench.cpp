@@ -258,13 +258,18 @@ bool selects_throughput(const Options& o) {
   return std::any_of(cases.begin(), cases.end(), [&](const ThroughputCase& c) { return wanted(o, c.scenario); });
 }
 
-std::string check(const Options& o) {
-  for (const int cpu : {o.cpu_producer, o.cpu_consumer}) {
+std::string check_cpus(int producer, int consumer) {
+  for (const int cpu : {producer, consumer}) {
     if (std::string why = cpu_unavailable(cpu); !why.empty()) return why;
   }
-  if (o.cpu_producer == o.cpu_consumer) {
-    return fmt::format("the producer and the consumer need two different CPUs (both are {})", o.cpu_producer);
+  if (producer == consumer) {
+    return fmt::format("the producer and the consumer need two different CPUs (both are {})", producer);
   }
+  return {};
+}
+
+std::string check(const Options& o) {
+  if (std::string why = check_cpus(o.cpu_producer, o.cpu_consumer); !why.empty()) return why;
   // Upper bounds keep the chunking arithmetic of run() from overflowing; a run at either
   // bound would take days.
   constexpr std::uint64_t kMaxSamples = 1'000'000'000'000;

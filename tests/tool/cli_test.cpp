@@ -1597,6 +1597,13 @@ TEST(Cli, DemoDeliversEveryEventInKeyOrder) {
   const Result cpu = ringbus_run({"demo", "--cpus", "0,4096"});
   EXPECT_EQ(cpu.code, 2);
   EXPECT_NE(cpu.err.find("cpu 4096"), std::string::npos) << cpu.err;
+  // One CPU for both, as the benchmark refuses it: its busy-spinning pair would measure
+  // the scheduler's time slice.
+  const Result same = ringbus_run({"demo", "--cpus", "1,1"});
+  EXPECT_EQ(same.code, 2);
+  EXPECT_NE(same.err.find("--cpus: the producer and the consumer need two different CPUs (both are 1)"),
+            std::string::npos)
+      << same.err;
   const Result warm = ringbus_run({"demo", "--events", "10", "--warmup", "10"});
   EXPECT_EQ(warm.code, 2);
   EXPECT_NE(warm.err.find("--warmup"), std::string::npos) << warm.err;

@@ -18,6 +18,7 @@
 #include "ringbus/consumer.hpp"
 #include "ringbus/producer.hpp"
 #include "ringbus/stats.hpp"
+#include "ringbus_bench/bench.hpp"
 #include "ringbus_bench/histogram.hpp"
 
 namespace ringbus::tool {
@@ -82,9 +83,7 @@ void add_demo_command(CLI::App& app, int& exit_code) {
     const std::vector<int> cpus = parse_cpus(o->cpus);
     if (cpus.size() != 2) throw CLI::ValidationError("--cpus", "give two CPUs: producer,consumer");
     if (o->keys == 0 || o->events == 0) throw CLI::ValidationError("--events/--keys", "must be at least 1");
-    for (const int cpu : cpus) {
-      if (std::string why = cpu_unavailable(cpu); !why.empty()) throw CLI::ValidationError("--cpus", why);
-    }
+    if (std::string why = bench::check_cpus(cpus[0], cpus[1]); !why.empty()) throw CLI::ValidationError("--cpus", why);
     if (o->warmup >= o->events) {
       throw CLI::ValidationError("--warmup", "leaves no event to measure: it must be less than --events");
     }

@@ -206,6 +206,10 @@ struct Report {
 // and, when a throughput case runs, fits in the memory available. run() throws
 // std::invalid_argument with this text, before any thread starts.
 std::string check(const Options& options);
+// Why a producer on `producer` and a consumer on `consumer` cannot be pinned for a
+// measurement, or empty: both CPUs this process may run on, and two different ones (a
+// busy-spinning pair sharing one CPU measures the scheduler's time slice).
+std::string check_cpus(int producer, int consumer);
 // The scenario names --scenarios accepts, in report order.
 std::vector<std::string> scenario_names();
 // True if `options` select at least one latency scenario (what --plot draws).
