@@ -38,20 +38,13 @@ void print_letter(const DeadLetter& d) {
 }  // namespace
 
 std::string dlq_order_hint(const CLI::App& app) {
-  const std::vector<const CLI::App*> dlq =
-      app.get_subcommands([](const CLI::App* a) { return a->get_name() == "dlq"; });
-  if (dlq.size() != 1 || dlq.front()->count() == 0) return {};
-  const CLI::App* cmd = dlq.front();
+  const CLI::App* cmd = app.get_subcommand("dlq");  // registered by add_dlq_command
   const CLI::Option* name = cmd->get_option_no_throw("name");
-  if (name == nullptr || name->results().empty()) return {};
+  if (cmd->count() == 0 || name == nullptr || name->results().empty()) return {};
   const std::string& word = name->results().front();
-  for (const CLI::App* sub : cmd->get_subcommands(std::function<bool(const CLI::App*)>{})) {
-    if (sub->get_name() == word) {
-      return fmt::format("ringbus dlq: the segment and the group come before the subcommand: ringbus dlq NAME GROUP {}",
-                         word);
-    }
-  }
-  return {};
+  if (cmd->get_subcommands([&](const CLI::App* sub) { return sub->get_name() == word; }).empty()) return {};
+  return fmt::format("ringbus dlq: the segment and the group come before the subcommand: ringbus dlq NAME GROUP {}",
+                     word);
 }
 
 void add_dlq_command(CLI::App& app, int& exit_code) {
