@@ -117,9 +117,10 @@ Status publish_envelope(Producer& producer, SchemaRegistry& registry, const Enve
   const std::size_t size = envelope_payload_size(e);
   if (size == 0) return Status::invalid;
   if (size > producer.segment().max_event()) return Status::too_large;
-  const std::uint16_t type = registry.register_type(e.event_type, e.version);
+  const std::optional<std::uint16_t> type = registry.try_register_type(e.event_type, e.version);
+  if (!type) return Status::types_full;
   Claim c;
-  const Status s = producer.claim(e.key.empty() ? 0 : key_of(e.key), type, static_cast<std::uint32_t>(size), c, timeout);
+  const Status s = producer.claim(e.key.empty() ? 0 : key_of(e.key), *type, static_cast<std::uint32_t>(size), c, timeout);
   if (s != Status::ok) return s;
   // The envelope's own time, else the claim's stamp, else (a producer with
   // Timestamps::none) the time now, before the payload's stores (DESIGN.md, "Claim and commit").

@@ -40,6 +40,12 @@ SchemaRegistry::SchemaRegistry(const Segment& segment) : seg_(segment) {
 }
 
 std::uint16_t SchemaRegistry::register_type(std::string_view name, std::uint16_t version) {
+  if (auto id = try_register_type(name, version)) return *id;
+  throw Error(Errc::no_slot, "segment " + seg_.location().display() + ": the schema registry is full (" +
+                                 std::to_string(seg_.refs().registry_slots) + " event types)");
+}
+
+std::optional<std::uint16_t> SchemaRegistry::try_register_type(std::string_view name, std::uint16_t version) {
   const detail::SegmentRefs& r = seg_.refs();
   if (name.empty() || name.size() >= layout::kTypeNameBytes) {
     throw Error(Errc::invalid_name, "segment " + seg_.location().display() + ": event type \"" + printable(name) +
@@ -67,8 +73,7 @@ std::uint16_t SchemaRegistry::register_type(std::string_view name, std::uint16_t
     r.registry->types.fetch_add(1, std::memory_order_relaxed);
     return static_cast<std::uint16_t>(id);
   }
-  throw Error(Errc::no_slot, "segment " + seg_.location().display() + ": the schema registry is full (" +
-                                 std::to_string(r.registry_slots) + " event types)");
+  return std::nullopt;
 }
 
 std::optional<std::uint16_t> SchemaRegistry::find(std::string_view name) const { return lookup(seg_.refs(), name); }

@@ -14,6 +14,7 @@ std::string_view to_string(Status s) noexcept {
     case Status::timeout: return "timeout";
     case Status::corrupt: return "corrupt";
     case Status::invalid: return "invalid";
+    case Status::types_full: return "types_full";
   }
   return "unknown";
 }

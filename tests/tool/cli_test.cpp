@@ -600,10 +600,33 @@ TEST(Cli, PublishReportsBadLinesUpToMaxErrorsAndCountsTheRest) {
   }
 }
 
-// Publish refuses, line by line, keys the key table has no room for, and stops with exit
-// 1 when the log stays full past --timeout (a gating group that is not consuming). Either
-// way every line accepted before is in the log.
-TEST(Cli, PublishReportsAFullKeyTableAndALogThatStaysFull) {
+// Publish refuses, line by line, keys the key table and event types the schema registry
+// has no room for, and stops with exit 1 when the log stays full past --timeout (a
+// gating group that is not consuming). Either way every line accepted before is in the log.
+TEST(Cli, PublishReportsAFullKeyTableOrRegistryAndALogThatStaysFull) {
+  {
+    ToolSegment seg({"--types", "2"});
+    TempFile file(R"({"event_type":"A","data":1}
+{"event_type":"B","data":2}
+{"event_type":"C","data":3}
+{"event_type":"A","data":4}
+{"event_type":"D","data":5}
+{"event_type":"B","data":6}
+)");
+    const Result pub = ringbus_run({"publish", seg.name(), file.path()});
+    EXPECT_EQ(pub.code, 3) << pub.err;
+    EXPECT_NE(pub.err.find("line 3: byte 56: segment shm:" + seg.name() +
+                           " has no room for event type \"C\" (its schema registry is full: 2 event types)"),
+              std::string::npos)
+        << pub.err;
+    EXPECT_NE(pub.err.find("line 5: byte 112: segment shm:" + seg.name() + " has no room for event type \"D\""),
+              std::string::npos)
+        << pub.err;
+    EXPECT_NE(pub.err.find("published 4 of 6 lines"), std::string::npos) << pub.err;
+    const std::vector<std::string> tail = lines_of(ringbus_run({"tail", seg.name()}).out);
+    ASSERT_EQ(tail.size(), 4u);
+    for (std::size_t i = 0; i < 4; ++i) EXPECT_EQ(fields_of(tail[i]).at("data"), std::string(1, "1246"[i])) << tail[i];
+  }
   {
     ToolSegment seg({"--keys", "16"});
     std::string lines;

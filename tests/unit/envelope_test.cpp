@@ -228,9 +228,35 @@ TEST(SchemaRegistry, FullRegistryAndSegmentsWithoutOne) {
     EXPECT_EQ(e.code(), Errc::no_slot);
     EXPECT_NE(std::string(e.what()).find("the schema registry is full (2 event types)"), std::string::npos) << e.what();
   }
+  EXPECT_EQ(reg.try_register_type("C"), std::nullopt);
+  EXPECT_EQ(reg.try_register_type("A", 3), 1u);
+  EXPECT_EQ(reg.list().size(), 2u);
   o.registry_slots = 0;
   TempSegment none(o);
   EXPECT_THROW(SchemaRegistry{none.segment()}, Error);
+}
+
+// An envelope of a type a full registry has no room for is refused with types_full and
+// claims nothing; envelopes of the types it holds still publish, in order, after it.
+TEST(EnvelopeCodec, AFullRegistryRefusesANewTypeAndKeepsPublishingTheOthers) {
+  SegmentOptions o = TempSegment::small_options();
+  o.registry_slots = 2;
+  TempSegment seg(o);
+  SchemaRegistry reg(seg.segment());
+  Producer p = Producer::attach(seg.segment());
+  Envelope e;
+  e.data = "1";
+  for (const char* type : {"A", "B", "C", "A"}) {
+    e.event_type = type;
+    EXPECT_EQ(publish_envelope(p, reg, e), std::string_view(type) == "C" ? Status::types_full : Status::ok) << type;
+  }
+  EXPECT_EQ(reg.find("C"), std::nullopt);
+  TailReader t = TailReader::open(seg.segment(), TailStart::earliest);
+  Event ev;
+  std::vector<std::string> types;
+  while (t.try_next(ev)) types.push_back(reg.info(ev.type())->name);
+  EXPECT_EQ(types, (std::vector<std::string>{"A", "B", "A"}));
+  EXPECT_EQ(p.next_seq(), 4u) << "the refused envelope took no producer sequence";
 }
 
 TEST(Upcasters, ChainOldVersionsUpToTheTarget) {

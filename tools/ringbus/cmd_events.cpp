@@ -161,6 +161,11 @@ void add_event_commands(CLI::App& app, int& exit_code) {
         } else if (s == Status::keys_full) {
           reject(fmt::format("byte {}: segment {} has no room for another key (its key table is full)", offset,
                              seg.location().display()));
+        } else if (s == Status::types_full) {
+          reject(fmt::format("byte {}: segment {} has no room for event type \"{}\" (its schema registry is full: "
+                             "{} event types)",
+                             offset, seg.location().display(), printable(envelope.event_type),
+                             seg.refs().registry_slots));
         } else {
           fmt::print(stderr, "{}ringbus publish: segment {}: line {}: {} (the log stayed full for {} s: a consumer "
                              "group is not keeping up; see `ringbus info`)\n",

@@ -40,6 +40,9 @@ class SchemaRegistry {
   // that `version` (1..64 is tracked) has been published. Throws Error(invalid_name) for
   // a bad name and Error(no_slot) when the registry is full.
   std::uint16_t register_type(std::string_view name, std::uint16_t version = 1);
+  // As register_type, but a full registry is nullopt instead of an exception: for a
+  // caller that refuses one event and goes on with the next (publish_envelope).
+  std::optional<std::uint16_t> try_register_type(std::string_view name, std::uint16_t version = 1);
   [[nodiscard]] std::optional<std::uint16_t> find(std::string_view name) const;
   [[nodiscard]] std::optional<TypeInfo> info(std::uint16_t type_id) const;
   [[nodiscard]] std::vector<TypeInfo> list() const;

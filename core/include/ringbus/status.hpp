@@ -18,6 +18,7 @@ enum class Status : std::uint8_t {
   timeout,    // a blocking call reached its deadline
   corrupt,    // shared memory failed validation; nothing was written
   invalid,    // arguments that can never succeed (batch of 0, expected claim without a key)
+  types_full, // publish_envelope: the schema registry has no room for a type it has never seen
 };
 
 std::string_view to_string(Status s) noexcept;
