@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cstring>
+#include <limits>
 
 #include "ringbus/clock.hpp"
 #include "ringbus/hash.hpp"
@@ -137,18 +138,18 @@ Status publish_envelope(Producer& producer, SchemaRegistry& registry, const Enve
   return Status::ok;
 }
 
-std::optional<std::uint64_t> parse_iso8601(std::string_view s) noexcept {
+Iso8601 parse_iso8601(std::string_view s, std::uint64_t& ns) noexcept {
   unsigned y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0;
   if (!digits(s, 0, 4, y) || s.size() < 20 || s[4] != '-' || !digits(s, 5, 2, mo) || s[7] != '-' ||
       !digits(s, 8, 2, d) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') || !digits(s, 11, 2, h) ||
       s[13] != ':' || !digits(s, 14, 2, mi) || s[16] != ':' || !digits(s, 17, 2, sec)) {
-    return std::nullopt;
+    return Iso8601::malformed;
   }
   static constexpr unsigned kDays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
   const bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
   if (mo < 1 || mo > 12 || d < 1 || d > kDays[mo - 1] || (mo == 2 && d == 29 && !leap) || h > 23 ||
       mi > 59 || sec > 60) {
-    return std::nullopt;
+    return Iso8601::malformed;
   }
   std::size_t at = 19;
   std::uint64_t frac = 0;
@@ -160,7 +161,7 @@ std::optional<std::uint64_t> parse_iso8601(std::string_view s) noexcept {
       ++n;
       ++at;
     }
-    if (n == 0) return std::nullopt;
+    if (n == 0) return Iso8601::malformed;
     for (std::size_t k = n; k < 9; ++k) frac *= 10;
   }
   std::int64_t offset = 0;
@@ -170,18 +171,30 @@ std::optional<std::uint64_t> parse_iso8601(std::string_view s) noexcept {
     unsigned oh = 0, om = 0;
     if (!digits(s, at + 1, 2, oh) || at + 3 >= s.size() || s[at + 3] != ':' || !digits(s, at + 4, 2, om) || oh > 23 ||
         om > 59) {
-      return std::nullopt;
+      return Iso8601::malformed;
     }
     offset = (s[at] == '+' ? 1 : -1) * static_cast<std::int64_t>(oh * 3600 + om * 60);
     at += 6;
   } else {
-    return std::nullopt;  // a time zone is required
+    return Iso8601::malformed;  // a time zone is required
   }
-  if (at != s.size()) return std::nullopt;
+  if (at != s.size()) return Iso8601::malformed;
   const std::int64_t secs =
       days_from_civil(y, mo, d) * 86400 + static_cast<std::int64_t>(h * 3600 + mi * 60 + sec) - offset;
-  if (secs < 0) return std::nullopt;
-  return static_cast<std::uint64_t>(secs) * 1'000'000'000ull + frac;
+  // 64 bits of nanoseconds end at 2554-07-21T23:34:33.709551615Z.
+  constexpr std::uint64_t kMaxSecs = std::numeric_limits<std::uint64_t>::max() / 1'000'000'000ull;
+  constexpr std::uint64_t kMaxFrac = std::numeric_limits<std::uint64_t>::max() % 1'000'000'000ull;
+  if (secs < 0) return Iso8601::out_of_range;
+  const auto whole = static_cast<std::uint64_t>(secs);
+  if (whole > kMaxSecs || (whole == kMaxSecs && frac > kMaxFrac)) return Iso8601::out_of_range;
+  ns = whole * 1'000'000'000ull + frac;
+  return Iso8601::ok;
+}
+
+std::optional<std::uint64_t> parse_iso8601(std::string_view text) noexcept {
+  std::uint64_t ns = 0;
+  if (parse_iso8601(text, ns) != Iso8601::ok) return std::nullopt;
+  return ns;
 }
 
 std::string format_iso8601(std::uint64_t ns) {

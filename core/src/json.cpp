@@ -412,12 +412,18 @@ std::optional<JsonLineError> parse_envelope_json(std::string_view line, Envelope
         std::string text;
         err = get_text(text, 64, true);
         if (!err) {
-          const auto ns = parse_iso8601(text);
-          if (!ns) {
+          std::uint64_t ns = 0;
+          const Iso8601 parsed = parse_iso8601(text, ns);
+          if (parsed == Iso8601::malformed) {
             err = JsonLineError{at, field_name,
                                 "must be an ISO-8601 date-time with a time zone, like 2026-11-22T10:00:00.123Z"};
+          } else if (parsed == Iso8601::out_of_range || ns == 0) {
+            // A record's timestamp is 64-bit nanoseconds, and 0 means "none" (publish stamps it).
+            err = JsonLineError{at, field_name,
+                                "must be after 1970-01-01T00:00:00Z and at most 2554-07-21T23:34:33.709551615Z "
+                                "(nanoseconds since the Unix epoch in 64 bits)"};
           } else {
-            out.timestamp_ns = *ns;
+            out.timestamp_ns = ns;
           }
         }
         break;

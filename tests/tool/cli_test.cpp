@@ -275,6 +275,8 @@ TEST(Cli, PublishRejectsBadLinesAndTailRoundTripsEveryField) {
       {R"({"event_type":"t","data":{},"key":"a","key":"b"})", "field \"key\" appears twice"},
       {R"({"event_type":"t","version":0,"data":{}})", "field \"version\" must be an integer from 1 to 65535"},
       {R"({"event_type":"t","timestamp":"yesterday","data":{}})", "field \"timestamp\" must be an ISO-8601"},
+      {R"({"event_type":"t","timestamp":"9999-12-31T23:59:59Z","data":{}})",
+       "field \"timestamp\" must be after 1970-01-01T00:00:00Z and at most 2554-07-21T23:34:33.709551615Z"},
       {R"({"event_type":"t","data":01})", "field \"data\" is not valid JSON"},
       {too_big, "takes events of at most 2097152 bytes"},
   };

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <limits>
 #include <random>
 #include <set>
 #include <thread>
@@ -43,6 +44,20 @@ TEST(Iso8601, ParsesTheUsualFormsToUtcNanoseconds) {
                           "2026-11-22T10:00:61Z", "1970-01-01T00:30:00+01:00", "yesterday"}) {
     EXPECT_FALSE(parse_iso8601(bad).has_value()) << bad;
   }
+  // The range of 64-bit nanoseconds, to the last one; beyond it nothing wraps around.
+  EXPECT_EQ(parse_iso8601("2554-07-21T23:34:33.709551615Z"), std::numeric_limits<std::uint64_t>::max());
+  EXPECT_EQ(parse_iso8601("2554-07-22T01:34:33.709551615+02:00"), std::numeric_limits<std::uint64_t>::max());
+  std::uint64_t ns = 7;
+  for (const char* far : {"2554-07-21T23:34:33.709551616Z", "2554-07-21T23:34:34Z", "9999-12-31T23:59:59Z",
+                          "1969-12-31T23:59:59Z", "1970-01-01T00:30:00+01:00"}) {
+    EXPECT_EQ(parse_iso8601(far, ns), Iso8601::out_of_range) << far;
+    EXPECT_FALSE(parse_iso8601(far).has_value()) << far;
+  }
+  EXPECT_EQ(ns, 7u) << "nothing is written when out of range";
+  EXPECT_EQ(parse_iso8601("2026-13-01T00:00:00Z", ns), Iso8601::malformed);
+  EXPECT_EQ(parse_iso8601("yesterday", ns), Iso8601::malformed);
+  EXPECT_EQ(parse_iso8601("1970-01-01T00:00:00.000000001Z", ns), Iso8601::ok);
+  EXPECT_EQ(ns, 1u);
 }
 
 TEST(Iso8601, FormatsUtcWithTheFractionItNeeds) {
@@ -346,6 +361,11 @@ TEST(JsonLines, ErrorsNameTheFieldAndWhere) {
       {R"({"event_type":"T","version":"2","data":1})", "version", "from 1 to 65535", 28},
       {R"({"event_type":"T","version":70000,"data":1})", "version", "from 1 to 65535", 28},
       {R"({"event_type":"T","timestamp":"2026-11-22","data":1})", "timestamp", "ISO-8601", 30},
+      // Well formed, but no 64-bit nanosecond count holds it, or it is 0 (the header's "none").
+      {R"({"event_type":"T","timestamp":"9999-12-31T23:59:59Z","data":1})", "timestamp",
+       "must be after 1970-01-01T00:00:00Z and at most 2554-07-21T23:34:33.709551615Z", 30},
+      {R"({"event_type":"T","timestamp":"1969-12-31T23:59:59Z","data":1})", "timestamp", "after 1970-01-01", 30},
+      {R"({"event_type":"T","timestamp":"1970-01-01T00:00:00Z","data":1})", "timestamp", "after 1970-01-01", 30},
       {R"({"event_type":"T","key":"","data":1})", "key", "must not be empty", 24},
       {R"({"event_type":"T","key":42,"data":1})", "key", "must be a string", 24},
       {R"({"data":1})", "event_type", "required", 0},

@@ -76,7 +76,7 @@ constexpr std::string_view kEnvelopeLineHelp =
     "  data            any JSON value (required), kept as written\n"
     "  key             string, not empty: events of one key are sequenced and go to one worker\n"
     "  version         integer 1-65535 (default 1)\n"
-    "  timestamp       ISO-8601 date-time with a time zone, like 2026-11-22T10:00:00.123Z (default: now)\n"
+    "  timestamp       ISO-8601 date-time with a time zone, like 2026-11-22T10:00:00.123Z; 1970 to 2554 (default: now)\n"
     "  event_id, source, correlation_id, causation_id   strings\n"
     "Any other field, or one given twice, rejects the line. For example:\n"
     "  {\"event_type\":\"OrderPlaced\",\"key\":\"order-42\",\"data\":{\"qty\":100}}";

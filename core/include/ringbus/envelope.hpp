@@ -83,8 +83,12 @@ Status publish_envelope(Producer& producer, SchemaRegistry& registry, const Enve
                         std::chrono::nanoseconds timeout = std::chrono::nanoseconds::max());
 
 // ISO-8601 / RFC 3339 date-time (e.g. 2026-11-22T10:00:00.123456789Z, or with a +hh:mm
-// offset) to nanoseconds since the Unix epoch; nullopt if malformed or before 1970.
+// offset) to nanoseconds since the Unix epoch in 64 bits: 1970-01-01T00:00:00Z to
+// 2554-07-21T23:34:33.709551615Z. nullopt if malformed or outside that range.
 std::optional<std::uint64_t> parse_iso8601(std::string_view text) noexcept;
+// The same, saying which: a well-formed date-time outside the range is out_of_range.
+enum class Iso8601 : std::uint8_t { ok, malformed, out_of_range };
+Iso8601 parse_iso8601(std::string_view text, std::uint64_t& ns) noexcept;
 // UTC, with as many fraction digits as needed (none for a whole second).
 std::string format_iso8601(std::uint64_t ns);
 
