@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "ringbus/clock.hpp"
+#include "ringbus/dedup.hpp"
 #include "ringbus/detail/groups.hpp"
 #include "ringbus/detail/process.hpp"
 #include "ringbus/detail/recovery.hpp"
@@ -38,6 +39,15 @@ SegmentStats read_stats(const Segment& segment) {
   s.max_event = r.max_event;
   s.keys_used = c.keys_used.load(std::memory_order_relaxed);
   s.key_slots = r.key_mask + 1;
+  s.total_size = r.total_size;
+  s.dlq_capacity = r.dlq_capacity;
+  s.dedup_window = r.dedup_words == 0 ? 0 : dedup_window_of(r.dedup_words);
+  s.dedup_producers = r.dedup_words == 0 ? 0 : r.dedup_producers;
+  s.type_slots = r.registry_slots;
+  if (r.registry != nullptr) {  // shared memory: a count no larger than the registry
+    s.types_used = static_cast<std::uint32_t>(
+        std::min<std::uint64_t>(r.registry->types.load(std::memory_order_relaxed), r.registry_slots));
+  }
   s.producers_recovered = c.producers_recovered.load(std::memory_order_relaxed);
   s.holes_padded = c.holes_padded.load(std::memory_order_relaxed);
   s.records_voided = c.records_voided.load(std::memory_order_relaxed);

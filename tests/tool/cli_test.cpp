@@ -32,6 +32,7 @@
 #include "ringbus/json.hpp"
 #include "ringbus/layout.hpp"
 #include "ringbus/producer.hpp"
+#include "ringbus/registry.hpp"
 #include "ringbus/segment.hpp"
 #include "ringbus/stats.hpp"
 #include "process_support.hpp"
@@ -226,6 +227,13 @@ std::map<std::string, std::string> fields_of(const std::string& line) {
     }
   }
   return out;
+}
+
+// 1234567 as the tool prints counts: "1,234,567".
+std::string fmt_thousands(std::uint64_t n) {
+  std::string digits = std::to_string(n);
+  for (std::size_t at = digits.size(); at > 3; at -= 3) digits.insert(at - 3, ",");
+  return digits;
 }
 
 std::string big_data() {
@@ -982,18 +990,24 @@ TEST(Cli, StatShowsEachCounterInItsOwnSeries) {
       << labels.out;
 }
 
-// `ringbus info` (text and --json) reads the segment's layout, producers, groups,
-// positions and lag as another process left them. The segment is a file whose path holds
-// a double quote: the JSON must still be JSON.
+// `ringbus info` (text and --json) reads the segment's layout, the sizes it was created
+// with, producers, groups, positions and lag as another process left them. The segment
+// is a file whose path holds a double quote: the JSON must still be JSON.
 TEST(Cli, InfoShowsLayoutProducersGroupsPositionsAndLag) {
   const std::string path = "/tmp/" + unique_name("rbcli-info") + "\"q";
-  const Result created = ringbus_run({"create", path, "--capacity", "1M", "--max-event", "1K"});
+  const Result created = ringbus_run({"create", path, "--capacity", "1M", "--max-event", "1K", "--dlq", "512K",
+                                      "--dedup-window", "4000", "--types", "8"});
   ASSERT_EQ(created.code, 0) << created.err;
   struct Unlink {
     std::string path;
     ~Unlink() { ::unlink(path.c_str()); }
   } unlink_at_end{path};
+  struct stat st {};
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
   const ringbus::Segment s = ringbus::Segment::open(ringbus::Location::file(path));
+  ringbus::SchemaRegistry registry(s);
+  registry.register_type("Placed");
+  registry.register_type("Filled");
   ringbus::ConsumerGroup g = ringbus::ConsumerGroup::join(s, "orders");
   ringbus::Producer p = ringbus::Producer::attach(s, {.producer_id = 7, .exclusive = true});
   const std::uint64_t v = 42;
@@ -1021,6 +1035,12 @@ TEST(Cli, InfoShowsLayoutProducersGroupsPositionsAndLag) {
   EXPECT_EQ(uint64_t(root["published"].get_uint64()), 5u);
   EXPECT_EQ(uint64_t(root["keys_used"].get_uint64()), 4u);
   EXPECT_EQ(uint64_t(root["key_slots"].get_uint64()), 65536u);
+  EXPECT_EQ(uint64_t(root["total_size"].get_uint64()), static_cast<std::uint64_t>(st.st_size));
+  EXPECT_EQ(uint64_t(root["dlq_capacity"].get_uint64()), 512u << 10);
+  EXPECT_EQ(uint64_t(root["dedup_window"].get_uint64()), 4032u) << "4,000 asked, in 64 words, one of them slack";
+  EXPECT_EQ(uint64_t(root["dedup_producers"].get_uint64()), 16u);
+  EXPECT_EQ(uint64_t(root["type_slots"].get_uint64()), 8u);
+  EXPECT_EQ(uint64_t(root["types_used"].get_uint64()), 2u);
   EXPECT_EQ(uint64_t(root["producers_recovered"].get_uint64()), 0u);
   std::size_t producers = 0;
   for (auto item : root["producers"].get_array()) {
@@ -1061,10 +1081,23 @@ TEST(Cli, InfoShowsLayoutProducersGroupsPositionsAndLag) {
   for (const std::string& want :
        {"segment " + path + "  layout 1.3", std::string("capacity 1 MiB  max event 1 KiB  keys 4/65,536"),
         "tail " + std::to_string(tail) + " (lap 0)  published 5", std::string("producers (1, slot 0 exclusive)\n"),
-        std::string("groups (1)"), std::string("orders  workers 1  cursor ")}) {
+        std::string("groups (1)"), std::string("orders  workers 1  cursor "),
+        "  dead letters 512 KiB a group  dedup window 4,032 x 16 producers a worker  event types 2/8  " +
+            fmt_thousands(static_cast<std::uint64_t>(st.st_size)) + " bytes in all\n"}) {
     EXPECT_NE(plain.out.find(want), std::string::npos) << want << "\n" << plain.out;
   }
   EXPECT_TRUE(std::regex_search(plain.out, std::regex(R"(\n +0 +7 +[0-9]+ +active +6 +5 +0\n)"))) << plain.out;
+
+  // A segment made without dead-letter rings, dedup region or registry says so.
+  ToolSegment bare({"--dlq", "0", "--dedup-window", "0", "--types", "0"});
+  const Result bare_plain = ringbus_run({"info", bare.name()});
+  EXPECT_NE(bare_plain.out.find("  dead letters none  dedup none  event types none (no registry)  "), std::string::npos)
+      << bare_plain.out;
+  const Result bare_json = ringbus_run({"info", "--json", bare.name()});
+  for (const char* zero : {"\"dlq_capacity\":0,", "\"dedup_window\":0,", "\"dedup_producers\":0,", "\"type_slots\":0,",
+                           "\"types_used\":0,"}) {
+    EXPECT_NE(bare_json.out.find(zero), std::string::npos) << zero << "\n" << bare_json.out;
+  }
 }
 
 // Each counter of `info` in its own field, in JSON and in text, with values set apart

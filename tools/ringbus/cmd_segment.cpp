@@ -32,11 +32,13 @@ void print_info(const Segment& seg, bool json) {
       !detail::process_dead(static_cast<std::uint32_t>(h.creator_pid), h.creator_start_ticks);
   if (json) {
     fmt::print("{{\"segment\":{},\"version\":\"{}.{}\",\"capacity\":{},\"max_event\":{},\"tail\":{},"
-               "\"published\":{},\"back_pressure\":{},\"keys_used\":{},\"key_slots\":{},"
+               "\"published\":{},\"back_pressure\":{},\"keys_used\":{},\"key_slots\":{},\"total_size\":{},"
+               "\"dlq_capacity\":{},\"dedup_window\":{},\"dedup_producers\":{},\"type_slots\":{},\"types_used\":{},"
                "\"producers_recovered\":{},\"holes_padded\":{},\"records_voided\":{},\"latches_released\":{},"
                "\"longest_stall_ns\":{},\"stalls_unresolved\":{},\"tsc_hz\":{},\"producers\":[",
                json_string(seg.location().display()), h.version_major, h.version_minor, s.capacity, s.max_event, s.tail,
-               s.published, s.back_pressure, s.keys_used, s.key_slots, s.producers_recovered, s.holes_padded,
+               s.published, s.back_pressure, s.keys_used, s.key_slots, s.total_size, s.dlq_capacity, s.dedup_window,
+               s.dedup_producers, s.type_slots, s.types_used, s.producers_recovered, s.holes_padded,
                s.records_voided, s.latches_released, s.longest_stall_ns, s.stalls_unresolved, s.tsc_hz);
     for (std::size_t i = 0; i < s.producers.size(); ++i) {
       const ProducerStats& p = s.producers[i];
@@ -67,6 +69,14 @@ void print_info(const Segment& seg, bool json) {
   fmt::print("  capacity {}  max event {}  keys {}/{}  producer slots {}  group slots {}\n",
              human_bytes(s.capacity), human_bytes(s.max_event), with_commas(s.keys_used), with_commas(s.key_slots),
              seg.max_producers(), seg.max_groups());
+  fmt::print("  dead letters {}  dedup {}  event types {}  {} bytes in all\n",
+             s.dlq_capacity == 0 ? std::string("none") : human_bytes(s.dlq_capacity) + " a group",
+             s.dedup_window == 0 ? std::string("none")
+                                 : fmt::format("window {} x {} producers a worker", with_commas(s.dedup_window),
+                                               s.dedup_producers),
+             s.type_slots == 0 ? std::string("none (no registry)")
+                               : fmt::format("{}/{}", with_commas(s.types_used), with_commas(s.type_slots)),
+             with_commas(s.total_size));
   fmt::print("  tail {} (lap {})  published {}  back-pressure {}\n", with_commas(s.tail),
              with_commas(s.tail / s.capacity), with_commas(s.published), with_commas(s.back_pressure));
   fmt::print("  recovery: producers {}  holes padded {}  records voided {}  latches released {}  longest stall "

@@ -28,6 +28,11 @@ constexpr std::uint32_t dedup_words_for(std::uint32_t bits) noexcept {
   return std::bit_ceil((bits + 63) / 64 + 1);
 }
 
+// Sequence numbers a window of `words` words remembers below the highest one seen: one
+// word is slack, so the window slides a word at a time without forgetting any of them.
+constexpr std::uint64_t dedup_window_of(std::uint64_t words) noexcept { return (words - 1) * 64; }
+static_assert(dedup_window_of(dedup_words_for(1024)) >= 1024 && dedup_window_of(dedup_words_for(64)) >= 64);
+
 // The largest window a segment holds (SegmentOptions::dedup_window), and the most windows
 // a group worker keeps (SegmentOptions::dedup_producers).
 inline constexpr std::uint32_t kMaxDedupWords = 1u << 16;
@@ -43,7 +48,7 @@ class DedupWindow {
       : top_(top), words_(words), mask_(nwords - 1) {}
 
   // Sequence numbers the window remembers below the highest one seen.
-  [[nodiscard]] std::uint64_t window() const noexcept { return (std::uint64_t{mask_}) * 64; }
+  [[nodiscard]] std::uint64_t window() const noexcept { return dedup_window_of(mask_ + 1); }
   // The highest sequence number marked (0 if none).
   [[nodiscard]] std::uint64_t top() const noexcept { return top_->load(std::memory_order_relaxed); }
 

@@ -74,6 +74,13 @@ struct SegmentStats {
   std::uint64_t back_pressure = 0;  // sum of ProducerStats::full
   std::uint64_t keys_used = 0;
   std::uint64_t key_slots = 0;
+  // What the segment was created with, besides the above.
+  std::uint64_t total_size = 0;       // bytes of the whole segment
+  std::uint64_t dlq_capacity = 0;     // dead-letter ring bytes per group (0: none)
+  std::uint64_t dedup_window = 0;     // producer_seqs a dedup window remembers (0: no dedup region)
+  std::uint32_t dedup_producers = 0;  // producer windows per group worker
+  std::uint32_t type_slots = 0;       // event types the schema registry holds (0: no registry)
+  std::uint32_t types_used = 0;       // event types registered
   std::uint64_t producers_recovered = 0;
   std::uint64_t holes_padded = 0;
   std::uint64_t records_voided = 0;
