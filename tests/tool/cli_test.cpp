@@ -488,6 +488,38 @@ TEST(Cli, PublishFromStandardInputAndFollowingTail) {
   EXPECT_EQ(fields_of(out[1]).at("key_seq"), "2");
 }
 
+// A follower selecting an event type nobody has published yet waits for it (it exited
+// with "no event type"), and prints that type's events only; without --follow such a
+// type still ends the command with status 4.
+TEST(Cli, FollowingTailWaitsForAnEventTypeNotRegisteredYet) {
+  ToolSegment seg;
+  Child follower({"tail", seg.name(), "--follow", "--type", "order.filled", "--count", "2"}, "");
+  std::this_thread::sleep_for(200ms);  // the follower starts before the type exists (it would still pass without)
+  TempFile file(R"({"event_type":"order.placed","data":1}
+{"event_type":"order.filled","data":2}
+{"event_type":"order.placed","data":3}
+{"event_type":"order.filled","data":4}
+)");
+  const Result pub = ringbus_run({"publish", seg.name(), file.path()});
+  EXPECT_EQ(pub.code, 0) << pub.err;
+  const Result tail = follower.wait();
+  EXPECT_EQ(tail.code, 0) << tail.err;
+  const std::vector<std::string> out = lines_of(tail.out);
+  ASSERT_EQ(out.size(), 2u) << tail.out;
+  EXPECT_EQ(fields_of(out[0]).at("data"), "2");
+  EXPECT_EQ(fields_of(out[1]).at("data"), "4");
+  EXPECT_NE(tail.err.find("has no event type \"order.filled\" yet; following until one is published"),
+            std::string::npos)
+      << tail.err;
+  const Result once = ringbus_run({"tail", seg.name(), "--type", "order.lost"});
+  EXPECT_EQ(once.code, 4) << once.err;
+  ToolSegment bare({"--types", "0"});
+  const Result no_registry = ringbus_run({"tail", bare.name(), "--follow", "--type", "order.filled"});
+  EXPECT_EQ(no_registry.code, 4) << no_registry.err;
+  EXPECT_NE(no_registry.err.find("has no event type \"order.filled\" (it has no schema registry)"), std::string::npos)
+      << no_registry.err;
+}
+
 // publish --help says what a line holds: it names every envelope field, and its example
 // line publishes as it stands.
 TEST(Cli, PublishHelpNamesEveryEnvelopeFieldAndItsExamplePublishes) {

@@ -228,10 +228,17 @@ void add_event_commands(CLI::App& app, int& exit_code) {
       std::optional<std::uint16_t> type_id;
       if (!type->empty()) {
         type_id = registry ? registry->find(*type) : std::nullopt;
-        if (!type_id) {
-          fmt::print(stderr, "ringbus tail: segment {} has no event type \"{}\"\n", seg.location().display(), *type);
+        if (!type_id && !(*follow && registry)) {
+          fmt::print(stderr, "ringbus tail: segment {} has no event type \"{}\"{}\n", seg.location().display(), *type,
+                     registry ? "" : " (it has no schema registry)");
           exit_code = kNotFound;
           return;
+        }
+        // Following, a type not registered yet is waited for: the first event whose type
+        // id names it in the registry (registered since) fixes the id.
+        if (!type_id) {
+          fmt::print(stderr, "ringbus tail: segment {} has no event type \"{}\" yet; following until one is published\n",
+                     seg.location().display(), *type);
         }
       }
       TailReader reader = [&] {
@@ -252,6 +259,11 @@ void add_event_commands(CLI::App& app, int& exit_code) {
           continue;
         }
         if (key_filter != 0 && e.key() != key_filter) continue;
+        if (!type->empty() && !type_id) {
+          const std::optional<TypeInfo> t = registry->info(e.type());
+          if (!t || t->name != *type) continue;
+          type_id = e.type();
+        }
         if (type_id && e.type() != *type_id) continue;
         out = event_json(e, registry ? &*registry : nullptr);
         out += '\n';
