@@ -679,6 +679,10 @@ TEST(Cli, PublishReportsAFullKeyTableOrRegistryAndALogThatStaysFull) {
     EXPECT_NE(pub.err.find("line 17: byte "), std::string::npos) << pub.err;
     EXPECT_NE(pub.err.find("has no room for another key (its key table is full)"), std::string::npos) << pub.err;
     EXPECT_NE(pub.err.find("published 16 of 20 lines"), std::string::npos) << pub.err;
+    // info and stat say the table is past the use from which new keys may be refused.
+    const std::string full = "keys 16/16 (100% used: new keys may be refused from about 80%)";
+    EXPECT_NE(ringbus_run({"info", seg.name()}).out.find(full), std::string::npos);
+    EXPECT_NE(ringbus_run({"stat", seg.name()}).out.find(full), std::string::npos);
     const std::vector<std::string> tail = lines_of(ringbus_run({"tail", seg.name()}).out);
     ASSERT_EQ(tail.size(), 16u);
     for (int i = 0; i < 16; ++i) EXPECT_EQ(fields_of(tail[static_cast<std::size_t>(i)]).at("key"), "string:k" + std::to_string(i));
@@ -1697,6 +1701,16 @@ TEST(Cli, DemoDeliversEveryEventInKeyOrder) {
   const Result warm = ringbus_run({"demo", "--events", "10", "--warmup", "10"});
   EXPECT_EQ(warm.code, 2);
   EXPECT_NE(warm.err.find("--warmup"), std::string::npos) << warm.err;
+  // More keys than the default key table holds: the demo sizes its table for them (its
+  // producer had a claim refused at key 51,746 and the demo said only "status 1536").
+  const Result many = ringbus_run({"demo", "--events", "70000", "--keys", "70000", "--gap-ns", "0", "--warmup", "1000"});
+  EXPECT_EQ(many.code, 0) << many.out << many.err;
+  EXPECT_NE(many.out.find("published 70,000  consumed 70,000  keys 70,000  key order errors 0"), std::string::npos)
+      << many.out;
+  const Result too_many = ringbus_run({"demo", "--keys", "16777217"});
+  EXPECT_EQ(too_many.code, 2);
+  EXPECT_NE(too_many.err.find("--keys: 16,777,217 is more than the demo's 16,777,216 keys"), std::string::npos)
+      << too_many.err;
 }
 
 }  // namespace

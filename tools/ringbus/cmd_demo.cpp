@@ -7,6 +7,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <bit>
 #include <chrono>
 #include <csignal>
 #include <cstring>
@@ -51,7 +53,11 @@ struct DemoEvent {
       next = std::max(next + gap_ticks, now);
       Claim c;
       const DemoEvent e{Tsc::ticks(), i};
-      if (p.claim(1 + i % keys, 1, sizeof e, c) != Status::ok) ::_exit(6);
+      if (const Status s = p.claim(1 + i % keys, 1, sizeof e, c); s != Status::ok) {
+        fmt::print(stderr, "ringbus demo: the producer's claim of event {} (key {}) was refused: {}\n", i,
+                   1 + i % keys, to_string(s));
+        ::_exit(6);
+      }
       std::memcpy(c.payload().data(), &e, sizeof e);
       c.commit();
     }
@@ -62,6 +68,9 @@ struct DemoEvent {
 }
 
 }  // namespace
+
+// The most keys a demo sequences: its key table (2^25 slots) is 512 MiB.
+constexpr std::uint64_t kMaxDemoKeys = std::uint64_t{1} << 24;
 
 void add_demo_command(CLI::App& app, int& exit_code) {
   auto* cmd = app.add_subcommand(
@@ -75,7 +84,7 @@ void add_demo_command(CLI::App& app, int& exit_code) {
   };
   auto o = std::make_shared<Opts>();
   cmd->add_option("--events", o->events, "Events to publish (default 1000000)");
-  cmd->add_option("--keys", o->keys, "Distinct keys, round robin (default 1000)");
+  cmd->add_option("--keys", o->keys, "Distinct keys, round robin (default 1000, at most 16,777,216)");
   cmd->add_option("--gap-ns", o->gap_ns, "Pacing between events in ns (default 1000)");
   cmd->add_option("--warmup", o->warmup, "Events left out of the latency figures (default 10000)");
   cmd->add_option("--cpus", o->cpus, "Producer CPU,consumer CPU (default 0,1)");
@@ -83,14 +92,20 @@ void add_demo_command(CLI::App& app, int& exit_code) {
     const std::vector<int> cpus = parse_cpus(o->cpus);
     if (cpus.size() != 2) throw CLI::ValidationError("--cpus", "give two CPUs: producer,consumer");
     if (o->keys == 0 || o->events == 0) throw CLI::ValidationError("--events/--keys", "must be at least 1");
+    if (o->keys > kMaxDemoKeys) {
+      throw CLI::ValidationError("--keys", fmt::format("{} is more than the demo's {} keys", with_commas(o->keys),
+                                                       with_commas(kMaxDemoKeys)));
+    }
     if (std::string why = bench::check_cpus(cpus[0], cpus[1]); !why.empty()) throw CLI::ValidationError("--cpus", why);
     if (o->warmup >= o->events) {
       throw CLI::ValidationError("--warmup", "leaves no event to measure: it must be less than --events");
     }
     // Anonymous: the producer process shares it by fork, and a demo interrupted even by
     // SIGKILL leaves nothing in /dev/shm.
-    const Segment seg =
-        Segment::create(Location::anonymous("ringbus-demo"), {.capacity = 16u << 20, .max_event = 1024});
+    // A key table of 1.5 x the keys or more, which holds them all (DESIGN.md, "When the table fills").
+    const auto key_slots = static_cast<std::uint32_t>(std::max<std::uint64_t>(1u << 16, std::bit_ceil(o->keys * 3 / 2)));
+    const Segment seg = Segment::create(Location::anonymous("ringbus-demo"),
+                                        {.capacity = 16u << 20, .max_event = 1024, .key_slots = key_slots});
 
     GroupOptions group_options;
     group_options.cpus = {cpus[1]};
@@ -156,7 +171,11 @@ void add_demo_command(CLI::App& app, int& exit_code) {
                latency.percentile(90), latency.percentile(99), latency.percentile(99.9), latency.max());
     if (!Tsc::invariant()) fmt::print("  (timestamps from {})\n", Tsc::describe(Tsc::source()));
     const bool ok = producer_ok && consumed == o->events && s.published == o->events && order_errors == 0 && bad == 0;
-    if (!producer_ok) fmt::print(stderr, "ringbus demo: the producer process failed (status {})\n", status);
+    if (!producer_ok) {
+      fmt::print(stderr, "ringbus demo: the producer process failed ({})\n",
+                 WIFSIGNALED(status) ? fmt::format("killed by signal {}", WTERMSIG(status))
+                                     : fmt::format("exit status {}", WEXITSTATUS(status)));
+    }
     exit_code = ok ? kOk : kFailed;
   });
 }

@@ -66,9 +66,9 @@ void print_info(const Segment& seg, bool json) {
   }
   fmt::print("segment {}  layout {}.{}  created {} by pid {} ({})\n", seg.location().display(), h.version_major,
              h.version_minor, time_text(h.created_realtime_ns), h.creator_pid, creator_alive ? "alive" : "exited");
-  fmt::print("  capacity {}  max event {}  keys {}/{}  producer slots {}  group slots {}\n",
+  fmt::print("  capacity {}  max event {}  keys {}/{}{}  producer slots {}  group slots {}\n",
              human_bytes(s.capacity), human_bytes(s.max_event), with_commas(s.keys_used), with_commas(s.key_slots),
-             seg.max_producers(), seg.max_groups());
+             key_table_warning(s.keys_used, s.key_slots), seg.max_producers(), seg.max_groups());
   fmt::print("  dead letters {}  dedup {}  event types {}  {} bytes in all\n",
              s.dlq_capacity == 0 ? std::string("none") : human_bytes(s.dlq_capacity) + " a group",
              s.dedup_window == 0 ? std::string("none")
@@ -128,7 +128,9 @@ void add_segment_commands(CLI::App& app, int& exit_code) {
     cmd->add_option("--mode", *mode, "Permission bits, octal (default 0600)");
     cmd->add_option("--max-producers", opts->max_producers, "Producer slots (default 64)");
     cmd->add_option("--max-groups", opts->max_groups, "Consumer group slots (default 16)");
-    cmd->add_option("--keys", opts->key_slots, "Key table slots, a power of two (default 65536)");
+    cmd->add_option("--keys", opts->key_slots,
+                    "Key table slots, a power of two (default 65536); plan 1.5 x the distinct keys: new keys may be "
+                    "refused from about 80% use");
     auto dlq = std::make_shared<std::string>();
     cmd->add_option("--dlq", *dlq,
                     "Dead-letter ring bytes per group, a power of two, or 0 for none (default 256K, or enough for "

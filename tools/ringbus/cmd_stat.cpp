@@ -191,9 +191,9 @@ std::string text_view(const Segment& seg, const SegmentStats& s, const Rates* ra
   };
   line(fmt::format("segment {}  tail {}  lap {}  capacity {}", seg.location().display(), with_commas(s.tail),
                    with_commas(s.tail / std::max<std::uint64_t>(s.capacity, 1)), human_bytes(s.capacity)));
-  line(fmt::format("published {}{}  back-pressure {}  keys {}/{}", with_commas(s.published),
+  line(fmt::format("published {}{}  back-pressure {}  keys {}/{}{}", with_commas(s.published),
                    rates ? fmt::format(" ({:.0f}/s)", rates->published) : "", with_commas(s.back_pressure),
-                   with_commas(s.keys_used), with_commas(s.key_slots)));
+                   with_commas(s.keys_used), with_commas(s.key_slots), key_table_warning(s.keys_used, s.key_slots)));
   line(fmt::format("recovery: producers {}  holes padded {}  voided {}  latches released {}  longest stall {}  "
                    "stalls unresolved {}",
                    s.producers_recovered, s.holes_padded, s.records_voided, s.latches_released,

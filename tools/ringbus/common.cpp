@@ -71,6 +71,11 @@ std::string human_bytes(std::uint64_t n) {
   return fmt::format("{} B", n);
 }
 
+std::string key_table_warning(std::uint64_t keys_used, std::uint64_t key_slots) {
+  if (key_slots == 0 || keys_used * 4 < key_slots * 3) return {};
+  return fmt::format(" ({}% used: new keys may be refused from about 80%)", keys_used * 100 / key_slots);
+}
+
 std::string with_commas(std::uint64_t n) {
   const std::string digits = std::to_string(n);
   std::string out;

@@ -44,6 +44,9 @@ std::uint64_t parse_size(const std::string& option, const std::string& text);
 CLI::Validator seconds_between(double lo, double hi);
 std::string human_bytes(std::uint64_t n);
 std::string with_commas(std::uint64_t n);
+// " (N% used: ...)" once a key table is 75% used, from when it may refuse a new key
+// (DESIGN.md, "When the table fills"); empty below.
+std::string key_table_warning(std::uint64_t keys_used, std::uint64_t key_slots);
 // "0,1" -> {0, 1}
 std::vector<int> parse_cpus(const std::string& text);
 

@@ -12,8 +12,9 @@
 namespace ringbus::detail {
 
 inline constexpr std::uint64_t kNoEntry = ~std::uint64_t{0};
-// A key not found within this many probes is refused with Status::keys_full. Linear
-// probing keeps the expected probe count low up to ~90% occupancy.
+// A key not found within this many probes is refused with Status::keys_full: a claim
+// reads at most 64 lines of the table. The bound, not the table, fills first: the first
+// refusal comes at 78-84% occupancy in large tables (DESIGN.md, "When the table fills").
 inline constexpr std::uint32_t kMaxProbe = 256;
 
 // Index of `key`'s entry, inserting it if it is new; kNoEntry if there is no room.
