@@ -591,6 +591,60 @@ TEST(Cli, PublishInterruptedExitsPartial) {
   EXPECT_NE(r.err.find("; interrupted"), std::string::npos) << r.err;
 }
 
+// Input without a newline in sight (/dev/zero) is read a chunk at a time, in bounded
+// memory, and still ends on SIGINT; before, the line grew until memory ran out and the
+// signal was noted but never looked at.
+TEST(Cli, PublishOfAnEndlessLineEndsOnSigint) {
+  ToolSegment seg;
+  Child publisher({"publish", seg.name(), "/dev/zero"}, "");
+  std::this_thread::sleep_for(300ms);  // well into the endless line (it would still pass without)
+  publisher.signal(SIGINT);
+  const Result r = publisher.wait();  // the watchdog bounds this
+  EXPECT_EQ(r.code, 3) << r.err;
+  EXPECT_NE(r.err.find("published 0 of 0 lines"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("; interrupted"), std::string::npos) << r.err;
+}
+
+// Lines are read in 64 KiB chunks: lines of every length around one and two chunks keep
+// every byte and every offset. A line longer than any line carrying an event the
+// segment takes (8 x max_event + 4 MiB) is skipped without being held, named with its
+// length, and the lines after it publish with their own offsets.
+TEST(Cli, PublishReadsLinesAcrossChunksAndSkipsOnesTooLongForAnyEvent) {
+  ToolSegment seg({"--max-event", "256K"});
+  const std::string head = R"({"event_type":"a","data":")";
+  const std::string tail_text = R"("})";
+  std::string input;
+  std::vector<std::size_t> lengths;
+  for (std::size_t line : {65534u, 65535u, 65536u, 65537u, 131070u, 131071u, 131072u, 131073u}) {
+    lengths.push_back(line - head.size() - tail_text.size());
+    input += head + std::string(lengths.back(), 'x') + tail_text + "\n";
+  }
+  const std::size_t long_at = input.size();
+  const std::size_t too_long = 8 * (256u << 10) + (4u << 20) + 1;
+  input += head + std::string(too_long - head.size() - tail_text.size(), 'y') + tail_text + "\n";
+  input += R"({"event_type":"a","data":"after"})" "\n";
+  const std::size_t bad_at = input.size();
+  input += R"({"event_type":"a","data":01})";  // last, with no newline
+  TempFile file(input);
+  const Result pub = ringbus_run({"publish", seg.name(), file.path()});
+  EXPECT_EQ(pub.code, 3) << pub.err;
+  EXPECT_NE(pub.err.find("line 9: byte " + std::to_string(long_at) + ": the line is " + fmt_thousands(too_long) +
+                         " bytes, longer than any line carrying an event segment shm:" + seg.name() +
+                         " takes (6,291,456 bytes: 8 x max_event 262,144 + 4 MiB); skipped"),
+            std::string::npos)
+      << pub.err;
+  EXPECT_NE(pub.err.find("line 11: byte " + std::to_string(bad_at + 25) + " (column 26): field \"data\""),
+            std::string::npos)
+      << pub.err;
+  EXPECT_NE(pub.err.find("published 9 of 11 lines"), std::string::npos) << pub.err;
+  const std::vector<std::string> out = lines_of(ringbus_run({"tail", seg.name()}).out);
+  ASSERT_EQ(out.size(), 9u);
+  for (std::size_t i = 0; i < lengths.size(); ++i) {
+    EXPECT_EQ(fields_of(out[i]).at("data"), "\"" + std::string(lengths[i], 'x') + "\"") << "line " << i + 1;
+  }
+  EXPECT_EQ(fields_of(out[8]).at("data"), R"("after")");
+}
+
 // A file that starts with a UTF-8 byte-order mark and ends its lines in CRLF (as some
 // editors save JSON lines) publishes every line; error offsets count the mark's 3 bytes.
 // A mark inside the input (files concatenated) is refused by its line, with its offset.

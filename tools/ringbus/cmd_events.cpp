@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <chrono>
 #include <cerrno>
 #include <csignal>
@@ -38,21 +39,60 @@ void stop_on_signals() {
   ::signal(SIGPIPE, SIG_IGN);
 }
 
-// Reads lines of any length from a stream, counting bytes so that every line has its
-// offset in the input. Lines may end in CRLF; a UTF-8 byte-order mark that starts the
-// input (as some editors write) is skipped, as RFC 8259 allows, and counted in offsets.
+// Reads lines from a stream, counting bytes so that every line has its offset in the
+// input. Lines may end in CRLF; a UTF-8 byte-order mark that starts the input (as some
+// editors write) is skipped, as RFC 8259 allows, and counted in offsets. A line longer
+// than `max_line` is read through but not kept (`length` says how long it was): a file
+// with no newlines, or /dev/zero, costs a chunk of memory, not all of it.
 class LineReader {
  public:
-  explicit LineReader(std::istream& in) : in_(in) {}
-  bool next(std::string& line, std::uint64_t& offset) {
+  LineReader(std::istream& in, std::uint64_t max_line) : in_(in), max_line_(max_line) {}
+  // The next line (valid until the next call), its offset and its length without the
+  // newline; false at the end of the input. A line longer than max_line comes back
+  // empty, with its length.
+  bool next(std::string_view& line, std::uint64_t& offset, std::uint64_t& length) {
     offset = offset_;
-    if (!std::getline(in_, line)) return false;
-    offset_ += line.size() + (in_.eof() ? 0 : 1);
+    length = 0;
+    long_.clear();
+    bool any = false, newline = false, first = true;
+    for (;;) {
+      in_.getline(chunk_.data(), static_cast<std::streamsize>(chunk_.size()));
+      auto got = static_cast<std::size_t>(in_.gcount());
+      const bool chunk_full = in_.fail() && !in_.eof() && got + 1 == chunk_.size();
+      if (!in_.fail() && !in_.eof()) {  // ended by a newline, which gcount counts
+        newline = true;
+        --got;
+      }
+      any = any || got != 0 || newline;
+      length += got;
+      if (first && !chunk_full) {  // the usual line, in one chunk: no copy
+        line = std::string_view(chunk_.data(), got);
+        break;
+      }
+      first = false;
+      if (length <= max_line_) {
+        long_.append(chunk_.data(), got);
+      } else if (!long_.empty()) {
+        std::string().swap(long_);  // too long: let its memory go
+      }
+      if (!chunk_full) {
+        line = long_;
+        break;
+      }
+      if (g_interrupted != 0) return false;  // a line without end (/dev/zero) must not hold off Ctrl-C
+      in_.clear();  // the chunk filled before the line ended
+    }
+    if (!any) return false;
+    offset_ += length + (newline ? 1 : 0);
+    if (length > max_line_) {
+      line = {};
+      return true;
+    }
     if (offset == 0 && line.starts_with(kByteOrderMark)) {
-      line.erase(0, kByteOrderMark.size());
+      line.remove_prefix(kByteOrderMark.size());
       offset = kByteOrderMark.size();
     }
-    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     return true;
   }
   [[nodiscard]] std::uint64_t offset() const noexcept { return offset_; }
@@ -61,7 +101,10 @@ class LineReader {
 
  private:
   std::istream& in_;
+  std::uint64_t max_line_;
   std::uint64_t offset_ = 0;
+  std::array<char, 64 * 1024> chunk_{};
+  std::string long_;  // a line of more than one chunk
 };
 
 bool blank(std::string_view s) {
@@ -126,9 +169,12 @@ void add_event_commands(CLI::App& app, int& exit_code) {
       const std::string input_name = *file == "-" ? "standard input" : *file;
       const bool progress = !*no_progress && ::isatty(STDERR_FILENO) != 0 && (input_size == 0 || input_size > (1u << 20));
       stop_on_signals();
-      LineReader reader(*in);
-      std::string line;
-      std::uint64_t offset = 0, line_no = 0, published = 0, rejected = 0;
+      // No longer line can carry an event the segment takes: data escaped as \u0001 is six
+      // bytes a byte, and the envelope's strings are 65,535 bytes at most.
+      const std::uint64_t max_line = 8 * std::uint64_t{seg.max_event()} + (4u << 20);
+      LineReader reader(*in, max_line);
+      std::string_view line;
+      std::uint64_t offset = 0, length = 0, line_no = 0, published = 0, rejected = 0;
       const auto start = std::chrono::steady_clock::now();
       auto last_draw = start;
       Envelope envelope;
@@ -137,8 +183,15 @@ void add_event_commands(CLI::App& app, int& exit_code) {
           fmt::print(stderr, "{}{}: line {}: {}\n", progress ? "\r\33[K" : "", input_name, line_no, what);
         }
       };
-      while (g_interrupted == 0 && reader.next(line, offset)) {
+      while (g_interrupted == 0 && reader.next(line, offset, length)) {
         ++line_no;
+        if (length > max_line) {
+          reject(fmt::format("byte {}: the line is {} bytes, longer than any line carrying an event segment {} "
+                             "takes ({} bytes: 8 x max_event {} + 4 MiB); skipped",
+                             offset, with_commas(length), seg.location().display(), with_commas(max_line),
+                             with_commas(seg.max_event())));
+          continue;
+        }
         if (blank(line)) continue;
         if (line.starts_with(LineReader::kByteOrderMark)) {  // e.g. files concatenated with cat
           reject(fmt::format("byte {} (column 1): a UTF-8 byte-order mark starts the line (one is skipped only at the "
