@@ -169,8 +169,8 @@ void add_event_commands(CLI::App& app, int& exit_code) {
       const std::string input_name = *file == "-" ? "standard input" : *file;
       const bool progress = !*no_progress && ::isatty(STDERR_FILENO) != 0 && (input_size == 0 || input_size > (1u << 20));
       stop_on_signals();
-      // No longer line can carry an event the segment takes: data escaped as \u0001 is six
-      // bytes a byte, and the envelope's strings are 65,535 bytes at most.
+      // Room for data written as a six-byte escape (\u0001) for every byte, and for the
+      // envelope's other strings (65,535 bytes each at most).
       const std::uint64_t max_line = 8 * std::uint64_t{seg.max_event()} + (4u << 20);
       LineReader reader(*in, max_line);
       std::string_view line;
