@@ -1401,6 +1401,9 @@ TEST(Cli, DeadLetterShowAndListPrintEveryField) {
                                std::to_string(p.id()) + ", \"producer_seq\": 1, \"correlation_id\": 77, " +
                                "\"timestamp_ns\": " + std::to_string(d.header.timestamp_ns) +
                                ", \"flags\": " + std::to_string(ringbus::record_flags::redriven) + "}");
+  EXPECT_EQ(f.count("envelope"), 0u) << "a payload that is not an envelope is not decoded as one";
+  EXPECT_NE(list.out.find("         1       7  "), std::string::npos) << "type 7 is in no registry: its id\n"
+                                                                   << list.out;
   // A time that was never set prints as "-".
   auto* entry = reinterpret_cast<ringbus::layout::DlqEntry*>(s.refs().dlq_ring(0) +
                                                              (s.refs().dlq_control(0)->head.load() &
@@ -1463,7 +1466,9 @@ TEST(Cli, DeadLettersListShowRedrivePurge) {
   ASSERT_EQ(list.code, 0) << list.err;
   EXPECT_NE(list.out.find("dead letters of group \"orders\": 3"), std::string::npos) << list.out;
   for (const ringbus::DeadLetter& d : letters) {
-    EXPECT_NE(list.out.find(std::to_string(d.header.key)), std::string::npos) << list.out;
+    // The event type by the name it was published under, not its id.
+    EXPECT_NE(list.out.find(std::to_string(d.header.key) + "         1  order.created  "), std::string::npos)
+        << list.out;
   }
   const Result show = ringbus_run({"dlq", seg.name(), "orders", "show", std::to_string(letters[1].id)});
   ASSERT_EQ(show.code, 0) << show.err;
@@ -1472,6 +1477,10 @@ TEST(Cli, DeadLettersListShowRedrivePurge) {
     EXPECT_EQ(f.at("id"), std::to_string(letters[1].id));
     EXPECT_EQ(f.at("attempts"), "1");
     EXPECT_EQ(f.at("position"), std::to_string(letters[1].position));
+    // An envelope is also shown decoded, as `ringbus tail` prints it.
+    EXPECT_EQ(f.at("envelope"), ringbus_run({"tail", seg.name(), "--key", "o-2"}).out.substr(0, f.at("envelope").size()));
+    EXPECT_NE(f.at("envelope").find(R"("event_type":"order.created")"), std::string::npos) << show.out;
+    EXPECT_NE(f.at("envelope").find(R"("key":"o-2","data":{"n":2})"), std::string::npos) << show.out;
   }
   EXPECT_EQ(ringbus_run({"dlq", seg.name(), "orders", "show", "999999"}).code, 4);
   EXPECT_EQ(ringbus_run({"dlq", seg.name(), "nogroup", "list"}).code, 4);

@@ -1,14 +1,17 @@
 // ringbus dlq NAME GROUP list | show ID | redrive [ID | --all] [--republish] | purge
 #include <fmt/format.h>
 
+#include <cstring>
 #include <ctime>
 #include <optional>
+#include <vector>
 
 #include "common.hpp"
 #include "ringbus/dlq.hpp"
 #include "ringbus/error.hpp"
 #include "ringbus/json.hpp"
 #include "ringbus/producer.hpp"
+#include "ringbus/registry.hpp"
 
 namespace ringbus::tool {
 namespace {
@@ -23,16 +26,43 @@ std::string when(std::uint64_t ns) {
   return fmt::format("{}.{:03}Z", buf, (ns / 1'000'000) % 1000);
 }
 
-void print_letter(const DeadLetter& d) {
+// The registry of `seg`, when it has one.
+std::optional<SchemaRegistry> registry_of(const Segment& seg) {
+  if (seg.refs().registry == nullptr) return std::nullopt;
+  return SchemaRegistry(seg);
+}
+
+// A dead letter published as an envelope, as `ringbus tail` prints it (its event type
+// by name, its key and data as written); empty for any other payload.
+std::string envelope_text(const DeadLetter& d, const std::optional<SchemaRegistry>& registry) {
+  if ((flags_of(d.header.key_seq_flags) & record_flags::envelope) == 0) return {};
+  static_assert(sizeof(RecordHeader) == kRecordHeaderSize);
+  std::vector<std::uint64_t> record((kRecordHeaderSize + d.payload.size() + 7) / 8);  // header, then payload
+  std::memcpy(record.data(), &d.header, sizeof d.header);
+  std::memcpy(reinterpret_cast<std::byte*>(record.data()) + kRecordHeaderSize, d.payload.data(), d.payload.size());
+  const Event e(reinterpret_cast<const RecordHeader*>(record.data()), d.position,
+                static_cast<std::uint32_t>(d.payload.size()));
+  return event_json(e, registry ? &*registry : nullptr);
+}
+
+// The event type's name when the registry has it, else its id.
+std::string type_text(std::uint16_t type_id, const std::optional<SchemaRegistry>& registry) {
+  const std::optional<TypeInfo> t = registry ? registry->info(type_id) : std::nullopt;
+  return t ? printable(t->name) : std::to_string(type_id);
+}
+
+void print_letter(const DeadLetter& d, const std::optional<SchemaRegistry>& registry) {
+  const std::string envelope = envelope_text(d, registry);
   fmt::print("{{\"id\": {}, \"state\": \"{}\", \"attempts\": {}, \"worker\": {}, \"position\": {}, "
              "\"first_failure\": \"{}\", \"last_failure\": \"{}\", \"error\": {},\n"
              " \"event\": {{\"key\": {}, \"key_seq\": {}, \"type\": {}, \"schema_version\": {}, \"producer_id\": {}, "
              "\"producer_seq\": {}, \"correlation_id\": {}, \"timestamp_ns\": {}, \"flags\": {}}},\n"
-             " \"payload_bytes\": {}, \"payload\": {}}}\n",
+             " \"payload_bytes\": {}, \"payload\": {}{}}}\n",
              d.id, d.state, d.attempts, d.worker, d.position, when(d.first_failure_ns), when(d.last_failure_ns),
              json_string(d.message), d.header.key, key_seq_of(d.header.key_seq_flags), d.header.type_id,
              d.header.schema_version, d.header.producer_id, d.header.producer_seq, d.header.correlation_id,
-             d.header.timestamp_ns, flags_of(d.header.key_seq_flags), d.payload.size(), payload_json(d.payload));
+             d.header.timestamp_ns, flags_of(d.header.key_seq_flags), d.payload.size(), payload_json(d.payload),
+             envelope.empty() ? "" : ",\n \"envelope\": " + envelope);
 }
 
 }  // namespace
@@ -58,8 +88,10 @@ void add_dlq_command(CLI::App& app, int& exit_code) {
   auto open = [arg, group] { return DeadLetters::open(arg->look(), *group); };
 
   auto* list = cmd->add_subcommand("list", "One line per dead letter");
-  list->callback([open, &exit_code] {
-    DeadLetters dlq = open();
+  list->callback([arg, group, &exit_code] {
+    const Segment seg = arg->look();
+    const std::optional<SchemaRegistry> registry = registry_of(seg);
+    DeadLetters dlq = DeadLetters::open(seg, *group);
     const auto letters = dlq.list();
     const DeadLetterStats s = dlq.stats();
     fmt::print("dead letters of group \"{}\": {} (ring {} of {} used, {} appended, {} removed, full {} times)\n",
@@ -71,7 +103,7 @@ void add_dlq_command(CLI::App& app, int& exit_code) {
     }
     for (const DeadLetter& d : letters) {
       fmt::print("{:>6}  {:<10}  {:>8}  {:>20}  {:>8}  {:>6}  {:<24}  {}\n", d.id, d.state, d.attempts, d.header.key,
-                 key_seq_of(d.header.key_seq_flags), d.header.type_id, when(d.last_failure_ns),
+                 key_seq_of(d.header.key_seq_flags), type_text(d.header.type_id, registry), when(d.last_failure_ns),
                  d.message.substr(0, 80));
     }
     exit_code = kOk;
@@ -80,14 +112,15 @@ void add_dlq_command(CLI::App& app, int& exit_code) {
   auto* show = cmd->add_subcommand("show", "One dead letter in full, as JSON");
   auto id = std::make_shared<std::uint64_t>(0);
   show->add_option("id", *id, "Dead letter id")->required();
-  show->callback([open, id, group, &exit_code] {
-    const auto d = open().get(*id);
+  show->callback([arg, id, group, &exit_code] {
+    const Segment seg = arg->look();
+    const auto d = DeadLetters::open(seg, *group).get(*id);
     if (!d) {
       fmt::print(stderr, "ringbus: group \"{}\" has no dead letter {}\n", *group, *id);
       exit_code = kNotFound;
       return;
     }
-    print_letter(*d);
+    print_letter(*d, registry_of(seg));
     exit_code = kOk;
   });
 
