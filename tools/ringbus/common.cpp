@@ -76,6 +76,20 @@ std::string key_table_warning(std::uint64_t keys_used, std::uint64_t key_slots) 
   return fmt::format(" ({}% used: new keys may be refused from about 80%)", keys_used * 100 / key_slots);
 }
 
+void refuse_negative_numbers(CLI::App& app) {
+  const CLI::Validator unsigned_only(
+      [](std::string& v) -> std::string {
+        const std::size_t first = v.find_first_not_of(" \t");
+        if (first != std::string::npos && v[first] == '-') return "\"" + v + "\" is negative: it must be 0 or more";
+        return {};
+      },
+      "");
+  for (CLI::Option* o : app.get_options()) {
+    if (o->get_type_name().starts_with("UINT")) o->check(unsigned_only);
+  }
+  for (CLI::App* sub : app.get_subcommands(std::function<bool(CLI::App*)>{})) refuse_negative_numbers(*sub);
+}
+
 std::string with_commas(std::uint64_t n) {
   const std::string digits = std::to_string(n);
   std::string out;

@@ -44,6 +44,10 @@ std::uint64_t parse_size(const std::string& option, const std::string& text);
 CLI::Validator seconds_between(double lo, double hi);
 std::string human_bytes(std::uint64_t n);
 std::string with_commas(std::uint64_t n);
+// Makes every unsigned option of `app` and its subcommands refuse a minus sign. CLI11
+// 2.1 reads "-1" into a 64-bit unsigned option as 2^64 - 1 (`tail -n -1` printed every
+// event; a 32-bit option it refuses).
+void refuse_negative_numbers(CLI::App& app);
 // " (N% used: ...)" once a key table is 75% used, from when it may refuse a new key
 // (DESIGN.md, "When the table fills"); empty below.
 std::string key_table_warning(std::uint64_t keys_used, std::uint64_t key_slots);
