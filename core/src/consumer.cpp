@@ -273,9 +273,12 @@ ConsumerGroup ConsumerGroup::join(const Segment& segment, std::string_view name,
     throw Error(Errc::invalid_options, where + ": workers must be between 1 and " +
                                            std::to_string(layout::kMaxWorkers));
   }
-  if (!options.cpus.empty() && options.cpus.size() < options.workers) {
-    throw Error(Errc::invalid_options, where + ": " + std::to_string(options.workers) + " workers but only " +
-                                           std::to_string(options.cpus.size()) + " cpus given");
+  // One CPU a worker, or none: a list longer than the workers is as likely a forgotten
+  // `workers` as a shorter one.
+  if (!options.cpus.empty() && options.cpus.size() != options.workers) {
+    throw Error(Errc::invalid_options, where + ": " + std::to_string(options.workers) + " worker" +
+                                           (options.workers == 1 ? "" : "s") + " but " +
+                                           std::to_string(options.cpus.size()) + " cpus given (one a worker, or none)");
   }
   for (const int cpu : options.cpus) {
     if (std::string why = cpu_unavailable(cpu); !why.empty()) throw Error(Errc::invalid_options, where + ": " + why);

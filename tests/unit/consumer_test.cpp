@@ -337,6 +337,16 @@ TEST(ConsumerGroup, NamesAndOptionsAreValidated) {
   EXPECT_THROW(ConsumerGroup::join(seg.segment(), "w", {.workers = 0}), Error);
   EXPECT_THROW(ConsumerGroup::join(seg.segment(), "w", {.workers = layout::kMaxWorkers + 1}), Error);
   EXPECT_THROW(ConsumerGroup::join(seg.segment(), "w", {.workers = 2, .cpus = {0}}), Error);
+  // More CPUs than workers is refused too (it was taken, the rest ignored): most likely
+  // `workers` was forgotten.
+  try {
+    (void)ConsumerGroup::join(seg.segment(), "w", {.workers = 1, .cpus = {0, 1}});
+    ADD_FAILURE() << "two cpus for one worker were taken";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::invalid_options);
+    EXPECT_NE(std::string(e.what()).find("1 worker but 2 cpus given (one a worker, or none)"), std::string::npos)
+        << e.what();
+  }
   // A CPU its threads could never be pinned to is refused at the join, naming it, not
   // later by a worker thread that fails on start.
   for (const int cpu : {-1, CPU_SETSIZE}) {

@@ -81,7 +81,8 @@ struct RetryPolicy {
 struct GroupOptions {
   std::uint32_t workers = 1;           // 1 .. layout::kMaxWorkers
   std::vector<int> cpus;               // cpus[i]: the CPU worker i's thread is pinned to (empty: not pinned);
-                                       // join refuses one outside the process's affinity mask
+                                       // join refuses one outside the process's affinity mask, and a
+                                       // list whose length is not `workers`
   WaitStrategy wait = WaitStrategy::spin_yield();
   StartFrom start = StartFrom::end;    // only for a group that does not exist yet
   std::uint32_t batch = 256;           // most events one poll hands to the handler
