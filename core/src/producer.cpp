@@ -89,6 +89,12 @@ Producer Producer::attach(const Segment& segment, const ProducerOptions& options
     throw Error(Errc::invalid_options, where + ": producer id " + std::to_string(options.producer_id) +
                                            " is out of range (application ids are 1 .. 2^31-1)");
   }
+  // Durations become unsigned nanoseconds: a negative spin_sleep interval would sleep
+  // for centuries the first time the log is full.
+  if (options.wait.sleep.count() < 0) {
+    throw Error(Errc::invalid_options, where + ": wait.sleep must not be negative (" +
+                                           std::to_string(options.wait.sleep.count()) + " us)");
+  }
   detail::register_fast_side();
   const detail::SegmentRefs& r = segment.refs();
   // Calibrate now, not inside the first publish; a rate another process left is checked.

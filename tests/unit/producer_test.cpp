@@ -99,6 +99,26 @@ TEST(Producer, AnApplicationIdOutOfRangeIsRefused) {
   EXPECT_NO_THROW((void)Producer::attach(seg.segment(), {.producer_id = 0x7fff'ffffu}));
 }
 
+// A negative wait interval is refused at attach, as ConsumerGroup::join refuses one: it
+// was taken, and a spin_sleep producer that found the log full slept for centuries.
+TEST(Producer, ANegativeWaitIntervalIsRefused) {
+  TempSegment seg;
+  for (const WaitStrategy w : {WaitStrategy::spin_sleep(std::chrono::microseconds(-5)),
+                               WaitStrategy::spin_park(1, 1, std::chrono::microseconds(-1))}) {
+    try {
+      (void)Producer::attach(seg.segment(), {.wait = w});
+      ADD_FAILURE() << "a negative interval was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::invalid_options);
+      EXPECT_NE(std::string(e.what()).find("wait.sleep must not be negative (" + std::to_string(w.sleep.count()) +
+                                           " us)"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  EXPECT_NO_THROW((void)Producer::attach(seg.segment(), {.wait = WaitStrategy::spin_sleep(std::chrono::microseconds(0))}));
+}
+
 // A group slot in `registering` holds every producer's limit where it is (the group's
 // start position is not known yet), and a registrant found dead is cleared by the next
 // limit refresh, its start time first (DESIGN.md section 6).

@@ -18,7 +18,7 @@ struct WaitStrategy {
   Kind kind = Kind::spin_yield;
   std::uint32_t spins = 2000;       // polls before yielding (spin_yield, spin_park, spin_sleep)
   std::uint32_t yields = 200;       // yields before parking (spin_park)
-  std::chrono::microseconds sleep{1000};  // park timeout (spin_park) or poll interval (spin_sleep)
+  std::chrono::microseconds sleep{1000};  // park timeout (spin_park) or poll interval (spin_sleep); not negative
 
   static WaitStrategy busy_spin() { return {Kind::busy_spin, 0, 0, std::chrono::microseconds{0}}; }
   static WaitStrategy spin_yield(std::uint32_t spins = 2000) {
