@@ -26,12 +26,6 @@ std::string when(std::uint64_t ns) {
   return fmt::format("{}.{:03}Z", buf, (ns / 1'000'000) % 1000);
 }
 
-// The registry of `seg`, when it has one.
-std::optional<SchemaRegistry> registry_of(const Segment& seg) {
-  if (seg.refs().registry == nullptr) return std::nullopt;
-  return SchemaRegistry(seg);
-}
-
 // A dead letter published as an envelope, as `ringbus tail` prints it (its event type
 // by name, its key and data as written); empty for any other payload.
 std::string envelope_text(const DeadLetter& d, const std::optional<SchemaRegistry>& registry) {

@@ -276,8 +276,7 @@ void add_event_commands(CLI::App& app, int& exit_code) {
     cmd->add_option("--type", *type, "Only events of this event type");
     cmd->callback([=, &exit_code] {
       const Segment seg = arg->look();
-      std::optional<SchemaRegistry> registry;
-      if (seg.refs().registry != nullptr) registry.emplace(seg);
+      const std::optional<SchemaRegistry> registry = registry_of(seg);
       std::optional<std::uint16_t> type_id;
       if (!type->empty()) {
         type_id = registry ? registry->find(*type) : std::nullopt;

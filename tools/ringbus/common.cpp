@@ -90,6 +90,11 @@ void refuse_negative_numbers(CLI::App& app) {
   for (CLI::App* sub : app.get_subcommands(std::function<bool(CLI::App*)>{})) refuse_negative_numbers(*sub);
 }
 
+std::optional<SchemaRegistry> registry_of(const Segment& seg) {
+  if (seg.refs().registry == nullptr) return std::nullopt;
+  return SchemaRegistry(seg);
+}
+
 std::string with_commas(std::uint64_t n) {
   const std::string digits = std::to_string(n);
   std::string out;

@@ -5,11 +5,13 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string_view>
 #include <string>
 #include <vector>
 
+#include "ringbus/registry.hpp"
 #include "ringbus/segment.hpp"
 
 namespace ringbus::tool {
@@ -44,6 +46,8 @@ std::uint64_t parse_size(const std::string& option, const std::string& text);
 CLI::Validator seconds_between(double lo, double hi);
 std::string human_bytes(std::uint64_t n);
 std::string with_commas(std::uint64_t n);
+// The schema registry of `seg`, or nullopt for a segment created without one.
+std::optional<SchemaRegistry> registry_of(const Segment& seg);
 // Makes every unsigned option of `app` and its subcommands refuse a minus sign. CLI11
 // 2.1 reads "-1" into a 64-bit unsigned option as 2^64 - 1 (`tail -n -1` printed every
 // event; a 32-bit option it refuses).
