@@ -659,9 +659,11 @@ void write_json(const Report& r, const std::string& path) {
                      t.placement.empty() ? "null" : "\"" + t.placement + "\"");
   }
   j << "\n  ]\n}\n";
+  // Closed before the check: a full disk shows when the buffer is written out.
   std::ofstream f(path);
   f << j.str();
-  if (!f) throw std::runtime_error("cannot write " + path);
+  f.close();
+  if (!f) throw std::runtime_error(fmt::format("cannot write {}: {}", path, std::strerror(errno)));
 }
 
 bool write_plot(const Report& r, const std::string& png_path) {

@@ -1549,6 +1549,63 @@ TEST(Cli, DeadLettersListShowRedrivePurge) {
   EXPECT_TRUE(ringbus::DeadLetters::open(s, "orders").list().empty());
 }
 
+// Output that does not all reach standard output (here a full disk) fails the command,
+// the cause named once, however the command writes: event by event (tail), refresh by
+// refresh (stat --watch), all at once (stat), through fmt in one piece larger than
+// stdio's buffer (dlq show of an 8 KiB payload), or buffered until the tool exits (info,
+// --help). A reader that goes away (tail | head) is not a failure.
+TEST(Cli, OutputThatCannotBeWrittenFailsTheCommandNamingWhy) {
+  ToolSegment seg;
+  std::string lines;
+  for (int i = 0; i < 2000; ++i) lines += R"({"event_type":"A","key":"k)" + std::to_string(i % 7) + R"(","data":{}})" "\n";
+  const TempFile input(lines);
+  ASSERT_EQ(ringbus_run({"publish", seg.name(), input.path()}).code, 0);
+  {
+    const ringbus::Segment s = seg.open();
+    ringbus::GroupOptions o;
+    o.retry.max_attempts = 1;
+    ringbus::ConsumerGroup g = ringbus::ConsumerGroup::join(s, "orders", o);
+    ringbus::Producer p = ringbus::Producer::attach(s);
+    ringbus::Claim c;
+    ASSERT_EQ(p.try_claim(1, 7, 8192, c), ringbus::Status::ok);
+    std::memset(c.payload().data(), 'x', 8192);
+    c.commit();
+    ASSERT_TRUE(ringbus::test::eventually([&] {
+      g.worker(0).poll([&](const ringbus::Event&) -> ringbus::Handled { throw std::runtime_error("refused"); });
+      return ringbus::DeadLetters::open(s, "orders").list().size() == 1;
+    }));
+  }
+  const std::string id = std::to_string(ringbus::DeadLetters::open(seg.open(), "orders").list().at(0).id);
+  const int full = ::open("/dev/full", O_WRONLY);
+  ASSERT_GE(full, 0);
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"tail", seg.name()},
+           {"stat", seg.name(), "--watch", "--count", "3", "--interval", "0.05"},
+           {"stat", seg.name()},
+           {"stat", seg.name(), "--prometheus"},
+           {"dlq", seg.name(), "orders", "show", id},
+           {"dlq", seg.name(), "orders", "list"},
+           {"info", seg.name()},
+           {"info", seg.name(), "--json"},
+           {"--help"}}) {
+    const Result r = Child(args, "", {}, full).wait();
+    EXPECT_EQ(r.code, 1) << args[0];
+    EXPECT_EQ(r.err, "ringbus: cannot write standard output: No space left on device\n") << args[0];
+  }
+  ::close(full);
+  // The same commands write in full to a file: the output above was big enough to fail.
+  EXPECT_GT(ringbus_run({"tail", seg.name()}).out.size(), 8192U);
+  EXPECT_GT(ringbus_run({"dlq", seg.name(), "orders", "show", id}).out.size(), 8192U);
+
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  ::close(fds[0]);  // the reader has gone
+  const Result gone = Child({"tail", seg.name()}, "", {}, fds[1]).wait();
+  ::close(fds[1]);
+  EXPECT_EQ(gone.code, 0);
+  EXPECT_EQ(gone.err, "");
+}
+
 TEST(Cli, ExitCodesAndErrorsNameWhatWasWrong) {
   const std::string missing = unique_name("rbcli-missing");
   const Result info = ringbus_run({"info", missing});

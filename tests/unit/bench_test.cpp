@@ -993,6 +993,17 @@ TEST(BenchReport, TheJsonKeepsEachFigureInItsFieldAndEscapesStrings) {
       << json;
 }
 
+// A report that cannot be written in full (here a full disk) throws, naming the file and
+// why: the data is written out when the file is closed, after the last `<<` succeeded.
+TEST(BenchReport, AJsonFileThatCannotBeWrittenInFullIsAnError) {
+  try {
+    ringbus::bench::write_json(report_that_moved(), "/dev/full");
+    FAIL() << "writing to /dev/full succeeded";
+  } catch (const std::runtime_error& e) {
+    EXPECT_STREQ(e.what(), "cannot write /dev/full: No space left on device");
+  }
+}
+
 // The table's header says how long the run and each part took, when it was timed (a
 // report put together by hand, as in these tests, was not).
 TEST(BenchReport, TheTableSaysHowLongTheRunTook) {

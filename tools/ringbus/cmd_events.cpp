@@ -305,8 +305,7 @@ void add_event_commands(CLI::App& app, int& exit_code) {
       std::string out;
       while (g_interrupted == 0 && (*count == 0 || printed < *count)) {
         if (!reader.try_next(e)) {
-          if (!*follow) break;
-          std::fflush(stdout);
+          if (!*follow || !flush_out()) break;
           std::this_thread::sleep_for(std::chrono::milliseconds(2));
           continue;
         }
@@ -319,10 +318,10 @@ void add_event_commands(CLI::App& app, int& exit_code) {
         if (type_id && e.type() != *type_id) continue;
         out = event_json(e, registry ? &*registry : nullptr);
         out += '\n';
-        if (std::fwrite(out.data(), 1, out.size(), stdout) != out.size()) break;  // reader went away
+        if (!write_out(out)) break;  // the reader went away, or the disk is full (finish_output tells)
         ++printed;
       }
-      std::fflush(stdout);
+      flush_out();
       // Missed events are counted from gaps in producer_seq, so only between events read;
       // bytes skipped before the first event read have no count of events.
       if (reader.missed() != 0) {

@@ -264,7 +264,7 @@ void add_stat_command(CLI::App& app, int& exit_code) {
     if (!*watch) {
       const SegmentStats s = read_stats(seg);
       const std::string text = *prometheus ? prometheus_text(seg, s) : text_view(seg, s, nullptr);
-      std::fwrite(text.data(), 1, text.size(), stdout);
+      write_out(text);  // a failure is reported by finish_output
       exit_code = kOk;
       return;
     }
@@ -312,8 +312,7 @@ void add_stat_command(CLI::App& app, int& exit_code) {
       std::string text = *prometheus ? prometheus_text(seg, s) : text_view(seg, s, &rates);
       if (tty) text = "\33[H\33[2J" + text + "\n(q or Ctrl-C to quit)\n";
       else text += '\n';
-      std::fwrite(text.data(), 1, text.size(), stdout);
-      std::fflush(stdout);
+      if (!write_out(text) || !flush_out()) break;  // finish_output tells why
       prev = s;
       prev_at = now;
     }

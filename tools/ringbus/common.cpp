@@ -3,8 +3,11 @@
 #include <fmt/format.h>
 
 #include <cctype>
+#include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
 
 namespace ringbus::tool {
 
@@ -88,6 +91,35 @@ void refuse_negative_numbers(CLI::App& app) {
     if (o->get_type_name().starts_with("UINT")) o->check(unsigned_only);
   }
   for (CLI::App* sub : app.get_subcommands(std::function<bool(CLI::App*)>{})) refuse_negative_numbers(*sub);
+}
+
+namespace {
+int g_output_error = 0;  // the first errno a write to standard output failed with
+}  // namespace
+
+void note_output_error(int err) noexcept {
+  if (g_output_error == 0) g_output_error = err != 0 ? err : EIO;
+}
+
+bool write_out(std::string_view text) {
+  if (std::fwrite(text.data(), 1, text.size(), stdout) == text.size()) return true;
+  note_output_error(errno);
+  return false;
+}
+
+bool flush_out() {
+  if (std::fflush(stdout) == 0) return true;
+  note_output_error(errno);
+  return false;
+}
+
+int finish_output(int exit_code) {
+  flush_out();
+  if (std::ferror(stdout) == 0) return exit_code;
+  if (g_output_error == EPIPE) return exit_code;
+  fmt::print(stderr, "ringbus: cannot write standard output: {}\n",
+             g_output_error != 0 ? std::strerror(g_output_error) : "a write failed");
+  return exit_code == kOk ? kFailed : exit_code;
 }
 
 std::optional<SchemaRegistry> registry_of(const Segment& seg) {

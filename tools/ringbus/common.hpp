@@ -55,6 +55,15 @@ void refuse_negative_numbers(CLI::App& app);
 // " (N% used: ...)" once a key table is 75% used, from when it may refuse a new key
 // (DESIGN.md, "When the table fills"); empty below.
 std::string key_table_warning(std::uint64_t keys_used, std::uint64_t key_slots);
+// Standard output. Output that did not all reach it (a full disk, an I/O error) fails
+// the command. `write_out` writes `text`, and `flush_out` flushes; on failure each keeps
+// the cause (glibc forgets it once the failed buffer is dropped) and returns false. `finish_output`, as the tool exits, flushes,
+// reports "cannot write standard output: <cause>" and turns a successful exit status
+// into 1. A reader that went away (EPIPE, as in `ringbus tail | head`) is not a failure.
+bool write_out(std::string_view text);
+bool flush_out();
+void note_output_error(int err) noexcept;
+int finish_output(int exit_code);
 // "0,1" -> {0, 1}
 std::vector<int> parse_cpus(const std::string& text);
 

@@ -3,13 +3,17 @@
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
+#include <cstdio>
 #include <cstdlib>
+#include <system_error>
 
 #include "common.hpp"
 #include "ringbus/clock.hpp"
 #include "ringbus/error.hpp"
 
-int main(int argc, char** argv) {
+namespace {
+
+int run(int argc, char** argv) {
   using namespace ringbus::tool;
   CLI::App app{"ringbus: a low-latency shared-memory event bus"};
   app.require_subcommand(1);
@@ -35,6 +39,14 @@ int main(int argc, char** argv) {
     if (app.exit(e) == 0) return kOk;
     if (const std::string hint = dlq_order_hint(app); !hint.empty()) fmt::print(stderr, "{}\n", hint);
     return kUsage;
+  } catch (const std::system_error& e) {
+    // fmt::print found standard output failing: reported once, by finish_output.
+    if (std::ferror(stdout) != 0) {
+      note_output_error(e.code().value());
+      return kFailed;
+    }
+    fmt::print(stderr, "ringbus: {}\n", e.what());
+    return kFailed;
   } catch (const ringbus::Error& e) {
     fmt::print(stderr, "ringbus: {}\n", e.what());
     return e.code() == ringbus::Errc::not_found ? kNotFound : kFailed;
@@ -44,3 +56,7 @@ int main(int argc, char** argv) {
   }
   return exit_code;
 }
+
+}  // namespace
+
+int main(int argc, char** argv) { return ringbus::tool::finish_output(run(argc, argv)); }
