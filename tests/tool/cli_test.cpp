@@ -20,6 +20,7 @@
 #include <ctime>
 #include <fstream>
 #include <map>
+#include <random>
 #include <regex>
 #include <sstream>
 #include <string>
@@ -573,22 +574,93 @@ TEST(Cli, PublishSkipsLinesOfWhitespace) {
 
 // Interrupted while its input is still open, publish keeps what it published, says it
 // was interrupted and exits with 3 (not everything was published), not 0.
+// SIGINT while publish waits for more input ends it, whether the input is its standard
+// input or a named pipe given as its file (that one was read through a stream that
+// retried the interrupted read, and waited for the writer's next line), and while it
+// waits for a named pipe's writer to open.
 TEST(Cli, PublishInterruptedExitsPartial) {
+  for (const bool as_file : {false, true}) {
+    SCOPED_TRACE(as_file ? "a named pipe as its file" : "standard input");
+    ToolSegment seg;
+    const Fifo fifo;
+    Child publisher = as_file ? Child({"publish", seg.name(), fifo.path()}, "")
+                              : Child({"publish", seg.name(), "-"}, fifo.path());
+    const int writer = ::open(fifo.path().c_str(), O_WRONLY);  // meets the child's open
+    ASSERT_GE(writer, 0);
+    const std::string lines = R"({"event_type":"a","data":1})" "\n" R"({"event_type":"a","data":2})" "\n";
+    ASSERT_EQ(::write(writer, lines.data(), lines.size()), static_cast<ssize_t>(lines.size()));
+    const ringbus::Segment s = seg.open();
+    while (ringbus::read_stats(s).published < 2) std::this_thread::sleep_for(1ms);  // the watchdog bounds this
+    publisher.signal(SIGINT);
+    const Result r = publisher.wait();  // the writer stays open and idle until the publisher has ended
+    ::close(writer);
+    EXPECT_EQ(r.code, 3) << r.err;
+    EXPECT_NE(r.err.find("published 2 of 2 lines"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("; interrupted"), std::string::npos) << r.err;
+  }
   ToolSegment seg;
-  const Fifo fifo;
-  Child publisher({"publish", seg.name(), "-"}, fifo.path());
-  const int writer = ::open(fifo.path().c_str(), O_WRONLY);  // meets the child's open of its standard input
-  ASSERT_GE(writer, 0);
-  const std::string lines = R"({"event_type":"a","data":1})" "\n" R"({"event_type":"a","data":2})" "\n";
-  ASSERT_EQ(::write(writer, lines.data(), lines.size()), static_cast<ssize_t>(lines.size()));
-  const ringbus::Segment s = seg.open();
-  while (ringbus::read_stats(s).published < 2) std::this_thread::sleep_for(1ms);  // the watchdog bounds this
+  const Fifo fifo;  // no writer ever opens it
+  Child publisher({"publish", seg.name(), fifo.path()}, "");
+  std::this_thread::sleep_for(300ms);  // into the open (it would still pass without)
   publisher.signal(SIGINT);
   const Result r = publisher.wait();
-  ::close(writer);
   EXPECT_EQ(r.code, 3) << r.err;
-  EXPECT_NE(r.err.find("published 2 of 2 lines"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("published 0 of 0 lines"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("; interrupted"), std::string::npos) << r.err;
+}
+
+// Input that fails to read (here the tool's own memory from address 0) ends publish with
+// status 1 and the error named, not as the end of the input with status 0.
+TEST(Cli, PublishNamesAReadErrorAndFails) {
+  ToolSegment seg;
+  const Result r = ringbus_run({"publish", seg.name(), "/proc/self/mem"});
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_EQ(r.err.substr(0, r.err.find('\n')),
+            "ringbus publish: cannot read /proc/self/mem after byte 0 (line 1): Input/output error");
+  EXPECT_NE(r.err.find("published 0 of 0 lines"), std::string::npos) << r.err;
+}
+
+// Input from a pipe arrives in pieces of any size: lines split anywhere, a line of
+// several chunks arriving a piece at a time, CRLF, a blank line and a last line without
+// a newline keep every byte and every offset.
+TEST(Cli, PublishReadsLinesHoweverTheInputArrivesInPieces) {
+  ToolSegment seg({"--max-event", "256K"});
+  std::vector<std::string> data;
+  std::string input;
+  std::mt19937 rng(7);
+  auto add = [&](std::size_t n, const char* end) {
+    data.push_back(std::string(n, static_cast<char>('a' + data.size() % 26)));
+    input += R"({"event_type":"a","data":")" + data.back() + "\"}" + end;
+  };
+  for (int i = 0; i < 150; ++i) add(rng() % 3000, i % 50 == 7 ? "\r\n" : "\n");
+  add(150000, "\n");  // three chunks and some
+  input += "\n";
+  const std::size_t bad_at = input.size();
+  input += R"({"event_type":"a","data":01})" "\n";
+  for (int i = 0; i < 20; ++i) add(rng() % 300, "\n");
+  add(10, "");  // last, with no newline
+  const Fifo fifo;
+  Child publisher({"publish", seg.name(), "-"}, fifo.path());
+  const int writer = ::open(fifo.path().c_str(), O_WRONLY);
+  ASSERT_GE(writer, 0);
+  for (std::size_t at = 0; at < input.size();) {
+    const std::size_t n = std::min<std::size_t>(1 + rng() % 5000, input.size() - at);
+    ASSERT_EQ(::write(writer, input.data() + at, n), static_cast<ssize_t>(n));
+    at += n;
+    if (rng() % 4 == 0) std::this_thread::sleep_for(100us);  // let the reader see a part
+  }
+  ::close(writer);
+  const Result pub = publisher.wait();
+  EXPECT_EQ(pub.code, 3) << pub.err;
+  EXPECT_NE(pub.err.find("line 153: byte " + std::to_string(bad_at + 25) + " (column 26): field \"data\""),
+            std::string::npos)
+      << pub.err;
+  EXPECT_NE(pub.err.find(fmt_count(data.size(), data.size() + 1)), std::string::npos) << pub.err;
+  const std::vector<std::string> out = lines_of(ringbus_run({"tail", seg.name()}).out);
+  ASSERT_EQ(out.size(), data.size());
+  for (std::size_t i = 0; i < data.size(); ++i) {
+    EXPECT_EQ(fields_of(out[i]).at("data"), "\"" + data[i] + "\"") << "line " << i + 1;
+  }
 }
 
 // Input without a newline in sight (/dev/zero) is read a chunk at a time, in bounded

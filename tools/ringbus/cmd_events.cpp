@@ -1,5 +1,6 @@
 // ringbus publish NAME [FILE|-]   JSON lines in, one event each
 // ringbus tail NAME [...]         events out as JSON lines
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -11,8 +12,6 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
-#include <iostream>
 #include <thread>
 #include <unordered_map>
 
@@ -39,51 +38,61 @@ void stop_on_signals() {
   ::signal(SIGPIPE, SIG_IGN);
 }
 
-// Reads lines from a stream, counting bytes so that every line has its offset in the
-// input. Lines may end in CRLF; a UTF-8 byte-order mark that starts the input (as some
-// editors write) is skipped, as RFC 8259 allows, and counted in offsets. A line longer
-// than `max_line` is read through but not kept (`length` says how long it was): a file
-// with no newlines, or /dev/zero, costs a chunk of memory, not all of it.
+// Reads lines from a file descriptor, counting bytes so that every line has its offset
+// in the input. Lines may end in CRLF; a UTF-8 byte-order mark that starts the input (as
+// some editors write) is skipped, as RFC 8259 allows, and counted in offsets. A line
+// longer than `max_line` is read through but not kept (`length` says how long it was):
+// a file with no newlines, or /dev/zero, costs a chunk of memory, not all of it.
+//
+// read(2) itself, not a stream: a read that a signal interrupts returns (libstdc++'s
+// file buffer retries it, so Ctrl-C went unseen while a pipe's writer was idle), and a
+// read that fails keeps its errno (a stream only sets a flag, or reports an end).
 class LineReader {
  public:
-  LineReader(std::istream& in, std::uint64_t max_line) : in_(in), max_line_(max_line) {}
+  LineReader(int fd, std::uint64_t max_line) : fd_(fd), max_line_(max_line) {}
   // The next line (valid until the next call), its offset and its length without the
-  // newline; false at the end of the input. A line longer than max_line comes back
-  // empty, with its length.
+  // newline; false at the end of the input, on Ctrl-C, or on a read error (`error()`).
+  // A line longer than max_line comes back empty, with its length.
   bool next(std::string_view& line, std::uint64_t& offset, std::uint64_t& length) {
     offset = offset_;
     length = 0;
     long_.clear();
-    bool any = false, newline = false, first = true;
+    bool spilled = false;  // part of the line went to long_ (it fills more than a chunk)
+    std::size_t scanned = begin_;
     for (;;) {
-      in_.getline(chunk_.data(), static_cast<std::streamsize>(chunk_.size()));
-      auto got = static_cast<std::size_t>(in_.gcount());
-      const bool chunk_full = in_.fail() && !in_.eof() && got + 1 == chunk_.size();
-      if (!in_.fail() && !in_.eof()) {  // ended by a newline, which gcount counts
-        newline = true;
-        --got;
-      }
-      any = any || got != 0 || newline;
-      length += got;
-      if (first && !chunk_full) {  // the usual line, in one chunk: no copy
-        line = std::string_view(chunk_.data(), got);
+      const auto* nl = static_cast<const char*>(std::memchr(chunk_.data() + scanned, '\n', end_ - scanned));
+      if (nl != nullptr || (eof_ && (end_ > begin_ || spilled))) {
+        const std::size_t stop = nl != nullptr ? static_cast<std::size_t>(nl - chunk_.data()) : end_;
+        const std::string_view piece(chunk_.data() + begin_, stop - begin_);
+        length += piece.size();
+        begin_ = nl != nullptr ? stop + 1 : stop;
+        offset_ += length + (nl != nullptr ? 1 : 0);
+        if (!spilled) {
+          line = piece;  // the usual line, in one chunk: no copy
+        } else {
+          if (length <= max_line_) long_.append(piece);
+          line = long_;
+        }
         break;
       }
-      first = false;
-      if (length <= max_line_) {
-        long_.append(chunk_.data(), got);
-      } else if (!long_.empty()) {
-        std::string().swap(long_);  // too long: let its memory go
+      if (eof_ || error_ != 0) return false;
+      if (begin_ == 0 && end_ == chunk_.size()) {  // the chunk filled before the line ended
+        length += end_;
+        if (length <= max_line_) {
+          long_.append(chunk_.data(), end_);
+        } else if (!long_.empty()) {
+          std::string().swap(long_);  // too long: let its memory go
+        }
+        spilled = true;
+        end_ = 0;
+      } else if (begin_ != 0) {  // the line's start to the front, to read its rest after it
+        std::memmove(chunk_.data(), chunk_.data() + begin_, end_ - begin_);
+        end_ -= begin_;
+        begin_ = 0;
       }
-      if (!chunk_full) {
-        line = long_;
-        break;
-      }
-      if (g_interrupted != 0) return false;  // a line without end (/dev/zero) must not hold off Ctrl-C
-      in_.clear();  // the chunk filled before the line ended
+      scanned = end_;
+      if (!fill()) return false;
     }
-    if (!any) return false;
-    offset_ += length + (newline ? 1 : 0);
     if (length > max_line_) {
       line = {};
       return true;
@@ -96,14 +105,40 @@ class LineReader {
     return true;
   }
   [[nodiscard]] std::uint64_t offset() const noexcept { return offset_; }
+  // The errno of the read that failed; 0 if none did.
+  [[nodiscard]] int error() const noexcept { return error_; }
 
   static constexpr std::string_view kByteOrderMark = "\xEF\xBB\xBF";
 
  private:
-  std::istream& in_;
+  // Reads after end_; false on Ctrl-C or a read error. Ctrl-C is checked before every
+  // read: a line without end (/dev/zero) must not hold it off.
+  bool fill() {
+    for (;;) {
+      if (g_interrupted != 0) return false;
+      const ssize_t n = ::read(fd_, chunk_.data() + end_, chunk_.size() - end_);
+      if (n > 0) {
+        end_ += static_cast<std::size_t>(n);
+        return true;
+      }
+      if (n == 0) {
+        eof_ = true;
+        return true;
+      }
+      if (errno != EINTR) {
+        error_ = errno;
+        return false;
+      }
+    }
+  }
+
+  int fd_;
   std::uint64_t max_line_;
-  std::uint64_t offset_ = 0;
+  std::uint64_t offset_ = 0;  // input bytes before the next line
   std::array<char, 64 * 1024> chunk_{};
+  std::size_t begin_ = 0, end_ = 0;  // chunk_[begin_, end_): read, not yet returned
+  bool eof_ = false;
+  int error_ = 0;
   std::string long_;  // a line of more than one chunk
 };
 
@@ -154,25 +189,33 @@ void add_event_commands(CLI::App& app, int& exit_code) {
       const Segment seg = Segment::open(arg->location());
       SchemaRegistry registry(seg);
       Producer producer = Producer::attach(seg, {.exclusive = *exclusive});
-      std::ifstream file_in;
-      std::istream* in = &std::cin;
+      stop_on_signals();
+      int fd = STDIN_FILENO;
       std::uint64_t input_size = 0;
       if (*file != "-") {
         struct stat st {};
         if (::stat(file->c_str(), &st) != 0) throw std::runtime_error("cannot read " + *file + ": " + std::strerror(errno));
         if (S_ISDIR(st.st_mode)) throw std::runtime_error("cannot read " + *file + ": it is a directory");
-        file_in.open(*file, std::ios::binary);
-        if (!file_in) throw std::runtime_error("cannot read " + *file + ": " + std::strerror(errno));
+        // A named pipe's open waits for a writer: Ctrl-C meanwhile ends the run as interrupted.
+        while ((fd = ::open(file->c_str(), O_RDONLY | O_CLOEXEC)) < 0 && errno == EINTR && g_interrupted == 0) {
+        }
+        if (fd < 0 && g_interrupted == 0) {
+          throw std::runtime_error("cannot read " + *file + ": " + std::strerror(errno));
+        }
         input_size = S_ISREG(st.st_mode) ? static_cast<std::uint64_t>(st.st_size) : 0;
-        in = &file_in;
       }
+      const struct Closer {
+        int fd;
+        ~Closer() {
+          if (fd > STDIN_FILENO) ::close(fd);
+        }
+      } closer{fd};
       const std::string input_name = *file == "-" ? "standard input" : *file;
       const bool progress = !*no_progress && ::isatty(STDERR_FILENO) != 0 && (input_size == 0 || input_size > (1u << 20));
-      stop_on_signals();
       // Room for data written as a six-byte escape (\u0001) for every byte, and for the
       // envelope's other strings (65,535 bytes each at most).
       const std::uint64_t max_line = 8 * std::uint64_t{seg.max_event()} + (4u << 20);
-      LineReader reader(*in, max_line);
+      LineReader reader(fd, max_line);
       std::string_view line;
       std::uint64_t offset = 0, length = 0, line_no = 0, published = 0, rejected = 0;
       const auto start = std::chrono::steady_clock::now();
@@ -242,13 +285,16 @@ void add_event_commands(CLI::App& app, int& exit_code) {
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       if (progress) fmt::print(stderr, "\r\33[K");
       if (rejected > *max_errors) fmt::print(stderr, "... and {} more bad lines\n", rejected - *max_errors);
+      if (reader.error() != 0) {
+        fmt::print(stderr, "ringbus publish: cannot read {} after byte {} (line {}): {}\n", input_name,
+                   with_commas(reader.offset()), with_commas(line_no + 1), std::strerror(reader.error()));
+        exit_code = kFailed;
+      }
       fmt::print(stderr, "published {} of {} lines into {} ({} rejected) in {:.2f} s ({:.0f} events/s){}\n",
                  with_commas(published), with_commas(published + rejected), seg.location().display(),
                  with_commas(rejected), secs, static_cast<double>(published) / std::max(secs, 1e-9),
                  g_interrupted ? "; interrupted" : "");
-      if (exit_code == kOk || exit_code == kFailed) {
-        if (exit_code != kFailed) exit_code = rejected == 0 && g_interrupted == 0 ? kOk : kPartial;
-      }
+      if (exit_code != kFailed) exit_code = rejected == 0 && g_interrupted == 0 ? kOk : kPartial;
     });
   }
   {
