@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <new>
 #include <thread>
@@ -375,8 +376,10 @@ Segment Segment::create(const Location& where, const SegmentOptions& options) {
   }
   if (std::string why = check_config(cfg); !why.empty()) fail(Errc::invalid_options, where, why);
   if ((options.mode & ~0777u) != 0 || (options.mode & 0600u) != 0600u) {
-    fail(Errc::invalid_options, where, "mode " + std::to_string(options.mode) +
-                                           " must be permission bits that include owner read and write (0600)");
+    char octal[16];
+    std::snprintf(octal, sizeof octal, "%#o", options.mode);  // as modes are written (0200, not 128)
+    fail(Errc::invalid_options, where,
+         std::string("mode ") + octal + " must be permission bits that include owner read and write (0600)");
   }
   const Plan plan = plan_layout(cfg);
 

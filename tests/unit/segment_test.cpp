@@ -332,13 +332,17 @@ TEST(Segment, DedupSizesOutOfRangeInTheHeaderAreRefused) {
   }
 }
 
+// Modes with bits beyond the permissions, or without owner read and write, are refused
+// and named in octal, as they are written.
 TEST(Segment, ModeBitsBeyondPermissionsAreRefused) {
-  for (const std::uint32_t mode : {04600u, 02600u, 01600u, 010600u}) {
+  for (const auto& [mode, written] : std::vector<std::pair<std::uint32_t, std::string>>{
+           {04600u, "04600"}, {02600u, "02600"}, {01600u, "01600"}, {010600u, "010600"}, {0200u, "0200"}, {0u, "0"}}) {
     SegmentOptions o = TempSegment::small_options();
     o.mode = mode;
     const Error e = error_of([&] { Segment::create(Location::shm(unique_name("mode")), o); });
-    EXPECT_EQ(e.code(), Errc::invalid_options) << std::oct << mode;
-    EXPECT_NE(std::string(e.what()).find("mode " + std::to_string(mode)), std::string::npos) << e.what();
+    EXPECT_EQ(e.code(), Errc::invalid_options) << written;
+    EXPECT_NE(std::string(e.what()).find("mode " + written + " must be permission bits"), std::string::npos)
+        << e.what();
   }
 }
 
