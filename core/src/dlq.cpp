@@ -317,24 +317,40 @@ std::size_t DeadLetters::request_redrive(std::optional<std::uint64_t> id) {
 }
 
 std::size_t DeadLetters::republish(Producer& producer, std::optional<std::uint64_t> id, Status* last_status) {
+  (void)list();  // a damaged ring is reported as list() reports it
+  const detail::Ring ring = detail::ring_of(seg_.refs(), slot_);
   std::size_t done = 0;
-  if (last_status != nullptr) *last_status = Status::ok;
-  for (const DeadLetter& d : list()) {
-    if (d.state != "ready" || (id && d.id != *id)) continue;
-    Claim c;
-    const Status s = producer.try_claim(d.header.key, d.header.type_id, static_cast<std::uint32_t>(d.payload.size()), c);
-    if (s != Status::ok) {
-      if (last_status != nullptr) *last_status = s;
-      break;
-    }
-    if (!d.payload.empty()) std::memcpy(c.payload().data(), d.payload.data(), d.payload.size());
-    c.set_correlation_id(d.header.correlation_id);
-    c.set_schema_version(d.header.schema_version);
-    c.set_flags(static_cast<std::uint16_t>(flags_of(d.header.key_seq_flags) | record_flags::redriven));
-    c.commit();
-    remove(d.id);
-    ++done;
+  Status status = Status::ok;
+  {
+    // Each entry is claimed, committed and removed under the ring's lock: no other tool
+    // republishes it, marks it for redelivery or removes it in between, so it goes back
+    // once. try_claim does not wait, so the lock is held for a copy per entry.
+    detail::RingLock lock(ring.c);
+    detail::walk(ring, ring.c.head.load(std::memory_order_relaxed), ring.c.tail.load(std::memory_order_relaxed),
+                 [&](layout::DlqEntry* e, std::uint64_t, std::uint64_t w) {
+                   if (layout::dlq_state::state(w) != layout::dlq_state::ready || (id && e->id != *id)) return true;
+                   if (!detail::valid_entry(ring, e, layout::dlq_state::bytes(w))) return false;
+                   RecordHeader h;
+                   std::memcpy(&h, detail::dlq_record(e), sizeof h);
+                   Claim c;
+                   status = producer.try_claim(h.key, h.type_id, e->payload_len, c);
+                   if (status != Status::ok) return false;
+                   if (e->payload_len != 0) {
+                     std::memcpy(c.payload().data(),
+                                 reinterpret_cast<const std::byte*>(detail::dlq_record(e)) + kRecordHeaderSize,
+                                 e->payload_len);
+                   }
+                   c.set_correlation_id(h.correlation_id);
+                   c.set_schema_version(h.schema_version);
+                   c.set_flags(static_cast<std::uint16_t>(flags_of(h.key_seq_flags) | record_flags::redriven));
+                   c.commit();
+                   detail::mark_removed(ring, e, w);
+                   ++done;
+                   return !id.has_value();
+                 });
+    detail::reclaim(ring);
   }
+  if (last_status != nullptr) *last_status = status;
   return done;
 }
 

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "ringbus/consumer.hpp"
+#include "ringbus/dlq.hpp"
 #include "ringbus/error.hpp"
 #include "ringbus/hash.hpp"
 #include "ringbus/producer.hpp"
@@ -511,6 +512,79 @@ TEST(Stress, EveryWaitStrategyDeliversEverythingAndUnblocksTheProducer) {
     // take turns with it.
     bursts_through_a_small_ring("wait", wait, wait.kind == WaitStrategy::Kind::busy_spin ? 1 : 2, 40, 4,
                                 std::chrono::microseconds(500), std::chrono::microseconds(500));
+  }
+}
+
+// Two tools republish a group's dead letters at once, and a third marks them for
+// redelivery while they do: each dead letter goes back once, by one of them. Republished, it is in
+// the log once; marked, it waits for the group's workers and is in the log no more.
+TEST(Stress, DeadLettersRepublishedAndRedrivenAtOnceGoBackOnceEach) {
+  constexpr std::uint64_t kLetters = 200;
+  for (int round = 0; round < 20; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    SegmentOptions so = TempSegment::small_options();
+    so.dlq_capacity = 1u << 20;
+    TempSegment seg(so);
+    GroupOptions o;
+    o.retry.max_attempts = 1;
+    o.start = StartFrom::earliest;
+    ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+    {
+      Producer p = Producer::attach(seg.segment());
+      for (std::uint64_t n = 0; n < kLetters; ++n) {
+        Claim c;
+        ASSERT_EQ(p.try_claim(n + 1, 7, sizeof n, c), Status::ok);
+        std::memcpy(c.payload().data(), &n, sizeof n);
+        c.commit();
+      }
+    }
+    std::uint64_t failed = 0;
+    while (failed < kLetters) {
+      failed += g.worker(0).poll([](const Event&) { return Handled::fail; });
+    }
+    const std::uint64_t end_of_originals = seg.segment().refs().control->tail.load();
+    std::atomic<int> ready{0};
+    std::array<std::size_t, 3> done{};
+    std::vector<std::thread> tools;
+    for (int t = 0; t < 3; ++t) {
+      tools.emplace_back([&, t] {
+        DeadLetters dlq = DeadLetters::open(seg.segment(), "g");
+        Producer p = Producer::attach(seg.segment());
+        ready.fetch_add(1);
+        while (ready.load() < 3) {
+        }
+        if (t < 2) {
+          done[static_cast<std::size_t>(t)] = dlq.republish(p);
+          return;
+        }
+        // Marks while the republishing is under way: once its first event is in the log.
+        while (seg.segment().refs().control->tail.load() == end_of_originals) {
+        }
+        done[2] = dlq.request_redrive();
+      });
+    }
+    for (std::thread& t : tools) t.join();
+    EXPECT_EQ(done[0] + done[1] + done[2], kLetters)
+        << "republished " << done[0] << " and " << done[1] << ", marked " << done[2];
+    std::vector<int> in_log(kLetters, 0);
+    TailReader r = TailReader::open_at(seg.segment(), end_of_originals);
+    for (Event e; r.try_next(e);) {
+      std::uint64_t n = 0;
+      std::memcpy(&n, e.payload().data(), sizeof n);
+      ASSERT_LT(n, kLetters);
+      ++in_log[n];
+    }
+    const std::uint64_t republished = std::count(in_log.begin(), in_log.end(), 1);
+    EXPECT_EQ(std::count_if(in_log.begin(), in_log.end(), [](int k) { return k > 1; }), 0) << "republished twice";
+    EXPECT_EQ(republished, done[0] + done[1]);
+    const std::vector<DeadLetter> left = DeadLetters::open(seg.segment(), "g").list();
+    EXPECT_EQ(left.size(), done[2]);
+    for (const DeadLetter& d : left) {
+      std::uint64_t n = 0;
+      std::memcpy(&n, d.payload.data(), sizeof n);
+      EXPECT_EQ(d.state, "redrive");
+      EXPECT_EQ(in_log[n], 0) << "dead letter " << n << " both marked and republished";
+    }
   }
 }
 
