@@ -1678,6 +1678,51 @@ TEST(Cli, OutputThatCannotBeWrittenFailsTheCommandNamingWhy) {
   EXPECT_EQ(gone.err, "");
 }
 
+// A segment another user owns (created with a mode that lets a group share it), or one
+// whose mode was widened since its creation, is refused by every command that attaches,
+// naming the flag that accepts it; with that flag the command runs.
+TEST(Cli, AnotherUsersOrWidenedSegmentIsOpenedOnlyWithItsFlag) {
+  if (::geteuid() != 0) GTEST_SKIP() << "giving a file to another user needs root";
+  const std::string path = "/tmp/" + unique_name("cli-owner") + ".seg";
+  ASSERT_EQ(ringbus_run({"create", path, "--mode", "0660"}).code, 0);
+  const TempFile line(R"({"event_type":"a","data":1})" "\n");
+  const std::vector<std::vector<std::string>> commands = {{"info", path},
+                                                          {"stat", path},
+                                                          {"tail", path},
+                                                          {"publish", path, line.path()},
+                                                          {"dlq", path, "g", "list"}};
+  struct Case {
+    const char* flag;
+    std::string why;
+  };
+  for (const auto& [flag, why] : {Case{"--allow-other-owner", "is owned by uid 65534, not by this user (uid 0)"},
+                                  Case{"--allow-wider-mode", "mode 0666 is wider than 0660 asked for at creation"}}) {
+    SCOPED_TRACE(flag);
+    if (std::string_view(flag) == "--allow-other-owner") {
+      ASSERT_EQ(::chown(path.c_str(), 65534, 65534), 0);
+    } else {
+      ASSERT_EQ(::chown(path.c_str(), 0, 0), 0);
+      ASSERT_EQ(::chmod(path.c_str(), 0666), 0);
+    }
+    for (std::vector<std::string> args : commands) {
+      const Result refused = ringbus_run(args);
+      EXPECT_EQ(refused.code, 1) << args[0];
+      EXPECT_EQ(refused.err, "ringbus: segment " + path + ": " + why + "; pass " + flag + " to accept it\n")
+          << args[0];
+      args.insert(args.begin() + (args[0] == "dlq" ? 3 : 2), flag);
+      const Result allowed = ringbus_run(args);
+      if (args[0] == "dlq") {
+        EXPECT_EQ(allowed.code, 4) << allowed.err;
+        EXPECT_NE(allowed.err.find("group \"g\": no such group"), std::string::npos) << allowed.err;
+      } else {
+        EXPECT_EQ(allowed.code, 0) << args[0] << ": " << allowed.err;
+      }
+    }
+  }
+  EXPECT_EQ(lines_of(ringbus_run({"tail", path, "--allow-wider-mode"}).out).size(), 2u) << "one line each time";
+  ::unlink(path.c_str());
+}
+
 TEST(Cli, ExitCodesAndErrorsNameWhatWasWrong) {
   const std::string missing = unique_name("rbcli-missing");
   const Result info = ringbus_run({"info", missing});

@@ -186,7 +186,7 @@ void add_event_commands(CLI::App& app, int& exit_code) {
                   "Attach as the segment's only producer (refused while another is attached; refuses others)");
     cmd->footer(std::string(kEnvelopeLineHelp) + "\n\n" + cmd->get_footer());
     cmd->callback([=, &exit_code] {
-      const Segment seg = Segment::open(arg->location());
+      const Segment seg = arg->open();
       SchemaRegistry registry(seg);
       Producer producer = Producer::attach(seg, {.exclusive = *exclusive});
       stop_on_signals();

@@ -117,7 +117,7 @@ void add_segment_commands(CLI::App& app, int& exit_code) {
   {
     auto* cmd = app.add_subcommand("create", "Create a segment");
     auto arg = std::make_shared<SegmentArg>();
-    arg->add_to(cmd);
+    arg->add_to(cmd, false);
     auto capacity = std::make_shared<std::string>("16M");
     auto max_event = std::make_shared<std::string>("64K");
     auto mode = std::make_shared<std::string>("0600");
@@ -181,7 +181,7 @@ void add_segment_commands(CLI::App& app, int& exit_code) {
   {
     auto* cmd = app.add_subcommand("rm", "Remove a segment (processes that have it mapped keep it until they exit)");
     auto arg = std::make_shared<SegmentArg>();
-    arg->add_to(cmd);
+    arg->add_to(cmd, false);
     cmd->callback([=, &exit_code] {
       const Location loc = arg->location();
       if (!Segment::remove(loc)) {

@@ -9,11 +9,18 @@
 #include <cstdio>
 #include <cstring>
 
+#include "ringbus/error.hpp"
+
 namespace ringbus::tool {
 
-void SegmentArg::add_to(CLI::App* cmd) {
+void SegmentArg::add_to(CLI::App* cmd, bool opens) {
   cmd->add_option("name", name, "Segment: a shared-memory name, or a file path if it contains '/'")->required();
   cmd->add_option("--path", path, "File path of a file-backed segment (overrides NAME)");
+  if (!opens) return;
+  cmd->add_flag("--allow-other-owner", allow_other_owner,
+                "Accept a segment another user owns (one created with a --mode that lets this user read and write it)");
+  cmd->add_flag("--allow-wider-mode", allow_wider_mode,
+                "Accept a segment whose permission bits were widened since its creation");
 }
 
 Location SegmentArg::location() const {
@@ -21,10 +28,28 @@ Location SegmentArg::location() const {
   return Location::parse(name);
 }
 
+Segment SegmentArg::open_with(OpenOptions o) const {
+  o.allow_other_owner = allow_other_owner;
+  o.allow_wider_mode = allow_wider_mode;
+  try {
+    return Segment::open(location(), o);
+  } catch (const Error& e) {
+    // The library names its option; the tool names its flag.
+    const char* flag = e.code() == Errc::owner_mismatch ? "--allow-other-owner"
+                       : e.code() == Errc::mode_widened ? "--allow-wider-mode"
+                                                        : nullptr;
+    if (flag == nullptr) throw;
+    const std::string what = e.what();
+    throw Error(e.code(), what.substr(0, what.find("; pass ")) + "; pass " + flag + " to accept it");
+  }
+}
+
+Segment SegmentArg::open() const { return open_with({}); }
+
 Segment SegmentArg::look() const {
   OpenOptions o;
   o.touch_pages = false;
-  return Segment::open(location(), o);
+  return open_with(o);
 }
 
 std::uint64_t parse_size(const std::string& option, const std::string& text) {

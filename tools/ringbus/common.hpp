@@ -30,11 +30,20 @@ enum Exit : int {
 struct SegmentArg {
   std::string name;
   std::string path;
-  void add_to(CLI::App* cmd);
+  bool allow_other_owner = false;
+  bool allow_wider_mode = false;
+  // `opens`: the command attaches to an existing segment (not create or rm), and takes
+  // --allow-other-owner and --allow-wider-mode (OpenOptions), which the refusals name.
+  void add_to(CLI::App* cmd, bool opens = true);
   [[nodiscard]] Location location() const;
+  // Attaches to publish.
+  [[nodiscard]] Segment open() const;
   // Attaches for a short look (info, stat, tail, dlq): without reading every page first
   // (OpenOptions::touch_pages), which a 16 MiB segment pays 20 ms for on our VMs.
   [[nodiscard]] Segment look() const;
+
+ private:
+  [[nodiscard]] Segment open_with(OpenOptions o) const;
 };
 
 // "64M", "16MiB", "4096", "1K", "1T" -> bytes (units are powers of 1024). Throws
