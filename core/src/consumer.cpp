@@ -265,6 +265,7 @@ void ConsumerGroup::release() noexcept {
 
 ConsumerGroup ConsumerGroup::join(const Segment& segment, std::string_view name, const GroupOptions& options) {
   if (!segment) throw Error(Errc::invalid_options, "ConsumerGroup::join: no segment");
+  segment.require_writable("join a consumer group");
   const std::string where = where_of(segment, name);
   if (std::string why = check_name(name, layout::kGroupNameBytes - 1); !why.empty()) {
     throw Error(Errc::invalid_name, where + ": name " + why);

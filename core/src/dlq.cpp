@@ -231,6 +231,7 @@ std::size_t dlq_resume_deliveries(const SegmentRefs& r, std::uint32_t g) noexcep
 // ---------------------------------------------------------------------------------
 
 DeadLetters DeadLetters::open(const Segment& segment, std::string_view group) {
+  segment.require_writable("open a dead-letter ring (it is locked to be read)");
   const detail::SegmentRefs& r = segment.refs();
   const std::string where = "segment " + segment.location().display() + " group \"" + printable(group) + "\"";
   if (r.dlq == nullptr) throw Error(Errc::not_found, where + ": the segment has no dead-letter rings (dlq_capacity 0)");

@@ -84,6 +84,7 @@ std::string take_exclusive(const detail::SegmentRefs& r, std::uint32_t slot, std
 
 Producer Producer::attach(const Segment& segment, const ProducerOptions& options) {
   if (!segment) throw Error(Errc::invalid_options, "Producer::attach: no segment");
+  segment.require_writable("attach a producer");
   const std::string where = "segment " + segment.location().display();
   if (options.producer_id >= kAutoIdBase) {
     throw Error(Errc::invalid_options, where + ": producer id " + std::to_string(options.producer_id) +

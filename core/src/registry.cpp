@@ -46,6 +46,7 @@ std::uint16_t SchemaRegistry::register_type(std::string_view name, std::uint16_t
 }
 
 std::optional<std::uint16_t> SchemaRegistry::try_register_type(std::string_view name, std::uint16_t version) {
+  seg_.require_writable("register an event type");
   const detail::SegmentRefs& r = seg_.refs();
   if (name.empty() || name.size() >= layout::kTypeNameBytes) {
     throw Error(Errc::invalid_name, "segment " + seg_.location().display() + ": event type \"" + printable(name) +
@@ -102,6 +103,7 @@ std::vector<TypeInfo> SchemaRegistry::list() const {
 }
 
 void SchemaRegistry::set_current_version(std::uint16_t type_id, std::uint16_t version) {
+  seg_.require_writable("set an event type's version");
   if (!info(type_id)) {
     throw Error(Errc::not_found, "segment " + seg_.location().display() + ": no event type with id " +
                                      std::to_string(type_id));

@@ -344,6 +344,12 @@ std::string check_name(std::string_view name, std::size_t max_len) {
 const Location& Segment::location() const noexcept { return map_->loc_; }
 const layout::SegmentHeader& Segment::header() const noexcept { return *map_->refs_.header; }
 const detail::SegmentRefs& Segment::refs() const noexcept { return map_->refs_; }
+
+void Segment::require_writable(std::string_view what) const {
+  if (!refs().read_only) return;
+  throw Error(Errc::permission, "segment " + location().display() + ": opened read-only (OpenOptions::read_only): cannot " +
+                                    std::string(what));
+}
 void Segment::touch_pages() const noexcept { touch_every_page(map_->refs_.base, map_->refs_.total_size); }
 
 std::uint64_t Segment::was_last_key_seq(std::uint64_t key) const noexcept {
@@ -478,7 +484,7 @@ Segment Segment::open(const Location& where, const OpenOptions& options) {
     fail(Errc::not_found, where,
          "has no name to open: an anonymous segment is shared by forking after creating it");
   }
-  const int fd = open_fd(where, O_RDWR, 0);
+  const int fd = open_fd(where, options.read_only ? O_RDONLY : O_RDWR, 0);
   if (fd < 0) {
     const int err = errno;
     if (err == ENOENT) fail(Errc::not_found, where, "does not exist");
@@ -582,12 +588,14 @@ Segment Segment::open(const Location& where, const OpenOptions& options) {
     fail(Errc::mode_widened, where, std::string(buf) + "; pass allow_wider_mode to accept it");
   }
 
-  void* addr = ::mmap(nullptr, h.total_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, fd, 0);
+  const int prot = options.read_only ? PROT_READ : PROT_READ | PROT_WRITE;
+  void* addr = ::mmap(nullptr, h.total_size, prot, MAP_SHARED | MAP_POPULATE, fd, 0);
   if (addr == MAP_FAILED) fail(Errc::system, where, "mmap: " + errno_text(errno));
   if (options.touch_pages) touch_every_page(static_cast<const std::byte*>(addr), h.total_size);
   auto map = std::make_shared<detail::Mapping>(where, addr, h.total_size);
   // Sizes come from the validated private copy, never from the shared page again.
   map->refs_ = make_refs(static_cast<std::byte*>(addr), h, plan);
+  map->refs_.read_only = options.read_only;
   const std::uint64_t tail = map->refs_.control->tail.load(std::memory_order_acquire);
   if (!layout::valid_position(tail)) {
     fail(Errc::corrupt, where,

@@ -2,6 +2,7 @@
 // good and bad lines -> tail -> compare field by field; stat (text and Prometheus), dlq,
 // rm and the documented exit codes; on a terminal, publish's progress bar and stat --watch.
 #include <fcntl.h>
+#include <grp.h>
 #include <gtest/gtest.h>
 #include <pty.h>
 #include <simdjson.h>
@@ -94,9 +95,10 @@ class ToolExec {
 class Child {
  public:
   // `stdout_fd` >= 0: the child's standard output is that descriptor (the output file
-  // stays empty) instead of a file.
+  // stays empty) instead of a file. `as_user` != 0: the child runs as that user and group
+  // (for a test run as root).
   Child(const std::vector<std::string>& args, const std::string& stdin_path, const Environment& env = {},
-        int stdout_fd = -1) {
+        int stdout_fd = -1, uid_t as_user = 0) {
     const std::string base = "/tmp/" + unique_name("cli");
     out_ = base + ".out";
     err_ = base + ".err";
@@ -111,6 +113,9 @@ class Child {
       ::dup2(in, 0);
       ::dup2(out, 1);
       ::dup2(err, 2);
+      if (as_user != 0 && (::setgroups(0, nullptr) != 0 || ::setgid(as_user) != 0 || ::setuid(as_user) != 0)) {
+        ::_exit(121);
+      }
       tool.exec();
     }
   }
@@ -1720,6 +1725,44 @@ TEST(Cli, AnotherUsersOrWidenedSegmentIsOpenedOnlyWithItsFlag) {
     }
   }
   EXPECT_EQ(lines_of(ringbus_run({"tail", path, "--allow-wider-mode"}).out).size(), 2u) << "one line each time";
+  ::unlink(path.c_str());
+}
+
+// A user who may only read a segment (another user's, mode 0644) inspects it: info, stat
+// and tail open it read-only. publish and dlq, which write, are refused, naming why.
+TEST(Cli, AUserWhoMayOnlyReadASegmentInspectsIt) {
+  if (::geteuid() != 0) GTEST_SKIP() << "running as another user needs root";
+  constexpr uid_t kNobody = 65534;
+  const std::string path = "/tmp/" + unique_name("cli-reader") + ".seg";
+  ASSERT_EQ(ringbus_run({"create", path, "--mode", "0644"}).code, 0);
+  const TempFile line(R"({"event_type":"Order","key":"k","data":{"qty":1}})" "\n");
+  ASSERT_EQ(ringbus_run({"publish", path, line.path()}).code, 0);
+  auto as_reader = [&](std::vector<std::string> args) {
+    args.emplace_back("--allow-other-owner");
+    return Child(args, "", {}, -1, kNobody).wait();
+  };
+  const Result info = as_reader({"info", path});
+  if (info.code == 126 || info.code == 127) GTEST_SKIP() << "user " << kNobody << " cannot run " << RINGBUS_TOOL;
+  EXPECT_EQ(info.code, 0) << info.err;
+  EXPECT_NE(info.out.find("published 1"), std::string::npos) << info.out;
+  const Result json = as_reader({"info", path, "--json"});
+  EXPECT_EQ(json.code, 0) << json.err;
+  EXPECT_NE(json.out.find("\"published\":1,"), std::string::npos) << json.out;
+  const Result stat = as_reader({"stat", path, "--prometheus"});
+  EXPECT_EQ(stat.code, 0) << stat.err;
+  EXPECT_NE(stat.out.find("ringbus_published_events_total{segment=\"" + path + "\"} 1"), std::string::npos)
+      << stat.out;
+  const Result tail = as_reader({"tail", path, "--type", "Order", "--key", "k"});
+  EXPECT_EQ(tail.code, 0) << tail.err;
+  ASSERT_EQ(lines_of(tail.out).size(), 1u) << tail.out;
+  EXPECT_EQ(fields_of(tail.out).at("data"), R"({"qty":1})");
+  for (const std::vector<std::string>& args :
+       std::vector<std::vector<std::string>>{{"publish", path, line.path()}, {"dlq", path, "g", "list"}}) {
+    const Result r = as_reader(args);
+    EXPECT_EQ(r.code, 1) << args[0];
+    EXPECT_EQ(r.err, "ringbus: segment " + path + ": cannot open: Permission denied\n") << args[0];
+  }
+  EXPECT_EQ(lines_of(ringbus_run({"tail", path}).out).size(), 1u) << "nothing was published by the reader";
   ::unlink(path.c_str());
 }
 

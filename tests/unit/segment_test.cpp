@@ -26,6 +26,7 @@
 #include "ringbus/producer.hpp"
 #include "ringbus/registry.hpp"
 #include "ringbus/segment.hpp"
+#include "ringbus/stats.hpp"
 #include "ringbus/tail_reader.hpp"
 #include "process_support.hpp"
 #include "support.hpp"
@@ -344,6 +345,70 @@ TEST(Segment, ModeBitsBeyondPermissionsAreRefused) {
     EXPECT_NE(std::string(e.what()).find("mode " + written + " must be permission bits"), std::string::npos)
         << e.what();
   }
+}
+
+// The permissions of the pages at `addr` in this process, as /proc/self/maps shows them
+// ("r--s", "rw-s"); empty if no mapping holds it.
+std::string protection_of(const void* addr) {
+  std::ifstream maps("/proc/self/maps");
+  const auto a = reinterpret_cast<std::uintptr_t>(addr);
+  for (std::string line; std::getline(maps, line);) {
+    std::uintptr_t lo = 0, hi = 0;
+    char perms[5] = {};
+    if (std::sscanf(line.c_str(), "%lx-%lx %4s", &lo, &hi, perms) == 3 && a >= lo && a < hi) return perms;
+  }
+  return {};
+}
+
+// A segment opened read-only is mapped so (a stray write would fault, not corrupt it),
+// and everything that only reads works on it: statistics, a tail reader, the registry's
+// lookups. Whatever would write refuses it with Errc::permission, naming what it is.
+TEST(Segment, OpenedReadOnlyItIsReadAndRefusesWhatWrites) {
+  TempSegment seg;
+  std::uint16_t type = 0;
+  {
+    Producer p = Producer::attach(seg.segment());
+    type = SchemaRegistry(seg.segment()).register_type("Order");
+    for (std::uint64_t n = 0; n < 3; ++n) {
+      Claim c;
+      ASSERT_EQ(p.try_claim(n + 1, type, sizeof n, c), Status::ok);
+      std::memcpy(c.payload().data(), &n, sizeof n);
+      c.commit();
+    }
+  }
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g");
+  OpenOptions o;
+  o.read_only = true;
+  const Segment ro = Segment::open(seg.location(), o);
+  EXPECT_TRUE(ro.read_only());
+  EXPECT_FALSE(seg.segment().read_only());
+  EXPECT_EQ(protection_of(ro.refs().control), "r--s");
+  EXPECT_EQ(protection_of(seg.segment().refs().control), "rw-s");
+  EXPECT_EQ(read_stats(ro).published, 3u);
+  EXPECT_EQ(read_stats(ro).groups.size(), 1u);
+  TailReader r = TailReader::open(ro, TailStart::earliest);
+  std::uint64_t read = 0;
+  for (Event e; r.try_next(e); ++read) {
+    std::uint64_t n = 0;
+    std::memcpy(&n, e.payload().data(), sizeof n);
+    EXPECT_EQ(n, read);
+    EXPECT_EQ(e.key_seq(), 1u);
+  }
+  EXPECT_EQ(read, 3u);
+  const SchemaRegistry registry(ro);
+  EXPECT_EQ(registry.find("Order"), type);
+  for (const auto& [what, call] : std::vector<std::pair<std::string, std::function<void()>>>{
+           {"attach a producer", [&] { Producer::attach(ro); }},
+           {"join a consumer group", [&] { ConsumerGroup::join(ro, "h"); }},
+           {"open a dead-letter ring (it is locked to be read)", [&] { DeadLetters::open(ro, "g"); }},
+           {"register an event type", [&] { SchemaRegistry(ro).register_type("Refund"); }},
+           {"set an event type's version", [&] { SchemaRegistry(ro).set_current_version(type, 2); }}}) {
+    const Error e = error_of(call);
+    EXPECT_EQ(e.code(), Errc::permission) << what;
+    EXPECT_EQ(std::string(e.what()), "segment " + seg.location().display() +
+                                         ": opened read-only (OpenOptions::read_only): cannot " + what);
+  }
+  EXPECT_FALSE(registry.find("Refund").has_value());
 }
 
 TEST(Segment, OpenRefusesWhatIsNotARegularFile) {

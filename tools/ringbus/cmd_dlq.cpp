@@ -78,6 +78,9 @@ void add_dlq_command(CLI::App& app, int& exit_code) {
   arg->add_to(cmd);
   cmd->add_option("group", *group, "Consumer group")->required();
   cmd->require_subcommand(1);
+  // --path, --allow-other-owner and --allow-wider-mode are dlq's: after the subcommand
+  // (`dlq NAME GROUP list --allow-other-owner`) they fall through to it.
+  cmd->fallthrough();
 
   auto open = [arg, group] { return DeadLetters::open(arg->look(), *group); };
 

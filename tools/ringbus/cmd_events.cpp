@@ -321,7 +321,7 @@ void add_event_commands(CLI::App& app, int& exit_code) {
     cmd->add_option("--key", *key, "Only events of this key");
     cmd->add_option("--type", *type, "Only events of this event type");
     cmd->callback([=, &exit_code] {
-      const Segment seg = arg->look();
+      const Segment seg = arg->look(true);
       const std::optional<SchemaRegistry> registry = registry_of(seg);
       std::optional<std::uint16_t> type_id;
       if (!type->empty()) {

@@ -174,7 +174,7 @@ void add_segment_commands(CLI::App& app, int& exit_code) {
     auto json = std::make_shared<bool>(false);
     cmd->add_flag("--json", *json, "One JSON object instead of text");
     cmd->callback([=, &exit_code] {
-      print_info(arg->look(), *json);
+      print_info(arg->look(true), *json);
       exit_code = kOk;
     });
   }

@@ -260,7 +260,7 @@ void add_stat_command(CLI::App& app, int& exit_code) {
                   "With --watch: stop after this many refreshes (0, the default: until q or Ctrl-C)");
   cmd->add_flag("--prometheus", *prometheus, "Print the Prometheus text exposition format");
   cmd->callback([=, &exit_code] {
-    const Segment seg = arg->look();
+    const Segment seg = arg->look(true);
     if (!*watch) {
       const SegmentStats s = read_stats(seg);
       const std::string text = *prometheus ? prometheus_text(seg, s) : text_view(seg, s, nullptr);

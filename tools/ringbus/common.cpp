@@ -46,9 +46,15 @@ Segment SegmentArg::open_with(OpenOptions o) const {
 
 Segment SegmentArg::open() const { return open_with({}); }
 
-Segment SegmentArg::look() const {
+Segment SegmentArg::look(bool reads_only) const {
   OpenOptions o;
   o.touch_pages = false;
+  try {
+    return open_with(o);
+  } catch (const Error& e) {
+    if (!reads_only || e.code() != Errc::permission) throw;
+  }
+  o.read_only = true;
   return open_with(o);
 }
 

@@ -40,7 +40,9 @@ struct SegmentArg {
   [[nodiscard]] Segment open() const;
   // Attaches for a short look (info, stat, tail, dlq): without reading every page first
   // (OpenOptions::touch_pages), which a 16 MiB segment pays 20 ms for on our VMs.
-  [[nodiscard]] Segment look() const;
+  // `reads_only` (info, stat, tail; not dlq, whose ring is locked to be read): a user
+  // who may only read the segment (mode 0640, say) gets it read-only.
+  [[nodiscard]] Segment look(bool reads_only = false) const;
 
  private:
   [[nodiscard]] Segment open_with(OpenOptions o) const;

@@ -63,6 +63,12 @@ struct OpenOptions {
   // lap of this process's producers and readers then pays nothing. Off for a short look
   // at a segment (the tool's info, stat, tail and dlq commands), which touches few pages.
   bool touch_pages = true;
+  // Open the file read-only and map it PROT_READ: for a user whose permission on the
+  // segment is read only (a group that monitors it, with mode 0640). What only reads
+  // works: read_stats, TailReader, the registry's lookups. What writes refuses such a
+  // segment with Errc::permission: Producer::attach, ConsumerGroup::join,
+  // DeadLetters::open (its ring is locked to be read) and registering an event type.
+  bool read_only = false;
 };
 
 namespace detail {
@@ -70,6 +76,7 @@ namespace detail {
 // Pointers and sizes validated at attach, copied out of the shared header so that a
 // later write to shared memory cannot move a bound the hot paths rely on.
 struct SegmentRefs {
+  bool read_only = false;  // mapped PROT_READ (OpenOptions::read_only)
   std::byte* base = nullptr;
   std::uint64_t total_size = 0;
   layout::SegmentHeader* header = nullptr;
@@ -178,6 +185,10 @@ class Segment {
   [[nodiscard]] std::uint64_t was_last_key_seq(std::uint64_t key) const noexcept;
 
   [[nodiscard]] const detail::SegmentRefs& refs() const noexcept;
+  [[nodiscard]] bool read_only() const noexcept { return refs().read_only; }
+  // Throws Error(permission) naming `what` (e.g. "attach a producer") when the segment
+  // was opened read-only; a write to its mapping would be a segmentation fault.
+  void require_writable(std::string_view what) const;
 
   explicit operator bool() const noexcept { return map_ != nullptr; }
   Segment() = default;
