@@ -119,12 +119,28 @@ class Child {
       tool.exec();
     }
   }
-  void signal(int sig) const { ::kill(pid_, sig); }
   // Waits for the child (the test watchdog bounds a hang).
   Result wait() {
     int status = 0;
     while (::waitpid(pid_, &status, 0) < 0) {
     }
+    return collect(status);
+  }
+  // SIGINT every 50 ms until the child ends, as a user presses Ctrl-C again: one that
+  // lands between the tool's look at its flag and the call that waits (a read, an open)
+  // interrupts nothing, and the next one ends it. The caller knows the handler is set.
+  Result interrupt() {
+    int status = 0;
+    for (;;) {
+      ::kill(pid_, SIGINT);
+      const pid_t done = ::waitpid(pid_, &status, WNOHANG);
+      if (done == pid_) return collect(status);
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+
+ private:
+  Result collect(int status) {
     Result r;
     r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     r.out = read_file(out_);
@@ -134,7 +150,6 @@ class Child {
     return r;
   }
 
- private:
   pid_t pid_ = -1;
   std::string out_, err_;
 };
@@ -142,6 +157,17 @@ class Child {
 Result ringbus_run(const std::vector<std::string>& args, const std::string& stdin_path = "",
                    const Environment& env = {}) {
   return Child(args, stdin_path, env).wait();
+}
+
+// Waits until a producer is attached to `s` and alive: `ringbus publish` has then set
+// its Ctrl-C handler (the test watchdog bounds a hang).
+void wait_for_a_producer(const ringbus::Segment& s) {
+  for (;;) {
+    for (const ringbus::ProducerStats& p : ringbus::read_stats(s).producers) {
+      if (p.state == "active" && p.alive) return;
+    }
+    std::this_thread::sleep_for(1ms);
+  }
 }
 
 std::size_t occurrences(const std::string& text, std::string_view what) {
@@ -596,8 +622,7 @@ TEST(Cli, PublishInterruptedExitsPartial) {
     ASSERT_EQ(::write(writer, lines.data(), lines.size()), static_cast<ssize_t>(lines.size()));
     const ringbus::Segment s = seg.open();
     while (ringbus::read_stats(s).published < 2) std::this_thread::sleep_for(1ms);  // the watchdog bounds this
-    publisher.signal(SIGINT);
-    const Result r = publisher.wait();  // the writer stays open and idle until the publisher has ended
+    const Result r = publisher.interrupt();  // the writer stays open and idle until the publisher has ended
     ::close(writer);
     EXPECT_EQ(r.code, 3) << r.err;
     EXPECT_NE(r.err.find("published 2 of 2 lines"), std::string::npos) << r.err;
@@ -606,9 +631,8 @@ TEST(Cli, PublishInterruptedExitsPartial) {
   ToolSegment seg;
   const Fifo fifo;  // no writer ever opens it
   Child publisher({"publish", seg.name(), fifo.path()}, "");
-  std::this_thread::sleep_for(300ms);  // into the open (it would still pass without)
-  publisher.signal(SIGINT);
-  const Result r = publisher.wait();
+  wait_for_a_producer(seg.open());
+  const Result r = publisher.interrupt();
   EXPECT_EQ(r.code, 3) << r.err;
   EXPECT_NE(r.err.find("published 0 of 0 lines"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("; interrupted"), std::string::npos) << r.err;
@@ -674,9 +698,9 @@ TEST(Cli, PublishReadsLinesHoweverTheInputArrivesInPieces) {
 TEST(Cli, PublishOfAnEndlessLineEndsOnSigint) {
   ToolSegment seg;
   Child publisher({"publish", seg.name(), "/dev/zero"}, "");
-  std::this_thread::sleep_for(300ms);  // well into the endless line (it would still pass without)
-  publisher.signal(SIGINT);
-  const Result r = publisher.wait();  // the watchdog bounds this
+  wait_for_a_producer(seg.open());
+  std::this_thread::sleep_for(100ms);  // into the endless line (it would still pass without)
+  const Result r = publisher.interrupt();
   EXPECT_EQ(r.code, 3) << r.err;
   EXPECT_NE(r.err.find("published 0 of 0 lines"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("; interrupted"), std::string::npos) << r.err;

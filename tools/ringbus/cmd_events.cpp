@@ -186,10 +186,12 @@ void add_event_commands(CLI::App& app, int& exit_code) {
                   "Attach as the segment's only producer (refused while another is attached; refuses others)");
     cmd->footer(std::string(kEnvelopeLineHelp) + "\n\n" + cmd->get_footer());
     cmd->callback([=, &exit_code] {
+      // Before the producer attaches: from then on (`ringbus info` shows it attached)
+      // Ctrl-C ends the run as interrupted, whatever the run is waiting for.
+      stop_on_signals();
       const Segment seg = arg->open();
       SchemaRegistry registry(seg);
       Producer producer = Producer::attach(seg, {.exclusive = *exclusive});
-      stop_on_signals();
       int fd = STDIN_FILENO;
       std::uint64_t input_size = 0;
       if (*file != "-") {
@@ -197,7 +199,8 @@ void add_event_commands(CLI::App& app, int& exit_code) {
         if (::stat(file->c_str(), &st) != 0) throw std::runtime_error("cannot read " + *file + ": " + std::strerror(errno));
         if (S_ISDIR(st.st_mode)) throw std::runtime_error("cannot read " + *file + ": it is a directory");
         // A named pipe's open waits for a writer: Ctrl-C meanwhile ends the run as interrupted.
-        while ((fd = ::open(file->c_str(), O_RDONLY | O_CLOEXEC)) < 0 && errno == EINTR && g_interrupted == 0) {
+        fd = -1;
+        while (g_interrupted == 0 && (fd = ::open(file->c_str(), O_RDONLY | O_CLOEXEC)) < 0 && errno == EINTR) {
         }
         if (fd < 0 && g_interrupted == 0) {
           throw std::runtime_error("cannot read " + *file + ": " + std::strerror(errno));
