@@ -34,6 +34,7 @@ class Mapping {
   void* addr_;
   std::size_t len_;
   SegmentRefs refs_;
+  bool read_only_ = false;  // mapped PROT_READ (OpenOptions::read_only)
 };
 
 }  // namespace detail
@@ -345,8 +346,10 @@ const Location& Segment::location() const noexcept { return map_->loc_; }
 const layout::SegmentHeader& Segment::header() const noexcept { return *map_->refs_.header; }
 const detail::SegmentRefs& Segment::refs() const noexcept { return map_->refs_; }
 
+bool Segment::read_only() const noexcept { return map_->read_only_; }
+
 void Segment::require_writable(std::string_view what) const {
-  if (!refs().read_only) return;
+  if (!read_only()) return;
   throw Error(Errc::permission, "segment " + location().display() + ": opened read-only (OpenOptions::read_only): cannot " +
                                     std::string(what));
 }
@@ -595,7 +598,7 @@ Segment Segment::open(const Location& where, const OpenOptions& options) {
   auto map = std::make_shared<detail::Mapping>(where, addr, h.total_size);
   // Sizes come from the validated private copy, never from the shared page again.
   map->refs_ = make_refs(static_cast<std::byte*>(addr), h, plan);
-  map->refs_.read_only = options.read_only;
+  map->read_only_ = options.read_only;
   const std::uint64_t tail = map->refs_.control->tail.load(std::memory_order_acquire);
   if (!layout::valid_position(tail)) {
     fail(Errc::corrupt, where,

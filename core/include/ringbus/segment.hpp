@@ -76,7 +76,6 @@ namespace detail {
 // Pointers and sizes validated at attach, copied out of the shared header so that a
 // later write to shared memory cannot move a bound the hot paths rely on.
 struct SegmentRefs {
-  bool read_only = false;  // mapped PROT_READ (OpenOptions::read_only)
   std::byte* base = nullptr;
   std::uint64_t total_size = 0;
   layout::SegmentHeader* header = nullptr;
@@ -185,7 +184,9 @@ class Segment {
   [[nodiscard]] std::uint64_t was_last_key_seq(std::uint64_t key) const noexcept;
 
   [[nodiscard]] const detail::SegmentRefs& refs() const noexcept;
-  [[nodiscard]] bool read_only() const noexcept { return refs().read_only; }
+  // Mapped PROT_READ (OpenOptions::read_only). Kept by the mapping, not in SegmentRefs,
+  // which producers and workers copy next to their hot fields.
+  [[nodiscard]] bool read_only() const noexcept;
   // Throws Error(permission) naming `what` (e.g. "attach a producer") when the segment
   // was opened read-only; a write to its mapping would be a segmentation fault.
   void require_writable(std::string_view what) const;
