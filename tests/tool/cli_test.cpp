@@ -1606,8 +1606,20 @@ TEST(Cli, DeadLettersListShowRedrivePurge) {
   EXPECT_EQ(fields_of(tail[3]).at("data"), R"({"n":1})");
   EXPECT_EQ(fields_of(tail[3]).at("key"), "string:o-1");
 
-  // Redeliver another to the running group: removed once its handler accepts it.
-  ASSERT_EQ(ringbus_run({"dlq", seg.name(), "orders", "redrive", std::to_string(letters[1].id)}).code, 0);
+  // Redeliver another to the running group: removed once its handler accepts it. Marked,
+  // it is marked once, and not republished as well.
+  const std::string second = std::to_string(letters[1].id);
+  ASSERT_EQ(ringbus_run({"dlq", seg.name(), "orders", "redrive", second}).code, 0);
+  const Result again = ringbus_run({"dlq", seg.name(), "orders", "redrive", second});
+  EXPECT_EQ(again.code, 0) << again.err;
+  EXPECT_EQ(again.out, "dead letter " + second +
+                           " of group \"orders\" is marked for redelivery to the group's workers already\n");
+  const Result twice = ringbus_run({"dlq", seg.name(), "orders", "redrive", second, "--republish"});
+  EXPECT_EQ(twice.code, 1);
+  EXPECT_EQ(twice.err, "ringbus: dead letter " + second +
+                           " of group \"orders\" is marked for redelivery to the group's workers already: not "
+                           "republished\n");
+  EXPECT_EQ(lines_of(ringbus_run({"tail", seg.name()}).out).size(), 4u) << "nothing republished";
   std::uint64_t redriven = 0;
   g.worker(0).poll_redrives([&](const ringbus::Event&) {
     ++redriven;

@@ -136,9 +136,24 @@ void add_dlq_command(CLI::App& app, int& exit_code) {
     const Segment seg = arg->look();
     DeadLetters dlq = DeadLetters::open(seg, *group);
     const std::optional<std::uint64_t> which = *all ? std::nullopt : std::optional<std::uint64_t>(*rid);
-    if (which && !dlq.get(*which)) {
+    const std::optional<DeadLetter> one = which ? dlq.get(*which) : std::nullopt;
+    if (which && !one) {
       fmt::print(stderr, "ringbus: group \"{}\" has no dead letter {}\n", *group, *which);
       exit_code = kNotFound;
+      return;
+    }
+    // One that is not parked any more is on its way back already: marking it again does
+    // nothing, and republishing it as well would deliver it twice.
+    if (one && one->state != "ready") {
+      const std::string why = one->state == "redrive" ? "is marked for redelivery to the group's workers already"
+                                                      : "is being delivered to the group's workers";
+      if (*republish) {
+        fmt::print(stderr, "ringbus: dead letter {} of group \"{}\" {}: not republished\n", *which, *group, why);
+        exit_code = kFailed;
+        return;
+      }
+      fmt::print("dead letter {} of group \"{}\" {}\n", *which, *group, why);
+      exit_code = kOk;
       return;
     }
     if (*republish) {
