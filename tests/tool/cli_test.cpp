@@ -1778,6 +1778,7 @@ TEST(Cli, AUserWhoMayOnlyReadASegmentInspectsIt) {
     return Child(args, "", {}, -1, kNobody).wait();
   };
   const Result info = as_reader({"info", path});
+  if (info.code == 121) GTEST_SKIP() << "this root may not become user " << kNobody;
   if (info.code == 126 || info.code == 127) GTEST_SKIP() << "user " << kNobody << " cannot run " << RINGBUS_TOOL;
   EXPECT_EQ(info.code, 0) << info.err;
   EXPECT_NE(info.out.find("published 1"), std::string::npos) << info.out;
