@@ -607,8 +607,8 @@ TEST(Cli, PublishSkipsLinesOfWhitespace) {
 // was interrupted and exits with 3 (not everything was published), not 0.
 // SIGINT while publish waits for more input ends it, whether the input is its standard
 // input or a named pipe given as its file (that one was read through a stream that
-// retried the interrupted read, and waited for the writer's next line), and while it
-// waits for a named pipe's writer to open.
+// retried the interrupted read, and waited for the writer's next line), while it waits
+// for a named pipe's writer to open, and while it waits for room in a full log.
 TEST(Cli, PublishInterruptedExitsPartial) {
   for (const bool as_file : {false, true}) {
     SCOPED_TRACE(as_file ? "a named pipe as its file" : "standard input");
@@ -628,14 +628,33 @@ TEST(Cli, PublishInterruptedExitsPartial) {
     EXPECT_NE(r.err.find("published 2 of 2 lines"), std::string::npos) << r.err;
     EXPECT_NE(r.err.find("; interrupted"), std::string::npos) << r.err;
   }
-  ToolSegment seg;
-  const Fifo fifo;  // no writer ever opens it
-  Child publisher({"publish", seg.name(), fifo.path()}, "");
-  wait_for_a_producer(seg.open());
+  {
+    ToolSegment seg;
+    const Fifo fifo;  // no writer ever opens it
+    Child publisher({"publish", seg.name(), fifo.path()}, "");
+    wait_for_a_producer(seg.open());
+    const Result r = publisher.interrupt();
+    EXPECT_EQ(r.code, 3) << r.err;
+    EXPECT_NE(r.err.find("published 0 of 0 lines"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("; interrupted"), std::string::npos) << r.err;
+  }
+  // And while it waits for room in a log a stalled group keeps full, with --timeout an
+  // hour (one wait for the whole timeout held Ctrl-C off for that long).
+  ToolSegment seg({"--capacity", "64K", "--max-event", "1K"});
+  const ringbus::Segment s = seg.open();
+  ringbus::ConsumerGroup stalled = ringbus::ConsumerGroup::join(s, "stalled");  // gates, never polls
+  std::string lines;
+  for (int i = 0; i < 400; ++i) lines += R"({"event_type":"A","data":")" + std::string(400, 'x') + "\"}\n";
+  const TempFile file(lines);
+  Child publisher({"publish", seg.name(), file.path(), "--timeout", "3600"}, "");
+  while (ringbus::read_stats(s).back_pressure == 0) std::this_thread::sleep_for(1ms);  // the watchdog bounds this
   const Result r = publisher.interrupt();
   EXPECT_EQ(r.code, 3) << r.err;
-  EXPECT_NE(r.err.find("published 0 of 0 lines"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("; interrupted"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("stayed full"), std::string::npos) << r.err;
+  const std::uint64_t published = ringbus::read_stats(s).published;
+  EXPECT_GT(published, 0u);
+  EXPECT_NE(r.err.find(fmt_count(published, published)), std::string::npos) << r.err;
 }
 
 // Input that fails to read (here the tool's own memory from address 0) ends publish with

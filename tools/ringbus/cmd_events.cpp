@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cerrno>
@@ -159,6 +160,22 @@ constexpr std::string_view kEnvelopeLineHelp =
     "Any other field, or one given twice, rejects the line. For example:\n"
     "  {\"event_type\":\"OrderPlaced\",\"key\":\"order-42\",\"data\":{\"qty\":100}}";
 
+// publish_envelope, waiting for room in a full log up to `timeout` in slices of at most
+// 50 ms, so that Ctrl-C ends the wait (with --timeout a day, one wait held it off for
+// that long). Status::timeout (or full) once the timeout passed, or on Ctrl-C.
+Status publish_in_slices(Producer& producer, SchemaRegistry& registry, const Envelope& envelope,
+                         std::chrono::nanoseconds timeout) {
+  constexpr std::chrono::nanoseconds kSlice = std::chrono::milliseconds(50);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    const std::chrono::nanoseconds left = deadline - std::chrono::steady_clock::now();
+    const Status s = publish_envelope(producer, registry, envelope,
+                                      std::clamp(left, std::chrono::nanoseconds::zero(), kSlice));
+    const bool no_room = s == Status::timeout || s == Status::full;
+    if (!no_room || g_interrupted != 0 || left <= kSlice) return s;
+  }
+}
+
 // --timeout's bound: a day, far below what nanoseconds in an int64 hold (292 years).
 constexpr double kMaxTimeoutSeconds = 86400.0;
 
@@ -250,8 +267,9 @@ void add_event_commands(CLI::App& app, int& exit_code) {
                              err->field.empty() ? "" : "field \"" + err->field + "\" ", err->message));
           continue;
         }
-        const Status s = publish_envelope(producer, registry, envelope,
-                                          std::chrono::nanoseconds(static_cast<std::int64_t>(*timeout * 1e9)));
+        const Status s = publish_in_slices(producer, registry, envelope,
+                                           std::chrono::nanoseconds(static_cast<std::int64_t>(*timeout * 1e9)));
+        if ((s == Status::timeout || s == Status::full) && g_interrupted != 0) break;  // Ctrl-C: line not published
         if (s == Status::ok) {
           ++published;
         } else if (s == Status::too_large || s == Status::invalid) {
