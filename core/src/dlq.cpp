@@ -119,6 +119,32 @@ DeadLetter copy_out(const DlqEntry* e, std::uint64_t w) {
   return d;
 }
 
+// Under the lock: throws Error(corrupt), `where` and what is damaged, unless every entry
+// from head to tail that is not removed is valid (walk and valid_entry), so that the
+// walks of list() and republish() after it read no entry that is not.
+void check_ring(const Ring& ring, const std::string& where) {
+  const std::uint64_t head = ring.c.head.load(std::memory_order_relaxed);
+  const std::uint64_t tail = ring.c.tail.load(std::memory_order_relaxed);
+  std::string damage;
+  const WalkEnd end = walk(ring, head, tail, [&](DlqEntry* e, std::uint64_t pos, std::uint64_t w) {
+    if (st::state(w) == st::removed || valid_entry(ring, e, st::bytes(w))) return true;
+    damage = "the entry at ring position " + std::to_string(pos) + " (id " + std::to_string(e->id) +
+             ") holds a payload of " + std::to_string(e->payload_len) + " bytes and a message of " +
+             std::to_string(e->message_len) + " bytes, which do not make its " + std::to_string(st::bytes(w)) +
+             " bytes";
+    return false;
+  });
+  if (!valid_bounds(ring, head, tail)) {
+    damage = "head " + std::to_string(head) + " and tail " + std::to_string(tail) + " cannot bound a ring of " +
+             std::to_string(ring.cap) + " bytes";
+  } else if (end.damaged) {
+    damage = "the entry at ring position " + std::to_string(end.at) + " says it takes " +
+             std::to_string(st::bytes(end.word)) + " bytes (head " + std::to_string(head) + ", tail " +
+             std::to_string(tail) + ", capacity " + std::to_string(ring.cap) + ")";
+  }
+  if (!damage.empty()) throw Error(Errc::corrupt, where + ": dead-letter ring damaged: " + damage);
+}
+
 void mark_removed(const Ring& ring, DlqEntry* e, std::uint64_t expected_word) {
   std::uint64_t w = expected_word;
   if (e->state_bytes.compare_exchange_strong(w, st::make(st::removed, st::bytes(w)), std::memory_order_acq_rel)) {
@@ -243,37 +269,13 @@ DeadLetters DeadLetters::open(const Segment& segment, std::string_view group) {
 std::vector<DeadLetter> DeadLetters::list() const {
   const detail::Ring ring = detail::ring_of(seg_.refs(), slot_);
   std::vector<DeadLetter> out;
-  std::string damage;
-  {
-    detail::RingLock lock(ring.c);
-    const std::uint64_t head = ring.c.head.load(std::memory_order_relaxed);
-    const std::uint64_t tail = ring.c.tail.load(std::memory_order_relaxed);
-    const detail::WalkEnd end =
-        detail::walk(ring, head, tail, [&](layout::DlqEntry* e, std::uint64_t pos, std::uint64_t w) {
-          if (layout::dlq_state::state(w) == layout::dlq_state::removed) return true;
-          if (!detail::valid_entry(ring, e, layout::dlq_state::bytes(w))) {
-            damage = "the entry at ring position " + std::to_string(pos) + " (id " + std::to_string(e->id) +
-                     ") holds a payload of " + std::to_string(e->payload_len) + " bytes and a message of " +
-                     std::to_string(e->message_len) + " bytes, which do not make its " +
-                     std::to_string(layout::dlq_state::bytes(w)) + " bytes";
-            return false;
-          }
-          out.push_back(detail::copy_out(e, w));
-          return true;
-        });
-    if (!detail::valid_bounds(ring, head, tail)) {
-      damage = "head " + std::to_string(head) + " and tail " + std::to_string(tail) + " cannot bound a ring of " +
-               std::to_string(ring.cap) + " bytes";
-    } else if (end.damaged) {
-      damage = "the entry at ring position " + std::to_string(end.at) + " says it takes " +
-               std::to_string(layout::dlq_state::bytes(end.word)) + " bytes (head " + std::to_string(head) + ", tail " +
-               std::to_string(tail) + ", capacity " + std::to_string(ring.cap) + ")";
-    }
-  }
-  if (!damage.empty()) {
-    throw Error(Errc::corrupt, "segment " + seg_.location().display() + " group \"" + group_ +
-                                   "\": dead-letter ring damaged: " + damage);
-  }
+  detail::RingLock lock(ring.c);
+  detail::check_ring(ring, "segment " + seg_.location().display() + " group \"" + group_ + "\"");
+  detail::walk(ring, ring.c.head.load(std::memory_order_relaxed), ring.c.tail.load(std::memory_order_relaxed),
+               [&](layout::DlqEntry* e, std::uint64_t, std::uint64_t w) {
+                 if (layout::dlq_state::state(w) != layout::dlq_state::removed) out.push_back(detail::copy_out(e, w));
+                 return true;
+               });
   return out;
 }
 
@@ -318,7 +320,6 @@ std::size_t DeadLetters::request_redrive(std::optional<std::uint64_t> id) {
 }
 
 std::size_t DeadLetters::republish(Producer& producer, std::optional<std::uint64_t> id, Status* last_status) {
-  (void)list();  // a damaged ring is reported as list() reports it
   const detail::Ring ring = detail::ring_of(seg_.refs(), slot_);
   std::size_t done = 0;
   Status status = Status::ok;
@@ -327,10 +328,10 @@ std::size_t DeadLetters::republish(Producer& producer, std::optional<std::uint64
     // republishes it, marks it for redelivery or removes it in between, so it goes back
     // once. try_claim does not wait, so the lock is held for a copy per entry.
     detail::RingLock lock(ring.c);
+    detail::check_ring(ring, "segment " + seg_.location().display() + " group \"" + group_ + "\"");
     detail::walk(ring, ring.c.head.load(std::memory_order_relaxed), ring.c.tail.load(std::memory_order_relaxed),
                  [&](layout::DlqEntry* e, std::uint64_t, std::uint64_t w) {
                    if (layout::dlq_state::state(w) != layout::dlq_state::ready || (id && e->id != *id)) return true;
-                   if (!detail::valid_entry(ring, e, layout::dlq_state::bytes(w))) return false;
                    RecordHeader h;
                    std::memcpy(&h, detail::dlq_record(e), sizeof h);
                    Claim c;

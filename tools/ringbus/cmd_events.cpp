@@ -160,6 +160,9 @@ constexpr std::string_view kEnvelopeLineHelp =
     "Any other field, or one given twice, rejects the line. For example:\n"
     "  {\"event_type\":\"OrderPlaced\",\"key\":\"order-42\",\"data\":{\"qty\":100}}";
 
+// A claim found no room: the log stayed full until the deadline.
+bool no_room(Status s) { return s == Status::timeout || s == Status::full; }
+
 // publish_envelope, waiting for room in a full log up to `timeout` in slices of at most
 // 50 ms, so that Ctrl-C ends the wait (with --timeout a day, one wait held it off for
 // that long). Status::timeout (or full) once the timeout passed, or on Ctrl-C.
@@ -171,8 +174,7 @@ Status publish_in_slices(Producer& producer, SchemaRegistry& registry, const Env
     const std::chrono::nanoseconds left = deadline - std::chrono::steady_clock::now();
     const Status s = publish_envelope(producer, registry, envelope,
                                       std::clamp(left, std::chrono::nanoseconds::zero(), kSlice));
-    const bool no_room = s == Status::timeout || s == Status::full;
-    if (!no_room || g_interrupted != 0 || left <= kSlice) return s;
+    if (!no_room(s) || g_interrupted != 0 || left <= kSlice) return s;
   }
 }
 
@@ -269,7 +271,7 @@ void add_event_commands(CLI::App& app, int& exit_code) {
         }
         const Status s = publish_in_slices(producer, registry, envelope,
                                            std::chrono::nanoseconds(static_cast<std::int64_t>(*timeout * 1e9)));
-        if ((s == Status::timeout || s == Status::full) && g_interrupted != 0) break;  // Ctrl-C: line not published
+        if (no_room(s) && g_interrupted != 0) break;  // Ctrl-C: the line is not published
         if (s == Status::ok) {
           ++published;
         } else if (s == Status::too_large || s == Status::invalid) {

@@ -55,7 +55,7 @@ class DeadLetters {
 
   // Every entry not removed, oldest first. Shared memory is checked: a ring whose bounds
   // or an entry's size or lengths are damaged throws Error(corrupt) naming the ring
-  // position and what is wrong, and so do get() and republish(), which read through it.
+  // position and what is wrong, and so do get(), which reads through it, and republish().
   // The ring is left as it is; workers, request_redrive(), remove() and purge() stop at
   // the damage.
   [[nodiscard]] std::vector<DeadLetter> list() const;
