@@ -273,7 +273,6 @@ std::string check(const Options& o) {
   // Upper bounds keep the chunking arithmetic of run() from overflowing; a run at either
   // bound would take days.
   constexpr std::uint64_t kMaxSamples = 1'000'000'000'000;
-  constexpr std::uint64_t kMaxGapNs = 1'000'000'000;
   if (o.samples == 0) return "samples must be at least 1";
   if (o.samples > kMaxSamples) return fmt::format("samples must be at most {}", kMaxSamples);
   if (o.runs < 1) return "runs must be at least 1";

@@ -1822,6 +1822,50 @@ TEST(Cli, AUserWhoMayOnlyReadASegmentInspectsIt) {
   ::unlink(path.c_str());
 }
 
+// Numbers on the command line are decimal, and bounded by what the option holds. CLI11
+// read them as C does: "010" as octal 8 (`dlq redrive SEG GROUP 010` redrove dead letter
+// 8; `tail -n 010` printed 8 events), "0x10" as 16; and a number beyond a 32-bit option
+// got only "Could not convert".
+TEST(Cli, NumbersAreDecimalAndBoundedByTheirOption) {
+  {
+    ToolSegment s({"--max-groups", "010", "--max-producers", "0064", "--dedup-window", "00"});
+    const Result info = ringbus_run({"info", s.name(), "--json"});
+    ASSERT_EQ(info.code, 0) << info.err;
+    EXPECT_NE(info.out.find("\"producer_slots\":64,\"group_slots\":10,"), std::string::npos) << info.out;
+    EXPECT_NE(info.out.find("\"dedup_window\":0,"), std::string::npos) << info.out;
+    std::string lines;
+    for (int i = 0; i < 12; ++i) lines += R"({"event_type":"a","data":)" + std::to_string(i) + "}\n";
+    TempFile input(lines);
+    ASSERT_EQ(ringbus_run({"publish", s.name(), input.path()}).code, 0);
+    const Result tail = ringbus_run({"tail", s.name(), "-n", "010"});
+    ASSERT_EQ(tail.code, 0) << tail.err;
+    EXPECT_EQ(std::count(tail.out.begin(), tail.out.end(), '\n'), 10) << tail.out;
+  }
+  const std::string missing = unique_name("rbcli-missing");
+  struct Refusal {
+    std::vector<std::string> args;
+    std::string says;
+  };
+  for (const Refusal& r : std::vector<Refusal>{
+           {{"create", missing, "--max-groups", "99999999999"}, "--max-groups: \"99999999999\" is too large: it must be at most 4294967295"},
+           {{"create", missing, "--types", "4294967296"}, "--types: \"4294967296\" is too large: it must be at most 4294967295"},
+           {{"tail", missing, "-n", "18446744073709551616"}, "--count: \"18446744073709551616\" is too large: it must be at most 18446744073709551615"},
+           {{"bench", "--runs", "2147483648"}, "--runs: \"2147483648\" is too large: it must be at most 2147483647"},
+           {{"create", missing, "--keys", "0x10"}, "--keys: \"0x10\" is not a whole number in decimal"},
+           {{"demo", "--events", "1e6"}, "--events: \"1e6\" is not a whole number in decimal"},
+           {{"stat", missing, "--count", "1.5"}, "--count: \"1.5\" is not a whole number in decimal"},
+           {{"dlq", missing, "g", "show", "+7"}, "id: \"+7\" is not a whole number in decimal"},
+           {{"publish", missing, "--max-errors", ""}, "--max-errors: \"\" is not a whole number in decimal"},
+           {{"demo", "--gap-ns", "1000000001"}, "--gap-ns: 1000000001 ns is more than 1 s, the longest pacing gap"},
+       }) {
+    const Result refused = ringbus_run(r.args);
+    EXPECT_EQ(refused.code, 2) << r.args[0] << " " << r.args[2] << "\n" << refused.err;
+    EXPECT_NE(refused.err.find(r.says), std::string::npos) << refused.err;
+  }
+  // At the bound, accepted: the segment is looked for (and missing).
+  EXPECT_EQ(ringbus_run({"tail", missing, "-n", "18446744073709551615"}).code, 4);
+}
+
 TEST(Cli, ExitCodesAndErrorsNameWhatWasWrong) {
   const std::string missing = unique_name("rbcli-missing");
   const Result info = ringbus_run({"info", missing});

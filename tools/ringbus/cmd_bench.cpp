@@ -50,16 +50,11 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--cpus", o->cpus, "Producer CPU,consumer CPU (default 0,1)");
   cmd->add_option("--json", o->json, "Write the results as JSON (schema in bench/README.md)");
   cmd->add_option("--plot", o->plot, "Write the latency percentile spectrum as a PNG (needs gnuplot)");
-  // Given values replace the mode's defaults as they are (bench::check refuses a 0);
-  // the range check keeps "-1" from wrapping around in an unsigned option.
-  const CLI::Range not_negative(std::int64_t{0}, std::numeric_limits<std::int64_t>::max());
-  cmd->add_option("--samples", o->samples, "Latency samples per system and run (default 1,000,000)")
-      ->check(not_negative);
-  cmd->add_option("--runs", o->runs, "Runs; results are medians (default 3)")->check(not_negative);
-  cmd->add_option("--gap-ns", o->gap_ns, "Pacing of latency events in ns (default 2000)")
-      ->check(not_negative);
-  cmd->add_option("--chunk", o->chunk, "Samples per interleaved turn of one system (default 50000)")
-      ->check(not_negative);
+  // Given values replace the mode's defaults as they are (bench::check refuses a 0).
+  add_number(cmd, "--samples", o->samples, "Latency samples per system and run (default 1,000,000)");
+  add_number(cmd, "--runs", o->runs, "Runs; results are medians (default 3)");
+  add_number(cmd, "--gap-ns", o->gap_ns, "Pacing of latency events in ns (default 2000)");
+  add_number(cmd, "--chunk", o->chunk, "Samples per interleaved turn of one system (default 50000)");
   cmd->add_option("--capacity", o->capacity,
                   "Log bytes of ringbus's ring in the throughput cases, a power of two (default 16M, a segment's default)");
   cmd->add_option("--scenarios", o->scenarios,

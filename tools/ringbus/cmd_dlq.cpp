@@ -108,7 +108,7 @@ void add_dlq_command(CLI::App& app, int& exit_code) {
 
   auto* show = cmd->add_subcommand("show", "One dead letter in full, as JSON");
   auto id = std::make_shared<std::uint64_t>(0);
-  show->add_option("id", *id, "Dead letter id")->required();
+  add_number(show, "id", *id, "Dead letter id")->required();
   show->callback([arg, id, group, &exit_code] {
     const Segment seg = arg->look();
     const auto d = DeadLetters::open(seg, *group).get(*id);
@@ -128,7 +128,7 @@ void add_dlq_command(CLI::App& app, int& exit_code) {
   auto rid = std::make_shared<std::uint64_t>(0);
   auto all = std::make_shared<bool>(false);
   auto republish = std::make_shared<bool>(false);
-  redrive->add_option("id", *rid, "Dead letter id");
+  add_number(redrive, "id", *rid, "Dead letter id");
   redrive->add_flag("--all", *all, "Every dead letter");
   redrive->add_flag("--republish", *republish, "Publish them into the log again (flag redriven) instead");
   redrive->callback([arg, group, rid, all, republish, &exit_code] {

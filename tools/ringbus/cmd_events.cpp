@@ -199,7 +199,7 @@ void add_event_commands(CLI::App& app, int& exit_code) {
     cmd->add_option("file", *file, "JSON lines file, or - for standard input (default)");
     cmd->add_option("--timeout", *timeout, "Seconds to wait for room while the log is full (default 10, at most a day)")
         ->check(seconds_between(0.0, kMaxTimeoutSeconds));
-    cmd->add_option("--max-errors", *max_errors, "Bad lines reported in full (default 20; all are counted)");
+    add_number(cmd, "--max-errors", *max_errors, "Bad lines reported in full (default 20; all are counted)");
     cmd->add_flag("--no-progress", *no_progress, "No progress bar on a terminal");
     cmd->add_flag("--exclusive", *exclusive,
                   "Attach as the segment's only producer (refused while another is attached; refuses others)");
@@ -340,7 +340,7 @@ void add_event_commands(CLI::App& app, int& exit_code) {
             },
             "start|end|POSITION"));
     cmd->add_flag("--follow,-f", *follow, "Keep printing new events until interrupted");
-    cmd->add_option("--count,-n", *count, "Stop after this many events (0, the default: no limit)");
+    add_number(cmd, "--count,-n", *count, "Stop after this many events (0, the default: no limit)");
     cmd->add_option("--key", *key, "Only events of this key");
     cmd->add_option("--type", *type, "Only events of this event type");
     cmd->callback([=, &exit_code] {

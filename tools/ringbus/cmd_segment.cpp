@@ -35,11 +35,13 @@ void print_info(const Segment& seg, bool json) {
                "\"published\":{},\"back_pressure\":{},\"keys_used\":{},\"key_slots\":{},\"total_size\":{},"
                "\"dlq_capacity\":{},\"dedup_window\":{},\"dedup_producers\":{},\"type_slots\":{},\"types_used\":{},"
                "\"producers_recovered\":{},\"holes_padded\":{},\"records_voided\":{},\"latches_released\":{},"
-               "\"longest_stall_ns\":{},\"stalls_unresolved\":{},\"tsc_hz\":{},\"producers\":[",
+               "\"longest_stall_ns\":{},\"stalls_unresolved\":{},\"tsc_hz\":{},\"producer_slots\":{},\"group_slots\":{},"
+               "\"producers\":[",
                json_string(seg.location().display()), h.version_major, h.version_minor, s.capacity, s.max_event, s.tail,
                s.published, s.back_pressure, s.keys_used, s.key_slots, s.total_size, s.dlq_capacity, s.dedup_window,
                s.dedup_producers, s.type_slots, s.types_used, s.producers_recovered, s.holes_padded,
-               s.records_voided, s.latches_released, s.longest_stall_ns, s.stalls_unresolved, s.tsc_hz);
+               s.records_voided, s.latches_released, s.longest_stall_ns, s.stalls_unresolved, s.tsc_hz,
+               seg.max_producers(), seg.max_groups());
     for (std::size_t i = 0; i < s.producers.size(); ++i) {
       const ProducerStats& p = s.producers[i];
       fmt::print("{}{{\"slot\":{},\"producer_id\":{},\"pid\":{},\"state\":\"{}\",\"alive\":{},\"exclusive\":{},"
@@ -126,18 +128,18 @@ void add_segment_commands(CLI::App& app, int& exit_code) {
     cmd->add_option("--capacity", *capacity, "Log bytes, a power of two (default 16M)");
     cmd->add_option("--max-event", *max_event, "Largest payload (default 64K)");
     cmd->add_option("--mode", *mode, "Permission bits, octal (default 0600)");
-    cmd->add_option("--max-producers", opts->max_producers, "Producer slots (default 64)");
-    cmd->add_option("--max-groups", opts->max_groups, "Consumer group slots (default 16)");
-    cmd->add_option("--keys", opts->key_slots,
+    add_number(cmd, "--max-producers", opts->max_producers, "Producer slots (default 64)");
+    add_number(cmd, "--max-groups", opts->max_groups, "Consumer group slots (default 16)");
+    add_number(cmd, "--keys", opts->key_slots,
                     "Key table slots, a power of two (default 65536); plan 1.5 x the distinct keys: new keys may be "
                     "refused from about 80% use");
     auto dlq = std::make_shared<std::string>();
     cmd->add_option("--dlq", *dlq,
                     "Dead-letter ring bytes per group, a power of two, or 0 for none (default 256K, or enough for "
                     "two events of --max-event)");
-    cmd->add_option("--dedup-window", opts->dedup_window, "Producer sequences remembered per dedup window (default "
+    add_number(cmd, "--dedup-window", opts->dedup_window, "Producer sequences remembered per dedup window (default "
                                                           "1024; 0: no dedup region)");
-    cmd->add_option("--types", opts->registry_slots, "Event types the schema registry holds (default 256)");
+    add_number(cmd, "--types", opts->registry_slots, "Event types the schema registry holds (default 256)");
     cmd->add_flag("--replace", *replace, "Replace an existing segment of that name");
     cmd->callback([=, &exit_code] {
       SegmentOptions o = *opts;

@@ -256,7 +256,7 @@ void add_stat_command(CLI::App& app, int& exit_code) {
   cmd->add_flag("--watch,-w", *watch, "Redraw in place, like top, until q or Ctrl-C");
   cmd->add_option("--interval", *interval, "Seconds between refreshes with --watch (default 1)")
       ->check(seconds_between(0.05, 3600.0));
-  cmd->add_option("--count", *count,
+  add_number(cmd, "--count", *count,
                   "With --watch: stop after this many refreshes (0, the default: until q or Ctrl-C)");
   cmd->add_flag("--prometheus", *prometheus, "Print the Prometheus text exposition format");
   cmd->callback([=, &exit_code] {

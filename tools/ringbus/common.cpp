@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <stdexcept>
 
 #include "ringbus/error.hpp"
 
@@ -110,18 +111,36 @@ std::string key_table_warning(std::uint64_t keys_used, std::uint64_t key_slots) 
   return fmt::format(" ({}% used: new keys may be refused from about 80%)", keys_used * 100 / key_slots);
 }
 
-void refuse_negative_numbers(CLI::App& app) {
-  const CLI::Validator unsigned_only(
-      [](std::string& v) -> std::string {
+CLI::Validator whole_number(std::uint64_t max) {
+  return CLI::Validator(
+      [max](std::string& v) -> std::string {
         const std::size_t first = v.find_first_not_of(" \t");
         if (first != std::string::npos && v[first] == '-') return "\"" + v + "\" is negative: it must be 0 or more";
+        if (v.empty() || v.find_first_not_of("0123456789") != std::string::npos) {
+          return "\"" + v + "\" is not a whole number in decimal";
+        }
+        std::uint64_t n = 0;
+        const auto [rest, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+        if (ec == std::errc::result_out_of_range || n > max) {
+          return fmt::format("\"{}\" is too large: it must be at most {}", v, max);
+        }
+        v = std::to_string(n);  // "010" -> "10": CLI11 would read it as octal
         return {};
       },
-      "");
+      "", kWholeNumber);
+}
+
+void require_whole_numbers(CLI::App& app) {
   for (CLI::Option* o : app.get_options()) {
-    if (o->get_type_name().starts_with("UINT")) o->check(unsigned_only);
+    const std::string type = o->get_type_name();
+    if (!type.starts_with("UINT") && !type.starts_with("INT")) continue;
+    try {
+      o->get_validator(kWholeNumber);
+    } catch (const CLI::OptionNotFound&) {
+      throw std::logic_error("ringbus " + app.get_name() + " " + o->get_name() + ": an integer option not added by add_number");
+    }
   }
-  for (CLI::App* sub : app.get_subcommands(std::function<bool(CLI::App*)>{})) refuse_negative_numbers(*sub);
+  for (CLI::App* sub : app.get_subcommands(std::function<bool(CLI::App*)>{})) require_whole_numbers(*sub);
 }
 
 namespace {

@@ -5,10 +5,13 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <span>
 #include <string_view>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "ringbus/registry.hpp"
@@ -59,10 +62,24 @@ std::string human_bytes(std::uint64_t n);
 std::string with_commas(std::uint64_t n);
 // The schema registry of `seg`, or nullopt for a segment created without one.
 std::optional<SchemaRegistry> registry_of(const Segment& seg);
-// Makes every unsigned option of `app` and its subcommands refuse a minus sign. CLI11
-// 2.1 reads "-1" into a 64-bit unsigned option as 2^64 - 1 (`tail -n -1` printed every
-// event; a 32-bit option it refuses).
-void refuse_negative_numbers(CLI::App& app);
+// A whole number in decimal, from 0 to `max`. CLI11 2.1 reads a number as C does: "010"
+// as octal 8 (`dlq redrive SEG GROUP 010` redrove dead letter 8), "0x10" as 16, and "-1"
+// into a 64-bit unsigned option as 2^64 - 1 (`tail -n -1` printed every event); a number
+// beyond the option's type it refuses as "Could not convert". This validator names what
+// is wrong, and drops leading zeros so that CLI11 reads the digits as decimal.
+CLI::Validator whole_number(std::uint64_t max);
+inline constexpr const char* kWholeNumber = "whole-number";
+// Adds an option (or positional) for a count, a size or an id: a whole number that fits T.
+template <class T>
+CLI::Option* add_number(CLI::App* cmd, std::string name, T& value, std::string help) {
+  static_assert(std::is_integral_v<T> && !std::is_same_v<T, bool>);
+  return cmd->add_option(std::move(name), value, std::move(help))
+      ->transform(whole_number(static_cast<std::uint64_t>(std::numeric_limits<T>::max())));
+}
+// Throws std::logic_error naming an integer option of `app` or its subcommands that was
+// not added by add_number (and so would read "010" as 8): run by every invocation, so
+// any test of the tool finds one.
+void require_whole_numbers(CLI::App& app);
 // " (N% used: ...)" once a key table is 75% used, from when it may refuse a new key
 // (DESIGN.md, "When the table fills"); empty below.
 std::string key_table_warning(std::uint64_t keys_used, std::uint64_t key_slots);

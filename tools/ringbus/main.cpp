@@ -27,7 +27,7 @@ int run(int argc, char** argv) {
   add_event_commands(app, exit_code);
   add_stat_command(app, exit_code);
   add_dlq_command(app, exit_code);
-  refuse_negative_numbers(app);
+  require_whole_numbers(app);
   if (!ringbus::Tsc::setting_valid()) {
     fmt::print(stderr, "ringbus: {} is '{}': set it to 'tsc' (the default) or 'steady', or unset it\n",
                ringbus::Tsc::kEnvironment, std::getenv(ringbus::Tsc::kEnvironment));

@@ -206,6 +206,8 @@ struct Report {
 // and, when a throughput case runs, fits in the memory available. run() throws
 // std::invalid_argument with this text, before any thread starts.
 std::string check(const Options& options);
+// The longest pacing gap between latency events: 1 s.
+inline constexpr std::uint64_t kMaxGapNs = 1'000'000'000;
 // Why a producer on `producer` and a consumer on `consumer` cannot be pinned for a
 // measurement, or empty: both CPUs this process may run on, and two different ones (a
 // busy-spinning pair sharing one CPU measures the scheduler's time slice).
