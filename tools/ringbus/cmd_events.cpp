@@ -2,6 +2,7 @@
 // ringbus tail NAME [...]         events out as JSON lines
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -13,6 +14,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <system_error>
 #include <thread>
 #include <unordered_map>
 
@@ -29,14 +31,41 @@ namespace ringbus::tool {
 namespace {
 
 volatile std::sig_atomic_t g_interrupted = 0;
-void on_signal(int) { g_interrupted = 1; }
+// Ctrl-C and SIGTERM set g_interrupted and write a byte here, which a wait for input
+// polls beside the input: a signal that lands after a check of the flag and before the
+// wait begins still ends the wait (checked, then read(2), it was lost until the input
+// moved, and a second Ctrl-C was needed).
+int g_wake[2] = {-1, -1};
+void on_signal(int) {
+  const int saved = errno;
+  g_interrupted = 1;
+  if (g_wake[1] >= 0) {
+    const ssize_t n = ::write(g_wake[1], "", 1);  // fails only when full: a byte is there
+    static_cast<void>(n);
+  }
+  errno = saved;
+}
 
 void stop_on_signals() {
+  if (g_wake[0] < 0 && ::pipe2(g_wake, O_NONBLOCK | O_CLOEXEC) != 0) {
+    throw std::system_error(errno, std::generic_category(), "cannot create the pipe that Ctrl-C wakes");
+  }
   struct sigaction sa {};
   sa.sa_handler = on_signal;
   ::sigaction(SIGINT, &sa, nullptr);
   ::sigaction(SIGTERM, &sa, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
+}
+
+// Waits until `fd` has input (or its end, or an error, which read(2) then returns);
+// false on Ctrl-C.
+bool wait_for_input(int fd) {
+  std::array<pollfd, 2> fds{{{fd, POLLIN, 0}, {g_wake[0], POLLIN, 0}}};
+  for (;;) {
+    if (g_interrupted != 0) return false;
+    const int n = ::poll(fds.data(), g_wake[0] >= 0 ? 2 : 1, -1);
+    if (n > 0 || errno != EINTR) return g_interrupted == 0;
+  }
 }
 
 // Reads lines from a file descriptor, counting bytes so that every line has its offset
@@ -50,7 +79,7 @@ void stop_on_signals() {
 // read that fails keeps its errno (a stream only sets a flag, or reports an end).
 class LineReader {
  public:
-  LineReader(int fd, std::uint64_t max_line) : fd_(fd), max_line_(max_line) {}
+  LineReader(int fd, std::uint64_t max_line) : fd_(fd), regular_(is_regular(fd)), max_line_(max_line) {}
   // The next line (valid until the next call), its offset and its length without the
   // newline; false at the end of the input, on Ctrl-C, or on a read error (`error()`).
   // A line longer than max_line comes back empty, with its length.
@@ -113,10 +142,13 @@ class LineReader {
 
  private:
   // Reads after end_; false on Ctrl-C or a read error. Ctrl-C is checked before every
-  // read: a line without end (/dev/zero) must not hold it off.
+  // read, so a line without end (/dev/zero) does not hold it off; input that may keep
+  // a read waiting (a pipe, a terminal: not a regular file) is waited for in poll(2),
+  // beside the pipe Ctrl-C wakes.
   bool fill() {
     for (;;) {
       if (g_interrupted != 0) return false;
+      if (!regular_ && !wait_for_input(fd_)) return false;
       const ssize_t n = ::read(fd_, chunk_.data() + end_, chunk_.size() - end_);
       if (n > 0) {
         end_ += static_cast<std::size_t>(n);
@@ -126,14 +158,21 @@ class LineReader {
         eof_ = true;
         return true;
       }
-      if (errno != EINTR) {
+      // EAGAIN: input left non-blocking by whoever passed it; wait for it again.
+      if (errno != EINTR && !(errno == EAGAIN && !regular_)) {
         error_ = errno;
         return false;
       }
     }
   }
 
+  static bool is_regular(int fd) {
+    struct stat st {};
+    return ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+  }
+
   int fd_;
+  bool regular_;  // a regular file: a read never waits
   std::uint64_t max_line_;
   std::uint64_t offset_ = 0;  // input bytes before the next line
   std::array<char, 64 * 1024> chunk_{};
@@ -217,13 +256,11 @@ void add_event_commands(CLI::App& app, int& exit_code) {
         struct stat st {};
         if (::stat(file->c_str(), &st) != 0) throw std::runtime_error("cannot read " + *file + ": " + std::strerror(errno));
         if (S_ISDIR(st.st_mode)) throw std::runtime_error("cannot read " + *file + ": it is a directory");
-        // A named pipe's open waits for a writer: Ctrl-C meanwhile ends the run as interrupted.
-        fd = -1;
-        while (g_interrupted == 0 && (fd = ::open(file->c_str(), O_RDONLY | O_CLOEXEC)) < 0 && errno == EINTR) {
-        }
-        if (fd < 0 && g_interrupted == 0) {
-          throw std::runtime_error("cannot read " + *file + ": " + std::strerror(errno));
-        }
+        // Opened without waiting: a named pipe's open would wait for a writer, with Ctrl-C
+        // unseen; LineReader's first read waits instead, and Ctrl-C ends that wait.
+        fd = ::open(file->c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+        if (fd < 0) throw std::runtime_error("cannot read " + *file + ": " + std::strerror(errno));
+        ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
         input_size = S_ISREG(st.st_mode) ? static_cast<std::uint64_t>(st.st_size) : 0;
       }
       const struct Closer {
