@@ -3,6 +3,8 @@
 
 #include <simdjson.h>
 
+#include <array>
+#include <cstdio>
 #include <cstring>
 #include <vector>
 
@@ -252,16 +254,49 @@ std::optional<JsonLineError> structure_error(std::string_view line) {
 
 }  // namespace
 
-bool is_json(std::string_view text, std::size_t* error_at) {
-  const std::size_t bad = invalid_utf8_at(text);
-  if (bad != std::string_view::npos) {
-    if (error_at != nullptr) *error_at = bad;
-    return false;
+namespace {
+
+// Offset of the first control character (below 0x20) inside a string of `s`, which JSON
+// requires escaped (simdjson reports it for the whole text, UNESCAPED_CHARS); npos if none.
+std::size_t unescaped_control_at(std::string_view s) noexcept {
+  bool in_string = false;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (!in_string) {
+      in_string = c == '"';
+    } else if (c == '\\') {
+      ++i;
+      if (i < s.size() && static_cast<unsigned char>(s[i]) < 0x20) return i;
+    } else if (c == '"') {
+      in_string = false;
+    } else if (c < 0x20) {
+      return i;
+    }
   }
+  return std::string_view::npos;
+}
+
+// A control character that JSON requires escaped, found in a string at `at`.
+std::string unescaped_control(std::string_view text, std::size_t at) {
+  const unsigned c = static_cast<unsigned char>(text[at]);
+  std::array<char, 96> buf{};
+  std::snprintf(buf.data(), buf.size(), "a string holds a control character (0x%02x): JSON requires it escaped, as \\u%04x",
+                c, c);
+  return buf.data();
+}
+
+// is_json, with the error and its offset in `at`.
+error_code json_error(std::string_view text, std::size_t& at) {
+  at = invalid_utf8_at(text);
+  if (at != std::string_view::npos) return simdjson::UTF8_ERROR;
+  at = 0;
   const simdjson::padded_string padded(text);
   od::document doc;
-  std::size_t at = 0;
   error_code e = value_parser().iterate(padded).get(doc);
+  if (e == simdjson::UNESCAPED_CHARS) {
+    at = std::min(unescaped_control_at(text), text.size());
+    return e;
+  }
   if (e == SUCCESS) {
     od::json_type t{};
     e = doc.type().get(t);
@@ -310,7 +345,16 @@ bool is_json(std::string_view text, std::size_t* error_at) {
       }
     }
   }
-  if (e != SUCCESS && error_at != nullptr) *error_at = std::min(at, text.size());
+  at = std::min(at, text.size());
+  return e;
+}
+
+}  // namespace
+
+bool is_json(std::string_view text, std::size_t* error_at) {
+  std::size_t at = 0;
+  const error_code e = json_error(text, at);
+  if (e != SUCCESS && error_at != nullptr) *error_at = at;
   return e == SUCCESS;
 }
 
@@ -338,6 +382,11 @@ std::optional<JsonLineError> parse_envelope_json(std::string_view line, Envelope
   const char* base = padded.data();
   od::document doc;
   if (error_code e = line_parser().iterate(padded).get(doc)) {
+    if (e == simdjson::UNESCAPED_CHARS) {
+      if (const std::size_t at = unescaped_control_at(line); at != std::string_view::npos) {
+        return JsonLineError{at, "", unescaped_control(line, at)};
+      }
+    }
     return structure_error(line).value_or(JsonLineError{0, "", "not JSON: " + describe(e)});
   }
   auto location = [&]() -> std::size_t {
@@ -450,8 +499,10 @@ std::optional<JsonLineError> parse_envelope_json(std::string_view line, Envelope
         std::size_t bad = 0;
         if (e != SUCCESS) {
           err = JsonLineError{at, field_name, "malformed value: " + describe(e)};
-        } else if (!is_json(raw, &bad)) {
-          err = JsonLineError{at + bad, field_name, "is not valid JSON"};
+        } else if (const error_code fault = json_error(raw, bad); fault != SUCCESS) {
+          err = JsonLineError{at + bad, field_name,
+                              fault == simdjson::DEPTH_ERROR ? "nests arrays and objects more than 256 levels deep"
+                                                             : "is not valid JSON"};
         } else {
           out.data = minify_json(raw);
         }

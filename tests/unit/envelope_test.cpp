@@ -387,6 +387,16 @@ TEST(JsonLines, ErrorsNameTheFieldAndWhere) {
       {R"({"event_type":"T","data":1])", "", "']' does not close the '{' at column 1", 26},
       {R"({"event_type":"T","data":"]"}])", "", "trailing", 29},
       {R"({"event_type":"T","data":"\"]"}])", "", "trailing", 31},
+      // A raw control character in a string is named with its offset (simdjson reports
+      // one for the whole line: "not JSON" at column 1); raw tabs between tokens are fine.
+      {"{\"event_type\":\"T\",\"data\":\"a\tb\"}", "",
+       "a string holds a control character (0x09): JSON requires it escaped, as \\u0009", 27},
+      {std::string("{\"event_type\":\"T\0\",\"data\":1}", 28), "", "control character (0x00)", 16},
+      {"{\"event_type\":\"T\\\x01\",\"data\":1}", "", "control character (0x01)", 17},
+      {"{\"event_type\":\"T\",\t\"data\":[1,\"\x1f\"]}", "", "control character (0x1f)", 30},
+      // Nesting deeper than 256 levels below `data` is named as such, at the level too deep.
+      {R"({"event_type":"T","data":)" + std::string(300, '[') + std::string(300, ']') + "}", "data",
+       "nests arrays and objects more than 256 levels deep", 25 + 256},
   };
   for (const Case& c : cases) {
     Envelope e;
