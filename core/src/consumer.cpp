@@ -649,11 +649,7 @@ void Worker::check_stall() noexcept {
   }
   if (now - stall_since_ns_ < unblock_after_ns_) return;
   if (detail::unblock(r_, pos_)) {
-    const std::uint64_t stalled = now - stall_since_ns_;
-    std::atomic<std::uint64_t>& longest = r_.control->longest_stall_ns;
-    std::uint64_t prev = longest.load(std::memory_order_relaxed);
-    while (prev < stalled && !longest.compare_exchange_weak(prev, stalled, std::memory_order_relaxed)) {
-    }
+    detail::note_stall_ended(r_, now - stall_since_ns_);
     stall_pos_ = layout::kNoPosition;
   } else if (stall_counted_ != pos_) {
     // Past unblock_after and not repaired: its owner lives (a producer stopped

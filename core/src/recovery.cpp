@@ -224,6 +224,13 @@ bool unblock(const SegmentRefs& r, std::uint64_t pos) noexcept {
   return frame_ready(r, pos);
 }
 
+void note_stall_ended(const SegmentRefs& r, std::uint64_t ns) noexcept {
+  std::atomic<std::uint64_t>& longest = r.control->longest_stall_ns;
+  std::uint64_t prev = longest.load(std::memory_order_relaxed);
+  while (prev < ns && !longest.compare_exchange_weak(prev, ns, std::memory_order_relaxed)) {
+  }
+}
+
 void write_void(const SegmentRefs& r, std::uint64_t pos, std::uint64_t key, std::uint64_t key_seq,
                 std::uint16_t flags, std::uint32_t producer_id, std::uint64_t producer_seq, std::uint16_t type,
                 std::uint32_t len) noexcept {

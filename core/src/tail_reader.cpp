@@ -4,6 +4,8 @@
 #include <atomic>
 #include <optional>
 
+#include "ringbus/detail/process.hpp"
+#include "ringbus/detail/recovery.hpp"
 #include "ringbus/error.hpp"
 
 namespace ringbus {
@@ -145,6 +147,32 @@ bool TailReader::resync_if_lapped(std::uint64_t pos) {
   return true;
 }
 
+bool TailReader::repair_if_held(std::uint64_t pos) {
+  if (load_tail() <= pos) {  // nothing claimed there yet: the end of the log
+    held_pos_ = layout::kNoPosition;
+    return false;
+  }
+  const std::uint64_t now = detail::monotonic_ns();
+  held_checked_ns_ = now;
+  if (held_pos_ != pos) {
+    held_pos_ = pos;
+    held_since_ns_ = now;
+    return false;
+  }
+  constexpr auto kAfterNs = static_cast<std::uint64_t>(std::chrono::nanoseconds(kUnblockAfter).count());
+  if (now - held_since_ns_ < kAfterNs || now - unblock_tried_ns_ < 1'000'000 || seg_.read_only()) return false;
+  unblock_tried_ns_ = now;
+  if (!detail::unblock(r_, pos)) return false;
+  detail::note_stall_ended(r_, now - held_since_ns_);
+  held_pos_ = layout::kNoPosition;
+  return true;
+}
+
+std::optional<std::chrono::nanoseconds> TailReader::held_at_claim() const noexcept {
+  if (held_pos_ != pos_) return std::nullopt;
+  return std::chrono::nanoseconds(held_checked_ns_ - held_since_ns_);
+}
+
 bool TailReader::try_next(Event& out) {
   for (;;) {
     const std::uint64_t pos = pos_;
@@ -153,8 +181,10 @@ bool TailReader::try_next(Event& out) {
     const std::uint64_t f = std::atomic_ref<std::uint64_t>(h->frame).load(std::memory_order_acquire);
     if (!frame::ready_for(f, r_.lap(pos))) {
       if (resync_if_lapped(pos)) continue;
+      if (repair_if_held(pos)) continue;
       return false;
     }
+    held_pos_ = layout::kNoPosition;
     const RecordState state = frame::state(f);
     const std::uint32_t len = frame::length(f);
     const std::uint64_t bytes = record_span(r_, f, pos);

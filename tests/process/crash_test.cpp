@@ -16,6 +16,7 @@
 #include "ringbus/detail/process.hpp"
 #include "ringbus/producer.hpp"
 #include "ringbus/stats.hpp"
+#include "ringbus/tail_reader.hpp"
 #include "support.hpp"
 
 namespace ringbus {
@@ -320,6 +321,65 @@ TEST(ProducerDeathWithAFullTable, AttachRepairsADeadProducersSlotAndTakesIt) {
       << "delivered " << delivered.load() << " of " << expected;
   g.stop();
   EXPECT_EQ(delivered.load(), expected);
+}
+
+// With no consumer group, nothing else repairs a dead producer's hole: a TailReader
+// (`ringbus tail`) waited at it for ever, and never showed what was published after it.
+// It now repairs the claim once it has waited TailReader::kUnblockAfter at it, as a
+// stalled worker does; a reader of a segment mapped read-only cannot, and waits, saying
+// how long (held_at_claim).
+TEST(ProducerDeathBeforeATailReader, TheReaderRepairsTheHoleUnlessItMayOnlyRead) {
+  test::TempSegment seg({.capacity = 64 * 1024, .max_event = 1024, .key_slots = 64}, "crash");
+  SharedBlock<ChildReport> report;
+  ASSERT_EQ(run_crash_producer(seg, {FaultPoint::before_frame, true, false, false}, report), 128 + SIGKILL);
+  const std::uint64_t before = report->published.load();
+  Producer p2 = Producer::attach(seg.segment());
+  for (std::uint64_t n = 0; n < 10; ++n) ASSERT_EQ(publish_n(p2, 42, 1'000'000 + n), Status::ok);
+
+  auto read_all = [](TailReader& r, std::vector<std::uint64_t>& got) {
+    Event e;
+    while (r.try_next(e)) {
+      std::uint64_t n = 0;
+      std::memcpy(&n, e.payload().data(), 8);
+      got.push_back(n);
+    }
+  };
+  OpenOptions ro_options;
+  ro_options.read_only = true;
+  const Segment ro = Segment::open(seg.location(), ro_options);
+  TailReader only_reads = TailReader::open(ro, TailStart::earliest);
+  std::vector<std::uint64_t> got_ro;
+  ASSERT_TRUE(test::eventually(
+      [&] {
+        read_all(only_reads, got_ro);
+        const auto held = only_reads.held_at_claim();
+        return held && *held >= TailReader::kUnblockAfter + std::chrono::milliseconds(50);
+      },
+      std::chrono::seconds(30)));
+  EXPECT_EQ(got_ro.size(), before) << "the read-only reader passed the hole";
+  EXPECT_EQ(read_stats(seg.segment()).producers_recovered, 0u);
+
+  TailReader writer = TailReader::open(seg.segment(), TailStart::earliest);
+  std::vector<std::uint64_t> got;
+  ASSERT_TRUE(test::eventually(
+      [&] {
+        read_all(writer, got);
+        return got.size() >= before + 10;
+      },
+      std::chrono::seconds(30)))
+      << "read " << got.size() << " of " << before + 10 << ": the reader stayed at the hole";
+  EXPECT_EQ(writer.voids(), 1u) << "keyed, the latch released: the lost event is a void record";
+  EXPECT_FALSE(writer.held_at_claim().has_value());
+  const SegmentStats s = read_stats(seg.segment());
+  EXPECT_EQ(s.producers_recovered, 1u);
+  EXPECT_EQ(s.records_voided, 1u);
+  EXPECT_GE(s.longest_stall_ns, 100'000'000u);
+  for (std::uint64_t n = 0; n < 10; ++n) EXPECT_EQ(got.at(before + n), 1'000'000 + n);
+
+  // Repaired by the other: the read-only reader goes on.
+  read_all(only_reads, got_ro);
+  EXPECT_EQ(got_ro, got);
+  EXPECT_FALSE(only_reads.held_at_claim().has_value());
 }
 
 // A waiting thread that yields gives its CPU away for a whole time slice each time

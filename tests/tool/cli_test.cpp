@@ -1839,6 +1839,51 @@ TEST(Cli, AUserWhoMayOnlyReadASegmentInspectsIt) {
   ::unlink(path.c_str());
 }
 
+// A producer that died holding a claim leaves a hole; with no consumer group nothing else
+// repaired it, and `tail` stopped there, status 0, with every later event unseen (-f
+// waited for ever). tail repairs it after 0.1 s; a user who may only read the segment
+// cannot, and tail says where it stopped and why, with status 1.
+TEST(Cli, TailPassesADeadProducersClaimOrSaysWhereItStopped) {
+  const std::string path = "/tmp/" + unique_name("cli-hole") + ".seg";
+  ASSERT_EQ(ringbus_run({"create", path, "--mode", "0644"}).code, 0);
+  const TempFile one(R"({"event_type":"a","data":1})" "\n");
+  const TempFile two(R"({"event_type":"a","data":2})" "\n");
+  ASSERT_EQ(ringbus_run({"publish", path, one.path()}).code, 0);
+  const pid_t child = ::fork();
+  if (child == 0) {  // claims, and dies before its commit
+    const ringbus::Segment s = ringbus::Segment::open(ringbus::Location::file(path));
+    ringbus::Producer p = ringbus::Producer::attach(s);
+    ringbus::Claim c;
+    ::_exit(p.try_claim(0, 1, 16, c) == ringbus::Status::ok ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_EQ(status, 0);
+  ASSERT_EQ(ringbus_run({"publish", path, two.path()}).code, 0);
+
+  if (::geteuid() == 0) {
+    constexpr uid_t kNobody = 65534;
+    const Result held = Child({"tail", path, "--allow-other-owner"}, "", {}, -1, kNobody).wait();
+    if (held.code != 121 && held.code != 126 && held.code != 127) {
+      EXPECT_EQ(held.code, 1) << held.err;
+      ASSERT_EQ(lines_of(held.out).size(), 1u) << held.out;
+      EXPECT_EQ(fields_of(held.out).at("data"), "1");
+      EXPECT_NE(held.err.find("ringbus tail: stopped at position "), std::string::npos) << held.err;
+      EXPECT_NE(held.err.find(": the record claimed there is not committed after 1."), std::string::npos) << held.err;
+      EXPECT_NE(held.err.find("this user may only read the segment, so cannot repair the claim"), std::string::npos)
+          << held.err;
+    }
+  }
+  const Result tail = ringbus_run({"tail", path});
+  EXPECT_EQ(tail.code, 0) << tail.err;
+  const std::vector<std::string> lines = lines_of(tail.out);
+  ASSERT_EQ(lines.size(), 2u) << tail.out;
+  EXPECT_EQ(fields_of(lines[1]).at("data"), "2");
+  const Result info = ringbus_run({"info", path, "--json"});
+  EXPECT_NE(info.out.find("\"producers_recovered\":1,\"holes_padded\":1,"), std::string::npos) << info.out;
+  ::unlink(path.c_str());
+}
+
 // Numbers on the command line are decimal, and bounded by what the option holds. CLI11
 // read them as C does: "010" as octal 8 (`dlq redrive SEG GROUP 010` redrove dead letter
 // 8; `tail -n 010` printed 8 events), "0x10" as 16; and a number beyond a 32-bit option

@@ -409,9 +409,28 @@ void add_event_commands(CLI::App& app, int& exit_code) {
       std::uint64_t printed = 0;
       Event e;
       std::string out;
+      bool held_told = false;
+      exit_code = kOk;
       while (g_interrupted == 0 && (*count == 0 || printed < *count)) {
         if (!reader.try_next(e)) {
-          if (!*follow || !flush_out()) break;
+          // A record claimed but not committed: the reader repairs it after 0.1 s if its
+          // producer died. Held for a second, it is a live producer stopped mid-publish,
+          // or (read-only) one this user cannot repair: said once; without --follow, the
+          // output stops there, short, and the command fails.
+          const std::optional<std::chrono::nanoseconds> held = reader.held_at_claim();
+          if (held && *held >= std::chrono::seconds(1) && !held_told) {
+            held_told = true;
+            fmt::print(stderr, "ringbus tail: {} at position {}: the record claimed there is not committed after {:.1f} s; {}\n",
+                       *follow ? "waiting" : "stopped", reader.position(), std::chrono::duration<double>(*held).count(),
+                       seg.read_only() ? "this user may only read the segment, so cannot repair the claim if its "
+                                         "producer died (a process that may write the segment repairs it)"
+                                       : "its producer is alive (stopped mid-publish?)");
+            if (!*follow) {
+              exit_code = kFailed;
+              break;
+            }
+          }
+          if ((!*follow && !held) || !flush_out()) break;
           std::this_thread::sleep_for(std::chrono::milliseconds(2));
           continue;
         }
@@ -437,7 +456,6 @@ void add_event_commands(CLI::App& app, int& exit_code) {
         fmt::print(stderr, "ringbus tail: the ring overtook this reader: {} bytes skipped\n",
                    with_commas(reader.missed_bytes()));
       }
-      exit_code = kOk;
     });
   }
 }

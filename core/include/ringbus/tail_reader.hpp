@@ -4,7 +4,9 @@
 // the bytes while it copied), so the Event it returns stays valid until the next call.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <optional>
 #include <unordered_map>
 #include <vector>
 
@@ -29,8 +31,18 @@ class TailReader {
   static TailReader open_at(const Segment& segment, std::uint64_t position);
 
   // Copies the next event (skipping padding and void records); false if none is ready.
-  // Throws Error(corrupt) for a record that cannot be valid.
+  // Throws Error(corrupt) for a record that cannot be valid. A record claimed but not
+  // committed (the tail is past it) is waited for; once this reader has waited
+  // kUnblockAfter at it, it repairs the claim if its producer died (padding or a void
+  // record, DESIGN.md section 9), as a stalled worker does. A reader of a segment
+  // opened read-only cannot repair, and waits.
   [[nodiscard]] bool try_next(Event& out);
+  // A worker's default unblock_after (ConsumerOptions).
+  static constexpr std::chrono::milliseconds kUnblockAfter{100};
+  // How long the reader has been waiting, as of the last try_next, at a record claimed
+  // but not committed; nullopt if it is not waiting at one (the next record is there,
+  // or not claimed yet: the end of the log).
+  [[nodiscard]] std::optional<std::chrono::nanoseconds> held_at_claim() const noexcept;
 
   // Position of the next record to read.
   [[nodiscard]] std::uint64_t position() const noexcept { return pos_; }
@@ -49,6 +61,10 @@ class TailReader {
   // If the tail is more than a ring ahead of `pos`, skips to the oldest lap still in
   // the ring, counts what was missed and returns true.
   bool resync_if_lapped(std::uint64_t pos);
+  // The record at `pos` has not come: notes since when the tail is past it, and after
+  // kUnblockAfter repairs a dead producer's claim (detail::unblock, at most once a
+  // millisecond: it reads every producer's journal). True if the record is there now.
+  bool repair_if_held(std::uint64_t pos);
   // The tail, checked: shared memory may hold anything (Error(corrupt)).
   std::uint64_t load_tail() const;
 
@@ -59,6 +75,10 @@ class TailReader {
   std::uint64_t missed_bytes_ = 0;
   std::uint64_t resyncs_ = 0;
   std::uint64_t voids_ = 0;
+  std::uint64_t held_pos_ = layout::kNoPosition;  // the claim waited at, or none
+  std::uint64_t held_since_ns_ = 0;
+  std::uint64_t held_checked_ns_ = 0;  // the last try_next that found it still held
+  std::uint64_t unblock_tried_ns_ = 0;
   std::vector<std::uint64_t> buf_;  // header + payload, 8-byte aligned
   std::unordered_map<std::uint32_t, std::uint64_t> last_seq_;
 };

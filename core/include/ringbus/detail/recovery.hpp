@@ -24,6 +24,10 @@ bool recover_producer(const SegmentRefs& r, std::uint32_t slot) noexcept;
 // claimant; if it is dead, repairs it. Returns true if the frame at `pos` is now there.
 bool unblock(const SegmentRefs& r, std::uint64_t pos) noexcept;
 
+// A reader's stall of `ns` ended by recovery: kept in the control block's
+// longest_stall_ns if it is the longest.
+void note_stall_ended(const SegmentRefs& r, std::uint64_t ns) noexcept;
+
 // Writes a void record at `pos` (header, then frame with release order).
 void write_void(const SegmentRefs& r, std::uint64_t pos, std::uint64_t key, std::uint64_t key_seq,
                 std::uint16_t flags, std::uint32_t producer_id, std::uint64_t producer_seq, std::uint16_t type,
