@@ -1946,6 +1946,12 @@ TEST(Cli, ExitCodesAndErrorsNameWhatWasWrong) {
   EXPECT_EQ(ringbus_run({}).code, 2);
   EXPECT_EQ(ringbus_run({"create"}).code, 2);
   EXPECT_EQ(ringbus_run({"tail", missing, "--from", "yesterday"}).code, 2);
+  // An empty --path (an unset variable) is usage; it fell back to NAME, and `create`
+  // made shm:NAME.
+  const Result empty_path = ringbus_run({"create", "--path", "", missing});
+  EXPECT_EQ(empty_path.code, 2);
+  EXPECT_NE(empty_path.err.find("--path: is empty: give a file path"), std::string::npos) << empty_path.err;
+  EXPECT_EQ(ringbus_run({"info", missing}).code, 4) << "nothing was created";
   // A position has at most 19 digits (positions are below 2^62): 20 are refused as
   // usage, before the segment is looked for; 19 get as far as the missing segment.
   const Result twenty = ringbus_run({"tail", missing, "--from", "10000000000000000000"});

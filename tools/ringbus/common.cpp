@@ -16,7 +16,11 @@ namespace ringbus::tool {
 
 void SegmentArg::add_to(CLI::App* cmd, bool opens) {
   cmd->add_option("name", name, "Segment: a shared-memory name, or a file path if it contains '/'")->required();
-  cmd->add_option("--path", path, "File path of a file-backed segment (overrides NAME)");
+  // Given empty (an unset variable in a script: --path "$SEG"), it named nothing, and
+  // NAME was used.
+  cmd->add_option("--path", path, "File path of a file-backed segment (overrides NAME)")
+      ->check(CLI::Validator([](std::string& v) { return v.empty() ? std::string("is empty: give a file path") : std::string(); },
+                             ""));
   if (!opens) return;
   cmd->add_flag("--allow-other-owner", allow_other_owner,
                 "Accept a segment another user owns (one created with a --mode that lets this user read and write it)");
