@@ -35,6 +35,13 @@ class Mapping {
   std::size_t len_;
   SegmentRefs refs_;
   bool read_only_ = false;  // mapped PROT_READ (OpenOptions::read_only)
+  // The file mapped, as fstat saw it: Segment::naming() compares what the name opens.
+  dev_t dev_ = 0;
+  ino_t ino_ = 0;
+  void identify(const struct stat& st) noexcept {
+    dev_ = st.st_dev;
+    ino_ = st.st_ino;
+  }
 };
 
 }  // namespace detail
@@ -348,6 +355,17 @@ const detail::SegmentRefs& Segment::refs() const noexcept { return map_->refs_; 
 
 bool Segment::read_only() const noexcept { return map_->read_only_; }
 
+Segment::Naming Segment::naming() const {
+  const Location& where = location();
+  if (where.kind == Location::Kind::anonymous) return Naming::this_segment;
+  const int fd = open_fd(where, O_RDONLY | O_NONBLOCK, 0);
+  if (fd < 0) return errno == ENOENT ? Naming::nothing : Naming::this_segment;
+  struct stat st {};
+  const bool same = ::fstat(fd, &st) != 0 || (st.st_dev == map_->dev_ && st.st_ino == map_->ino_);
+  ::close(fd);
+  return same ? Naming::this_segment : Naming::another;
+}
+
 void Segment::require_writable(std::string_view what) const {
   if (!read_only()) return;
   throw Error(Errc::permission, "segment " + location().display() + ": opened read-only (OpenOptions::read_only): cannot " +
@@ -435,6 +453,7 @@ Segment Segment::create(const Location& where, const SegmentOptions& options) {
   if (addr == MAP_FAILED) abandon(Errc::system, "mmap: " + errno_text(errno));
   touch_every_page(static_cast<const std::byte*>(addr), plan.total);
   auto map = std::make_shared<detail::Mapping>(where, addr, plan.total);
+  if (struct stat st {}; ::fstat(fd, &st) == 0) map->identify(st);
   auto* base = static_cast<std::byte*>(addr);
 
   auto* h = new (base) layout::SegmentHeader{};  // the file is zero-filled; this starts the lifetimes
@@ -596,6 +615,7 @@ Segment Segment::open(const Location& where, const OpenOptions& options) {
   if (addr == MAP_FAILED) fail(Errc::system, where, "mmap: " + errno_text(errno));
   if (options.touch_pages) touch_every_page(static_cast<const std::byte*>(addr), h.total_size);
   auto map = std::make_shared<detail::Mapping>(where, addr, h.total_size);
+  map->identify(st);
   // Sizes come from the validated private copy, never from the shared page again.
   map->refs_ = make_refs(static_cast<std::byte*>(addr), h, plan);
   map->read_only_ = options.read_only;

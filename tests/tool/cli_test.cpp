@@ -1884,6 +1884,35 @@ TEST(Cli, TailPassesADeadProducersClaimOrSaysWhereItStopped) {
   ::unlink(path.c_str());
 }
 
+// tail -f and stat --watch end when the segment they follow is removed (status 0) or
+// replaced by another of its name (status 1, saying so): they went on showing a segment
+// nothing could publish to again, and tail -f missed every event published under its
+// name from then on.
+TEST(Cli, FollowersEndWhenTheSegmentIsRemovedOrReplaced) {
+  for (const bool replace : {false, true}) {
+    SCOPED_TRACE(replace ? "replaced" : "removed");
+    const std::string name = unique_name("rbcli-gone");
+    ASSERT_EQ(ringbus_run({"create", name}).code, 0);
+    const TempFile line(R"({"event_type":"a","data":1})" "\n");
+    ASSERT_EQ(ringbus_run({"publish", name, line.path()}).code, 0);
+    Child tail({"tail", name, "-f"}, "");
+    Child stat({"stat", name, "--watch", "--interval", "0.05"}, "");
+    std::this_thread::sleep_for(200ms);  // both attached (they would still pass without)
+    ASSERT_EQ(ringbus_run(replace ? std::vector<std::string>{"create", name, "--replace"}
+                                  : std::vector<std::string>{"rm", name})
+                  .code,
+              0);
+    for (auto [result, command] : {std::pair{tail.wait(), "tail"}, std::pair{stat.wait(), "stat"}}) {
+      EXPECT_EQ(result.code, replace ? 1 : 0) << command << "\n" << result.err;
+      EXPECT_NE(result.err.find(std::string("ringbus ") + command + ": segment shm:" + name +
+                                (replace ? " was replaced by another of that name" : " was removed")),
+                std::string::npos)
+          << result.err;
+    }
+    if (replace) ringbus::Segment::remove(ringbus::Location::shm(name));
+  }
+}
+
 // Numbers on the command line are decimal, and bounded by what the option holds. CLI11
 // read them as C does: "010" as octal 8 (`dlq redrive SEG GROUP 010` redrove dead letter
 // 8; `tail -n 010` printed 8 events), "0x10" as 16; and a number beyond a 32-bit option

@@ -363,6 +363,34 @@ std::string protection_of(const void* addr) {
 // A segment opened read-only is mapped so (a stray write would fault, not corrupt it),
 // and everything that only reads works on it: statistics, a tail reader, the registry's
 // lookups. Whatever would write refuses it with Errc::permission, naming what it is.
+// A segment can tell whether its name still names it: a tool following one (tail -f,
+// stat --watch) otherwise went on showing a segment nothing could publish to again.
+TEST(Segment, KnowsWhetherItsNameWasRemovedOrReplaced) {
+  for (const bool in_a_file : {false, true}) {
+    SCOPED_TRACE(in_a_file ? "file" : "shm");
+    const std::string name = test::unique_name("rbnaming");
+    const Location where = in_a_file ? Location::file("/tmp/" + name) : Location::shm(name);
+    const Segment created = Segment::create(where, TempSegment::small_options());
+    const Segment opened = Segment::open(where);
+    EXPECT_EQ(created.naming(), Segment::Naming::this_segment);
+    EXPECT_EQ(opened.naming(), Segment::Naming::this_segment);
+    ASSERT_TRUE(Segment::remove(where));
+    EXPECT_EQ(created.naming(), Segment::Naming::nothing);
+    EXPECT_EQ(opened.naming(), Segment::Naming::nothing);
+    SegmentOptions again = TempSegment::small_options();
+    again.if_exists = SegmentOptions::IfExists::replace;
+    const Segment replacement = Segment::create(where, again);
+    EXPECT_EQ(opened.naming(), Segment::Naming::another);
+    EXPECT_EQ(replacement.naming(), Segment::Naming::this_segment);
+    const Segment replaced_again = Segment::create(where, again);
+    EXPECT_EQ(replacement.naming(), Segment::Naming::another);
+    EXPECT_EQ(replaced_again.naming(), Segment::Naming::this_segment);
+    Segment::remove(where);
+  }
+  const Segment anonymous = Segment::create(Location::anonymous("rbnaming"), TempSegment::small_options());
+  EXPECT_EQ(anonymous.naming(), Segment::Naming::this_segment);
+}
+
 TEST(Segment, OpenedReadOnlyItIsReadAndRefusesWhatWrites) {
   TempSegment seg;
   std::uint16_t type = 0;

@@ -410,6 +410,7 @@ void add_event_commands(CLI::App& app, int& exit_code) {
       Event e;
       std::string out;
       bool held_told = false;
+      auto looked_at = std::chrono::steady_clock::now();  // at the segment's name (end_if_unnamed)
       exit_code = kOk;
       while (g_interrupted == 0 && (*count == 0 || printed < *count)) {
         if (!reader.try_next(e)) {
@@ -431,6 +432,13 @@ void add_event_commands(CLI::App& app, int& exit_code) {
             }
           }
           if ((!*follow && !held) || !flush_out()) break;
+          if (const auto now = std::chrono::steady_clock::now(); *follow && now - looked_at >= std::chrono::seconds(1)) {
+            looked_at = now;
+            if (const int end = end_if_unnamed(seg, "tail"); end >= 0) {
+              exit_code = end;
+              break;
+            }
+          }
           std::this_thread::sleep_for(std::chrono::milliseconds(2));
           continue;
         }

@@ -147,6 +147,22 @@ void require_whole_numbers(CLI::App& app) {
   for (CLI::App* sub : app.get_subcommands(std::function<bool(CLI::App*)>{})) require_whole_numbers(*sub);
 }
 
+int end_if_unnamed(const Segment& seg, std::string_view command) {
+  const Segment::Naming naming = seg.naming();
+  if (naming == Segment::Naming::this_segment) return -1;
+  flush_out();
+  if (naming == Segment::Naming::nothing) {
+    fmt::print(stderr, "ringbus {}: segment {} was removed: no event can come to it again; stopped\n", command,
+               seg.location().display());
+    return kOk;
+  }
+  fmt::print(stderr,
+             "ringbus {}: segment {} was replaced by another of that name (create --replace): stopped following the "
+             "old one; run the command again to follow the new one\n",
+             command, seg.location().display());
+  return kFailed;
+}
+
 namespace {
 int g_output_error = 0;  // the first errno a write to standard output failed with
 }  // namespace

@@ -92,6 +92,12 @@ bool write_out(std::string_view text);
 bool flush_out();
 void note_output_error(int err) noexcept;
 int finish_output(int exit_code);
+// For a command that follows a segment (tail -f, stat --watch), looked at about once a
+// second: -1 while the segment's name still names it; otherwise, after saying on
+// standard error that it was removed (the status to end with: 0, no event can come
+// again) or replaced by another segment of that name (1: run the command again to
+// follow the new one), the status to end with.
+int end_if_unnamed(const Segment& seg, std::string_view command);
 // "0,1" -> {0, 1}
 std::vector<int> parse_cpus(const std::string& text);
 

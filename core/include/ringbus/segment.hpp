@@ -191,6 +191,15 @@ class Segment {
   // was opened read-only; a write to its mapping would be a segmentation fault.
   void require_writable(std::string_view what) const;
 
+  // What the segment's name names now: this segment; nothing (it was removed:
+  // Segment::remove, `ringbus rm`); or another file (it was replaced: IfExists::replace,
+  // `ringbus create --replace`). Processes that have the segment keep using it either
+  // way, and no event published under the name reaches them again. Opens the name to
+  // look (microseconds): for tools that follow a segment, not for a hot path. An
+  // anonymous segment, or a name this process may no longer open, counts as this one.
+  enum class Naming : std::uint8_t { this_segment, nothing, another };
+  [[nodiscard]] Naming naming() const;
+
   explicit operator bool() const noexcept { return map_ != nullptr; }
   Segment() = default;
 
