@@ -409,7 +409,7 @@ void add_event_commands(CLI::App& app, int& exit_code) {
       std::uint64_t printed = 0;
       Event e;
       std::string out;
-      bool held_told = false;
+      std::uint64_t told_held_at = layout::kNoPosition;  // said once a claim
       auto looked_at = std::chrono::steady_clock::now();  // at the segment's name (end_if_unnamed)
       exit_code = kOk;
       while (g_interrupted == 0 && (*count == 0 || printed < *count)) {
@@ -419,8 +419,8 @@ void add_event_commands(CLI::App& app, int& exit_code) {
           // or (read-only) one this user cannot repair: said once; without --follow, the
           // output stops there, short, and the command fails.
           const std::optional<std::chrono::nanoseconds> held = reader.held_at_claim();
-          if (held && *held >= std::chrono::seconds(1) && !held_told) {
-            held_told = true;
+          if (held && *held >= std::chrono::seconds(1) && told_held_at != reader.position()) {
+            told_held_at = reader.position();
             fmt::print(stderr, "ringbus tail: {} at position {}: the record claimed there is not committed after {:.1f} s; {}\n",
                        *follow ? "waiting" : "stopped", reader.position(), std::chrono::duration<double>(*held).count(),
                        seg.read_only() ? "this user may only read the segment, so cannot repair the claim if its "
