@@ -1981,6 +1981,12 @@ TEST(Cli, ExitCodesAndErrorsNameWhatWasWrong) {
   EXPECT_EQ(empty_path.code, 2);
   EXPECT_NE(empty_path.err.find("--path: is empty: give a file path"), std::string::npos) << empty_path.err;
   EXPECT_EQ(ringbus_run({"info", missing}).code, 4) << "nothing was created";
+  // So are an empty --key and --type: no event has either, and tail printed every event.
+  for (const std::string option : {"--key", "--type"}) {
+    const Result empty = ringbus_run({"tail", missing, option, ""});
+    EXPECT_EQ(empty.code, 2) << option;
+    EXPECT_NE(empty.err.find(option + ": is empty: "), std::string::npos) << empty.err;
+  }
   // A position has at most 19 digits (positions are below 2^62): 20 are refused as
   // usage, before the segment is looked for; 19 get as far as the missing segment.
   const Result twenty = ringbus_run({"tail", missing, "--from", "10000000000000000000"});

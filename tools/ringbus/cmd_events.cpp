@@ -378,8 +378,9 @@ void add_event_commands(CLI::App& app, int& exit_code) {
             "start|end|POSITION"));
     cmd->add_flag("--follow,-f", *follow, "Keep printing new events until interrupted");
     add_number(cmd, "--count,-n", *count, "Stop after this many events (0, the default: no limit)");
-    cmd->add_option("--key", *key, "Only events of this key");
-    cmd->add_option("--type", *type, "Only events of this event type");
+    cmd->add_option("--key", *key, "Only events of this key")->check(non_empty("events have a key of 1 byte or more"));
+    cmd->add_option("--type", *type, "Only events of this event type")
+        ->check(non_empty("event types are 1 to 95 bytes"));
     cmd->callback([=, &exit_code] {
       const Segment seg = arg->look(true);
       const std::optional<SchemaRegistry> registry = registry_of(seg);

@@ -16,11 +16,8 @@ namespace ringbus::tool {
 
 void SegmentArg::add_to(CLI::App* cmd, bool opens) {
   cmd->add_option("name", name, "Segment: a shared-memory name, or a file path if it contains '/'")->required();
-  // Given empty (an unset variable in a script: --path "$SEG"), it named nothing, and
-  // NAME was used.
   cmd->add_option("--path", path, "File path of a file-backed segment (overrides NAME)")
-      ->check(CLI::Validator([](std::string& v) { return v.empty() ? std::string("is empty: give a file path") : std::string(); },
-                             ""));
+      ->check(non_empty("give a file path"));
   if (!opens) return;
   cmd->add_flag("--allow-other-owner", allow_other_owner,
                 "Accept a segment another user owns (one created with a --mode that lets this user read and write it)");
@@ -89,6 +86,11 @@ std::uint64_t parse_size(const std::string& option, const std::string& text) {
   }
   if (n > (~std::uint64_t{0} >> shift)) throw CLI::ValidationError(option, "\"" + text + "\" is too large");
   return n << shift;
+}
+
+CLI::Validator non_empty(std::string hint) {
+  return CLI::Validator(
+      [hint = std::move(hint)](std::string& v) { return v.empty() ? "is empty: " + hint : std::string(); }, "");
 }
 
 CLI::Validator seconds_between(double lo, double hi) {

@@ -54,6 +54,10 @@ struct SegmentArg {
 // "64M", "16MiB", "4096", "1K", "1T" -> bytes (units are powers of 1024). Throws
 // CLI::ValidationError naming `option` for text that is not a size or overflows.
 std::uint64_t parse_size(const std::string& option, const std::string& text);
+// A validator refusing an empty value ("is empty: <hint>"): an option given an unset
+// variable (--path "$SEG", --key "$K") named nothing, and the command went on as if it
+// had not been given (tail printed every event).
+CLI::Validator non_empty(std::string hint);
 // A validator for a number of seconds in [lo, hi]. Unlike CLI::Range it refuses NaN
 // (every comparison with NaN is false) and infinities, which would make the conversion
 // to nanoseconds undefined.
