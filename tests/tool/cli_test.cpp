@@ -1981,12 +1981,25 @@ TEST(Cli, ExitCodesAndErrorsNameWhatWasWrong) {
   EXPECT_EQ(empty_path.code, 2);
   EXPECT_NE(empty_path.err.find("--path: is empty: give a file path"), std::string::npos) << empty_path.err;
   EXPECT_EQ(ringbus_run({"info", missing}).code, 4) << "nothing was created";
-  // So are an empty --key and --type: no event has either, and tail printed every event.
-  for (const std::string option : {"--key", "--type"}) {
-    const Result empty = ringbus_run({"tail", missing, option, ""});
-    EXPECT_EQ(empty.code, 2) << option;
-    EXPECT_NE(empty.err.find(option + ": is empty: "), std::string::npos) << empty.err;
+  // So is every other text option or argument given empty. `tail --key ""` and
+  // `--type ""` printed every event; `bench --json ""` and `--plot ""` wrote nothing,
+  // with status 0; `--scenarios ""` ran them all; `create --dlq ""` took the default;
+  // `publish SEG ""` said "cannot read : No such file or directory".
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"tail", missing, "--key", ""},
+           {"tail", missing, "--type", ""},
+           {"bench", "--smoke", "--json", ""},
+           {"bench", "--smoke", "--plot", ""},
+           {"bench", "--smoke", "--scenarios", ""},
+           {"create", missing, "--dlq", ""},
+           {"publish", missing, ""},
+       }) {
+    const Result empty = ringbus_run(args);
+    const std::string what = args[args.size() - 2].starts_with("--") ? args[args.size() - 2] : "file";
+    EXPECT_EQ(empty.code, 2) << args[0] << " " << what << "\n" << empty.err;
+    EXPECT_NE(empty.err.find(what + ": is empty: "), std::string::npos) << empty.err;
   }
+  EXPECT_EQ(ringbus_run({"info", missing}).code, 4) << "nothing was created";
   // A position has at most 19 digits (positions are below 2^62): 20 are refused as
   // usage, before the segment is looked for; 19 get as far as the missing segment.
   const Result twenty = ringbus_run({"tail", missing, "--from", "10000000000000000000"});

@@ -48,8 +48,10 @@ void add_bench_command(CLI::App& app, int& exit_code) {
                 "About 30 s (22 with the two CPUs near, 29 far apart): 60,000 samples x 3 runs, 1,500,000 events per throughput measurement (512-byte: 375,000)");
   cmd->add_flag("--smoke", o->smoke, "A few seconds: checks that everything runs (CI)");
   cmd->add_option("--cpus", o->cpus, "Producer CPU,consumer CPU (default 0,1)");
-  cmd->add_option("--json", o->json, "Write the results as JSON (schema in bench/README.md)");
-  cmd->add_option("--plot", o->plot, "Write the latency percentile spectrum as a PNG (needs gnuplot)");
+  cmd->add_option("--json", o->json, "Write the results as JSON (schema in bench/README.md)")
+      ->check(non_empty("give the file to write"));
+  cmd->add_option("--plot", o->plot, "Write the latency percentile spectrum as a PNG (needs gnuplot)")
+      ->check(non_empty("give the file to write"));
   // Given values replace the mode's defaults as they are (bench::check refuses a 0).
   add_number(cmd, "--samples", o->samples, "Latency samples per system and run (default 1,000,000)");
   add_number(cmd, "--runs", o->runs, "Runs; results are medians (default 3)");
@@ -58,7 +60,8 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--capacity", o->capacity,
                   "Log bytes of ringbus's ring in the throughput cases, a power of two (default 16M, a segment's default)");
   cmd->add_option("--scenarios", o->scenarios,
-                  fmt::format("Comma-separated: {} (default all)", fmt::join(bench::scenario_names(), ",")));
+                  fmt::format("Comma-separated: {} (default all)", fmt::join(bench::scenario_names(), ",")))
+      ->check(non_empty("name the scenarios, or leave the option out for all"));
   cmd->add_flag("--no-progress", o->no_progress, "No progress bar");
   cmd->callback([cmd, o, &exit_code] {
     bench::Options opts = bench::options_for(o->smoke ? "smoke" : o->quick ? "quick" : "full");

@@ -235,7 +235,8 @@ void add_event_commands(CLI::App& app, int& exit_code) {
     auto max_errors = std::make_shared<std::size_t>(20);
     auto no_progress = std::make_shared<bool>(false);
     auto exclusive = std::make_shared<bool>(false);
-    cmd->add_option("file", *file, "JSON lines file, or - for standard input (default)");
+    cmd->add_option("file", *file, "JSON lines file, or - for standard input (default)")
+        ->check(non_empty("give a file, or - for standard input"));
     cmd->add_option("--timeout", *timeout, "Seconds to wait for room while the log is full (default 10, at most a day)")
         ->check(seconds_between(0.0, kMaxTimeoutSeconds));
     add_number(cmd, "--max-errors", *max_errors, "Bad lines reported in full (default 20; all are counted)");

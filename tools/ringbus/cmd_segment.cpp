@@ -136,7 +136,8 @@ void add_segment_commands(CLI::App& app, int& exit_code) {
     auto dlq = std::make_shared<std::string>();
     cmd->add_option("--dlq", *dlq,
                     "Dead-letter ring bytes per group, a power of two, or 0 for none (default 256K, or enough for "
-                    "two events of --max-event)");
+                    "two events of --max-event)")
+        ->check(non_empty("give a size, or 0 for none"));
     add_number(cmd, "--dedup-window", opts->dedup_window, "Producer sequences remembered per dedup window (default "
                                                           "1024; 0: no dedup region)");
     add_number(cmd, "--types", opts->registry_slots, "Event types the schema registry holds (default 256)");
