@@ -32,6 +32,10 @@ extern char** environ;
 namespace ringbus::bench {
 namespace {
 
+// A message on standard error. fputs, not fmt::print, which throws when standard error
+// is closed (`2>&-`) and ended the tool by abort.
+void say(const std::string& text) { std::fputs(text.c_str(), stderr); }
+
 // A gnuplot single-quoted string holds a quote as two quotes.
 std::string gnuplot_quoted(const std::string& s) {
   std::string out;
@@ -707,12 +711,12 @@ bool write_plot(const Report& r, const std::string& png_path) {
   }
   if (!rb.lines.empty()) panels.push_back(rb);
   if (panels.empty()) {
-    fmt::print(stderr, "ringbus bench: no latency scenario ran, so there is no spectrum to plot\n");
+    say("ringbus bench: no latency scenario ran, so there is no spectrum to plot\n");
     return false;
   }
   std::ofstream gp(script_path);
   if (!gp) {
-    fmt::print(stderr, "ringbus bench: cannot write {}: {}\n", script_path, std::strerror(errno));
+    say(fmt::format("ringbus bench: cannot write {}: {}\n", script_path, std::strerror(errno)));
     return false;
   }
 
@@ -760,21 +764,21 @@ bool write_plot(const Report& r, const std::string& png_path) {
   gp << "unset multiplot\n";
   gp.close();
   if (!gp) {
-    fmt::print(stderr, "ringbus bench: cannot write {}\n", script_path);
+    say(fmt::format("ringbus bench: cannot write {}\n", script_path));
     return false;
   }
   // Run without a shell: the path reaches gnuplot as one argument, whatever it holds.
   pid_t pid = 0;
   char* const argv[] = {const_cast<char*>("gnuplot"), const_cast<char*>(script_path.c_str()), nullptr};
   if (const int e = ::posix_spawnp(&pid, "gnuplot", nullptr, nullptr, argv, environ); e != 0) {
-    fmt::print(stderr, "ringbus bench: cannot run gnuplot: {}; script left at {}\n", std::strerror(e), script_path);
+    say(fmt::format("ringbus bench: cannot run gnuplot: {}; script left at {}\n", std::strerror(e), script_path));
     return false;
   }
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    fmt::print(stderr, "ringbus bench: gnuplot failed (status {}); script left at {}\n", status, script_path);
+    say(fmt::format("ringbus bench: gnuplot failed (status {}); script left at {}\n", status, script_path));
     return false;
   }
   return true;

@@ -1913,6 +1913,37 @@ TEST(Cli, FollowersEndWhenTheSegmentIsRemovedOrReplaced) {
   }
 }
 
+// With standard error closed (`2>&-`, a daemon's closed descriptor), the tool ended by
+// abort (status 134) at its first message: `info` of a missing segment, and `publish` at
+// its first bad line, with the lines after it never read. Messages that cannot be
+// written are lost; every command ends with its own status.
+TEST(Cli, AClosedStandardErrorEndsNothingEarly) {
+  auto without_stderr = [](const std::vector<std::string>& args, const std::string& in, const std::string& out) {
+    const ToolExec tool(args);
+    const pid_t pid = ::fork();
+    if (pid == 0) {
+      const int i = ::open(in.c_str(), O_RDONLY);
+      const int o = ::open(out.c_str(), O_WRONLY);
+      if (i < 0 || o < 0 || ::dup2(i, 0) < 0 || ::dup2(o, 1) < 0 || ::close(2) != 0) ::_exit(120);
+      tool.exec();
+    }
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0) {
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  };
+  const std::string missing = unique_name("rbcli-missing");
+  EXPECT_EQ(without_stderr({"info", missing}, "/dev/null", "/dev/null"), 4);
+  EXPECT_EQ(without_stderr({"create"}, "/dev/null", "/dev/null"), 2);
+  ToolSegment seg;
+  const TempFile lines("{bad\n" R"({"event_type":"a","data":1})" "\n");
+  EXPECT_EQ(without_stderr({"publish", seg.name(), lines.path()}, "/dev/null", "/dev/null"), 3);
+  EXPECT_EQ(without_stderr({"publish", seg.name()}, lines.path(), "/dev/null"), 3);
+  EXPECT_EQ(ringbus::read_stats(seg.open()).published, 2u) << "the line after the bad one, twice";
+  EXPECT_EQ(without_stderr({"info", seg.name()}, "/dev/null", "/dev/full"), 1);
+  EXPECT_EQ(without_stderr({"tail", seg.name()}, "/dev/null", "/dev/null"), 0);
+}
+
 // Numbers on the command line are decimal, and bounded by what the option holds. CLI11
 // read them as C does: "010" as octal 8 (`dlq redrive SEG GROUP 010` redrove dead letter
 // 8; `tail -n 010` printed 8 events), "0x10" as 16; and a number beyond a 32-bit option

@@ -54,7 +54,7 @@ struct DemoEvent {
       Claim c;
       const DemoEvent e{Tsc::ticks(), i};
       if (const Status s = p.claim(1 + i % keys, 1, sizeof e, c); s != Status::ok) {
-        fmt::print(stderr, "ringbus demo: the producer's claim of event {} (key {}) was refused: {}\n", i,
+        print_err("ringbus demo: the producer's claim of event {} (key {}) was refused: {}\n", i,
                    1 + i % keys, to_string(s));
         ::_exit(6);
       }
@@ -175,9 +175,9 @@ void add_demo_command(CLI::App& app, int& exit_code) {
     if (!Tsc::invariant()) fmt::print("  (timestamps from {})\n", Tsc::describe(Tsc::source()));
     const bool ok = producer_ok && consumed == o->events && s.published == o->events && order_errors == 0 && bad == 0;
     if (!producer_ok) {
-      fmt::print(stderr, "ringbus demo: the producer process failed ({})\n",
+      print_err("ringbus demo: the producer process failed ({})\n",
                  WIFSIGNALED(status) ? fmt::format("killed by signal {}", WTERMSIG(status))
-                                     : fmt::format("exit status {}", WEXITSTATUS(status)));
+                            : fmt::format("exit status {}", WEXITSTATUS(status)));
     }
     exit_code = ok ? kOk : kFailed;
   });

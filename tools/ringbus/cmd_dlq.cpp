@@ -113,7 +113,7 @@ void add_dlq_command(CLI::App& app, int& exit_code) {
     const Segment seg = arg->look();
     const auto d = DeadLetters::open(seg, *group).get(*id);
     if (!d) {
-      fmt::print(stderr, "ringbus: group \"{}\" has no dead letter {}\n", *group, *id);
+      print_err("ringbus: group \"{}\" has no dead letter {}\n", *group, *id);
       exit_code = kNotFound;
       return;
     }
@@ -138,7 +138,7 @@ void add_dlq_command(CLI::App& app, int& exit_code) {
     const std::optional<std::uint64_t> which = *all ? std::nullopt : std::optional<std::uint64_t>(*rid);
     const std::optional<DeadLetter> one = which ? dlq.get(*which) : std::nullopt;
     if (which && !one) {
-      fmt::print(stderr, "ringbus: group \"{}\" has no dead letter {}\n", *group, *which);
+      print_err("ringbus: group \"{}\" has no dead letter {}\n", *group, *which);
       exit_code = kNotFound;
       return;
     }
@@ -148,7 +148,7 @@ void add_dlq_command(CLI::App& app, int& exit_code) {
       const std::string why = one->state == "redrive" ? "is marked for redelivery to the group's workers already"
                                                       : "is being delivered to the group's workers";
       if (*republish) {
-        fmt::print(stderr, "ringbus: dead letter {} of group \"{}\" {}: not republished\n", *which, *group, why);
+        print_err("ringbus: dead letter {} of group \"{}\" {}: not republished\n", *which, *group, why);
         exit_code = kFailed;
         return;
       }
@@ -162,7 +162,7 @@ void add_dlq_command(CLI::App& app, int& exit_code) {
       const std::size_t n = dlq.republish(p, which, &last);
       fmt::print("republished {} dead letter{} into {}\n", n, n == 1 ? "" : "s", seg.location().display());
       if (last != Status::ok) {
-        fmt::print(stderr, "ringbus: stopped: the log refused the next one ({})\n", to_string(last));
+        print_err("ringbus: stopped: the log refused the next one ({})\n", to_string(last));
         exit_code = kFailed;
         return;
       }

@@ -283,7 +283,7 @@ void add_event_commands(CLI::App& app, int& exit_code) {
       Envelope envelope;
       auto reject = [&](const std::string& what) {
         if (++rejected <= *max_errors) {
-          fmt::print(stderr, "{}{}: line {}: {}\n", progress ? "\r\33[K" : "", input_name, line_no, what);
+          print_err("{}{}: line {}: {}\n", progress ? "\r\33[K" : "", input_name, line_no, what);
         }
       };
       while (g_interrupted == 0 && reader.next(line, offset, length)) {
@@ -324,8 +324,8 @@ void add_event_commands(CLI::App& app, int& exit_code) {
                              offset, seg.location().display(), printable(envelope.event_type),
                              seg.refs().registry_slots));
         } else {
-          fmt::print(stderr, "{}ringbus publish: segment {}: line {}: {} (the log stayed full for {} s: a consumer "
-                             "group is not keeping up; see `ringbus info`)\n",
+          print_err("{}ringbus publish: segment {}: line {}: {} (the log stayed full for {} s: a consumer "
+                    "group is not keeping up; see `ringbus info`)\n",
                      progress ? "\r\33[K" : "", seg.location().display(), line_no, to_string(s), *timeout);
           exit_code = kFailed;
           break;
@@ -337,21 +337,21 @@ void add_event_commands(CLI::App& app, int& exit_code) {
             const double secs = std::chrono::duration<double>(now - start).count();
             const double pct = input_size ? 100.0 * static_cast<double>(reader.offset()) / static_cast<double>(input_size) : 0;
             const int filled = static_cast<int>(pct / 100 * 30);
-            fmt::print(stderr, "\r[{}{}] {:5.1f}%  {} lines  {:.0f} lines/s", std::string(static_cast<std::size_t>(filled), '#'),
+            print_err("\r[{}{}] {:5.1f}%  {} lines  {:.0f} lines/s", std::string(static_cast<std::size_t>(filled), '#'),
                        std::string(static_cast<std::size_t>(30 - filled), ' '), pct, with_commas(line_no),
                        static_cast<double>(line_no) / secs);
           }
         }
       }
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      if (progress) fmt::print(stderr, "\r\33[K");
-      if (rejected > *max_errors) fmt::print(stderr, "... and {} more bad lines\n", rejected - *max_errors);
+      if (progress) print_err("\r\33[K");
+      if (rejected > *max_errors) print_err("... and {} more bad lines\n", rejected - *max_errors);
       if (reader.error() != 0) {
-        fmt::print(stderr, "ringbus publish: cannot read {} after byte {} (line {}): {}\n", input_name,
+        print_err("ringbus publish: cannot read {} after byte {} (line {}): {}\n", input_name,
                    with_commas(reader.offset()), with_commas(line_no + 1), std::strerror(reader.error()));
         exit_code = kFailed;
       }
-      fmt::print(stderr, "published {} of {} lines into {} ({} rejected) in {:.2f} s ({:.0f} events/s){}\n",
+      print_err("published {} of {} lines into {} ({} rejected) in {:.2f} s ({:.0f} events/s){}\n",
                  with_commas(published), with_commas(published + rejected), seg.location().display(),
                  with_commas(rejected), secs, static_cast<double>(published) / std::max(secs, 1e-9),
                  g_interrupted ? "; interrupted" : "");
@@ -389,7 +389,7 @@ void add_event_commands(CLI::App& app, int& exit_code) {
       if (!type->empty()) {
         type_id = registry ? registry->find(*type) : std::nullopt;
         if (!type_id && !(*follow && registry)) {
-          fmt::print(stderr, "ringbus tail: segment {} has no event type \"{}\"{}\n", seg.location().display(), *type,
+          print_err("ringbus tail: segment {} has no event type \"{}\"{}\n", seg.location().display(), *type,
                      registry ? "" : " (it has no schema registry)");
           exit_code = kNotFound;
           return;
@@ -397,7 +397,7 @@ void add_event_commands(CLI::App& app, int& exit_code) {
         // Following, a type not registered yet is waited for: the first event whose type
         // id names it in the registry (registered since) fixes the id.
         if (!type_id) {
-          fmt::print(stderr, "ringbus tail: segment {} has no event type \"{}\" yet; following until one is published\n",
+          print_err("ringbus tail: segment {} has no event type \"{}\" yet; following until one is published\n",
                      seg.location().display(), *type);
         }
       }
@@ -423,11 +423,11 @@ void add_event_commands(CLI::App& app, int& exit_code) {
           const std::optional<std::chrono::nanoseconds> held = reader.held_at_claim();
           if (held && *held >= std::chrono::seconds(1) && told_held_at != reader.position()) {
             told_held_at = reader.position();
-            fmt::print(stderr, "ringbus tail: {} at position {}: the record claimed there is not committed after {:.1f} s; {}\n",
+            print_err("ringbus tail: {} at position {}: the record claimed there is not committed after {:.1f} s; {}\n",
                        *follow ? "waiting" : "stopped", reader.position(), std::chrono::duration<double>(*held).count(),
                        seg.read_only() ? "this user may only read the segment, so cannot repair the claim if its "
-                                         "producer died (a process that may write the segment repairs it)"
-                                       : "its producer is alive (stopped mid-publish?)");
+                                "producer died (a process that may write the segment repairs it)"
+                              : "its producer is alive (stopped mid-publish?)");
             if (!*follow) {
               exit_code = kFailed;
               break;
@@ -460,10 +460,10 @@ void add_event_commands(CLI::App& app, int& exit_code) {
       // Missed events are counted from gaps in producer_seq, so only between events read;
       // bytes skipped before the first event read have no count of events.
       if (reader.missed() != 0) {
-        fmt::print(stderr, "ringbus tail: the ring overtook this reader: {} events missed ({} bytes skipped)\n",
+        print_err("ringbus tail: the ring overtook this reader: {} events missed ({} bytes skipped)\n",
                    with_commas(reader.missed()), with_commas(reader.missed_bytes()));
       } else if (reader.missed_bytes() != 0) {
-        fmt::print(stderr, "ringbus tail: the ring overtook this reader: {} bytes skipped\n",
+        print_err("ringbus tail: the ring overtook this reader: {} bytes skipped\n",
                    with_commas(reader.missed_bytes()));
       }
     });

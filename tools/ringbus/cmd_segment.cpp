@@ -188,7 +188,7 @@ void add_segment_commands(CLI::App& app, int& exit_code) {
     cmd->callback([=, &exit_code] {
       const Location loc = arg->location();
       if (!Segment::remove(loc)) {
-        fmt::print(stderr, "ringbus: segment {} does not exist\n", loc.display());
+        print_err("ringbus: segment {} does not exist\n", loc.display());
         exit_code = kNotFound;
         return;
       }

@@ -154,7 +154,7 @@ int end_if_unnamed(const Segment& seg, std::string_view command) {
   if (naming == Segment::Naming::this_segment) return -1;
   flush_out();
   if (naming == Segment::Naming::nothing) {
-    fmt::print(stderr, "ringbus {}: segment {} was removed: no event can come to it again; stopped\n", command,
+    print_err("ringbus {}: segment {} was removed: no event can come to it again; stopped\n", command,
                seg.location().display());
     return kOk;
   }
@@ -189,7 +189,7 @@ int finish_output(int exit_code) {
   flush_out();
   if (std::ferror(stdout) == 0) return exit_code;
   if (g_output_error == EPIPE) return exit_code;
-  fmt::print(stderr, "ringbus: cannot write standard output: {}\n",
+  print_err("ringbus: cannot write standard output: {}\n",
              g_output_error != 0 ? std::strerror(g_output_error) : "a write failed");
   return exit_code == kOk ? kFailed : exit_code;
 }

@@ -2,9 +2,11 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <limits>
 #include <optional>
 #include <span>
@@ -105,6 +107,17 @@ int end_if_unnamed(const Segment& seg, std::string_view command);
 // "0,1" -> {0, 1}
 std::vector<int> parse_cpus(const std::string& text);
 
+
+// Writes to standard error, which may be closed or full (`2>&-`, a daemon's closed
+// descriptor): fmt::print would throw there, and the tool ended by abort (status 134)
+// at its first message, publish at its first bad line with the lines after it unread.
+// A message that cannot be written is lost; the command goes on, and ends with its own
+// status.
+template <typename... Args>
+void print_err(fmt::format_string<Args...> format, Args&&... args) {
+  const std::string text = fmt::format(format, std::forward<Args>(args)...);
+  static_cast<void>(std::fwrite(text.data(), 1, text.size(), stderr));
+}
 
 // Registration of each group of subcommands; each sets `exit_code` when it runs.
 void add_segment_commands(CLI::App& app, int& exit_code);

@@ -29,7 +29,7 @@ int run(int argc, char** argv) {
   add_dlq_command(app, exit_code);
   require_whole_numbers(app);
   if (!ringbus::Tsc::setting_valid()) {
-    fmt::print(stderr, "ringbus: {} is '{}': set it to 'tsc' (the default) or 'steady', or unset it\n",
+    print_err("ringbus: {} is '{}': set it to 'tsc' (the default) or 'steady', or unset it\n",
                ringbus::Tsc::kEnvironment, std::getenv(ringbus::Tsc::kEnvironment));
     return kUsage;
   }
@@ -37,7 +37,7 @@ int run(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     if (app.exit(e) == 0) return kOk;
-    if (const std::string hint = dlq_order_hint(app); !hint.empty()) fmt::print(stderr, "{}\n", hint);
+    if (const std::string hint = dlq_order_hint(app); !hint.empty()) print_err("{}\n", hint);
     return kUsage;
   } catch (const std::system_error& e) {
     // fmt::print found standard output failing: reported once, by finish_output.
@@ -45,13 +45,13 @@ int run(int argc, char** argv) {
       note_output_error(e.code().value());
       return kFailed;
     }
-    fmt::print(stderr, "ringbus: {}\n", e.what());
+    print_err("ringbus: {}\n", e.what());
     return kFailed;
   } catch (const ringbus::Error& e) {
-    fmt::print(stderr, "ringbus: {}\n", e.what());
+    print_err("ringbus: {}\n", e.what());
     return e.code() == ringbus::Errc::not_found ? kNotFound : kFailed;
   } catch (const std::exception& e) {
-    fmt::print(stderr, "ringbus: {}\n", e.what());
+    print_err("ringbus: {}\n", e.what());
     return kFailed;
   }
   return exit_code;
