@@ -336,14 +336,6 @@ TEST(ProducerDeathBeforeATailReader, TheReaderRepairsTheHoleUnlessItMayOnlyRead)
   Producer p2 = Producer::attach(seg.segment());
   for (std::uint64_t n = 0; n < 10; ++n) ASSERT_EQ(publish_n(p2, 42, 1'000'000 + n), Status::ok);
 
-  auto read_all = [](TailReader& r, std::vector<std::uint64_t>& got) {
-    Event e;
-    while (r.try_next(e)) {
-      std::uint64_t n = 0;
-      std::memcpy(&n, e.payload().data(), 8);
-      got.push_back(n);
-    }
-  };
   OpenOptions ro_options;
   ro_options.read_only = true;
   const Segment ro = Segment::open(seg.location(), ro_options);
@@ -351,7 +343,7 @@ TEST(ProducerDeathBeforeATailReader, TheReaderRepairsTheHoleUnlessItMayOnlyRead)
   std::vector<std::uint64_t> got_ro;
   ASSERT_TRUE(test::eventually(
       [&] {
-        read_all(only_reads, got_ro);
+        test::read_values(only_reads, got_ro);
         const auto held = only_reads.held_at_claim();
         return held && *held >= TailReader::kUnblockAfter + std::chrono::milliseconds(50);
       },
@@ -363,7 +355,7 @@ TEST(ProducerDeathBeforeATailReader, TheReaderRepairsTheHoleUnlessItMayOnlyRead)
   std::vector<std::uint64_t> got;
   ASSERT_TRUE(test::eventually(
       [&] {
-        read_all(writer, got);
+        test::read_values(writer, got);
         return got.size() >= before + 10;
       },
       std::chrono::seconds(30)))
@@ -377,7 +369,7 @@ TEST(ProducerDeathBeforeATailReader, TheReaderRepairsTheHoleUnlessItMayOnlyRead)
   for (std::uint64_t n = 0; n < 10; ++n) EXPECT_EQ(got.at(before + n), 1'000'000 + n);
 
   // Repaired by the other: the read-only reader goes on.
-  read_all(only_reads, got_ro);
+  test::read_values(only_reads, got_ro);
   EXPECT_EQ(got_ro, got);
   EXPECT_FALSE(only_reads.held_at_claim().has_value());
 }

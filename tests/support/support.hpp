@@ -16,6 +16,7 @@
 #include "ringbus/error.hpp"
 #include "ringbus/event.hpp"
 #include "ringbus/segment.hpp"
+#include "ringbus/tail_reader.hpp"
 
 namespace ringbus::test {
 
@@ -32,6 +33,12 @@ inline std::uint64_t value_of(const Event& e) {
   std::uint64_t v = 0;
   std::memcpy(&v, e.payload().data(), std::min<std::size_t>(8, e.payload().size()));
   return v;
+}
+
+// Appends value_of every event `reader` has ready.
+inline void read_values(TailReader& reader, std::vector<std::uint64_t>& out) {
+  Event e;
+  while (reader.try_next(e)) out.push_back(value_of(e));
 }
 
 // Creates a shared-memory segment under a unique name and removes the name when done.

@@ -44,12 +44,7 @@ void journal(layout::ProducerSlot& slot, std::uint64_t owner, std::uint64_t phas
 std::vector<std::uint64_t> values(const Segment& seg) {
   std::vector<std::uint64_t> out;
   TailReader t = TailReader::open(seg, TailStart::earliest);
-  Event e;
-  while (t.try_next(e)) {
-    std::uint64_t v = 0;
-    std::memcpy(&v, e.payload().data(), 8);
-    out.push_back(v);
-  }
+  test::read_values(t, out);
   return out;
 }
 
