@@ -1913,6 +1913,41 @@ TEST(Cli, FollowersEndWhenTheSegmentIsRemovedOrReplaced) {
   }
 }
 
+// publish stops when its segment is removed or replaced while it runs: the lines it went
+// on publishing reached a segment no reader could open again, and were counted as
+// published, with status 0.
+TEST(Cli, PublishStopsWhenItsSegmentIsRemovedOrReplaced) {
+  for (const bool replace : {false, true}) {
+    SCOPED_TRACE(replace ? "replaced" : "removed");
+    ToolSegment seg;
+    const ringbus::Segment s = seg.open();
+    const Fifo fifo;
+    Child publisher({"publish", seg.name(), "-"}, fifo.path());
+    const int writer = ::open(fifo.path().c_str(), O_WRONLY);
+    ASSERT_GE(writer, 0);
+    const std::string one = R"({"event_type":"a","data":1})" "\n";
+    ASSERT_EQ(::write(writer, one.data(), one.size()), static_cast<ssize_t>(one.size()));
+    while (ringbus::read_stats(s).published < 1) std::this_thread::sleep_for(1ms);  // the watchdog bounds this
+    ASSERT_EQ(ringbus_run(replace ? std::vector<std::string>{"create", seg.name(), "--replace"}
+                                  : std::vector<std::string>{"rm", seg.name()})
+                  .code,
+              0);
+    std::this_thread::sleep_for(1100ms);  // the name is looked at once a second
+    const std::string more = R"({"event_type":"a","data":2})" "\n" R"({"event_type":"a","data":3})" "\n";
+    ASSERT_EQ(::write(writer, more.data(), more.size()), static_cast<ssize_t>(more.size()));
+    ::close(writer);
+    const Result r = publisher.wait();
+    EXPECT_EQ(r.code, 1) << r.err;
+    EXPECT_NE(r.err.find("ringbus publish: segment shm:" + seg.name() + " was " +
+                         (replace ? "replaced by another of that name" : "removed") +
+                         ": line 2 and the lines after it are not published"),
+              std::string::npos)
+        << r.err;
+    EXPECT_NE(r.err.find(fmt_count(1, 1)), std::string::npos) << r.err;
+    EXPECT_EQ(ringbus::read_stats(s).published, 1u);
+  }
+}
+
 // With standard error closed (`2>&-`, a daemon's closed descriptor), the tool ended by
 // abort (status 134) at its first message: `info` of a missing segment, and `publish` at
 // its first bad line, with the lines after it never read. Messages that cannot be

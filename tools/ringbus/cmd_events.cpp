@@ -137,6 +137,8 @@ class LineReader {
   [[nodiscard]] std::uint64_t offset() const noexcept { return offset_; }
   // The errno of the read that failed; 0 if none did.
   [[nodiscard]] int error() const noexcept { return error_; }
+  // Reads of the input so far (each up to a chunk; a wait for input ends in one).
+  [[nodiscard]] std::uint64_t reads() const noexcept { return reads_; }
 
   static constexpr std::string_view kByteOrderMark = "\xEF\xBB\xBF";
 
@@ -150,6 +152,7 @@ class LineReader {
       if (g_interrupted != 0) return false;
       if (!regular_ && !wait_for_input(fd_)) return false;
       const ssize_t n = ::read(fd_, chunk_.data() + end_, chunk_.size() - end_);
+      ++reads_;
       if (n > 0) {
         end_ += static_cast<std::size_t>(n);
         return true;
@@ -175,6 +178,7 @@ class LineReader {
   bool regular_;  // a regular file: a read never waits
   std::uint64_t max_line_;
   std::uint64_t offset_ = 0;  // input bytes before the next line
+  std::uint64_t reads_ = 0;
   std::array<char, 64 * 1024> chunk_{};
   std::size_t begin_ = 0, end_ = 0;  // chunk_[begin_, end_): read, not yet returned
   bool eof_ = false;
@@ -286,8 +290,26 @@ void add_event_commands(CLI::App& app, int& exit_code) {
           print_err("{}{}: line {}: {}\n", progress ? "\r\33[K" : "", input_name, line_no, what);
         }
       };
+      std::uint64_t reads_seen = 0;
+      auto looked_at = start;  // at the segment's name
       while (g_interrupted == 0 && reader.next(line, offset, length)) {
         ++line_no;
+        // Removed or replaced meanwhile, the segment takes lines no reader will see.
+        // Looked at after the input was read (a chunk, or after a wait), once a second.
+        if (reader.reads() != reads_seen) {
+          reads_seen = reader.reads();
+          if (const auto now = std::chrono::steady_clock::now(); now - looked_at >= std::chrono::seconds(1)) {
+            looked_at = now;
+            if (const Segment::Naming n = seg.naming(); n != Segment::Naming::this_segment) {
+              print_err("{}ringbus publish: segment {} was {}: line {} and the lines after it are not published\n",
+                        progress ? "\r\33[K" : "", seg.location().display(),
+                        n == Segment::Naming::nothing ? "removed" : "replaced by another of that name", line_no);
+              --line_no;
+              exit_code = kFailed;
+              break;
+            }
+          }
+        }
         if (length > max_line) {
           reject(fmt::format("byte {}: the line is {} bytes, longer than any line carrying an event segment {} "
                              "takes ({} bytes: 8 x max_event {} + 4 MiB); skipped",
