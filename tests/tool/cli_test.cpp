@@ -1522,7 +1522,8 @@ TEST(Cli, DeadLetterShowAndListPrintEveryField) {
   const Result list = ringbus_run({"dlq", seg.name(), "orders", "list"});
   ASSERT_EQ(list.code, 0) << list.err;
   EXPECT_NE(list.out.find(", 2 appended, 1 removed, full 3 times)"), std::string::npos) << list.out;
-  EXPECT_NE(list.out.find(utc_ms(d.last_failure_ns) + "  " + error.substr(0, 80) + "\n"), std::string::npos)
+  // The error's first 80 bytes, and "..." for the rest.
+  EXPECT_NE(list.out.find(utc_ms(d.last_failure_ns) + "  " + error.substr(0, 80) + "...\n"), std::string::npos)
       << list.out;
   EXPECT_EQ(list.out.find(utc_ms(d.first_failure_ns)), std::string::npos) << list.out;
 
@@ -1977,6 +1978,43 @@ TEST(Cli, AClosedStandardErrorEndsNothingEarly) {
   EXPECT_EQ(ringbus::read_stats(seg.open()).published, 2u) << "the line after the bad one, twice";
   EXPECT_EQ(without_stderr({"info", seg.name()}, "/dev/null", "/dev/full"), 1);
   EXPECT_EQ(without_stderr({"tail", seg.name()}, "/dev/null", "/dev/null"), 0);
+}
+
+// Text from the segment (shared memory: untrusted) reaches a terminal escaped: a handler's
+// error message in `dlq list`, a group name in `info`, `stat` and `stat --prometheus`.
+// They printed it raw: a newline broke dlq list's one line an entry, and an escape
+// sequence written into the segment reached the terminal of whoever looked.
+TEST(Cli, TextFromTheSegmentIsShownEscaped) {
+  ToolSegment seg;
+  const ringbus::Segment s = seg.open();
+  ringbus::GroupOptions o;
+  o.retry.max_attempts = 1;
+  ringbus::ConsumerGroup g = ringbus::ConsumerGroup::join(s, "g", o);
+  const TempFile line(R"({"event_type":"a","data":1})" "\n");
+  ASSERT_EQ(ringbus_run({"publish", seg.name(), line.path()}).code, 0);
+  while (g.worker(0).poll([](const ringbus::Event&) -> ringbus::Handled {
+    throw std::runtime_error("bad\n\x1b[31mred");
+  }) != 0) {
+  }
+  const Result list = ringbus_run({"dlq", seg.name(), "g", "list"});
+  ASSERT_EQ(list.code, 0) << list.err;
+  EXPECT_NE(list.out.find("bad\\x0a\\x1b[31mred\n"), std::string::npos) << list.out;
+  EXPECT_EQ(list.out.find('\x1b'), std::string::npos) << list.out;
+  EXPECT_EQ(lines_of(list.out).size(), 3u) << "heading, column names, one entry:\n" << list.out;
+
+  // A group name no join would accept, as damaged or hostile memory may hold it.
+  const std::string hostile = "g\x1b[2J";
+  std::array<std::uint64_t, ringbus::layout::kGroupNameBytes / 8> words{};
+  std::memcpy(words.data(), hostile.data(), hostile.size());
+  for (std::size_t w = 0; w < words.size(); ++w) s.refs().groups[0].name[w].store(words[w]);
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"info", seg.name()}, {"stat", seg.name()}, {"stat", seg.name(), "--prometheus"}}) {
+    const Result r = ringbus_run(args);
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.out.find('\x1b'), std::string::npos) << args.back() << "\n" << r.out;
+    EXPECT_NE(r.out.find(args.back() == "--prometheus" ? "group=\"g\\\\x1b[2J\"" : "g\\x1b[2J"), std::string::npos)
+        << r.out;
+  }
 }
 
 // Numbers on the command line are decimal, and bounded by what the option holds. CLI11

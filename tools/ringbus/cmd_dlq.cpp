@@ -101,7 +101,7 @@ void add_dlq_command(CLI::App& app, int& exit_code) {
     for (const DeadLetter& d : letters) {
       fmt::print("{:>6}  {:<10}  {:>8}  {:>20}  {:>8}  {:>6}  {:<24}  {}\n", d.id, d.state, d.attempts, d.header.key,
                  key_seq_of(d.header.key_seq_flags), type_text(d.header.type_id, registry), when(d.last_failure_ns),
-                 d.message.substr(0, 80));
+                 shortened(printable(d.message), 80));
     }
     exit_code = kOk;
   });

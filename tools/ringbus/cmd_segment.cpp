@@ -103,7 +103,7 @@ void print_info(const Segment& seg, bool json) {
   }
   fmt::print("groups ({})\n", s.groups.size());
   for (const GroupStats& g : s.groups) {
-    fmt::print("  {}  workers {}  cursor {}  lag {}  consumed {}\n", g.name, g.workers, with_commas(g.cursor),
+    fmt::print("  {}  workers {}  cursor {}  lag {}  consumed {}\n", printable(g.name), g.workers, with_commas(g.cursor),
                human_bytes(g.lag_bytes), with_commas(g.consumed));
     for (const WorkerStats& w : g.worker) {
       fmt::print("    worker {:>2}  pid {:>8}  {:<9}  cursor {:>14}  lag {:>10}  consumed {:>12}  voids {}  errors {}\n",

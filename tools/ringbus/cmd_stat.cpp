@@ -24,13 +24,15 @@ namespace {
 volatile std::sig_atomic_t g_stop = 0;
 void on_stop(int) { g_stop = 1; }
 
-// A label value in the exposition format: backslash, double quote and newline escaped.
-std::string label(std::string_view v) {
+// A label value in the exposition format: control bytes (a name comes from shared
+// memory, untrusted) written as \xHH by printable(), then backslash and double quote
+// escaped (printable() leaves no newline to escape).
+std::string label(std::string_view raw) {
+  const std::string v = printable(raw);
   std::string out;
   for (char c : v) {
     if (c == '\\') out += "\\\\";
     else if (c == '"') out += "\\\"";
-    else if (c == '\n') out += "\\n";
     else out += c;
   }
   return out;
@@ -204,7 +206,8 @@ std::string text_view(const Segment& seg, const SegmentStats& s, const Rates* ra
   for (std::size_t i = 0; i < s.groups.size(); ++i) {
     const GroupStats& g = s.groups[i];
     const bool lat = g.latency_samples() != 0;
-    line(fmt::format("{:<20} {:>7} {:>12} {:>7.1f}% {:>14} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9}", g.name, g.workers,
+    line(fmt::format("{:<20} {:>7} {:>12} {:>7.1f}% {:>14} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9}", printable(g.name),
+                     g.workers,
                      human_bytes(g.lag_bytes),
                      100.0 * static_cast<double>(g.lag_bytes) / static_cast<double>(std::max<std::uint64_t>(s.capacity, 1)),
                      with_commas(g.consumed),
@@ -228,13 +231,14 @@ std::string text_view(const Segment& seg, const SegmentStats& s, const Rates* ra
     if (errors + retries + dead + dup + old + evicted + redelivered + redriven == 0) continue;
     line(fmt::format("  {}: handler errors {}  retries {}  dead-lettered {}  dedup dropped {} (+{} too old, {} "
                      "producers evicted)  redelivered {}  redriven {}",
-                     g.name, with_commas(errors), with_commas(retries), with_commas(dead), with_commas(dup),
+                     printable(g.name), with_commas(errors), with_commas(retries), with_commas(dead), with_commas(dup),
                      with_commas(old), with_commas(evicted), with_commas(redelivered), with_commas(redriven)));
   }
   for (const GroupStats& g : s.groups) {
     const std::uint64_t total = g.latency_samples();
     if (total == 0) continue;
-    line(fmt::format("  {}: latency over {} samples: mean {}  p50 {}  p90 {}  p99 {}  p99.99 {}  max <= {}", g.name,
+    line(fmt::format("  {}: latency over {} samples: mean {}  p50 {}  p90 {}  p99 {}  p99.99 {}  max <= {}",
+                     printable(g.name),
                      with_commas(total), ns_text(g.latency_sum_ns / total), ns_text(g.latency_percentile(50)),
                      ns_text(g.latency_percentile(90)), ns_text(g.latency_percentile(99)),
                      ns_text(g.latency_percentile(99.99)), ns_text(g.latency_percentile(100))));

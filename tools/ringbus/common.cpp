@@ -112,6 +112,13 @@ std::string human_bytes(std::uint64_t n) {
   return fmt::format("{} B", n);
 }
 
+std::string shortened(std::string_view text, std::size_t max) {
+  if (text.size() <= max) return std::string(text);
+  std::size_t cut = max;
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xc0) == 0x80) --cut;  // a continuation byte
+  return std::string(text.substr(0, cut)) + "...";
+}
+
 std::string key_table_warning(std::uint64_t keys_used, std::uint64_t key_slots) {
   if (key_slots == 0 || keys_used * 4 < key_slots * 3) return {};
   return fmt::format(" ({}% used: new keys may be refused from about 80%)", keys_used * 100 / key_slots);

@@ -65,6 +65,9 @@ CLI::Validator non_empty(std::string hint);
 // to nanoseconds undefined.
 CLI::Validator seconds_between(double lo, double hi);
 std::string human_bytes(std::uint64_t n);
+// `text` cut to at most `max` bytes, at the start of a UTF-8 character, with "..." added
+// when it was cut.
+std::string shortened(std::string_view text, std::size_t max);
 std::string with_commas(std::uint64_t n);
 // The schema registry of `seg`, or nullopt for a segment created without one.
 std::optional<SchemaRegistry> registry_of(const Segment& seg);
