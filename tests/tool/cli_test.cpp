@@ -2052,6 +2052,7 @@ TEST(Cli, NumbersAreDecimalAndBoundedByTheirOption) {
            {{"dlq", missing, "g", "show", "+7"}, "id: \"+7\" is not a whole number in decimal"},
            {{"publish", missing, "--max-errors", ""}, "--max-errors: \"\" is not a whole number in decimal"},
            {{"demo", "--gap-ns", "1000000001"}, "--gap-ns: 1000000001 ns is more than 1 s, the longest pacing gap"},
+           {{"bench", "--cpus", "0,x"}, "--cpus: \"0,x\" is not a list of CPU numbers such as 0,1"},
        }) {
     const Result refused = ringbus_run(r.args);
     EXPECT_EQ(refused.code, 2) << r.args[0] << " " << r.args[2] << "\n" << refused.err;

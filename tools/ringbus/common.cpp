@@ -224,12 +224,12 @@ std::vector<int> parse_cpus(const std::string& text) {
     const std::size_t comma = text.find(',', start);
     const std::string part = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
     if (part.empty() || part.find_first_not_of("0123456789") != std::string::npos) {
-      throw CLI::ValidationError("cpus", "\"" + text + "\" is not a list of CPU numbers such as 0,1");
+      throw CLI::ValidationError("--cpus", "\"" + text + "\" is not a list of CPU numbers such as 0,1");
     }
     int cpu = 0;
     const auto [rest, ec] = std::from_chars(part.data(), part.data() + part.size(), cpu);
     if (ec != std::errc{} || rest != part.data() + part.size()) {
-      throw CLI::ValidationError("cpus", "\"" + part + "\" is not a CPU number");
+      throw CLI::ValidationError("--cpus", "\"" + part + "\" is not a CPU number");
     }
     out.push_back(cpu);
     if (comma == std::string::npos) break;
