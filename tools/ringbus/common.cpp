@@ -162,13 +162,12 @@ int end_if_unnamed(const Segment& seg, std::string_view command) {
   flush_out();
   if (naming == Segment::Naming::nothing) {
     print_err("ringbus {}: segment {} was removed: no event can come to it again; stopped\n", command,
-               seg.location().display());
+              seg.location().display());
     return kOk;
   }
-  fmt::print(stderr,
-             "ringbus {}: segment {} was replaced by another of that name (create --replace): stopped following the "
-             "old one; run the command again to follow the new one\n",
-             command, seg.location().display());
+  print_err("ringbus {}: segment {} was replaced by another of that name (create --replace): stopped following the "
+            "old one; run the command again to follow the new one\n",
+            command, seg.location().display());
   return kFailed;
 }
 
