@@ -254,6 +254,7 @@ Producer Producer::attach(const Segment& segment, const ProducerOptions& options
     p.wait_ = options.wait;
     p.timestamps_ = options.timestamps;
     p.exclusive_ = options.exclusive;
+    p.stop_ = options.stop;
     p.owner_pid_ = me.pid;
     // From here on the exclusive producer reads the tail with plain loads, which see only
     // its own stores once it has read the last value another producer left: a
@@ -286,6 +287,7 @@ Producer& Producer::operator=(Producer&& o) noexcept {
   wait_ = o.wait_;
   timestamps_ = o.timestamps_;
   exclusive_ = o.exclusive_;
+  stop_ = o.stop_;
   owner_pid_ = o.owner_pid_;
   open_ = false;
   open_claim_ = nullptr;
@@ -430,12 +432,15 @@ Status Producer::claim_blocking(std::uint64_t key, std::uint64_t expected, bool 
   detail::Waiter waiter(wait_);
   layout::ControlBlock& ctl = *r_.control;
   const std::uint64_t need = record_bytes(len) * count;
+  // Acquire: what the thread that set the flag wrote before is visible to the caller.
+  auto stopped = [this] { return stop_ != nullptr && stop_->load(std::memory_order_acquire); };
   for (;;) {
     const Status s = claim_impl(key, expected, check_expected, type, len, count, out);
     if (s != Status::full) return s;
+    if (stopped()) return Status::stopped;
     if (timeout != kForever && std::chrono::steady_clock::now() - start >= timeout) return Status::timeout;
     waiter.idle(ctl.space_waiters, ctl.space_seq,
-                [&] { return refresh_limit(ctl.tail.load(std::memory_order_acquire) + need); });
+                [&] { return stopped() || refresh_limit(ctl.tail.load(std::memory_order_acquire) + need); });
   }
 }
 

@@ -15,6 +15,7 @@ std::string_view to_string(Status s) noexcept {
     case Status::corrupt: return "corrupt";
     case Status::invalid: return "invalid";
     case Status::types_full: return "types_full";
+    case Status::stopped: return "stopped";
   }
   return "unknown";
 }

@@ -57,7 +57,7 @@ TEST(Status, EveryStatusAndErrorCodeHasItsOwnName) {
       {Status::ok, "ok"},           {Status::full, "full"},       {Status::too_large, "too_large"},
       {Status::conflict, "conflict"}, {Status::keys_full, "keys_full"}, {Status::busy, "busy"},
       {Status::timeout, "timeout"},   {Status::corrupt, "corrupt"},   {Status::invalid, "invalid"},
-      {Status::types_full, "types_full"}};
+      {Status::types_full, "types_full"}, {Status::stopped, "stopped"}};
   for (const auto& [s, name] : statuses) EXPECT_EQ(to_string(s), name);
   const std::vector<std::pair<Errc, std::string_view>> codes = {
       {Errc::invalid_name, "invalid_name"},   {Errc::invalid_options, "invalid_options"},
@@ -538,6 +538,42 @@ TEST(Producer, FullWhenAGatingGroupHasNotConsumed) {
   while (g.worker(0).poll([&](const Event&) { ++handled; }, 1000) != 0) {
   }
   EXPECT_EQ(handled, published + 1);
+}
+
+// A blocking claim on a full log ends when the producer's stop flag is set, from another
+// thread (or a signal handler), with Status::stopped and nothing published, whatever its
+// timeout and wait strategy; a flag already set ends it at once. Before, only the
+// timeout ended it (`ringbus publish` waited in 50 ms slices to see Ctrl-C).
+TEST(Producer, ABlockingClaimEndsWhenItsStopFlagIsSet) {
+  TempSegment seg;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "slow");
+  for (const WaitStrategy wait : {WaitStrategy::spin_yield(), WaitStrategy::spin_park(), WaitStrategy::busy_spin()}) {
+    std::atomic<bool> stop{false};
+    Producer p = Producer::attach(seg.segment(), {.wait = wait, .stop = &stop});
+    const std::string payload(1000, 'f');
+    while (p.try_publish(0, 1, bytes_of(payload)) == Status::ok) {
+    }
+    const std::uint64_t published = read_stats(seg.segment()).published;
+    std::atomic<bool> waiting{false};
+    std::thread stopper([&] {
+      while (!waiting.load()) std::this_thread::yield();
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));  // into the wait (it would still pass without)
+      stop.store(true);
+    });
+    waiting.store(true);
+    EXPECT_EQ(p.publish(0, 1, bytes_of(payload)), Status::stopped) << "with no timeout: only the flag ends it";
+    stopper.join();
+    Claim c;
+    EXPECT_EQ(p.claim(0, 1, 1000, c, std::chrono::hours(1)), Status::stopped) << "already set";
+    EXPECT_EQ(c.count(), 0u) << "nothing claimed";
+    EXPECT_EQ(read_stats(seg.segment()).published, published);
+    // Room again: the flag ends waits only, not claims that find room.
+    while (g.worker(0).poll([](const Event&) {}, 1000) != 0) {
+    }
+    EXPECT_EQ(p.publish(0, 1, bytes_of(payload), std::chrono::hours(1)), Status::ok);
+    while (g.worker(0).poll([](const Event&) {}, 1000) != 0) {
+    }
+  }
 }
 
 // A keyed claim refused after its latch was taken (the log full, or a tail no producer

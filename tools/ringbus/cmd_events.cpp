@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cerrno>
 #include <csignal>
@@ -30,7 +31,9 @@
 namespace ringbus::tool {
 namespace {
 
-volatile std::sig_atomic_t g_interrupted = 0;
+// Set by Ctrl-C and SIGTERM. Also publish's ProducerOptions::stop: it ends a wait for room
+// in a full log at once, however long --timeout.
+std::atomic<bool> g_interrupted{false};
 // Ctrl-C and SIGTERM set g_interrupted and write a byte here, which a wait for input
 // polls beside the input: a signal that lands after a check of the flag and before the
 // wait begins still ends the wait (checked, then read(2), it was lost until the input
@@ -38,7 +41,7 @@ volatile std::sig_atomic_t g_interrupted = 0;
 int g_wake[2] = {-1, -1};
 void on_signal(int) {
   const int saved = errno;
-  g_interrupted = 1;
+  g_interrupted.store(true);
   if (g_wake[1] >= 0) {
     const ssize_t n = ::write(g_wake[1], "", 1);  // fails only when full: a byte is there
     static_cast<void>(n);
@@ -62,9 +65,9 @@ void stop_on_signals() {
 bool wait_for_input(int fd) {
   std::array<pollfd, 2> fds{{{fd, POLLIN, 0}, {g_wake[0], POLLIN, 0}}};
   for (;;) {
-    if (g_interrupted != 0) return false;
+    if (g_interrupted) return false;
     const int n = ::poll(fds.data(), g_wake[0] >= 0 ? 2 : 1, -1);
-    if (n > 0 || errno != EINTR) return g_interrupted == 0;
+    if (n > 0 || errno != EINTR) return !g_interrupted;
   }
 }
 
@@ -149,7 +152,7 @@ class LineReader {
   // beside the pipe Ctrl-C wakes.
   bool fill() {
     for (;;) {
-      if (g_interrupted != 0) return false;
+      if (g_interrupted) return false;
       if (!regular_ && !wait_for_input(fd_)) return false;
       const ssize_t n = ::read(fd_, chunk_.data() + end_, chunk_.size() - end_);
       ++reads_;
@@ -203,24 +206,6 @@ constexpr std::string_view kEnvelopeLineHelp =
     "Any other field, or one given twice, rejects the line. For example:\n"
     "  {\"event_type\":\"OrderPlaced\",\"key\":\"order-42\",\"data\":{\"qty\":100}}";
 
-// A claim found no room: the log stayed full until the deadline.
-bool no_room(Status s) { return s == Status::timeout || s == Status::full; }
-
-// publish_envelope, waiting for room in a full log up to `timeout` in slices of at most
-// 50 ms, so that Ctrl-C ends the wait (with --timeout a day, one wait held it off for
-// that long). Status::timeout (or full) once the timeout passed, or on Ctrl-C.
-Status publish_in_slices(Producer& producer, SchemaRegistry& registry, const Envelope& envelope,
-                         std::chrono::nanoseconds timeout) {
-  constexpr std::chrono::nanoseconds kSlice = std::chrono::milliseconds(50);
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
-    const std::chrono::nanoseconds left = deadline - std::chrono::steady_clock::now();
-    const Status s = publish_envelope(producer, registry, envelope,
-                                      std::clamp(left, std::chrono::nanoseconds::zero(), kSlice));
-    if (!no_room(s) || g_interrupted != 0 || left <= kSlice) return s;
-  }
-}
-
 // --timeout's bound: a day, far below what nanoseconds in an int64 hold (292 years).
 constexpr double kMaxTimeoutSeconds = 86400.0;
 
@@ -254,7 +239,7 @@ void add_event_commands(CLI::App& app, int& exit_code) {
       stop_on_signals();
       const Segment seg = arg->open();
       SchemaRegistry registry(seg);
-      Producer producer = Producer::attach(seg, {.exclusive = *exclusive});
+      Producer producer = Producer::attach(seg, {.exclusive = *exclusive, .stop = &g_interrupted});
       int fd = STDIN_FILENO;
       std::uint64_t input_size = 0;
       if (*file != "-") {
@@ -292,7 +277,7 @@ void add_event_commands(CLI::App& app, int& exit_code) {
       };
       std::uint64_t reads_seen = 0;
       auto looked_at = start;  // at the segment's name
-      while (g_interrupted == 0 && reader.next(line, offset, length)) {
+      while (!g_interrupted && reader.next(line, offset, length)) {
         ++line_no;
         // Removed or replaced meanwhile, the segment takes lines no reader will see.
         // Looked at after the input was read (a chunk, or after a wait), once a second.
@@ -329,9 +314,9 @@ void add_event_commands(CLI::App& app, int& exit_code) {
                              err->field.empty() ? "" : "field \"" + err->field + "\" ", err->message));
           continue;
         }
-        const Status s = publish_in_slices(producer, registry, envelope,
-                                           std::chrono::nanoseconds(static_cast<std::int64_t>(*timeout * 1e9)));
-        if (no_room(s) && g_interrupted != 0) break;  // Ctrl-C: the line is not published
+        const Status s = publish_envelope(producer, registry, envelope,
+                                          std::chrono::nanoseconds(static_cast<std::int64_t>(*timeout * 1e9)));
+        if (s == Status::stopped) break;  // Ctrl-C while the log was full: the line is not published
         if (s == Status::ok) {
           ++published;
         } else if (s == Status::too_large || s == Status::invalid) {
@@ -377,7 +362,7 @@ void add_event_commands(CLI::App& app, int& exit_code) {
                  with_commas(published), with_commas(published + rejected), seg.location().display(),
                  with_commas(rejected), secs, static_cast<double>(published) / std::max(secs, 1e-9),
                  g_interrupted ? "; interrupted" : "");
-      if (exit_code != kFailed) exit_code = rejected == 0 && g_interrupted == 0 ? kOk : kPartial;
+      if (exit_code != kFailed) exit_code = rejected == 0 && !g_interrupted ? kOk : kPartial;
     });
   }
   {
@@ -436,7 +421,7 @@ void add_event_commands(CLI::App& app, int& exit_code) {
       std::uint64_t told_held_at = layout::kNoPosition;  // said once a claim
       auto looked_at = std::chrono::steady_clock::now();  // at the segment's name (end_if_unnamed)
       exit_code = kOk;
-      while (g_interrupted == 0 && (*count == 0 || printed < *count)) {
+      while (!g_interrupted && (*count == 0 || printed < *count)) {
         if (!reader.try_next(e)) {
           // A record claimed but not committed: the reader repairs it after 0.1 s if its
           // producer died. Held for a second, it is a live producer stopped mid-publish,

@@ -52,7 +52,15 @@ struct ProducerOptions {
   // Error(busy) while another producer is attached, and while this one is attached
   // every other attach does.
   bool exclusive = false;
+  // A flag that ends the producer's blocking calls (claim, claim_batch, publish,
+  // publish_expected, publish_envelope with a timeout) waiting for room in a full log:
+  // once it is true they return Status::stopped, having published nothing. It may be
+  // set from another thread or from a signal handler (a lock-free atomic store is
+  // async-signal-safe). A wait that parks (WaitStrategy::spin_park) sees it within its
+  // sleep (10 ms if none is set). Null: only the timeout ends the wait.
+  const std::atomic<bool>* stop = nullptr;
 };
+static_assert(std::atomic<bool>::is_always_lock_free, "ProducerOptions::stop is set from signal handlers");
 
 inline constexpr std::chrono::nanoseconds kForever = std::chrono::nanoseconds::max();
 
@@ -293,6 +301,7 @@ class Producer {
   bool open_ = false;
   Claim* open_claim_ = nullptr;  // the claim object holding the open claim
   Claim scratch_;                // the claim behind publish()
+  const std::atomic<bool>* stop_ = nullptr;  // ProducerOptions::stop (last: no hot field moves)
 };
 
 // ---------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ enum class Status : std::uint8_t {
   corrupt,    // shared memory failed validation; nothing was written
   invalid,    // arguments that can never succeed (batch of 0, expected claim without a key)
   types_full, // publish_envelope: the schema registry has no room for a type it has never seen
+  stopped,    // a blocking call gave up its wait: the producer's stop flag was set (ProducerOptions::stop)
 };
 
 std::string_view to_string(Status s) noexcept;
