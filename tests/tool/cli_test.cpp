@@ -207,6 +207,13 @@ class ToolSegment {
   std::string name_;
 };
 
+// A group whose failed events go to its dead letters at the first failure.
+ringbus::ConsumerGroup join_dead_lettering(const ringbus::Segment& s, const std::string& name) {
+  ringbus::GroupOptions o;
+  o.retry.max_attempts = 1;
+  return ringbus::ConsumerGroup::join(s, name, o);
+}
+
 // A named pipe, removed at the end.
 class Fifo {
  public:
@@ -1588,9 +1595,7 @@ TEST(Cli, PublishExclusiveNeedsTheSegmentToItself) {
 TEST(Cli, DeadLettersListShowRedrivePurge) {
   ToolSegment seg;
   const ringbus::Segment s = seg.open();
-  ringbus::GroupOptions o;
-  o.retry.max_attempts = 1;
-  ringbus::ConsumerGroup g = ringbus::ConsumerGroup::join(s, "orders", o);
+  ringbus::ConsumerGroup g = join_dead_lettering(s, "orders");
   TempFile file(R"({"event_type":"order.created","key":"o-1","data":{"n":1}})" "\n"
                 R"({"event_type":"order.created","key":"o-2","data":{"n":2}})" "\n"
                 R"({"event_type":"order.created","key":"o-3","data":{"n":3}})" "\n");
@@ -1712,9 +1717,7 @@ TEST(Cli, OutputThatCannotBeWrittenFailsTheCommandNamingWhy) {
   ASSERT_EQ(ringbus_run({"publish", seg.name(), input.path()}).code, 0);
   {
     const ringbus::Segment s = seg.open();
-    ringbus::GroupOptions o;
-    o.retry.max_attempts = 1;
-    ringbus::ConsumerGroup g = ringbus::ConsumerGroup::join(s, "orders", o);
+    ringbus::ConsumerGroup g = join_dead_lettering(s, "orders");
     ringbus::Producer p = ringbus::Producer::attach(s);
     ringbus::Claim c;
     ASSERT_EQ(p.try_claim(1, 7, 8192, c), ringbus::Status::ok);
@@ -1987,9 +1990,7 @@ TEST(Cli, AClosedStandardErrorEndsNothingEarly) {
 TEST(Cli, TextFromTheSegmentIsShownEscaped) {
   ToolSegment seg;
   const ringbus::Segment s = seg.open();
-  ringbus::GroupOptions o;
-  o.retry.max_attempts = 1;
-  ringbus::ConsumerGroup g = ringbus::ConsumerGroup::join(s, "g", o);
+  ringbus::ConsumerGroup g = join_dead_lettering(s, "g");
   const TempFile line(R"({"event_type":"a","data":1})" "\n");
   ASSERT_EQ(ringbus_run({"publish", seg.name(), line.path()}).code, 0);
   while (g.worker(0).poll([](const ringbus::Event&) -> ringbus::Handled {
