@@ -528,6 +528,13 @@ Segment Segment::open(const Location& where, const OpenOptions& options) {
   void* head = MAP_FAILED;
   for (;;) {
     if (::fstat(fd, &st) != 0) fail(Errc::system, where, "fstat: " + errno_text(errno));
+    // A creator sizes the file from 0 to the whole segment in one ftruncate: a length in
+    // between is no segment in the making, and is refused at once (`ringbus info notes.txt`
+    // waited init_timeout first).
+    if (st.st_size > 0 && static_cast<std::uint64_t>(st.st_size) < layout::kPage) {
+      fail(Errc::truncated, where, "is " + std::to_string(st.st_size) + " bytes, shorter than a segment header (" +
+                                       std::to_string(layout::kPage) + "): not a segment ringbus recognises");
+    }
     if (static_cast<std::uint64_t>(st.st_size) >= layout::kPage) {
       if (head == MAP_FAILED) {
         head = ::mmap(nullptr, layout::kPage, PROT_READ, MAP_SHARED, fd, 0);
@@ -544,9 +551,7 @@ Segment Segment::open(const Location& where, const OpenOptions& options) {
     if (std::chrono::steady_clock::now() >= deadline) {
       std::string what;
       if (head == MAP_FAILED) {
-        what = st.st_size == 0 ? "is empty: its creator has not initialised it"
-                               : "is " + std::to_string(st.st_size) + " bytes, shorter than a segment header (" +
-                                     std::to_string(layout::kPage) + ")";
+        what = "is empty: its creator has not initialised it";
       } else {
         const auto* h = static_cast<const layout::SegmentHeader*>(head);
         const auto pid = static_cast<std::uint32_t>(h->creator_pid);
@@ -556,12 +561,8 @@ Segment Segment::open(const Location& where, const OpenOptions& options) {
         }
         ::munmap(head, layout::kPage);
       }
-      // An unfinished segment may be removed by ringbus (Segment::remove); a file too
-      // short to hold a header is nothing ringbus can recognise, so it is left alone.
-      if (st.st_size == 0 || head != MAP_FAILED) {
-        fail(Errc::not_initialised, where, what + "; remove it with `ringbus rm` if it is stale");
-      }
-      fail(Errc::truncated, where, what + ": not a segment ringbus recognises");
+      // An unfinished segment may be removed by ringbus (Segment::remove).
+      fail(Errc::not_initialised, where, what + "; remove it with `ringbus rm` if it is stale");
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
