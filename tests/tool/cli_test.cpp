@@ -2106,6 +2106,12 @@ TEST(Cli, ExitCodesAndErrorsNameWhatWasWrong) {
     EXPECT_NE(empty.err.find(what + ": is empty: "), std::string::npos) << empty.err;
   }
   EXPECT_EQ(ringbus_run({"info", missing}).code, 4) << "nothing was created";
+  // stat's --count and --interval without --watch: ignored, stat printed once.
+  for (const std::string option : {"--count", "--interval"}) {
+    const Result alone = ringbus_run({"stat", missing, option, "5"});
+    EXPECT_EQ(alone.code, 2) << option;
+    EXPECT_NE(alone.err.find(option + " requires --watch"), std::string::npos) << alone.err;
+  }
   // A position has at most 19 digits (positions are below 2^62): 20 are refused as
   // usage, before the segment is looked for; 19 get as far as the missing segment.
   const Result twenty = ringbus_run({"tail", missing, "--from", "10000000000000000000"});

@@ -257,11 +257,13 @@ void add_stat_command(CLI::App& app, int& exit_code) {
   auto interval = std::make_shared<double>(1.0);
   auto prometheus = std::make_shared<bool>(false);
   auto count = std::make_shared<std::uint64_t>(0);
-  cmd->add_flag("--watch,-w", *watch, "Redraw in place, like top, until q or Ctrl-C");
+  CLI::Option* watching = cmd->add_flag("--watch,-w", *watch, "Redraw in place, like top, until q or Ctrl-C");
+  // Without --watch they were ignored: `stat SEG --count 5` printed once.
   cmd->add_option("--interval", *interval, "Seconds between refreshes with --watch (default 1)")
-      ->check(seconds_between(0.05, 3600.0));
-  add_number(cmd, "--count", *count,
-                  "With --watch: stop after this many refreshes (0, the default: until q or Ctrl-C)");
+      ->check(seconds_between(0.05, 3600.0))
+      ->needs(watching);
+  add_number(cmd, "--count", *count, "With --watch: stop after this many refreshes (0, the default: until q or Ctrl-C)")
+      ->needs(watching);
   cmd->add_flag("--prometheus", *prometheus, "Print the Prometheus text exposition format");
   cmd->callback([=, &exit_code] {
     const Segment seg = arg->look(true);
