@@ -2106,6 +2106,10 @@ TEST(Cli, ExitCodesAndErrorsNameWhatWasWrong) {
     EXPECT_NE(empty.err.find(what + ": is empty: "), std::string::npos) << empty.err;
   }
   EXPECT_EQ(ringbus_run({"info", missing}).code, 4) << "nothing was created";
+  // bench --quick --smoke: --smoke won without a word.
+  const Result both = ringbus_run({"bench", "--quick", "--smoke"});
+  EXPECT_EQ(both.code, 2);
+  EXPECT_NE(both.err.find("--quick excludes --smoke"), std::string::npos) << both.err;
   // stat's --count and --interval without --watch: ignored, stat printed once.
   for (const std::string option : {"--count", "--interval"}) {
     const Result alone = ringbus_run({"stat", missing, option, "5"});

@@ -46,7 +46,8 @@ void add_bench_command(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<Opts>();
   cmd->add_flag("--quick", o->quick,
                 "About 30 s (22 with the two CPUs near, 29 far apart): 60,000 samples x 3 runs, 1,500,000 events per throughput measurement (512-byte: 375,000)");
-  cmd->add_flag("--smoke", o->smoke, "A few seconds: checks that everything runs (CI)");
+  // Both given, --smoke won without a word.
+  cmd->add_flag("--smoke", o->smoke, "A few seconds: checks that everything runs (CI)")->excludes("--quick");
   cmd->add_option("--cpus", o->cpus, "Producer CPU,consumer CPU (default 0,1)");
   cmd->add_option("--json", o->json, "Write the results as JSON (schema in bench/README.md)")
       ->check(non_empty("give the file to write"));
