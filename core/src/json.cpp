@@ -252,10 +252,6 @@ std::optional<JsonLineError> structure_error(std::string_view line) {
   return std::nullopt;
 }
 
-}  // namespace
-
-namespace {
-
 // Offset of the first control character (below 0x20) inside a string of `s`, which JSON
 // requires escaped (simdjson reports it for the whole text, UNESCAPED_CHARS); npos if none.
 std::size_t unescaped_control_at(std::string_view s) noexcept {

@@ -269,6 +269,10 @@ class FdGuard {
 // with no magic yet) or nothing at all; else what it is, e.g. "is not a regular file".
 // Anything else is somebody else's file, and a mistyped name must not delete it.
 // Errors reading it are thrown (permission or system), naming `verb`.
+// A file of 1 byte to less than a page: no segment, nor one being made (its creator
+// sizes it from 0 to the whole segment in one ftruncate).
+std::string too_short(off_t size) { return "is " + std::to_string(size) + " bytes, shorter than a segment header"; }
+
 std::string not_a_segment(const Location& where, const char* verb) {
   // O_NONBLOCK: opening a FIFO to look at it must not wait for a writer.
   const int fd = open_fd(where, where.kind == Location::Kind::file ? O_RDONLY | O_NONBLOCK : O_RDONLY, 0);
@@ -282,9 +286,7 @@ std::string not_a_segment(const Location& where, const char* verb) {
   if (::fstat(fd, &st) != 0) fail(Errc::system, where, "fstat: " + errno_text(errno) + "; not " + verb);
   if (!S_ISREG(st.st_mode)) return "is not a regular file";
   if (st.st_size == 0) return {};
-  if (st.st_size < static_cast<off_t>(layout::kPage)) {
-    return "is " + std::to_string(st.st_size) + " bytes, shorter than a segment header";
-  }
+  if (st.st_size < static_cast<off_t>(layout::kPage)) return too_short(st.st_size);
   std::uint64_t magic = 0;
   if (::pread(fd, &magic, sizeof magic, 0) != sizeof magic) {
     fail(Errc::system, where, "cannot read it to check that it is a segment: " + errno_text(errno) + "; not " + verb);
@@ -528,12 +530,10 @@ Segment Segment::open(const Location& where, const OpenOptions& options) {
   void* head = MAP_FAILED;
   for (;;) {
     if (::fstat(fd, &st) != 0) fail(Errc::system, where, "fstat: " + errno_text(errno));
-    // A creator sizes the file from 0 to the whole segment in one ftruncate: a length in
-    // between is no segment in the making, and is refused at once (`ringbus info notes.txt`
-    // waited init_timeout first).
+    // Refused at once, not after init_timeout (`ringbus info notes.txt` waited 2 s).
     if (st.st_size > 0 && static_cast<std::uint64_t>(st.st_size) < layout::kPage) {
-      fail(Errc::truncated, where, "is " + std::to_string(st.st_size) + " bytes, shorter than a segment header (" +
-                                       std::to_string(layout::kPage) + "): not a segment ringbus recognises");
+      fail(Errc::truncated, where,
+           too_short(st.st_size) + " (" + std::to_string(layout::kPage) + "): not a segment ringbus recognises");
     }
     if (static_cast<std::uint64_t>(st.st_size) >= layout::kPage) {
       if (head == MAP_FAILED) {

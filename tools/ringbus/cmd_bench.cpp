@@ -100,7 +100,7 @@ void add_bench_command(CLI::App& app, int& exit_code) {
         const int width = 40;
         const int filled = static_cast<int>(f * width);
         print_err("\r[{}{}] {:3.0f}%  {:<40}", std::string(static_cast<std::size_t>(filled), '#'),
-                   std::string(static_cast<std::size_t>(width - filled), ' '), f * 100, what.substr(0, 40));
+                  std::string(static_cast<std::size_t>(width - filled), ' '), f * 100, what.substr(0, 40));
         if (f >= 1.0) print_err("\n");
       };
     }

@@ -55,7 +55,7 @@ struct DemoEvent {
       const DemoEvent e{Tsc::ticks(), i};
       if (const Status s = p.claim(1 + i % keys, 1, sizeof e, c); s != Status::ok) {
         print_err("ringbus demo: the producer's claim of event {} (key {}) was refused: {}\n", i,
-                   1 + i % keys, to_string(s));
+                  1 + i % keys, to_string(s));
         ::_exit(6);
       }
       std::memcpy(c.payload().data(), &e, sizeof e);
@@ -176,8 +176,8 @@ void add_demo_command(CLI::App& app, int& exit_code) {
     const bool ok = producer_ok && consumed == o->events && s.published == o->events && order_errors == 0 && bad == 0;
     if (!producer_ok) {
       print_err("ringbus demo: the producer process failed ({})\n",
-                 WIFSIGNALED(status) ? fmt::format("killed by signal {}", WTERMSIG(status))
-                            : fmt::format("exit status {}", WEXITSTATUS(status)));
+                WIFSIGNALED(status) ? fmt::format("killed by signal {}", WTERMSIG(status))
+                                    : fmt::format("exit status {}", WEXITSTATUS(status)));
     }
     exit_code = ok ? kOk : kFailed;
   });

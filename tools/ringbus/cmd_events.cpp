@@ -276,23 +276,20 @@ void add_event_commands(CLI::App& app, int& exit_code) {
         }
       };
       std::uint64_t reads_seen = 0;
-      auto looked_at = start;  // at the segment's name
+      NameWatch names(seg);
       while (!g_interrupted && reader.next(line, offset, length)) {
         ++line_no;
         // Removed or replaced meanwhile, the segment takes lines no reader will see.
-        // Looked at after the input was read (a chunk, or after a wait), once a second.
+        // Looked at after the input was read (a chunk, or after a wait).
         if (reader.reads() != reads_seen) {
           reads_seen = reader.reads();
-          if (const auto now = std::chrono::steady_clock::now(); now - looked_at >= std::chrono::seconds(1)) {
-            looked_at = now;
-            if (const Segment::Naming n = seg.naming(); n != Segment::Naming::this_segment) {
-              print_err("{}ringbus publish: segment {} was {}: line {} and the lines after it are not published\n",
-                        progress ? "\r\33[K" : "", seg.location().display(),
-                        n == Segment::Naming::nothing ? "removed" : "replaced by another of that name", line_no);
-              --line_no;
-              exit_code = kFailed;
-              break;
-            }
+          if (const Segment::Naming n = names.look(); n != Segment::Naming::this_segment) {
+            print_err("{}ringbus publish: segment {} was {}: line {} and the lines after it are not published\n",
+                      progress ? "\r\33[K" : "", seg.location().display(),
+                      n == Segment::Naming::nothing ? "removed" : "replaced by another of that name", line_no);
+            --line_no;
+            exit_code = kFailed;
+            break;
           }
         }
         if (length > max_line) {
@@ -333,7 +330,7 @@ void add_event_commands(CLI::App& app, int& exit_code) {
         } else {
           print_err("{}ringbus publish: segment {}: line {}: {} (the log stayed full for {} s: a consumer "
                     "group is not keeping up; see `ringbus info`)\n",
-                     progress ? "\r\33[K" : "", seg.location().display(), line_no, to_string(s), *timeout);
+                    progress ? "\r\33[K" : "", seg.location().display(), line_no, to_string(s), *timeout);
           exit_code = kFailed;
           break;
         }
@@ -345,8 +342,8 @@ void add_event_commands(CLI::App& app, int& exit_code) {
             const double pct = input_size ? 100.0 * static_cast<double>(reader.offset()) / static_cast<double>(input_size) : 0;
             const int filled = static_cast<int>(pct / 100 * 30);
             print_err("\r[{}{}] {:5.1f}%  {} lines  {:.0f} lines/s", std::string(static_cast<std::size_t>(filled), '#'),
-                       std::string(static_cast<std::size_t>(30 - filled), ' '), pct, with_commas(line_no),
-                       static_cast<double>(line_no) / secs);
+                      std::string(static_cast<std::size_t>(30 - filled), ' '), pct, with_commas(line_no),
+                      static_cast<double>(line_no) / secs);
           }
         }
       }
@@ -355,13 +352,13 @@ void add_event_commands(CLI::App& app, int& exit_code) {
       if (rejected > *max_errors) print_err("... and {} more bad lines\n", rejected - *max_errors);
       if (reader.error() != 0) {
         print_err("ringbus publish: cannot read {} after byte {} (line {}): {}\n", input_name,
-                   with_commas(reader.offset()), with_commas(line_no + 1), std::strerror(reader.error()));
+                  with_commas(reader.offset()), with_commas(line_no + 1), std::strerror(reader.error()));
         exit_code = kFailed;
       }
       print_err("published {} of {} lines into {} ({} rejected) in {:.2f} s ({:.0f} events/s){}\n",
-                 with_commas(published), with_commas(published + rejected), seg.location().display(),
-                 with_commas(rejected), secs, static_cast<double>(published) / std::max(secs, 1e-9),
-                 g_interrupted ? "; interrupted" : "");
+                with_commas(published), with_commas(published + rejected), seg.location().display(),
+                with_commas(rejected), secs, static_cast<double>(published) / std::max(secs, 1e-9),
+                g_interrupted ? "; interrupted" : "");
       if (exit_code != kFailed) exit_code = rejected == 0 && !g_interrupted ? kOk : kPartial;
     });
   }
@@ -397,7 +394,7 @@ void add_event_commands(CLI::App& app, int& exit_code) {
         type_id = registry ? registry->find(*type) : std::nullopt;
         if (!type_id && !(*follow && registry)) {
           print_err("ringbus tail: segment {} has no event type \"{}\"{}\n", seg.location().display(), *type,
-                     registry ? "" : " (it has no schema registry)");
+                    registry ? "" : " (it has no schema registry)");
           exit_code = kNotFound;
           return;
         }
@@ -405,7 +402,7 @@ void add_event_commands(CLI::App& app, int& exit_code) {
         // id names it in the registry (registered since) fixes the id.
         if (!type_id) {
           print_err("ringbus tail: segment {} has no event type \"{}\" yet; following until one is published\n",
-                     seg.location().display(), *type);
+                    seg.location().display(), *type);
         }
       }
       TailReader reader = [&] {
@@ -419,7 +416,7 @@ void add_event_commands(CLI::App& app, int& exit_code) {
       Event e;
       std::string out;
       std::uint64_t told_held_at = layout::kNoPosition;  // said once a claim
-      auto looked_at = std::chrono::steady_clock::now();  // at the segment's name (end_if_unnamed)
+      NameWatch names(seg);
       exit_code = kOk;
       while (!g_interrupted && (*count == 0 || printed < *count)) {
         if (!reader.try_next(e)) {
@@ -431,22 +428,19 @@ void add_event_commands(CLI::App& app, int& exit_code) {
           if (held && *held >= std::chrono::seconds(1) && told_held_at != reader.position()) {
             told_held_at = reader.position();
             print_err("ringbus tail: {} at position {}: the record claimed there is not committed after {:.1f} s; {}\n",
-                       *follow ? "waiting" : "stopped", reader.position(), std::chrono::duration<double>(*held).count(),
-                       seg.read_only() ? "this user may only read the segment, so cannot repair the claim if its "
-                                "producer died (a process that may write the segment repairs it)"
-                              : "its producer is alive (stopped mid-publish?)");
+                      *follow ? "waiting" : "stopped", reader.position(), std::chrono::duration<double>(*held).count(),
+                      seg.read_only() ? "this user may only read the segment, so cannot repair the claim if its "
+                                        "producer died (a process that may write the segment repairs it)"
+                                      : "its producer is alive (stopped mid-publish?)");
             if (!*follow) {
               exit_code = kFailed;
               break;
             }
           }
           if ((!*follow && !held) || !flush_out()) break;
-          if (const auto now = std::chrono::steady_clock::now(); *follow && now - looked_at >= std::chrono::seconds(1)) {
-            looked_at = now;
-            if (const int end = end_if_unnamed(seg, "tail"); end >= 0) {
-              exit_code = end;
-              break;
-            }
+          if (const int end = *follow ? end_if_unnamed(names, "tail") : -1; end >= 0) {
+            exit_code = end;
+            break;
           }
           std::this_thread::sleep_for(std::chrono::milliseconds(2));
           continue;
@@ -468,10 +462,10 @@ void add_event_commands(CLI::App& app, int& exit_code) {
       // bytes skipped before the first event read have no count of events.
       if (reader.missed() != 0) {
         print_err("ringbus tail: the ring overtook this reader: {} events missed ({} bytes skipped)\n",
-                   with_commas(reader.missed()), with_commas(reader.missed_bytes()));
+                  with_commas(reader.missed()), with_commas(reader.missed_bytes()));
       } else if (reader.missed_bytes() != 0) {
         print_err("ringbus tail: the ring overtook this reader: {} bytes skipped\n",
-                   with_commas(reader.missed_bytes()));
+                  with_commas(reader.missed_bytes()));
       }
     });
   }

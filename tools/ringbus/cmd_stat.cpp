@@ -295,7 +295,7 @@ void add_stat_command(CLI::App& app, int& exit_code) {
     } raw_input;
     SegmentStats prev = read_stats(seg);
     auto prev_at = std::chrono::steady_clock::now();
-    auto looked_at = prev_at;
+    NameWatch names(seg);
     exit_code = kOk;
     for (std::uint64_t n = 0; g_stop == 0 && (*count == 0 || n < *count); ++n) {
       // Wait for the interval, or for q on a terminal's standard input.
@@ -323,12 +323,9 @@ void add_stat_command(CLI::App& app, int& exit_code) {
       if (!write_out(text) || !flush_out()) break;  // finish_output tells why
       prev = s;
       prev_at = now;
-      if (now - looked_at >= std::chrono::seconds(1)) {
-        looked_at = now;
-        if (const int end = end_if_unnamed(seg, "stat"); end >= 0) {
-          exit_code = end;
-          break;
-        }
+      if (const int end = end_if_unnamed(names, "stat"); end >= 0) {
+        exit_code = end;
+        break;
       }
     }
   });

@@ -156,9 +156,17 @@ void require_whole_numbers(CLI::App& app) {
   for (CLI::App* sub : app.get_subcommands(std::function<bool(CLI::App*)>{})) require_whole_numbers(*sub);
 }
 
-int end_if_unnamed(const Segment& seg, std::string_view command) {
-  const Segment::Naming naming = seg.naming();
+Segment::Naming NameWatch::look() {
+  const auto now = std::chrono::steady_clock::now();
+  if (now - looked_at_ < std::chrono::seconds(1)) return Segment::Naming::this_segment;
+  looked_at_ = now;
+  return seg_.naming();
+}
+
+int end_if_unnamed(NameWatch& names, std::string_view command) {
+  const Segment::Naming naming = names.look();
   if (naming == Segment::Naming::this_segment) return -1;
+  const Segment& seg = names.segment();
   flush_out();
   if (naming == Segment::Naming::nothing) {
     print_err("ringbus {}: segment {} was removed: no event can come to it again; stopped\n", command,
@@ -196,7 +204,7 @@ int finish_output(int exit_code) {
   if (std::ferror(stdout) == 0) return exit_code;
   if (g_output_error == EPIPE) return exit_code;
   print_err("ringbus: cannot write standard output: {}\n",
-             g_output_error != 0 ? std::strerror(g_output_error) : "a write failed");
+            g_output_error != 0 ? std::strerror(g_output_error) : "a write failed");
   return exit_code == kOk ? kFailed : exit_code;
 }
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <chrono>
 #include <fmt/format.h>
 
 #include <cstddef>
@@ -101,12 +102,25 @@ bool write_out(std::string_view text);
 bool flush_out();
 void note_output_error(int err) noexcept;
 int finish_output(int exit_code);
-// For a command that follows a segment (tail -f, stat --watch), looked at about once a
-// second: -1 while the segment's name still names it; otherwise, after saying on
-// standard error that it was removed (the status to end with: 0, no event can come
-// again) or replaced by another segment of that name (1: run the command again to
-// follow the new one), the status to end with.
-int end_if_unnamed(const Segment& seg, std::string_view command);
+// Whether a segment a command keeps using (tail -f, stat --watch, publish) still has its
+// name, looked at (Segment::naming) at most once a second: `look()` is this_segment
+// between looks.
+class NameWatch {
+ public:
+  explicit NameWatch(const Segment& seg) : seg_(seg), looked_at_(std::chrono::steady_clock::now()) {}
+  Segment::Naming look();
+  [[nodiscard]] const Segment& segment() const noexcept { return seg_; }
+
+ private:
+  const Segment& seg_;
+  std::chrono::steady_clock::time_point looked_at_;
+};
+// For a command that follows a segment (tail -f, stat --watch): -1 while `names` finds
+// its name still naming it; otherwise, after saying on standard error that it was
+// removed (the status to end with: 0, no event can come again) or replaced by another
+// segment of that name (1: run the command again to follow the new one), the status to
+// end with.
+int end_if_unnamed(NameWatch& names, std::string_view command);
 // "0,1" -> {0, 1}
 std::vector<int> parse_cpus(const std::string& text);
 

@@ -30,7 +30,7 @@ int run(int argc, char** argv) {
   require_whole_numbers(app);
   if (!ringbus::Tsc::setting_valid()) {
     print_err("ringbus: {} is '{}': set it to 'tsc' (the default) or 'steady', or unset it\n",
-               ringbus::Tsc::kEnvironment, std::getenv(ringbus::Tsc::kEnvironment));
+              ringbus::Tsc::kEnvironment, std::getenv(ringbus::Tsc::kEnvironment));
     return kUsage;
   }
   try {
