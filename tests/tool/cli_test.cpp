@@ -2054,6 +2054,18 @@ TEST(Cli, NumbersAreDecimalAndBoundedByTheirOption) {
            {{"publish", missing, "--max-errors", ""}, "--max-errors: \"\" is not a whole number in decimal"},
            {{"demo", "--gap-ns", "1000000001"}, "--gap-ns: 1000000001 ns is more than 1 s, the longest pacing gap"},
            {{"bench", "--cpus", "0,x"}, "--cpus: \"0,x\" is not a list of CPU numbers such as 0,1"},
+           // Counts that must be at least 1 say so under their own name.
+           {{"demo", "--events", "0"}, "--events: \"0\" is too small: it must be at least 1"},
+           {{"demo", "--keys", "00"}, "--keys: \"00\" is too small: it must be at least 1"},
+           {{"bench", "--samples", "0"}, "--samples: \"0\" is too small: it must be at least 1"},
+           {{"bench", "--chunk", "0"}, "--chunk: \"0\" is too small: it must be at least 1"},
+           // Sizes: whole bytes with an optional unit; "1.5M" was "an unknown unit".
+           {{"create", missing, "--capacity", "1.5M"}, "--capacity: \"1.5M\" is not a size: a whole number of bytes"},
+           {{"create", missing, "--max-event", "0x10"}, "--max-event: \"0x10\" is not a size: a whole number of bytes"},
+           {{"create", missing, "--dlq", "16 M"}, "--dlq: \"16 M\" is not a size: a whole number of bytes"},
+           {{"create", missing, "--capacity", "-16M"}, "--capacity: \"-16M\" is negative"},
+           {{"create", missing, "--capacity", "16Q"}, "--capacity: \"16Q\" has an unknown unit (use K, M, G or T)"},
+           {{"bench", "--capacity", "99999999999999999999"}, "--capacity: \"99999999999999999999\" is too large"},
        }) {
     const Result refused = ringbus_run(r.args);
     EXPECT_EQ(refused.code, 2) << r.args[0] << " " << r.args[2] << "\n" << refused.err;
@@ -2061,6 +2073,12 @@ TEST(Cli, NumbersAreDecimalAndBoundedByTheirOption) {
   }
   // At the bound, accepted: the segment is looked for (and missing).
   EXPECT_EQ(ringbus_run({"tail", missing, "-n", "18446744073709551615"}).code, 4);
+  // Units in either case, with or without B and iB.
+  ToolSegment sized({"--capacity", "1mib", "--max-event", "2kB", "--dlq", "256K"});
+  const Result info = ringbus_run({"info", sized.name(), "--json"});
+  ASSERT_EQ(info.code, 0) << info.err;
+  EXPECT_NE(info.out.find("\"capacity\":1048576,"), std::string::npos) << info.out;
+  EXPECT_NE(info.out.find("\"max_event\":2048,"), std::string::npos) << info.out;
 }
 
 TEST(Cli, ExitCodesAndErrorsNameWhatWasWrong) {

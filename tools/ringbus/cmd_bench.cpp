@@ -53,11 +53,11 @@ void add_bench_command(CLI::App& app, int& exit_code) {
       ->check(non_empty("give the file to write"));
   cmd->add_option("--plot", o->plot, "Write the latency percentile spectrum as a PNG (needs gnuplot)")
       ->check(non_empty("give the file to write"));
-  // Given values replace the mode's defaults as they are (bench::check refuses a 0).
-  add_number(cmd, "--samples", o->samples, "Latency samples per system and run (default 1,000,000)");
-  add_number(cmd, "--runs", o->runs, "Runs; results are medians (default 3)");
-  add_number(cmd, "--gap-ns", o->gap_ns, "Pacing of latency events in ns (default 2000)");
-  add_number(cmd, "--chunk", o->chunk, "Samples per interleaved turn of one system (default 50000)");
+  // Given values replace the mode's defaults as they are (bench::check bounds them too).
+  add_number(cmd, "--samples", o->samples, "Latency samples per system and run (default 1,000,000)", 1);
+  add_number(cmd, "--runs", o->runs, "Runs; results are medians (default 3)", 1);
+  add_number(cmd, "--gap-ns", o->gap_ns, "Pacing of latency events in ns (default 2000)", 1);
+  add_number(cmd, "--chunk", o->chunk, "Samples per interleaved turn of one system (default 50000)", 1);
   cmd->add_option("--capacity", o->capacity,
                   "Log bytes of ringbus's ring in the throughput cases, a power of two (default 16M, a segment's default)");
   cmd->add_option("--scenarios", o->scenarios,

@@ -83,15 +83,14 @@ void add_demo_command(CLI::App& app, int& exit_code) {
     std::string cpus = "0,1";
   };
   auto o = std::make_shared<Opts>();
-  add_number(cmd, "--events", o->events, "Events to publish (default 1000000)");
-  add_number(cmd, "--keys", o->keys, "Distinct keys, round robin (default 1000, at most 16,777,216)");
+  add_number(cmd, "--events", o->events, "Events to publish (default 1000000)", 1);
+  add_number(cmd, "--keys", o->keys, "Distinct keys, round robin (default 1000, at most 16,777,216)", 1);
   add_number(cmd, "--gap-ns", o->gap_ns, "Pacing between events in ns (default 1000, at most 1 s)");
   add_number(cmd, "--warmup", o->warmup, "Events left out of the latency figures (default 10000)");
   cmd->add_option("--cpus", o->cpus, "Producer CPU,consumer CPU (default 0,1)");
   cmd->callback([o, &exit_code] {
     const std::vector<int> cpus = parse_cpus(o->cpus);
     if (cpus.size() != 2) throw CLI::ValidationError("--cpus", "give two CPUs: producer,consumer");
-    if (o->keys == 0 || o->events == 0) throw CLI::ValidationError("--events/--keys", "must be at least 1");
     if (o->gap_ns > bench::kMaxGapNs) {
       throw CLI::ValidationError("--gap-ns", fmt::format("{} ns is more than 1 s, the longest pacing gap", o->gap_ns));
     }

@@ -64,8 +64,12 @@ std::uint64_t parse_size(const std::string& option, const std::string& text) {
   std::uint64_t n = 0;
   const char* const end = text.data() + text.size();
   const auto [rest, ec] = std::from_chars(text.data(), end, n);
-  if (rest == text.data()) {
-    throw CLI::ValidationError(option, "\"" + text + "\" is not a size (e.g. 4096, 64K, 16M, 1G)");
+  if (!text.empty() && text[0] == '-') throw CLI::ValidationError(option, "\"" + text + "\" is negative");
+  // A unit is letters right after whole digits: "1.5M", "0x10" and "16 M" are not sizes.
+  const std::string_view letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+  if (rest == text.data() || std::string_view(rest, end).find_first_not_of(letters) != std::string_view::npos) {
+    throw CLI::ValidationError(option, "\"" + text + "\" is not a size: a whole number of bytes, with an optional unit "
+                                       "(e.g. 4096, 64K, 16M, 1G)");
   }
   if (ec == std::errc::result_out_of_range) throw CLI::ValidationError(option, "\"" + text + "\" is too large");
   std::string unit(rest, end);
@@ -124,9 +128,9 @@ std::string key_table_warning(std::uint64_t keys_used, std::uint64_t key_slots) 
   return fmt::format(" ({}% used: new keys may be refused from about 80%)", keys_used * 100 / key_slots);
 }
 
-CLI::Validator whole_number(std::uint64_t max) {
+CLI::Validator whole_number(std::uint64_t max, std::uint64_t min) {
   return CLI::Validator(
-      [max](std::string& v) -> std::string {
+      [max, min](std::string& v) -> std::string {
         const std::size_t first = v.find_first_not_of(" \t");
         if (first != std::string::npos && v[first] == '-') return "\"" + v + "\" is negative: it must be 0 or more";
         if (v.empty() || v.find_first_not_of("0123456789") != std::string::npos) {
@@ -137,6 +141,7 @@ CLI::Validator whole_number(std::uint64_t max) {
         if (ec == std::errc::result_out_of_range || n > max) {
           return fmt::format("\"{}\" is too large: it must be at most {}", v, max);
         }
+        if (n < min) return fmt::format("\"{}\" is too small: it must be at least {}", v, min);
         v = std::to_string(n);  // "010" -> "10": CLI11 would read it as octal
         return {};
       },

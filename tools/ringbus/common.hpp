@@ -77,14 +77,15 @@ std::optional<SchemaRegistry> registry_of(const Segment& seg);
 // into a 64-bit unsigned option as 2^64 - 1 (`tail -n -1` printed every event); a number
 // beyond the option's type it refuses as "Could not convert". This validator names what
 // is wrong, and drops leading zeros so that CLI11 reads the digits as decimal.
-CLI::Validator whole_number(std::uint64_t max);
+CLI::Validator whole_number(std::uint64_t max, std::uint64_t min = 0);
 inline constexpr const char* kWholeNumber = "whole-number";
-// Adds an option (or positional) for a count, a size or an id: a whole number that fits T.
+// Adds an option (or positional) for a count, a size or an id: a whole number that fits
+// T, and is at least `min`.
 template <class T>
-CLI::Option* add_number(CLI::App* cmd, std::string name, T& value, std::string help) {
+CLI::Option* add_number(CLI::App* cmd, std::string name, T& value, std::string help, std::uint64_t min = 0) {
   static_assert(std::is_integral_v<T> && !std::is_same_v<T, bool>);
   return cmd->add_option(std::move(name), value, std::move(help))
-      ->transform(whole_number(static_cast<std::uint64_t>(std::numeric_limits<T>::max())));
+      ->transform(whole_number(static_cast<std::uint64_t>(std::numeric_limits<T>::max()), min));
 }
 // Throws std::logic_error naming an integer option of `app` or its subcommands that was
 // not added by add_number (and so would read "010" as 8): run by every invocation, so
