@@ -312,10 +312,13 @@ ConsumerGroup ConsumerGroup::join(const Segment& segment, std::string_view name,
   // Waits for another live registrant of the name go by the clock: a count of yields
   // would be milliseconds on an idle CPU, less than a registrant may be descheduled.
   const std::uint64_t since = detail::monotonic_ns();
+  // Held from the look-up until the worker slots are taken (DESIGN.md section 6): one
+  // registration at a time, else two joins of one new name that each found it missing
+  // would both register it, each in its own slot; and no remove() between finding the
+  // group and taking its workers, else the workers would run in a freed slot.
+  std::optional<detail::RobustLock> registering;
   while (g == kNoGroup) {
-    // One registration at a time: two joins of one new name that each found it missing
-    // would otherwise both register it (each in its own slot; DESIGN.md section 6).
-    detail::RobustLock registering(r.control->group_lock, r.control->group_lock_start);
+    registering.emplace(r.control->group_lock, r.control->group_lock_start);
     bool pending = false;
     g = find_group(r, name, &pending);
     if (g != kNoGroup) break;
@@ -324,6 +327,7 @@ ConsumerGroup ConsumerGroup::join(const Segment& segment, std::string_view name,
                                   std::to_string(detail::kRegistrationWaitNs / 1'000'000'000) + " s");
     }
     if (pending) {
+      registering.reset();
       std::this_thread::yield();
       continue;
     }
@@ -353,6 +357,7 @@ ConsumerGroup ConsumerGroup::join(const Segment& segment, std::string_view name,
     g = free_slot;
   }
 
+  RINGBUS_FAULT_POINT(in_join);
   GroupSlot& gs = r.groups[g];
   // Take the worker slots; refuse if a live process (this one included) runs one.
   std::vector<std::uint32_t> taken;
@@ -399,6 +404,7 @@ ConsumerGroup ConsumerGroup::join(const Segment& segment, std::string_view name,
   for (std::uint32_t i = options.workers; i < need; ++i) {
     gs.worker[i].owner.store(layout::owner::make(layout::owner::detached, me.pid), std::memory_order_release);
   }
+  registering.reset();
   gs.resumes.fetch_add(1, std::memory_order_relaxed);
   // This process now holds every worker slot: a redelivery still `delivering` was cut
   // short by its worker's death and is delivered again.
@@ -461,6 +467,8 @@ ConsumerGroup ConsumerGroup::join(const Segment& segment, std::string_view name,
 
 bool ConsumerGroup::remove(const Segment& segment, std::string_view name) {
   const detail::SegmentRefs& r = segment.refs();
+  // A join holds it from finding the group until its workers are active (join()).
+  detail::RobustLock registering(r.control->group_lock, r.control->group_lock_start);
   const std::uint32_t g = find_group(r, name);
   if (g == kNoGroup) return false;
   GroupSlot& gs = r.groups[g];

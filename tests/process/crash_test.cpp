@@ -14,6 +14,7 @@
 #include "ringbus/consumer.hpp"
 #include "ringbus/detail/fault.hpp"
 #include "ringbus/detail/process.hpp"
+#include "ringbus/detail/robust_lock.hpp"
 #include "ringbus/producer.hpp"
 #include "ringbus/stats.hpp"
 #include "ringbus/tail_reader.hpp"
@@ -430,6 +431,70 @@ TEST_P(ProducerDeathOnABusyCpu, WhatItLeftIsRepairedWithinTheBoundThoughEveryYie
 INSTANTIATE_TEST_SUITE_P(HoleAndLatch, ProducerDeathOnABusyCpu,
                          ::testing::Values(FaultPoint::before_frame, FaultPoint::after_latch),
                          [](const ::testing::TestParamInfo<FaultPoint>& info) { return std::string(point_name(info.param)); });
+
+// A join between finding its group and taking the group's workers (FaultPoint::in_join)
+// holds the registration lock that remove() takes. Without it, a remove in that gap
+// freed the group, and the join then ran its workers in the freed slot: a group no
+// producer was gated by, whose slot the next new group would reset under it.
+std::atomic<int> g_join_stage{0};  // 1: a join is paused at in_join; 2: a remove returned or threw
+void pause_in_join(FaultPoint p) noexcept {
+  if (p != FaultPoint::in_join) return;
+  g_join_stage.store(1);
+  // Time for a remove that is not held off to finish; one held off waits for the join.
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
+  while (g_join_stage.load() != 2 && std::chrono::steady_clock::now() < until) std::this_thread::yield();
+}
+
+TEST(GroupRemoval, WaitsForAJoinThatFoundTheGroupToTakeItsWorkers) {
+  test::TempSegment seg({.capacity = 64 * 1024, .max_event = 1024}, "rmjoin");
+  ConsumerGroup::join(seg.segment(), "g");  // registered, then run by nobody
+  g_join_stage.store(0);
+  std::string refused;
+  bool removed = false;
+  std::thread remover([&] {
+    while (g_join_stage.load() != 1) std::this_thread::yield();
+    try {
+      removed = ConsumerGroup::remove(seg.segment(), "g");
+    } catch (const Error& e) {
+      refused = e.what();
+    }
+    g_join_stage.store(2);
+  });
+  detail::fault_hook = pause_in_join;
+  ConsumerGroup joined = ConsumerGroup::join(seg.segment(), "g");
+  detail::fault_hook = nullptr;
+  remover.join();
+  EXPECT_FALSE(removed);
+  EXPECT_NE(refused.find("run by live pid " + std::to_string(::getpid())), std::string::npos) << refused;
+  // Still registered, run by this process: producers are gated by it.
+  const SegmentStats stats = read_stats(seg.segment());
+  ASSERT_EQ(stats.groups.size(), 1u);
+  EXPECT_EQ(stats.groups[0].name, "g");
+  ASSERT_FALSE(stats.groups[0].worker.empty());
+  EXPECT_TRUE(stats.groups[0].worker[0].alive);
+}
+
+// Child: "die-in-join LOCATION". Joins group "g" and is killed at in_join, holding the
+// registration lock.
+const test::ChildRole die_in_join("die-in-join", [](const std::vector<std::string>& a) {
+  const Segment s = Segment::open(Location::shm(a.at(0)));
+  g_point = FaultPoint::in_join;
+  detail::fault_hook = kill_at_point;
+  ConsumerGroup::join(s, "g");
+  return 9;  // the fault point was never reached
+});
+
+TEST(GroupRemoval, AJoinKilledHoldingTheRegistrationLockHoldsUpNobody) {
+  test::TempSegment seg({.capacity = 64 * 1024, .max_event = 1024}, "diejoin");
+  ConsumerGroup::join(seg.segment(), "g");  // registered, then run by nobody
+  ASSERT_EQ(reap(spawn_child("die-in-join", {seg.location().name})), 128 + SIGKILL);
+  // The lock names a dead process: taken over at once, not after kStaleLockNs.
+  const auto t0 = std::chrono::steady_clock::now();
+  ConsumerGroup::join(seg.segment(), "other");
+  EXPECT_TRUE(ConsumerGroup::remove(seg.segment(), "g"));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::nanoseconds(detail::kStaleLockNs))
+      << "waited for a dead process's lock to go stale";
+}
 
 }  // namespace
 }  // namespace ringbus

@@ -341,7 +341,9 @@ class ConsumerGroup {
   static ConsumerGroup join(const Segment& segment, std::string_view name, const GroupOptions& options = {});
 
   // Unregisters a group nobody runs (its cursors stop gating producers). Returns
-  // false if there is no such group; throws Error(busy) if a live process runs it.
+  // false if there is no such group; throws Error(busy) if a live process runs it, or
+  // is joining it. Its dead letters, dedup windows and latency histogram go with it:
+  // a group joined later under the name starts empty (StartFrom applies).
   static bool remove(const Segment& segment, std::string_view name);
 
   ConsumerGroup(ConsumerGroup&&) noexcept;

@@ -15,6 +15,7 @@ enum class FaultPoint : std::uint8_t {
   before_frame,       // header written, frame not stored
   after_commit,       // frame stored, journal not yet idle
   in_consumer,        // a consumer between handling an event and storing its cursor
+  in_join,            // a join that found its group, its worker slots not yet taken
   count_,
 };
 
