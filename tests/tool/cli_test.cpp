@@ -1704,6 +1704,68 @@ TEST(Cli, DeadLettersListShowRedrivePurge) {
   EXPECT_TRUE(ringbus::DeadLetters::open(s, "orders").list().empty());
 }
 
+// A group whose processes are gone for good holds producers back once the log is a lap
+// ahead of its cursor: `group rm` unregisters it. Not while a live process runs it, nor
+// while dead letters that would go with it are there, unless asked.
+TEST(Cli, GroupRmLetsProducersPassAGroupNobodyRuns) {
+  ToolSegment seg({"--capacity", "64K", "--max-event", "1K"});
+  const ringbus::Segment s = seg.open();
+  ringbus::Producer p = ringbus::Producer::attach(s);
+  const std::vector<std::byte> payload(100);
+  {
+    ringbus::ConsumerGroup g = join_dead_lettering(s, "orders");
+    ASSERT_EQ(p.try_publish(0, 1, payload), ringbus::Status::ok);
+    while (g.worker(0).poll([](const ringbus::Event&) { return ringbus::Handled::fail; }, 100) != 0) {
+    }
+    ASSERT_EQ(ringbus::DeadLetters::open(s, "orders").list().size(), 1u);
+    const Result busy = ringbus_run({"group", seg.name(), "orders", "rm"});
+    EXPECT_EQ(busy.code, 1);
+    EXPECT_NE(busy.err.find("is run by live pid " + std::to_string(::getpid()) + " (worker 0): stop it first"),
+              std::string::npos)
+        << busy.err;
+  }
+  // Run by nobody now, it still holds the producer back.
+  while (p.try_publish(0, 1, payload) == ringbus::Status::ok) {
+  }
+  ASSERT_EQ(p.try_publish(0, 1, payload), ringbus::Status::full);
+  const Result kept = ringbus_run({"group", seg.name(), "orders", "rm"});
+  EXPECT_EQ(kept.code, 1);
+  EXPECT_NE(kept.err.find("holds 1 dead letter, which would go with it"), std::string::npos) << kept.err;
+  EXPECT_NE(kept.err.find("not removed"), std::string::npos) << kept.err;
+  EXPECT_EQ(p.try_publish(0, 1, payload), ringbus::Status::full);
+
+  const Result removed = ringbus_run({"group", seg.name(), "orders", "rm", "--discard-dead-letters"});
+  ASSERT_EQ(removed.code, 0) << removed.err;
+  EXPECT_NE(removed.out.find("removed group \"orders\" of segment shm:" + seg.name() + ": its cursor was at " +
+                                std::to_string(ringbus::record_bytes(100)) + ", 64 KiB behind the tail;"),
+            std::string::npos)
+      << removed.out;
+  EXPECT_NE(removed.out.find("; 1 dead letter discarded"), std::string::npos) << removed.out;
+  EXPECT_EQ(p.try_publish(0, 1, payload), ringbus::Status::ok);
+  // Gone, with its dead letters.
+  const Result again = ringbus_run({"group", seg.name(), "orders", "rm"});
+  EXPECT_EQ(again.code, 4);
+  EXPECT_NE(again.err.find("has no group \"orders\""), std::string::npos) << again.err;
+  EXPECT_EQ(ringbus_run({"dlq", seg.name(), "orders", "list"}).code, 4);
+  // A group whose process was killed: removed as well.
+  const pid_t child = ::fork();
+  if (child == 0) {
+    const ringbus::ConsumerGroup g = ringbus::ConsumerGroup::join(s, "killed");
+    ::raise(SIGKILL);
+    ::_exit(1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFSIGNALED(status));
+  const Result killed = ringbus_run({"group", seg.name(), "killed", "rm"});
+  EXPECT_EQ(killed.code, 0) << killed.err;
+  EXPECT_NE(killed.out.find("removed group \"killed\""), std::string::npos) << killed.out;
+  // The subcommand first, as `ringbus rm` is written.
+  const Result order = ringbus_run({"group", "rm", seg.name(), "orders"});
+  EXPECT_EQ(order.code, 2);
+  EXPECT_NE(order.err.find("ringbus group NAME GROUP rm"), std::string::npos) << order.err;
+}
+
 // Output that does not all reach standard output (here a full disk) fails the command,
 // the cause named once, however the command writes: event by event (tail), refresh by
 // refresh (stat --watch), all at once (stat), through fmt in one piece larger than

@@ -141,12 +141,12 @@ void print_err(fmt::format_string<Args...> format, Args&&... args) {
 void add_segment_commands(CLI::App& app, int& exit_code);
 void add_demo_command(CLI::App& app, int& exit_code);
 void add_bench_command(CLI::App& app, int& exit_code);
-void add_dlq_command(CLI::App& app, int& exit_code);
+void add_group_commands(CLI::App& app, int& exit_code);  // dlq and group
 void add_event_commands(CLI::App& app, int& exit_code);
 void add_stat_command(CLI::App& app, int& exit_code);
 
-// After a command line was refused: how `dlq` is written, when its segment argument was
-// one of its subcommands (`ringbus dlq list SEG GROUP`); empty otherwise.
-std::string dlq_order_hint(const CLI::App& app);
+// After a command line was refused: how `dlq` or `group` is written, when its segment
+// argument was one of its subcommands (`ringbus dlq list SEG GROUP`); empty otherwise.
+std::string group_order_hint(const CLI::App& app);
 
 }  // namespace ringbus::tool

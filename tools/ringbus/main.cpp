@@ -26,7 +26,7 @@ int run(int argc, char** argv) {
   add_bench_command(app, exit_code);
   add_event_commands(app, exit_code);
   add_stat_command(app, exit_code);
-  add_dlq_command(app, exit_code);
+  add_group_commands(app, exit_code);
   require_whole_numbers(app);
   if (!ringbus::Tsc::setting_valid()) {
     print_err("ringbus: {} is '{}': set it to 'tsc' (the default) or 'steady', or unset it\n",
@@ -37,7 +37,7 @@ int run(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     if (app.exit(e) == 0) return kOk;
-    if (const std::string hint = dlq_order_hint(app); !hint.empty()) print_err("{}\n", hint);
+    if (const std::string hint = group_order_hint(app); !hint.empty()) print_err("{}\n", hint);
     return kUsage;
   } catch (const std::system_error& e) {
     // fmt::print found standard output failing: reported once, by finish_output.

@@ -1,4 +1,5 @@
 // ringbus dlq NAME GROUP list | show ID | redrive [ID | --all] [--republish] | purge
+// ringbus group NAME GROUP rm [--discard-dead-letters]
 #include <fmt/format.h>
 
 #include <cstring>
@@ -7,11 +8,13 @@
 #include <vector>
 
 #include "common.hpp"
+#include "ringbus/consumer.hpp"
 #include "ringbus/dlq.hpp"
 #include "ringbus/error.hpp"
 #include "ringbus/json.hpp"
 #include "ringbus/producer.hpp"
 #include "ringbus/registry.hpp"
+#include "ringbus/stats.hpp"
 
 namespace ringbus::tool {
 namespace {
@@ -57,18 +60,6 @@ void print_letter(const DeadLetter& d, const std::optional<SchemaRegistry>& regi
              d.header.schema_version, d.header.producer_id, d.header.producer_seq, d.header.correlation_id,
              d.header.timestamp_ns, flags_of(d.header.key_seq_flags), d.payload.size(), payload_json(d.payload),
              envelope.empty() ? "" : ",\n \"envelope\": " + envelope);
-}
-
-}  // namespace
-
-std::string dlq_order_hint(const CLI::App& app) {
-  const CLI::App* cmd = app.get_subcommand("dlq");  // registered by add_dlq_command
-  const CLI::Option* name = cmd->get_option_no_throw("name");
-  if (cmd->count() == 0 || name == nullptr || name->results().empty()) return {};
-  const std::string& word = name->results().front();
-  if (cmd->get_subcommands([&](const CLI::App* sub) { return sub->get_name() == word; }).empty()) return {};
-  return fmt::format("ringbus dlq: the segment and the group come before the subcommand: ringbus dlq NAME GROUP {}",
-                     word);
 }
 
 void add_dlq_command(CLI::App& app, int& exit_code) {
@@ -183,6 +174,83 @@ void add_dlq_command(CLI::App& app, int& exit_code) {
     fmt::print("purged {} dead letter{} of group \"{}\"\n", n, n == 1 ? "" : "s", dlq.group());
     exit_code = kOk;
   });
+}
+
+// A group gates producers until it is removed: one whose processes are gone for good
+// holds every producer back once the log is a lap ahead of its cursor.
+void add_group_admin_command(CLI::App& app, int& exit_code) {
+  auto* cmd = app.add_subcommand("group", "Remove a consumer group nobody runs, so that it no longer holds producers back");
+  auto arg = std::make_shared<SegmentArg>();
+  auto group = std::make_shared<std::string>();
+  arg->add_to(cmd);
+  cmd->add_option("group", *group, "Consumer group")->required();
+  cmd->require_subcommand(1);
+  cmd->fallthrough();
+
+  auto* rm = cmd->add_subcommand(
+      "rm", "Unregister the group: its cursors stop holding producers back; its dead letters, dedup windows and "
+            "latency figures go with it. Refused while a live process runs or joins it");
+  auto discard = std::make_shared<bool>(false);
+  rm->add_flag("--discard-dead-letters", *discard, "Remove it even though its dead-letter ring holds entries");
+  rm->callback([arg, group, discard, &exit_code] {
+    const Segment seg = arg->open();
+    const SegmentStats stats = read_stats(seg);
+    const auto g = std::find_if(stats.groups.begin(), stats.groups.end(),
+                                [&](const GroupStats& s) { return s.name == *group; });
+    if (g == stats.groups.end()) {
+      print_err("ringbus group: segment {} has no group \"{}\"\n", seg.location().display(), printable(*group));
+      exit_code = kNotFound;
+      return;
+    }
+    // Said before the dead letters: stopping its process comes first. remove() checks again.
+    const auto live = std::find_if(g->worker.begin(), g->worker.end(), [](const WorkerStats& w) { return w.alive; });
+    if (live != g->worker.end()) {
+      print_err("ringbus group: group \"{}\" of segment {} is run by live pid {} (worker {}): stop it first; not "
+                "removed\n",
+                printable(*group), seg.location().display(), live->pid, live->index);
+      exit_code = kFailed;
+      return;
+    }
+    if (g->dead_letters != 0 && !*discard) {
+      print_err("ringbus group: group \"{0}\" of segment {1} holds {2} dead letter{3}, which would go with it: "
+                "republish or purge {4} (ringbus dlq {1} {0} redrive --all --republish, or purge), or pass "
+                "--discard-dead-letters; not removed\n",
+                printable(*group), seg.location().display(), with_commas(g->dead_letters),
+                g->dead_letters == 1 ? "" : "s", g->dead_letters == 1 ? "it" : "them");
+      exit_code = kFailed;
+      return;
+    }
+    if (!ConsumerGroup::remove(seg, *group)) {  // removed meanwhile
+      print_err("ringbus group: segment {} has no group \"{}\"\n", seg.location().display(), printable(*group));
+      exit_code = kNotFound;
+      return;
+    }
+    fmt::print("removed group \"{}\" of segment {}: its cursor was at {}, {} behind the tail{}\n", printable(*group),
+               seg.location().display(), with_commas(g->cursor), human_bytes(g->lag_bytes),
+               g->dead_letters == 0 ? "" : fmt::format("; {} dead letter{} discarded", with_commas(g->dead_letters),
+                                                       g->dead_letters == 1 ? "" : "s"));
+    exit_code = kOk;
+  });
+}
+
+}  // namespace
+
+void add_group_commands(CLI::App& app, int& exit_code) {
+  add_dlq_command(app, exit_code);
+  add_group_admin_command(app, exit_code);
+}
+
+std::string group_order_hint(const CLI::App& app) {
+  for (const char* command : {"dlq", "group"}) {
+    const CLI::App* cmd = app.get_subcommand(command);  // registered by add_group_commands
+    const CLI::Option* name = cmd->get_option_no_throw("name");
+    if (cmd->count() == 0 || name == nullptr || name->results().empty()) continue;
+    const std::string& word = name->results().front();
+    if (cmd->get_subcommands([&](const CLI::App* sub) { return sub->get_name() == word; }).empty()) continue;
+    return fmt::format("ringbus {0}: the segment and the group come before the subcommand: ringbus {0} NAME GROUP {1}",
+                       command, word);
+  }
+  return {};
 }
 
 }  // namespace ringbus::tool
