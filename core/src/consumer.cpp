@@ -11,6 +11,7 @@
 #include "ringbus/dedup.hpp"
 #include "ringbus/detail/groups.hpp"
 #include "ringbus/detail/process.hpp"
+#include "ringbus/detail/record_walk.hpp"
 #include "ringbus/detail/robust_lock.hpp"
 #include "ringbus/detail/recovery.hpp"
 #include "ringbus/error.hpp"
@@ -465,23 +466,84 @@ ConsumerGroup ConsumerGroup::join(const Segment& segment, std::string_view name,
   return ConsumerGroup(std::move(st));
 }
 
+namespace {
+
+// Throws Error(busy) if a live process runs (or is taking) a worker of group slot `gs`.
+// Called under the registration lock, which a join holds until its workers are active.
+void refuse_if_run(const GroupSlot& gs, const std::string& where) {
+  for (const WorkerSlot& ws : gs.worker) {
+    const std::uint64_t w = ws.owner.load(std::memory_order_acquire);
+    const auto s = layout::owner::state(w);
+    if ((s == layout::owner::active || s == layout::owner::attaching) &&
+        !detail::owner_dead(w, ws.owner_start.load(std::memory_order_acquire))) {
+      throw Error(Errc::busy, where + ": run by live pid " + std::to_string(layout::owner::pid(w)));
+    }
+  }
+}
+
+}  // namespace
+
 bool ConsumerGroup::remove(const Segment& segment, std::string_view name) {
   const detail::SegmentRefs& r = segment.refs();
   // A join holds it from finding the group until its workers are active (join()).
   detail::RobustLock registering(r.control->group_lock, r.control->group_lock_start);
   const std::uint32_t g = find_group(r, name);
   if (g == kNoGroup) return false;
-  GroupSlot& gs = r.groups[g];
-  for (const WorkerSlot& ws : gs.worker) {
-    const std::uint64_t w = ws.owner.load(std::memory_order_acquire);
-    const auto s = layout::owner::state(w);
-    if ((s == layout::owner::active || s == layout::owner::attaching) &&
-        !detail::owner_dead(w, ws.owner_start.load(std::memory_order_acquire))) {
-      throw Error(Errc::busy, where_of(segment, name) + ": run by live pid " + std::to_string(layout::owner::pid(w)));
-    }
-  }
+  refuse_if_run(r.groups[g], where_of(segment, name));
   unregister_group(r, g);
   return true;
+}
+
+std::optional<ConsumerGroup::Skipped> ConsumerGroup::skip_to(const Segment& segment, std::string_view name,
+                                                              std::uint64_t position) {
+  const detail::SegmentRefs& r = segment.refs();
+  const std::string where = where_of(segment, name);
+  detail::RobustLock registering(r.control->group_lock, r.control->group_lock_start);
+  const std::uint32_t g = find_group(r, name);
+  if (g == kNoGroup) return std::nullopt;
+  GroupSlot& gs = r.groups[g];
+  refuse_if_run(gs, where);
+  const std::uint64_t tail = r.control->tail.load(std::memory_order_acquire);
+  const std::uint64_t n = std::clamp<std::uint64_t>(gs.workers.load(std::memory_order_acquire), 1, layout::kMaxWorkers);
+  std::uint64_t slowest = layout::kNoPosition;
+  for (std::uint64_t i = 0; i < n; ++i) slowest = std::min(slowest, gs.worker[i].cursor.load(std::memory_order_acquire));
+  if (!layout::valid_position(tail) || !layout::valid_position(slowest) || slowest > tail || tail - slowest > r.capacity) {
+    throw Error(Errc::corrupt, where + ": cursor " + std::to_string(slowest) + " cannot be a record position (tail " +
+                                   std::to_string(tail) + ")");
+  }
+  if (position == layout::kNoPosition) position = tail;
+  const std::string at = where + ": position " + std::to_string(position);
+  if (!layout::valid_position(position)) {
+    throw Error(Errc::invalid_options, at + " is not a record position (8-byte aligned, at most 2^62)");
+  }
+  if (position > tail) {
+    throw Error(Errc::invalid_options, at + " is beyond the log's tail " + std::to_string(tail));
+  }
+  // Producers keep within a lap of the slowest cursor: one moved back could be behind
+  // records they have overwritten already.
+  if (position < slowest) {
+    throw Error(Errc::invalid_options, at + " is behind the group's cursor " + std::to_string(slowest) +
+                                           ": cursors only move forward");
+  }
+  // The slowest cursor is a record boundary whose records are all still in the ring
+  // (it gates the producers); so are the tail and the start of every lap (records never
+  // cross the ring's end).
+  if (position != tail) {
+    const std::uint64_t lap_start = (position >> r.shift) << r.shift;
+    const detail::Walk walk = detail::walk_to(r, std::max(slowest, lap_start), position, at);
+    if (walk.result != detail::WalkResult::record_start) {
+      throw Error(Errc::invalid_options, at + " cannot be checked: the record at " + std::to_string(walk.stopped_at) +
+                                             " before it is not committed");
+    }
+  }
+  for (std::uint64_t i = 0; i < n; ++i) {
+    WorkerSlot& ws = gs.worker[i];
+    if (ws.cursor.load(std::memory_order_relaxed) >= position) continue;  // already past it
+    // The event a dead worker was handling is skipped too: not redelivered.
+    if (ws.inflight.load(std::memory_order_relaxed) < position) ws.inflight.store(layout::kNoPosition, std::memory_order_relaxed);
+    ws.cursor.store(position, std::memory_order_release);
+  }
+  return Skipped{slowest, position};
 }
 
 std::uint32_t ConsumerGroup::workers() const noexcept { return static_cast<std::uint32_t>(st_->workers.size()); }

@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "ringbus/detail/process.hpp"
+#include "ringbus/detail/record_walk.hpp"
 #include "ringbus/detail/recovery.hpp"
 #include "ringbus/error.hpp"
 
@@ -54,6 +55,30 @@ void for_each_cursor(const detail::SegmentRefs& r, Fn&& fn) {
 constexpr std::uint64_t kBoundaryWalkBytes = std::uint64_t{256} << 20;
 
 }  // namespace
+
+namespace detail {
+
+Walk walk_to(const SegmentRefs& r, std::uint64_t from, std::uint64_t position, const std::string& where) {
+  std::uint64_t at = from, next = from;
+  while (next < position) {
+    at = next;
+    // Pairs with the release store of the frame by the record's writer.
+    const std::uint64_t f = std::atomic_ref<std::uint64_t>(r.record_at(at)->frame).load(std::memory_order_acquire);
+    // Not yet committed, overwritten meanwhile or damaged: what follows is unknown.
+    if (!frame::ready_for(f, r.lap(at))) return {WalkResult::unknown, at};
+    const std::uint64_t bytes = record_span(r, f, at);
+    if (bytes == 0) return {WalkResult::unknown, at};
+    next = at + bytes;
+  }
+  if (next != position) {
+    throw Error(Errc::invalid_options, where + " is inside the record at " + std::to_string(at) +
+                                           "; records start at " + std::to_string(at) + " and " +
+                                           std::to_string(next));
+  }
+  return {WalkResult::record_start, position};
+}
+
+}  // namespace detail
 
 TailReader::TailReader(const Segment& s, std::uint64_t pos) : seg_(s), r_(s.refs()), pos_(pos) {
   buf_.resize(r_.max_record / 8 + 1);
@@ -106,22 +131,7 @@ TailReader TailReader::open_at(const Segment& segment, std::uint64_t position) {
     if (c <= position && tail - c < r.capacity && (!from || c > *from)) from = c;
   });
   if (!from || position - *from > kBoundaryWalkBytes) return reader;
-  std::uint64_t at = *from, next = *from;
-  while (next < position) {
-    at = next;
-    // Pairs with the release store of the frame by the record's writer.
-    const std::uint64_t f = std::atomic_ref<std::uint64_t>(r.record_at(at)->frame).load(std::memory_order_acquire);
-    // Not yet committed, overwritten meanwhile or damaged: what follows is unknown.
-    if (!frame::ready_for(f, r.lap(at))) return reader;
-    const std::uint64_t bytes = record_span(r, f, at);
-    if (bytes == 0) return reader;  // try_next reports it
-    next = at + bytes;
-  }
-  if (next != position) {
-    throw Error(Errc::invalid_options, where + " is inside the record at " + std::to_string(at) +
-                                           "; records start at " + std::to_string(at) + " and " +
-                                           std::to_string(next));
-  }
+  (void)detail::walk_to(r, *from, position, where);  // a record start, or unknown: try_next checks
   return reader;
 }
 

@@ -1766,6 +1766,80 @@ TEST(Cli, GroupRmLetsProducersPassAGroupNobodyRuns) {
   EXPECT_NE(order.err.find("ringbus group NAME GROUP rm"), std::string::npos) << order.err;
 }
 
+// A group without dead letters stops on an event its handler never accepts, and a
+// restart stops there again: `group skip --to` the next record moves it past.
+TEST(Cli, GroupSkipMovesAStuckGroupPastAnEventNoHandlerAccepts) {
+  ToolSegment seg({"--capacity", "64K", "--max-event", "1K", "--dlq", "0"});
+  const ringbus::Segment s = seg.open();
+  TempFile file(R"({"event_type":"order","key":"o-1","data":{"n":1}})" "\n"
+                R"({"event_type":"order","key":"o-1","data":{"poison":true}})" "\n"
+                R"({"event_type":"order","key":"o-1","data":{"n":3}})" "\n");
+  auto handle = [](std::vector<std::uint64_t>& handled) {
+    return [&handled](const ringbus::Event& e) {
+      const bool poison = std::string_view(reinterpret_cast<const char*>(e.payload().data()), e.payload().size())
+                              .find("poison") != std::string_view::npos;
+      if (!poison) handled.push_back(e.position());
+      return poison ? ringbus::Handled::fail : ringbus::Handled::ok;
+    };
+  };
+  std::vector<std::uint64_t> handled;
+  std::uint64_t stuck_at = 0;
+  {
+    ringbus::ConsumerGroup g = ringbus::ConsumerGroup::join(s, "orders", {.dead_letters = false});
+    ASSERT_EQ(ringbus_run({"publish", seg.name(), file.path()}).code, 0);
+    try {
+      while (g.worker(0).poll(handle(handled), 100) != 0) {
+      }
+      FAIL() << "the poison event was accepted";
+    } catch (const ringbus::HandlerFailed& e) {
+      stuck_at = e.position();
+    }
+    ASSERT_EQ(handled.size(), 1u);
+    const Result busy = ringbus_run({"group", seg.name(), "orders", "skip", "--to", "end"});
+    EXPECT_EQ(busy.code, 1);
+    EXPECT_NE(busy.err.find("run by live pid"), std::string::npos) << busy.err;
+  }
+  const Result tail = ringbus_run({"tail", seg.name(), "--from", std::to_string(stuck_at), "-n", "2"});
+  ASSERT_EQ(tail.code, 0) << tail.err;
+  const std::string next = tail.out.substr(tail.out.find('\n') + 1);
+  ASSERT_EQ(next.rfind("{\"position\":", 0), 0u) << tail.out;
+  const std::string next_position = next.substr(12, next.find(',') - 12);
+
+  for (const auto& [to, says] : std::vector<std::pair<std::string, std::string>>{
+           {std::to_string(stuck_at + 8), "is inside the record at " + std::to_string(stuck_at)},
+           {"0", "is behind the group's cursor " + std::to_string(stuck_at) + ": cursors only move forward"},
+           {"999999992", "is beyond the log's tail"}}) {
+    const Result refused = ringbus_run({"group", seg.name(), "orders", "skip", "--to", to});
+    EXPECT_EQ(refused.code, 1) << to;
+    EXPECT_NE(refused.err.find("position " + to + " " + says), std::string::npos) << refused.err;
+  }
+  const Result usage = ringbus_run({"group", seg.name(), "orders", "skip", "--to", "start"});
+  EXPECT_EQ(usage.code, 2);
+  EXPECT_NE(usage.err.find("\"start\" is not end or a position"), std::string::npos) << usage.err;
+  EXPECT_EQ(ringbus_run({"group", seg.name(), "missing", "skip", "--to", "end"}).code, 4);
+
+  const Result skipped = ringbus_run({"group", seg.name(), "orders", "skip", "--to", next_position});
+  ASSERT_EQ(skipped.code, 0) << skipped.err;
+  EXPECT_NE(skipped.out.find("group \"orders\" of segment shm:" + seg.name() + ": cursors moved forward from " +
+                             std::to_string(stuck_at) + " to " + next_position + ": "),
+            std::string::npos)
+      << skipped.out;
+  {
+    ringbus::ConsumerGroup g = ringbus::ConsumerGroup::join(s, "orders", {.dead_letters = false});
+    while (g.worker(0).poll(handle(handled), 100) != 0) {
+    }
+    ASSERT_EQ(handled.size(), 2u);
+    EXPECT_EQ(std::to_string(handled[1]), next_position);
+  }
+  // To the tail: what was published while nobody ran the group is not delivered to it.
+  ASSERT_EQ(ringbus_run({"publish", seg.name(), file.path()}).code, 0);
+  const Result to_end = ringbus_run({"group", seg.name(), "orders", "skip", "--to", "end"});
+  ASSERT_EQ(to_end.code, 0) << to_end.err;
+  EXPECT_NE(to_end.out.find(" to the tail, "), std::string::npos) << to_end.out;
+  ringbus::ConsumerGroup g = ringbus::ConsumerGroup::join(s, "orders", {.dead_letters = false});
+  EXPECT_EQ(g.worker(0).poll(handle(handled), 100), 0u);
+}
+
 // Output that does not all reach standard output (here a full disk) fails the command,
 // the cause named once, however the command writes: event by event (tail), refresh by
 // refresh (stat --watch), all at once (stat), through fmt in one piece larger than

@@ -330,6 +330,79 @@ TEST(ConsumerGroup, RemovingAGroupStopsItGating) {
   for (int i = 0; i < 200; ++i) ASSERT_EQ(p.try_publish(0, 1, std::as_bytes(std::span(big))), Status::ok);
 }
 
+// Skipping forward: past an event no handler accepts (a group without dead letters stops
+// on it for good), or past a backlog. Only a group nobody runs, only forward, only to
+// where a record starts.
+TEST(ConsumerGroup, SkipToMovesTheCursorsOfAGroupNobodyRunsForward) {
+  TempSegment seg;
+  Producer p = Producer::attach(seg.segment());
+  std::vector<std::uint64_t> positions;  // of values 0..9
+  std::vector<std::uint64_t> worker1_values;  // from value 4 on
+  std::uint64_t cursor = 0;
+  {
+    ConsumerGroup g = ConsumerGroup::join(seg.segment(), "skip", {.workers = 2});
+    publish_values(p, 4, 0, 10);
+    TailReader reader = TailReader::open(seg.segment(), TailStart::earliest);
+    for (Event e; reader.try_next(e);) {
+      positions.push_back(e.position());
+      if (value_of(e) >= 4 && g.worker(1).routes_here(e)) worker1_values.push_back(value_of(e));
+    }
+    ASSERT_EQ(positions.size(), 10u);
+    ASSERT_FALSE(worker1_values.empty());
+    // Worker 0 handles what routes to it, and so passes every record; worker 1 stays at the start.
+    g.worker(0).poll([](const Event&) {}, 1000);
+    cursor = g.worker(1).position();
+    ASSERT_LT(cursor, positions[4]);
+    ASSERT_GT(g.worker(0).position(), positions[4]);
+    try {
+      (void)ConsumerGroup::skip_to(seg.segment(), "skip", positions[4]);
+      FAIL() << "moved the cursors of a group this process runs";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::busy);
+      EXPECT_NE(std::string(e.what()).find("run by live pid " + std::to_string(::getpid())), std::string::npos);
+    }
+  }
+  EXPECT_FALSE(ConsumerGroup::skip_to(seg.segment(), "missing", positions[4]).has_value());
+  auto refused = [&](std::uint64_t position, const std::string& says) {
+    try {
+      (void)ConsumerGroup::skip_to(seg.segment(), "skip", position);
+      ADD_FAILURE() << "moved to " << position;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::invalid_options);
+      EXPECT_NE(std::string(e.what()).find(says), std::string::npos) << e.what();
+    }
+  };
+  refused(positions[4] + 8, "is inside the record at " + std::to_string(positions[4]));
+  refused(positions[4] + 1, "is not a record position");
+  refused(positions[9] + 4096, "is beyond the log's tail");
+
+  const std::optional<ConsumerGroup::Skipped> skipped = ConsumerGroup::skip_to(seg.segment(), "skip", positions[4]);
+  ASSERT_TRUE(skipped.has_value());
+  EXPECT_EQ(skipped->from, cursor);
+  EXPECT_EQ(skipped->to, positions[4]);
+  refused(positions[2], "is behind the group's cursor " + std::to_string(positions[4]) + ": cursors only move forward");
+  {
+    ConsumerGroup g = ConsumerGroup::join(seg.segment(), "skip", {.workers = 2});
+    std::vector<std::uint64_t> handled[2];
+    for (std::uint32_t w = 0; w < 2; ++w) {
+      while (g.worker(w).poll([&](const Event& e) { handled[w].push_back(value_of(e)); }, 1000) != 0) {
+      }
+    }
+    EXPECT_TRUE(handled[0].empty()) << "worker 0 was past the position already, and stays";
+    EXPECT_EQ(handled[1], worker1_values) << "worker 1 starts at value 4";
+  }
+  // To the tail: nothing before it is delivered, what comes after is.
+  publish_values(p, 4, 10, 12);
+  const std::optional<ConsumerGroup::Skipped> to_end = ConsumerGroup::skip_to(seg.segment(), "skip", layout::kNoPosition);
+  ASSERT_TRUE(to_end.has_value());
+  EXPECT_EQ(to_end->to, p.segment().was_tail());
+  publish_values(p, 4, 12, 13);
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "skip", {.workers = 2});
+  std::vector<std::uint64_t> values;
+  drain_all(g, [&](const Event& e) { values.push_back(value_of(e)); });
+  EXPECT_EQ(values, std::vector<std::uint64_t>{12});
+}
+
 TEST(ConsumerGroup, NamesAndOptionsAreValidated) {
   TempSegment seg;
   EXPECT_THROW(ConsumerGroup::join(seg.segment(), "bad/name"), Error);

@@ -1,5 +1,5 @@
 // ringbus dlq NAME GROUP list | show ID | redrive [ID | --all] [--republish] | purge
-// ringbus group NAME GROUP rm [--discard-dead-letters]
+// ringbus group NAME GROUP rm [--discard-dead-letters] | skip --to end|POSITION
 #include <fmt/format.h>
 
 #include <cstring>
@@ -179,7 +179,8 @@ void add_dlq_command(CLI::App& app, int& exit_code) {
 // A group gates producers until it is removed: one whose processes are gone for good
 // holds every producer back once the log is a lap ahead of its cursor.
 void add_group_admin_command(CLI::App& app, int& exit_code) {
-  auto* cmd = app.add_subcommand("group", "Remove a consumer group nobody runs, so that it no longer holds producers back");
+  auto* cmd = app.add_subcommand(
+      "group", "Remove a consumer group nobody runs any more, or move its cursors forward past events it need not handle");
   auto arg = std::make_shared<SegmentArg>();
   auto group = std::make_shared<std::string>();
   arg->add_to(cmd);
@@ -229,6 +230,35 @@ void add_group_admin_command(CLI::App& app, int& exit_code) {
                seg.location().display(), with_commas(g->cursor), human_bytes(g->lag_bytes),
                g->dead_letters == 0 ? "" : fmt::format("; {} dead letter{} discarded", with_commas(g->dead_letters),
                                                        g->dead_letters == 1 ? "" : "s"));
+    exit_code = kOk;
+  });
+
+  auto* skip = cmd->add_subcommand(
+      "skip",
+      "Move the cursors of a group nobody runs forward, so that the events before --to are not delivered to it: past "
+      "an event its handler never accepts (a worker without dead letters stops there), or past a backlog");
+  auto to = std::make_shared<std::string>();
+  skip->add_option("--to", *to, "end (the tail), or a position where a record starts, as tail prints it")
+      ->required()
+      ->check(CLI::Validator(
+          [](const std::string& v) {
+            return v == "end" || (!v.empty() && v.size() <= 19 && v.find_first_not_of("0123456789") == std::string::npos)
+                       ? std::string()
+                       : "\"" + v + "\" is not end or a position";
+          },
+          "end|POSITION"));
+  skip->callback([arg, group, to, &exit_code] {
+    const Segment seg = arg->open();
+    const std::uint64_t position = *to == "end" ? layout::kNoPosition : std::stoull(*to);
+    const std::optional<ConsumerGroup::Skipped> skipped = ConsumerGroup::skip_to(seg, *group, position);
+    if (!skipped) {
+      print_err("ringbus group: segment {} has no group \"{}\"\n", seg.location().display(), printable(*group));
+      exit_code = kNotFound;
+      return;
+    }
+    fmt::print("group \"{}\" of segment {}: cursors moved forward from {} to {}{}: {} skipped\n", printable(*group),
+               seg.location().display(), with_commas(skipped->from), *to == "end" ? "the tail, " : "",
+               with_commas(skipped->to), human_bytes(skipped->to - skipped->from));
     exit_code = kOk;
   });
 }

@@ -346,6 +346,21 @@ class ConsumerGroup {
   // a group joined later under the name starts empty (StartFrom applies).
   static bool remove(const Segment& segment, std::string_view name);
 
+  // Moves the cursors of a group nobody runs forward to `position`, a record position
+  // (e.g. an Event::position()) or the tail (layout::kNoPosition: the tail), so that the
+  // events before it are not delivered to the group: past an event its handler can never
+  // accept in a group without dead letters, or past a backlog it need not handle. A
+  // worker already past `position` stays where it is. Returns the group's slowest cursor
+  // before and the position after; nullopt if there is no such group. Throws Error(busy) if a live
+  // process runs or joins it, Error(invalid_options) for a position that is no record's,
+  // beyond the tail, behind the slowest cursor (cursors only move forward: producers may
+  // have overwritten what lies a lap behind the others), or past a record not committed.
+  struct Skipped {
+    std::uint64_t from;  // the slowest cursor before
+    std::uint64_t to;    // `position`, or the tail it stood for
+  };
+  static std::optional<Skipped> skip_to(const Segment& segment, std::string_view name, std::uint64_t position);
+
   ConsumerGroup(ConsumerGroup&&) noexcept;
   ConsumerGroup& operator=(ConsumerGroup&&) noexcept;
   ~ConsumerGroup();

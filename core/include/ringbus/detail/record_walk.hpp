@@ -1,0 +1,28 @@
+// Checking that a position is where a record starts, by walking the committed records
+// from a boundary known before it (shared by TailReader::open_at and
+// ConsumerGroup::skip_to).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "ringbus/segment.hpp"
+
+namespace ringbus::detail {
+
+enum class WalkResult : std::uint8_t {
+  record_start,  // the records walked from `from` end exactly at the position
+  unknown,       // a record on the way is not committed, was overwritten meanwhile, or is damaged
+};
+
+struct Walk {
+  WalkResult result;
+  std::uint64_t stopped_at;  // unknown: the position of the record the walk could not pass
+};
+
+// Walks from `from`, a record boundary no later than `position` and still in the ring,
+// one frame read a record. Throws Error(invalid_options), `where` + " is inside the
+// record at A; records start at A and B", when a record spans `position`.
+Walk walk_to(const SegmentRefs& r, std::uint64_t from, std::uint64_t position, const std::string& where);
+
+}  // namespace ringbus::detail
