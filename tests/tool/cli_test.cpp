@@ -659,6 +659,12 @@ TEST(Cli, PublishInterruptedExitsPartial) {
   const std::uint64_t published = ringbus::read_stats(s).published;
   EXPECT_GT(published, 0u);
   EXPECT_NE(r.err.find(fmt_count(published, published)), std::string::npos) << r.err;
+  // The line it was waiting to publish is named.
+  EXPECT_NE(r.err.find("interrupted while segment shm:" + seg.name() + " was full (a consumer group is not keeping "
+                       "up; see `ringbus info`): line " + std::to_string(published + 1) +
+                       " and the lines after it are not published"),
+            std::string::npos)
+      << r.err;
 }
 
 // Standard input left non-blocking by whoever passed it (a pipe2(O_NONBLOCK), or a
@@ -909,6 +915,10 @@ TEST(Cli, PublishReportsAFullKeyTableOrRegistryAndALogThatStaysFull) {
     EXPECT_GT(published, 0u);
     EXPECT_LT(published, 400u);
     EXPECT_EQ(lines_of(ringbus_run({"tail", seg.name()}).out).size(), published);
+    EXPECT_NE(pub.err.find("line " + std::to_string(published + 1) + ": timeout (the log stayed full for 0.2 s: "),
+              std::string::npos)
+        << pub.err;
+    EXPECT_NE(pub.err.find("): it and the lines after it are not published"), std::string::npos) << pub.err;
   }
 }
 

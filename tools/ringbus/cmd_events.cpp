@@ -313,7 +313,13 @@ void add_event_commands(CLI::App& app, int& exit_code) {
         }
         const Status s = publish_envelope(producer, registry, envelope,
                                           std::chrono::nanoseconds(static_cast<std::int64_t>(*timeout * 1e9)));
-        if (s == Status::stopped) break;  // Ctrl-C while the log was full: the line is not published
+        if (s == Status::stopped) {  // Ctrl-C while the log was full
+          print_err("{}ringbus publish: interrupted while segment {} was full (a consumer group is not keeping up; see "
+                    "`ringbus info`): line {} and the lines after it are not published\n",
+                    progress ? "\r\33[K" : "", seg.location().display(), line_no);
+          --line_no;
+          break;
+        }
         if (s == Status::ok) {
           ++published;
         } else if (s == Status::too_large || s == Status::invalid) {
@@ -329,7 +335,7 @@ void add_event_commands(CLI::App& app, int& exit_code) {
                              seg.refs().registry_slots));
         } else {
           print_err("{}ringbus publish: segment {}: line {}: {} (the log stayed full for {} s: a consumer "
-                    "group is not keeping up; see `ringbus info`)\n",
+                    "group is not keeping up; see `ringbus info`): it and the lines after it are not published\n",
                     progress ? "\r\33[K" : "", seg.location().display(), line_no, to_string(s), *timeout);
           exit_code = kFailed;
           break;
