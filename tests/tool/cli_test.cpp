@@ -1738,6 +1738,11 @@ TEST(Cli, GroupRmLetsProducersPassAGroupNobodyRuns) {
   while (p.try_publish(0, 1, payload) == ringbus::Status::ok) {
   }
   ASSERT_EQ(p.try_publish(0, 1, payload), ringbus::Status::full);
+  const Result info = ringbus_run({"info", seg.name()});
+  EXPECT_NE(info.out.find("    a lap behind and run by nobody: it holds producers back until it runs again; if it is "
+                          "retired, `ringbus group " + seg.name() + " orders rm` unregisters it"),
+            std::string::npos)
+      << info.out;
   const Result kept = ringbus_run({"group", seg.name(), "orders", "rm"});
   EXPECT_EQ(kept.code, 1);
   EXPECT_NE(kept.err.find("holds 1 dead letter, which would go with it"), std::string::npos) << kept.err;
