@@ -263,13 +263,25 @@ DeadLetters DeadLetters::open(const Segment& segment, std::string_view group) {
   if (r.dlq == nullptr) throw Error(Errc::not_found, where + ": the segment has no dead-letter rings (dlq_capacity 0)");
   const std::uint32_t g = detail::find_group(r, group);
   if (g == detail::kNoGroup) throw Error(Errc::not_found, where + ": no such group");
-  return DeadLetters(segment, std::string(group), g);
+  DeadLetters d(segment, std::string(group), g, r.groups[g].created_ns.load(std::memory_order_acquire));
+  d.check_registered();  // found, then removed and registered again before created_ns was read
+  return d;
+}
+
+void DeadLetters::check_registered() const {
+  const layout::GroupSlot& gs = seg_.refs().groups[slot_];
+  if (layout::owner::state(gs.state.load(std::memory_order_acquire)) != layout::owner::active ||
+      gs.created_ns.load(std::memory_order_acquire) != registered_ns_ || detail::group_name(gs) != group_) {
+    throw Error(Errc::not_found, "segment " + seg_.location().display() + " group \"" + printable(group_) +
+                                     "\": removed since its dead letters were opened");
+  }
 }
 
 std::vector<DeadLetter> DeadLetters::list() const {
   const detail::Ring ring = detail::ring_of(seg_.refs(), slot_);
   std::vector<DeadLetter> out;
   detail::RingLock lock(ring.c);
+  check_registered();
   detail::check_ring(ring, "segment " + seg_.location().display() + " group \"" + group_ + "\"");
   detail::walk(ring, ring.c.head.load(std::memory_order_relaxed), ring.c.tail.load(std::memory_order_relaxed),
                [&](layout::DlqEntry* e, std::uint64_t, std::uint64_t w) {
@@ -287,6 +299,7 @@ std::optional<DeadLetter> DeadLetters::get(std::uint64_t id) const {
 }
 
 DeadLetterStats DeadLetters::stats() const {
+  check_registered();
   const detail::Ring ring = detail::ring_of(seg_.refs(), slot_);
   DeadLetterStats s;
   s.entries = ring.c.entries.load(std::memory_order_relaxed);
@@ -303,6 +316,7 @@ std::size_t DeadLetters::request_redrive(std::optional<std::uint64_t> id) {
   std::size_t marked = 0;
   {
     detail::RingLock lock(ring.c);
+    check_registered();
     detail::walk(ring, ring.c.head.load(std::memory_order_relaxed), ring.c.tail.load(std::memory_order_relaxed),
                  [&](layout::DlqEntry* e, std::uint64_t, std::uint64_t w) {
                    if (layout::dlq_state::state(w) != layout::dlq_state::ready || (id && e->id != *id)) return true;
@@ -328,6 +342,7 @@ std::size_t DeadLetters::republish(Producer& producer, std::optional<std::uint64
     // republishes it, marks it for redelivery or removes it in between, so it goes back
     // once. try_claim does not wait, so the lock is held for a copy per entry.
     detail::RingLock lock(ring.c);
+    check_registered();
     detail::check_ring(ring, "segment " + seg_.location().display() + " group \"" + group_ + "\"");
     detail::walk(ring, ring.c.head.load(std::memory_order_relaxed), ring.c.tail.load(std::memory_order_relaxed),
                  [&](layout::DlqEntry* e, std::uint64_t, std::uint64_t w) {
@@ -360,6 +375,7 @@ bool DeadLetters::remove(std::uint64_t id) {
   const detail::Ring ring = detail::ring_of(seg_.refs(), slot_);
   bool removed = false;
   detail::RingLock lock(ring.c);
+  check_registered();
   detail::walk(ring, ring.c.head.load(std::memory_order_relaxed), ring.c.tail.load(std::memory_order_relaxed),
                [&](layout::DlqEntry* e, std::uint64_t, std::uint64_t w) {
                  if (e->id != id) return true;
@@ -378,6 +394,7 @@ std::size_t DeadLetters::purge() {
   const detail::Ring ring = detail::ring_of(seg_.refs(), slot_);
   std::size_t n = 0;
   detail::RingLock lock(ring.c);
+  check_registered();
   detail::walk(ring, ring.c.head.load(std::memory_order_relaxed), ring.c.tail.load(std::memory_order_relaxed),
                [&](layout::DlqEntry* e, std::uint64_t, std::uint64_t w) {
                  const auto s = layout::dlq_state::state(w);

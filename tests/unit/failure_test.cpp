@@ -460,6 +460,41 @@ TEST(DeadLetters, RemovePurgeAndOpenErrors) {
   EXPECT_THROW(DeadLetters::open(bare.segment(), "h"), Error);
 }
 
+// A handle opened before its group was removed refuses to act: the slot, and its ring,
+// may be another group's since. It purged, listed and redrove that group's dead letters.
+TEST(DeadLetters, AHandleOutlivingItsGroupActsOnNoOtherGroupsRing) {
+  TempSegment seg;
+  { ConsumerGroup gone = three_dead_letters(seg, "gone"); }
+  DeadLetters stale = DeadLetters::open(seg.segment(), "gone");
+  ASSERT_EQ(stale.list().size(), 3u);
+  ASSERT_TRUE(ConsumerGroup::remove(seg.segment(), "gone"));
+  ConsumerGroup next = three_dead_letters(seg, "next");  // the slot "gone" left
+  ASSERT_EQ(read_stats(seg.segment()).groups.at(0).slot, 0u);
+  auto refuses = [](auto&& call) {
+    try {
+      call();
+      ADD_FAILURE() << "acted on the ring of the group in the slot now";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::not_found);
+      EXPECT_NE(std::string(e.what()).find("group \"gone\": removed since its dead letters were opened"),
+                std::string::npos)
+          << e.what();
+    }
+  };
+  refuses([&] { (void)stale.list(); });
+  refuses([&] { (void)stale.get(1); });
+  refuses([&] { (void)stale.stats(); });
+  refuses([&] { (void)stale.request_redrive(); });
+  refuses([&] { (void)stale.remove(1); });
+  refuses([&] { (void)stale.purge(); });
+  Producer p = Producer::attach(seg.segment());
+  refuses([&] { (void)stale.republish(p); });
+  const std::vector<DeadLetter> kept = DeadLetters::open(seg.segment(), "next").list();
+  ASSERT_EQ(kept.size(), 3u);
+  for (const DeadLetter& d : kept) EXPECT_EQ(d.state, "ready");
+  EXPECT_THROW(DeadLetters::open(seg.segment(), "gone"), Error);
+}
+
 // The ring wraps: an entry that does not fit before the end of the ring is preceded by a
 // filler to the end and goes at the start. Room is counted with the filler, so an entry
 // never lands on the live entries at the start; removed entries and fillers are

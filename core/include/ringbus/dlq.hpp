@@ -50,7 +50,9 @@ struct DeadLetterStats {
 class DeadLetters {
  public:
   // The dead-letter ring of registered group `group`. Throws Error(not_found) if there is
-  // no such group or the segment was created without dead-letter rings.
+  // no such group or the segment was created without dead-letter rings. Every call
+  // below throws Error(not_found) once the group is removed (ConsumerGroup::remove):
+  // its slot, and the ring with it, may belong to another group since.
   static DeadLetters open(const Segment& segment, std::string_view group);
 
   // Every entry not removed, oldest first. Shared memory is checked: a ring whose bounds
@@ -79,10 +81,14 @@ class DeadLetters {
   [[nodiscard]] const std::string& group() const noexcept { return group_; }
 
  private:
-  DeadLetters(Segment s, std::string group, std::uint32_t slot) : seg_(std::move(s)), group_(std::move(group)), slot_(slot) {}
+  DeadLetters(Segment s, std::string group, std::uint32_t slot, std::uint64_t registered_ns)
+      : seg_(std::move(s)), group_(std::move(group)), slot_(slot), registered_ns_(registered_ns) {}
+  // Throws Error(not_found) unless the slot still holds the registration this handle opened.
+  void check_registered() const;
   Segment seg_;
   std::string group_;
   std::uint32_t slot_ = 0;
+  std::uint64_t registered_ns_ = 0;  // GroupSlot::created_ns of that registration
 };
 
 namespace detail {
