@@ -529,8 +529,13 @@ std::optional<ConsumerGroup::Skipped> ConsumerGroup::skip_to(const Segment& segm
   // (it gates the producers); so are the tail and the start of every lap (records never
   // cross the ring's end).
   if (position != tail) {
-    const std::uint64_t lap_start = (position >> r.shift) << r.shift;
-    const detail::Walk walk = detail::walk_to(r, std::max(slowest, lap_start), position, at);
+    const std::uint64_t from = std::max(slowest, (position >> r.shift) << r.shift);
+    if (position - from > detail::kMaxWalkBytes) {
+      throw Error(Errc::invalid_options, at + " cannot be checked: it is more than " +
+                                             std::to_string(detail::kMaxWalkBytes >> 20) + " MiB past " +
+                                             std::to_string(from) + ", the nearest record boundary known (skip in steps)");
+    }
+    const detail::Walk walk = detail::walk_to(r, from, position, at);
     if (walk.result != detail::WalkResult::record_start) {
       throw Error(Errc::invalid_options, at + " cannot be checked: the record at " + std::to_string(walk.stopped_at) +
                                              " before it is not committed");

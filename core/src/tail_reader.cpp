@@ -49,11 +49,6 @@ void for_each_cursor(const detail::SegmentRefs& r, Fn&& fn) {
   }
 }
 
-// How far open_at walks records from a known boundary to check a position (one frame
-// read a record): beyond it the position is taken on trust, and try_next still checks
-// the position each record's header names.
-constexpr std::uint64_t kBoundaryWalkBytes = std::uint64_t{256} << 20;
-
 }  // namespace
 
 namespace detail {
@@ -130,7 +125,9 @@ TailReader TailReader::open_at(const Segment& segment, std::uint64_t position) {
   for_each_cursor(r, [&](std::uint64_t c) {
     if (c <= position && tail - c < r.capacity && (!from || c > *from)) from = c;
   });
-  if (!from || position - *from > kBoundaryWalkBytes) return reader;
+  // Beyond the walk's reach the position is taken on trust: try_next still checks the
+  // position each record's header names.
+  if (!from || position - *from > detail::kMaxWalkBytes) return reader;
   (void)detail::walk_to(r, *from, position, where);  // a record start, or unknown: try_next checks
   return reader;
 }

@@ -10,6 +10,11 @@
 
 namespace ringbus::detail {
 
+// How far a position is checked from a known boundary: one frame read a record, a few
+// tens of milliseconds at most. A walk runs under the group registration lock in
+// ConsumerGroup::skip_to, far from the seconds after which that lock counts as stale.
+inline constexpr std::uint64_t kMaxWalkBytes = std::uint64_t{256} << 20;
+
 enum class WalkResult : std::uint8_t {
   record_start,  // the records walked from `from` end exactly at the position
   unknown,       // a record on the way is not committed, was overwritten meanwhile, or is damaged
