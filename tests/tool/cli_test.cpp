@@ -1733,14 +1733,17 @@ TEST(Cli, GroupRmLetsProducersPassAGroupNobodyRuns) {
     EXPECT_NE(busy.err.find("is run by live pid " + std::to_string(::getpid()) + " (worker 0): stop it first"),
               std::string::npos)
         << busy.err;
+    ASSERT_EQ(p.try_publish(0, 1, payload), ringbus::Status::ok);  // behind, but run
+    const Result info = ringbus_run({"info", seg.name()});
+    EXPECT_EQ(info.out.find("run by nobody"), std::string::npos) << info.out;
   }
   // Run by nobody now, it still holds the producer back.
   while (p.try_publish(0, 1, payload) == ringbus::Status::ok) {
   }
   ASSERT_EQ(p.try_publish(0, 1, payload), ringbus::Status::full);
   const Result info = ringbus_run({"info", seg.name()});
-  EXPECT_NE(info.out.find("    a lap behind and run by nobody: it holds producers back until it runs again; if it is "
-                          "retired, `ringbus group " + seg.name() + " orders rm` unregisters it"),
+  EXPECT_NE(info.out.find("    run by nobody, 100% of a lap behind: it holds producers back once the log is a lap "
+                          "ahead of it; if it is retired, `ringbus group " + seg.name() + " orders rm` unregisters it"),
             std::string::npos)
       << info.out;
   const Result kept = ringbus_run({"group", seg.name(), "orders", "rm"});

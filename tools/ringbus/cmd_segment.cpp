@@ -110,11 +110,13 @@ void print_info(const Segment& seg, bool json) {
                  w.index, w.pid, w.alive ? "running" : w.state == "active" ? "dead" : "idle", with_commas(w.cursor),
                  human_bytes(w.lag_bytes), with_commas(w.consumed), w.voids, w.handler_errors);
     }
-    // A lap behind, it holds every producer back; run by nobody, nothing will move it.
+    // Run by nobody, nothing moves it: a lap behind, it holds every producer back.
     const bool run = std::any_of(g.worker.begin(), g.worker.end(), [](const WorkerStats& w) { return w.alive; });
-    if (!run && g.lag_bytes >= s.capacity) {
-      fmt::print("    a lap behind and run by nobody: it holds producers back until it runs again; if it is retired, "
-                 "`ringbus group {0} {1} rm` unregisters it, or `skip --to end` moves it past the backlog\n",
+    if (!run && g.lag_bytes != 0) {
+      fmt::print("    run by nobody, {}% of a lap behind: it holds producers back once the log is a lap ahead of it; "
+                 "if it is retired, `ringbus group {} {} rm` unregisters it, or `skip --to end` moves it past the "
+                 "backlog\n",
+                 g.lag_bytes * 100 / s.capacity,
                  seg.location().kind == Location::Kind::shm ? seg.location().name : seg.location().display(),
                  printable(g.name));
     }
