@@ -930,6 +930,7 @@ TEST(Cli, StatShowsCountersLagDeadLettersAndLatency) {
   o.retry.max_attempts = 2;
   ringbus::ConsumerGroup g = ringbus::ConsumerGroup::join(s, "billing", o);
   ringbus::ConsumerGroup lagging = ringbus::ConsumerGroup::join(s, "audit");
+  { const ringbus::ConsumerGroup retired = ringbus::ConsumerGroup::join(s, "retired", {.workers = 2}); }
   {
     ringbus::Producer p = ringbus::Producer::attach(s);
     for (std::uint64_t i = 0; i < 100; ++i) {
@@ -953,6 +954,9 @@ TEST(Cli, StatShowsCountersLagDeadLettersAndLatency) {
   EXPECT_NE(text.out.find("audit"), std::string::npos);
   EXPECT_NE(text.out.find("latency over 100 samples"), std::string::npos) << text.out;
   EXPECT_NE(text.out.find("dead-lettered 10"), std::string::npos) << text.out;
+  // Workers run by a live process, of the group's workers.
+  EXPECT_TRUE(std::regex_search(text.out, std::regex("\nbilling +1/1 "))) << text.out;
+  EXPECT_TRUE(std::regex_search(text.out, std::regex("\nretired +0/2 "))) << text.out;
 
   const Result prom = ringbus_run({"stat", seg.name(), "--prometheus"});
   ASSERT_EQ(prom.code, 0) << prom.err;
@@ -999,6 +1003,9 @@ TEST(Cli, StatShowsCountersLagDeadLettersAndLatency) {
   EXPECT_EQ(value.at("ringbus_worker_handler_errors_total" + seg_label + ",group=\"billing\",worker=\"0\"}"), 20);
   EXPECT_EQ(value.at("ringbus_group_lag_bytes" + seg_label + ",group=\"billing\"}"), 0);
   EXPECT_GT(value.at("ringbus_group_lag_bytes" + seg_label + ",group=\"audit\"}"), 0);
+  EXPECT_EQ(value.at("ringbus_group_workers" + seg_label + ",group=\"retired\"}"), 2);
+  EXPECT_EQ(value.at("ringbus_group_workers_running" + seg_label + ",group=\"retired\"}"), 0);
+  EXPECT_EQ(value.at("ringbus_group_workers_running" + seg_label + ",group=\"billing\"}"), 1);
   // Latency: cumulative buckets ending at +Inf == _count == one sample per event handed
   // to the handler the first time (failed attempts are not re-recorded).
   ASSERT_GE(buckets.size(), 2u);
@@ -1182,6 +1189,8 @@ TEST(Cli, StatShowsEachCounterInItsOwnSeries) {
   EXPECT_EQ(of("group_consumed_events_total", group), "13");
   EXPECT_EQ(of("group_resumes_total", group), "9");
   EXPECT_EQ(of("dlq_full_waits_total", group), "4");
+  EXPECT_EQ(of("group_workers", group), "2");
+  EXPECT_EQ(of("group_workers_running", group), "2");
   const std::string worker0 = group + ",worker=\"0\"", worker1 = group + ",worker=\"1\"";
   EXPECT_EQ(of("worker_lag_bytes", worker0), "0");
   EXPECT_EQ(of("worker_lag_bytes", worker1), std::to_string(tail));
@@ -1210,7 +1219,7 @@ TEST(Cli, StatShowsEachCounterInItsOwnSeries) {
                     "producers evicted)  redelivered 43  redriven 47\n")}) {
     EXPECT_NE(text.out.find(want), std::string::npos) << want << "\n" << text.out;
   }
-  EXPECT_TRUE(std::regex_search(text.out, std::regex(R"(\norders +2 +[0-9.]+ [KMG]?i?B +[0-9.]+% +13 +- +0 +4 +- )")))
+  EXPECT_TRUE(std::regex_search(text.out, std::regex(R"(\norders +2/2 +[0-9.]+ [KMG]?i?B +[0-9.]+% +13 +- +0 +4 +- )")))
       << text.out;
 
   // A segment without dead-letter rings has "-" for their depth; a path's double quote
@@ -1226,7 +1235,7 @@ TEST(Cli, StatShowsEachCounterInItsOwnSeries) {
     ringbus::ConsumerGroup audit = ringbus::ConsumerGroup::join(no_dlq, "audit");
   }
   const Result plain = ringbus_run({"stat", path});
-  EXPECT_TRUE(std::regex_search(plain.out, std::regex(R"(\naudit +1 +0 B +0.0% +0 +- +- +0 +- )"))) << plain.out;
+  EXPECT_TRUE(std::regex_search(plain.out, std::regex(R"(\naudit +0/1 +0 B +0.0% +0 +- +- +0 +- )"))) << plain.out;
   const Result labels = ringbus_run({"stat", "--prometheus", path});
   std::string escaped;
   for (char ch : path) escaped += ch == '"' || ch == '\\' ? std::string("\\") + ch : std::string(1, ch);

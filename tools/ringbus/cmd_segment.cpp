@@ -111,8 +111,7 @@ void print_info(const Segment& seg, bool json) {
                  human_bytes(w.lag_bytes), with_commas(w.consumed), w.voids, w.handler_errors);
     }
     // Run by nobody, nothing moves it: a lap behind, it holds every producer back.
-    const bool run = std::any_of(g.worker.begin(), g.worker.end(), [](const WorkerStats& w) { return w.alive; });
-    if (!run && g.lag_bytes != 0) {
+    if (running_workers(g) == 0 && g.lag_bytes != 0) {
       fmt::print("    run by nobody, {}% of a lap behind: it holds producers back once the log is a lap ahead of it; "
                  "if it is retired, `ringbus group {} {} rm` unregisters it, or `skip --to end` moves it past the "
                  "backlog\n",

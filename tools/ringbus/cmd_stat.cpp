@@ -116,6 +116,13 @@ std::string prometheus_text(const Segment& seg, const SegmentStats& s) {
     p.family(f.name, f.type, f.help);
     for (const GroupStats& g : s.groups) p.sample(f.name, fmt::format("group=\"{}\"", label(g.name)), g.*f.field);
   }
+  p.family("group_workers", "gauge", "The group's workers.");
+  for (const GroupStats& g : s.groups) p.sample("group_workers", fmt::format("group=\"{}\"", label(g.name)), std::uint64_t{g.workers});
+  p.family("group_workers_running", "gauge",
+           "The group's workers run by a live process; a group none runs still holds producers back.");
+  for (const GroupStats& g : s.groups) {
+    p.sample("group_workers_running", fmt::format("group=\"{}\"", label(g.name)), std::uint64_t{running_workers(g)});
+  }
   struct PerWorker {
     const char* name;
     const char* help;
@@ -201,13 +208,13 @@ std::string text_view(const Segment& seg, const SegmentStats& s, const Rates* ra
                    s.producers_recovered, s.holes_padded, s.records_voided, s.latches_released,
                    ns_text(s.longest_stall_ns), s.stalls_unresolved));
   line("");
-  line(fmt::format("{:<20} {:>7} {:>12} {:>8} {:>14} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9}", "GROUP", "WORKERS",
+  line(fmt::format("{:<20} {:>7} {:>12} {:>8} {:>14} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9}", "GROUP", "RUNNING",
                    "LAG", "LAG%", "CONSUMED", "RATE/s", "DLQ", "DLQ-FULL", "LAT p50", "p99", "p99.9"));
   for (std::size_t i = 0; i < s.groups.size(); ++i) {
     const GroupStats& g = s.groups[i];
     const bool lat = g.latency_samples() != 0;
     line(fmt::format("{:<20} {:>7} {:>12} {:>7.1f}% {:>14} {:>12} {:>9} {:>9} {:>9} {:>9} {:>9}", printable(g.name),
-                     g.workers,
+                     fmt::format("{}/{}", running_workers(g), g.workers),
                      human_bytes(g.lag_bytes),
                      100.0 * static_cast<double>(g.lag_bytes) / static_cast<double>(std::max<std::uint64_t>(s.capacity, 1)),
                      with_commas(g.consumed),

@@ -123,6 +123,10 @@ std::string shortened(std::string_view text, std::size_t max) {
   return std::string(text.substr(0, cut)) + "...";
 }
 
+std::uint32_t running_workers(const GroupStats& g) {
+  return static_cast<std::uint32_t>(std::count_if(g.worker.begin(), g.worker.end(), [](const WorkerStats& w) { return w.alive; }));
+}
+
 std::string key_table_warning(std::uint64_t keys_used, std::uint64_t key_slots) {
   if (key_slots == 0 || keys_used * 4 < key_slots * 3) return {};
   return fmt::format(" ({}% used: new keys may be refused from about 80%)", keys_used * 100 / key_slots);

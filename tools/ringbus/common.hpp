@@ -19,6 +19,7 @@
 
 #include "ringbus/registry.hpp"
 #include "ringbus/segment.hpp"
+#include "ringbus/stats.hpp"
 
 namespace ringbus::tool {
 
@@ -91,6 +92,8 @@ CLI::Option* add_number(CLI::App* cmd, std::string name, T& value, std::string h
 // not added by add_number (and so would read "010" as 8): run by every invocation, so
 // any test of the tool finds one.
 void require_whole_numbers(CLI::App& app);
+// Workers of the group run by a live process (WorkerStats::alive).
+std::uint32_t running_workers(const GroupStats& g);
 // " (N% used: ...)" once a key table is 75% used, from when it may refuse a new key
 // (DESIGN.md, "When the table fills"); empty below.
 std::string key_table_warning(std::uint64_t keys_used, std::uint64_t key_slots);
