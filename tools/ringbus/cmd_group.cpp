@@ -62,16 +62,31 @@ void print_letter(const DeadLetter& d, const std::optional<SchemaRegistry>& regi
              envelope.empty() ? "" : ",\n \"envelope\": " + envelope);
 }
 
+// `ringbus COMMAND NAME GROUP SUBCOMMAND`: the command, with the segment and group it takes.
+struct GroupCommand {
+  CLI::App* cmd;
+  std::shared_ptr<SegmentArg> arg;
+  std::shared_ptr<std::string> group;
+};
+
+GroupCommand add_group_command(CLI::App& app, const std::string& name, const std::string& description) {
+  GroupCommand c{app.add_subcommand(name, description), std::make_shared<SegmentArg>(), std::make_shared<std::string>()};
+  c.arg->add_to(c.cmd);
+  c.cmd->add_option("group", *c.group, "Consumer group")->required();
+  c.cmd->require_subcommand(1);
+  // --path, --allow-other-owner and --allow-wider-mode are the command's: after the
+  // subcommand (`dlq NAME GROUP list --allow-other-owner`) they fall through to it.
+  c.cmd->fallthrough();
+  return c;
+}
+
+void say_no_group(const Segment& seg, const std::string& group, int& exit_code) {
+  print_err("ringbus group: segment {} has no group \"{}\"\n", seg.location().display(), printable(group));
+  exit_code = kNotFound;
+}
+
 void add_dlq_command(CLI::App& app, int& exit_code) {
-  auto* cmd = app.add_subcommand("dlq", "List, show, redrive or purge a consumer group's dead letters");
-  auto arg = std::make_shared<SegmentArg>();
-  auto group = std::make_shared<std::string>();
-  arg->add_to(cmd);
-  cmd->add_option("group", *group, "Consumer group")->required();
-  cmd->require_subcommand(1);
-  // --path, --allow-other-owner and --allow-wider-mode are dlq's: after the subcommand
-  // (`dlq NAME GROUP list --allow-other-owner`) they fall through to it.
-  cmd->fallthrough();
+  const auto [cmd, arg, group] = add_group_command(app, "dlq", "List, show, redrive or purge a consumer group's dead letters");
 
   auto open = [arg, group] { return DeadLetters::open(arg->look(), *group); };
 
@@ -179,14 +194,8 @@ void add_dlq_command(CLI::App& app, int& exit_code) {
 // A group gates producers until it is removed: one whose processes are gone for good
 // holds every producer back once the log is a lap ahead of its cursor.
 void add_group_admin_command(CLI::App& app, int& exit_code) {
-  auto* cmd = app.add_subcommand(
-      "group", "Remove a consumer group nobody runs any more, or move its cursors forward past events it need not handle");
-  auto arg = std::make_shared<SegmentArg>();
-  auto group = std::make_shared<std::string>();
-  arg->add_to(cmd);
-  cmd->add_option("group", *group, "Consumer group")->required();
-  cmd->require_subcommand(1);
-  cmd->fallthrough();
+  const auto [cmd, arg, group] = add_group_command(
+      app, "group", "Remove a consumer group nobody runs any more, or move its cursors forward past events it need not handle");
 
   auto* rm = cmd->add_subcommand(
       "rm", "Unregister the group: its cursors stop holding producers back; its dead letters, dedup windows and "
@@ -198,11 +207,7 @@ void add_group_admin_command(CLI::App& app, int& exit_code) {
     const SegmentStats stats = read_stats(seg);
     const auto g = std::find_if(stats.groups.begin(), stats.groups.end(),
                                 [&](const GroupStats& s) { return s.name == *group; });
-    if (g == stats.groups.end()) {
-      print_err("ringbus group: segment {} has no group \"{}\"\n", seg.location().display(), printable(*group));
-      exit_code = kNotFound;
-      return;
-    }
+    if (g == stats.groups.end()) return say_no_group(seg, *group, exit_code);
     // Said before the dead letters: stopping its process comes first. remove() checks again.
     const auto live = std::find_if(g->worker.begin(), g->worker.end(), [](const WorkerStats& w) { return w.alive; });
     if (live != g->worker.end()) {
@@ -221,11 +226,7 @@ void add_group_admin_command(CLI::App& app, int& exit_code) {
       exit_code = kFailed;
       return;
     }
-    if (!ConsumerGroup::remove(seg, *group)) {  // removed meanwhile
-      print_err("ringbus group: segment {} has no group \"{}\"\n", seg.location().display(), printable(*group));
-      exit_code = kNotFound;
-      return;
-    }
+    if (!ConsumerGroup::remove(seg, *group)) return say_no_group(seg, *group, exit_code);  // removed meanwhile
     fmt::print("removed group \"{}\" of segment {}: its cursor was at {}, {} behind the tail{}\n", printable(*group),
                seg.location().display(), with_commas(g->cursor), human_bytes(g->lag_bytes),
                g->dead_letters == 0 ? "" : fmt::format("; {} dead letter{} discarded", with_commas(g->dead_letters),
@@ -251,11 +252,7 @@ void add_group_admin_command(CLI::App& app, int& exit_code) {
     const Segment seg = arg->open();
     const std::uint64_t position = *to == "end" ? layout::kNoPosition : std::stoull(*to);
     const std::optional<ConsumerGroup::Skipped> skipped = ConsumerGroup::skip_to(seg, *group, position);
-    if (!skipped) {
-      print_err("ringbus group: segment {} has no group \"{}\"\n", seg.location().display(), printable(*group));
-      exit_code = kNotFound;
-      return;
-    }
+    if (!skipped) return say_no_group(seg, *group, exit_code);
     fmt::print("group \"{}\" of segment {}: cursors moved forward from {} to {}{}: {} skipped\n", printable(*group),
                seg.location().display(), with_commas(skipped->from), *to == "end" ? "the tail, " : "",
                with_commas(skipped->to), human_bytes(skipped->to - skipped->from));
