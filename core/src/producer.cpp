@@ -90,6 +90,12 @@ Producer Producer::attach(const Segment& segment, const ProducerOptions& options
     throw Error(Errc::invalid_options, where + ": producer id " + std::to_string(options.producer_id) +
                                            " is out of range (application ids are 1 .. 2^31-1)");
   }
+  // A sequence near 2^64 would wrap to 0 and 1, numbers a consumer's dedup window has
+  // long passed: it would drop those events as too old.
+  if (options.first_seq > kMaxFirstSeq) {
+    throw Error(Errc::invalid_options, where + ": first_seq " + std::to_string(options.first_seq) +
+                                           " is more than 2^62 (the sequence must not wrap)");
+  }
   // Durations become unsigned nanoseconds: a negative spin_sleep interval would sleep
   // for centuries the first time the log is full.
   if (options.wait.sleep.count() < 0) {
@@ -210,6 +216,12 @@ Producer Producer::attach(const Segment& segment, const ProducerOptions& options
     const std::uint64_t next = options.first_seq != 0 ? options.first_seq
                                : same_id               ? std::max<std::uint64_t>(1, s.next_seq.load(std::memory_order_relaxed))
                                                        : 1;
+    if (next > kMaxFirstSeq) {  // shared memory: a retained sequence that cannot be
+      if (options.exclusive) give_back_exclusive(r, chosen, me.pid);
+      s.owner.store(observed, std::memory_order_release);  // the slot as it was
+      throw Error(Errc::corrupt, where + ": producer id " + std::to_string(id) + " would continue from sequence " +
+                                     std::to_string(next) + ", more than 2^62: the slot is damaged");
+    }
     s.epoch.store(same_id ? s.epoch.load(std::memory_order_relaxed) + 1 : 1, std::memory_order_relaxed);
     if (!same_id) {
       s.published.store(0, std::memory_order_relaxed);

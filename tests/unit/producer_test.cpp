@@ -867,6 +867,41 @@ TEST(Producer, ReattachingWithTheSameIdContinuesItsSequence) {
   EXPECT_EQ(fresh.next_seq(), 1u);
 }
 
+// A producer_seq never wraps: from 2^64 - 1 it went on at 0 and 1, numbers every dedup
+// window has passed, so consumers with dedup dropped those events as too old.
+TEST(Producer, ASequenceThatWouldWrapIsRefused) {
+  TempSegment seg;
+  for (const std::uint64_t first : {~std::uint64_t{0}, kMaxFirstSeq + 1}) {
+    try {
+      (void)Producer::attach(seg.segment(), {.producer_id = 502, .first_seq = first});
+      ADD_FAILURE() << "attached with first_seq " << first;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::invalid_options);
+      EXPECT_NE(std::string(e.what()).find("first_seq " + std::to_string(first) + " is more than 2^62"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+  std::uint32_t slot = 0;
+  {
+    Producer p = Producer::attach(seg.segment(), {.producer_id = 502, .first_seq = kMaxFirstSeq});
+    EXPECT_EQ(p.next_seq(), kMaxFirstSeq);
+    slot = p.slot_index();
+  }
+  // A retained sequence beyond it is damage: refused, the slot left as it was.
+  seg.segment().refs().producers[slot].next_seq.store(~std::uint64_t{0} - 1);
+  try {
+    (void)Producer::attach(seg.segment(), {.producer_id = 502, .exclusive = true});
+    ADD_FAILURE() << "continued a sequence about to wrap";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::corrupt);
+    EXPECT_NE(std::string(e.what()).find("producer id 502 would continue from sequence"), std::string::npos) << e.what();
+  }
+  // Nothing is left held: not the slot, not the exclusive word.
+  Producer other = Producer::attach(seg.segment(), {.exclusive = true});
+  EXPECT_NE(other.slot_index(), slot);
+}
+
 // An id whose slot another process is repairing (its owner died; a consumer stalled on
 // its hole got there first) is attached once the repair is done, in that slot and
 // continuing its sequence: not in another slot from 1, which would use each of its

@@ -37,13 +37,18 @@ enum class Timestamps : std::uint8_t {
   none,   // header timestamp 0 unless set on the claim
 };
 
+// The largest ProducerOptions::first_seq: a sequence never wraps (from 2^62, it lasts 146
+// years at a billion events a second). Consumers' dedup windows take a wrapped sequence
+// for one long passed, and drop its events.
+inline constexpr std::uint64_t kMaxFirstSeq = std::uint64_t{1} << 62;
+
 struct ProducerOptions {
   // 0: a new producer id. Otherwise an id in [1, 2^31) chosen by the application; a
   // producer that re-attaches with the same id continues its producer_seq, which is
   // what consumer-side deduplication keys on.
   std::uint32_t producer_id = 0;
   // 0: continue the id's sequence (1 for a new id). Otherwise the next producer_seq,
-  // e.g. to replay an outbox from a known point.
+  // e.g. to replay an outbox from a known point; at most kMaxFirstSeq.
   std::uint64_t first_seq = 0;
   WaitStrategy wait = WaitStrategy::spin_yield();  // blocking claims on a full log
   Timestamps timestamps = Timestamps::clock;
