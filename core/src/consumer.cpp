@@ -118,6 +118,10 @@ void reset_group_state(const detail::SegmentRefs& r, std::uint32_t g) {
   }
   if (r.dlq != nullptr) {
     layout::DlqControl& c = *r.dlq_control(g);
+    // Under the ring's lock: a tool still at work on the ring of the group removed from
+    // this slot (DeadLetters, under the same lock, checks the registration first) ends
+    // before the ring is emptied under it; a dead holder's lock is taken over.
+    detail::RobustLock ring(c.lock, c.lock_start);
     c.head.store(0, std::memory_order_relaxed);
     c.tail.store(0, std::memory_order_relaxed);
     c.next_id.store(1, std::memory_order_relaxed);
@@ -125,7 +129,6 @@ void reset_group_state(const detail::SegmentRefs& r, std::uint32_t g) {
     c.appended.store(0, std::memory_order_relaxed);
     c.removed.store(0, std::memory_order_relaxed);
     c.full_waits.store(0, std::memory_order_relaxed);
-    c.lock.store(0, std::memory_order_release);
   }
 }
 

@@ -6,15 +6,19 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
+#include <chrono>
 #include <cstring>
 #include <map>
 #include <set>
 #include <span>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "ringbus/consumer.hpp"
+#include "ringbus/detail/robust_lock.hpp"
 #include "ringbus/dlq.hpp"
 #include "ringbus/hash.hpp"
 #include "ringbus/error.hpp"
@@ -493,6 +497,34 @@ TEST(DeadLetters, AHandleOutlivingItsGroupActsOnNoOtherGroupsRing) {
   ASSERT_EQ(kept.size(), 3u);
   for (const DeadLetter& d : kept) EXPECT_EQ(d.state, "ready");
   EXPECT_THROW(DeadLetters::open(seg.segment(), "gone"), Error);
+}
+
+// A group registered in the slot of a removed one empties the slot's ring under the
+// ring's lock: a tool at work on the old group's dead letters finishes first, instead of
+// having the ring emptied under it (and its next call is refused, as above).
+TEST(DeadLetters, ANewGroupInTheSlotWaitsForAToolAtWorkOnTheOldRing) {
+  TempSegment seg;
+  { ConsumerGroup gone = three_dead_letters(seg, "gone"); }
+  const std::uint32_t slot = read_stats(seg.segment()).groups.at(0).slot;
+  layout::DlqControl& c = *seg.segment().refs().dlq_control(slot);
+  std::atomic<bool> joined{false};
+  std::thread joiner;
+  {
+    const detail::RobustLock tool(c.lock, c.lock_start);  // a tool in the middle of a call
+    ASSERT_TRUE(ConsumerGroup::remove(seg.segment(), "gone"));
+    joiner = std::thread([&] {
+      const ConsumerGroup next = ConsumerGroup::join(seg.segment(), "next");
+      joined.store(true);
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    EXPECT_FALSE(joined.load()) << "registered, and emptied the ring, while the tool held it";
+    EXPECT_EQ(c.entries.load(), 3u);
+  }
+  joiner.join();
+  EXPECT_TRUE(joined.load());
+  EXPECT_EQ(read_stats(seg.segment()).groups.at(0).slot, slot);
+  EXPECT_EQ(c.entries.load(), 0u);
+  EXPECT_TRUE(DeadLetters::open(seg.segment(), "next").list().empty());
 }
 
 // The ring wraps: an entry that does not fit before the end of the ring is preceded by a
