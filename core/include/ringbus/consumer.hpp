@@ -351,10 +351,11 @@ class ConsumerGroup {
   // events before it are not delivered to the group: past an event its handler can never
   // accept in a group without dead letters, or past a backlog it need not handle. A
   // worker already past `position` stays where it is. Returns the group's slowest cursor
-  // before and the position after; nullopt if there is no such group. Throws Error(busy) if a live
-  // process runs or joins it, Error(invalid_options) for a position that is no record's,
-  // beyond the tail, behind the slowest cursor (cursors only move forward: producers may
-  // have overwritten what lies a lap behind the others), or past a record not committed.
+  // before and the position after; nullopt if there is no such group. Throws Error(busy)
+  // if a live process runs or joins it; Error(invalid_options) for a position that is no
+  // record's, beyond the tail, behind the slowest cursor (cursors only move forward:
+  // producers may have overwritten what lies a lap behind the others), past a record not
+  // committed, or more than 256 MiB past the nearest record boundary known (skip in steps).
   struct Skipped {
     std::uint64_t from;  // the slowest cursor before
     std::uint64_t to;    // `position`, or the tail it stood for
