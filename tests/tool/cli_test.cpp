@@ -1757,7 +1757,10 @@ TEST(Cli, GroupRmLetsProducersPassAGroupNobodyRuns) {
       << info.out;
   const Result kept = ringbus_run({"group", seg.name(), "orders", "rm"});
   EXPECT_EQ(kept.code, 1);
-  EXPECT_NE(kept.err.find("holds 1 dead letter, which would go with it"), std::string::npos) << kept.err;
+  EXPECT_NE(kept.err.find("holds 1 dead letter, which would go with it: republish or purge it (ringbus dlq " +
+                          seg.name() + " orders redrive --all --republish, or purge)"),
+            std::string::npos)
+      << kept.err;
   EXPECT_NE(kept.err.find("not removed"), std::string::npos) << kept.err;
   EXPECT_EQ(p.try_publish(0, 1, payload), ringbus::Status::full);
 

@@ -219,10 +219,10 @@ void add_group_admin_command(CLI::App& app, int& exit_code) {
     }
     if (g->dead_letters != 0 && !*discard) {
       print_err("ringbus group: group \"{0}\" of segment {1} holds {2} dead letter{3}, which would go with it: "
-                "republish or purge {4} (ringbus dlq {1} {0} redrive --all --republish, or purge), or pass "
+                "republish or purge {4} (ringbus dlq {5} {0} redrive --all --republish, or purge), or pass "
                 "--discard-dead-letters; not removed\n",
                 printable(*group), seg.location().display(), with_commas(g->dead_letters),
-                g->dead_letters == 1 ? "" : "s", g->dead_letters == 1 ? "it" : "them");
+                g->dead_letters == 1 ? "" : "s", g->dead_letters == 1 ? "it" : "them", segment_argument(seg));
       exit_code = kFailed;
       return;
     }

@@ -116,7 +116,7 @@ void print_info(const Segment& seg, bool json) {
                  "if it is retired, `ringbus group {} {} rm` unregisters it, or `skip --to end` moves it past the "
                  "backlog\n",
                  g.lag_bytes * 100 / s.capacity,
-                 seg.location().kind == Location::Kind::shm ? seg.location().name : seg.location().display(),
+                 segment_argument(seg),
                  printable(g.name));
     }
   }

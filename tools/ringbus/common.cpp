@@ -123,6 +123,11 @@ std::string shortened(std::string_view text, std::size_t max) {
   return std::string(text.substr(0, cut)) + "...";
 }
 
+std::string segment_argument(const Segment& seg) {
+  const Location& at = seg.location();
+  return at.kind == Location::Kind::shm ? at.name : at.display();
+}
+
 std::uint32_t running_workers(const GroupStats& g) {
   return static_cast<std::uint32_t>(std::count_if(g.worker.begin(), g.worker.end(), [](const WorkerStats& w) { return w.alive; }));
 }

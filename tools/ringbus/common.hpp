@@ -92,6 +92,9 @@ CLI::Option* add_number(CLI::App* cmd, std::string name, T& value, std::string h
 // not added by add_number (and so would read "010" as 8): run by every invocation, so
 // any test of the tool finds one.
 void require_whole_numbers(CLI::App& app);
+// The segment as a command line names it (a shared-memory name or a file path), for
+// the commands a message suggests.
+std::string segment_argument(const Segment& seg);
 // Workers of the group run by a live process (WorkerStats::alive).
 std::uint32_t running_workers(const GroupStats& g);
 // " (N% used: ...)" once a key table is 75% used, from when it may refuse a new key
