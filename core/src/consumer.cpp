@@ -487,6 +487,7 @@ void refuse_if_run(const GroupSlot& gs, const std::string& where) {
 }  // namespace
 
 bool ConsumerGroup::remove(const Segment& segment, std::string_view name) {
+  segment.require_writable("remove a consumer group");
   const detail::SegmentRefs& r = segment.refs();
   // A join holds it from finding the group until its workers are active (join()).
   detail::RobustLock registering(r.control->group_lock, r.control->group_lock_start);
@@ -499,6 +500,7 @@ bool ConsumerGroup::remove(const Segment& segment, std::string_view name) {
 
 std::optional<ConsumerGroup::Skipped> ConsumerGroup::skip_to(const Segment& segment, std::string_view name,
                                                               std::uint64_t position) {
+  segment.require_writable("move a consumer group's cursors");
   const detail::SegmentRefs& r = segment.refs();
   const std::string where = where_of(segment, name);
   detail::RobustLock registering(r.control->group_lock, r.control->group_lock_start);

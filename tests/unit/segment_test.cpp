@@ -428,6 +428,8 @@ TEST(Segment, OpenedReadOnlyItIsReadAndRefusesWhatWrites) {
   for (const auto& [what, call] : std::vector<std::pair<std::string, std::function<void()>>>{
            {"attach a producer", [&] { Producer::attach(ro); }},
            {"join a consumer group", [&] { ConsumerGroup::join(ro, "h"); }},
+           {"remove a consumer group", [&] { ConsumerGroup::remove(ro, "g"); }},
+           {"move a consumer group's cursors", [&] { (void)ConsumerGroup::skip_to(ro, "g", layout::kNoPosition); }},
            {"open a dead-letter ring (it is locked to be read)", [&] { DeadLetters::open(ro, "g"); }},
            {"register an event type", [&] { SchemaRegistry(ro).register_type("Refund"); }},
            {"set an event type's version", [&] { SchemaRegistry(ro).set_current_version(type, 2); }}}) {

@@ -66,8 +66,9 @@ struct OpenOptions {
   // Open the file read-only and map it PROT_READ: for a user whose permission on the
   // segment is read only (a group that monitors it, with mode 0640). What only reads
   // works: read_stats, TailReader, the registry's lookups. What writes refuses such a
-  // segment with Errc::permission: Producer::attach, ConsumerGroup::join,
-  // DeadLetters::open (its ring is locked to be read) and registering an event type.
+  // segment with Errc::permission: Producer::attach, ConsumerGroup::join, remove and
+  // skip_to, DeadLetters::open (its ring is locked to be read) and registering an
+  // event type.
   bool read_only = false;
 };
 
