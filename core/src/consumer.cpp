@@ -40,6 +40,7 @@ using detail::find_group;
 using detail::kNoGroup;
 
 void reset_group_state(const detail::SegmentRefs& r, std::uint32_t g);
+void unregister_group(const detail::SegmentRefs& r, std::uint32_t g);
 void merge_dedup(const detail::SegmentRefs& r, std::uint32_t g, std::uint32_t old_workers, std::uint32_t new_workers);
 
 std::string where_of(const Segment& seg, std::string_view name) {
@@ -50,8 +51,10 @@ std::string where_of(const Segment& seg, std::string_view name) {
 // cursor it starts from is read only after gating_gen moves, so every producer limit
 // computed without this group is at most one lap past it. DESIGN.md, "Back-pressure
 // and group registration".
+// Throws Error(invalid_options), the slot freed again, for a StartFrom::position that is
+// not safe to start from.
 void register_group(const detail::SegmentRefs& r, std::uint32_t g, std::string_view name,
-                    const GroupOptions& o, std::uint32_t pid) {
+                    const GroupOptions& o, std::uint32_t pid, const std::string& where) {
   GroupSlot& gs = r.groups[g];
   reset_group_state(r, g);
   store_name(gs, name);
@@ -60,8 +63,9 @@ void register_group(const detail::SegmentRefs& r, std::uint32_t g, std::string_v
   gs.created_ns.store(detail::realtime_ns(), std::memory_order_relaxed);
   gs.workers.store(o.workers, std::memory_order_relaxed);
   r.control->gating_gen.fetch_add(1, std::memory_order_seq_cst);
-  std::uint64_t start = r.control->tail.load(std::memory_order_seq_cst);
-  if (o.start == StartFrom::earliest) {
+  const std::uint64_t tail = r.control->tail.load(std::memory_order_seq_cst);
+  std::uint64_t start = tail;
+  if (o.start != StartFrom::end) {
     std::uint64_t slowest = layout::kNoPosition;
     for (std::uint32_t i = 0; i < r.max_groups; ++i) {
       if (i == g || layout::owner::state(r.groups[i].state.load(std::memory_order_seq_cst)) != layout::owner::active) {
@@ -74,6 +78,42 @@ void register_group(const detail::SegmentRefs& r, std::uint32_t g, std::string_v
       }
     }
     if (slowest < start) start = slowest;
+  }
+  if (o.start == StartFrom::position) {
+    // From `start` (the slowest other cursor, or the tail) on, every producer limit keeps
+    // the records in the ring; the walk checks that one starts at the position.
+    const std::uint64_t p = o.start_position;
+    const std::string at = where + ": start_position " + std::to_string(p);
+    std::string refused;
+    if (!layout::valid_position(p)) {
+      refused = " is not a record position (8-byte aligned, at most 2^62)";
+    } else if (p > tail) {
+      refused = " is beyond the log's tail " + std::to_string(tail);
+    } else if (p < start) {
+      refused = " is behind " + std::to_string(start) +
+                (start == tail ? ", the tail: with no other group to hold the records behind it, producers may "
+                                 "have overwritten them"
+                               : ", the slowest cursor of the other groups: producers may have overwritten what "
+                                 "lies behind it");
+    } else if (p - start > detail::kMaxWalkBytes) {
+      refused = " cannot be checked: it is more than " + std::to_string(detail::kMaxWalkBytes >> 20) +
+                " MiB past " + std::to_string(start) + ", the nearest record boundary known";
+    } else {
+      try {
+        const detail::Walk walk = detail::walk_to(r, start, p, at);
+        if (walk.result != detail::WalkResult::record_start) {
+          refused = " cannot be checked: the record at " + std::to_string(walk.stopped_at) + " before it is not committed";
+        }
+      } catch (const Error&) {  // a record spans it
+        unregister_group(r, g);
+        throw;
+      }
+    }
+    if (!refused.empty()) {
+      unregister_group(r, g);
+      throw Error(Errc::invalid_options, at + refused);
+    }
+    start = p;
   }
   for (WorkerSlot& w : gs.worker) {
     w.cursor.store(start, std::memory_order_relaxed);
@@ -350,7 +390,7 @@ ConsumerGroup ConsumerGroup::join(const Segment& segment, std::string_view name,
     if (free_slot == kNoGroup) {
       throw Error(Errc::no_slot, where + ": all " + std::to_string(r.max_groups) + " group slots are in use");
     }
-    register_group(r, free_slot, name, options, me.pid);
+    register_group(r, free_slot, name, options, me.pid, where);
     // A library of minor version 0 registers without the lock: of two slots registered
     // for one name at once, the lower wins.
     const std::uint32_t first = find_group(r, name);

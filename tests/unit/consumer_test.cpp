@@ -403,6 +403,61 @@ TEST(ConsumerGroup, SkipToMovesTheCursorsOfAGroupNobodyRunsForward) {
   EXPECT_EQ(values, std::vector<std::uint64_t>{12});
 }
 
+// A new group that starts at a position, as a projection rebuilt from a snapshot starts
+// where the snapshot folded up to: from the slowest cursor of the other groups (which
+// keeps the records in the ring) to the tail, where a record starts.
+TEST(ConsumerGroup, ANewGroupStartsAtAPositionTheOtherGroupsStillHold) {
+  auto refused = [](const Segment& s, std::uint64_t position, const std::string& says) {
+    const std::size_t groups = read_stats(s).groups.size();
+    try {
+      (void)ConsumerGroup::join(s, "snap", {.start = StartFrom::position, .start_position = position});
+      ADD_FAILURE() << "started at " << position;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::invalid_options);
+      EXPECT_NE(std::string(e.what()).find("group \"snap\": start_position " + std::to_string(position) + says),
+                std::string::npos)
+          << e.what();
+    }
+    EXPECT_EQ(read_stats(s).groups.size(), groups) << "a refused start registers nothing";
+  };
+  auto positions_of = [](const Segment& s) {
+    std::vector<std::uint64_t> out;
+    TailReader reader = TailReader::open(s, TailStart::earliest);
+    for (Event e; reader.try_next(e);) out.push_back(e.position());
+    return out;
+  };
+  {
+    TempSegment seg;
+    { const ConsumerGroup holder = ConsumerGroup::join(seg.segment(), "holder"); }  // gates from 0, run by nobody
+    Producer p = Producer::attach(seg.segment());
+    publish_values(p, 3, 0, 10);
+    const std::vector<std::uint64_t> at = positions_of(seg.segment());
+    ASSERT_EQ(at.size(), 10u);
+    const std::uint64_t tail = seg.segment().was_tail();
+    refused(seg.segment(), at[4] + 8, " is inside the record at " + std::to_string(at[4]));
+    refused(seg.segment(), at[4] + 1, " is not a record position");
+    refused(seg.segment(), tail + 4096, " is beyond the log's tail " + std::to_string(tail));
+    ConsumerGroup snap =
+        ConsumerGroup::join(seg.segment(), "snap", {.start = StartFrom::position, .start_position = at[4]});
+    std::vector<std::uint64_t> values;
+    drain_all(snap, [&](const Event& e) { values.push_back(value_of(e)); });
+    EXPECT_EQ(values, (std::vector<std::uint64_t>{4, 5, 6, 7, 8, 9}));
+  }
+  // With no other group, producers may have overwritten anything behind the tail.
+  TempSegment seg;
+  Producer p = Producer::attach(seg.segment());
+  publish_values(p, 3, 0, 3);
+  const std::vector<std::uint64_t> at = positions_of(seg.segment());
+  const std::uint64_t tail = seg.segment().was_tail();
+  refused(seg.segment(), at[1],
+          " is behind " + std::to_string(tail) + ", the tail: with no other group to hold the records behind it");
+  ConsumerGroup snap = ConsumerGroup::join(seg.segment(), "snap", {.start = StartFrom::position, .start_position = tail});
+  publish_values(p, 3, 3, 4);
+  std::vector<std::uint64_t> values;
+  drain_all(snap, [&](const Event& e) { values.push_back(value_of(e)); });
+  EXPECT_EQ(values, std::vector<std::uint64_t>{3});
+}
+
 TEST(ConsumerGroup, NamesAndOptionsAreValidated) {
   TempSegment seg;
   EXPECT_THROW(ConsumerGroup::join(seg.segment(), "bad/name"), Error);

@@ -60,6 +60,12 @@ enum class Handled : std::uint8_t {
 enum class StartFrom : std::uint8_t {
   end,       // a new group starts at the tail: it sees events published after it joined
   earliest,  // a new group starts at the slowest cursor of the other groups, or the tail
+  // A new group starts at GroupOptions::start_position: a record position (e.g. the
+  // position a projection's snapshot folded up to) from the slowest cursor of the other
+  // groups to the tail. Behind it, producers may have overwritten the records already;
+  // with no other group, only the tail is safe. join throws Error(invalid_options) for
+  // a position outside that range, or where no record starts (checked as skip_to does).
+  position,
 };
 
 // When to call the handler again after it did not return ok. `retry` and `fail` are
@@ -85,6 +91,7 @@ struct GroupOptions {
                                        // list whose length is not `workers`
   WaitStrategy wait = WaitStrategy::spin_yield();
   StartFrom start = StartFrom::end;    // only for a group that does not exist yet
+  std::uint64_t start_position = 0;    // StartFrom::position's position
   std::uint32_t batch = 256;           // most events one poll hands to the handler
   RetryPolicy retry{};
   // Drop events already handled by (producer id, producer_seq) before the handler. Needs
