@@ -47,6 +47,30 @@ std::string where_of(const Segment& seg, std::string_view name) {
   return "segment " + seg.location().display() + " group \"" + printable(name) + "\"";
 }
 
+// Why `position` cannot be where a group's cursors start, with the records from `from`
+// (a record boundary) on held in the ring and the log's tail at `tail`: "" if it can.
+// `behind` says why no earlier position is safe. A record spanning the position throws
+// Error(invalid_options) from the walk, named by `at`.
+std::string why_not_a_start(const detail::SegmentRefs& r, std::uint64_t from, std::uint64_t position,
+                            std::uint64_t tail, const std::string& at, const std::string& behind) {
+  if (!layout::valid_position(position)) return " is not a record position (8-byte aligned, at most 2^62)";
+  if (position > tail) return " is beyond the log's tail " + std::to_string(tail);
+  if (position < from) return " is behind " + std::to_string(from) + behind;
+  if (position == tail) return {};  // the end of the last claim
+  // Records never cross the ring's end, so a lap's start is a boundary too. The walk
+  // holds the registration lock, which counts as stale after seconds: it is bounded.
+  from = std::max(from, (position >> r.shift) << r.shift);
+  if (position - from > detail::kMaxWalkBytes) {
+    return " cannot be checked: it is more than " + std::to_string(detail::kMaxWalkBytes >> 20) + " MiB past " +
+           std::to_string(from) + ", the nearest record boundary known (skip in steps)";
+  }
+  const detail::Walk walk = detail::walk_to(r, from, position, at);
+  if (walk.result != detail::WalkResult::record_start) {
+    return " cannot be checked: the record at " + std::to_string(walk.stopped_at) + " before it is not committed";
+  }
+  return {};
+}
+
 // Registers a new group at slot `g` (already taken: state registering by us). The
 // cursor it starts from is read only after gating_gen moves, so every producer limit
 // computed without this group is at most one lap past it. DESIGN.md, "Back-pressure
@@ -81,39 +105,24 @@ void register_group(const detail::SegmentRefs& r, std::uint32_t g, std::string_v
   }
   if (o.start == StartFrom::position) {
     // From `start` (the slowest other cursor, or the tail) on, every producer limit keeps
-    // the records in the ring; the walk checks that one starts at the position.
-    const std::uint64_t p = o.start_position;
-    const std::string at = where + ": start_position " + std::to_string(p);
+    // the records in the ring.
+    const std::string at = where + ": start_position " + std::to_string(o.start_position);
     std::string refused;
-    if (!layout::valid_position(p)) {
-      refused = " is not a record position (8-byte aligned, at most 2^62)";
-    } else if (p > tail) {
-      refused = " is beyond the log's tail " + std::to_string(tail);
-    } else if (p < start) {
-      refused = " is behind " + std::to_string(start) +
-                (start == tail ? ", the tail: with no other group to hold the records behind it, producers may "
-                                 "have overwritten them"
-                               : ", the slowest cursor of the other groups: producers may have overwritten what "
-                                 "lies behind it");
-    } else if (p - start > detail::kMaxWalkBytes) {
-      refused = " cannot be checked: it is more than " + std::to_string(detail::kMaxWalkBytes >> 20) +
-                " MiB past " + std::to_string(start) + ", the nearest record boundary known";
-    } else {
-      try {
-        const detail::Walk walk = detail::walk_to(r, start, p, at);
-        if (walk.result != detail::WalkResult::record_start) {
-          refused = " cannot be checked: the record at " + std::to_string(walk.stopped_at) + " before it is not committed";
-        }
-      } catch (const Error&) {  // a record spans it
-        unregister_group(r, g);
-        throw;
-      }
+    try {
+      refused = why_not_a_start(r, start, o.start_position, tail, at,
+                                start == tail ? ", the tail: with no other group to hold the records behind it, "
+                                                "producers may have overwritten them"
+                                              : ", the slowest cursor of the other groups: producers may have "
+                                                "overwritten what lies behind it");
+    } catch (const Error&) {  // a record spans it
+      unregister_group(r, g);
+      throw;
     }
     if (!refused.empty()) {
       unregister_group(r, g);
       throw Error(Errc::invalid_options, at + refused);
     }
-    start = p;
+    start = o.start_position;
   }
   for (WorkerSlot& w : gs.worker) {
     w.cursor.store(start, std::memory_order_relaxed);
@@ -558,33 +567,12 @@ std::optional<ConsumerGroup::Skipped> ConsumerGroup::skip_to(const Segment& segm
   }
   if (position == layout::kNoPosition) position = tail;
   const std::string at = where + ": position " + std::to_string(position);
-  if (!layout::valid_position(position)) {
-    throw Error(Errc::invalid_options, at + " is not a record position (8-byte aligned, at most 2^62)");
-  }
-  if (position > tail) {
-    throw Error(Errc::invalid_options, at + " is beyond the log's tail " + std::to_string(tail));
-  }
   // Producers keep within a lap of the slowest cursor: one moved back could be behind
   // records they have overwritten already.
-  if (position < slowest) {
-    throw Error(Errc::invalid_options, at + " is behind the group's cursor " + std::to_string(slowest) +
-                                           ": cursors only move forward");
-  }
-  // The slowest cursor is a record boundary whose records are all still in the ring
-  // (it gates the producers); so are the tail and the start of every lap (records never
-  // cross the ring's end).
-  if (position != tail) {
-    const std::uint64_t from = std::max(slowest, (position >> r.shift) << r.shift);
-    if (position - from > detail::kMaxWalkBytes) {
-      throw Error(Errc::invalid_options, at + " cannot be checked: it is more than " +
-                                             std::to_string(detail::kMaxWalkBytes >> 20) + " MiB past " +
-                                             std::to_string(from) + ", the nearest record boundary known (skip in steps)");
-    }
-    const detail::Walk walk = detail::walk_to(r, from, position, at);
-    if (walk.result != detail::WalkResult::record_start) {
-      throw Error(Errc::invalid_options, at + " cannot be checked: the record at " + std::to_string(walk.stopped_at) +
-                                             " before it is not committed");
-    }
+  if (const std::string refused =
+          why_not_a_start(r, slowest, position, tail, at, ", the group's cursor: cursors only move forward");
+      !refused.empty()) {
+    throw Error(Errc::invalid_options, at + refused);
   }
   for (std::uint64_t i = 0; i < n; ++i) {
     WorkerSlot& ws = gs.worker[i];

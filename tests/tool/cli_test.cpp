@@ -1837,7 +1837,7 @@ TEST(Cli, GroupSkipMovesAStuckGroupPastAnEventNoHandlerAccepts) {
 
   for (const auto& [to, says] : std::vector<std::pair<std::string, std::string>>{
            {std::to_string(stuck_at + 8), "is inside the record at " + std::to_string(stuck_at)},
-           {"0", "is behind the group's cursor " + std::to_string(stuck_at) + ": cursors only move forward"},
+           {"0", "is behind " + std::to_string(stuck_at) + ", the group's cursor: cursors only move forward"},
            {"999999992", "is beyond the log's tail"}}) {
     const Result refused = ringbus_run({"group", seg.name(), "orders", "skip", "--to", to});
     EXPECT_EQ(refused.code, 1) << to;

@@ -380,7 +380,7 @@ TEST(ConsumerGroup, SkipToMovesTheCursorsOfAGroupNobodyRunsForward) {
   ASSERT_TRUE(skipped.has_value());
   EXPECT_EQ(skipped->from, cursor);
   EXPECT_EQ(skipped->to, positions[4]);
-  refused(positions[2], "is behind the group's cursor " + std::to_string(positions[4]) + ": cursors only move forward");
+  refused(positions[2], "is behind " + std::to_string(positions[4]) + ", the group's cursor: cursors only move forward");
   {
     ConsumerGroup g = ConsumerGroup::join(seg.segment(), "skip", {.workers = 2});
     std::vector<std::uint64_t> handled[2];
