@@ -264,15 +264,15 @@ class FdGuard {
   int fd_;
 };
 
+// A file of 1 byte to less than a page: no segment, nor one being made (its creator
+// sizes it from 0 to the whole segment in one ftruncate).
+std::string too_short(off_t size) { return "is " + std::to_string(size) + " bytes, shorter than a segment header"; }
+
 // Why the file at `where` is not something ringbus may remove or replace: "" for a
 // segment (its magic), one its creator never finished (empty, or at least a header page
 // with no magic yet) or nothing at all; else what it is, e.g. "is not a regular file".
 // Anything else is somebody else's file, and a mistyped name must not delete it.
 // Errors reading it are thrown (permission or system), naming `verb`.
-// A file of 1 byte to less than a page: no segment, nor one being made (its creator
-// sizes it from 0 to the whole segment in one ftruncate).
-std::string too_short(off_t size) { return "is " + std::to_string(size) + " bytes, shorter than a segment header"; }
-
 std::string not_a_segment(const Location& where, const char* verb) {
   // O_NONBLOCK: opening a FIFO to look at it must not wait for a writer.
   const int fd = open_fd(where, where.kind == Location::Kind::file ? O_RDONLY | O_NONBLOCK : O_RDONLY, 0);

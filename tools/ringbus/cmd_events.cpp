@@ -378,15 +378,7 @@ void add_event_commands(CLI::App& app, int& exit_code) {
     auto key = std::make_shared<std::string>();
     auto type = std::make_shared<std::string>();
     cmd->add_option("--from", *from, "start (oldest event still in the ring), end, or a position (default start)")
-        ->check(CLI::Validator(
-            [](std::string& v) -> std::string {
-              if (v == "start" || v == "end") return {};
-              if (v.empty() || v.size() > 19 || v.find_first_not_of("0123456789") != std::string::npos) {
-                return "\"" + v + "\" is not start, end or a position";
-              }
-              return {};
-            },
-            "start|end|POSITION"));
+        ->check(word_or_position({"start", "end"}));
     cmd->add_flag("--follow,-f", *follow, "Keep printing new events until interrupted");
     add_number(cmd, "--count,-n", *count, "Stop after this many events (0, the default: no limit)");
     cmd->add_option("--key", *key, "Only events of this key")->check(non_empty("events have a key of 1 byte or more"));

@@ -241,13 +241,7 @@ void add_group_admin_command(CLI::App& app, int& exit_code) {
   auto to = std::make_shared<std::string>();
   skip->add_option("--to", *to, "end (the tail), or a position where a record starts, as tail prints it")
       ->required()
-      ->check(CLI::Validator(
-          [](const std::string& v) {
-            return v == "end" || (!v.empty() && v.size() <= 19 && v.find_first_not_of("0123456789") == std::string::npos)
-                       ? std::string()
-                       : "\"" + v + "\" is not end or a position";
-          },
-          "end|POSITION"));
+      ->check(word_or_position({"end"}));
   skip->callback([arg, group, to, &exit_code] {
     const Segment seg = arg->open();
     const std::uint64_t position = *to == "end" ? layout::kNoPosition : std::stoull(*to);

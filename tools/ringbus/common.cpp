@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <charconv>
@@ -107,6 +108,20 @@ CLI::Validator seconds_between(double lo, double hi) {
         return {};
       },
       fmt::format("SECONDS in [{} - {}]", lo, hi));
+}
+
+CLI::Validator word_or_position(std::vector<std::string> words) {
+  const std::string choices = fmt::format("{}", fmt::join(words, ", ")) + " or a position";
+  const std::string name = fmt::format("{}", fmt::join(words, "|")) + "|POSITION";
+  return CLI::Validator(
+      [words = std::move(words), choices](std::string& v) -> std::string {
+        if (std::find(words.begin(), words.end(), v) != words.end()) return {};
+        if (v.empty() || v.size() > 19 || v.find_first_not_of("0123456789") != std::string::npos) {
+          return "\"" + v + "\" is not " + choices;
+        }
+        return {};
+      },
+      name);
 }
 
 std::string human_bytes(std::uint64_t n) {

@@ -66,6 +66,9 @@ CLI::Validator non_empty(std::string hint);
 // (every comparison with NaN is false) and infinities, which would make the conversion
 // to nanoseconds undefined.
 CLI::Validator seconds_between(double lo, double hi);
+// One of `words` (e.g. "start", "end"), or a log position: up to 19 decimal digits, for
+// std::stoull; else "\"V\" is not start, end or a position".
+CLI::Validator word_or_position(std::vector<std::string> words);
 std::string human_bytes(std::uint64_t n);
 // `text` cut to at most `max` bytes, at the start of a UTF-8 character, with "..." added
 // when it was cut.
