@@ -7,6 +7,7 @@
 #include <string>
 
 #include "ringbus/detail/groups.hpp"
+#include "ringbus/detail/handler_scope.hpp"
 #include "ringbus/detail/process.hpp"
 #include "ringbus/detail/recovery.hpp"
 #include "ringbus/detail/waiter.hpp"
@@ -437,6 +438,20 @@ void Producer::abort(Claim& c) noexcept {
   finish(give_back ? 0 : c.count_, 0);
 }
 
+bool Producer::held_back_by_caller(std::uint64_t total) const noexcept {
+  for (const detail::HandlerFrame* f = detail::handler_frames; f != nullptr; f = f->outer) {
+    if (!detail::same_segment(*f->header, *r_.header)) continue;
+    // Where this claim would end, from the tail as claim_impl places it: a record never
+    // crosses the end of the ring. The tail only grows, so once the worker's cursor
+    // keeps that end out, it keeps it out until the worker moves, after its handler.
+    const std::uint64_t t = r_.control->tail.load(std::memory_order_acquire);
+    const std::uint64_t room = r_.to_lap_end(t);
+    const std::uint64_t end = (room >= total ? t : t + room) + total;
+    if (end > f->cursor->load(std::memory_order_acquire) + r_.capacity) return true;
+  }
+  return false;
+}
+
 Status Producer::claim_blocking(std::uint64_t key, std::uint64_t expected, bool check_expected, std::uint16_t type,
                                 std::uint32_t len, std::uint32_t count, Claim& out,
                                 std::chrono::nanoseconds timeout) noexcept {
@@ -450,6 +465,7 @@ Status Producer::claim_blocking(std::uint64_t key, std::uint64_t expected, bool 
     const Status s = claim_impl(key, expected, check_expected, type, len, count, out);
     if (s != Status::full) return s;
     if (stopped()) return Status::stopped;
+    if (held_back_by_caller(record_bytes(len) * count)) return Status::would_deadlock;
     if (timeout != kForever && std::chrono::steady_clock::now() - start >= timeout) return Status::timeout;
     waiter.idle(ctl.space_waiters, ctl.space_seq,
                 [&] { return stopped() || refresh_limit(ctl.tail.load(std::memory_order_acquire) + need); });

@@ -16,6 +16,7 @@ std::string_view to_string(Status s) noexcept {
     case Status::invalid: return "invalid";
     case Status::types_full: return "types_full";
     case Status::stopped: return "stopped";
+    case Status::would_deadlock: return "would_deadlock";
   }
   return "unknown";
 }

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <ostream>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -16,7 +17,13 @@
 #include "ringbus/error.hpp"
 #include "ringbus/event.hpp"
 #include "ringbus/segment.hpp"
+#include "ringbus/status.hpp"
 #include "ringbus/tail_reader.hpp"
+
+namespace ringbus {
+// gtest prints a Status by its name (found by argument-dependent lookup).
+inline void PrintTo(Status s, std::ostream* os) { *os << to_string(s); }
+}  // namespace ringbus
 
 namespace ringbus::test {
 

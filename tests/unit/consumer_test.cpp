@@ -1166,6 +1166,114 @@ TEST(ConsumerGroup, MoveAssignmentReleasesTheGroupItHeld) {
   EXPECT_EQ(seen, 1u) << "the failed event is still there, not skipped";
 }
 
+// Publishes unkeyed events numbered from `from` until the log is full; returns how many.
+std::uint64_t fill_log(Producer& p, std::uint64_t from = 0) {
+  std::uint64_t v = from;
+  while (p.try_publish(0, 1, std::as_bytes(std::span(&v, 1))) == Status::ok) ++v;
+  return v - from;
+}
+
+// Long enough that a wait that should have been refused is seen as a timeout, not a hang.
+constexpr auto kWouldHaveWaited = std::chrono::seconds(5);
+
+// A handler that publishes into the segment its group reads, when the log is full
+// because of the handler's own worker: the worker cannot move past the event it is
+// handling before the handler returns, so a blocking publish would wait for ever. It is
+// told at once, by every blocking call, from a handle on this mapping or another, in
+// single, batch and redrive delivery; nothing is published, and once the handler has
+// returned the room is there.
+TEST(ConsumerGroup, AHandlerPublishingIntoTheLogItsOwnWorkerHoldsFullIsToldAtOnce) {
+  TempSegment seg;
+  GroupOptions o;
+  o.retry.max_attempts = 1;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "loop", o);
+  Producer p = Producer::attach(seg.segment());
+  const Segment again = Segment::open(seg.location());
+  Producer other = Producer::attach(again);  // the same segment, mapped a second time
+  ASSERT_GT(fill_log(p), 0u);
+  const std::uint64_t tail = seg.segment().refs().control->tail.load();
+  const std::uint64_t v = 7;
+  const auto bytes = std::as_bytes(std::span(&v, 1));
+  std::vector<Status> seen;
+  EXPECT_EQ(g.worker(0).poll(
+                [&](const Event&) {
+                  seen.push_back(p.publish(0, 1, bytes, kWouldHaveWaited));
+                  seen.push_back(other.publish(0, 1, bytes, kWouldHaveWaited));
+                  seen.push_back(other.publish_expected(5, 0, 1, bytes, kWouldHaveWaited));
+                  Claim c;
+                  seen.push_back(other.claim_batch(0, 1, 8, 4, c, kWouldHaveWaited));
+                  EXPECT_FALSE(c);
+                  return Handled::ok;
+                },
+                1),
+            1u);
+  EXPECT_EQ(seen, std::vector<Status>(4, Status::would_deadlock));
+  EXPECT_EQ(seg.segment().refs().control->tail.load(), tail) << "nothing was claimed";
+  EXPECT_EQ(p.publish(0, 1, bytes, kWouldHaveWaited), Status::ok) << "the handled event made room";
+
+  // Batch delivery: the span's first event holds the cursor.
+  seen.clear();
+  EXPECT_GT(g.worker(0).poll_batch(
+                [&](std::span<const Event>) { seen.push_back(other.publish(0, 1, bytes, kWouldHaveWaited)); }, 8),
+            0u);
+  EXPECT_EQ(seen, std::vector<Status>{Status::would_deadlock});
+
+  // A redriven dead letter: the cursor has moved on past it, and is what the full log waits for.
+  while (g.worker(0).poll([](const Event&) { return Handled::ok; }, 1000) != 0) {
+  }
+  ASSERT_EQ(p.publish(0, 1, bytes), Status::ok);
+  EXPECT_EQ(g.worker(0).poll([](const Event&) { return Handled::fail; }, 1), 1u);  // to the dead-letter ring
+  DeadLetters dlq = DeadLetters::open(seg.segment(), "loop");
+  ASSERT_EQ(dlq.list().size(), 1u);
+  ASSERT_GT(fill_log(p), 0u);
+  ASSERT_EQ(dlq.request_redrive(), 1u);
+  seen.clear();
+  EXPECT_EQ(g.worker(0).poll_redrives([&](const Event& e) {
+    EXPECT_TRUE(e.redriven());
+    seen.push_back(other.publish(0, 1, bytes, kWouldHaveWaited));
+    return Handled::ok;
+  }),
+            1u);
+  EXPECT_EQ(seen, std::vector<Status>{Status::would_deadlock});
+  EXPECT_EQ(p.try_publish(0, 1, bytes), Status::full) << "a blocking call outside a handler waits; try_ says full";
+}
+
+// Where another group holds the room back, or the log is another segment's, a handler's
+// blocking publish waits as any other does: the room can come while the handler runs.
+TEST(ConsumerGroup, AHandlerWaitsForRoomThatItsOwnWorkerDoesNotHoldBack) {
+  TempSegment seg;
+  TempSegment elsewhere;
+  ConsumerGroup slow = ConsumerGroup::join(seg.segment(), "slow");
+  ConsumerGroup loop = ConsumerGroup::join(seg.segment(), "loop");
+  ConsumerGroup gate = ConsumerGroup::join(elsewhere.segment(), "gate");
+  Producer p = Producer::attach(seg.segment());
+  Producer q = Producer::attach(elsewhere.segment());
+  ASSERT_GT(fill_log(p), 8u);
+  ASSERT_GT(fill_log(q), 0u);
+  EXPECT_EQ(loop.worker(0).poll([](const Event&) { return Handled::ok; }, 8), 8u);  // ahead of "slow"
+  std::atomic<bool> done{false};
+  std::thread drainer([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    while (!done.load()) {
+      if (slow.worker(0).poll([](const Event&) { return Handled::ok; }, 1) == 0) std::this_thread::yield();
+    }
+  });
+  const std::uint64_t v = 7;
+  const auto bytes = std::as_bytes(std::span(&v, 1));
+  std::vector<Status> seen;
+  EXPECT_EQ(loop.worker(0).poll(
+                [&](const Event&) {
+                  seen.push_back(q.publish(0, 1, bytes, std::chrono::milliseconds(50)));  // another segment's gate
+                  seen.push_back(p.publish(0, 1, bytes, std::chrono::minutes(5)));        // "slow" moves
+                  return Handled::ok;
+                },
+                1),
+            1u);
+  done.store(true);
+  drainer.join();
+  EXPECT_EQ(seen, (std::vector<Status>{Status::timeout, Status::ok}));
+}
+
 TEST(TailReader, CountsWhatItMissedWhenLapped) {
   TempSegment seg;  // 64 KiB, no gating group
   TailReader t = TailReader::open(seg.segment(), TailStart::end);

@@ -57,7 +57,7 @@ TEST(Status, EveryStatusAndErrorCodeHasItsOwnName) {
       {Status::ok, "ok"},           {Status::full, "full"},       {Status::too_large, "too_large"},
       {Status::conflict, "conflict"}, {Status::keys_full, "keys_full"}, {Status::busy, "busy"},
       {Status::timeout, "timeout"},   {Status::corrupt, "corrupt"},   {Status::invalid, "invalid"},
-      {Status::types_full, "types_full"}, {Status::stopped, "stopped"}};
+      {Status::types_full, "types_full"}, {Status::stopped, "stopped"}, {Status::would_deadlock, "would_deadlock"}};
   for (const auto& [s, name] : statuses) EXPECT_EQ(to_string(s), name);
   const std::vector<std::pair<Errc, std::string_view>> codes = {
       {Errc::invalid_name, "invalid_name"},   {Errc::invalid_options, "invalid_options"},

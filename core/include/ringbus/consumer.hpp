@@ -38,6 +38,7 @@
 #include "ringbus/dedup.hpp"
 #include "ringbus/dlq.hpp"
 #include "ringbus/detail/fault.hpp"
+#include "ringbus/detail/handler_scope.hpp"
 #include "ringbus/detail/process.hpp"
 #include "ringbus/detail/waiter.hpp"
 #include "ringbus/event.hpp"
@@ -656,6 +657,7 @@ inline void Worker::finish(const Event& e, Outcome o) noexcept {
 
 template <class H>
 std::size_t Worker::poll(H&& handler, std::size_t max_events) {
+  const detail::HandlerScope scope(r_, slot_->cursor);
   if (!pending_.empty()) [[unlikely]] service_pending(handler);
   return scan([&](Event& e) { deliver(handler, e); }, max_events);
 }
@@ -677,6 +679,7 @@ std::size_t Worker::poll_batch(H&& handler, std::size_t max_events) {
   using R = std::invoke_result_t<H&, std::span<const Event>>;
   auto one_at_a_time = one_at_a_time_of(handler);
   if (dedup_ || deliver_voids_ || !pending_.empty()) return poll(one_at_a_time, max_events);
+  const detail::HandlerScope scope(r_, slot_->cursor);
   // Collect without moving the cursor: it may pass events only once they are handled.
   batch_buf_.clear();
   std::uint64_t pos = pos_;
@@ -730,6 +733,7 @@ template <class H>
 std::size_t Worker::poll_redrives(H&& handler) {
   if (!redrives_waiting()) return 0;
   redrive_seen_ = dlq_control_->redrive_requests.load(std::memory_order_acquire);
+  const detail::HandlerScope scope(r_, slot_->cursor);
   std::size_t n = 0;
   while (layout::DlqEntry* entry = detail::dlq_take_redrive(r_, group_slot_, index_, workers_)) {
     Event e(detail::dlq_record(entry), entry->position, entry->payload_len);

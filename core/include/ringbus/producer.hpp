@@ -199,7 +199,10 @@ class Producer {
     if (count == 0) return Status::invalid;
     return claim_impl(key, 0, false, type, len, count, out);
   }
-  // Blocking twins: wait with the producer's WaitStrategy while the log is full.
+  // Blocking twins: wait with the producer's WaitStrategy while the log is full. Called
+  // from inside a handler of a group that reads this segment, they return
+  // Status::would_deadlock at once when that handler's own worker is what holds the room
+  // back: it cannot move past the event it is handling before the handler returns.
   Status claim(std::uint64_t key, std::uint16_t type, std::uint32_t len, Claim& out,
                std::chrono::nanoseconds timeout = kForever) noexcept {
     const Status s = try_claim(key, type, len, out);
@@ -260,6 +263,9 @@ class Producer {
   Status claim_blocking(std::uint64_t key, std::uint64_t expected, bool check_expected, std::uint16_t type,
                         std::uint32_t len, std::uint32_t count, Claim& out, std::chrono::nanoseconds timeout) noexcept;
   bool refresh_limit(std::uint64_t needed) noexcept;
+  // True when a consumer-group handler running on this thread reads this segment from a
+  // cursor that keeps a claim of `total` bytes out (detail/handler_scope.hpp).
+  [[nodiscard]] bool held_back_by_caller(std::uint64_t total) const noexcept;
   std::uint64_t lock_latch(std::uint64_t index) noexcept;
   std::uint64_t lock_latch_slow(std::uint64_t index) noexcept;
   void unlock_latch(std::uint64_t index, std::uint64_t last_seq) noexcept {

@@ -20,6 +20,10 @@ enum class Status : std::uint8_t {
   invalid,    // arguments that can never succeed (batch of 0, expected claim without a key)
   types_full, // publish_envelope: the schema registry has no room for a type it has never seen
   stopped,    // a blocking call gave up its wait: the producer's stop flag was set (ProducerOptions::stop)
+  // A blocking call from inside a consumer group's handler would wait for room that only
+  // that handler's own worker can make, by moving past the event it is handling: it can
+  // never come. Nothing was published (DESIGN.md, "Publishing from a handler").
+  would_deadlock,
 };
 
 std::string_view to_string(Status s) noexcept;
