@@ -608,10 +608,16 @@ void ConsumerGroup::prepare_start() {
   s->failed.store(false, std::memory_order_relaxed);
 }
 
+namespace {
+// The group whose worker this thread runs (launch), for stop() called by a handler.
+constinit thread_local const void* own_group = nullptr;
+}  // namespace
+
 void ConsumerGroup::launch(std::uint32_t i, std::function<void(Worker&, const std::atomic<bool>&)> body) {
   State* s = st_.get();
   const int cpu = s->options.cpus.empty() ? -1 : s->options.cpus[i];
   s->threads.emplace_back([s, i, cpu, body = std::move(body)]() mutable {
+    own_group = s;
     try {
       if (cpu >= 0) pin_this_thread(cpu);
       detail::register_fast_side();
@@ -625,7 +631,7 @@ void ConsumerGroup::launch(std::uint32_t i, std::function<void(Worker&, const st
   });
 }
 
-void ConsumerGroup::stop() {
+void ConsumerGroup::request_stop() noexcept {
   if (!st_) return;
   st_->stop.store(true, std::memory_order_release);
   // Workers parked on the data futex would otherwise sleep out their timeout. Other
@@ -633,6 +639,14 @@ void ConsumerGroup::stop() {
   layout::ControlBlock& ctl = *st_->seg.refs().control;
   ctl.data_seq.fetch_add(1, std::memory_order_release);
   detail::futex_wake_all(ctl.data_seq);
+}
+
+void ConsumerGroup::stop() {
+  if (!st_) return;
+  request_stop();
+  // A handler of this group: its own thread cannot join itself, and the threads belong
+  // to whoever started them, who joins them by a later stop().
+  if (own_group == st_.get()) return;
   for (std::thread& t : st_->threads) {
     if (t.joinable()) t.join();
   }

@@ -1028,6 +1028,47 @@ TEST(ConsumerGroup, AStartedGroupRefusesASecondStartAndStartsAgainAfterStop) {
 
 // After a worker failed, start() says so until stop() has reported the failure; then
 // the group runs again (running() says so) and delivers the event it stopped on.
+// A handler that ends its own group (on a shutdown event, say): stop() on one of the
+// group's threads asks the threads to stop and returns, where joining its own thread
+// threw, and the event it was handling failed and was dead-lettered for it. The owner's
+// stop() then joins the threads, and the group starts again.
+TEST(ConsumerGroup, AHandlerStopsItsOwnGroup) {
+  TempSegment seg;
+  GroupOptions o;
+  o.workers = 2;
+  o.retry.max_attempts = 2;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "stops", o);
+  std::atomic<int> threw{0};
+  std::atomic<std::uint64_t> handled{0};
+  auto handler = [&](const Event& e) {
+    if (value_of(e) == 99) {
+      try {
+        g.stop();
+      } catch (...) {
+        threw.fetch_add(1);
+        throw;
+      }
+    }
+    handled.fetch_add(1);
+  };
+  g.start(handler);
+  Producer p = Producer::attach(seg.segment());
+  for (const std::uint64_t v : {std::uint64_t{1}, std::uint64_t{99}}) {
+    ASSERT_EQ(p.publish(v, 1, std::as_bytes(std::span(&v, 1))), Status::ok);
+    ASSERT_TRUE(test::eventually([&] { return handled.load() == 1 || !g.running(); }));
+  }
+  ASSERT_TRUE(test::eventually([&] { return !g.running(); }));
+  EXPECT_NO_THROW(g.stop());
+  EXPECT_EQ(threw.load(), 0);
+  EXPECT_EQ(handled.load(), 2u);
+  EXPECT_TRUE(DeadLetters::open(seg.segment(), "stops").list().empty());
+  g.start(handler);
+  const std::uint64_t v = 5;
+  ASSERT_EQ(p.publish(v, 1, std::as_bytes(std::span(&v, 1))), Status::ok);
+  ASSERT_TRUE(test::eventually([&] { return handled.load() == 3; }));
+  g.stop();
+}
+
 TEST(ConsumerGroup, AFailedGroupStartsAgainOnceStopReportedTheFailure) {
   FailedGroup f;
   const Error early = test::error_of([&] { f.g.start([](const Event&) {}); });

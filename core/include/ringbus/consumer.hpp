@@ -389,8 +389,13 @@ class ConsumerGroup {
   template <class H>
   void start_batch(H handler);
   // Asks the threads to stop and joins them. Rethrows the first error a worker died
-  // of (HandlerFailed, or Error for a corrupt segment).
+  // of (HandlerFailed, or Error for a corrupt segment). Called by a handler on one of
+  // the group's own threads (a handler that ends its group), it is request_stop(): a
+  // thread cannot join itself; its thread ends once the handler and its poll return, and
+  // a stop() from another thread, or the destructor, joins the threads.
   void stop();
+  // Asks the threads to stop and returns at once; each ends after its current poll.
+  void request_stop() noexcept;
   // True while threads run and none has failed.
   [[nodiscard]] bool running() const noexcept;
 
