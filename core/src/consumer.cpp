@@ -316,6 +316,54 @@ void ConsumerGroup::release() noexcept {
   st_.reset();
 }
 
+namespace {
+
+// The first of a join's options it cannot take, named with its value; "" if none.
+// Durations become unsigned nanoseconds, where a negative one would wrap (unblock_after
+// to centuries: a dead producer's hole never repaired).
+std::string option_problem(const GroupOptions& o, std::uint64_t capacity) {
+  using std::to_string;
+  if (o.workers == 0 || o.workers > layout::kMaxWorkers) {
+    return "workers is " + to_string(o.workers) + ": it must be from 1 to " + to_string(layout::kMaxWorkers);
+  }
+  // One CPU a worker, or none: a list longer than the workers is as likely a forgotten
+  // `workers` as a shorter one.
+  if (!o.cpus.empty() && o.cpus.size() != o.workers) {
+    return to_string(o.workers) + " worker" + (o.workers == 1 ? "" : "s") + " but " + to_string(o.cpus.size()) +
+           " cpus given (one a worker, or none)";
+  }
+  for (const int cpu : o.cpus) {
+    if (std::string why = cpu_unavailable(cpu); !why.empty()) return why;
+  }
+  for (const auto& [field, value] : {std::pair{"batch", o.batch}, std::pair{"retry.max_attempts", o.retry.max_attempts},
+                                     std::pair{"max_pending", o.max_pending}}) {
+    if (value == 0) return std::string(field) + " is 0: it must be at least 1";
+  }
+  if (o.start > StartFrom::position) return "start is " + to_string(static_cast<int>(o.start)) + ", not a StartFrom";
+  if (o.retry.backoff > RetryPolicy::Backoff::deferred) {
+    return "retry.backoff is " + to_string(static_cast<int>(o.retry.backoff)) + ", not a RetryPolicy::Backoff";
+  }
+  if (o.retry.while_retrying > RetryPolicy::KeyOrder::release) {
+    return "retry.while_retrying is " + to_string(static_cast<int>(o.retry.while_retrying)) +
+           ", not a RetryPolicy::KeyOrder";
+  }
+  if (o.retry.delay.count() < 0) return "retry.delay is " + to_string(o.retry.delay.count()) + " ns: it must not be negative";
+  if (std::string why = detail::wait_problem(o.wait, "wait"); !why.empty()) return why;
+  if (o.unblock_after.count() < 0 || o.unblock_after > kMaxUnblockAfter) {
+    return "unblock_after is " + to_string(o.unblock_after.count()) + " ms: it must be from 0 to 24 h";
+  }
+  if (o.trail_bytes > capacity / 4) {
+    return "trail_bytes is " + to_string(o.trail_bytes) + ": it must be at most a quarter of the log's capacity (" +
+           to_string(capacity / 4) + " bytes)";
+  }
+  if (o.trail_max_delay.count() < 0 || o.trail_max_delay > std::chrono::seconds{1}) {
+    return "trail_max_delay is " + to_string(o.trail_max_delay.count()) + " us: it must be from 0 to 1 s";
+  }
+  return {};
+}
+
+}  // namespace
+
 ConsumerGroup ConsumerGroup::join(const Segment& segment, std::string_view name, const GroupOptions& options) {
   if (!segment) throw Error(Errc::invalid_options, "ConsumerGroup::join: no segment");
   segment.require_writable("join a consumer group");
@@ -323,35 +371,8 @@ ConsumerGroup ConsumerGroup::join(const Segment& segment, std::string_view name,
   if (std::string why = check_name(name, layout::kGroupNameBytes - 1); !why.empty()) {
     throw Error(Errc::invalid_name, where + ": name " + why);
   }
-  if (options.workers == 0 || options.workers > layout::kMaxWorkers) {
-    throw Error(Errc::invalid_options, where + ": workers must be between 1 and " +
-                                           std::to_string(layout::kMaxWorkers));
-  }
-  // One CPU a worker, or none: a list longer than the workers is as likely a forgotten
-  // `workers` as a shorter one.
-  if (!options.cpus.empty() && options.cpus.size() != options.workers) {
-    throw Error(Errc::invalid_options, where + ": " + std::to_string(options.workers) + " worker" +
-                                           (options.workers == 1 ? "" : "s") + " but " +
-                                           std::to_string(options.cpus.size()) + " cpus given (one a worker, or none)");
-  }
-  for (const int cpu : options.cpus) {
-    if (std::string why = cpu_unavailable(cpu); !why.empty()) throw Error(Errc::invalid_options, where + ": " + why);
-  }
-  if (options.batch == 0 || options.retry.max_attempts == 0 || options.max_pending == 0) {
-    throw Error(Errc::invalid_options, where + ": batch, retry.max_attempts and max_pending must be at least 1");
-  }
-  // Durations become unsigned nanoseconds: a negative one would wrap (unblock_after
-  // to centuries: a dead producer's hole never repaired).
-  if (options.retry.delay.count() < 0 || options.wait.sleep.count() < 0 || options.unblock_after.count() < 0 ||
-      options.unblock_after > kMaxUnblockAfter) {
-    throw Error(Errc::invalid_options, where + ": retry.delay and wait.sleep must not be negative, and unblock_after "
-                                           "must be from 0 to 24 h");
-  }
-  if (options.trail_bytes > segment.refs().capacity / 4 || options.trail_max_delay.count() < 0 ||
-      options.trail_max_delay > std::chrono::seconds{1}) {
-    throw Error(Errc::invalid_options, where + ": trail_bytes must be at most a quarter of the log's capacity (" +
-                                           std::to_string(segment.refs().capacity / 4) +
-                                           " bytes) and trail_max_delay from 0 to 1 s");
+  if (std::string why = option_problem(options, segment.refs().capacity); !why.empty()) {
+    throw Error(Errc::invalid_options, where + ": " + why);
   }
   if (options.dedup && segment.refs().dedup == nullptr) {
     throw Error(Errc::invalid_options, where + ": dedup needs a segment created with a dedup window (dedup_window > 0)");

@@ -97,11 +97,12 @@ Producer Producer::attach(const Segment& segment, const ProducerOptions& options
     throw Error(Errc::invalid_options, where + ": first_seq " + std::to_string(options.first_seq) +
                                            " is more than 2^62 (the sequence must not wrap)");
   }
-  // Durations become unsigned nanoseconds: a negative spin_sleep interval would sleep
-  // for centuries the first time the log is full.
-  if (options.wait.sleep.count() < 0) {
-    throw Error(Errc::invalid_options, where + ": wait.sleep must not be negative (" +
-                                           std::to_string(options.wait.sleep.count()) + " us)");
+  if (std::string why = detail::wait_problem(options.wait, "wait"); !why.empty()) {
+    throw Error(Errc::invalid_options, where + ": " + why);
+  }
+  if (options.timestamps > Timestamps::none) {
+    throw Error(Errc::invalid_options, where + ": timestamps is " +
+                                           std::to_string(static_cast<int>(options.timestamps)) + ", not a Timestamps");
   }
   detail::register_fast_side();
   const detail::SegmentRefs& r = segment.refs();

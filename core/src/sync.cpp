@@ -7,8 +7,21 @@
 #include <unistd.h>
 
 #include <climits>
+#include <string>
+
+#include "ringbus/detail/waiter.hpp"
 
 namespace ringbus::detail {
+
+std::string wait_problem(const WaitStrategy& w, std::string_view field) {
+  const std::string name(field);
+  if (w.kind > WaitStrategy::Kind::spin_sleep) {
+    return name + ".kind is " + std::to_string(static_cast<int>(w.kind)) + ", not a WaitStrategy::Kind";
+  }
+  if (w.sleep.count() < 0) return name + ".sleep is " + std::to_string(w.sleep.count()) + " us: it must not be negative";
+  return {};
+}
+
 namespace {
 
 // -1 = not tried, 0 = unavailable, 1 = registered.

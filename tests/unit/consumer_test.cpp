@@ -501,30 +501,50 @@ TEST(ConsumerGroup, NamesAndOptionsAreValidated) {
     }
     return std::string("accepted");
   };
-  for (const GroupOptions& o : {GroupOptions{.batch = 0}, GroupOptions{.max_pending = 0}}) {
-    EXPECT_NE(refusal(o).find("must be at least 1"), std::string::npos) << refusal(o);
-  }
-  GroupOptions no_attempts;
-  no_attempts.retry.max_attempts = 0;
-  EXPECT_NE(refusal(no_attempts).find("retry.max_attempts"), std::string::npos) << refusal(no_attempts);
-  // Negative durations would wrap to centuries once unsigned (a hole never repaired).
-  GroupOptions negative_delay, negative_sleep, negative_unblock, long_unblock;
-  negative_delay.retry.delay = std::chrono::nanoseconds{-1};
-  negative_sleep.wait = WaitStrategy::spin_sleep(std::chrono::microseconds{-5});
-  negative_unblock.unblock_after = std::chrono::milliseconds{-1};
-  long_unblock.unblock_after = std::chrono::hours{25};
-  for (const GroupOptions& o : {negative_delay, negative_sleep, negative_unblock, long_unblock}) {
-    EXPECT_NE(refusal(o).find("must not be negative, and unblock_after must be from 0 to 24 h"), std::string::npos)
-        << refusal(o);
-  }
-  // Trailing: at most a quarter of the 64 KiB log, a delay from 0 to 1 s.
-  for (const GroupOptions& o : {GroupOptions{.trail_bytes = 16 * 1024 + 1},
-                                GroupOptions{.trail_bytes = 64, .trail_max_delay = std::chrono::microseconds{-1}},
-                                GroupOptions{.trail_bytes = 64, .trail_max_delay = std::chrono::seconds{2}}}) {
-    EXPECT_NE(refusal(o).find("trail_bytes must be at most a quarter of the log's capacity (16384 bytes)"),
-              std::string::npos)
-        << refusal(o);
-  }
+  // Each refusal names the option and its value.
+  const std::string where = "segment " + seg.location().display() + " group \"w\": ";
+  auto with = [](auto change) {
+    GroupOptions o;
+    change(o);
+    return o;
+  };
+  const std::vector<std::pair<GroupOptions, std::string>> refused = {
+      {with([](GroupOptions& o) { o.workers = 0; }), "workers is 0: it must be from 1 to 16"},
+      {with([](GroupOptions& o) { o.workers = 17; }), "workers is 17: it must be from 1 to 16"},
+      {with([](GroupOptions& o) { o.batch = 0; }), "batch is 0: it must be at least 1"},
+      {with([](GroupOptions& o) { o.retry.max_attempts = 0; }), "retry.max_attempts is 0: it must be at least 1"},
+      {with([](GroupOptions& o) { o.max_pending = 0; }), "max_pending is 0: it must be at least 1"},
+      {with([](GroupOptions& o) { o.start = static_cast<StartFrom>(3); }), "start is 3, not a StartFrom"},
+      {with([](GroupOptions& o) { o.retry.backoff = static_cast<RetryPolicy::Backoff>(3); }),
+       "retry.backoff is 3, not a RetryPolicy::Backoff"},
+      {with([](GroupOptions& o) { o.retry.while_retrying = static_cast<RetryPolicy::KeyOrder>(2); }),
+       "retry.while_retrying is 2, not a RetryPolicy::KeyOrder"},
+      {with([](GroupOptions& o) { o.wait.kind = static_cast<WaitStrategy::Kind>(7); }),
+       "wait.kind is 7, not a WaitStrategy::Kind"},
+      // Negative durations would wrap to centuries once unsigned (a hole never repaired).
+      {with([](GroupOptions& o) { o.retry.delay = std::chrono::nanoseconds{-1}; }),
+       "retry.delay is -1 ns: it must not be negative"},
+      {with([](GroupOptions& o) { o.wait = WaitStrategy::spin_sleep(std::chrono::microseconds{-5}); }),
+       "wait.sleep is -5 us: it must not be negative"},
+      {with([](GroupOptions& o) { o.unblock_after = std::chrono::milliseconds{-1}; }),
+       "unblock_after is -1 ms: it must be from 0 to 24 h"},
+      {with([](GroupOptions& o) { o.unblock_after = std::chrono::hours{25}; }),
+       "unblock_after is 90000000 ms: it must be from 0 to 24 h"},
+      // Trailing: at most a quarter of the 64 KiB log, a delay from 0 to 1 s.
+      {with([](GroupOptions& o) { o.trail_bytes = 16 * 1024 + 1; }),
+       "trail_bytes is 16385: it must be at most a quarter of the log's capacity (16384 bytes)"},
+      {with([](GroupOptions& o) {
+         o.trail_bytes = 64;
+         o.trail_max_delay = std::chrono::microseconds{-1};
+       }),
+       "trail_max_delay is -1 us: it must be from 0 to 1 s"},
+      {with([](GroupOptions& o) {
+         o.trail_bytes = 64;
+         o.trail_max_delay = std::chrono::seconds{2};
+       }),
+       "trail_max_delay is 2000000 us: it must be from 0 to 1 s"},
+  };
+  for (const auto& [o, why] : refused) EXPECT_EQ(refusal(o), where + why);
   EXPECT_EQ(refusal({.trail_bytes = 16 * 1024, .trail_max_delay = std::chrono::seconds{1}}), "accepted");
   GroupOptions day;
   day.unblock_after = std::chrono::hours{24};

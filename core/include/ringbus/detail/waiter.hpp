@@ -7,12 +7,19 @@
 
 #include <atomic>
 #include <cstdint>
+#include <string>
+#include <string_view>
 
 #include "ringbus/detail/process.hpp"
 #include "ringbus/detail/sync.hpp"
 #include "ringbus/wait_strategy.hpp"
 
 namespace ringbus::detail {
+
+// What is wrong with a WaitStrategy given as an option, named as `field` (e.g. "wait")
+// with its value; "" if nothing. Its sleep becomes unsigned nanoseconds: a negative one
+// would sleep for centuries.
+std::string wait_problem(const WaitStrategy& w, std::string_view field);
 
 class Waiter {
  public:
