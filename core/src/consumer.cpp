@@ -803,6 +803,14 @@ void Worker::check_stall() noexcept {
   }
 }
 
+void Worker::refuse_reentry() const {
+  if (!detail::polling(slot_->cursor)) return;
+  // The outer poll would go on from what it read before its handler, while the inner
+  // poll moved the cursor: it would skip an event, read inside one, or deliver twice.
+  throw Error(Errc::busy, "group \"" + group_ + "\" worker " + std::to_string(index_) +
+                              ": polled from its own handler (a worker is polled by one caller at a time)");
+}
+
 void Worker::corrupt(std::uint64_t pos, const char* what) const {
   throw Error(Errc::corrupt, "group \"" + group_ + "\" worker " + std::to_string(index_) + ": at position " +
                                  std::to_string(pos) + ": " + what);

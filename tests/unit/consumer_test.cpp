@@ -1299,6 +1299,55 @@ TEST(ConsumerGroup, AHandlerPublishingIntoTheLogItsOwnWorkerHoldsFullIsToldAtOnc
   EXPECT_EQ(p.try_publish(0, 1, bytes), Status::full) << "a blocking call outside a handler waits; try_ says full";
 }
 
+// A handler that polls its own worker (single, batch or redrive delivery) is refused:
+// the outer poll went on from the record it had read, past where the inner poll had
+// moved the cursor, and skipped the event after them. Polling another worker from a
+// handler is allowed. Every event is delivered once, in order.
+TEST(ConsumerGroup, AWorkerPolledFromItsOwnHandlerIsRefused) {
+  TempSegment seg;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "self");
+  ConsumerGroup other = ConsumerGroup::join(seg.segment(), "other");
+  Producer p = Producer::attach(seg.segment());
+  publish_values(p, 0, 0, 6);
+  std::vector<std::uint64_t> seen, seen_by_other;
+  std::vector<std::string> refusals;
+  auto refused = [&](auto&& poll_again) {
+    try {
+      poll_again();
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::busy);
+      refusals.emplace_back(e.what());
+    }
+  };
+  auto record = [&](const Event& e) { seen.push_back(value_of(e)); };
+  Worker& w = g.worker(0);
+  EXPECT_EQ(w.poll(
+                [&](const Event& e) {
+                  refused([&] { (void)w.poll(record, 10); });
+                  refused([&] { (void)w.poll_batch([&](std::span<const Event>) {}, 10); });
+                  refused([&] { (void)w.poll_redrives(record); });
+                  EXPECT_EQ(other.worker(0).poll([&](const Event& o) { seen_by_other.push_back(value_of(o)); }, 1), 1u);
+                  record(e);
+                },
+                2),
+            2u);
+  EXPECT_EQ(w.poll_batch(
+                [&](std::span<const Event> batch) {
+                  refused([&] { (void)w.poll(record, 10); });
+                  for (const Event& e : batch) record(e);
+                },
+                2),
+            2u);
+  while (w.poll(record, 10) != 0) {
+  }
+  EXPECT_EQ(seen, (std::vector<std::uint64_t>{0, 1, 2, 3, 4, 5}));
+  EXPECT_EQ(seen_by_other, (std::vector<std::uint64_t>{0, 1}));
+  ASSERT_EQ(refusals.size(), 7u);
+  for (const std::string& r : refusals) {
+    EXPECT_EQ(r, "group \"self\" worker 0: polled from its own handler (a worker is polled by one caller at a time)");
+  }
+}
+
 // Where another group holds the room back, or the log is another segment's, a handler's
 // blocking publish waits as any other does: the room can come while the handler runs.
 TEST(ConsumerGroup, AHandlerWaitsForRoomThatItsOwnWorkerDoesNotHoldBack) {

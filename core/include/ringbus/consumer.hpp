@@ -255,6 +255,9 @@ class Worker {
     sum.store(sum.load(std::memory_order_relaxed) + (now - ts), std::memory_order_relaxed);
   }
 
+  // poll() inside the HandlerScope its caller (poll or poll_batch) set up.
+  template <class H>
+  std::size_t poll_in_scope(H& handler, std::size_t max_events);
   template <class H>
   Handled invoke(H& handler, const Event& e) noexcept;
   template <class Visit>
@@ -290,6 +293,8 @@ class Worker {
   template <class H>
   static auto one_at_a_time_of(H& handler);
   void check_stall() noexcept;
+  // Throws Error(busy) if this worker's own handler is polling it (detail::polling).
+  void refuse_reentry() const;
   [[noreturn]] void corrupt(std::uint64_t pos, const char* what) const;
   [[noreturn]] void failed(const Event& e, const std::string& why) const;
 
@@ -662,7 +667,13 @@ inline void Worker::finish(const Event& e, Outcome o) noexcept {
 
 template <class H>
 std::size_t Worker::poll(H&& handler, std::size_t max_events) {
+  if (detail::handler_frames != nullptr) [[unlikely]] refuse_reentry();
   const detail::HandlerScope scope(r_, slot_->cursor);
+  return poll_in_scope(handler, max_events);
+}
+
+template <class H>
+std::size_t Worker::poll_in_scope(H& handler, std::size_t max_events) {
   if (!pending_.empty()) [[unlikely]] service_pending(handler);
   return scan([&](Event& e) { deliver(handler, e); }, max_events);
 }
@@ -683,8 +694,9 @@ template <class H>
 std::size_t Worker::poll_batch(H&& handler, std::size_t max_events) {
   using R = std::invoke_result_t<H&, std::span<const Event>>;
   auto one_at_a_time = one_at_a_time_of(handler);
-  if (dedup_ || deliver_voids_ || !pending_.empty()) return poll(one_at_a_time, max_events);
+  if (detail::handler_frames != nullptr) [[unlikely]] refuse_reentry();
   const detail::HandlerScope scope(r_, slot_->cursor);
+  if (dedup_ || deliver_voids_ || !pending_.empty()) return poll_in_scope(one_at_a_time, max_events);
   // Collect without moving the cursor: it may pass events only once they are handled.
   batch_buf_.clear();
   std::uint64_t pos = pos_;
@@ -724,7 +736,7 @@ std::size_t Worker::poll_batch(H&& handler, std::size_t max_events) {
       last_error_ = "non-standard exception";
       result = Handled::fail;
     }
-    if (result != Handled::ok) return poll(one_at_a_time, batch_buf_.size());
+    if (result != Handled::ok) return poll_in_scope(one_at_a_time, batch_buf_.size());
     consumed_ += batch_buf_.size();
     slot_->consumed.store(consumed_, std::memory_order_relaxed);
     if (redelivered != 0) [[unlikely]] bump(slot_->redelivered, redelivered);
@@ -736,6 +748,7 @@ std::size_t Worker::poll_batch(H&& handler, std::size_t max_events) {
 
 template <class H>
 std::size_t Worker::poll_redrives(H&& handler) {
+  if (detail::handler_frames != nullptr) [[unlikely]] refuse_reentry();
   if (!redrives_waiting()) return 0;
   redrive_seen_ = dlq_control_->redrive_requests.load(std::memory_order_acquire);
   const detail::HandlerScope scope(r_, slot_->cursor);

@@ -30,6 +30,15 @@ inline constinit thread_local const HandlerFrame* handler_frames = nullptr;
                       a.created_realtime_ns == b.created_realtime_ns && a.total_size == b.total_size);
 }
 
+// True if a worker with this cursor is being polled on this thread already: its
+// handler polls it again, which would move the cursor under the outer poll.
+[[nodiscard]] inline bool polling(const std::atomic<std::uint64_t>& cursor) noexcept {
+  for (const HandlerFrame* f = handler_frames; f != nullptr; f = f->outer) {
+    if (f->cursor == &cursor) return true;
+  }
+  return false;
+}
+
 // Marks the thread as polling a worker for as long as it lives (Worker::poll,
 // poll_batch, poll_redrives).
 class HandlerScope {
