@@ -365,7 +365,6 @@ std::string option_problem(const GroupOptions& o, std::uint64_t capacity) {
 }  // namespace
 
 ConsumerGroup ConsumerGroup::join(const Segment& segment, std::string_view name, const GroupOptions& options) {
-  if (!segment) throw Error(Errc::invalid_options, "ConsumerGroup::join: no segment");
   segment.require_writable("join a consumer group");
   const std::string where = where_of(segment, name);
   if (std::string why = check_name(name, layout::kGroupNameBytes - 1); !why.empty()) {
@@ -605,17 +604,27 @@ std::optional<ConsumerGroup::Skipped> ConsumerGroup::skip_to(const Segment& segm
   return Skipped{slowest, position};
 }
 
-std::uint32_t ConsumerGroup::workers() const noexcept { return static_cast<std::uint32_t>(st_->workers.size()); }
+// A moved-from group has no state: it has no workers, no name, no segment, no threads.
+std::uint32_t ConsumerGroup::workers() const noexcept {
+  return st_ ? static_cast<std::uint32_t>(st_->workers.size()) : 0;
+}
 Worker& ConsumerGroup::worker(std::uint32_t i) noexcept { return *st_->workers[i]; }
-const std::string& ConsumerGroup::name() const noexcept { return st_->name; }
-const Segment& ConsumerGroup::segment() const noexcept { return st_->seg; }
+const std::string& ConsumerGroup::name() const noexcept {
+  static const std::string none;
+  return st_ ? st_->name : none;
+}
+const Segment& ConsumerGroup::segment() const noexcept {
+  static const Segment none;
+  return st_ ? st_->seg : none;
+}
 
 bool ConsumerGroup::running() const noexcept {
-  return !st_->threads.empty() && !st_->failed.load(std::memory_order_acquire) &&
+  return st_ && !st_->threads.empty() && !st_->failed.load(std::memory_order_acquire) &&
          !st_->stop.load(std::memory_order_acquire);
 }
 
 void ConsumerGroup::prepare_start() {
+  if (!st_) throw Error(Errc::invalid_options, "no consumer group: cannot start it (a ConsumerGroup moved from)");
   State* s = st_.get();
   if (!s->threads.empty()) {
     // Two threads on one Worker would deliver its events twice and race on its state.

@@ -84,7 +84,6 @@ std::string take_exclusive(const detail::SegmentRefs& r, std::uint32_t slot, std
 }  // namespace
 
 Producer Producer::attach(const Segment& segment, const ProducerOptions& options) {
-  if (!segment) throw Error(Errc::invalid_options, "Producer::attach: no segment");
   segment.require_writable("attach a producer");
   const std::string where = "segment " + segment.location().display();
   if (options.producer_id >= kAutoIdBase) {
@@ -306,6 +305,7 @@ Producer& Producer::operator=(Producer&& o) noexcept {
   open_ = false;
   open_claim_ = nullptr;
   o.slot_ = nullptr;
+  o.max_claim_ = 0;
   return *this;
 }
 
@@ -315,6 +315,7 @@ void Producer::detach() noexcept {
   // A forked child's copy: the slot, its journal and the exclusive word are the parent's.
   if (detail::inherited_from(owner_pid_)) {
     slot_ = nullptr;
+    max_claim_ = 0;  // every claim is refused as `invalid` (claim_impl)
     return;
   }
   slot_->claim.store(0, std::memory_order_relaxed);
@@ -324,6 +325,7 @@ void Producer::detach() noexcept {
   slot_->owner.store(layout::owner::make(layout::owner::detached, detail::self_process().pid),
                      std::memory_order_release);
   slot_ = nullptr;
+  max_claim_ = 0;  // every claim is refused as `invalid` (claim_impl), not written through a null slot
 }
 
 // Recomputes how far this producer may claim: the slowest cursor of every gating

@@ -33,6 +33,7 @@ void note_version(layout::RegistryEntry& e, std::uint16_t version) noexcept {
 }  // namespace
 
 SchemaRegistry::SchemaRegistry(const Segment& segment) : seg_(segment) {
+  segment.require_open("open its schema registry");
   if (segment.refs().registry == nullptr) {
     throw Error(Errc::not_found,
                 "segment " + segment.location().display() + ": created without a schema registry (registry_slots 0)");

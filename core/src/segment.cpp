@@ -351,13 +351,27 @@ std::string check_name(std::string_view name, std::size_t max_len) {
   return {};
 }
 
-const Location& Segment::location() const noexcept { return map_->loc_; }
-const layout::SegmentHeader& Segment::header() const noexcept { return *map_->refs_.header; }
-const detail::SegmentRefs& Segment::refs() const noexcept { return map_->refs_; }
+namespace {
+// What a Segment with no mapping (default-constructed, moved from) answers.
+const Location kNoLocation{};
+const layout::SegmentHeader kNoHeader{};
+const detail::SegmentRefs kNoRefs{};
+}  // namespace
 
-bool Segment::read_only() const noexcept { return map_->read_only_; }
+const Location& Segment::location() const noexcept { return map_ ? map_->loc_ : kNoLocation; }
+const layout::SegmentHeader& Segment::header() const noexcept { return map_ ? *map_->refs_.header : kNoHeader; }
+const detail::SegmentRefs& Segment::refs() const noexcept { return map_ ? map_->refs_ : kNoRefs; }
+
+bool Segment::read_only() const noexcept { return map_ && map_->read_only_; }
+
+void Segment::require_open(std::string_view what) const {
+  if (map_) return;
+  throw Error(Errc::invalid_options, "no segment: cannot " + std::string(what) +
+                                         " (a Segment default-constructed or moved from)");
+}
 
 Segment::Naming Segment::naming() const {
+  require_open("look up what its name names");
   const Location& where = location();
   if (where.kind == Location::Kind::anonymous) return Naming::this_segment;
   const int fd = open_fd(where, O_RDONLY | O_NONBLOCK, 0);
@@ -369,14 +383,17 @@ Segment::Naming Segment::naming() const {
 }
 
 void Segment::require_writable(std::string_view what) const {
+  require_open(what);
   if (!read_only()) return;
   throw Error(Errc::permission, "segment " + location().display() + ": opened read-only (OpenOptions::read_only): cannot " +
                                     std::string(what));
 }
-void Segment::touch_pages() const noexcept { touch_every_page(map_->refs_.base, map_->refs_.total_size); }
+void Segment::touch_pages() const noexcept {
+  if (map_) touch_every_page(map_->refs_.base, map_->refs_.total_size);
+}
 
 std::uint64_t Segment::was_last_key_seq(std::uint64_t key) const noexcept {
-  if (key == 0) return 0;
+  if (key == 0 || !map_) return 0;
   const std::uint64_t i = detail::find_key(refs(), key);
   if (i == detail::kNoEntry) return 0;
   return layout::latch::last_seq(refs().keys[i].latch.load(std::memory_order_acquire));

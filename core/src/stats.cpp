@@ -31,6 +31,7 @@ bool held(layout::owner::State s) {
 }  // namespace
 
 SegmentStats read_stats(const Segment& segment) {
+  segment.require_open("read its statistics");
   const detail::SegmentRefs& r = segment.refs();
   const layout::ControlBlock& c = *r.control;
   SegmentStats s;

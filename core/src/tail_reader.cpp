@@ -80,6 +80,7 @@ TailReader::TailReader(const Segment& s, std::uint64_t pos) : seg_(s), r_(s.refs
 }
 
 TailReader TailReader::open(const Segment& segment, TailStart from) {
+  segment.require_open("open a tail reader");
   const detail::SegmentRefs& r = segment.refs();
   TailReader reader(segment, 0);
   const std::uint64_t tail = reader.load_tail();
@@ -98,6 +99,7 @@ TailReader TailReader::open(const Segment& segment, TailStart from) {
 }
 
 TailReader TailReader::open_at(const Segment& segment, std::uint64_t position) {
+  segment.require_open("open a tail reader");
   const std::string where = "segment " + segment.location().display() + ": position " + std::to_string(position);
   if (!layout::valid_position(position)) {
     throw Error(Errc::invalid_options, where + " is not a record position (8-byte aligned, at most 2^62)");

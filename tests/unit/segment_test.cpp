@@ -441,6 +441,73 @@ TEST(Segment, OpenedReadOnlyItIsReadAndRefusesWhatWrites) {
   EXPECT_FALSE(registry.find("Refund").has_value());
 }
 
+// No segment (default-constructed, or moved from): every call that takes one and may
+// throw refuses it by name, where most dereferenced a null mapping (SIGSEGV); the
+// accessors answer 0 and empty, as a moved-from ConsumerGroup's do. A Producer not
+// attached says `invalid`: a moved-from or detached one wrote through a null slot
+// (SIGSEGV), a default-constructed one said `too_large`.
+TEST(Segment, NoSegmentIsRefusedByNameNotDereferenced) {
+  TempSegment seg;
+  Segment moved = Segment::open(seg.location());
+  const Segment taken = std::move(moved);
+  const Segment none;
+  for (const Segment* s : {&none, static_cast<const Segment*>(&moved)}) {
+    EXPECT_FALSE(*s);
+    for (const auto& [what, call] : std::vector<std::pair<std::string, std::function<void()>>>{
+             {"attach a producer", [&] { Producer::attach(*s); }},
+             {"join a consumer group", [&] { ConsumerGroup::join(*s, "g"); }},
+             {"remove a consumer group", [&] { ConsumerGroup::remove(*s, "g"); }},
+             {"move a consumer group's cursors", [&] { (void)ConsumerGroup::skip_to(*s, "g", 0); }},
+             {"open a dead-letter ring (it is locked to be read)", [&] { DeadLetters::open(*s, "g"); }},
+             {"open its schema registry", [&] { SchemaRegistry r(*s); }},
+             {"open a tail reader", [&] { TailReader::open(*s); }},
+             {"open a tail reader", [&] { TailReader::open_at(*s, 0); }},
+             {"read its statistics", [&] { (void)read_stats(*s); }},
+             {"look up what its name names", [&] { (void)s->naming(); }}}) {
+      const Error e = error_of(call);
+      EXPECT_EQ(e.code(), Errc::invalid_options) << what;
+      EXPECT_EQ(std::string(e.what()), "no segment: cannot " + what + " (a Segment default-constructed or moved from)");
+    }
+    EXPECT_EQ(s->capacity(), 0u);
+    EXPECT_EQ(s->was_tail(), 0u);
+    EXPECT_EQ(s->was_last_key_seq(1), 0u);
+    EXPECT_EQ(s->location().name, "");
+    EXPECT_EQ(s->header().total_size, 0u);
+    EXPECT_FALSE(s->read_only());
+    s->touch_pages();
+  }
+  EXPECT_EQ(taken.capacity(), seg.segment().capacity());
+  Producer attached = Producer::attach(taken);
+  const Producer moved_from = std::move(attached);
+  Producer never;
+  Producer detached = Producer::attach(taken);
+  detached.detach();
+  const std::uint64_t v = 1;
+  const auto bytes = std::as_bytes(std::span(&v, 1));
+  for (Producer* p : {&never, &attached, &detached}) {
+    Claim c;
+    EXPECT_EQ(p->try_claim(1, 1, 8, c), Status::invalid);
+    EXPECT_EQ(p->try_claim(1, 1, 0, c), Status::invalid);
+    EXPECT_EQ(p->try_publish(1, 1, bytes), Status::invalid);
+    EXPECT_EQ(p->publish(0, 1, bytes), Status::invalid);
+    EXPECT_EQ(p->claim_batch(0, 1, 8, 4, c), Status::invalid);
+    EXPECT_FALSE(c);
+  }
+  EXPECT_TRUE(moved_from);
+  ConsumerGroup g = ConsumerGroup::join(taken, "g");
+  const ConsumerGroup holder = std::move(g);
+  EXPECT_EQ(g.workers(), 0u);
+  EXPECT_EQ(g.name(), "");
+  EXPECT_FALSE(g.segment());
+  EXPECT_FALSE(g.running());
+  EXPECT_NO_THROW(g.stop());
+  g.request_stop();
+  const Error e = error_of([&] { g.start([](const Event&) {}); });
+  EXPECT_EQ(e.code(), Errc::invalid_options);
+  EXPECT_EQ(std::string(e.what()), "no consumer group: cannot start it (a ConsumerGroup moved from)");
+  EXPECT_EQ(holder.workers(), 1u);
+}
+
 TEST(Segment, OpenRefusesWhatIsNotARegularFile) {
   FileGuard f{temp_path()};
   ASSERT_EQ(::mkfifo(f.path.c_str(), 0600), 0);

@@ -379,8 +379,9 @@ class ConsumerGroup {
   ConsumerGroup& operator=(ConsumerGroup&&) noexcept;
   ~ConsumerGroup();
 
+  // A group moved from has 0 workers, an empty name and no segment, and is not running.
   [[nodiscard]] std::uint32_t workers() const noexcept;
-  [[nodiscard]] Worker& worker(std::uint32_t i) noexcept;
+  [[nodiscard]] Worker& worker(std::uint32_t i) noexcept;  // i < workers()
   [[nodiscard]] const std::string& name() const noexcept;
   [[nodiscard]] const Segment& segment() const noexcept;
 

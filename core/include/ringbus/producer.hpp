@@ -242,7 +242,8 @@ class Producer {
   explicit operator bool() const noexcept { return slot_ != nullptr; }
 
   // Releases the slot (keeping the id's sequence for a later attach). Aborts nothing:
-  // an open claim must be committed or aborted first, else it is aborted here.
+  // an open claim must be committed or aborted first, else it is aborted here. Claims
+  // after it return Status::invalid.
   void detach() noexcept;
 
  private:
@@ -334,10 +335,13 @@ inline std::uint64_t Producer::lock_latch(std::uint64_t index) noexcept {
 inline Status Producer::claim_impl(std::uint64_t key, std::uint64_t expected, bool check_expected, std::uint16_t type,
                                    std::uint32_t len, std::uint32_t count, Claim& out) noexcept {
   if (open_) [[unlikely]] return Status::busy;
-  if (len > r_.max_event) [[unlikely]] return Status::too_large;
+  // A Producer not attached (default-constructed, moved from, detached) has max_claim_
+  // 0: every claim is too large for it, so it costs the hot path nothing to say
+  // `invalid` instead.
+  if (len > r_.max_event) [[unlikely]] return slot_ == nullptr ? Status::invalid : Status::too_large;
   const std::uint64_t rec = record_bytes(len);
   const std::uint64_t total = rec * count;
-  if (total > max_claim_) [[unlikely]] return Status::too_large;
+  if (total > max_claim_) [[unlikely]] return slot_ == nullptr ? Status::invalid : Status::too_large;
   layout::ProducerSlot& s = *slot_;
 
   std::uint64_t key_index = 0;

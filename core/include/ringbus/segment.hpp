@@ -177,7 +177,7 @@ class Segment {
   [[nodiscard]] std::uint64_t key_slots() const noexcept { return refs().key_mask + 1; }
   // The tail: one past the last claimed byte (racy observer).
   [[nodiscard]] std::uint64_t was_tail() const noexcept {
-    return refs().control->tail.load(std::memory_order_acquire);
+    return refs().control == nullptr ? 0 : refs().control->tail.load(std::memory_order_acquire);
   }
 
   // The last key_seq assigned to `key` (0 if never published): racy observer, e.g.
@@ -188,8 +188,14 @@ class Segment {
   // Mapped PROT_READ (OpenOptions::read_only). Kept by the mapping, not in SegmentRefs,
   // which producers and workers copy next to their hot fields.
   [[nodiscard]] bool read_only() const noexcept;
+  // Throws Error(invalid_options) naming `what` (e.g. "read its statistics") when there
+  // is no segment: default-constructed, or moved from. Every call that takes a Segment
+  // and may throw checks this first; the accessors above answer 0, or an empty location
+  // and header, for no segment.
+  void require_open(std::string_view what) const;
   // Throws Error(permission) naming `what` (e.g. "attach a producer") when the segment
-  // was opened read-only; a write to its mapping would be a segmentation fault.
+  // was opened read-only; a write to its mapping would be a segmentation fault. Checks
+  // require_open first.
   void require_writable(std::string_view what) const;
 
   // What the segment's name names now: this segment; nothing (it was removed:

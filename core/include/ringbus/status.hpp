@@ -17,7 +17,8 @@ enum class Status : std::uint8_t {
   busy,       // this producer already has an open claim (one at a time per handle)
   timeout,    // a blocking call reached its deadline
   corrupt,    // shared memory failed validation; nothing was written
-  invalid,    // arguments that can never succeed (batch of 0, expected claim without a key)
+  invalid,    // arguments that can never succeed (batch of 0, expected claim without a key), or a
+              // Producer not attached (default-constructed, moved from, detached)
   types_full, // publish_envelope: the schema registry has no room for a type it has never seen
   stopped,    // a blocking call gave up its wait: the producer's stop flag was set (ProducerOptions::stop)
   // A blocking call from inside a consumer group's handler would wait for room that only
