@@ -268,7 +268,12 @@ DeadLetters DeadLetters::open(const Segment& segment, std::string_view group) {
   return d;
 }
 
+void DeadLetters::require_handle() const {
+  if (!seg_) throw Error(Errc::invalid_options, "no dead-letter ring: a DeadLetters moved from");
+}
+
 void DeadLetters::check_registered() const {
+  require_handle();
   const layout::GroupSlot& gs = seg_.refs().groups[slot_];
   if (layout::owner::state(gs.state.load(std::memory_order_acquire)) != layout::owner::active ||
       gs.created_ns.load(std::memory_order_acquire) != registered_ns_ || detail::group_name(gs) != group_) {
@@ -278,6 +283,7 @@ void DeadLetters::check_registered() const {
 }
 
 std::vector<DeadLetter> DeadLetters::list() const {
+  require_handle();
   const detail::Ring ring = detail::ring_of(seg_.refs(), slot_);
   std::vector<DeadLetter> out;
   detail::RingLock lock(ring.c);
@@ -300,6 +306,7 @@ std::optional<DeadLetter> DeadLetters::get(std::uint64_t id) const {
 
 DeadLetterStats DeadLetters::stats() const {
   check_registered();
+  require_handle();
   const detail::Ring ring = detail::ring_of(seg_.refs(), slot_);
   DeadLetterStats s;
   s.entries = ring.c.entries.load(std::memory_order_relaxed);
@@ -312,6 +319,7 @@ DeadLetterStats DeadLetters::stats() const {
 }
 
 std::size_t DeadLetters::request_redrive(std::optional<std::uint64_t> id) {
+  require_handle();
   const detail::Ring ring = detail::ring_of(seg_.refs(), slot_);
   std::size_t marked = 0;
   {
@@ -334,6 +342,7 @@ std::size_t DeadLetters::request_redrive(std::optional<std::uint64_t> id) {
 }
 
 std::size_t DeadLetters::republish(Producer& producer, std::optional<std::uint64_t> id, Status* last_status) {
+  require_handle();
   const detail::Ring ring = detail::ring_of(seg_.refs(), slot_);
   std::size_t done = 0;
   Status status = Status::ok;
@@ -372,6 +381,7 @@ std::size_t DeadLetters::republish(Producer& producer, std::optional<std::uint64
 }
 
 bool DeadLetters::remove(std::uint64_t id) {
+  require_handle();
   const detail::Ring ring = detail::ring_of(seg_.refs(), slot_);
   bool removed = false;
   detail::RingLock lock(ring.c);
@@ -391,6 +401,7 @@ bool DeadLetters::remove(std::uint64_t id) {
 }
 
 std::size_t DeadLetters::purge() {
+  require_handle();
   const detail::Ring ring = detail::ring_of(seg_.refs(), slot_);
   std::size_t n = 0;
   detail::RingLock lock(ring.c);

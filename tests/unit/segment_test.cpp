@@ -445,7 +445,8 @@ TEST(Segment, OpenedReadOnlyItIsReadAndRefusesWhatWrites) {
 // throw refuses it by name, where most dereferenced a null mapping (SIGSEGV); the
 // accessors answer 0 and empty, as a moved-from ConsumerGroup's do. A Producer not
 // attached says `invalid`: a moved-from or detached one wrote through a null slot
-// (SIGSEGV), a default-constructed one said `too_large`.
+// (SIGSEGV), a default-constructed one said `too_large`. A moved-from DeadLetters
+// refuses every call, where it dereferenced a null ring.
 TEST(Segment, NoSegmentIsRefusedByNameNotDereferenced) {
   TempSegment seg;
   Segment moved = Segment::open(seg.location());
@@ -506,6 +507,18 @@ TEST(Segment, NoSegmentIsRefusedByNameNotDereferenced) {
   EXPECT_EQ(e.code(), Errc::invalid_options);
   EXPECT_EQ(std::string(e.what()), "no consumer group: cannot start it (a ConsumerGroup moved from)");
   EXPECT_EQ(holder.workers(), 1u);
+  DeadLetters dlq = DeadLetters::open(taken, "g");
+  const DeadLetters dlq_holder = std::move(dlq);
+  std::optional<std::uint64_t> none_id;
+  for (const auto& call : std::vector<std::function<void()>>{
+           [&] { (void)dlq.list(); }, [&] { (void)dlq.get(1); }, [&] { (void)dlq.stats(); },
+           [&] { (void)dlq.request_redrive(none_id); }, [&] { (void)dlq.republish(attached, none_id); },
+           [&] { (void)dlq.remove(1); }, [&] { (void)dlq.purge(); }}) {
+    const Error refused = error_of(call);
+    EXPECT_EQ(refused.code(), Errc::invalid_options);
+    EXPECT_EQ(std::string(refused.what()), "no dead-letter ring: a DeadLetters moved from");
+  }
+  EXPECT_TRUE(dlq_holder.list().empty());
 }
 
 TEST(Segment, OpenRefusesWhatIsNotARegularFile) {

@@ -85,6 +85,8 @@ class DeadLetters {
       : seg_(std::move(s)), group_(std::move(group)), slot_(slot), registered_ns_(registered_ns) {}
   // Throws Error(not_found) unless the slot still holds the registration this handle opened.
   void check_registered() const;
+  // Throws Error(invalid_options) for a handle moved from (it has no segment).
+  void require_handle() const;
   Segment seg_;
   std::string group_;
   std::uint32_t slot_ = 0;
