@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
@@ -63,6 +64,8 @@ const ProcessId& self_process() noexcept {
   if (g_self.pid != pid) {
     g_self.pid = pid;
     g_self.start_ticks = read_stat(pid).start_ticks;
+    struct stat ns {};
+    g_self.pid_namespace = ::stat("/proc/self/ns/pid", &ns) == 0 ? ns.st_ino : 0;
   }
   return g_self;
 }

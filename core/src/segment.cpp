@@ -482,6 +482,7 @@ Segment Segment::create(const Location& where, const SegmentOptions& options) {
   h->total_size = plan.total;
   h->creator_pid = self.pid;
   h->creator_start_ticks = self.start_ticks;
+  h->pid_namespace = self.pid_namespace;
   h->created_realtime_ns = detail::realtime_ns();
   h->mode = options.mode;
   h->header_size = sizeof(layout::SegmentHeader);
@@ -628,6 +629,17 @@ Segment Segment::open(const Location& where, const OpenOptions& options) {
     fail(Errc::mode_widened, where, std::string(buf) + "; pass allow_wider_mode to accept it");
   }
 
+  // A pid names a process only within its pid namespace: a process of another one would
+  // judge the segment's live processes dead by their pids, and take over their slots
+  // and locks while they use them (DESIGN.md section 9). A reader judges nobody.
+  if (const std::uint64_t ns = detail::self_process().pid_namespace;
+      h.pid_namespace != 0 && ns != 0 && h.pid_namespace != ns && !options.read_only) {
+    fail(Errc::pid_namespace, where,
+         "was created in pid namespace " + std::to_string(h.pid_namespace) + " and this process is in " +
+             std::to_string(ns) +
+             ": the processes of a segment must share one, as a process is known dead by its pid; open it "
+             "read-only to look at it");
+  }
   const int prot = options.read_only ? PROT_READ : PROT_READ | PROT_WRITE;
   void* addr = ::mmap(nullptr, h.total_size, prot, MAP_SHARED | MAP_POPULATE, fd, 0);
   if (addr == MAP_FAILED) fail(Errc::system, where, "mmap: " + errno_text(errno));

@@ -39,6 +39,7 @@ std::string_view to_string(Errc e) noexcept {
     case Errc::no_slot: return "no_slot";
     case Errc::busy: return "busy";
     case Errc::system: return "system";
+    case Errc::pid_namespace: return "pid_namespace";
   }
   return "unknown";
 }

@@ -2,6 +2,7 @@
 // good and bad lines -> tail -> compare field by field; stat (text and Prometheus), dlq,
 // rm and the documented exit codes; on a terminal, publish's progress bar and stat --watch.
 #include <fcntl.h>
+#include <sched.h>
 #include <grp.h>
 #include <gtest/gtest.h>
 #include <pty.h>
@@ -97,9 +98,10 @@ class Child {
   // `stdout_fd` >= 0: the child's standard output is that descriptor (the output file
   // stays empty) instead of a file; `stdin_fd` >= 0, its standard input (`stdin_path`
   // is then not opened). `as_user` != 0: the child runs as that user and group (for a
-  // test run as root).
+  // test run as root). `own_pid_namespace`: the tool runs in a pid namespace of its own
+  // (exit code 122 where it may not be made).
   Child(const std::vector<std::string>& args, const std::string& stdin_path, const Environment& env = {},
-        int stdout_fd = -1, uid_t as_user = 0, int stdin_fd = -1) {
+        int stdout_fd = -1, uid_t as_user = 0, int stdin_fd = -1, bool own_pid_namespace = false) {
     const std::string base = "/tmp/" + unique_name("cli");
     out_ = base + ".out";
     err_ = base + ".err";
@@ -116,6 +118,17 @@ class Child {
       ::dup2(err, 2);
       if (as_user != 0 && (::setgroups(0, nullptr) != 0 || ::setgid(as_user) != 0 || ::setuid(as_user) != 0)) {
         ::_exit(121);
+      }
+      if (own_pid_namespace) {  // the namespace is its children's: the tool runs in a grandchild
+        if (::unshare(CLONE_NEWPID) != 0) ::_exit(122);
+        const pid_t tool_pid = ::fork();
+        if (tool_pid < 0) ::_exit(122);
+        if (tool_pid > 0) {
+          int status = 0;
+          while (::waitpid(tool_pid, &status, 0) < 0) {
+          }
+          ::_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+        }
       }
       tool.exec();
     }
@@ -1281,7 +1294,7 @@ TEST(Cli, InfoShowsLayoutProducersGroupsPositionsAndLag) {
   simdjson::ondemand::document doc = parser.iterate(text);
   simdjson::ondemand::object root = doc.get_object();
   EXPECT_EQ(std::string_view(root["segment"].get_string()), path);
-  EXPECT_EQ(std::string_view(root["version"].get_string()), "1.3");
+  EXPECT_EQ(std::string_view(root["version"].get_string()), "1." + std::to_string(ringbus::layout::kVersionMinor));
   EXPECT_EQ(uint64_t(root["capacity"].get_uint64()), 1u << 20);
   EXPECT_EQ(uint64_t(root["max_event"].get_uint64()), 1024u);
   EXPECT_EQ(uint64_t(root["tail"].get_uint64()), tail);
@@ -1332,7 +1345,7 @@ TEST(Cli, InfoShowsLayoutProducersGroupsPositionsAndLag) {
   const Result plain = ringbus_run({"info", path});
   ASSERT_EQ(plain.code, 0) << plain.err;
   for (const std::string& want :
-       {"segment " + path + "  layout 1.3", std::string("capacity 1 MiB  max event 1 KiB  keys 4/65,536"),
+       {"segment " + path + "  layout 1." + std::to_string(ringbus::layout::kVersionMinor), std::string("capacity 1 MiB  max event 1 KiB  keys 4/65,536"),
         "tail " + std::to_string(tail) + " (lap 0)  published 5", std::string("producers (1, slot 0 exclusive)\n"),
         std::string("groups (1)"), std::string("orders  workers 1  cursor "),
         "  dead letters 512 KiB a group  dedup window 4,032 x 16 producers a worker  event types 2/8  " +
@@ -2009,6 +2022,40 @@ TEST(Cli, AUserWhoMayOnlyReadASegmentInspectsIt) {
   ::unlink(path.c_str());
 }
 
+// A process of another pid namespace (a container sharing the host's /dev/shm) would
+// judge the segment's processes by pids that name others there: info, stat and tail
+// open the segment read-only, and what writes is refused, naming why.
+TEST(Cli, AProcessOfAnotherPidNamespaceOnlyInspectsASegment) {
+  const std::string path = "/tmp/" + unique_name("cli-pidns") + ".seg";
+  ASSERT_EQ(ringbus_run({"create", path}).code, 0);
+  const TempFile line(R"({"event_type":"Order","key":"k","data":{"qty":1}})" "\n");
+  ASSERT_EQ(ringbus_run({"publish", path, line.path()}).code, 0);
+  auto elsewhere = [&](const std::vector<std::string>& args) { return Child(args, "", {}, -1, 0, -1, true).wait(); };
+  const Result info = elsewhere({"info", path});
+  if (info.code == 122) GTEST_SKIP() << "this process may not make a pid namespace";
+  EXPECT_EQ(info.code, 0) << info.err;
+  EXPECT_NE(info.out.find("published 1"), std::string::npos) << info.out;
+  const Result stat = elsewhere({"stat", path, "--prometheus"});
+  EXPECT_EQ(stat.code, 0) << stat.err;
+  EXPECT_NE(stat.out.find("ringbus_published_events_total{segment=\"" + path + "\"} 1"), std::string::npos)
+      << stat.out;
+  const Result tail = elsewhere({"tail", path});
+  EXPECT_EQ(tail.code, 0) << tail.err;
+  ASSERT_EQ(lines_of(tail.out).size(), 1u) << tail.out;
+  EXPECT_EQ(fields_of(tail.out).at("data"), R"({"qty":1})");
+  for (const std::vector<std::string>& args :
+       std::vector<std::vector<std::string>>{{"publish", path, line.path()}, {"dlq", path, "g", "list"}}) {
+    const Result r = elsewhere(args);
+    EXPECT_EQ(r.code, 1) << args[0];
+    EXPECT_TRUE(r.err.starts_with("ringbus: segment " + path + ": was created in pid namespace ")) << r.err;
+    EXPECT_TRUE(r.err.ends_with(": the processes of a segment must share one, as a process is known dead by its pid; "
+                                "open it read-only to look at it\n"))
+        << r.err;
+  }
+  EXPECT_EQ(lines_of(ringbus_run({"tail", path}).out).size(), 1u) << "nothing was published from the other namespace";
+  ::unlink(path.c_str());
+}
+
 // A producer that died holding a claim leaves a hole; with no consumer group nothing else
 // repaired it, and `tail` stopped there, status 0, with every later event unseen (-f
 // waited for ever). tail repairs it after 0.1 s; a user who may only read the segment
@@ -2040,7 +2087,8 @@ TEST(Cli, TailPassesADeadProducersClaimOrSaysWhereItStopped) {
       EXPECT_EQ(fields_of(held.out).at("data"), "1");
       EXPECT_NE(held.err.find("ringbus tail: stopped at position "), std::string::npos) << held.err;
       EXPECT_NE(held.err.find(": the record claimed there is not committed after 1."), std::string::npos) << held.err;
-      EXPECT_NE(held.err.find("this user may only read the segment, so cannot repair the claim"), std::string::npos)
+      EXPECT_NE(held.err.find("this process may only read the segment (this user's permission, or another pid namespace), so cannot "
+                                   "repair the claim"), std::string::npos)
           << held.err;
     }
   }

@@ -67,7 +67,8 @@ TEST(Status, EveryStatusAndErrorCodeHasItsOwnName) {
       {Errc::not_initialised, "not_initialised"}, {Errc::corrupt, "corrupt"},
       {Errc::owner_mismatch, "owner_mismatch"}, {Errc::mode_widened, "mode_widened"},
       {Errc::no_space, "no_space"},           {Errc::no_slot, "no_slot"},
-      {Errc::busy, "busy"},                   {Errc::system, "system"}};
+      {Errc::busy, "busy"},                   {Errc::system, "system"},
+      {Errc::pid_namespace, "pid_namespace"}};
   for (const auto& [e, name] : codes) EXPECT_EQ(to_string(e), name);
   // Every value with a name is one of those above (none left out, none named twice).
   std::set<std::string_view> status_names, code_names;

@@ -521,6 +521,35 @@ TEST(Segment, NoSegmentIsRefusedByNameNotDereferenced) {
   EXPECT_TRUE(dlq_holder.list().empty());
 }
 
+// A process of another pid namespace judges processes dead by pids that name other
+// processes there (or none): it would take over live producers' slots and locks. It
+// may open the segment only to read it. The creator's namespace is in the header.
+TEST(Segment, AProcessOfAnotherPidNamespaceMayOnlyReadIt) {
+  TempSegment seg;
+  {
+    Producer p = Producer::attach(seg.segment());
+    const std::uint64_t v = 1;
+    ASSERT_EQ(p.publish(0, 1, std::as_bytes(std::span(&v, 1))), Status::ok);
+  }
+  const std::uint64_t ns = detail::self_process().pid_namespace;
+  ASSERT_NE(ns, 0u) << "/proc/self/ns/pid cannot be read";
+  EXPECT_EQ(seg.segment().header().pid_namespace, ns);
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  const pid_t pid = test::spawn_child("open-in-new-pid-namespace", {seg.location().name, std::to_string(fds[1])});
+  ::close(fds[1]);
+  const std::string out = test::read_to_end(fds[0]);
+  ::close(fds[0]);
+  ASSERT_EQ(test::reap(pid), 0) << out;
+  if (out.starts_with('\001')) GTEST_SKIP() << out.substr(1);
+  const std::string prefix = "pid 1|pid_namespace|segment " + seg.location().display() + ": was created in pid namespace " +
+                             std::to_string(ns) + " and this process is in ";
+  EXPECT_TRUE(out.starts_with(prefix)) << out;
+  EXPECT_TRUE(out.ends_with(": the processes of a segment must share one, as a process is known dead by its pid; open "
+                            "it read-only to look at it|read-only: published 1"))
+      << out;
+}
+
 TEST(Segment, OpenRefusesWhatIsNotARegularFile) {
   FileGuard f{temp_path()};
   ASSERT_EQ(::mkfifo(f.path.c_str(), 0600), 0);
@@ -816,6 +845,37 @@ TEST(Segment, ImpossibleTailIsRefusedOnAttachAndBeforeUse) {
   EXPECT_EQ(error_of([&] { (void)TailReader::open(seg, TailStart::end); }).code(), Errc::corrupt);
   EXPECT_EQ(error_of([&] { (void)TailReader::open_at(seg, layout::kMaxPosition + 8); }).code(), Errc::invalid_options);
 }
+
+// Child: "open-in-new-pid-namespace SEGMENT FD": forks a process into a pid namespace
+// of its own (where it is pid 1), which opens SEGMENT to write and then read-only, and
+// writes to FD what each did; or "\001" and why where it may not (no CAP_SYS_ADMIN).
+const test::ChildRole open_in_new_pid_namespace_role("open-in-new-pid-namespace", [](const std::vector<std::string>& a) {
+  const int fd = std::stoi(a.at(1));
+  auto say = [&](const std::string& out) {
+    return ::write(fd, out.data(), out.size()) == static_cast<ssize_t>(out.size()) ? 0 : 1;
+  };
+  if (::unshare(CLONE_NEWPID) != 0) return say("\001cannot make a pid namespace: " + std::string(std::strerror(errno)));
+  const pid_t pid = ::fork();
+  if (pid < 0) return say("\001cannot fork: " + std::string(std::strerror(errno)));
+  if (pid == 0) {
+    std::string out = "pid " + std::to_string(::getpid()) + "|";
+    const Location where = Location::parse(a.at(0));
+    try {
+      (void)Segment::open(where);
+      out += "opened";
+    } catch (const Error& e) {
+      out += std::string(to_string(e.code())) + "|" + e.what();
+    }
+    try {
+      const Segment ro = Segment::open(where, {.read_only = true});
+      out += "|read-only: published " + std::to_string(read_stats(ro).published);
+    } catch (const Error& e) {
+      out += "|read-only: " + std::string(e.what());
+    }
+    ::_exit(say(out));
+  }
+  return test::reap(pid);
+});
 
 // Child: "create-in-full-tmpfs DIR SEGMENT FD": mounts a 1 MiB tmpfs over DIR in a mount
 // namespace of its own (the host's DIR is untouched), creates a 4 MiB segment SEGMENT

@@ -427,8 +427,9 @@ void add_event_commands(CLI::App& app, int& exit_code) {
             told_held_at = reader.position();
             print_err("ringbus tail: {} at position {}: the record claimed there is not committed after {:.1f} s; {}\n",
                       *follow ? "waiting" : "stopped", reader.position(), std::chrono::duration<double>(*held).count(),
-                      seg.read_only() ? "this user may only read the segment, so cannot repair the claim if its "
-                                        "producer died (a process that may write the segment repairs it)"
+                      seg.read_only() ? "this process may only read the segment (this user's permission, or "
+                                        "another pid namespace), so cannot repair the claim if its producer died (a "
+                                        "process that may write the segment repairs it)"
                                       : "its producer is alive (stopped mid-publish?)");
             if (!*follow) {
               exit_code = kFailed;

@@ -55,7 +55,8 @@ Segment SegmentArg::look(bool reads_only) const {
   try {
     return open_with(o);
   } catch (const Error& e) {
-    if (!reads_only || e.code() != Errc::permission) throw;
+    // Not permitted to write, or a process of another pid namespace: it may still read.
+    if (!reads_only || (e.code() != Errc::permission && e.code() != Errc::pid_namespace)) throw;
   }
   o.read_only = true;
   return open_with(o);

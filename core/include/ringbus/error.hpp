@@ -26,6 +26,7 @@ enum class Errc : std::uint8_t {
   no_slot,           // all producer / group / worker slots are in use
   busy,              // the group worker is run by another live process
   system,            // another OS error (errno in the message)
+  pid_namespace,     // open: the segment's processes are in another pid namespace
 };
 
 std::string_view to_string(Errc e) noexcept;

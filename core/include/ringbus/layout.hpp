@@ -24,8 +24,8 @@ inline constexpr std::uint32_t kVersionMajor = 1;
 // Minor versions add what older libraries do not read. 1: ControlBlock::group_lock.
 // 2: ControlBlock::exclusive (a library of minor < 2 does not see an exclusive producer:
 // do not attach one to a segment that such a library publishes to).
-// 3: ControlBlock::tsc_mult.
-inline constexpr std::uint32_t kVersionMinor = 3;
+// 3: ControlBlock::tsc_mult. 4: SegmentHeader::pid_namespace.
+inline constexpr std::uint32_t kVersionMinor = 4;
 
 inline constexpr std::size_t kPage = 4096;
 // Independently written hot words are kept this far apart: one line, plus the
@@ -95,7 +95,10 @@ struct SegmentHeader {
   std::uint32_t version_major;        // 8
   std::uint32_t version_minor;        // 12
   std::uint64_t checksum;             // 16 FNV-1a over [offsetof(total_size), kChecksumEnd)
-  std::uint64_t reserved0;            // 24
+  // 24: the creator's pid namespace (the inode of /proc/self/ns/pid; 0: unknown, or a
+  // segment of minor version < 4). Written before the magic, never after; outside the
+  // checksum, which older minors computed without it.
+  std::uint64_t pid_namespace;
   // ---- immutable, checksummed ----
   std::uint64_t total_size;           // 32 bytes of the whole segment
   std::uint64_t creator_pid;          // 40
@@ -123,6 +126,7 @@ inline constexpr std::size_t kChecksumBegin = 32;
 inline constexpr std::size_t kChecksumEnd = 896;
 static_assert(sizeof(SegmentHeader) == kPage, "the header is exactly page 0");
 static_assert(offsetof(SegmentHeader, total_size) == kChecksumBegin);
+static_assert(offsetof(SegmentHeader, pid_namespace) == 24, "outside the checksum, as minors < 4 computed it");
 static_assert(offsetof(SegmentHeader, regions) == 128);
 static_assert(offsetof(SegmentHeader, name) == 640);
 static_assert(offsetof(SegmentHeader, pad) == kChecksumEnd);

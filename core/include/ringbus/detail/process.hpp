@@ -12,6 +12,10 @@ namespace ringbus::detail {
 struct ProcessId {
   std::uint32_t pid = 0;
   std::uint64_t start_ticks = 0;
+  // The inode of /proc/self/ns/pid (0 if it cannot be read). A pid means a process only
+  // within its pid namespace: liveness checks by pid need every process of a segment in
+  // one (DESIGN.md section 9).
+  std::uint64_t pid_namespace = 0;
 };
 
 // This process, computed once and again after fork().
