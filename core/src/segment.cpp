@@ -318,15 +318,21 @@ void touch_every_page(const std::byte* base, std::uint64_t bytes) noexcept {
 
 // ---------------------------------------------------------------------------------
 
+namespace {
+constexpr std::string_view kShmPrefix = "shm:";
+}  // namespace
+
 Location Location::parse(std::string_view text) {
   if (text.find('/') != std::string_view::npos) return file(std::string(text));
+  // "shm:NAME", as display() and every message show it, copied back into a command.
+  if (text.starts_with(kShmPrefix)) text.remove_prefix(kShmPrefix.size());
   return shm(std::string(text));
 }
 
 std::string Location::display() const {
   switch (kind) {
     case Kind::shm:
-      return "shm:" + printable(name);
+      return std::string(kShmPrefix) + printable(name);
     case Kind::anonymous:
       return "anonymous:" + printable(name);
     case Kind::file:

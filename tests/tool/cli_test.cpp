@@ -1508,6 +1508,21 @@ TEST(Cli, SizesTakeEverySpellingOfTheirUnit) {
   EXPECT_NE(cpus.err.find("\"0,,1\" is not a list of CPU numbers"), std::string::npos) << cpus.err;
 }
 
+// A segment named as the tool's messages name it ("shm:NAME", copied from an error) is
+// that segment; it was refused as a name with a ':'.
+TEST(Cli, ASegmentIsTakenAsMessagesNameIt) {
+  const std::string name = unique_name("rbcli-named");
+  const Result made = ringbus_run({"create", "shm:" + name, "--capacity", "64K", "--max-event", "1K"});
+  ASSERT_EQ(made.code, 0) << made.err;
+  EXPECT_EQ(made.out.rfind("created shm:" + name + ": ", 0), 0u) << made.out;
+  const Result info = ringbus_run({"info", "shm:" + name});
+  EXPECT_EQ(info.code, 0) << info.err;
+  EXPECT_EQ(info.out.rfind("segment shm:" + name + "  layout", 0), 0u) << info.out;
+  const Result rm = ringbus_run({"rm", "shm:" + name});
+  EXPECT_EQ(rm.code, 0) << rm.err;
+  EXPECT_EQ(ringbus_run({"info", name}).code, 4) << "removed";
+}
+
 // "2026-12-04T22:30:15.123Z": a failure time as `dlq list` and `show` print it.
 std::string utc_ms(std::uint64_t ns) {
   const auto t = static_cast<std::time_t>(ns / 1'000'000'000ull);

@@ -176,6 +176,15 @@ TEST(Segment, NamesAreValidated) {
   EXPECT_TRUE(check_name("orders.v2_test-1", 200).empty());
   EXPECT_EQ(Location::parse("/tmp/x.seg").kind, Location::Kind::file);
   EXPECT_EQ(Location::parse("orders").kind, Location::Kind::shm);
+  // What display() shows, and every message names, is taken back as it is: "shm:orders"
+  // was refused as a name with a ':'.
+  for (const Location& where : {Location::shm("orders"), Location::file("/tmp/x.seg"), Location::file("./shm:x")}) {
+    const Location back = Location::parse(where.display());
+    EXPECT_EQ(back.kind, where.kind) << where.display();
+    EXPECT_EQ(back.name, where.name) << where.display();
+  }
+  EXPECT_EQ(Location::parse("shm:").name, "");
+  EXPECT_EQ(error_of([] { Segment::create(Location::parse("shm:")); }).code(), Errc::invalid_name);
   // A file path: empty, or with a NUL byte that would cut it short in the system call.
   // The message shows bytes outside printable ASCII escaped: a NUL would cut the message
   // short too, and a control byte would reach the terminal.

@@ -16,7 +16,7 @@
 namespace ringbus::tool {
 
 void SegmentArg::add_to(CLI::App* cmd, bool opens) {
-  cmd->add_option("name", name, "Segment: a shared-memory name, or a file path if it contains '/'")->required();
+  cmd->add_option("name", name, "Segment: a shared-memory name (NAME or shm:NAME), or a file path if it contains '/'")->required();
   cmd->add_option("--path", path, "File path of a file-backed segment (overrides NAME)")
       ->check(non_empty("give a file path"));
   if (!opens) return;

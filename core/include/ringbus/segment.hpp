@@ -29,7 +29,8 @@ struct Location {
   // process using it is killed. `label`, checked as a shared-memory name, shows in error
   // messages and in /proc/PID/maps as "/memfd:LABEL".
   static Location anonymous(std::string label) { return {Kind::anonymous, std::move(label)}; }
-  // A string with a '/' is a file path; anything else is a shared-memory name.
+  // A string with a '/' is a file path; anything else is a shared-memory name, with or
+  // without the "shm:" display() puts before it.
   static Location parse(std::string_view text);
   // "shm:NAME", the path or "anonymous:LABEL", control bytes shown as printable() shows
   // them; used in every error message about the segment.
