@@ -5,6 +5,7 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <mutex>
 
@@ -661,14 +662,21 @@ void ConsumerGroup::launch(std::uint32_t i, std::function<void(Worker&, const st
   });
 }
 
+static_assert(std::atomic<bool>::is_always_lock_free && std::atomic<std::uint32_t>::is_always_lock_free,
+              "request_stop() may be called from a signal handler");
+
 void ConsumerGroup::request_stop() noexcept {
   if (!st_) return;
+  // Async-signal-safe: lock-free atomics and one system call, with errno kept for the
+  // code a signal handler interrupted.
+  const int saved_errno = errno;
   st_->stop.store(true, std::memory_order_release);
   // Workers parked on the data futex would otherwise sleep out their timeout. Other
   // processes' parked consumers see a spurious wake-up and park again.
   layout::ControlBlock& ctl = *st_->seg.refs().control;
   ctl.data_seq.fetch_add(1, std::memory_order_release);
   detail::futex_wake_all(ctl.data_seq);
+  errno = saved_errno;
 }
 
 void ConsumerGroup::stop() {

@@ -3,6 +3,8 @@
 #include <sched.h>
 
 #include <array>
+#include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -1087,6 +1089,33 @@ TEST(ConsumerGroup, AHandlerStopsItsOwnGroup) {
   ASSERT_EQ(p.publish(v, 1, std::as_bytes(std::span(&v, 1))), Status::ok);
   ASSERT_TRUE(test::eventually([&] { return handled.load() == 3; }));
   g.stop();
+}
+
+ConsumerGroup* g_stopped_by_signal = nullptr;
+
+// request_stop() from a signal handler (SIGTERM's, say): the threads end, and the
+// owner's stop() joins them. The handler leaves errno as it found it.
+TEST(ConsumerGroup, ASignalHandlerAsksTheThreadsToStop) {
+  TempSegment seg;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "signalled", {.workers = 2});
+  std::atomic<std::uint64_t> handled{0};
+  g.start([&](const Event&) { handled.fetch_add(1); });
+  Producer p = Producer::attach(seg.segment());
+  publish_values(p, 7, 0, 100);
+  ASSERT_TRUE(test::eventually([&] { return handled.load() == 100; }));
+  g_stopped_by_signal = &g;
+  struct sigaction sa {};
+  sa.sa_handler = [](int) { g_stopped_by_signal->request_stop(); };
+  struct sigaction old {};
+  ASSERT_EQ(::sigaction(SIGUSR1, &sa, &old), 0);
+  errno = 0;
+  ASSERT_EQ(::raise(SIGUSR1), 0);
+  EXPECT_EQ(errno, 0) << "the handler kept errno";
+  ::sigaction(SIGUSR1, &old, nullptr);
+  g_stopped_by_signal = nullptr;
+  EXPECT_FALSE(g.running());
+  EXPECT_NO_THROW(g.stop());
+  EXPECT_EQ(handled.load(), 100u);
 }
 
 TEST(ConsumerGroup, AFailedGroupStartsAgainOnceStopReportedTheFailure) {

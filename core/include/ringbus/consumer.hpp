@@ -401,6 +401,8 @@ class ConsumerGroup {
   // a stop() from another thread, or the destructor, joins the threads.
   void stop();
   // Asks the threads to stop and returns at once; each ends after its current poll.
+  // Async-signal-safe: a SIGTERM handler may call it, and the main thread's stop() then
+  // joins the threads.
   void request_stop() noexcept;
   // True while threads run and none has failed.
   [[nodiscard]] bool running() const noexcept;
