@@ -21,6 +21,7 @@
 #include <cstring>
 #include <ctime>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <random>
 #include <regex>
@@ -1998,6 +1999,36 @@ TEST(Cli, AnotherUsersOrWidenedSegmentIsOpenedOnlyWithItsFlag) {
   ::unlink(path.c_str());
 }
 
+using ToolRun = std::function<Result(std::vector<std::string>)>;
+
+// What a process that may only read `path` (one event, {"qty":1}, published from `line`)
+// sees through `run`: info, stat and tail open it read-only; publish and dlq, which
+// write, fail with status 1 (`refused` checks their standard error), and publish nothing.
+void expect_only_inspects(const ToolRun& run, const std::string& path, const std::string& line,
+                          const std::function<void(const std::string&)>& refused) {
+  const Result info = run({"info", path});
+  EXPECT_EQ(info.code, 0) << info.err;
+  EXPECT_NE(info.out.find("published 1"), std::string::npos) << info.out;
+  const Result json = run({"info", path, "--json"});
+  EXPECT_EQ(json.code, 0) << json.err;
+  EXPECT_NE(json.out.find("\"published\":1,"), std::string::npos) << json.out;
+  const Result stat = run({"stat", path, "--prometheus"});
+  EXPECT_EQ(stat.code, 0) << stat.err;
+  EXPECT_NE(stat.out.find("ringbus_published_events_total{segment=\"" + path + "\"} 1"), std::string::npos)
+      << stat.out;
+  const Result tail = run({"tail", path, "--type", "Order", "--key", "k"});
+  EXPECT_EQ(tail.code, 0) << tail.err;
+  ASSERT_EQ(lines_of(tail.out).size(), 1u) << tail.out;
+  EXPECT_EQ(fields_of(tail.out).at("data"), R"({"qty":1})");
+  for (const std::vector<std::string>& args :
+       std::vector<std::vector<std::string>>{{"publish", path, line}, {"dlq", path, "g", "list"}}) {
+    const Result r = run(args);
+    EXPECT_EQ(r.code, 1) << args[0];
+    refused(r.err);
+  }
+  EXPECT_EQ(lines_of(ringbus_run({"tail", path}).out).size(), 1u) << "nothing was published";
+}
+
 // A user who may only read a segment (another user's, mode 0644) inspects it: info, stat
 // and tail open it read-only. publish and dlq, which write, are refused, naming why.
 TEST(Cli, AUserWhoMayOnlyReadASegmentInspectsIt) {
@@ -2007,33 +2038,16 @@ TEST(Cli, AUserWhoMayOnlyReadASegmentInspectsIt) {
   ASSERT_EQ(ringbus_run({"create", path, "--mode", "0644"}).code, 0);
   const TempFile line(R"({"event_type":"Order","key":"k","data":{"qty":1}})" "\n");
   ASSERT_EQ(ringbus_run({"publish", path, line.path()}).code, 0);
-  auto as_reader = [&](std::vector<std::string> args) {
+  const ToolRun as_reader = [&](std::vector<std::string> args) {
     args.emplace_back("--allow-other-owner");
     return Child(args, "", {}, -1, kNobody).wait();
   };
   const Result info = as_reader({"info", path});
   if (info.code == 121) GTEST_SKIP() << "this root may not become user " << kNobody;
   if (info.code == 126 || info.code == 127) GTEST_SKIP() << "user " << kNobody << " cannot run " << RINGBUS_TOOL;
-  EXPECT_EQ(info.code, 0) << info.err;
-  EXPECT_NE(info.out.find("published 1"), std::string::npos) << info.out;
-  const Result json = as_reader({"info", path, "--json"});
-  EXPECT_EQ(json.code, 0) << json.err;
-  EXPECT_NE(json.out.find("\"published\":1,"), std::string::npos) << json.out;
-  const Result stat = as_reader({"stat", path, "--prometheus"});
-  EXPECT_EQ(stat.code, 0) << stat.err;
-  EXPECT_NE(stat.out.find("ringbus_published_events_total{segment=\"" + path + "\"} 1"), std::string::npos)
-      << stat.out;
-  const Result tail = as_reader({"tail", path, "--type", "Order", "--key", "k"});
-  EXPECT_EQ(tail.code, 0) << tail.err;
-  ASSERT_EQ(lines_of(tail.out).size(), 1u) << tail.out;
-  EXPECT_EQ(fields_of(tail.out).at("data"), R"({"qty":1})");
-  for (const std::vector<std::string>& args :
-       std::vector<std::vector<std::string>>{{"publish", path, line.path()}, {"dlq", path, "g", "list"}}) {
-    const Result r = as_reader(args);
-    EXPECT_EQ(r.code, 1) << args[0];
-    EXPECT_EQ(r.err, "ringbus: segment " + path + ": cannot open: Permission denied\n") << args[0];
-  }
-  EXPECT_EQ(lines_of(ringbus_run({"tail", path}).out).size(), 1u) << "nothing was published by the reader";
+  expect_only_inspects(as_reader, path, line.path(), [&](const std::string& err) {
+    EXPECT_EQ(err, "ringbus: segment " + path + ": cannot open: Permission denied\n");
+  });
   ::unlink(path.c_str());
 }
 
@@ -2045,29 +2059,14 @@ TEST(Cli, AProcessOfAnotherPidNamespaceOnlyInspectsASegment) {
   ASSERT_EQ(ringbus_run({"create", path}).code, 0);
   const TempFile line(R"({"event_type":"Order","key":"k","data":{"qty":1}})" "\n");
   ASSERT_EQ(ringbus_run({"publish", path, line.path()}).code, 0);
-  auto elsewhere = [&](const std::vector<std::string>& args) { return Child(args, "", {}, -1, 0, -1, true).wait(); };
-  const Result info = elsewhere({"info", path});
-  if (info.code == 122) GTEST_SKIP() << "this process may not make a pid namespace";
-  EXPECT_EQ(info.code, 0) << info.err;
-  EXPECT_NE(info.out.find("published 1"), std::string::npos) << info.out;
-  const Result stat = elsewhere({"stat", path, "--prometheus"});
-  EXPECT_EQ(stat.code, 0) << stat.err;
-  EXPECT_NE(stat.out.find("ringbus_published_events_total{segment=\"" + path + "\"} 1"), std::string::npos)
-      << stat.out;
-  const Result tail = elsewhere({"tail", path});
-  EXPECT_EQ(tail.code, 0) << tail.err;
-  ASSERT_EQ(lines_of(tail.out).size(), 1u) << tail.out;
-  EXPECT_EQ(fields_of(tail.out).at("data"), R"({"qty":1})");
-  for (const std::vector<std::string>& args :
-       std::vector<std::vector<std::string>>{{"publish", path, line.path()}, {"dlq", path, "g", "list"}}) {
-    const Result r = elsewhere(args);
-    EXPECT_EQ(r.code, 1) << args[0];
-    EXPECT_TRUE(r.err.starts_with("ringbus: segment " + path + ": was created in pid namespace ")) << r.err;
-    EXPECT_TRUE(r.err.ends_with(": the processes of a segment must share one, as a process is known dead by its pid; "
-                                "open it read-only to look at it\n"))
-        << r.err;
-  }
-  EXPECT_EQ(lines_of(ringbus_run({"tail", path}).out).size(), 1u) << "nothing was published from the other namespace";
+  const ToolRun elsewhere = [&](std::vector<std::string> args) { return Child(args, "", {}, -1, 0, -1, true).wait(); };
+  if (elsewhere({"info", path}).code == 122) GTEST_SKIP() << "this process may not make a pid namespace";
+  expect_only_inspects(elsewhere, path, line.path(), [&](const std::string& err) {
+    EXPECT_TRUE(err.starts_with("ringbus: segment " + path + ": was created in pid namespace ")) << err;
+    EXPECT_TRUE(err.ends_with(": the processes of a segment must share one, as a process is known dead by its pid; "
+                              "open it read-only to look at it\n"))
+        << err;
+  });
   ::unlink(path.c_str());
 }
 

@@ -1048,18 +1048,13 @@ TEST(ConsumerGroup, AStartedGroupRefusesASecondStartAndStartsAgainAfterStop) {
   for (std::uint64_t v = 0; v < 1000; ++v) EXPECT_EQ(seen.count(v), 1u) << v;
 }
 
-// After a worker failed, start() says so until stop() has reported the failure; then
-// the group runs again (running() says so) and delivers the event it stopped on.
 // A handler that ends its own group (on a shutdown event, say): stop() on one of the
 // group's threads asks the threads to stop and returns, where joining its own thread
 // threw, and the event it was handling failed and was dead-lettered for it. The owner's
 // stop() then joins the threads, and the group starts again.
 TEST(ConsumerGroup, AHandlerStopsItsOwnGroup) {
   TempSegment seg;
-  GroupOptions o;
-  o.workers = 2;
-  o.retry.max_attempts = 2;
-  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "stops", o);
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "stops", {.workers = 2, .retry = {.max_attempts = 2}});
   std::atomic<int> threw{0};
   std::atomic<std::uint64_t> handled{0};
   auto handler = [&](const Event& e) {
@@ -1118,6 +1113,8 @@ TEST(ConsumerGroup, ASignalHandlerAsksTheThreadsToStop) {
   EXPECT_EQ(handled.load(), 100u);
 }
 
+// After a worker failed, start() says so until stop() has reported the failure; then
+// the group runs again (running() says so) and delivers the event it stopped on.
 TEST(ConsumerGroup, AFailedGroupStartsAgainOnceStopReportedTheFailure) {
   FailedGroup f;
   const Error early = test::error_of([&] { f.g.start([](const Event&) {}); });
@@ -1274,9 +1271,7 @@ constexpr auto kWouldHaveWaited = std::chrono::seconds(5);
 // returned the room is there.
 TEST(ConsumerGroup, AHandlerPublishingIntoTheLogItsOwnWorkerHoldsFullIsToldAtOnce) {
   TempSegment seg;
-  GroupOptions o;
-  o.retry.max_attempts = 1;
-  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "loop", o);
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "loop", {.retry = {.max_attempts = 1}});
   Producer p = Producer::attach(seg.segment());
   const Segment again = Segment::open(seg.location());
   Producer other = Producer::attach(again);  // the same segment, mapped a second time
