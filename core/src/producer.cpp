@@ -4,6 +4,7 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <string>
 
 #include "ringbus/detail/groups.hpp"
@@ -439,6 +440,18 @@ void Producer::abort(Claim& c) noexcept {
   slot_->aborted.store(slot_->aborted.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   c.producer_ = nullptr;
   finish(give_back ? 0 : c.count_, 0);
+}
+
+void Producer::wake_waiting(const Segment& segment) noexcept {
+  if (!segment || segment.read_only()) return;
+  const int saved_errno = errno;
+  layout::ControlBlock& ctl = *segment.refs().control;
+  // A parked producer re-checks its condition (its stop flag among it) after it has
+  // announced itself in space_waiters; this bump makes a park that has not started yet
+  // return at once (detail/sync.hpp).
+  ctl.space_seq.fetch_add(1, std::memory_order_release);
+  detail::futex_wake_all(ctl.space_seq);
+  errno = saved_errno;
 }
 
 bool Producer::held_back_by_caller(std::uint64_t total) const noexcept {

@@ -1,9 +1,11 @@
 // Producer behaviour, single-threaded and deterministic.
 #include <gtest/gtest.h>
+#include <pthread.h>
 
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstring>
 #include <optional>
 #include <random>
@@ -582,6 +584,50 @@ TEST(Producer, ABlockingClaimEndsWhenItsStopFlagIsSet) {
     while (g.worker(0).poll([](const Event&) {}, 1000) != 0) {
     }
   }
+}
+
+// A producer parked for an hour on a full log ends its wait as soon as its stop flag is
+// set and Producer::wake_waiting() is called (from a signal handler, here): before,
+// nothing could wake it, and it saw the flag only when its park timed out. A hang is the
+// watchdog's to catch.
+std::atomic<bool> g_stop_and_wake{false};
+const Segment* g_wake_segment = nullptr;
+
+TEST(Producer, AParkedProducerIsWokenToSeeItsStopFlag) {
+  TempSegment seg;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "slow");
+  Producer p = Producer::attach(
+      seg.segment(), {.wait = WaitStrategy::spin_park(0, 0, std::chrono::hours(1)), .stop = &g_stop_and_wake});
+  const std::string payload(1000, 'f');
+  while (p.try_publish(0, 1, bytes_of(payload)) == Status::ok) {
+  }
+  g_wake_segment = &seg.segment();
+  struct sigaction sa {};
+  sa.sa_handler = [](int) {
+    g_stop_and_wake.store(true);
+    Producer::wake_waiting(*g_wake_segment);
+  };
+  struct sigaction old {};
+  ASSERT_EQ(::sigaction(SIGUSR2, &sa, &old), 0);
+  const pthread_t waiter = ::pthread_self();
+  std::atomic<bool> waiting{false};
+  std::thread signaller([&] {
+    while (!waiting.load()) std::this_thread::yield();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // into the park (it would still pass without)
+    g_stop_and_wake.store(true);
+    Producer::wake_waiting(seg.segment());
+  });
+  waiting.store(true);
+  EXPECT_EQ(p.publish(0, 1, bytes_of(payload)), Status::stopped);
+  signaller.join();
+  // From a signal handler, with errno kept.
+  g_stop_and_wake.store(false);
+  errno = 0;
+  ASSERT_EQ(::pthread_kill(waiter, SIGUSR2), 0);
+  EXPECT_EQ(errno, 0);
+  EXPECT_TRUE(g_stop_and_wake.load());
+  ::sigaction(SIGUSR2, &old, nullptr);
+  Producer::wake_waiting(Segment{});  // no segment: nothing
 }
 
 // A keyed claim refused after its latch was taken (the log full, or a tail no producer

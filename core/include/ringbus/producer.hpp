@@ -62,7 +62,8 @@ struct ProducerOptions {
   // once it is true they return Status::stopped, having published nothing. It may be
   // set from another thread or from a signal handler (a lock-free atomic store is
   // async-signal-safe). A wait that parks (WaitStrategy::spin_park) sees it within its
-  // sleep (10 ms if none is set). Null: only the timeout ends the wait.
+  // sleep (10 ms if none is set), or at once after Producer::wake_waiting(). Null: only
+  // the timeout ends the wait.
   const std::atomic<bool>* stop = nullptr;
 };
 static_assert(std::atomic<bool>::is_always_lock_free, "ProducerOptions::stop is set from signal handlers");
@@ -240,6 +241,13 @@ class Producer {
   [[nodiscard]] bool exclusive() const noexcept { return exclusive_; }
   [[nodiscard]] const Segment& segment() const noexcept { return seg_; }
   explicit operator bool() const noexcept { return slot_ != nullptr; }
+
+  // Wakes every producer of `segment` parked waiting for room (WaitStrategy::spin_park),
+  // in any process: each checks its stop flag and the room, and parks again if neither
+  // ends its wait. Call it after setting a ProducerOptions::stop flag. Async-signal-safe
+  // (one atomic add and one system call; errno is kept). Nothing for no segment, or one
+  // opened read-only (no producer of this process waits on it).
+  static void wake_waiting(const Segment& segment) noexcept;
 
   // Releases the slot (keeping the id's sequence for a later attach). Aborts nothing:
   // an open claim must be committed or aborted first, else it is aborted here. Claims
