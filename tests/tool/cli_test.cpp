@@ -2060,7 +2060,16 @@ TEST(Cli, AProcessOfAnotherPidNamespaceOnlyInspectsASegment) {
   const TempFile line(R"({"event_type":"Order","key":"k","data":{"qty":1}})" "\n");
   ASSERT_EQ(ringbus_run({"publish", path, line.path()}).code, 0);
   const ToolRun elsewhere = [&](std::vector<std::string> args) { return Child(args, "", {}, -1, 0, -1, true).wait(); };
-  if (elsewhere({"info", path}).code == 122) GTEST_SKIP() << "this process may not make a pid namespace";
+  const Result info = elsewhere({"info", path});
+  if (info.code == 122) GTEST_SKIP() << "this process may not make a pid namespace";
+  // Whether the segment's processes are alive cannot be told from another namespace.
+  EXPECT_NE(info.out.find(" (in another pid namespace)\n  pid namespace "), std::string::npos) << info.out;
+  EXPECT_NE(info.out.find(": opened read-only; the pids below are that namespace's, and whether they are alive is not "
+                          "known here\n"),
+            std::string::npos)
+      << info.out;
+  EXPECT_NE(elsewhere({"info", path, "--json"}).out.find("\"other_pid_namespace\":true,"), std::string::npos);
+  EXPECT_NE(ringbus_run({"info", path, "--json"}).out.find("\"other_pid_namespace\":false,"), std::string::npos);
   expect_only_inspects(elsewhere, path, line.path(), [&](const std::string& err) {
     EXPECT_TRUE(err.starts_with("ringbus: segment " + path + ": was created in pid namespace ")) << err;
     EXPECT_TRUE(err.ends_with(": the processes of a segment must share one, as a process is known dead by its pid; "

@@ -30,14 +30,19 @@ void print_info(const Segment& seg, bool json) {
   const layout::SegmentHeader& h = seg.header();
   const bool creator_alive =
       !detail::process_dead(static_cast<std::uint32_t>(h.creator_pid), h.creator_start_ticks);
+  // Opened read-only from another pid namespace: every pid below names a process of the
+  // segment's namespace, and whether it is alive cannot be told from here.
+  const std::uint64_t own_namespace = detail::self_process().pid_namespace;
+  const bool other_namespace = h.pid_namespace != 0 && own_namespace != 0 && h.pid_namespace != own_namespace;
   if (json) {
-    fmt::print("{{\"segment\":{},\"version\":\"{}.{}\",\"capacity\":{},\"max_event\":{},\"tail\":{},"
+    fmt::print("{{\"segment\":{},\"other_pid_namespace\":{},\"version\":\"{}.{}\",\"capacity\":{},\"max_event\":{},\"tail\":{},"
                "\"published\":{},\"back_pressure\":{},\"keys_used\":{},\"key_slots\":{},\"total_size\":{},"
                "\"dlq_capacity\":{},\"dedup_window\":{},\"dedup_producers\":{},\"type_slots\":{},\"types_used\":{},"
                "\"producers_recovered\":{},\"holes_padded\":{},\"records_voided\":{},\"latches_released\":{},"
                "\"longest_stall_ns\":{},\"stalls_unresolved\":{},\"tsc_hz\":{},\"producer_slots\":{},\"group_slots\":{},"
                "\"producers\":[",
-               json_string(seg.location().display()), h.version_major, h.version_minor, s.capacity, s.max_event, s.tail,
+               json_string(seg.location().display()), other_namespace, h.version_major, h.version_minor, s.capacity,
+               s.max_event, s.tail,
                s.published, s.back_pressure, s.keys_used, s.key_slots, s.total_size, s.dlq_capacity, s.dedup_window,
                s.dedup_producers, s.type_slots, s.types_used, s.producers_recovered, s.holes_padded,
                s.records_voided, s.latches_released, s.longest_stall_ns, s.stalls_unresolved, s.tsc_hz,
@@ -67,7 +72,13 @@ void print_info(const Segment& seg, bool json) {
     return;
   }
   fmt::print("segment {}  layout {}.{}  created {} by pid {} ({})\n", seg.location().display(), h.version_major,
-             h.version_minor, time_text(h.created_realtime_ns), h.creator_pid, creator_alive ? "alive" : "exited");
+             h.version_minor, time_text(h.created_realtime_ns), h.creator_pid,
+             other_namespace ? "in another pid namespace" : creator_alive ? "alive" : "exited");
+  if (other_namespace) {
+    fmt::print("  pid namespace {} (this process is in {}): opened read-only; the pids below are that namespace's, and "
+               "whether they are alive is not known here\n",
+               h.pid_namespace, own_namespace);
+  }
   fmt::print("  capacity {}  max event {}  keys {}/{}{}  producer slots {}  group slots {}\n",
              human_bytes(s.capacity), human_bytes(s.max_event), with_commas(s.keys_used), with_commas(s.key_slots),
              key_table_warning(s.keys_used, s.key_slots), seg.max_producers(), seg.max_groups());
