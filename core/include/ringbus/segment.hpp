@@ -150,8 +150,9 @@ class Segment {
   // Opens an existing segment and validates it: magic, version, sizes, region table,
   // checksum, owner and mode. Persisted sizes win over anything the caller assumes.
   // Throws Error: not_found, foreign, truncated, version_mismatch, not_initialised,
-  // corrupt, owner_mismatch, mode_widened, permission, system. An anonymous location has
-  // no name to open: not_found, saying so.
+  // corrupt, owner_mismatch, mode_widened, permission, system; pid_namespace for a
+  // process of another pid namespace than the creator's, unless options.read_only. An
+  // anonymous location has no name to open: not_found, saying so.
   static Segment open(const Location& where, const OpenOptions& options = {});
 
   // Removes the name (shm_unlink / unlink). Returns false if there was none. Processes
