@@ -1321,6 +1321,21 @@ TEST(ConsumerGroup, AHandlerPublishingIntoTheLogItsOwnWorkerHoldsFullIsToldAtOnc
             1u);
   EXPECT_EQ(seen, std::vector<Status>{Status::would_deadlock});
   EXPECT_EQ(p.try_publish(0, 1, bytes), Status::full) << "a blocking call outside a handler waits; try_ says full";
+
+  // The group's own threads (start): the worker's first handler call is told, and the
+  // rest of the log drains.
+  std::mutex m;
+  std::vector<Status> on_thread;
+  g.start([&](const Event&) {
+    std::lock_guard lock(m);
+    if (on_thread.empty()) on_thread.push_back(other.publish(0, 1, bytes, kWouldHaveWaited));
+  });
+  ASSERT_TRUE(test::eventually([&] {
+    std::lock_guard lock(m);
+    return !on_thread.empty() && read_stats(seg.segment()).groups.at(0).cursor == seg.segment().was_tail();
+  }));
+  g.stop();
+  EXPECT_EQ(on_thread, std::vector<Status>{Status::would_deadlock});
 }
 
 // A handler that polls its own worker (single, batch or redrive delivery) is refused:
