@@ -820,6 +820,12 @@ void Worker::check_stall() noexcept {
   }
 }
 
+void Worker::refuse_other_thread() const {
+  throw Error(Errc::busy, "group \"" + group_ + "\" worker " + std::to_string(index_) +
+                              ": polled while another thread runs it (ConsumerGroup::start, or Worker::run); a "
+                              "worker is polled by one caller at a time");
+}
+
 void Worker::refuse_reentry() const {
   if (!detail::polling(slot_->cursor)) return;
   // The outer poll would go on from what it read before its handler, while the inner

@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -1385,6 +1386,36 @@ TEST(ConsumerGroup, AWorkerPolledFromItsOwnHandlerIsRefused) {
   for (const std::string& r : refusals) {
     EXPECT_EQ(r, "group \"self\" worker 0: polled from its own handler (a worker is polled by one caller at a time)");
   }
+}
+
+// While the group's threads run a worker, another thread's poll or run of it is refused:
+// two callers on one worker delivered its events twice and raced on its cursor. Once
+// stop() has joined the threads, the worker is anyone's again.
+TEST(ConsumerGroup, AWorkerAThreadRunsIsRefusedToOtherThreads) {
+  TempSegment seg;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "owned");
+  std::atomic<std::uint64_t> handled{0};
+  g.start([&](const Event&) { handled.fetch_add(1); });
+  Producer p = Producer::attach(seg.segment());
+  publish_values(p, 0, 0, 10);
+  ASSERT_TRUE(test::eventually([&] { return handled.load() == 10; }));
+  const std::string why =
+      "group \"owned\" worker 0: polled while another thread runs it (ConsumerGroup::start, or Worker::run); a worker "
+      "is polled by one caller at a time";
+  const std::atomic<bool> stop_now{true};
+  for (const auto& call : std::vector<std::function<void()>>{
+           [&] { (void)g.worker(0).poll([](const Event&) {}, 10); },
+           [&] { (void)g.worker(0).poll_batch([](std::span<const Event>) {}, 10); },
+           [&] { (void)g.worker(0).poll_redrives([](const Event&) {}); },
+           [&] { g.worker(0).run([](const Event&) {}, stop_now); }}) {
+    const Error e = test::error_of(call);
+    EXPECT_EQ(e.code(), Errc::busy);
+    EXPECT_EQ(std::string(e.what()), why);
+  }
+  g.stop();
+  publish_values(p, 0, 10, 12);
+  EXPECT_EQ(g.worker(0).poll([&](const Event&) { handled.fetch_add(1); }, 10), 2u);
+  EXPECT_EQ(handled.load(), 12u);
 }
 
 // Where another group holds the room back, or the log is another segment's, a handler's

@@ -293,8 +293,18 @@ class Worker {
   template <class H>
   static auto one_at_a_time_of(H& handler);
   void check_stall() noexcept;
-  // Throws Error(busy) if this worker's own handler is polling it (detail::polling).
+  // Throws Error(busy) if this worker's own handler is polling it (detail::polling), or
+  // another thread than the one in run() (ConsumerGroup::start's) is. One thread-local
+  // load and one relaxed load of this worker's line a poll.
+  void check_caller() const {
+    if (detail::handler_frames != nullptr) [[unlikely]] refuse_reentry();
+    if (const void* r = runner_.load(std::memory_order_relaxed); r != nullptr && r != &detail::handler_frames)
+        [[unlikely]] {
+      refuse_other_thread();
+    }
+  }
   void refuse_reentry() const;
+  [[noreturn]] void refuse_other_thread() const;
   [[noreturn]] void corrupt(std::uint64_t pos, const char* what) const;
   [[noreturn]] void failed(const Event& e, const std::string& why) const;
 
@@ -342,6 +352,9 @@ class Worker {
   layout::DedupWindowHeader* last_header_ = nullptr;
   std::vector<Event> batch_buf_;
   std::string last_error_;
+  // The thread in run() or run_batch(), by the address of its detail::handler_frames;
+  // null when none: another thread's poll is refused while one runs it.
+  std::atomic<const void*> runner_{nullptr};
 };
 
 class ConsumerGroup {
@@ -670,7 +683,7 @@ inline void Worker::finish(const Event& e, Outcome o) noexcept {
 
 template <class H>
 std::size_t Worker::poll(H&& handler, std::size_t max_events) {
-  if (detail::handler_frames != nullptr) [[unlikely]] refuse_reentry();
+  check_caller();
   const detail::HandlerScope scope(r_, slot_->cursor);
   return poll_in_scope(handler, max_events);
 }
@@ -697,7 +710,7 @@ template <class H>
 std::size_t Worker::poll_batch(H&& handler, std::size_t max_events) {
   using R = std::invoke_result_t<H&, std::span<const Event>>;
   auto one_at_a_time = one_at_a_time_of(handler);
-  if (detail::handler_frames != nullptr) [[unlikely]] refuse_reentry();
+  check_caller();
   const detail::HandlerScope scope(r_, slot_->cursor);
   if (dedup_ || deliver_voids_ || !pending_.empty()) return poll_in_scope(one_at_a_time, max_events);
   // Collect without moving the cursor: it may pass events only once they are handled.
@@ -751,7 +764,7 @@ std::size_t Worker::poll_batch(H&& handler, std::size_t max_events) {
 
 template <class H>
 std::size_t Worker::poll_redrives(H&& handler) {
-  if (detail::handler_frames != nullptr) [[unlikely]] refuse_reentry();
+  check_caller();
   if (!redrives_waiting()) return 0;
   redrive_seen_ = dlq_control_->redrive_requests.load(std::memory_order_acquire);
   const detail::HandlerScope scope(r_, slot_->cursor);
@@ -772,6 +785,14 @@ std::size_t Worker::poll_redrives(H&& handler) {
 
 template <class Poll, class H>
 void Worker::run_loop(Poll&& poll_once, H&& redrive_handler, const std::atomic<bool>& stop) {
+  const void* idle = nullptr;
+  if (!runner_.compare_exchange_strong(idle, &detail::handler_frames, std::memory_order_relaxed)) {
+    refuse_other_thread();
+  }
+  struct LetGo {
+    std::atomic<const void*>& runner;
+    ~LetGo() { runner.store(nullptr, std::memory_order_relaxed); }
+  } let_go{runner_};
   detail::Waiter waiter(wait_);
   while (!stop.load(std::memory_order_relaxed)) {
     const std::uint64_t before = pos_;
