@@ -20,6 +20,13 @@
 namespace ringbus {
 namespace {
 
+// A child forked inside a handler is not in that handler: the worker polling on the
+// forking thread is the parent's, which moves on there (DESIGN.md, "Handles across
+// fork"). Without this, the child's blocking claims took the parent's worker for their
+// own and said would_deadlock, and its polls were refused as re-entered.
+[[maybe_unused]] const int g_forget_handlers_in_child =
+    ::pthread_atfork(nullptr, nullptr, [] { detail::handler_frames = nullptr; });
+
 // GroupOptions::unblock_after's bound: a stall a day long is no longer a wait.
 constexpr std::chrono::milliseconds kMaxUnblockAfter = std::chrono::hours{24};
 

@@ -1,6 +1,7 @@
 // Consumer groups, workers and the tail reader, driven deterministically.
 #include <gtest/gtest.h>
 #include <sched.h>
+#include <sys/wait.h>
 
 #include <array>
 #include <cerrno>
@@ -1386,6 +1387,35 @@ TEST(ConsumerGroup, AWorkerPolledFromItsOwnHandlerIsRefused) {
   for (const std::string& r : refusals) {
     EXPECT_EQ(r, "group \"self\" worker 0: polled from its own handler (a worker is polled by one caller at a time)");
   }
+}
+
+// A child forked inside a handler is not in it: its blocking claim into the log the
+// parent's worker holds full waits (here until its timeout, as the parent waits for
+// the child), where it took the parent's worker for its own and said would_deadlock.
+TEST(ConsumerGroup, AChildForkedInAHandlerIsNotInTheHandler) {
+  TempSegment seg;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "forks");
+  Producer p = Producer::attach(seg.segment());
+  ASSERT_GT(fill_log(p), 0u);
+  int child_code = -1;
+  EXPECT_EQ(g.worker(0).poll(
+                [&](const Event&) {
+                  const pid_t child = ::fork();
+                  if (child == 0) {
+                    Producer mine = Producer::attach(seg.segment());
+                    const std::uint64_t v = 1;
+                    const Status s =
+                        mine.publish(0, 1, std::as_bytes(std::span(&v, 1)), std::chrono::milliseconds(20));
+                    ::_exit(s == Status::timeout ? 0 : s == Status::would_deadlock ? 2 : 3);
+                  }
+                  int status = 0;
+                  while (::waitpid(child, &status, 0) < 0) {
+                  }
+                  child_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+                },
+                1),
+            1u);
+  EXPECT_EQ(child_code, 0) << "2: would_deadlock";
 }
 
 // While the group's threads run a worker, another thread's poll or run of it is refused:
