@@ -5,7 +5,6 @@
 #include <sched.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstring>
 #include <mutex>
 
@@ -646,16 +645,10 @@ void ConsumerGroup::prepare_start() {
   s->failed.store(false, std::memory_order_relaxed);
 }
 
-namespace {
-// The group whose worker this thread runs (launch), for stop() called by a handler.
-constinit thread_local const void* own_group = nullptr;
-}  // namespace
-
 void ConsumerGroup::launch(std::uint32_t i, std::function<void(Worker&, const std::atomic<bool>&)> body) {
   State* s = st_.get();
   const int cpu = s->options.cpus.empty() ? -1 : s->options.cpus[i];
   s->threads.emplace_back([s, i, cpu, body = std::move(body)]() mutable {
-    own_group = s;
     try {
       if (cpu >= 0) pin_this_thread(cpu);
       detail::register_fast_side();
@@ -674,24 +667,22 @@ static_assert(std::atomic<bool>::is_always_lock_free && std::atomic<std::uint32_
 
 void ConsumerGroup::request_stop() noexcept {
   if (!st_) return;
-  // Async-signal-safe: lock-free atomics and one system call, with errno kept for the
-  // code a signal handler interrupted.
-  const int saved_errno = errno;
+  // Async-signal-safe: a lock-free store and detail::wake_all.
   st_->stop.store(true, std::memory_order_release);
   // Workers parked on the data futex would otherwise sleep out their timeout. Other
   // processes' parked consumers see a spurious wake-up and park again.
-  layout::ControlBlock& ctl = *st_->seg.refs().control;
-  ctl.data_seq.fetch_add(1, std::memory_order_release);
-  detail::futex_wake_all(ctl.data_seq);
-  errno = saved_errno;
+  detail::wake_all(st_->seg.refs().control->data_seq);
 }
 
 void ConsumerGroup::stop() {
   if (!st_) return;
   request_stop();
-  // A handler of this group: its own thread cannot join itself, and the threads belong
-  // to whoever started them, who joins them by a later stop().
-  if (own_group == st_.get()) return;
+  // A handler of this group, on the thread that runs one of its workers (Worker::runner_):
+  // that thread cannot join itself, and the threads belong to whoever started them, who
+  // joins them by a later stop().
+  for (const auto& w : st_->workers) {
+    if (w->runner_.load(std::memory_order_relaxed) == &detail::handler_frames) return;
+  }
   for (std::thread& t : st_->threads) {
     if (t.joinable()) t.join();
   }

@@ -4,7 +4,6 @@
 #include <sched.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <string>
 
 #include "ringbus/detail/groups.hpp"
@@ -444,25 +443,18 @@ void Producer::abort(Claim& c) noexcept {
 
 void Producer::wake_waiting(const Segment& segment) noexcept {
   if (!segment || segment.read_only()) return;
-  const int saved_errno = errno;
-  layout::ControlBlock& ctl = *segment.refs().control;
-  // A parked producer re-checks its condition (its stop flag among it) after it has
-  // announced itself in space_waiters; this bump makes a park that has not started yet
-  // return at once (detail/sync.hpp).
-  ctl.space_seq.fetch_add(1, std::memory_order_release);
-  detail::futex_wake_all(ctl.space_seq);
-  errno = saved_errno;
+  // A parked producer re-checks its condition, its stop flag among it, once woken.
+  detail::wake_all(segment.refs().control->space_seq);
 }
 
 bool Producer::held_back_by_caller(std::uint64_t total) const noexcept {
   for (const detail::HandlerFrame* f = detail::handler_frames; f != nullptr; f = f->outer) {
     if (!detail::same_segment(*f->header, *r_.header)) continue;
-    // Where this claim would end, from the tail as claim_impl places it: a record never
-    // crosses the end of the ring. The tail only grows, so once the worker's cursor
-    // keeps that end out, it keeps it out until the worker moves, after its handler.
+    // Where this claim would end, from the tail as claim_impl places it. The tail only
+    // grows, so once the worker's cursor keeps that end out, it keeps it out until the
+    // worker moves, after its handler.
     const std::uint64_t t = r_.control->tail.load(std::memory_order_acquire);
-    const std::uint64_t room = r_.to_lap_end(t);
-    const std::uint64_t end = (room >= total ? t : t + room) + total;
+    const std::uint64_t end = r_.claim_start(t, total) + total;
     if (end > f->cursor->load(std::memory_order_acquire) + r_.capacity) return true;
   }
   return false;

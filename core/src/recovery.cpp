@@ -4,7 +4,7 @@
 // `claiming`, with the tail value it expects) and after (phase `claimed`). When its
 // process is dead, the journal says which bytes of the log it owns:
 //
-//   claimed   the CAS happened: [begin, record_start + total) is its claim
+//   claimed   the CAS happened: [begin, claim_start + total) is its claim
 //   claiming  the CAS from `begin` may or may not have happened. It happened iff the
 //             tail is past `begin`, no record is there, and no other producer is
 //             claiming or has claimed from `begin`.
@@ -71,11 +71,6 @@ bool frame_ready(const SegmentRefs& r, std::uint64_t pos) noexcept {
   return frame::ready_for(load_frame(r, pos), r.lap(pos));
 }
 
-std::uint64_t record_start(const SegmentRefs& r, std::uint64_t begin, std::uint64_t total) noexcept {
-  const std::uint64_t room = r.to_lap_end(begin);
-  return room >= total ? begin : begin + room;
-}
-
 void write_padding(const SegmentRefs& r, std::uint64_t pos, std::uint64_t bytes) noexcept {
   std::atomic_ref<std::uint64_t>(r.record_at(pos)->frame)
       .store(frame::make(RecordState::padding, r.lap(pos), static_cast<std::uint32_t>(bytes)),
@@ -109,7 +104,7 @@ Fate locate(const SegmentRefs& r, std::uint32_t slot, const Journal& j) noexcept
 void repair(const SegmentRefs& r, std::uint32_t slot, const Journal& j, ProducerSlot& s) noexcept {
   ControlBlock& ctl = *r.control;
   const std::uint64_t total = j.total();
-  const std::uint64_t start = record_start(r, j.begin, total);
+  const std::uint64_t start = r.claim_start(j.begin, total);
   if (start != j.begin && !frame_ready(r, j.begin)) write_padding(r, j.begin, start - j.begin);
 
   const std::uint64_t f0 = load_frame(r, start);
@@ -208,7 +203,7 @@ bool unblock(const SegmentRefs& r, std::uint64_t pos) noexcept {
     const Journal j = read_journal(s);
     if (j.phase == claim_phase::idle || !journal_sane(r, j)) continue;
     if (j.phase == claim_phase::claimed) {
-      const std::uint64_t end = record_start(r, j.begin, j.total()) + j.total();
+      const std::uint64_t end = r.claim_start(j.begin, j.total()) + j.total();
       if (pos >= j.begin && pos < end) {
         claimed_slot = i;
         break;

@@ -638,11 +638,10 @@ Segment Segment::open(const Location& where, const OpenOptions& options) {
   // A pid names a process only within its pid namespace: a process of another one would
   // judge the segment's live processes dead by their pids, and take over their slots
   // and locks while they use them (DESIGN.md section 9). A reader judges nobody.
-  if (const std::uint64_t ns = detail::self_process().pid_namespace;
-      h.pid_namespace != 0 && ns != 0 && h.pid_namespace != ns && !options.read_only) {
+  if (detail::other_pid_namespace(h.pid_namespace) && !options.read_only) {
     fail(Errc::pid_namespace, where,
          "was created in pid namespace " + std::to_string(h.pid_namespace) + " and this process is in " +
-             std::to_string(ns) +
+             std::to_string(detail::self_process().pid_namespace) +
              ": the processes of a segment must share one, as a process is known dead by its pid; open it "
              "read-only to look at it");
   }

@@ -6,6 +6,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <climits>
 #include <string>
 
@@ -63,6 +64,13 @@ void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, std::u
 
 void futex_wake_all(std::atomic<std::uint32_t>& word) noexcept {
   ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+}
+
+void wake_all(std::atomic<std::uint32_t>& seq) noexcept {
+  const int saved_errno = errno;
+  seq.fetch_add(1, std::memory_order_release);
+  futex_wake_all(seq);
+  errno = saved_errno;
 }
 
 }  // namespace ringbus::detail

@@ -32,8 +32,7 @@ void print_info(const Segment& seg, bool json) {
       !detail::process_dead(static_cast<std::uint32_t>(h.creator_pid), h.creator_start_ticks);
   // Opened read-only from another pid namespace: every pid below names a process of the
   // segment's namespace, and whether it is alive cannot be told from here.
-  const std::uint64_t own_namespace = detail::self_process().pid_namespace;
-  const bool other_namespace = h.pid_namespace != 0 && own_namespace != 0 && h.pid_namespace != own_namespace;
+  const bool other_namespace = detail::other_pid_namespace(h.pid_namespace);
   if (json) {
     fmt::print("{{\"segment\":{},\"other_pid_namespace\":{},\"version\":\"{}.{}\",\"capacity\":{},\"max_event\":{},\"tail\":{},"
                "\"published\":{},\"back_pressure\":{},\"keys_used\":{},\"key_slots\":{},\"total_size\":{},"
@@ -77,7 +76,7 @@ void print_info(const Segment& seg, bool json) {
   if (other_namespace) {
     fmt::print("  pid namespace {} (this process is in {}): opened read-only; the pids below are that namespace's, and "
                "whether they are alive is not known here\n",
-               h.pid_namespace, own_namespace);
+               h.pid_namespace, detail::self_process().pid_namespace);
   }
   fmt::print("  capacity {}  max event {}  keys {}/{}{}  producer slots {}  group slots {}\n",
              human_bytes(s.capacity), human_bytes(s.max_event), with_commas(s.keys_used), with_commas(s.key_slots),

@@ -384,8 +384,7 @@ inline Status Producer::claim_impl(std::uint64_t key, std::uint64_t expected, bo
       s.claim_key_index.store(0, std::memory_order_relaxed);
       return Status::corrupt;
     }
-    const std::uint64_t room = r_.to_lap_end(t);
-    begin = room >= total ? t : t + room;  // a record never crosses the end of the ring
+    begin = r_.claim_start(t, total);
     if (begin + total > limit_ && !refresh_limit(begin + total)) [[unlikely]] {
       s.claim.store(layout::claim_phase::make(layout::claim_phase::idle, 0), std::memory_order_relaxed);
       if (key_index != 0) {

@@ -111,6 +111,12 @@ struct SegmentRefs {
   [[nodiscard]] std::uint64_t to_lap_end(std::uint64_t pos) const noexcept {
     return capacity - (pos & mask);
   }
+  // Where a claim of `total` bytes made at tail `pos` starts: at `pos`, or at the next
+  // lap when the rest of this one cannot hold it (a record never crosses the ring's end).
+  [[nodiscard]] std::uint64_t claim_start(std::uint64_t pos, std::uint64_t total) const noexcept {
+    const std::uint64_t room = to_lap_end(pos);
+    return room >= total ? pos : pos + room;
+  }
   // Window `i` of worker `w` of group `g` (dedup region present).
   [[nodiscard]] layout::DedupWindowHeader* dedup_window(std::uint32_t g, std::uint32_t w, std::uint32_t i) const noexcept {
     const std::uint64_t entry = layout::dedup_entry_bytes(dedup_words);

@@ -16,7 +16,6 @@ namespace ringbus::detail {
 struct HandlerFrame {
   const layout::SegmentHeader* header;        // the worker's segment, as this process mapped it
   const std::atomic<std::uint64_t>* cursor;   // the worker's cursor, which gates producers
-  std::uint64_t capacity;                     // the segment's log bytes
   const HandlerFrame* outer;                  // a worker polling around this one (a handler that polls)
 };
 
@@ -44,7 +43,7 @@ inline constinit thread_local const HandlerFrame* handler_frames = nullptr;
 class HandlerScope {
  public:
   HandlerScope(const SegmentRefs& r, const std::atomic<std::uint64_t>& cursor) noexcept
-      : frame_{r.header, &cursor, r.capacity, handler_frames} {
+      : frame_{r.header, &cursor, handler_frames} {
     handler_frames = &frame_;
   }
   ~HandlerScope() { handler_frames = frame_.outer; }

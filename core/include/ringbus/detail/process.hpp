@@ -21,6 +21,13 @@ struct ProcessId {
 // This process, computed once and again after fork().
 const ProcessId& self_process() noexcept;
 
+// Whether a segment created in pid namespace `created_in` (SegmentHeader::pid_namespace)
+// belongs to another namespace than this process's; false where either is unknown (0).
+inline bool other_pid_namespace(std::uint64_t created_in) noexcept {
+  const std::uint64_t own = self_process().pid_namespace;
+  return created_in != 0 && own != 0 && created_in != own;
+}
+
 // Whether a handle made by process `owner` is here only as a copy a forked child
 // inherited: its slots are the parent's, which goes on using them, so the copy lets go
 // of them without writing to the segment (DESIGN.md, "Handles across fork"). Calls

@@ -63,4 +63,10 @@ void heavy_fence() noexcept;
 void futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected, std::uint64_t timeout_ns) noexcept;
 void futex_wake_all(std::atomic<std::uint32_t>& word) noexcept;
 
+// Wakes every waiter parked on the futex word `seq`, whatever the waiter count says: bumps
+// it (release: what the caller stored before, a stop flag say, is seen by the woken), so
+// that a park not yet begun returns at once, and makes the system call. Async-signal-safe:
+// errno is kept for the code a signal handler interrupted.
+void wake_all(std::atomic<std::uint32_t>& seq) noexcept;
+
 }  // namespace ringbus::detail

@@ -136,10 +136,7 @@ class HolderWait {
 // The other side of Waiter::park: call after publishing what a waiter waits for.
 inline void wake_if_parked(std::atomic<std::uint32_t>& waiters, std::atomic<std::uint32_t>& seq) noexcept {
   light_fence();  // pairs with heavy_fence() in Waiter::park
-  if (waiters.load(std::memory_order_relaxed) != 0) [[unlikely]] {
-    seq.fetch_add(1, std::memory_order_release);
-    futex_wake_all(seq);
-  }
+  if (waiters.load(std::memory_order_relaxed) != 0) [[unlikely]] wake_all(seq);
 }
 
 }  // namespace ringbus::detail
