@@ -721,12 +721,6 @@ void Worker::set_aside(const Event& e, std::uint32_t attempts, std::uint64_t fir
   if (hold_keys_) ++held_[ident];
 }
 
-std::uint64_t Worker::backoff_ns(std::uint32_t attempts) const noexcept {
-  const auto base = static_cast<std::uint64_t>(std::max<std::int64_t>(retry_.delay.count(), 0));
-  const std::uint64_t scaled = attempts >= 1 && attempts < 40 ? base << (attempts - 1) : base;
-  return std::min<std::uint64_t>(scaled, 1'000'000'000ull);
-}
-
 DedupWindow* Worker::window_for(std::uint32_t producer_id, std::uint64_t position) noexcept {
   if (dedup_table_ == nullptr) return nullptr;
   const std::uint64_t key = std::uint64_t{producer_id} + 1;

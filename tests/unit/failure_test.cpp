@@ -806,6 +806,35 @@ TEST(Retry, DeferredBackoffDoublesEachAttempt) {
   EXPECT_EQ(worker_stats(read_stats(seg.segment())).consumed, 1u);
 }
 
+// Each wait doubles up to a second and stays there, however many attempts follow; a
+// delay longer than a second is kept as asked.
+TEST(Retry, DeferredWaitsDoubleToASecondAndStayThere) {
+  using std::chrono::milliseconds;
+  using std::chrono::nanoseconds;
+  using std::chrono::seconds;
+  const RetryPolicy ms{.backoff = RetryPolicy::Backoff::deferred, .delay = milliseconds(1)};
+  EXPECT_EQ(ms.deferred_wait(1), milliseconds(1));
+  EXPECT_EQ(ms.deferred_wait(2), milliseconds(2));
+  EXPECT_EQ(ms.deferred_wait(10), milliseconds(512));
+  EXPECT_EQ(ms.deferred_wait(11), seconds(1));
+  for (std::uint32_t failures : {12u, 39u, 40u, 41u, 64u, 65u, 1000u, UINT32_MAX}) {
+    EXPECT_EQ(ms.deferred_wait(failures), seconds(1)) << failures << " failures";
+  }
+  const RetryPolicy ns{.backoff = RetryPolicy::Backoff::deferred, .delay = nanoseconds(7)};
+  nanoseconds before{0};
+  for (std::uint32_t failures = 1; failures <= 200; ++failures) {
+    const nanoseconds wait = ns.deferred_wait(failures);
+    EXPECT_GE(wait, before) << failures << " failures";
+    EXPECT_LE(wait, seconds(1)) << failures << " failures";
+    before = wait;
+  }
+  EXPECT_EQ(before, seconds(1));
+  EXPECT_EQ((RetryPolicy{.delay = seconds(5)}.deferred_wait(3)), seconds(5));
+  const nanoseconds long_delay(std::int64_t{1} << 40);
+  EXPECT_EQ((RetryPolicy{.delay = long_delay}.deferred_wait(25)), long_delay);
+  EXPECT_EQ(RetryPolicy{}.deferred_wait(9), nanoseconds(0));
+}
+
 TEST(Retry, DeferredRetriesEndInTheDeadLetterRing) {
   TempSegment seg;
   GroupOptions o = deferred_retries(3, std::chrono::microseconds(200));

@@ -77,13 +77,28 @@ struct RetryPolicy {
     immediate,  // call again at once
     spin,       // busy-wait `delay` between attempts (the worker does nothing else)
     deferred,   // set the event aside; handle other events; try again after `delay`,
-                // doubling each attempt (up to one second)
+                // doubling each attempt up to one second (or `delay`, if longer)
   } backoff = Backoff::immediate;
   std::chrono::nanoseconds delay{0};  // not negative
   // Deferred only: later events of the failing event's key wait behind it (hold, keeps
   // per-key order) or are handled meanwhile (release).
   enum class KeyOrder : std::uint8_t { hold, release } while_retrying = KeyOrder::hold;
+
+  static constexpr std::chrono::nanoseconds kMaxDoubled = std::chrono::seconds{1};
+  // How long a deferred retry waits after the event's `failures`-th failed attempt
+  // (1, 2, ...): delay, 2 x delay, 4 x delay, ..., then a second from where the doubling
+  // reaches it on, or `delay` throughout if that is longer. Never less than the wait
+  // before it.
+  [[nodiscard]] constexpr std::chrono::nanoseconds deferred_wait(std::uint32_t failures) const noexcept {
+    if (delay.count() <= 0) return std::chrono::nanoseconds{0};
+    if (delay >= kMaxDoubled) return delay;
+    std::chrono::nanoseconds wait = delay;
+    for (std::uint32_t n = 1; n < failures && wait < kMaxDoubled; ++n) wait *= 2;  // < 2^31 ns: no overflow
+    return std::min(wait, kMaxDoubled);
+  }
 };
+static_assert(RetryPolicy{.delay = std::chrono::nanoseconds{3}}.deferred_wait(40) == RetryPolicy::kMaxDoubled);
+static_assert(RetryPolicy{.delay = std::chrono::seconds{5}}.deferred_wait(7) == std::chrono::seconds{5});
 
 struct GroupOptions {
   std::uint32_t workers = 1;           // 1 .. layout::kMaxWorkers
@@ -275,7 +290,6 @@ class Worker {
   Outcome dead_letter(const Event& e, std::uint32_t attempts, std::uint64_t first_failure_ns);
   void set_aside(const Event& e, std::uint32_t attempts, std::uint64_t first_failure_ns, std::uint64_t next_ns);
   void finish(const Event& e, Outcome o) noexcept;
-  std::uint64_t backoff_ns(std::uint32_t attempts) const noexcept;
   [[nodiscard]] bool redrives_waiting() const noexcept {
     return dlq_control_ != nullptr &&
            dlq_control_->redrive_requests.load(std::memory_order_acquire) != redrive_seen_;
@@ -634,9 +648,9 @@ Worker::Outcome Worker::attempt(H& handler, Event& e, Pending* p) {
     return o;
   }
   if (p == nullptr) {
-    set_aside(e, attempts, first_failure, now + backoff_ns(attempts));
+    set_aside(e, attempts, first_failure, now + static_cast<std::uint64_t>(retry_.deferred_wait(attempts).count()));
   } else {
-    p->next_ns = now + backoff_ns(attempts);
+    p->next_ns = now + static_cast<std::uint64_t>(retry_.deferred_wait(attempts).count());
   }
   return Outcome::pending;
 }
