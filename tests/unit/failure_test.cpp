@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -833,6 +834,133 @@ TEST(Retry, DeferredWaitsDoubleToASecondAndStayThere) {
   const nanoseconds long_delay(std::int64_t{1} << 40);
   EXPECT_EQ((RetryPolicy{.delay = long_delay}.deferred_wait(25)), long_delay);
   EXPECT_EQ(RetryPolicy{}.deferred_wait(9), nanoseconds(0));
+}
+
+// Handler failures at random under each retry policy and key order, delivered one at a
+// time and in batches, through a log and a dead-letter ring small enough to fill: every
+// event is accepted once or dead-lettered once after max_attempts failed calls, never
+// both and never neither; where per-key order is kept (every policy but deferred with
+// release), each key's accepted events come in key_seq order.
+TEST(Retry, RandomFailuresAccountForEveryEventAndKeepEachKeysOrder) {
+  using Backoff = RetryPolicy::Backoff;
+  using KeyOrder = RetryPolicy::KeyOrder;
+  constexpr std::uint64_t kEvents = 2000;
+  constexpr std::uint32_t kAttempts = 3;
+  struct Case {
+    Backoff backoff;
+    std::chrono::nanoseconds delay;
+    KeyOrder order;
+    bool batch;
+    std::uint32_t max_pending;
+  };
+  std::vector<Case> cases;
+  for (bool batch : {false, true}) {
+    cases.push_back({Backoff::immediate, {}, KeyOrder::hold, batch, 4096});
+    cases.push_back({Backoff::spin, std::chrono::nanoseconds(200), KeyOrder::hold, batch, 4096});
+    for (KeyOrder order : {KeyOrder::hold, KeyOrder::release}) {
+      for (std::uint32_t max_pending : {2u, 4096u}) {
+        cases.push_back({Backoff::deferred, std::chrono::microseconds(20), order, batch, max_pending});
+      }
+    }
+  }
+  for (const Case& c : cases) {
+    const std::string label = std::string(c.batch ? "batch" : "single") + ", backoff " +
+                              std::to_string(static_cast<int>(c.backoff)) + ", order " +
+                              std::to_string(static_cast<int>(c.order)) + ", max_pending " +
+                              std::to_string(c.max_pending);
+    SCOPED_TRACE(label);
+    SegmentOptions so = TempSegment::small_options();
+    so.max_event = 64;
+    so.dlq_capacity = std::bit_ceil(2 * layout::dlq_entry_bytes(so.max_event, layout::kMaxDlqMessage));
+    TempSegment seg(so);
+    GroupOptions o = deferred_retries(kAttempts, c.delay);
+    o.retry.backoff = c.backoff;
+    o.retry.while_retrying = c.order;
+    o.max_pending = c.max_pending;
+    o.batch = 16;
+    ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+    Producer p = Producer::attach(seg.segment());
+    DeadLetters dlq = DeadLetters::open(seg.segment(), "g");
+
+    // Whether call `n` (0, 1, ...) of event `v` fails: about one call in three.
+    auto fails = [](std::uint64_t v, std::uint32_t n) { return mix64(v * 8 + n + 1) % 3 == 0; };
+    std::vector<std::uint32_t> calls(kEvents, 0);
+    std::vector<std::uint32_t> accepted(kEvents, 0);
+    std::vector<std::uint32_t> parked(kEvents, 0);
+    std::map<std::uint64_t, std::vector<std::uint64_t>> key_seqs;  // accepted, per key
+    auto accept = [&](const Event& e) {
+      ++accepted.at(value_of(e));
+      if (e.key() != 0) key_seqs[e.key()].push_back(e.key_seq());
+    };
+    auto one = [&](const Event& e) {
+      const std::uint64_t v = value_of(e);
+      if (fails(v, calls.at(v)++)) return Handled::fail;
+      accept(e);
+      return Handled::ok;
+    };
+    // A batch is accepted whole or not at all: the worker delivers a failed one again
+    // one event at a time.
+    auto many = [&](std::span<const Event> batch) {
+      bool ok = true;
+      for (const Event& e : batch) ok = !fails(value_of(e), calls.at(value_of(e))++) && ok;
+      if (!ok) return Handled::fail;
+      for (const Event& e : batch) accept(e);
+      return Handled::ok;
+    };
+    auto collect = [&] {
+      for (const DeadLetter& d : dlq.list()) {
+        std::uint64_t v = 0;
+        ASSERT_EQ(d.payload.size(), sizeof v);
+        std::memcpy(&v, d.payload.data(), sizeof v);
+        ++parked.at(v);
+        EXPECT_EQ(d.attempts, kAttempts) << "event " << v;
+        EXPECT_TRUE(dlq.remove(d.id));
+      }
+    };
+    std::uint64_t published = 0;
+    std::uint64_t round = 0;
+    std::uint64_t full_waits = 0;
+    auto settled = [&] {
+      for (std::uint64_t v = 0; v < kEvents; ++v) {
+        if (accepted[v] + parked[v] == 0) return false;
+      }
+      return true;
+    };
+    while (published < kEvents || !settled()) {
+      ASSERT_LT(++round, 10'000'000u) << "stuck: " << published << " published";
+      for (int i = 0; i < 40 && published < kEvents; ++i) {
+        const std::uint64_t key = published % 5 == 0 ? 0 : 1 + published % 7;  // 7 keys and unkeyed
+        if (p.try_publish(key, 7, std::as_bytes(std::span(&published, 1))) != Status::ok) break;
+        ++published;
+      }
+      if (c.batch) {
+        g.worker(0).poll_batch(many, o.batch);
+      } else {
+        g.worker(0).poll(one, o.batch);
+      }
+      // Emptied once the worker found it full (and waited), and now and then at the end.
+      const std::uint64_t waits = dlq.stats().full_waits;
+      if (waits != full_waits || (published == kEvents && round % 4096 == 0)) {
+        full_waits = waits;
+        collect();
+      }
+    }
+    collect();
+    for (std::uint64_t v = 0; v < kEvents; ++v) {
+      ASSERT_EQ(accepted[v] + parked[v], 1u) << "event " << v << ": accepted " << accepted[v] << ", parked "
+                                             << parked[v] << ", " << calls[v] << " calls";
+      if (parked[v] == 1) EXPECT_GE(calls[v], kAttempts) << "event " << v;
+    }
+    EXPECT_GT(full_waits, 2u) << "the ring filled, and the worker waited for room";
+    if (c.backoff != Backoff::deferred || c.order == KeyOrder::hold) {
+      for (const auto& [key, seqs] : key_seqs) {
+        EXPECT_TRUE(std::is_sorted(seqs.begin(), seqs.end())) << "key " << key;
+      }
+    }
+    EXPECT_EQ(g.worker(0).pending(), 0u);
+    const SegmentStats st = read_stats(seg.segment());
+    EXPECT_EQ(worker_stats(st).dead_lettered, static_cast<std::uint64_t>(std::count(parked.begin(), parked.end(), 1u)));
+  }
 }
 
 TEST(Retry, DeferredRetriesEndInTheDeadLetterRing) {
