@@ -777,9 +777,10 @@ void Worker::idle_step(detail::Waiter& waiter, const std::atomic<bool>& stop) {
     return;
   }
   // A stop requested after the caller checked the flag is seen here: stop() sets it
-  // before bumping data_seq (release), and the park reads data_seq first (acquire).
+  // before bumping data_seq (release), and the park reads data_seq first (acquire). So
+  // is a redrive: DeadLetters bumps redrive_requests, then data_seq.
   const bool gave_cpu_up = waiter.idle(r_.control->data_waiters, r_.control->data_seq, [&] {
-    return stop.load(std::memory_order_relaxed) || ready_at_position();
+    return stop.load(std::memory_order_relaxed) || ready_at_position() || redrives_waiting();
   });
   if (gave_cpu_up || (++idle_polls_ & 0x3ff) == 0) check_stall();
 }

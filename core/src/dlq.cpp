@@ -13,6 +13,7 @@
 
 #include "ringbus/detail/groups.hpp"
 #include "ringbus/detail/robust_lock.hpp"
+#include "ringbus/detail/sync.hpp"
 #include "ringbus/detail/process.hpp"
 #include "ringbus/error.hpp"
 #include "ringbus/hash.hpp"
@@ -42,6 +43,15 @@ struct Ring {
 };
 
 Ring ring_of(const SegmentRefs& r, std::uint32_t g) { return {*r.dlq_control(g), r.dlq_ring(g), r.dlq_capacity}; }
+
+// Tells the group's workers that entries are marked `redrive`: a worker that sees the
+// bump (acquire) sees the marks. A parked worker is woken for them (the bump of data_seq
+// ends a park, and its wait checks redrive_requests), as for a stop: a redrive on a quiet
+// log is not left for the park's timeout.
+void announce_redrives(const SegmentRefs& r, const Ring& ring) noexcept {
+  ring.c.redrive_requests.fetch_add(1, std::memory_order_release);
+  wake_all(r.control->data_seq);
+}
 
 // Where a walk stopped: at `tail`, where f asked, or (damaged) at the first entry that
 // cannot be valid, the ring then being treated as ending there.
@@ -248,7 +258,7 @@ std::size_t dlq_resume_deliveries(const SegmentRefs& r, std::uint32_t g) noexcep
            return true;
          });
   }
-  if (n != 0) ring.c.redrive_requests.fetch_add(1, std::memory_order_release);
+  if (n != 0) announce_redrives(r, ring);
   return n;
 }
 
@@ -337,7 +347,7 @@ std::size_t DeadLetters::request_redrive(std::optional<std::uint64_t> id) {
                    return !id.has_value();
                  });
   }
-  if (marked != 0) ring.c.redrive_requests.fetch_add(1, std::memory_order_release);
+  if (marked != 0) detail::announce_redrives(seg_.refs(), ring);
   return marked;
 }
 

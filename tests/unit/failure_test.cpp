@@ -373,6 +373,64 @@ TEST(DeadLetters, ARedriveIsTriedUpToMaxAttemptsTimes) {
   EXPECT_TRUE(dlq.list().empty());
 }
 
+// A group's thread takes entries marked for redelivery while the log keeps it busy:
+// here every event it handles publishes the next, so no poll ever comes up empty.
+TEST(DeadLetters, ARedriveReachesAWorkerTheLogKeepsBusy) {
+  TempSegment seg;
+  GroupOptions o;
+  o.retry.max_attempts = 1;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+  Producer p = Producer::attach(seg.segment());
+  Producer feeder = Producer::attach(seg.segment());  // the group's thread's
+  publish(p, 1, 999);
+  for (std::uint64_t v = 1000; v < 1008; ++v) publish(p, 2, v);  // eight chains, none reaching 999
+  std::atomic<bool> redriven{false};
+  std::atomic<bool> feed{true};
+  std::atomic<std::uint64_t> handled{0};
+  g.start([&](const Event& e) -> Handled {
+    if (e.redriven()) {
+      redriven = true;
+      return Handled::ok;
+    }
+    if (value_of(e) == 999) return Handled::fail;
+    handled.fetch_add(1);
+    const std::uint64_t next = value_of(e) + 1;
+    if (feed.load()) EXPECT_EQ(feeder.try_publish(2, 7, std::as_bytes(std::span(&next, 1))), Status::ok);
+    return Handled::ok;
+  });
+  DeadLetters dlq = DeadLetters::open(seg.segment(), "g");
+  ASSERT_TRUE(test::eventually([&] { return dlq.stats().entries == 1 && handled.load() > 1000; }));
+  ASSERT_EQ(dlq.request_redrive(), 1u);
+  EXPECT_TRUE(test::eventually([&] { return redriven.load(); }, std::chrono::seconds(10)))
+      << "the busy worker never took the redrive";
+  feed = false;
+  g.stop();
+  EXPECT_EQ(dlq.stats().entries, redriven.load() ? 0u : 1u);
+}
+
+// A redrive wakes a worker parked on a quiet log, rather than waiting for its park to
+// time out (an hour here).
+TEST(DeadLetters, ARedriveWakesAParkedWorker) {
+  TempSegment seg;
+  GroupOptions o;
+  o.retry.max_attempts = 1;
+  o.wait = WaitStrategy::spin_park(10, 1, std::chrono::hours(1));
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+  Producer p = Producer::attach(seg.segment());
+  publish(p, 1, 999);
+  std::atomic<bool> redriven{false};
+  g.start([&](const Event& e) { return e.redriven() ? (redriven = true, Handled::ok) : Handled::fail; });
+  DeadLetters dlq = DeadLetters::open(seg.segment(), "g");
+  const layout::ControlBlock& control = *seg.segment().refs().control;
+  ASSERT_TRUE(test::eventually([&] {
+    return dlq.stats().entries == 1 && control.data_waiters.load() != 0;  // parked
+  }));
+  ASSERT_EQ(dlq.request_redrive(), 1u);
+  EXPECT_TRUE(test::eventually([&] { return redriven.load(); }, std::chrono::seconds(10)))
+      << "the parked worker was not woken for the redrive";
+  g.stop();
+}
+
 TEST(DeadLetters, RepublishPutsTheEventBackInTheLogForEveryGroup) {
   TempSegment seg;
   GroupOptions o;

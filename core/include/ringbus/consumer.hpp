@@ -812,12 +812,14 @@ void Worker::run_loop(Poll&& poll_once, H&& redrive_handler, const std::atomic<b
     const std::uint64_t before = pos_;
     const std::size_t set_aside = pending_.size();
     poll_once();
+    // Checked after every poll, busy or not: a worker the log keeps busy must still take
+    // the entries a tool marked for redelivery (one load of a line written only then).
+    if (redrives_waiting()) [[unlikely]] poll_redrives(redrive_handler);
     if (pos_ != before || pending_.size() != set_aside) {
       waiter.reset();
       idle_polls_ = 0;
       continue;
     }
-    if (redrives_waiting()) [[unlikely]] poll_redrives(redrive_handler);
     idle_step(waiter, stop);
   }
 }
