@@ -217,14 +217,15 @@ bool TailReader::try_next(Event& out) {
                                      ": record says it is at position " + std::to_string(copy->position));
     }
     pos_ = pos + bytes;
-    if (state == RecordState::void_) {
-      ++voids_;
-      continue;
-    }
+    // A void used its producer's producer_seq too: passed over, it is no gap.
     auto [it, inserted] = last_seq_.try_emplace(copy->producer_id, copy->producer_seq);
     if (!inserted) {
       if (copy->producer_seq > it->second + 1) missed_ += copy->producer_seq - it->second - 1;
       it->second = std::max(it->second, copy->producer_seq);
+    }
+    if (state == RecordState::void_) {
+      ++voids_;
+      continue;
     }
     out = Event(copy, pos, len);
     return true;

@@ -1508,6 +1508,29 @@ TEST(TailReader, CountsWhatItMissedWhenLapped) {
   EXPECT_GE(t.resyncs(), 1u);
 }
 
+// A void record (a claim aborted after a later claim of its key) used its producer's
+// producer_seq: the reader passes over it as a void, not as an event it missed.
+TEST(TailReader, AVoidIsNotCountedAsMissed) {
+  TempSegment seg;
+  TailReader t = TailReader::open(seg.segment(), TailStart::end);
+  Producer a = Producer::attach(seg.segment());
+  Producer b = Producer::attach(seg.segment());
+  const std::uint64_t v = 5;
+  ASSERT_EQ(a.publish(8, 1, std::as_bytes(std::span(&v, 1))), Status::ok);  // a: producer_seq 1
+  Claim aborted;
+  ASSERT_EQ(a.try_claim(8, 1, 8, aborted), Status::ok);  // producer_seq 2
+  ASSERT_EQ(b.publish(8, 1, std::as_bytes(std::span(&v, 1))), Status::ok);
+  aborted.abort();  // a void: b's claim of key 8 came after it
+  ASSERT_EQ(a.publish(8, 1, std::as_bytes(std::span(&v, 1))), Status::ok);  // producer_seq 3
+  Event e;
+  std::vector<std::pair<std::uint32_t, std::uint64_t>> read;
+  while (t.try_next(e)) read.emplace_back(e.producer_id(), e.producer_seq());
+  ASSERT_EQ(read.size(), 3u);
+  EXPECT_EQ(read[2].second, 3u) << "the void took producer_seq 2";
+  EXPECT_EQ(t.voids(), 1u);
+  EXPECT_EQ(t.missed(), 0u) << "nothing was overwritten";
+}
+
 // A record is overwritten only once the tail passes its position plus the capacity: with
 // the tail exactly a lap ahead of the reader (the ring full to the byte), everything
 // from the reader on is still there and is read, nothing counted as missed.
