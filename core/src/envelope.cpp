@@ -116,7 +116,7 @@ std::optional<EnvelopeView> envelope_of(const Event& e) noexcept {
 Status publish_envelope(Producer& producer, SchemaRegistry& registry, const Envelope& e,
                         std::chrono::nanoseconds timeout) {
   const std::size_t size = envelope_payload_size(e);
-  if (size == 0) return Status::invalid;
+  if (size == 0 || e.version == 0) return Status::invalid;
   if (size > producer.segment().max_event()) return Status::too_large;
   const std::optional<std::uint16_t> type = registry.try_register_type(e.event_type, e.version);
   if (!type) return Status::types_full;

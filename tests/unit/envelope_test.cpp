@@ -16,6 +16,7 @@
 #include "ringbus/layout.hpp"
 #include "ringbus/producer.hpp"
 #include "ringbus/registry.hpp"
+#include "ringbus/stats.hpp"
 #include "ringbus/tail_reader.hpp"
 #include "support.hpp"
 
@@ -272,6 +273,35 @@ TEST(EnvelopeCodec, AFullRegistryRefusesANewTypeAndKeepsPublishingTheOthers) {
   while (t.try_next(ev)) types.push_back(reg.info(ev.type())->name);
   EXPECT_EQ(types, (std::vector<std::string>{"A", "B", "A"}));
   EXPECT_EQ(p.next_seq(), 4u) << "the refused envelope took no producer sequence";
+}
+
+// Versions start at 1: version 0 is refused before anything is registered or claimed,
+// as `ringbus publish` refuses it in a line. A bad type name is refused by name.
+TEST(EnvelopeCodec, VersionZeroAndABadTypeNameAreRefusedBeforeAnythingIsClaimed) {
+  TempSegment seg;
+  SchemaRegistry reg(seg.segment());
+  Producer p = Producer::attach(seg.segment());
+  Envelope e;
+  e.event_type = "Zero";
+  e.version = 0;
+  e.data = "1";
+  EXPECT_EQ(publish_envelope(p, reg, e), Status::invalid);
+  EXPECT_EQ(reg.find("Zero"), std::nullopt) << "nothing registered";
+  e.event_type = "";
+  e.version = 1;
+  EXPECT_THROW(
+      {
+        try {
+          (void)publish_envelope(p, reg, e);
+        } catch (const Error& err) {
+          EXPECT_EQ(err.code(), Errc::invalid_name);
+          EXPECT_NE(std::string(err.what()).find("event type \"\" must be 1 to"), std::string::npos) << err.what();
+          throw;
+        }
+      },
+      Error);
+  EXPECT_EQ(p.next_seq(), 1u) << "no claim";
+  EXPECT_EQ(read_stats(seg.segment()).tail, 0u);
 }
 
 TEST(Upcasters, ChainOldVersionsUpToTheTarget) {

@@ -77,8 +77,10 @@ std::optional<EnvelopeView> envelope_of(const Event& e) noexcept;
 
 // Publishes `e`: registers its type (and version), fills the header fields. Waits while
 // the log is full, up to `timeout`. Status::too_large if the payload exceeds max_event;
-// Status::invalid if a string is longer than 65535 bytes; Status::types_full if its event
-// type is new and the registry has no room for it (nothing is claimed).
+// Status::invalid if a string is longer than 65535 bytes or the version is 0;
+// Status::types_full if its event type is new and the registry has no room for it
+// (nothing is claimed). Throws Error(invalid_name) for an event type that is empty or
+// longer than the registry holds (SchemaRegistry::register_type).
 Status publish_envelope(Producer& producer, SchemaRegistry& registry, const Envelope& e,
                         std::chrono::nanoseconds timeout = std::chrono::nanoseconds::max());
 
