@@ -113,6 +113,12 @@ void SchemaRegistry::set_current_version(std::uint16_t type_id, std::uint16_t ve
 }
 
 void Upcasters::add(std::string_view event_type, std::uint16_t from_version, Fn fn) {
+  if (!fn) throw Error(Errc::invalid_options, "upcaster of \"" + printable(event_type) + "\" from version " +
+                                                std::to_string(from_version) + ": no function");
+  if (from_version == 0 || from_version == UINT16_MAX) {
+    throw Error(Errc::invalid_options, "upcaster of \"" + printable(event_type) + "\" from version " +
+                                           std::to_string(from_version) + ": versions are 1 to 65535, and a step goes to the next");
+  }
   steps_[{std::string(event_type), from_version}] = std::move(fn);
 }
 

@@ -319,6 +319,22 @@ TEST(Upcasters, ChainOldVersionsUpToTheTarget) {
   auto [to2, v2] = up.upcast("OrderPlaced", 1, "{}", 2);
   EXPECT_EQ(v2, 2u) << "not past the target, though a step from it exists";
   EXPECT_EQ(to2, R"({"v2":{}})");
+  // A step that could not run is refused when added, not when an event needs it.
+  auto refusal = [&](std::uint16_t from, Upcasters::Fn fn) {
+    try {
+      up.add("OrderPlaced", from, std::move(fn));
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), Errc::invalid_options);
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  EXPECT_EQ(refusal(3, nullptr), "upcaster of \"OrderPlaced\" from version 3: no function");
+  const auto same_data = [](std::string_view d) { return std::string(d); };
+  EXPECT_EQ(refusal(0, same_data),
+            "upcaster of \"OrderPlaced\" from version 0: versions are 1 to 65535, and a step goes to the next");
+  EXPECT_NE(refusal(65535, same_data).find("from version 65535: versions are 1 to 65535"), std::string::npos);
+  EXPECT_EQ(up.upcast("OrderPlaced", 1, "{}", 4).second, 3u) << "nothing refused was added";
 }
 
 // The registry is shared memory. A name length beyond the name's bytes is read only up

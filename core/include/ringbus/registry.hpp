@@ -59,6 +59,8 @@ class SchemaRegistry {
 class Upcasters {
  public:
   using Fn = std::function<std::string(std::string_view data)>;
+  // The step from `from_version` (1 .. 65534) to the next, replacing one added before.
+  // Throws Error(invalid_options) for an empty function or a version with no next.
   void add(std::string_view event_type, std::uint16_t from_version, Fn fn);
   // Data and version after applying every upcaster from `version` towards `target`
   // (stops at the first missing step).
