@@ -766,10 +766,10 @@ void Worker::failed(const Event& e, const std::string& why) const {
 }
 
 void Worker::idle_step(detail::Waiter& waiter, const std::atomic<bool>& stop) {
-  // Stall checks go by the clock (check_stall reads it at most once a yield): a yield
-  // can cost another thread's whole time slice, so counting idle polls alone could
-  // put the checks seconds apart on a busy CPU. A busy spin never gives the CPU up and
-  // reads the clock every 1,024 polls.
+  // Stall checks go by the clock (check_stall reads it once a yield): a yield can cost
+  // another thread's whole time slice, so counting idle polls alone could put the
+  // checks seconds apart on a busy CPU. A busy spin never gives the CPU up; its polls
+  // check every kStallCheckEvery that find nothing (nothing_ready).
   if (!pending_.empty() && wait_.kind != WaitStrategy::Kind::busy_spin) {
     // Retries are due soon: give the CPU up, but do not park past them.
     ::sched_yield();
@@ -782,7 +782,7 @@ void Worker::idle_step(detail::Waiter& waiter, const std::atomic<bool>& stop) {
   const bool gave_cpu_up = waiter.idle(r_.control->data_waiters, r_.control->data_seq, [&] {
     return stop.load(std::memory_order_relaxed) || ready_at_position() || redrives_waiting();
   });
-  if (gave_cpu_up || (++idle_polls_ & 0x3ff) == 0) check_stall();
+  if (gave_cpu_up) check_stall();
 }
 
 // A reader that waits at a position the tail has passed is stalled by a claim that

@@ -375,6 +375,45 @@ TEST(ProducerDeathBeforeATailReader, TheReaderRepairsTheHoleUnlessItMayOnlyRead)
   EXPECT_FALSE(only_reads.held_at_claim().has_value());
 }
 
+// A worker polled by the application's own loop, not run(), repairs a dead producer's
+// claim as run() does: after unblock_after, from the polls that find nothing there.
+// Single and batch delivery.
+TEST(ProducerDeathBeforeAPolledWorker, TheWorkersOwnPollsRepairTheHole) {
+  test::TempSegment seg({.capacity = 64 * 1024, .max_event = 1024, .key_slots = 64}, "crash");
+  ConsumerGroup single = ConsumerGroup::join(seg.segment(), "single", {.start = StartFrom::earliest});
+  ConsumerGroup batch = ConsumerGroup::join(seg.segment(), "batch", {.start = StartFrom::earliest});
+  SharedBlock<ChildReport> report;
+  ASSERT_EQ(run_crash_producer(seg, {FaultPoint::before_frame, true, false, false}, report), 128 + SIGKILL);
+  const std::uint64_t before = report->published.load();
+  Producer p2 = Producer::attach(seg.segment());
+  for (std::uint64_t n = 0; n < 10; ++n) ASSERT_EQ(publish_n(p2, 42, 1'000'000 + n), Status::ok);
+
+  std::vector<std::uint64_t> got_single, got_batch;
+  auto value = [](const Event& e) {
+    std::uint64_t v = 0;
+    std::memcpy(&v, e.payload().data(), sizeof v);
+    return v;
+  };
+  ASSERT_TRUE(test::eventually(
+      [&] {
+        single.worker(0).poll([&](const Event& e) { got_single.push_back(value(e)); });
+        batch.worker(0).poll_batch(
+            [&](std::span<const Event> events) {
+              for (const Event& e : events) got_batch.push_back(value(e));
+            },
+            64);
+        return got_single.size() == before + 10 && got_batch.size() == before + 10;
+      },
+      std::chrono::seconds(20)))
+      << "single read " << got_single.size() << ", batch " << got_batch.size() << " of " << before + 10
+      << ": stayed at the hole";
+  EXPECT_EQ(got_single, got_batch);
+  for (std::uint64_t n = 0; n < 10; ++n) EXPECT_EQ(got_single.at(before + n), 1'000'000 + n);
+  const SegmentStats s = read_stats(seg.segment());
+  EXPECT_EQ(s.producers_recovered, 1u);
+  EXPECT_EQ(s.records_voided, 1u);
+}
+
 // A waiting thread that yields gives its CPU away for a whole time slice each time
 // other threads want that CPU. The checks for a dead producer go by the clock, not by
 // the number of idle polls or yields, so what a dead producer left is still repaired

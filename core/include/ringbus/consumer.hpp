@@ -15,6 +15,7 @@
 #pragma once
 
 #include <algorithm>
+#include <bit>
 #include <atomic>
 #include <chrono>
 #include <cstddef>
@@ -161,7 +162,9 @@ class Worker {
   // Hands up to `max_events` ready events that route to this worker to `handler`
   // (`Handled handler(const Event&)`, or returning void = ok), after retrying events
   // set aside earlier. Returns how many new events it took off the log: handed to the
-  // handler, dropped as duplicates, or set aside. Never blocks.
+  // handler, dropped as duplicates, or set aside. Never blocks. Polls that find the next
+  // record claimed but not committed repair its claim once its producer is found dead,
+  // after unblock_after, as run() does.
   template <class H>
   std::size_t poll(H&& handler, std::size_t max_events);
   template <class H>
@@ -307,6 +310,14 @@ class Worker {
   template <class H>
   static auto one_at_a_time_of(H& handler);
   void check_stall() noexcept;
+  // A poll found nothing at pos_: every kStallCheckEvery such polls, check_stall (one
+  // clock read; the tail at most once a millisecond). Whoever drives the polls, run()
+  // or the application's own loop, a dead producer's claim is repaired.
+  static constexpr std::uint32_t kStallCheckEvery = 256;
+  static_assert(std::has_single_bit(kStallCheckEvery));
+  void nothing_ready() noexcept {
+    if ((++empty_polls_ & (kStallCheckEvery - 1)) == 0) [[unlikely]] check_stall();
+  }
   // Throws Error(busy) if this worker's own handler is polling it (detail::polling), or
   // another thread than the one in run() (ConsumerGroup::start's) is. One thread-local
   // load and one relaxed load of this worker's line a poll.
@@ -348,7 +359,7 @@ class Worker {
   std::uint64_t trail_read_at_ = 0;  // when the tail was last read
   std::uint64_t hold_since_ = 0;     // when a backlog shorter than trail_bytes_ was first seen
   bool holding_ = false;
-  std::uint64_t idle_polls_ = 0;
+  std::uint32_t empty_polls_ = 0;  // polls that found nothing at pos_ (kStallCheckEvery)
   std::uint64_t last_check_ns_ = 0;
   std::uint64_t stall_pos_ = layout::kNoPosition;
   std::uint64_t stall_since_ns_ = 0;
@@ -556,6 +567,7 @@ std::size_t Worker::scan(Visit&& visit, std::size_t max_events) {
     Record rec;
     if (!peek(pos_, rec)) {
       prefetch_payload(pos_);
+      nothing_ready();
       break;
     }
     if (mine(rec)) {
@@ -736,7 +748,10 @@ std::size_t Worker::poll_batch(H&& handler, std::size_t max_events) {
   for (std::size_t examined = 0; batch_buf_.size() < max_events && examined < max_events * kScanFactor && pos < limit;
        ++examined) {
     Record rec;
-    if (!peek(pos, rec)) break;
+    if (!peek(pos, rec)) {
+      if (pos == pos_) nothing_ready();
+      break;
+    }
     if (mine(rec)) {
       if (rec.state == RecordState::data) {
         batch_buf_.emplace_back(rec.h, pos, rec.len);
@@ -817,7 +832,6 @@ void Worker::run_loop(Poll&& poll_once, H&& redrive_handler, const std::atomic<b
     if (redrives_waiting()) [[unlikely]] poll_redrives(redrive_handler);
     if (pos_ != before || pending_.size() != set_aside) {
       waiter.reset();
-      idle_polls_ = 0;
       continue;
     }
     idle_step(waiter, stop);
