@@ -715,6 +715,16 @@ Worker::Outcome Worker::dead_letter(const Event& e, std::uint32_t attempts, std:
   failed(e, why + "; and it cannot be parked in the dead-letter ring (" + std::string(to_string(s)) + ")");
 }
 
+std::uint64_t Worker::next_due_ns() const noexcept {
+  // Entries held behind a failure of their key (attempts 0) wait for that failure,
+  // which is in the list too: only failures are due by the clock.
+  std::uint64_t due = UINT64_MAX;
+  for (const Pending& p : pending_) {
+    if (p.attempts != 0) due = std::min(due, p.next_ns);
+  }
+  return due;
+}
+
 void Worker::set_aside(const Event& e, std::uint32_t attempts, std::uint64_t first_failure_ns, std::uint64_t next_ns) {
   const std::uint64_t ident = ident_of(e);
   pending_.push_back({e.position(), ident, next_ns, first_failure_ns, attempts});
@@ -770,18 +780,33 @@ void Worker::idle_step(detail::Waiter& waiter, const std::atomic<bool>& stop) {
   // another thread's whole time slice, so counting idle polls alone could put the
   // checks seconds apart on a busy CPU. A busy spin never gives the CPU up; its polls
   // check every kStallCheckEvery that find nothing (nothing_ready).
-  if (!pending_.empty() && wait_.kind != WaitStrategy::Kind::busy_spin) {
-    // Retries are due soon: give the CPU up, but do not park past them.
-    ::sched_yield();
-    check_stall();
-    return;
+  // Events set aside: idle as the strategy says, but a sleep or park ends when the
+  // next retry (or dead-letter append) is due. A yield-only strategy yields.
+  std::uint64_t max_ns = UINT64_MAX;
+  if (!pending_.empty()) {
+    if (wait_.kind == WaitStrategy::Kind::spin_yield) {
+      ::sched_yield();
+      check_stall();
+      return;
+    }
+    if (wait_.kind != WaitStrategy::Kind::busy_spin) {
+      const std::uint64_t due = next_due_ns();
+      const std::uint64_t now = detail::monotonic_ns();
+      if (due <= now) return;  // the next poll retries it
+      max_ns = due - now;
+    }
   }
   // A stop requested after the caller checked the flag is seen here: stop() sets it
   // before bumping data_seq (release), and the park reads data_seq first (acquire). So
-  // is a redrive: DeadLetters bumps redrive_requests, then data_seq.
-  const bool gave_cpu_up = waiter.idle(r_.control->data_waiters, r_.control->data_seq, [&] {
-    return stop.load(std::memory_order_relaxed) || ready_at_position() || redrives_waiting();
-  });
+  // is a redrive: DeadLetters bumps redrive_requests, then data_seq. Data matters only
+  // if the worker may read on (fewer than max_pending events set aside).
+  const bool gave_cpu_up = waiter.idle(
+      r_.control->data_waiters, r_.control->data_seq,
+      [&] {
+        return stop.load(std::memory_order_relaxed) || (pending_.size() < max_pending_ && ready_at_position()) ||
+               redrives_waiting();
+      },
+      max_ns);
   if (gave_cpu_up) check_stall();
 }
 

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -11,6 +12,7 @@
 #include <chrono>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <set>
 #include <span>
 #include <string>
@@ -863,6 +865,49 @@ TEST(Retry, DeferredBackoffDoublesEachAttempt) {
     EXPECT_GE(calls[k] - calls[k - 1], o.retry.delay * (1 << (k - 1))) << "attempt " << k + 1 << " came too soon";
   }
   EXPECT_EQ(worker_stats(read_stats(seg.segment())).consumed, 1u);
+}
+
+// A group's thread waiting for a deferred retry idles as its wait strategy says, and
+// no longer than the retry: it sleeps or parks (a park of an hour, as the strategy
+// allows) only until the retry is due, instead of yielding in a loop the whole time (a
+// core's worth of CPU for a strategy chosen to save it). A sleep is not woken by stop():
+// the sleeping strategy's interval here is half a second.
+TEST(Retry, AThreadWaitingForADeferredRetrySleepsOrParksUntilItIsDue) {
+  using std::chrono::milliseconds;
+  for (const WaitStrategy wait : {WaitStrategy::spin_park(100, 10, std::chrono::hours(1)),
+                                  WaitStrategy::spin_sleep(milliseconds(500), 100)}) {
+    SCOPED_TRACE(static_cast<int>(wait.kind));
+    TempSegment seg;
+    GroupOptions o = deferred_retries(2, milliseconds(300));
+    o.wait = wait;
+    ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+    Producer p = Producer::attach(seg.segment());
+    publish(p, 1, 1);
+    auto thread_cpu_ns = [] {
+      timespec ts{};
+      ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+      return std::int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+    };
+    std::vector<std::pair<std::chrono::steady_clock::time_point, std::int64_t>> calls;  // wall, thread CPU
+    std::mutex m;
+    g.start([&](const Event&) {
+      const std::lock_guard lock(m);
+      calls.emplace_back(std::chrono::steady_clock::now(), thread_cpu_ns());
+      return calls.size() == 1 ? Handled::fail : Handled::ok;
+    });
+    const bool retried = test::eventually([&] {
+      const std::lock_guard lock(m);
+      return calls.size() == 2;
+    }, std::chrono::seconds(20));
+    g.stop();
+    ASSERT_TRUE(retried) << "the retry waited for the strategy's hour";
+    const auto wall = calls[1].first - calls[0].first;
+    const auto cpu = std::chrono::nanoseconds(calls[1].second - calls[0].second);
+    EXPECT_GE(wall, milliseconds(300));
+    EXPECT_LT(cpu, milliseconds(100)) << "the thread used " << cpu.count() / 1'000'000 << " ms of CPU in "
+                                      << std::chrono::duration_cast<milliseconds>(wall).count()
+                                      << " ms waiting for the retry";
+  }
 }
 
 // Each wait doubles up to a second and stays there, however many attempts follow; a

@@ -292,6 +292,8 @@ class Worker {
   void service_pending(H& handler);
   Outcome dead_letter(const Event& e, std::uint32_t attempts, std::uint64_t first_failure_ns);
   void set_aside(const Event& e, std::uint32_t attempts, std::uint64_t first_failure_ns, std::uint64_t next_ns);
+  // When the first event set aside for a retry (or for dead-letter room) is due.
+  [[nodiscard]] std::uint64_t next_due_ns() const noexcept;
   void finish(const Event& e, Outcome o) noexcept;
   [[nodiscard]] bool redrives_waiting() const noexcept {
     return dlq_control_ != nullptr &&

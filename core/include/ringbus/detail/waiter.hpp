@@ -5,6 +5,7 @@
 #include <sched.h>
 #include <time.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <string>
@@ -30,9 +31,11 @@ class Waiter {
   // One idle step. `ready` re-checks the awaited condition after this thread has
   // announced itself in `waiters` (spin_park only). Returns true if it gave the CPU up
   // (a yield, a sleep or a park): one such step may take a whole time slice of another
-  // thread, so a caller that checks something by the clock checks it after each.
+  // thread, so a caller that checks something by the clock checks it after each. A sleep
+  // or park lasts at most `max_ns` (a caller with something due by the clock).
   template <class Ready>
-  bool idle(std::atomic<std::uint32_t>& waiters, std::atomic<std::uint32_t>& seq, Ready&& ready) noexcept {
+  bool idle(std::atomic<std::uint32_t>& waiters, std::atomic<std::uint32_t>& seq, Ready&& ready,
+            std::uint64_t max_ns = UINT64_MAX) noexcept {
     switch (s_.kind) {
       case WaitStrategy::Kind::busy_spin:
         return false;
@@ -50,7 +53,7 @@ class Waiter {
           cpu_relax();
           return false;
         }
-        sleep_for_ns(static_cast<std::uint64_t>(s_.sleep.count()) * 1000);
+        sleep_for_ns(std::min(static_cast<std::uint64_t>(s_.sleep.count()) * 1000, max_ns));
         return true;
       case WaitStrategy::Kind::spin_park:
         if (n_ < s_.spins) {
@@ -63,7 +66,7 @@ class Waiter {
           ::sched_yield();
           return true;
         }
-        park(waiters, seq, ready);
+        park(waiters, seq, ready, max_ns);
         return true;
     }
     return false;
@@ -71,14 +74,15 @@ class Waiter {
 
   // Parks on `seq` unless `ready` holds once this waiter is visible to the other side.
   template <class Ready>
-  void park(std::atomic<std::uint32_t>& waiters, std::atomic<std::uint32_t>& seq, Ready&& ready) noexcept {
+  void park(std::atomic<std::uint32_t>& waiters, std::atomic<std::uint32_t>& seq, Ready&& ready,
+            std::uint64_t max_ns = UINT64_MAX) noexcept {
     const std::uint32_t observed = seq.load(std::memory_order_acquire);
     waiters.fetch_add(1, std::memory_order_seq_cst);
     heavy_fence();  // pairs with light_fence() in wake_if_parked()
     if (!ready()) {
       const std::uint64_t timeout = s_.sleep.count() > 0 ? static_cast<std::uint64_t>(s_.sleep.count()) * 1000
                                                          : 10'000'000ull;
-      futex_wait(seq, observed, timeout);
+      futex_wait(seq, observed, std::min(timeout, max_ns));
     }
     waiters.fetch_sub(1, std::memory_order_release);
   }
