@@ -12,6 +12,7 @@
 #include <cstring>
 
 #include "ringbus/detail/groups.hpp"
+#include "ringbus/detail/handler_scope.hpp"
 #include "ringbus/detail/robust_lock.hpp"
 #include "ringbus/detail/sync.hpp"
 #include "ringbus/detail/process.hpp"
@@ -353,6 +354,13 @@ std::size_t DeadLetters::request_redrive(std::optional<std::uint64_t> id) {
 
 std::size_t DeadLetters::republish(Producer& producer, std::optional<std::uint64_t> id, Status* last_status) {
   require_handle();
+  // Type ids are this segment's registry's, and the dead letters its log's events: into
+  // another segment's log they would be other types, and gone from this one.
+  if (producer && !detail::same_segment(producer.segment().header(), seg_.header())) {
+    throw Error(Errc::invalid_options, "segment " + seg_.location().display() + " group \"" + group_ +
+                                           "\": cannot republish dead letters through a producer of segment " +
+                                           producer.segment().location().display());
+  }
   const detail::Ring ring = detail::ring_of(seg_.refs(), slot_);
   std::size_t done = 0;
   Status status = Status::ok;
@@ -378,6 +386,7 @@ std::size_t DeadLetters::republish(Producer& producer, std::optional<std::uint64
                    }
                    c.set_correlation_id(h.correlation_id);
                    c.set_schema_version(h.schema_version);
+                   if (h.timestamp_ns != 0) c.set_timestamp_ns(h.timestamp_ns);  // the event's time, not the redrive's
                    c.set_flags(static_cast<std::uint16_t>(flags_of(h.key_seq_flags) | record_flags::redriven));
                    c.commit();
                    detail::mark_removed(ring, e, w);

@@ -447,11 +447,27 @@ TEST(DeadLetters, RepublishPutsTheEventBackInTheLogForEveryGroup) {
     std::memcpy(c.payload().data(), &v, 8);
     c.set_correlation_id(77);
     c.set_schema_version(3);
+    c.set_timestamp_ns(1'700'000'000'123'456'789);
     c.commit();
   }
   drain(g.worker(0), [](const Event&) { return Handled::fail; });
   drain(other.worker(0), [](const Event&) {});
   DeadLetters dlq = DeadLetters::open(seg.segment(), "g");
+  // Not through another segment's producer: its registry's type ids are other types.
+  TempSegment elsewhere;
+  Producer stranger = Producer::attach(elsewhere.segment());
+  try {
+    dlq.republish(stranger);
+    ADD_FAILURE() << "republished into another segment";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), Errc::invalid_options);
+    EXPECT_NE(std::string(e.what()).find("cannot republish dead letters through a producer of segment " +
+                                         elsewhere.location().display()),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(dlq.list().size(), 1u) << "nothing removed";
+  EXPECT_EQ(read_stats(elsewhere.segment()).tail, 0u) << "nothing published there";
   Producer tool = Producer::attach(seg.segment());
   Status last = Status::invalid;
   EXPECT_EQ(dlq.republish(tool, std::nullopt, &last), 1u);
@@ -466,6 +482,7 @@ TEST(DeadLetters, RepublishPutsTheEventBackInTheLogForEveryGroup) {
       EXPECT_EQ(e.type(), 7u);
       EXPECT_EQ(e.correlation_id(), 77u);
       EXPECT_EQ(e.schema_version(), 3u);
+      EXPECT_EQ(e.timestamp_ns(), 1'700'000'000'123'456'789u) << "the event's time, not the redrive's";
       EXPECT_NE(e.flags() & record_flags::redriven, 0);
       got.push_back(e);
     });

@@ -67,8 +67,9 @@ class DeadLetters {
   // Marks one entry (or all, with no id) for redelivery by the group's workers.
   // Returns how many were marked.
   std::size_t request_redrive(std::optional<std::uint64_t> id = std::nullopt);
-  // Republishes one entry (or all) into the log through `producer`, with the original
-  // key, type, schema version, correlation id and payload, flag `redriven`; each entry
+  // Republishes one entry (or all) into the log through `producer` (attached to this
+  // segment: another's throws Error(invalid_options)), with the original key, type,
+  // schema version, correlation id, timestamp and payload, flag `redriven`; each entry
   // is removed once its event is accepted. Returns how many were republished; stops at
   // the first refusal (e.g. Status::full) and reports it in `last_status`.
   std::size_t republish(Producer& producer, std::optional<std::uint64_t> id = std::nullopt,
