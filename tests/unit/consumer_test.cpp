@@ -1050,6 +1050,23 @@ TEST(ConsumerGroup, AStartedGroupRefusesASecondStartAndStartsAgainAfterStop) {
   for (std::uint64_t v = 0; v < 1000; ++v) EXPECT_EQ(seen.count(v), 1u) << v;
 }
 
+// A group whose threads sleep between polls (spin_sleep, an hour here) stops at once:
+// stop() wakes the sleep as it wakes a park.
+TEST(ConsumerGroup, ASleepingGroupStopsAtOnce) {
+  TempSegment seg;
+  ConsumerGroup g = ConsumerGroup::join(
+      seg.segment(), "g", {.workers = 2, .wait = WaitStrategy::spin_sleep(std::chrono::hours(1), 10)});
+  std::atomic<int> handled{0};
+  g.start([&](const Event&) { handled.fetch_add(1); });
+  Producer p = Producer::attach(seg.segment());
+  const std::uint64_t v = 1;
+  ASSERT_EQ(p.publish(0, 1, std::as_bytes(std::span(&v, 1))), Status::ok);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // both asleep (it would still pass without)
+  g.stop();  // before, each thread slept out its hour first
+  EXPECT_FALSE(g.running());
+  EXPECT_LE(handled.load(), 1);
+}
+
 // A handler that ends its own group (on a shutdown event, say): stop() on one of the
 // group's threads asks the threads to stop and returns, where joining its own thread
 // threw, and the event it was handling failed and was dead-lettered for it. The owner's

@@ -411,26 +411,33 @@ TEST(DeadLetters, ARedriveReachesAWorkerTheLogKeepsBusy) {
 }
 
 // A redrive wakes a worker parked on a quiet log, rather than waiting for its park to
-// time out (an hour here).
+// time out (an hour here), and one sleeping between polls (spin_sleep, an hour).
 TEST(DeadLetters, ARedriveWakesAParkedWorker) {
-  TempSegment seg;
-  GroupOptions o;
-  o.retry.max_attempts = 1;
-  o.wait = WaitStrategy::spin_park(10, 1, std::chrono::hours(1));
-  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
-  Producer p = Producer::attach(seg.segment());
-  publish(p, 1, 999);
-  std::atomic<bool> redriven{false};
-  g.start([&](const Event& e) { return e.redriven() ? (redriven = true, Handled::ok) : Handled::fail; });
-  DeadLetters dlq = DeadLetters::open(seg.segment(), "g");
-  const layout::ControlBlock& control = *seg.segment().refs().control;
-  ASSERT_TRUE(test::eventually([&] {
-    return dlq.stats().entries == 1 && control.data_waiters.load() != 0;  // parked
-  }));
-  ASSERT_EQ(dlq.request_redrive(), 1u);
-  EXPECT_TRUE(test::eventually([&] { return redriven.load(); }, std::chrono::seconds(10)))
-      << "the parked worker was not woken for the redrive";
-  g.stop();
+  for (const WaitStrategy wait : {WaitStrategy::spin_park(10, 1, std::chrono::hours(1)),
+                                  WaitStrategy::spin_sleep(std::chrono::hours(1), 10)}) {
+    SCOPED_TRACE(static_cast<int>(wait.kind));
+    TempSegment seg;
+    GroupOptions o;
+    o.retry.max_attempts = 1;
+    o.wait = wait;
+    ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+    Producer p = Producer::attach(seg.segment());
+    publish(p, 1, 999);
+    std::atomic<bool> redriven{false};
+    g.start([&](const Event& e) { return e.redriven() ? (redriven = true, Handled::ok) : Handled::fail; });
+    DeadLetters dlq = DeadLetters::open(seg.segment(), "g");
+    const layout::ControlBlock& control = *seg.segment().refs().control;
+    ASSERT_TRUE(test::eventually([&] {
+      // Parked (a sleeper is not counted: it has had time to fall asleep).
+      return dlq.stats().entries == 1 &&
+             (wait.kind == WaitStrategy::Kind::spin_sleep || control.data_waiters.load() != 0);
+    }));
+    if (wait.kind == WaitStrategy::Kind::spin_sleep) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    ASSERT_EQ(dlq.request_redrive(), 1u);
+    EXPECT_TRUE(test::eventually([&] { return redriven.load(); }, std::chrono::seconds(10)))
+        << "the idle worker was not woken for the redrive";
+    g.stop();  // woken too, asleep or parked
+  }
 }
 
 TEST(DeadLetters, RepublishPutsTheEventBackInTheLogForEveryGroup) {

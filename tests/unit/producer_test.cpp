@@ -594,11 +594,27 @@ std::atomic<bool> g_stop_and_wake{false};
 const Segment* g_wake_segment = nullptr;
 
 TEST(Producer, AParkedProducerIsWokenToSeeItsStopFlag) {
+  const std::string payload(1000, 'f');
+  // A sleeping one (spin_sleep) too: its sleep is a futex wait the wake ends.
+  for (const WaitStrategy wait : {WaitStrategy::spin_sleep(std::chrono::hours(1), 0)}) {
+    TempSegment seg;
+    ConsumerGroup g = ConsumerGroup::join(seg.segment(), "slow");
+    Producer p = Producer::attach(seg.segment(), {.wait = wait, .stop = &g_stop_and_wake});
+    while (p.try_publish(0, 1, bytes_of(payload)) == Status::ok) {
+    }
+    std::thread waker([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));  // into the sleep
+      g_stop_and_wake.store(true);
+      Producer::wake_waiting(seg.segment());
+    });
+    EXPECT_EQ(p.publish(0, 1, bytes_of(payload)), Status::stopped);
+    waker.join();
+    g_stop_and_wake.store(false);
+  }
   TempSegment seg;
   ConsumerGroup g = ConsumerGroup::join(seg.segment(), "slow");
   Producer p = Producer::attach(
       seg.segment(), {.wait = WaitStrategy::spin_park(0, 0, std::chrono::hours(1)), .stop = &g_stop_and_wake});
-  const std::string payload(1000, 'f');
   while (p.try_publish(0, 1, bytes_of(payload)) == Status::ok) {
   }
   g_wake_segment = &seg.segment();

@@ -5,7 +5,8 @@
 //   spin_park        spins, yields, then sleeps on a futex in the segment; the other
 //                    side makes a wake-up syscall only while someone is parked
 //   spin_sleep       spins, then sleeps a fixed interval between polls; the other side
-//                    never makes a syscall (bounded extra latency, near-zero CPU)
+//                    never makes a syscall (bounded extra latency, near-zero CPU); a
+//                    stop, Producer::wake_waiting or a redrive ends the sleep
 #pragma once
 
 #include <chrono>

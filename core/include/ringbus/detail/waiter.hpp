@@ -3,7 +3,6 @@
 #pragma once
 
 #include <sched.h>
-#include <time.h>
 
 #include <algorithm>
 #include <atomic>
@@ -53,7 +52,7 @@ class Waiter {
           cpu_relax();
           return false;
         }
-        sleep_for_ns(std::min(static_cast<std::uint64_t>(s_.sleep.count()) * 1000, max_ns));
+        nap(seq, ready, std::min(static_cast<std::uint64_t>(s_.sleep.count()) * 1000, max_ns));
         return true;
       case WaitStrategy::Kind::spin_park:
         if (n_ < s_.spins) {
@@ -72,6 +71,15 @@ class Waiter {
     return false;
   }
 
+  // spin_sleep's sleep: a wait on `seq` for `ns`, not counted in the waiters, so the
+  // other side's hot path never wakes it, while a wake_all (a stop, wake_waiting, a
+  // redrive) ends it. A bump after `observed` was read makes the wait return at once.
+  template <class Ready>
+  static void nap(std::atomic<std::uint32_t>& seq, Ready&& ready, std::uint64_t ns) noexcept {
+    const std::uint32_t observed = seq.load(std::memory_order_acquire);
+    if (!ready()) futex_wait(seq, observed, ns);
+  }
+
   // Parks on `seq` unless `ready` holds once this waiter is visible to the other side.
   template <class Ready>
   void park(std::atomic<std::uint32_t>& waiters, std::atomic<std::uint32_t>& seq, Ready&& ready,
@@ -88,11 +96,6 @@ class Waiter {
   }
 
  private:
-  static void sleep_for_ns(std::uint64_t ns) noexcept {
-    timespec ts{static_cast<time_t>(ns / 1'000'000'000ull), static_cast<long>(ns % 1'000'000'000ull)};
-    ::nanosleep(&ts, nullptr);
-  }
-
   WaitStrategy s_;
   std::uint32_t n_ = 0;
 };
