@@ -780,8 +780,9 @@ void Worker::idle_step(detail::Waiter& waiter, const std::atomic<bool>& stop) {
   // another thread's whole time slice, so counting idle polls alone could put the
   // checks seconds apart on a busy CPU. A busy spin never gives the CPU up; its polls
   // check every kStallCheckEvery that find nothing (nothing_ready).
-  // Events set aside: idle as the strategy says, but a sleep or park ends when the
-  // next retry (or dead-letter append) is due. A yield-only strategy yields.
+  //
+  // With events set aside, idle as the strategy says, but a sleep or park ends when the
+  // next retry (or dead-letter append) is due; a yield-only strategy yields at once.
   std::uint64_t max_ns = UINT64_MAX;
   if (!pending_.empty()) {
     if (wait_.kind == WaitStrategy::Kind::spin_yield) {

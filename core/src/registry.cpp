@@ -113,11 +113,10 @@ void SchemaRegistry::set_current_version(std::uint16_t type_id, std::uint16_t ve
 }
 
 void Upcasters::add(std::string_view event_type, std::uint16_t from_version, Fn fn) {
-  if (!fn) throw Error(Errc::invalid_options, "upcaster of \"" + printable(event_type) + "\" from version " +
-                                                std::to_string(from_version) + ": no function");
+  const std::string step = "upcaster of \"" + printable(event_type) + "\" from version " + std::to_string(from_version);
+  if (!fn) throw Error(Errc::invalid_options, step + ": no function");
   if (from_version == 0 || from_version == UINT16_MAX) {
-    throw Error(Errc::invalid_options, "upcaster of \"" + printable(event_type) + "\" from version " +
-                                           std::to_string(from_version) + ": versions are 1 to 65535, and a step goes to the next");
+    throw Error(Errc::invalid_options, step + ": versions are 1 to 65535, and a step goes to the next");
   }
   steps_[{std::string(event_type), from_version}] = std::move(fn);
 }

@@ -379,9 +379,7 @@ TEST(DeadLetters, ARedriveIsTriedUpToMaxAttemptsTimes) {
 // here every event it handles publishes the next, so no poll ever comes up empty.
 TEST(DeadLetters, ARedriveReachesAWorkerTheLogKeepsBusy) {
   TempSegment seg;
-  GroupOptions o;
-  o.retry.max_attempts = 1;
-  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", {.retry = {.max_attempts = 1}});
   Producer p = Producer::attach(seg.segment());
   Producer feeder = Producer::attach(seg.segment());  // the group's thread's
   publish(p, 1, 999);
@@ -417,10 +415,7 @@ TEST(DeadLetters, ARedriveWakesAParkedWorker) {
                                   WaitStrategy::spin_sleep(std::chrono::hours(1), 10)}) {
     SCOPED_TRACE(static_cast<int>(wait.kind));
     TempSegment seg;
-    GroupOptions o;
-    o.retry.max_attempts = 1;
-    o.wait = wait;
-    ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+    ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", {.wait = wait, .retry = {.max_attempts = 1}});
     Producer p = Producer::attach(seg.segment());
     publish(p, 1, 999);
     std::atomic<bool> redriven{false};
