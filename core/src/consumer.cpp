@@ -523,6 +523,7 @@ ConsumerGroup ConsumerGroup::join(const Segment& segment, std::string_view name,
     w->hold_keys_ = options.retry.while_retrying == RetryPolicy::KeyOrder::hold;
     w->max_pending_ = options.max_pending;
     w->pos_ = gs.worker[i].cursor.load(std::memory_order_acquire);
+    gs.worker[i].pending.store(0, std::memory_order_relaxed);  // a previous owner's are delivered again
     // The event in flight when the previous owner stopped (or the batch it was handling)
     // may have been handled: such events are delivered with Event::redelivered().
     const std::uint64_t inflight = gs.worker[i].inflight.load(std::memory_order_relaxed);
@@ -729,6 +730,7 @@ void Worker::set_aside(const Event& e, std::uint32_t attempts, std::uint64_t fir
   const std::uint64_t ident = ident_of(e);
   pending_.push_back({e.position(), ident, next_ns, first_failure_ns, attempts});
   if (hold_keys_) ++held_[ident];
+  note_pending();
 }
 
 DedupWindow* Worker::window_for(std::uint32_t producer_id, std::uint64_t position) noexcept {

@@ -118,6 +118,7 @@ SegmentStats read_stats(const Segment& segment) {
       wi.dedup_evictions = ws.dedup_evictions.load(std::memory_order_relaxed);
       wi.redelivered = ws.redelivered.load(std::memory_order_relaxed);
       wi.redriven = ws.redriven.load(std::memory_order_relaxed);
+      wi.pending = ws.pending.load(std::memory_order_relaxed);
       gi.cursor = std::min(gi.cursor, wi.cursor);
       gi.consumed += wi.consumed;
       gi.worker.push_back(std::move(wi));

@@ -1171,6 +1171,7 @@ TEST(Cli, StatShowsEachCounterInItsOwnSeries) {
   w.dedup_evictions.store(41);
   w.redelivered.store(43);
   w.redriven.store(47);
+  w.pending.store(53);
 
   const Result prom = ringbus_run({"stat", seg.name(), "--prometheus"});
   ASSERT_EQ(prom.code, 0) << prom.err;
@@ -1218,6 +1219,8 @@ TEST(Cli, StatShowsEachCounterInItsOwnSeries) {
   EXPECT_EQ(of("worker_dedup_evictions_total", worker1), "41");
   EXPECT_EQ(of("worker_redelivered_total", worker1), "43");
   EXPECT_EQ(of("worker_redriven_total", worker1), "47");
+  EXPECT_EQ(of("worker_events_set_aside", worker1), "53");
+  EXPECT_EQ(of("worker_events_set_aside", worker0), "0");
   for (const char* counter : {"consumed_events", "void_records", "handler_errors", "retries", "dead_lettered",
                               "dedup_evictions", "redelivered", "redriven"}) {
     EXPECT_EQ(of(std::string("worker_") + counter + "_total", worker0), "0") << counter;
@@ -1230,7 +1233,7 @@ TEST(Cli, StatShowsEachCounterInItsOwnSeries) {
         std::string("recovery: producers 2  holes padded 3  voided 5  latches released 7  longest stall 15.0 ms  "
                     "stalls unresolved 8\n"),
         std::string("  orders: handler errors 19  retries 23  dead-lettered 29  dedup dropped 31 (+37 too old, 41 "
-                    "producers evicted)  redelivered 43  redriven 47\n")}) {
+                    "producers evicted)  redelivered 43  redriven 47  set aside 53\n")}) {
     EXPECT_NE(text.out.find(want), std::string::npos) << want << "\n" << text.out;
   }
   EXPECT_TRUE(std::regex_search(text.out, std::regex(R"(\norders +2/2 +[0-9.]+ [KMG]?i?B +[0-9.]+% +13 +- +0 +4 +- )")))

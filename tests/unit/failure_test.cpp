@@ -785,17 +785,20 @@ TEST(Retry, DeferredHoldsTheKeyUntilEveryEventSetAsideIsDone) {
     return Handled::ok;
   };
   g.worker(0).poll(handler, 100);  // 10 fails; 11 and 12 wait behind it
+  EXPECT_EQ(worker_stats(read_stats(seg.segment())).pending, 3u) << "what `ringbus stat` shows as set aside";
   ASSERT_TRUE(test::eventually([&] {
     g.worker(0).poll(handler, 100);
     return failed_once.count(11) == 1;  // 10 handled, then 11 failed
   }));
   EXPECT_EQ(order, std::vector<std::uint64_t>{10});
+  EXPECT_EQ(worker_stats(read_stats(seg.segment())).pending, 2u);
   publish(p, 1, 13);
   ASSERT_TRUE(test::eventually([&] {
     g.worker(0).poll(handler, 100);
     return order.size() == 4;
   }));
   EXPECT_EQ(order, (std::vector<std::uint64_t>{10, 11, 12, 13}));
+  EXPECT_EQ(worker_stats(read_stats(seg.segment())).pending, 0u);
 }
 
 TEST(Retry, DeferredReleaseLetsTheKeysLaterEventsThrough) {

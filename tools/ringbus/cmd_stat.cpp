@@ -125,22 +125,30 @@ std::string prometheus_text(const Segment& seg, const SegmentStats& s) {
   }
   struct PerWorker {
     const char* name;
+    const char* type;
     const char* help;
     std::uint64_t WorkerStats::*field;
   };
   static constexpr PerWorker kWorker[] = {
-      {"worker_consumed_events_total", "Events the worker's handler accepted.", &WorkerStats::consumed},
-      {"worker_handler_errors_total", "Failed handler attempts.", &WorkerStats::handler_errors},
-      {"worker_retries_total", "Handler attempts after a failure.", &WorkerStats::retries},
-      {"worker_dead_lettered_total", "Events parked in the dead-letter ring.", &WorkerStats::dead_lettered},
-      {"worker_redelivered_total", "Events delivered again after a consumer died.", &WorkerStats::redelivered},
-      {"worker_redriven_total", "Dead letters redelivered and accepted.", &WorkerStats::redriven},
-      {"worker_dedup_evictions_total", "Producer windows the worker's dedup evicted for new producer ids.",
+      {"worker_consumed_events_total", "counter", "Events the worker's handler accepted.", &WorkerStats::consumed},
+      {"worker_handler_errors_total", "counter", "Failed handler attempts.", &WorkerStats::handler_errors},
+      {"worker_retries_total", "counter", "Handler attempts after a failure.", &WorkerStats::retries},
+      {"worker_dead_lettered_total", "counter", "Events parked in the dead-letter ring.", &WorkerStats::dead_lettered},
+      {"worker_redelivered_total", "counter", "Events delivered again after a consumer died.",
+       &WorkerStats::redelivered},
+      {"worker_redriven_total", "counter", "Dead letters redelivered and accepted.", &WorkerStats::redriven},
+      {"worker_dedup_evictions_total", "counter", "Producer windows the worker's dedup evicted for new producer ids.",
        &WorkerStats::dedup_evictions},
-      {"worker_void_records_total", "Void records (events lost by a dead producer) passed over.", &WorkerStats::voids},
+      {"worker_void_records_total", "counter", "Void records (events lost by a dead producer) passed over.",
+       &WorkerStats::voids},
+      {"worker_events_set_aside", "gauge",
+       "Events the worker has set aside: waiting for a deferred retry, held behind a failure of their key, or "
+       "waiting for dead-letter room.",
+       &WorkerStats::pending},
+      {"worker_lag_bytes", "gauge", "Bytes between the tail and the worker's cursor.", &WorkerStats::lag_bytes},
   };
   for (const PerWorker& f : kWorker) {
-    p.family(f.name, "counter", f.help);
+    p.family(f.name, f.type, f.help);
     for (const GroupStats& g : s.groups) {
       for (const WorkerStats& w : g.worker) {
         p.sample(f.name, fmt::format("group=\"{}\",worker=\"{}\"", label(g.name), w.index), w.*f.field);
@@ -155,12 +163,6 @@ std::string prometheus_text(const Segment& seg, const SegmentStats& s) {
       p.sample("worker_dropped_events_total",
                fmt::format("group=\"{}\",worker=\"{}\",reason=\"too_old\"", label(g.name), w.index),
                w.too_old_dropped);
-    }
-  }
-  p.family("worker_lag_bytes", "gauge", "Bytes between the tail and the worker's cursor.");
-  for (const GroupStats& g : s.groups) {
-    for (const WorkerStats& w : g.worker) {
-      p.sample("worker_lag_bytes", fmt::format("group=\"{}\",worker=\"{}\"", label(g.name), w.index), w.lag_bytes);
     }
   }
   // The histogram: cumulative buckets at the log-linear edges that hold samples (and
@@ -225,7 +227,9 @@ std::string text_view(const Segment& seg, const SegmentStats& s, const Rates* ra
   }
   for (const GroupStats& g : s.groups) {
     std::uint64_t errors = 0, retries = 0, dead = 0, dup = 0, old = 0, evicted = 0, redelivered = 0, redriven = 0;
+    std::uint64_t set_aside = 0;  // by workers a live process runs: a dead one's are delivered again
     for (const WorkerStats& w : g.worker) {
+      if (w.alive) set_aside += w.pending;
       errors += w.handler_errors;
       retries += w.retries;
       dead += w.dead_lettered;
@@ -235,11 +239,12 @@ std::string text_view(const Segment& seg, const SegmentStats& s, const Rates* ra
       redelivered += w.redelivered;
       redriven += w.redriven;
     }
-    if (errors + retries + dead + dup + old + evicted + redelivered + redriven == 0) continue;
+    if (errors + retries + dead + dup + old + evicted + redelivered + redriven + set_aside == 0) continue;
     line(fmt::format("  {}: handler errors {}  retries {}  dead-lettered {}  dedup dropped {} (+{} too old, {} "
-                     "producers evicted)  redelivered {}  redriven {}",
+                     "producers evicted)  redelivered {}  redriven {}{}",
                      printable(g.name), with_commas(errors), with_commas(retries), with_commas(dead), with_commas(dup),
-                     with_commas(old), with_commas(evicted), with_commas(redelivered), with_commas(redriven)));
+                     with_commas(old), with_commas(evicted), with_commas(redelivered), with_commas(redriven),
+                     set_aside != 0 ? "  set aside " + with_commas(set_aside) : std::string()));
   }
   for (const GroupStats& g : s.groups) {
     const std::uint64_t total = g.latency_samples();

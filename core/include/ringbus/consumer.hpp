@@ -294,6 +294,8 @@ class Worker {
   void set_aside(const Event& e, std::uint32_t attempts, std::uint64_t first_failure_ns, std::uint64_t next_ns);
   // When the first event set aside for a retry (or for dead-letter room) is due.
   [[nodiscard]] std::uint64_t next_due_ns() const noexcept;
+  // Shows how many events are set aside (WorkerSlot::pending, for `ringbus stat`).
+  void note_pending() noexcept { slot_->pending.store(pending_.size(), std::memory_order_relaxed); }
   void finish(const Event& e, Outcome o) noexcept;
   [[nodiscard]] bool redrives_waiting() const noexcept {
     return dlq_control_ != nullptr &&
@@ -599,6 +601,7 @@ void Worker::deliver(H& handler, Event& e) {
     if (auto it = held_.find(ident_of(e)); it != held_.end()) {
       ++it->second;
       pending_.push_back({e.position(), it->first, 0, 0, 0});
+      note_pending();
       return;
     }
   }
@@ -698,7 +701,10 @@ void Worker::service_pending(H& handler) {
     pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(i));
     changed = true;
   }
-  if (changed) store_cursor();
+  if (changed) {
+    store_cursor();
+    note_pending();
+  }
 }
 
 inline void Worker::finish(const Event& e, Outcome o) noexcept {

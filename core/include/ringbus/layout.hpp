@@ -252,7 +252,9 @@ struct alignas(kHotAlign) WorkerSlot {
   std::atomic<std::uint64_t> dedup_evictions;  // producer windows evicted for new producer ids
   std::atomic<std::uint64_t> redelivered;      // events delivered again after a restart
   std::atomic<std::uint64_t> redriven;         // dead letters delivered again and accepted
-  std::uint64_t reserved;
+  // Events set aside now: waiting for a deferred retry, held behind a failure of their
+  // key, or waiting for dead-letter room. A gauge; reserved (0) in segments before it.
+  std::atomic<std::uint64_t> pending;
 };
 static_assert(sizeof(WorkerSlot) == kHotAlign);
 
