@@ -118,7 +118,8 @@ SegmentStats read_stats(const Segment& segment) {
       wi.dedup_evictions = ws.dedup_evictions.load(std::memory_order_relaxed);
       wi.redelivered = ws.redelivered.load(std::memory_order_relaxed);
       wi.redriven = ws.redriven.load(std::memory_order_relaxed);
-      wi.pending = ws.pending.load(std::memory_order_relaxed);
+      // Set aside now, by a live process: a dead one's are delivered again at the next join.
+      wi.pending = wi.alive ? ws.pending.load(std::memory_order_relaxed) : 0;
       gi.cursor = std::min(gi.cursor, wi.cursor);
       gi.consumed += wi.consumed;
       gi.worker.push_back(std::move(wi));

@@ -64,6 +64,15 @@ class Prometheus {
   std::string out_;
 };
 
+// One series family of a per-group or per-worker statistic.
+template <class Stats>
+struct Metric {
+  const char* name;
+  const char* type;
+  const char* help;
+  std::uint64_t Stats::*field;
+};
+
 std::string prometheus_text(const Segment& seg, const SegmentStats& s) {
   Prometheus p(seg.location().display());
   auto one = [&](std::string_view name, std::string_view type, std::string_view help, std::uint64_t v) {
@@ -94,13 +103,7 @@ std::string prometheus_text(const Segment& seg, const SegmentStats& s) {
              fmt::format("producer_id=\"{}\",slot=\"{}\",state=\"{}\"", pr.producer_id, pr.slot, label(pr.state)),
              pr.published);
   }
-  struct PerGroup {
-    const char* name;
-    const char* type;
-    const char* help;
-    std::uint64_t GroupStats::*field;
-  };
-  static constexpr PerGroup kGroup[] = {
+  static constexpr Metric<GroupStats> kGroup[] = {
       {"group_lag_bytes", "gauge", "Bytes between the tail and the group's slowest worker.", &GroupStats::lag_bytes},
       {"group_cursor_bytes", "gauge", "Log position of the group's slowest worker.", &GroupStats::cursor},
       {"group_consumed_events_total", "counter", "Events the group's handlers accepted.", &GroupStats::consumed},
@@ -112,7 +115,7 @@ std::string prometheus_text(const Segment& seg, const SegmentStats& s) {
       {"group_resumes_total", "counter", "Times a process joined the group after it was registered.",
        &GroupStats::resumes},
   };
-  for (const PerGroup& f : kGroup) {
+  for (const Metric<GroupStats>& f : kGroup) {
     p.family(f.name, f.type, f.help);
     for (const GroupStats& g : s.groups) p.sample(f.name, fmt::format("group=\"{}\"", label(g.name)), g.*f.field);
   }
@@ -123,13 +126,7 @@ std::string prometheus_text(const Segment& seg, const SegmentStats& s) {
   for (const GroupStats& g : s.groups) {
     p.sample("group_workers_running", fmt::format("group=\"{}\"", label(g.name)), std::uint64_t{running_workers(g)});
   }
-  struct PerWorker {
-    const char* name;
-    const char* type;
-    const char* help;
-    std::uint64_t WorkerStats::*field;
-  };
-  static constexpr PerWorker kWorker[] = {
+  static constexpr Metric<WorkerStats> kWorker[] = {
       {"worker_consumed_events_total", "counter", "Events the worker's handler accepted.", &WorkerStats::consumed},
       {"worker_handler_errors_total", "counter", "Failed handler attempts.", &WorkerStats::handler_errors},
       {"worker_retries_total", "counter", "Handler attempts after a failure.", &WorkerStats::retries},
@@ -147,7 +144,7 @@ std::string prometheus_text(const Segment& seg, const SegmentStats& s) {
        &WorkerStats::pending},
       {"worker_lag_bytes", "gauge", "Bytes between the tail and the worker's cursor.", &WorkerStats::lag_bytes},
   };
-  for (const PerWorker& f : kWorker) {
+  for (const Metric<WorkerStats>& f : kWorker) {
     p.family(f.name, f.type, f.help);
     for (const GroupStats& g : s.groups) {
       for (const WorkerStats& w : g.worker) {
@@ -227,9 +224,9 @@ std::string text_view(const Segment& seg, const SegmentStats& s, const Rates* ra
   }
   for (const GroupStats& g : s.groups) {
     std::uint64_t errors = 0, retries = 0, dead = 0, dup = 0, old = 0, evicted = 0, redelivered = 0, redriven = 0;
-    std::uint64_t set_aside = 0;  // by workers a live process runs: a dead one's are delivered again
+    std::uint64_t set_aside = 0;
     for (const WorkerStats& w : g.worker) {
-      if (w.alive) set_aside += w.pending;
+      set_aside += w.pending;
       errors += w.handler_errors;
       retries += w.retries;
       dead += w.dead_lettered;

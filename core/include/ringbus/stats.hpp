@@ -42,7 +42,8 @@ struct WorkerStats {
   std::uint64_t dedup_evictions = 0;
   std::uint64_t redelivered = 0;      // delivered again after a process died
   std::uint64_t redriven = 0;         // dead letters redelivered and accepted
-  std::uint64_t pending = 0;          // events set aside now (retrying, held, waiting for dead-letter room)
+  std::uint64_t pending = 0;          // events set aside now (retrying, held, waiting for dead-letter
+                                      // room) by a live process; 0 otherwise
 };
 
 struct GroupStats {
