@@ -315,6 +315,9 @@ void ConsumerGroup::release() noexcept {
   } catch (...) {
     // A worker's error is reported by stop(); a destructor has nowhere to put it.
   }
+  // Redrives kept for a deferred attempt go back to `redrive` while this process still
+  // holds the worker slots, so the group's next worker takes them.
+  for (const std::unique_ptr<Worker>& w : st_->workers) w->give_back_redrives();
   const std::uint32_t pid = detail::self_process().pid;
   GroupSlot& gs = st_->seg.refs().groups[st_->slot];
   for (std::uint32_t i = 0; i < st_->workers.size(); ++i) {
@@ -716,10 +719,18 @@ Worker::Outcome Worker::dead_letter(const Event& e, std::uint32_t attempts, std:
   failed(e, why + "; and it cannot be parked in the dead-letter ring (" + std::string(to_string(s)) + ")");
 }
 
+void Worker::give_back_redrives() noexcept {
+  for (const KeptRedrive& k : kept_redrives_) {
+    detail::dlq_finish_redrive(r_, group_slot_, k.entry, detail::RedriveEnd::given_back, k.calls);
+  }
+  kept_redrives_.clear();
+  redrive_next_ns_ = UINT64_MAX;
+}
+
 std::uint64_t Worker::next_due_ns() const noexcept {
   // Entries held behind a failure of their key (attempts 0) wait for that failure,
   // which is in the list too: only failures are due by the clock.
-  std::uint64_t due = UINT64_MAX;
+  std::uint64_t due = redrive_next_ns_;
   for (const Pending& p : pending_) {
     if (p.attempts != 0) due = std::min(due, p.next_ns);
   }
@@ -783,10 +794,11 @@ void Worker::idle_step(detail::Waiter& waiter, const std::atomic<bool>& stop) {
   // checks seconds apart on a busy CPU. A busy spin never gives the CPU up; its polls
   // check every kStallCheckEvery that find nothing (nothing_ready).
   //
-  // With events set aside, idle as the strategy says, but a sleep or park ends when the
-  // next retry (or dead-letter append) is due; a yield-only strategy yields at once.
+  // With events set aside or redrives kept, idle as the strategy says, but a sleep or
+  // park ends when the next retry (or dead-letter append) is due; a yield-only strategy
+  // yields at once.
   std::uint64_t max_ns = UINT64_MAX;
-  if (!pending_.empty()) {
+  if (!pending_.empty() || !kept_redrives_.empty()) {
     if (wait_.kind == WaitStrategy::Kind::spin_yield) {
       ::sched_yield();
       check_stall();

@@ -226,18 +226,21 @@ DlqEntry* dlq_take_redrive(const SegmentRefs& r, std::uint32_t g, std::uint32_t 
   return taken;
 }
 
-void dlq_finish_redrive(const SegmentRefs& r, std::uint32_t g, DlqEntry* e, bool accepted) noexcept {
+void dlq_finish_redrive(const SegmentRefs& r, std::uint32_t g, DlqEntry* e, RedriveEnd end, std::uint32_t calls) noexcept {
   const Ring ring = ring_of(r, g);
   const std::uint64_t w = e->state_bytes.load(std::memory_order_acquire);
-  if (accepted) {
+  if (end == RedriveEnd::accepted) {
     mark_removed(ring, e, w);
     RingLock lock(ring.c);
     reclaim(ring);
     return;
   }
-  e->attempts += 1;
-  e->last_failure_ns = realtime_ns();
-  e->state_bytes.store(st::make(st::ready, st::bytes(w)), std::memory_order_release);
+  e->attempts += calls;
+  if (calls != 0) e->last_failure_ns = realtime_ns();
+  // Release: the fields above before the state, as everywhere in the ring.
+  e->state_bytes.store(st::make(end == RedriveEnd::failed ? st::ready : st::redrive, st::bytes(w)),
+                       std::memory_order_release);
+  if (end == RedriveEnd::given_back) announce_redrives(r, ring);
 }
 
 std::size_t dlq_resume_deliveries(const SegmentRefs& r, std::uint32_t g) noexcept {

@@ -375,6 +375,123 @@ TEST(DeadLetters, ARedriveIsTriedUpToMaxAttemptsTimes) {
   EXPECT_TRUE(dlq.list().empty());
 }
 
+// A redrive keeps the policy's backoff: `spin` waits its delay between the calls, and
+// `deferred` makes one call a poll, the next when its wait is over, the entry staying
+// the worker's (`delivering`) meanwhile. A redrive that fails throughout adds its calls
+// to the entry's attempts. Before, every call came at once, whatever the policy.
+TEST(DeadLetters, ARedriveKeepsTheBackoffOfTheRetryPolicy) {
+  using namespace std::chrono_literals;
+  for (const auto backoff : {RetryPolicy::Backoff::spin, RetryPolicy::Backoff::deferred}) {
+    SCOPED_TRACE(static_cast<int>(backoff));
+    TempSegment seg;
+    const RetryPolicy policy{.max_attempts = 3, .backoff = backoff, .delay = 20ms};
+    ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", {.retry = policy});
+    Producer p = Producer::attach(seg.segment());
+    publish(p, 1, 7);
+    publish(p, 2, 8);
+    std::vector<std::uint64_t> call_ns;  // the redriven calls of value 7
+    int accept_on = 3;                   // of value 7's redriven calls
+    auto handler = [&](const Event& e) -> Handled {
+      if (!e.redriven()) return Handled::fail;
+      if (value_of(e) == 8) return Handled::fail;
+      call_ns.push_back(detail::monotonic_ns());
+      return static_cast<int>(call_ns.size()) == accept_on ? Handled::ok : Handled::fail;
+    };
+    Worker& w = g.worker(0);
+    while (w.poll(handler) != 0 || w.pending() != 0) {
+    }
+    DeadLetters dlq = DeadLetters::open(seg.segment(), "g");
+    ASSERT_EQ(dlq.list().size(), 2u);
+    const std::uint64_t seven = dlq.list()[0].id;
+    const std::uint64_t eight = dlq.list()[1].id;
+    ASSERT_EQ(dlq.get(seven)->attempts, 3u);
+    ASSERT_EQ(dlq.request_redrive(), 2u);
+    if (backoff == RetryPolicy::Backoff::spin) {
+      EXPECT_EQ(w.poll_redrives(handler), 1u) << "accepted on its third call";
+    } else {
+      EXPECT_EQ(w.poll_redrives(handler), 0u) << "one call each, both failed";
+      ASSERT_EQ(call_ns.size(), 1u);
+      EXPECT_EQ(dlq.get(seven)->state, "delivering") << "kept for its next attempt";
+      EXPECT_EQ(w.poll_redrives(handler), 0u);
+      EXPECT_EQ(call_ns.size(), 1u) << "called again before its wait was over";
+      std::size_t accepted = 0;
+      ASSERT_TRUE(test::eventually([&] {
+        accepted += w.poll_redrives(handler);
+        return accepted != 0;
+      }));
+      EXPECT_EQ(accepted, 1u);
+    }
+    ASSERT_EQ(call_ns.size(), 3u);
+    // deferred_wait(1) = 20 ms, then deferred_wait(2) = 40 ms.
+    const std::uint64_t second_wait = backoff == RetryPolicy::Backoff::spin ? 20'000'000 : 40'000'000;
+    EXPECT_GE(call_ns[1] - call_ns[0], 20'000'000u);
+    EXPECT_GE(call_ns[2] - call_ns[1], second_wait);
+    EXPECT_FALSE(dlq.get(seven).has_value()) << "accepted: removed";
+    // Value 8 failed its three redriven calls: back in the ring with them counted.
+    if (backoff == RetryPolicy::Backoff::deferred) {
+      ASSERT_TRUE(test::eventually([&] {
+        w.poll_redrives(handler);
+        return dlq.get(eight)->state == "ready";
+      }));
+    }
+    EXPECT_EQ(dlq.get(eight)->state, "ready");
+    EXPECT_EQ(dlq.get(eight)->attempts, 6u);
+    EXPECT_EQ(w.poll_redrives(handler), 0u) << "nothing kept, nothing requested";
+  }
+}
+
+// A group's thread makes a kept redrive's deferred attempts while it idles, parked
+// by its strategy until the next one is due; a group let go of with a redrive kept
+// hands it to the group's next worker.
+TEST(DeadLetters, AKeptRedriveIsRetriedByTheGroupsThreadOrHandedOn) {
+  using namespace std::chrono_literals;
+  TempSegment seg;
+  // Twenty attempts: value 8's waits add up to seconds, value 7 is accepted on its third.
+  const GroupOptions o{.wait = WaitStrategy::spin_park(10, 1, std::chrono::hours(1)),
+                       .retry = {.max_attempts = 20, .backoff = RetryPolicy::Backoff::deferred, .delay = 10ms}};
+  {
+    ConsumerGroup first = ConsumerGroup::join(seg.segment(), "g", {.retry = {.max_attempts = 1}});
+    Producer p = Producer::attach(seg.segment());
+    publish(p, 1, 7);
+    publish(p, 2, 8);
+    drain(first.worker(0), [](const Event&) { return Handled::fail; });
+  }
+  std::atomic<int> redriven_calls{0};
+  {
+    ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+    g.start([&](const Event& e) -> Handled {
+      if (!e.redriven()) return Handled::fail;
+      if (value_of(e) == 8) return Handled::fail;  // kept until the group is let go of
+      redriven_calls.fetch_add(1);
+      return redriven_calls.load() == 3 ? Handled::ok : Handled::fail;
+    });
+    DeadLetters dlq = DeadLetters::open(seg.segment(), "g");
+    ASSERT_EQ(dlq.list().size(), 2u);
+    const std::uint64_t seven = dlq.list()[0].id;
+    ASSERT_EQ(dlq.request_redrive(), 2u);
+    EXPECT_TRUE(test::eventually([&] { return !dlq.get(seven).has_value(); }, std::chrono::seconds(10)))
+        << "the parked thread did not make the deferred attempts";
+    EXPECT_EQ(redriven_calls.load(), 3);
+    ASSERT_EQ(dlq.list().size(), 1u);
+    EXPECT_EQ(dlq.list()[0].state, "delivering");
+  }
+  DeadLetters dlq = DeadLetters::open(seg.segment(), "g");
+  ASSERT_EQ(dlq.list().size(), 1u);
+  EXPECT_EQ(dlq.list()[0].state, "redrive") << "handed on";
+  EXPECT_GE(dlq.list()[0].attempts, 2u) << "its call before the redrive, and at least one in it";
+  ConsumerGroup next = ConsumerGroup::join(seg.segment(), "g", o);
+  std::vector<std::uint64_t> got;
+  ASSERT_TRUE(test::eventually([&] {
+    next.worker(0).poll_redrives([&](const Event& e) {
+      got.push_back(value_of(e));
+      return Handled::ok;
+    });
+    return !got.empty();
+  }));
+  EXPECT_EQ(got, std::vector<std::uint64_t>{8});
+  EXPECT_TRUE(dlq.list().empty());
+}
+
 // A group's thread takes entries marked for redelivery while the log keeps it busy:
 // here every event it handles publishes the next, so no poll ever comes up empty.
 TEST(DeadLetters, ARedriveReachesAWorkerTheLogKeepsBusy) {
@@ -515,7 +632,7 @@ TEST(DeadLetters, AToolLeavesAnEntryBeingDeliveredAlone) {
   ASSERT_EQ(left.size(), 1u);
   EXPECT_EQ(left[0].id, 1u);
   EXPECT_EQ(left[0].state, "delivering");
-  detail::dlq_finish_redrive(seg.segment().refs(), 0, taken, true);
+  detail::dlq_finish_redrive(seg.segment().refs(), 0, taken, detail::RedriveEnd::accepted, 0);
   EXPECT_TRUE(dlq.list().empty());
 }
 

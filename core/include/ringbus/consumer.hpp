@@ -181,8 +181,14 @@ class Worker {
   std::size_t poll_batch(H&& handler, std::size_t max_events);
 
   // Delivers the dead letters a tool marked for redelivery whose key routes to this
-  // worker (Event::redriven()); each is removed once the handler accepts it, else it
-  // returns to the ring with one more attempt. run() and run_batch() call this when idle.
+  // worker (Event::redriven()) under the group's retry policy: up to max_attempts
+  // handler calls, `spin` waiting between them, `deferred` keeping the entry (state
+  // `delivering`) and calling again when its wait is over, at a later poll_redrives.
+  // Each is removed once the handler accepts it, else it returns to the ring with the
+  // failed calls added to its attempts. Returns how many were accepted. run() and
+  // run_batch() call this after every poll; a loop of the application's own calls it
+  // for a redrive to be taken, and again for deferred attempts to be made. A worker let
+  // go of (its group's handle destroyed) hands the entries it keeps to the next one.
   template <class H>
   std::size_t poll_redrives(H&& handler);
 
@@ -226,6 +232,13 @@ class Worker {
     std::uint32_t attempts;
   };
   enum class Outcome : std::uint8_t { handled, parked, dropped, pending };
+  // A redriven dead letter kept for a deferred attempt (still `delivering`: this
+  // worker's until the handler accepts it, its attempts run out, or the worker lets go).
+  struct KeptRedrive {
+    layout::DlqEntry* entry;
+    std::uint64_t next_ns;  // monotonic time of the next attempt
+    std::uint32_t calls;    // failed handler calls so far in this redrive
+  };
 
   // Loads the frame at `pos` and bounds what it says; false if nothing is there yet.
   bool peek(std::uint64_t pos, Record& rec) const;
@@ -292,7 +305,8 @@ class Worker {
   void service_pending(H& handler);
   Outcome dead_letter(const Event& e, std::uint32_t attempts, std::uint64_t first_failure_ns);
   void set_aside(const Event& e, std::uint32_t attempts, std::uint64_t first_failure_ns, std::uint64_t next_ns);
-  // When the first event set aside for a retry (or for dead-letter room) is due.
+  // When the first event set aside for a retry (or for dead-letter room), or the first
+  // kept redrive's deferred attempt, is due.
   [[nodiscard]] std::uint64_t next_due_ns() const noexcept;
   // Shows how many events are set aside (WorkerSlot::pending, for `ringbus stat`).
   void note_pending() noexcept { slot_->pending.store(pending_.size(), std::memory_order_relaxed); }
@@ -301,6 +315,18 @@ class Worker {
     return dlq_control_ != nullptr &&
            dlq_control_->redrive_requests.load(std::memory_order_acquire) != redrive_seen_;
   }
+  // A tool asked for redrives, or a kept redrive's next attempt is due (a clock read
+  // only while one is kept).
+  [[nodiscard]] bool redrives_due() const noexcept {
+    return redrives_waiting() || (redrive_next_ns_ != UINT64_MAX && detail::monotonic_ns() >= redrive_next_ns_);
+  }
+  // Calls the handler for a taken entry as the retry policy says (all its attempts, or
+  // with `deferred` one), adding the failed calls to `calls`; then ends the redelivery
+  // or keeps the entry for its next deferred attempt. True if the handler accepted it.
+  template <class H>
+  bool redeliver(H& handler, layout::DlqEntry* entry, std::uint32_t& calls, bool& kept);
+  // Hands kept redrives back to the ring (`redrive`) for the next worker.
+  void give_back_redrives() noexcept;
   // The dedup window of `producer_id` in this worker's table (found, created, or
   // taking over the least recently used one).
   DedupWindow* window_for(std::uint32_t producer_id, std::uint64_t position) noexcept;
@@ -371,6 +397,8 @@ class Worker {
   layout::DlqControl* dlq_control_ = nullptr;  // null: no dead-letter ring in use
   std::atomic<std::uint64_t>* latency_ = nullptr;  // this worker's latency buckets, when recording
   std::uint64_t redrive_seen_ = 0;
+  std::vector<KeptRedrive> kept_redrives_;
+  std::uint64_t redrive_next_ns_ = UINT64_MAX;  // the earliest kept redrive's next attempt
   std::deque<Pending> pending_;
   std::unordered_map<std::uint64_t, std::uint32_t> held_;  // ident -> entries in pending_
   std::vector<std::uint64_t> blocked_;                     // scratch of service_pending
@@ -800,21 +828,62 @@ std::size_t Worker::poll_batch(H&& handler, std::size_t max_events) {
 }
 
 template <class H>
+bool Worker::redeliver(H& handler, layout::DlqEntry* entry, std::uint32_t& calls, bool& kept) {
+  Event e(detail::dlq_record(entry), entry->position, entry->payload_len);
+  e.mark(Event::kRedriven);
+  const bool deferred = retry_.backoff == RetryPolicy::Backoff::deferred;
+  bool accepted = false;
+  do {
+    if (calls != 0 && retry_.backoff == RetryPolicy::Backoff::spin) {
+      const std::uint64_t until = detail::monotonic_ns() + static_cast<std::uint64_t>(retry_.delay.count());
+      while (detail::monotonic_ns() < until) detail::cpu_relax();
+    }
+    accepted = invoke(handler, e) == Handled::ok;
+    if (!accepted) ++calls;
+  } while (!accepted && !deferred && calls < retry_.max_attempts);
+  kept = !accepted && deferred && calls < retry_.max_attempts;
+  if (kept) return false;
+  detail::dlq_finish_redrive(r_, group_slot_, entry,
+                             accepted ? detail::RedriveEnd::accepted : detail::RedriveEnd::failed, calls);
+  if (accepted) bump(slot_->redriven);
+  return accepted;
+}
+
+template <class H>
 std::size_t Worker::poll_redrives(H&& handler) {
   check_caller();
-  if (!redrives_waiting()) return 0;
-  redrive_seen_ = dlq_control_->redrive_requests.load(std::memory_order_acquire);
+  if (!redrives_due()) return 0;
   const detail::HandlerScope scope(r_, slot_->cursor);
   std::size_t n = 0;
-  while (layout::DlqEntry* entry = detail::dlq_take_redrive(r_, group_slot_, index_, workers_)) {
-    Event e(detail::dlq_record(entry), entry->position, entry->payload_len);
-    e.mark(Event::kRedriven);
-    bool accepted = false;
-    for (std::uint32_t a = 0; a < retry_.max_attempts && !accepted; ++a) accepted = invoke(handler, e) == Handled::ok;
-    detail::dlq_finish_redrive(r_, group_slot_, entry, accepted);
-    if (accepted) {
-      bump(slot_->redriven);
-      ++n;
+  // Kept redrives whose deferred attempt is due, in the order they were taken.
+  if (redrive_next_ns_ != UINT64_MAX) {
+    const std::uint64_t now = detail::monotonic_ns();
+    std::uint64_t next = UINT64_MAX;
+    std::size_t out = 0;
+    for (std::size_t i = 0; i < kept_redrives_.size(); ++i) {
+      KeptRedrive k = kept_redrives_[i];
+      if (k.next_ns <= now) {
+        bool kept = false;
+        n += redeliver(handler, k.entry, k.calls, kept) ? 1 : 0;
+        if (!kept) continue;
+        k.next_ns = detail::monotonic_ns() + static_cast<std::uint64_t>(retry_.deferred_wait(k.calls).count());
+      }
+      next = std::min(next, k.next_ns);
+      kept_redrives_[out++] = k;
+    }
+    kept_redrives_.resize(out);
+    redrive_next_ns_ = next;
+  }
+  if (redrives_waiting()) {
+    redrive_seen_ = dlq_control_->redrive_requests.load(std::memory_order_acquire);
+    while (layout::DlqEntry* entry = detail::dlq_take_redrive(r_, group_slot_, index_, workers_)) {
+      std::uint32_t calls = 0;
+      bool kept = false;
+      n += redeliver(handler, entry, calls, kept) ? 1 : 0;
+      if (!kept) continue;
+      const std::uint64_t next = detail::monotonic_ns() + static_cast<std::uint64_t>(retry_.deferred_wait(calls).count());
+      kept_redrives_.push_back({entry, next, calls});
+      redrive_next_ns_ = std::min(redrive_next_ns_, next);
     }
   }
   return n;
@@ -836,8 +905,9 @@ void Worker::run_loop(Poll&& poll_once, H&& redrive_handler, const std::atomic<b
     const std::size_t set_aside = pending_.size();
     poll_once();
     // Checked after every poll, busy or not: a worker the log keeps busy must still take
-    // the entries a tool marked for redelivery (one load of a line written only then).
-    if (redrives_waiting()) [[unlikely]] poll_redrives(redrive_handler);
+    // the entries a tool marked for redelivery (one load of a line written only then),
+    // and make a kept redrive's deferred attempt when it is due.
+    if (redrives_due()) [[unlikely]] poll_redrives(redrive_handler);
     if (pos_ != before || pending_.size() != set_aside) {
       waiter.reset();
       continue;

@@ -5,8 +5,9 @@
 //
 // Tools list, show, redrive and purge entries (`ringbus dlq`). Redrive either marks
 // entries for redelivery by the group's own workers (the worker their key routes to
-// hands them to the handler again, with Event::redriven(); an entry is removed only
-// once the handler accepts it), or republishes them into the log for every group.
+// hands them to the handler again, with Event::redriven(), under the group's retry
+// policy; an entry is removed only once the handler accepts it), or republishes them
+// into the log for every group.
 #pragma once
 
 #include <cstdint>
@@ -29,7 +30,7 @@ struct DeadLetter {
   std::uint64_t id = 0;
   std::string state;  // ready, redrive, delivering
   std::uint64_t position = 0;  // where the event was in the log
-  std::uint32_t attempts = 0;
+  std::uint32_t attempts = 0;  // failed handler calls, redrives' included
   std::uint32_t worker = 0;
   std::uint64_t first_failure_ns = 0;
   std::uint64_t last_failure_ns = 0;
@@ -106,8 +107,14 @@ Status dlq_append(const SegmentRefs& r, std::uint32_t g, const RecordHeader& rec
 // taken (state delivering); nullptr if none.
 layout::DlqEntry* dlq_take_redrive(const SegmentRefs& r, std::uint32_t g, std::uint32_t w,
                                    std::uint32_t workers) noexcept;
-// After delivery: removed if accepted, else back to ready with one more attempt.
-void dlq_finish_redrive(const SegmentRefs& r, std::uint32_t g, layout::DlqEntry* e, bool accepted) noexcept;
+// How a worker's redelivery of a taken entry ends: the handler accepted it (removed),
+// every attempt the retry policy allows failed (back to `ready`), or the worker let go
+// of it before that, a deferred attempt still to come (back to `redrive`, announced, for
+// the next worker of the group).
+enum class RedriveEnd : std::uint8_t { accepted, failed, given_back };
+// Ends a redelivery; `calls` handler calls failed (added to the entry's attempts).
+void dlq_finish_redrive(const SegmentRefs& r, std::uint32_t g, layout::DlqEntry* e, RedriveEnd end,
+                        std::uint32_t calls) noexcept;
 // Entries left `delivering` by a worker whose process died during the delivery go back
 // to `redrive`, with one more attempt: the next worker delivers them again. Called by
 // ConsumerGroup::join once it holds every worker slot of group `g`, when no live process
