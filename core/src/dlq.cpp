@@ -235,11 +235,16 @@ void dlq_finish_redrive(const SegmentRefs& r, std::uint32_t g, DlqEntry* e, Redr
     reclaim(ring);
     return;
   }
-  e->attempts += calls;
-  if (calls != 0) e->last_failure_ns = realtime_ns();
-  // Release: the fields above before the state, as everywhere in the ring.
-  e->state_bytes.store(st::make(end == RedriveEnd::failed ? st::ready : st::redrive, st::bytes(w)),
-                       std::memory_order_release);
+  {
+    // Under the lock, which every reader of an entry's fields holds (list, get):
+    // the entry stays this worker's, but a tool may be copying it out.
+    RingLock lock(ring.c);
+    e->attempts += calls;
+    if (calls != 0) e->last_failure_ns = realtime_ns();
+    // Release: the fields above before the state, as everywhere in the ring.
+    e->state_bytes.store(st::make(end == RedriveEnd::failed ? st::ready : st::redrive, st::bytes(w)),
+                         std::memory_order_release);
+  }
   if (end == RedriveEnd::given_back) announce_redrives(r, ring);
 }
 

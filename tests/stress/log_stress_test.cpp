@@ -588,5 +588,72 @@ TEST(Stress, DeadLettersRepublishedAndRedrivenAtOnceGoBackOnceEach) {
   }
 }
 
+// A tool lists a group's dead letters, and marks them for redelivery, while the group's
+// thread redelivers them and the handler refuses: each listing sees whole entries, and
+// every failed call ends up in the attempts. (Under TSan: a failed redelivery's
+// attempts and failure time are written under the ring's lock, which a listing holds.)
+TEST(Stress, DeadLettersListedWhileTheirRedrivesFail) {
+  constexpr std::uint64_t kLetters = 50;
+  SegmentOptions so = TempSegment::small_options();
+  so.dlq_capacity = 1u << 20;
+  TempSegment seg(so);
+  GroupOptions o;
+  o.retry.max_attempts = 1;
+  o.start = StartFrom::earliest;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+  {
+    Producer p = Producer::attach(seg.segment());
+    for (std::uint64_t n = 0; n < kLetters; ++n) {
+      Claim c;
+      ASSERT_EQ(p.try_claim(n + 1, 7, sizeof n, c), Status::ok);
+      std::memcpy(c.payload().data(), &n, sizeof n);
+      c.commit();
+    }
+  }
+  std::uint64_t failed = 0;
+  while (failed < kLetters) failed += g.worker(0).poll([](const Event&) { return Handled::fail; });
+  std::atomic<std::uint64_t> calls{0};
+  g.start([&](const Event& e) {
+    if (e.redriven()) {
+      calls.fetch_add(1, std::memory_order_relaxed);
+      std::this_thread::sleep_for(std::chrono::microseconds(20));  // a listing meanwhile
+    }
+    return Handled::fail;
+  });
+  DeadLetters dlq = DeadLetters::open(seg.segment(), "g");
+  std::atomic<bool> marking{true};
+  std::thread lister([&] {
+    const DeadLetters tool = DeadLetters::open(seg.segment(), "g");
+    while (marking.load()) {
+      for (const DeadLetter& d : tool.list()) {
+        std::uint64_t n = 0;
+        ASSERT_EQ(d.payload.size(), sizeof n);
+        std::memcpy(&n, d.payload.data(), sizeof n);
+        ASSERT_LT(n, kLetters);
+        ASSERT_GE(d.attempts, 1u);
+        ASSERT_GE(d.last_failure_ns, d.first_failure_ns);
+      }
+    }
+  });
+  std::uint64_t marked = 0;
+  for (int round = 0; round < 200; ++round) {
+    marked += dlq.request_redrive();
+    std::this_thread::yield();
+  }
+  marking = false;
+  lister.join();
+  // Every marked entry is tried once and returned: then the attempts add up.
+  ASSERT_TRUE(test::eventually([&] {
+    const std::vector<DeadLetter> all = dlq.list();
+    return std::all_of(all.begin(), all.end(), [](const DeadLetter& d) { return d.state == "ready"; });
+  }));
+  g.stop();
+  std::uint64_t attempts = 0;
+  for (const DeadLetter& d : dlq.list()) attempts += d.attempts;
+  EXPECT_EQ(dlq.list().size(), kLetters);
+  EXPECT_EQ(calls.load(), marked);
+  EXPECT_EQ(attempts, kLetters + marked);
+}
+
 }  // namespace
 }  // namespace ringbus
