@@ -436,6 +436,9 @@ TEST(DeadLetters, ARedriveKeepsTheBackoffOfTheRetryPolicy) {
     }
     EXPECT_EQ(dlq.get(eight)->state, "ready");
     EXPECT_EQ(dlq.get(eight)->attempts, 6u);
+    // Every failed call is a handler error: six before the redrive, two and three in it.
+    EXPECT_EQ(worker_stats(read_stats(seg.segment()), 0, 0).handler_errors, 11u);
+    EXPECT_EQ(worker_stats(read_stats(seg.segment()), 0, 0).redriven, 1u);
     EXPECT_EQ(w.poll_redrives(handler), 0u) << "nothing kept, nothing requested";
   }
 }

@@ -839,7 +839,10 @@ bool Worker::redeliver(H& handler, layout::DlqEntry* entry, std::uint32_t& calls
       while (detail::monotonic_ns() < until) detail::cpu_relax();
     }
     accepted = invoke(handler, e) == Handled::ok;
-    if (!accepted) ++calls;
+    if (!accepted) {
+      ++calls;
+      bump(slot_->handler_errors);
+    }
   } while (!accepted && !deferred && calls < retry_.max_attempts);
   kept = !accepted && deferred && calls < retry_.max_attempts;
   if (kept) return false;
