@@ -2381,12 +2381,19 @@ TEST(Cli, ExitCodesAndErrorsNameWhatWasWrong) {
   EXPECT_NE(twenty.err.find("is not start, end or a position"), std::string::npos) << twenty.err;
   EXPECT_EQ(ringbus_run({"tail", missing, "--from", "9999999999999999999"}).code, 4);
   // A negative count is usage, for 64-bit options too (-1 was read as 2^64 - 1: no limit).
-  for (const std::vector<std::string>& args :
-       {std::vector<std::string>{"tail", missing, "-n", "-1"}, {"stat", missing, "--count", " -2"},
-        {"demo", "--events", "-1"}, {"create", missing, "--max-producers", "-1"}, {"dlq", missing, "g", "show", "-1"}}) {
+  // The message names the least value the option takes (it said "0 or more" for options
+  // that take 1 or more).
+  for (const auto& [args, least] :
+       std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{"tail", missing, "-n", "-1"}, "0 or more"},
+           {{"stat", missing, "--count", " -2"}, "0 or more"},
+           {{"demo", "--events", "-1"}, "at least 1"},
+           {{"create", missing, "--max-producers", "-1"}, "0 or more"},
+           {{"dlq", missing, "g", "show", "-1"}, "0 or more"},
+           {{"bench", "--runs", "-1"}, "at least 1"}}) {
     const Result negative = ringbus_run(args);
     EXPECT_EQ(negative.code, 2) << args[0] << "\n" << negative.err;
-    EXPECT_NE(negative.err.find("is negative: it must be 0 or more"), std::string::npos) << negative.err;
+    EXPECT_NE(negative.err.find("is negative: it must be " + least), std::string::npos) << negative.err;
   }
   // dlq's subcommand put before the segment and the group: usage, with how it is
   // written; no such hint when only the subcommand is missing.

@@ -157,7 +157,10 @@ CLI::Validator whole_number(std::uint64_t max, std::uint64_t min) {
   return CLI::Validator(
       [max, min](std::string& v) -> std::string {
         const std::size_t first = v.find_first_not_of(" \t");
-        if (first != std::string::npos && v[first] == '-') return "\"" + v + "\" is negative: it must be 0 or more";
+        if (first != std::string::npos && v[first] == '-') {
+          return min == 0 ? fmt::format("\"{}\" is negative: it must be 0 or more", v)
+                          : fmt::format("\"{}\" is negative: it must be at least {}", v, min);
+        }
         if (v.empty() || v.find_first_not_of("0123456789") != std::string::npos) {
           return "\"" + v + "\" is not a whole number in decimal";
         }
