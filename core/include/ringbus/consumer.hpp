@@ -232,12 +232,14 @@ class Worker {
     std::uint32_t attempts;
   };
   enum class Outcome : std::uint8_t { handled, parked, dropped, pending };
-  // A redriven dead letter kept for a deferred attempt (still `delivering`: this
-  // worker's until the handler accepts it, its attempts run out, or the worker lets go).
+  // A redriven dead letter being delivered, or kept for a deferred attempt (still
+  // `delivering`: this worker's until the handler accepts it, its attempts run out, or
+  // the worker lets go).
   struct KeptRedrive {
     layout::DlqEntry* entry;
-    std::uint64_t next_ns;  // monotonic time of the next attempt
-    std::uint32_t calls;    // failed handler calls so far in this redrive
+    std::uint64_t next_ns;     // monotonic time of the next attempt
+    std::uint32_t calls;       // failed handler calls so far in this redrive
+    std::uint32_t payload_len; // as validated when it was taken (the ring is shared memory)
   };
 
   // Loads the frame at `pos` and bounds what it says; false if nothing is there yet.
@@ -321,10 +323,11 @@ class Worker {
     return redrives_waiting() || (redrive_next_ns_ != UINT64_MAX && detail::monotonic_ns() >= redrive_next_ns_);
   }
   // Calls the handler for a taken entry as the retry policy says (all its attempts, or
-  // with `deferred` one), adding the failed calls to `calls`; then ends the redelivery
-  // or keeps the entry for its next deferred attempt. True if the handler accepted it.
+  // with `deferred` one), adding the failed calls to `k.calls`; then ends the
+  // redelivery, or says `kept` for its next deferred attempt. True if the handler
+  // accepted it.
   template <class H>
-  bool redeliver(H& handler, layout::DlqEntry* entry, std::uint32_t& calls, bool& kept);
+  bool redeliver(H& handler, KeptRedrive& k, bool& kept);
   // Hands kept redrives back to the ring (`redrive`) for the next worker.
   void give_back_redrives() noexcept;
   // The dedup window of `producer_id` in this worker's table (found, created, or
@@ -828,26 +831,29 @@ std::size_t Worker::poll_batch(H&& handler, std::size_t max_events) {
 }
 
 template <class H>
-bool Worker::redeliver(H& handler, layout::DlqEntry* entry, std::uint32_t& calls, bool& kept) {
-  Event e(detail::dlq_record(entry), entry->position, entry->payload_len);
+bool Worker::redeliver(H& handler, KeptRedrive& k, bool& kept) {
+  Event e(detail::dlq_record(k.entry), k.entry->position, k.payload_len);
   e.mark(Event::kRedriven);
   const bool deferred = retry_.backoff == RetryPolicy::Backoff::deferred;
   bool accepted = false;
   do {
-    if (calls != 0 && retry_.backoff == RetryPolicy::Backoff::spin) {
+    if (k.calls != 0 && retry_.backoff == RetryPolicy::Backoff::spin) {
       const std::uint64_t until = detail::monotonic_ns() + static_cast<std::uint64_t>(retry_.delay.count());
       while (detail::monotonic_ns() < until) detail::cpu_relax();
     }
     accepted = invoke(handler, e) == Handled::ok;
     if (!accepted) {
-      ++calls;
+      ++k.calls;
       bump(slot_->handler_errors);
     }
-  } while (!accepted && !deferred && calls < retry_.max_attempts);
-  kept = !accepted && deferred && calls < retry_.max_attempts;
-  if (kept) return false;
-  detail::dlq_finish_redrive(r_, group_slot_, entry,
-                             accepted ? detail::RedriveEnd::accepted : detail::RedriveEnd::failed, calls);
+  } while (!accepted && !deferred && k.calls < retry_.max_attempts);
+  kept = !accepted && deferred && k.calls < retry_.max_attempts;
+  if (kept) {
+    k.next_ns = detail::monotonic_ns() + static_cast<std::uint64_t>(retry_.deferred_wait(k.calls).count());
+    return false;
+  }
+  detail::dlq_finish_redrive(r_, group_slot_, k.entry,
+                             accepted ? detail::RedriveEnd::accepted : detail::RedriveEnd::failed, k.calls);
   if (accepted) bump(slot_->redriven);
   return accepted;
 }
@@ -867,9 +873,8 @@ std::size_t Worker::poll_redrives(H&& handler) {
       KeptRedrive k = kept_redrives_[i];
       if (k.next_ns <= now) {
         bool kept = false;
-        n += redeliver(handler, k.entry, k.calls, kept) ? 1 : 0;
+        n += redeliver(handler, k, kept) ? 1 : 0;
         if (!kept) continue;
-        k.next_ns = detail::monotonic_ns() + static_cast<std::uint64_t>(retry_.deferred_wait(k.calls).count());
       }
       next = std::min(next, k.next_ns);
       kept_redrives_[out++] = k;
@@ -880,13 +885,12 @@ std::size_t Worker::poll_redrives(H&& handler) {
   if (redrives_waiting()) {
     redrive_seen_ = dlq_control_->redrive_requests.load(std::memory_order_acquire);
     while (layout::DlqEntry* entry = detail::dlq_take_redrive(r_, group_slot_, index_, workers_)) {
-      std::uint32_t calls = 0;
+      KeptRedrive k{entry, 0, 0, entry->payload_len};  // taken: the walk validated it
       bool kept = false;
-      n += redeliver(handler, entry, calls, kept) ? 1 : 0;
+      n += redeliver(handler, k, kept) ? 1 : 0;
       if (!kept) continue;
-      const std::uint64_t next = detail::monotonic_ns() + static_cast<std::uint64_t>(retry_.deferred_wait(calls).count());
-      kept_redrives_.push_back({entry, next, calls});
-      redrive_next_ns_ = std::min(redrive_next_ns_, next);
+      kept_redrives_.push_back(k);
+      redrive_next_ns_ = std::min(redrive_next_ns_, k.next_ns);
     }
   }
   return n;
