@@ -217,11 +217,15 @@ bool TailReader::try_next(Event& out) {
                                      ": record says it is at position " + std::to_string(copy->position));
     }
     pos_ = pos + bytes;
-    // A void used its producer's producer_seq too: passed over, it is no gap.
-    auto [it, inserted] = last_seq_.try_emplace(copy->producer_id, copy->producer_seq);
+    // A void used its producer's producer_seq too: passed over, it is no gap. A gap
+    // with no resync since the producer's last event is a jump the producer made
+    // (first_seq), not events overwritten.
+    auto [it, inserted] = last_seq_.try_emplace(copy->producer_id, Seen{copy->producer_seq, resyncs_});
     if (!inserted) {
-      if (copy->producer_seq > it->second + 1) missed_ += copy->producer_seq - it->second - 1;
-      it->second = std::max(it->second, copy->producer_seq);
+      Seen& seen = it->second;
+      if (copy->producer_seq > seen.seq + 1 && seen.resyncs != resyncs_) missed_ += copy->producer_seq - seen.seq - 1;
+      seen.seq = std::max(seen.seq, copy->producer_seq);
+      seen.resyncs = resyncs_;
     }
     if (state == RecordState::void_) {
       ++voids_;

@@ -1548,6 +1548,31 @@ TEST(TailReader, AVoidIsNotCountedAsMissed) {
   EXPECT_EQ(t.missed(), 0u) << "nothing was overwritten";
 }
 
+// A producer that re-attaches with a larger first_seq jumps its sequence forward on
+// purpose: nothing was overwritten, and nothing is counted as missed (it counted 96).
+// A lap after it still counts what it overwrote.
+TEST(TailReader, AJumpForwardInAProducersSequenceIsNotCountedAsMissed) {
+  TempSegment seg;  // 64 KiB, no gating group
+  TailReader t = TailReader::open(seg.segment(), TailStart::end);
+  {
+    Producer p = Producer::attach(seg.segment(), {.producer_id = 7});
+    publish_values(p, 0, 0, 3);  // producer_seq 1..3
+  }
+  Producer p = Producer::attach(seg.segment(), {.producer_id = 7, .first_seq = 100});
+  publish_values(p, 0, 3, 5);  // producer_seq 100, 101
+  Event e;
+  std::vector<std::uint64_t> seqs;
+  while (t.try_next(e)) seqs.push_back(e.producer_seq());
+  EXPECT_EQ(seqs, (std::vector<std::uint64_t>{1, 2, 3, 100, 101}));
+  EXPECT_EQ(t.missed(), 0u);
+  EXPECT_EQ(t.resyncs(), 0u);
+  publish_values(p, 0, 5, 10'005);  // 72-byte records: 11 laps of the ring
+  std::uint64_t read = 0;
+  while (t.try_next(e)) ++read;
+  EXPECT_GE(t.resyncs(), 1u);
+  EXPECT_EQ(t.missed() + read, 10'000u) << "every event is either read or counted as missed";
+}
+
 // A record is overwritten only once the tail passes its position plus the capacity: with
 // the tail exactly a lap ahead of the reader (the ring full to the byte), everything
 // from the reader on is still there and is read, nothing counted as missed.

@@ -47,7 +47,9 @@ class TailReader {
   // Position of the next record to read.
   [[nodiscard]] std::uint64_t position() const noexcept { return pos_; }
   // Events overwritten before this reader read them: gaps in each producer's
-  // producer_seq between two of its events this reader saw.
+  // producer_seq between two of its events this reader saw with a resync between them.
+  // Without one, nothing was overwritten: the producer re-attached with a larger
+  // first_seq, and the gap is not counted.
   [[nodiscard]] std::uint64_t missed() const noexcept { return missed_; }
   // Bytes of the log skipped because they were overwritten (exact).
   [[nodiscard]] std::uint64_t missed_bytes() const noexcept { return missed_bytes_; }
@@ -80,7 +82,12 @@ class TailReader {
   std::uint64_t held_checked_ns_ = 0;  // the last try_next that found it still held
   std::uint64_t unblock_tried_ns_ = 0;
   std::vector<std::uint64_t> buf_;  // header + payload, 8-byte aligned
-  std::unordered_map<std::uint32_t, std::uint64_t> last_seq_;
+  // Per producer id: the highest producer_seq seen, and resyncs_ then.
+  struct Seen {
+    std::uint64_t seq;
+    std::uint64_t resyncs;
+  };
+  std::unordered_map<std::uint32_t, Seen> last_seq_;
 };
 
 }  // namespace ringbus
