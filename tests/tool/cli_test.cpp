@@ -1570,6 +1570,7 @@ TEST(Cli, DeadLetterShowAndListPrintEveryField) {
   const Result redrive = ringbus_run({"dlq", seg.name(), "orders", "redrive", "--all"});
   EXPECT_NE(redrive.out.find("2 dead letters marked for redelivery to group \"orders\""), std::string::npos)
       << redrive.out;
+  EXPECT_NE(redrive.out.find("under the group's retry policy"), std::string::npos) << redrive.out;
   ringbus::DeadLetters dlq = ringbus::DeadLetters::open(s, "orders");
   const std::vector<ringbus::DeadLetter> letters = dlq.list();
   ASSERT_TRUE(dlq.remove(letters[1].id));

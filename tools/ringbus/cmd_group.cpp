@@ -177,7 +177,7 @@ void add_dlq_command(CLI::App& app, int& exit_code) {
     }
     const std::size_t n = dlq.request_redrive(which);
     fmt::print("{} dead letter{} marked for redelivery to group \"{}\": the worker each key routes to hands it to "
-               "the handler again, and it is removed once accepted\n",
+               "the handler again, under the group's retry policy, and it is removed once accepted\n",
                n, n == 1 ? "" : "s", *group);
     exit_code = kOk;
   });
