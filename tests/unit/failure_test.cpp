@@ -443,6 +443,110 @@ TEST(DeadLetters, ARedriveKeepsTheBackoffOfTheRetryPolicy) {
   }
 }
 
+// A model of redrives: dead letters marked for redelivery (all, or one at a time), a
+// handler that accepts a redriven event at random, the group let go of and joined
+// again, under every backoff and one or two workers. Each dead letter is accepted
+// exactly once in the end, and while it waits its attempts are its three calls before
+// it was parked plus every redriven call that failed: none is lost or counted twice,
+// whether the call came at once, after a spin, or from the list of kept redrives that
+// a group let go of hands back.
+TEST(DeadLetters, RandomRedrivesAccountForEveryDeadLetter) {
+  using Backoff = RetryPolicy::Backoff;
+  constexpr std::uint64_t kLetters = 40;
+  constexpr std::uint32_t kAttempts = 3;
+  for (const Backoff backoff : {Backoff::immediate, Backoff::spin, Backoff::deferred}) {
+    for (const std::uint32_t workers : {1u, 2u}) {
+      SCOPED_TRACE("backoff " + std::to_string(static_cast<int>(backoff)) + ", workers " + std::to_string(workers));
+      SegmentOptions so = TempSegment::small_options();
+      so.dlq_capacity = 1u << 20;
+      TempSegment seg(so);
+      const GroupOptions parking{.workers = workers, .retry = {.max_attempts = kAttempts}};
+      const GroupOptions o{.workers = workers,
+                           .retry = {.max_attempts = kAttempts,
+                                     .backoff = backoff,
+                                     .delay = backoff == Backoff::deferred ? std::chrono::nanoseconds(300'000)
+                                                                           : std::chrono::nanoseconds(2'000)}};
+      {
+        ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", parking);
+        Producer p = Producer::attach(seg.segment());
+        for (std::uint64_t v = 1; v <= kLetters; ++v) publish(p, v, v);
+        for (std::uint32_t w = 0; w < workers; ++w) drain(g.worker(w), [](const Event&) { return Handled::fail; });
+      }
+      DeadLetters dlq = DeadLetters::open(seg.segment(), "g");
+      ASSERT_EQ(dlq.list().size(), kLetters);
+      std::map<std::uint64_t, std::uint32_t> failed_calls;  // value -> redriven calls refused
+      std::map<std::uint64_t, std::uint32_t> accepted;      // value -> redriven calls accepted
+      std::uint64_t rng = 0x9e3779b97f4a7c15ULL * (static_cast<std::uint64_t>(backoff) * 2 + workers);
+      auto next = [&](std::uint64_t n) {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        return rng % n;
+      };
+      auto handler = [&](const Event& e) -> Handled {
+        EXPECT_TRUE(e.redriven());
+        const std::uint64_t v = value_of(e);
+        EXPECT_EQ(accepted[v], 0u) << "value " << v << " redelivered after it was accepted";
+        if (next(10) < 3) {
+          ++accepted[v];
+          return Handled::ok;
+        }
+        ++failed_calls[v];
+        return Handled::fail;
+      };
+      std::optional<ConsumerGroup> g(ConsumerGroup::join(seg.segment(), "g", o));
+      auto check_attempts = [&] {
+        // The group let go of: nothing is being delivered, every failed call is counted.
+        for (const DeadLetter& d : dlq.list()) {
+          std::uint64_t v = 0;
+          std::memcpy(&v, d.payload.data(), sizeof v);
+          EXPECT_NE(d.state, "delivering") << "value " << v;
+          EXPECT_EQ(accepted[v], 0u) << "value " << v << " accepted but still in the ring";
+          EXPECT_EQ(d.attempts, kAttempts + failed_calls[v]) << "value " << v;
+        }
+      };
+      for (int round = 0; round < 60; ++round) {
+        switch (next(5)) {
+          case 0:
+            dlq.request_redrive();
+            break;
+          case 1: {
+            const std::vector<DeadLetter> all = dlq.list();
+            if (!all.empty()) dlq.request_redrive(all[next(all.size())].id);
+            break;
+          }
+          case 2:
+            g.reset();
+            check_attempts();
+            g.emplace(ConsumerGroup::join(seg.segment(), "g", o));
+            break;
+          case 3:
+            std::this_thread::sleep_for(std::chrono::microseconds(next(1500)));
+            break;
+          default:
+            break;
+        }
+        for (std::uint32_t w = 0; w < workers; ++w) g->worker(w).poll_redrives(handler);
+      }
+      g.reset();
+      check_attempts();
+      // Every dead letter left is accepted once the handler always accepts.
+      g.emplace(ConsumerGroup::join(seg.segment(), "g", o));
+      ASSERT_TRUE(test::eventually([&] {
+        dlq.request_redrive();
+        for (std::uint32_t w = 0; w < workers; ++w) {
+          g->worker(w).poll_redrives([&](const Event& e) {
+            ++accepted[value_of(e)];
+            return Handled::ok;
+          });
+        }
+        return dlq.list().empty();
+      }));
+      for (std::uint64_t v = 1; v <= kLetters; ++v) EXPECT_EQ(accepted[v], 1u) << "value " << v;
+    }
+  }
+}
+
 // A group's thread makes a kept redrive's deferred attempts while it idles, parked
 // by its strategy until the next one is due; a group let go of with a redrive kept
 // hands it to the group's next worker.
