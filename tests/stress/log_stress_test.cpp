@@ -515,6 +515,38 @@ TEST(Stress, EveryWaitStrategyDeliversEverythingAndUnblocksTheProducer) {
   }
 }
 
+SegmentOptions dead_letter_room() {
+  SegmentOptions so = TempSegment::small_options();
+  so.dlq_capacity = 1u << 20;
+  return so;
+}
+
+// Group "g" (one worker, one attempt) with `letters` events in its dead-letter ring:
+// key n + 1, payload n (8 bytes), for n < letters.
+ConsumerGroup group_with_dead_letters(const TempSegment& seg, std::uint64_t letters) {
+  GroupOptions o;
+  o.retry.max_attempts = 1;
+  o.start = StartFrom::earliest;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+  std::uint64_t published = 0;
+  {
+    Producer p = Producer::attach(seg.segment());
+    for (; published < letters; ++published) {
+      Claim c;
+      const Status s = p.try_claim(published + 1, 7, sizeof published, c);
+      if (s != Status::ok) {
+        ADD_FAILURE() << "claim refused: " << to_string(s);
+        break;
+      }
+      std::memcpy(c.payload().data(), &published, sizeof published);
+      c.commit();
+    }
+  }
+  std::uint64_t failed = 0;
+  while (failed < published) failed += g.worker(0).poll([](const Event&) { return Handled::fail; });
+  return g;
+}
+
 // Two tools republish a group's dead letters at once, and a third marks them for
 // redelivery while they do: each dead letter goes back once, by one of them. Republished, it is in
 // the log once; marked, it waits for the group's workers and is in the log no more.
@@ -522,26 +554,8 @@ TEST(Stress, DeadLettersRepublishedAndRedrivenAtOnceGoBackOnceEach) {
   constexpr std::uint64_t kLetters = 200;
   for (int round = 0; round < 20; ++round) {
     SCOPED_TRACE("round " + std::to_string(round));
-    SegmentOptions so = TempSegment::small_options();
-    so.dlq_capacity = 1u << 20;
-    TempSegment seg(so);
-    GroupOptions o;
-    o.retry.max_attempts = 1;
-    o.start = StartFrom::earliest;
-    ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
-    {
-      Producer p = Producer::attach(seg.segment());
-      for (std::uint64_t n = 0; n < kLetters; ++n) {
-        Claim c;
-        ASSERT_EQ(p.try_claim(n + 1, 7, sizeof n, c), Status::ok);
-        std::memcpy(c.payload().data(), &n, sizeof n);
-        c.commit();
-      }
-    }
-    std::uint64_t failed = 0;
-    while (failed < kLetters) {
-      failed += g.worker(0).poll([](const Event&) { return Handled::fail; });
-    }
+    TempSegment seg(dead_letter_room());
+    ConsumerGroup g = group_with_dead_letters(seg, kLetters);
     const std::uint64_t end_of_originals = seg.segment().refs().control->tail.load();
     std::atomic<int> ready{0};
     std::array<std::size_t, 3> done{};
@@ -594,24 +608,8 @@ TEST(Stress, DeadLettersRepublishedAndRedrivenAtOnceGoBackOnceEach) {
 // attempts and failure time are written under the ring's lock, which a listing holds.)
 TEST(Stress, DeadLettersListedWhileTheirRedrivesFail) {
   constexpr std::uint64_t kLetters = 50;
-  SegmentOptions so = TempSegment::small_options();
-  so.dlq_capacity = 1u << 20;
-  TempSegment seg(so);
-  GroupOptions o;
-  o.retry.max_attempts = 1;
-  o.start = StartFrom::earliest;
-  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
-  {
-    Producer p = Producer::attach(seg.segment());
-    for (std::uint64_t n = 0; n < kLetters; ++n) {
-      Claim c;
-      ASSERT_EQ(p.try_claim(n + 1, 7, sizeof n, c), Status::ok);
-      std::memcpy(c.payload().data(), &n, sizeof n);
-      c.commit();
-    }
-  }
-  std::uint64_t failed = 0;
-  while (failed < kLetters) failed += g.worker(0).poll([](const Event&) { return Handled::fail; });
+  TempSegment seg(dead_letter_room());
+  ConsumerGroup g = group_with_dead_letters(seg, kLetters);
   std::atomic<std::uint64_t> calls{0};
   g.start([&](const Event& e) {
     if (e.redriven()) {
