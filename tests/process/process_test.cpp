@@ -118,6 +118,24 @@ const test::ChildRole redrive_dies("redrive-dies", [](const std::vector<std::str
   return 3;  // nothing was redelivered
 });
 
+// Child: "redrive-kept-dies LOCATION": joins group "billing" with a deferred retry policy
+// (an hour's delay), refuses the first dead letter redelivered to it, so that its worker
+// keeps the entry for the next attempt, and is killed while it waits.
+const test::ChildRole redrive_kept_dies("redrive-kept-dies", [](const std::vector<std::string>& a) {
+  const Segment seg = Segment::open(Location::shm(a.at(0)));
+  ConsumerGroup g = ConsumerGroup::join(
+      seg, "billing",
+      {.retry = {.max_attempts = 5, .backoff = RetryPolicy::Backoff::deferred, .delay = std::chrono::hours(1)}});
+  int calls = 0;
+  g.worker(0).poll_redrives([&](const Event&) {
+    ++calls;
+    return Handled::fail;
+  });
+  if (calls != 1) return 3;
+  ::raise(SIGKILL);
+  return 4;
+});
+
 // Child: "calibrate LOCATION RESULTS_FD ROLE": reads the segment's shared TSC rate
 // word, attaches a producer (ROLE "producer") or joins group "clock" (ROLE "group"),
 // and reports its process's calibration and the word after.
@@ -219,11 +237,14 @@ TEST(Process, ASharedTscRateIsCheckedBeforeItIsAdopted) {
   ::unsetenv(Tsc::kEnvironment);
 }
 
-// A worker killed while a redriven dead letter is in its handler leaves the entry
-// `delivering`. The next join of the group (it then holds every worker slot, so no live
-// process can be delivering it) puts the entry back to `redrive`, counting the cut-short
-// attempt, and it is delivered again: never stuck where no tool could redrive or purge it.
-TEST(Process, ARedeliveryCutShortByDeathIsDeliveredAgain) {
+// A worker killed while a redriven dead letter is in its handler, or while it keeps one
+// for a deferred attempt, leaves the entry `delivering`. The next join of the group (it
+// then holds every worker slot, so no live process can be delivering it) puts the entry
+// back to `redrive`, counting one attempt for the delivery cut short, and it is
+// delivered again: never stuck where no tool could redrive or purge it.
+class RedeliveryCutShort : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(RedeliveryCutShort, ByDeathIsDeliveredAgain) {
   test::TempSegment seg(test::TempSegment::small_options(), "proc");
   {
     GroupOptions o;
@@ -237,7 +258,7 @@ TEST(Process, ARedeliveryCutShortByDeathIsDeliveredAgain) {
   DeadLetters dlq = DeadLetters::open(seg.segment(), "billing");
   ASSERT_EQ(dlq.list().size(), 1u);
   ASSERT_EQ(dlq.request_redrive(dlq.list()[0].id), 1u);
-  ASSERT_EQ(reap(spawn_child("redrive-dies", {seg.location().name})), 128 + SIGKILL);
+  ASSERT_EQ(reap(spawn_child(GetParam(), {seg.location().name})), 128 + SIGKILL);
   ASSERT_EQ(dlq.list().at(0).state, "delivering") << "the child died delivering it";
 
   ConsumerGroup g = ConsumerGroup::join(seg.segment(), "billing");
@@ -256,6 +277,12 @@ TEST(Process, ARedeliveryCutShortByDeathIsDeliveredAgain) {
   EXPECT_EQ(redriven, 1u);
   EXPECT_TRUE(dlq.list().empty());
 }
+
+INSTANTIATE_TEST_SUITE_P(Process, RedeliveryCutShort, ::testing::Values("redrive-dies", "redrive-kept-dies"),
+                         [](const ::testing::TestParamInfo<const char*>& p) {
+                           return std::string(p.param) == "redrive-dies" ? std::string("InTheHandler")
+                                                                         : std::string("WhileKeptForARetry");
+                         });
 
 // Child: "anonymous RESULTS_FD": creates an anonymous segment and forks a producer
 // process that publishes kAnonymousEvents through the mapping it inherits, after
