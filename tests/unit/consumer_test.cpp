@@ -80,6 +80,30 @@ TEST(ConsumerGroup, EveryEventGoesToExactlyOneWorkerAndKeysStayPut) {
   EXPECT_EQ(used.size(), 3u) << "17 keys spread over all 3 workers";
 }
 
+// A poll's maximum may be any number: one of 2^60 (or any multiple) made the bound on
+// records examined wrap to 0, and the poll returned 0 with events ready, for ever.
+TEST(ConsumerGroup, APollOfAnyMaximumDeliversWhatIsReady) {
+  TempSegment seg;
+  ConsumerGroup single = ConsumerGroup::join(seg.segment(), "single");
+  ConsumerGroup batch = ConsumerGroup::join(seg.segment(), "batch");
+  Producer p = Producer::attach(seg.segment());
+  publish_values(p, 3, 0, 5);
+  for (const std::size_t most : {std::size_t{1} << 60, std::size_t{3} << 62, SIZE_MAX}) {
+    SCOPED_TRACE(most);
+    std::vector<std::uint64_t> got_single, got_batch;
+    EXPECT_EQ(single.worker(0).poll([&](const Event& e) { got_single.push_back(value_of(e)); }, most), 5u);
+    EXPECT_EQ(batch.worker(0).poll_batch(
+                  [&](std::span<const Event> events) {
+                    for (const Event& e : events) got_batch.push_back(value_of(e));
+                  },
+                  most),
+              5u);
+    EXPECT_EQ(got_single, (std::vector<std::uint64_t>{0, 1, 2, 3, 4}));
+    EXPECT_EQ(got_batch, got_single);
+    publish_values(p, 3, 0, 5);
+  }
+}
+
 TEST(ConsumerGroup, EachGroupSeesEveryEvent) {
   TempSegment seg;
   ConsumerGroup a = ConsumerGroup::join(seg.segment(), "a");

@@ -560,6 +560,13 @@ inline void Worker::advance_to(std::uint64_t pos) noexcept {
 
 // Records examined per poll, whoever they route to (bounds one poll's work).
 inline constexpr std::size_t kScanFactor = 16;
+// How many records a poll of up to `max_events` events examines: kScanFactor each,
+// saturating. A product that wrapped made a poll of 2^60 events examine none, and
+// return 0 with events ready, for ever.
+constexpr std::size_t scan_bound(std::size_t max_events) noexcept {
+  return max_events > SIZE_MAX / kScanFactor ? SIZE_MAX : max_events * kScanFactor;
+}
+static_assert(scan_bound(std::size_t{1} << 60) == SIZE_MAX && scan_bound(256) == 256 * kScanFactor);
 
 // A trailing worker reads the tail at most this often: each read takes the tail's line
 // from the producers, whose next claim must take it back.
@@ -597,7 +604,8 @@ template <class Visit>
 std::size_t Worker::scan(Visit&& visit, std::size_t max_events) {
   std::size_t visited = 0;
   const std::uint64_t limit = read_limit();
-  for (std::size_t examined = 0; visited < max_events && examined < max_events * kScanFactor; ++examined) {
+  const std::size_t bound = scan_bound(max_events);
+  for (std::size_t examined = 0; visited < max_events && examined < bound; ++examined) {
     if (pending_.size() >= max_pending_ || pos_ >= limit) [[unlikely]] break;
     Record rec;
     if (!peek(pos_, rec)) {
@@ -784,8 +792,8 @@ std::size_t Worker::poll_batch(H&& handler, std::size_t max_events) {
   std::uint64_t voids = 0;
   std::uint64_t redelivered = 0;  // counted once the batch is handled: no shared store in the loop
   const std::uint64_t limit = read_limit();
-  for (std::size_t examined = 0; batch_buf_.size() < max_events && examined < max_events * kScanFactor && pos < limit;
-       ++examined) {
+  const std::size_t bound = scan_bound(max_events);
+  for (std::size_t examined = 0; batch_buf_.size() < max_events && examined < bound && pos < limit; ++examined) {
     Record rec;
     if (!peek(pos, rec)) {
       if (pos == pos_) nothing_ready();
