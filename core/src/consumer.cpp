@@ -827,8 +827,18 @@ void Worker::idle_step(detail::Waiter& waiter, const std::atomic<bool>& stop) {
 
 // A reader that waits at a position the tail has passed is stalled by a claim that
 // has not been committed. After unblock_after, repair it if its producer is dead.
-void Worker::check_stall() noexcept {
+void Worker::poll_stall_check() noexcept {
   const std::uint64_t now = detail::monotonic_ns();
+  // The polls since the last check took now - poll_checked_ns_ (the first check finds
+  // that long: the next poll checks too, and tells).
+  const std::uint64_t per_poll = (now - poll_checked_ns_) / empty_polls_;
+  stall_check_every_mask_ = per_poll >= kSlowPollNs ? 0 : kStallCheckEvery - 1;
+  empty_polls_ = 0;
+  poll_checked_ns_ = now;
+  check_stall_at(now);
+}
+
+void Worker::check_stall_at(std::uint64_t now) noexcept {
   if (now - last_check_ns_ < 1'000'000) return;  // reading the tail costs producers a miss
   last_check_ns_ = now;
   if (ready_at_position() || r_.control->tail.load(std::memory_order_acquire) <= pos_) {

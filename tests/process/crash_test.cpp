@@ -414,6 +414,31 @@ TEST(ProducerDeathBeforeAPolledWorker, TheWorkersOwnPollsRepairTheHole) {
   EXPECT_EQ(s.records_voided, 1u);
 }
 
+// An application that polls its worker once a millisecond repairs a dead producer's
+// claim after unblock_after too, within tens of its polls: a loop that slow checks at
+// every poll that finds nothing. It took 512 polls or more (half a second at that
+// pace), the checks coming every 256 such polls whatever their pace.
+TEST(ProducerDeathBeforeAPolledWorker, ASlowPollingLoopRepairsTheHoleAfterUnblockAfter) {
+  test::TempSegment seg({.capacity = 64 * 1024, .max_event = 1024, .key_slots = 64}, "crash");
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "slow",
+                                        {.start = StartFrom::earliest, .unblock_after = std::chrono::milliseconds(10)});
+  SharedBlock<ChildReport> report;
+  ASSERT_EQ(run_crash_producer(seg, {FaultPoint::before_frame, true, false, false}, report), 128 + SIGKILL);
+  const std::uint64_t before = report->published.load();
+  Producer p2 = Producer::attach(seg.segment());
+  for (std::uint64_t n = 0; n < 3; ++n) ASSERT_EQ(publish_n(p2, 42, 1'000'000 + n), Status::ok);
+  std::uint64_t got = 0;
+  int polls = 0;
+  while (got < before + 3 && polls < 2'000) {
+    got += g.worker(0).poll([](const Event&) {});
+    ++polls;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_EQ(got, before + 3) << "stayed at the hole";
+  EXPECT_LE(polls, 100) << "a 10 ms unblock_after took " << polls << " polls a millisecond apart";
+  EXPECT_EQ(read_stats(seg.segment()).producers_recovered, 1u);
+}
+
 // A waiting thread that yields gives its CPU away for a whole time slice each time
 // other threads want that CPU. The checks for a dead producer go by the clock, not by
 // the number of idle polls or yields, so what a dead producer left is still repaired

@@ -342,15 +342,23 @@ class Worker {
   // A batch handler as a handler of one event: a span of one.
   template <class H>
   static auto one_at_a_time_of(H& handler);
-  void check_stall() noexcept;
-  // A poll found nothing at pos_: every kStallCheckEvery such polls, check_stall (one
-  // clock read; the tail at most once a millisecond). Whoever drives the polls, run()
-  // or the application's own loop, a dead producer's claim is repaired.
+  void check_stall() noexcept { check_stall_at(detail::monotonic_ns()); }
+  void check_stall_at(std::uint64_t now) noexcept;
+  // A poll found nothing at pos_: a stall check (one clock read; the tail at most once a
+  // millisecond) every stall_check_every_mask_ + 1 such polls. Whoever drives the polls,
+  // run() or the application's own loop, a dead producer's claim is repaired. A loop
+  // that polls faster than every kSlowPollNs checks every kStallCheckEvery polls (a
+  // busy spin: one clock read in microseconds); a slower one, such as an application
+  // polling once a millisecond, at every such poll, so that it too repairs after
+  // unblock_after rather than after kStallCheckEvery of its polls.
   static constexpr std::uint32_t kStallCheckEvery = 256;
+  static constexpr std::uint64_t kSlowPollNs = 4'000;
   static_assert(std::has_single_bit(kStallCheckEvery));
   void nothing_ready() noexcept {
-    if ((++empty_polls_ & (kStallCheckEvery - 1)) == 0) [[unlikely]] check_stall();
+    if ((++empty_polls_ & stall_check_every_mask_) == 0) [[unlikely]] poll_stall_check();
   }
+  // The check nothing_ready makes, choosing how many polls until the next one.
+  void poll_stall_check() noexcept;
   // Throws Error(busy) if this worker's own handler is polling it (detail::polling), or
   // another thread than the one in run() (ConsumerGroup::start's) is. One thread-local
   // load and one relaxed load of this worker's line a poll.
@@ -392,7 +400,9 @@ class Worker {
   std::uint64_t trail_read_at_ = 0;  // when the tail was last read
   std::uint64_t hold_since_ = 0;     // when a backlog shorter than trail_bytes_ was first seen
   bool holding_ = false;
-  std::uint32_t empty_polls_ = 0;  // polls that found nothing at pos_ (kStallCheckEvery)
+  std::uint32_t empty_polls_ = 0;  // polls that found nothing at pos_ since the last check
+  std::uint32_t stall_check_every_mask_ = 0;  // 0 or kStallCheckEvery - 1; the first poll checks
+  std::uint64_t poll_checked_ns_ = 0;         // when nothing_ready last checked
   std::uint64_t last_check_ns_ = 0;
   std::uint64_t stall_pos_ = layout::kNoPosition;
   std::uint64_t stall_since_ns_ = 0;
