@@ -345,7 +345,10 @@ std::string option_problem(const GroupOptions& o, std::uint64_t capacity) {
   for (const int cpu : o.cpus) {
     if (std::string why = cpu_unavailable(cpu); !why.empty()) return why;
   }
-  for (const auto& [field, value] : {std::pair{"batch", o.batch}, std::pair{"retry.max_attempts", o.retry.max_attempts},
+  if (o.batch == 0 || o.batch > kMaxBatch) {
+    return "batch is " + to_string(o.batch) + ": it must be from 1 to " + to_string(kMaxBatch);
+  }
+  for (const auto& [field, value] : {std::pair{"retry.max_attempts", o.retry.max_attempts},
                                      std::pair{"max_pending", o.max_pending}}) {
     if (value == 0) return std::string(field) + " is 0: it must be at least 1";
   }
@@ -505,9 +508,26 @@ ConsumerGroup ConsumerGroup::join(const Segment& segment, std::string_view name,
     }
   }
 
+  // This process holds the worker slots from here on: an allocation that fails below
+  // gives them back, or the group could not be joined again until the process exited.
+  std::unique_ptr<State> st;
+  try {
+    st = make_state(r, segment, name, g, options, me.pid);
+  } catch (...) {
+    give_back();
+    throw;
+  }
+  return ConsumerGroup(std::move(st));
+}
+
+// The handle's state: a Worker per worker slot, started from its cursor.
+std::unique_ptr<ConsumerGroup::State> ConsumerGroup::make_state(const detail::SegmentRefs& r, const Segment& segment,
+                                                                std::string_view name, std::uint32_t g,
+                                                                const GroupOptions& options, std::uint32_t pid) {
+  GroupSlot& gs = r.groups[g];
   auto st = std::make_unique<State>();
   st->seg = segment;
-  st->owner_pid = me.pid;
+  st->owner_pid = pid;
   st->name = std::string(name);
   st->slot = g;
   st->options = options;
@@ -546,7 +566,7 @@ ConsumerGroup ConsumerGroup::join(const Segment& segment, std::string_view name,
     w->batch_buf_.reserve(options.batch);
     st->workers.push_back(std::move(w));
   }
-  return ConsumerGroup(std::move(st));
+  return st;
 }
 
 namespace {

@@ -539,7 +539,10 @@ TEST(ConsumerGroup, NamesAndOptionsAreValidated) {
   const std::vector<std::pair<GroupOptions, std::string>> refused = {
       {with([](GroupOptions& o) { o.workers = 0; }), "workers is 0: it must be from 1 to 16"},
       {with([](GroupOptions& o) { o.workers = 17; }), "workers is 17: it must be from 1 to 16"},
-      {with([](GroupOptions& o) { o.batch = 0; }), "batch is 0: it must be at least 1"},
+      {with([](GroupOptions& o) { o.batch = 0; }), "batch is 0: it must be from 1 to 65536"},
+      // A worker keeps room for a batch: 2^32 - 1 events asked for 96 GiB.
+      {with([](GroupOptions& o) { o.batch = 65537; }), "batch is 65537: it must be from 1 to 65536"},
+      {with([](GroupOptions& o) { o.batch = UINT32_MAX; }), "batch is 4294967295: it must be from 1 to 65536"},
       {with([](GroupOptions& o) { o.retry.max_attempts = 0; }), "retry.max_attempts is 0: it must be at least 1"},
       {with([](GroupOptions& o) { o.max_pending = 0; }), "max_pending is 0: it must be at least 1"},
       {with([](GroupOptions& o) { o.start = static_cast<StartFrom>(3); }), "start is 3, not a StartFrom"},

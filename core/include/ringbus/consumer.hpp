@@ -101,6 +101,10 @@ struct RetryPolicy {
 static_assert(RetryPolicy{.delay = std::chrono::nanoseconds{3}}.deferred_wait(40) == RetryPolicy::kMaxDoubled);
 static_assert(RetryPolicy{.delay = std::chrono::seconds{5}}.deferred_wait(7) == std::chrono::seconds{5});
 
+// The largest GroupOptions::batch: a worker keeps room for a batch's events (24 bytes
+// each), so a batch of 2^32 asked a join for 96 GiB.
+inline constexpr std::uint32_t kMaxBatch = 1u << 16;
+
 struct GroupOptions {
   std::uint32_t workers = 1;           // 1 .. layout::kMaxWorkers
   std::vector<int> cpus;               // cpus[i]: the CPU worker i's thread is pinned to (empty: not pinned);
@@ -109,7 +113,7 @@ struct GroupOptions {
   WaitStrategy wait = WaitStrategy::spin_yield();
   StartFrom start = StartFrom::end;    // only for a group that does not exist yet
   std::uint64_t start_position = 0;    // StartFrom::position's position
-  std::uint32_t batch = 256;           // most events one poll hands to the handler
+  std::uint32_t batch = 256;           // most events one poll hands to the handler (1 .. kMaxBatch)
   RetryPolicy retry{};
   // Drop events already handled by (producer id, producer_seq) before the handler. Needs
   // a segment with a dedup region (SegmentOptions::dedup_window > 0).
@@ -493,6 +497,8 @@ class ConsumerGroup {
  private:
   struct State;
   explicit ConsumerGroup(std::unique_ptr<State> s);
+  static std::unique_ptr<State> make_state(const detail::SegmentRefs& r, const Segment& segment, std::string_view name,
+                                           std::uint32_t g, const GroupOptions& options, std::uint32_t pid);
   void release() noexcept;
   void prepare_start();
   void launch(std::uint32_t i, std::function<void(Worker&, const std::atomic<bool>&)> body);
