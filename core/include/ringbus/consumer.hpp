@@ -311,6 +311,15 @@ class Worker {
   void service_pending(H& handler);
   Outcome dead_letter(const Event& e, std::uint32_t attempts, std::uint64_t first_failure_ns);
   void set_aside(const Event& e, std::uint32_t attempts, std::uint64_t first_failure_ns, std::uint64_t next_ns);
+  // Backoff::spin between two calls: busy-waits the policy's delay.
+  void spin_delay() const noexcept {
+    const std::uint64_t until = detail::monotonic_ns() + static_cast<std::uint64_t>(retry_.delay.count());
+    while (detail::monotonic_ns() < until) detail::cpu_relax();
+  }
+  // Backoff::deferred: when the call after the `failures`-th failed one is due.
+  [[nodiscard]] std::uint64_t retry_due_ns(std::uint64_t now, std::uint32_t failures) const noexcept {
+    return now + static_cast<std::uint64_t>(retry_.deferred_wait(failures).count());
+  }
   // When the first event set aside for a retry (or for dead-letter room), or the first
   // kept redrive's deferred attempt, is due.
   [[nodiscard]] std::uint64_t next_due_ns() const noexcept;
@@ -699,10 +708,7 @@ Worker::Outcome Worker::attempt(H& handler, Event& e, Pending* p) {
   const std::uint64_t first_failure = first ? detail::realtime_ns() : p->first_failure_ns;
   if (retry_.backoff != RetryPolicy::Backoff::deferred) {
     while (attempts < retry_.max_attempts) {
-      if (retry_.backoff == RetryPolicy::Backoff::spin) {
-        const std::uint64_t until = detail::monotonic_ns() + static_cast<std::uint64_t>(retry_.delay.count());
-        while (detail::monotonic_ns() < until) detail::cpu_relax();
-      }
+      if (retry_.backoff == RetryPolicy::Backoff::spin) spin_delay();
       ++attempts;
       bump(slot_->retries);
       if (invoke(handler, e) == Handled::ok) return Outcome::handled;
@@ -720,9 +726,9 @@ Worker::Outcome Worker::attempt(H& handler, Event& e, Pending* p) {
     return o;
   }
   if (p == nullptr) {
-    set_aside(e, attempts, first_failure, now + static_cast<std::uint64_t>(retry_.deferred_wait(attempts).count()));
+    set_aside(e, attempts, first_failure, retry_due_ns(now, attempts));
   } else {
-    p->next_ns = now + static_cast<std::uint64_t>(retry_.deferred_wait(attempts).count());
+    p->next_ns = retry_due_ns(now, attempts);
   }
   return Outcome::pending;
 }
@@ -861,10 +867,7 @@ bool Worker::redeliver(H& handler, KeptRedrive& k, bool& kept) {
   const bool deferred = retry_.backoff == RetryPolicy::Backoff::deferred;
   bool accepted = false;
   do {
-    if (k.calls != 0 && retry_.backoff == RetryPolicy::Backoff::spin) {
-      const std::uint64_t until = detail::monotonic_ns() + static_cast<std::uint64_t>(retry_.delay.count());
-      while (detail::monotonic_ns() < until) detail::cpu_relax();
-    }
+    if (k.calls != 0 && retry_.backoff == RetryPolicy::Backoff::spin) spin_delay();
     accepted = invoke(handler, e) == Handled::ok;
     if (!accepted) {
       ++k.calls;
@@ -873,7 +876,7 @@ bool Worker::redeliver(H& handler, KeptRedrive& k, bool& kept) {
   } while (!accepted && !deferred && k.calls < retry_.max_attempts);
   kept = !accepted && deferred && k.calls < retry_.max_attempts;
   if (kept) {
-    k.next_ns = detail::monotonic_ns() + static_cast<std::uint64_t>(retry_.deferred_wait(k.calls).count());
+    k.next_ns = retry_due_ns(detail::monotonic_ns(), k.calls);
     return false;
   }
   detail::dlq_finish_redrive(r_, group_slot_, k.entry,
