@@ -741,7 +741,7 @@ Worker::Outcome Worker::dead_letter(const Event& e, std::uint32_t attempts, std:
 
 void Worker::give_back_redrives() noexcept {
   for (const KeptRedrive& k : kept_redrives_) {
-    detail::dlq_finish_redrive(r_, group_slot_, k.entry, detail::RedriveEnd::given_back, k.calls);
+    detail::dlq_finish_redrive(r_, group_slot_, k.entry, detail::RedriveEnd::given_back);
   }
   kept_redrives_.clear();
   redrive_next_ns_ = UINT64_MAX;

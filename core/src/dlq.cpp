@@ -122,6 +122,7 @@ DeadLetter copy_out(const DlqEntry* e, std::uint64_t w) {
   d.worker = e->worker;
   d.first_failure_ns = e->first_failure_ns;
   d.last_failure_ns = e->last_failure_ns;
+  d.next_attempt_ns = st::state(w) == st::delivering ? e->next_attempt_ns : 0;
   std::memcpy(&d.header, dlq_record(e), sizeof(RecordHeader));
   const auto* payload = reinterpret_cast<const std::byte*>(dlq_record(e)) + kRecordHeaderSize;
   d.payload.assign(payload, payload + e->payload_len);
@@ -193,7 +194,7 @@ Status dlq_append(const SegmentRefs& r, std::uint32_t g, const RecordHeader& rec
   e->message_len = msg_len;
   e->payload_len = payload_len;
   e->position = position;
-  e->reserved = 0;
+  e->next_attempt_ns = 0;
   auto* rec = reinterpret_cast<std::byte*>(e) + sizeof(DlqEntry);
   std::memcpy(rec, &record, kRecordHeaderSize);
   std::memcpy(rec + kRecordHeaderSize, reinterpret_cast<const std::byte*>(&record) + kRecordHeaderSize, payload_len);
@@ -226,7 +227,24 @@ DlqEntry* dlq_take_redrive(const SegmentRefs& r, std::uint32_t g, std::uint32_t 
   return taken;
 }
 
-void dlq_finish_redrive(const SegmentRefs& r, std::uint32_t g, DlqEntry* e, RedriveEnd end, std::uint32_t calls) noexcept {
+// The fields below are the taking worker's to write, under the lock: a tool may be
+// copying the entry out (list, get).
+void dlq_redrive_failed_call(const SegmentRefs& r, std::uint32_t g, DlqEntry* e,
+                             std::uint64_t next_attempt_ns) noexcept {
+  const Ring ring = ring_of(r, g);
+  RingLock lock(ring.c);
+  e->attempts += 1;
+  e->last_failure_ns = realtime_ns();
+  e->next_attempt_ns = next_attempt_ns;
+}
+
+void dlq_redrive_call(const SegmentRefs& r, std::uint32_t g, DlqEntry* e) noexcept {
+  const Ring ring = ring_of(r, g);
+  RingLock lock(ring.c);
+  e->next_attempt_ns = 0;
+}
+
+void dlq_finish_redrive(const SegmentRefs& r, std::uint32_t g, DlqEntry* e, RedriveEnd end) noexcept {
   const Ring ring = ring_of(r, g);
   const std::uint64_t w = e->state_bytes.load(std::memory_order_acquire);
   if (end == RedriveEnd::accepted) {
@@ -236,11 +254,12 @@ void dlq_finish_redrive(const SegmentRefs& r, std::uint32_t g, DlqEntry* e, Redr
     return;
   }
   {
-    // Under the lock, which every reader of an entry's fields holds (list, get):
-    // the entry stays this worker's, but a tool may be copying it out.
     RingLock lock(ring.c);
-    e->attempts += calls;
-    if (calls != 0) e->last_failure_ns = realtime_ns();
+    if (end == RedriveEnd::failed) {
+      e->attempts += 1;
+      e->last_failure_ns = realtime_ns();
+    }
+    e->next_attempt_ns = 0;
     // Release: the fields above before the state, as everywhere in the ring.
     e->state_bytes.store(st::make(end == RedriveEnd::failed ? st::ready : st::redrive, st::bytes(w)),
                          std::memory_order_release);
@@ -256,8 +275,11 @@ std::size_t dlq_resume_deliveries(const SegmentRefs& r, std::uint32_t g) noexcep
     walk(ring, ring.c.head.load(std::memory_order_relaxed), ring.c.tail.load(std::memory_order_relaxed),
          [&](DlqEntry* e, std::uint64_t, std::uint64_t word) {
            if (st::state(word) != st::delivering) return true;
-           e->attempts += 1;
-           e->last_failure_ns = realtime_ns();
+           if (e->next_attempt_ns == 0) {  // died in a handler call: it counts
+             e->attempts += 1;
+             e->last_failure_ns = realtime_ns();
+           }
+           e->next_attempt_ns = 0;
            std::uint64_t expected = word;
            // Release: the fields above before the state, as everywhere in the ring.
            if (e->state_bytes.compare_exchange_strong(expected, st::make(st::redrive, st::bytes(word)),

@@ -119,21 +119,26 @@ const test::ChildRole redrive_dies("redrive-dies", [](const std::vector<std::str
 });
 
 // Child: "redrive-kept-dies LOCATION": joins group "billing" with a deferred retry policy
-// (an hour's delay), refuses the first dead letter redelivered to it, so that its worker
-// keeps the entry for the next attempt, and is killed while it waits.
+// (1 ms, doubling), refuses the first dead letter redelivered to it three times, so that
+// its worker keeps the entry for a fourth call, and is killed while it waits.
 const test::ChildRole redrive_kept_dies("redrive-kept-dies", [](const std::vector<std::string>& a) {
   const Segment seg = Segment::open(Location::shm(a.at(0)));
   ConsumerGroup g = ConsumerGroup::join(
       seg, "billing",
-      {.retry = {.max_attempts = 5, .backoff = RetryPolicy::Backoff::deferred, .delay = std::chrono::hours(1)}});
+      {.retry = {.max_attempts = 5, .backoff = RetryPolicy::Backoff::deferred, .delay = std::chrono::milliseconds(1)}});
   int calls = 0;
-  g.worker(0).poll_redrives([&](const Event&) {
-    ++calls;
-    return Handled::fail;
-  });
-  if (calls != 1) return 3;
+  if (!test::eventually([&] {
+        g.worker(0).poll_redrives([&](const Event&) {
+          ++calls;
+          return Handled::fail;
+        });
+        return calls >= 3;
+      })) {
+    return 3;
+  }
+  if (calls != 3) return 4;
   ::raise(SIGKILL);
-  return 4;
+  return 5;
 });
 
 // Child: "calibrate LOCATION RESULTS_FD ROLE": reads the segment's shared TSC rate
@@ -240,8 +245,9 @@ TEST(Process, ASharedTscRateIsCheckedBeforeItIsAdopted) {
 // A worker killed while a redriven dead letter is in its handler, or while it keeps one
 // for a deferred attempt, leaves the entry `delivering`. The next join of the group (it
 // then holds every worker slot, so no live process can be delivering it) puts the entry
-// back to `redrive`, counting one attempt for the delivery cut short, and it is
-// delivered again: never stuck where no tool could redrive or purge it.
+// back to `redrive`, and it is delivered again: never stuck where no tool could redrive
+// or purge it. Every failed call is counted once: the call cut short by the death, or
+// the three the worker made before it died waiting (written to the entry as they failed).
 class RedeliveryCutShort : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(RedeliveryCutShort, ByDeathIsDeliveredAgain) {
@@ -259,12 +265,17 @@ TEST_P(RedeliveryCutShort, ByDeathIsDeliveredAgain) {
   ASSERT_EQ(dlq.list().size(), 1u);
   ASSERT_EQ(dlq.request_redrive(dlq.list()[0].id), 1u);
   ASSERT_EQ(reap(spawn_child(GetParam(), {seg.location().name})), 128 + SIGKILL);
-  ASSERT_EQ(dlq.list().at(0).state, "delivering") << "the child died delivering it";
+  const bool waited = std::string(GetParam()) == "redrive-kept-dies";
+  const DeadLetter dead = dlq.list().at(0);
+  ASSERT_EQ(dead.state, "delivering") << "the child died delivering it";
+  EXPECT_EQ(dead.attempts, waited ? 4u : 1u) << "the calls that failed before the death";
+  EXPECT_EQ(dead.next_attempt_ns != 0, waited) << "it shows whether the worker waited for its next call";
 
   ConsumerGroup g = ConsumerGroup::join(seg.segment(), "billing");
   const DeadLetter d = dlq.list().at(0);
   EXPECT_EQ(d.state, "redrive");
-  EXPECT_EQ(d.attempts, 2u) << "the cut-short delivery counts as an attempt";
+  EXPECT_EQ(d.attempts, waited ? 4u : 2u) << "a delivery cut short in the handler counts as an attempt";
+  EXPECT_EQ(d.next_attempt_ns, 0u);
   std::uint64_t redriven = 0;
   g.worker(0).poll_redrives([&](const Event& e) {
     EXPECT_TRUE(e.redriven());

@@ -1581,8 +1581,12 @@ TEST(Cli, DeadLetterShowAndListPrintEveryField) {
   const Result list = ringbus_run({"dlq", seg.name(), "orders", "list"});
   ASSERT_EQ(list.code, 0) << list.err;
   EXPECT_NE(list.out.find(", 2 appended, 1 removed, full 3 times)"), std::string::npos) << list.out;
-  // The error's first 80 bytes, and "..." for the rest.
-  EXPECT_NE(list.out.find(utc_ms(d.last_failure_ns) + "  " + error.substr(0, 80) + "...\n"), std::string::npos)
+  EXPECT_NE(list.out.find("  last failure              next attempt              error\n"), std::string::npos)
+      << list.out;
+  // No next attempt: no worker has the entry. The error's first 80 bytes, and "..." for the rest.
+  EXPECT_NE(list.out.find(utc_ms(d.last_failure_ns) + "  -" + std::string(23, ' ') + "  " + error.substr(0, 80) +
+                          "...\n"),
+            std::string::npos)
       << list.out;
   EXPECT_EQ(list.out.find(utc_ms(d.first_failure_ns)), std::string::npos) << list.out;
 
@@ -1592,6 +1596,7 @@ TEST(Cli, DeadLetterShowAndListPrintEveryField) {
   EXPECT_EQ(f.at("worker"), "1");
   EXPECT_EQ(f.at("first_failure"), "string:" + utc_ms(d.first_failure_ns));
   EXPECT_EQ(f.at("last_failure"), "string:" + utc_ms(d.last_failure_ns));
+  EXPECT_EQ(f.at("next_attempt"), "null");
   EXPECT_EQ(f.at("error"), "string:" + error);
   EXPECT_EQ(f.at("event"), "{\"key\": " + std::to_string(key) +
                                ", \"key_seq\": 1, \"type\": 7, \"schema_version\": 3, \"producer_id\": " +
@@ -1615,6 +1620,45 @@ TEST(Cli, DeadLetterShowAndListPrintEveryField) {
   const Result empty = ringbus_run({"dlq", seg.name(), "orders", "list"});
   EXPECT_NE(empty.out.find("dead letters of group \"orders\": 0 "), std::string::npos) << empty.out;
   EXPECT_EQ(empty.out.find("attempts"), std::string::npos) << empty.out;
+}
+
+// A dead letter whose redelivery failed and waits for its next deferred call: `dlq
+// list` and `dlq show` say that a worker has it (`delivering`), with the failed call
+// counted and when the next call is due.
+TEST(Cli, DeadLetterListShowsWhenAWaitingRedriveIsCalledAgain) {
+  ToolSegment seg;
+  const ringbus::Segment s = seg.open();
+  {
+    ringbus::ConsumerGroup g = ringbus::ConsumerGroup::join(s, "orders", {.retry = {.max_attempts = 1}});
+    ringbus::Producer p = ringbus::Producer::attach(s);
+    const std::uint64_t v = 7;
+    ASSERT_EQ(p.publish(1, 1, std::as_bytes(std::span(&v, 1))), ringbus::Status::ok);
+    g.worker(0).poll([](const ringbus::Event&) { return ringbus::Handled::fail; });
+  }
+  ringbus::DeadLetters dlq = ringbus::DeadLetters::open(s, "orders");
+  ASSERT_EQ(dlq.request_redrive(), 1u);
+  ringbus::ConsumerGroup g = ringbus::ConsumerGroup::join(
+      s, "orders",
+      {.retry = {.max_attempts = 5, .backoff = ringbus::RetryPolicy::Backoff::deferred,
+                 .delay = std::chrono::hours(1)}});
+  const std::uint64_t before = ringbus::detail::realtime_ns();
+  g.worker(0).poll_redrives([](const ringbus::Event&) { return ringbus::Handled::fail; });
+  const std::uint64_t after = ringbus::detail::realtime_ns();
+  const ringbus::DeadLetter d = dlq.list().at(0);
+  EXPECT_EQ(d.state, "delivering");
+  EXPECT_EQ(d.attempts, 2u) << "the failed call is counted while the worker waits";
+  EXPECT_GE(d.next_attempt_ns, before + 3'600'000'000'000u);
+  EXPECT_LE(d.next_attempt_ns, after + 3'600'000'000'000u);
+
+  const Result list = ringbus_run({"dlq", seg.name(), "orders", "list"});
+  ASSERT_EQ(list.code, 0) << list.err;
+  EXPECT_NE(list.out.find("  delivering         2  "), std::string::npos) << list.out;
+  EXPECT_NE(list.out.find(utc_ms(d.last_failure_ns) + "  " + utc_ms(d.next_attempt_ns) + "  handler returned"),
+            std::string::npos)
+      << list.out;
+  const Result show = ringbus_run({"dlq", seg.name(), "orders", "show", std::to_string(d.id)});
+  ASSERT_EQ(show.code, 0) << show.err;
+  EXPECT_EQ(fields_of(show.out).at("next_attempt"), "string:" + utc_ms(d.next_attempt_ns));
 }
 
 // publish --exclusive attaches as the segment's only producer: refused, naming who is

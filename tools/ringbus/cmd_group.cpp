@@ -51,12 +51,12 @@ std::string type_text(std::uint16_t type_id, const std::optional<SchemaRegistry>
 void print_letter(const DeadLetter& d, const std::optional<SchemaRegistry>& registry) {
   const std::string envelope = envelope_text(d, registry);
   fmt::print("{{\"id\": {}, \"state\": \"{}\", \"attempts\": {}, \"worker\": {}, \"position\": {}, "
-             "\"first_failure\": \"{}\", \"last_failure\": \"{}\", \"error\": {},\n"
+             "\"first_failure\": \"{}\", \"last_failure\": \"{}\", \"next_attempt\": {}, \"error\": {},\n"
              " \"event\": {{\"key\": {}, \"key_seq\": {}, \"type\": {}, \"schema_version\": {}, \"producer_id\": {}, "
              "\"producer_seq\": {}, \"correlation_id\": {}, \"timestamp_ns\": {}, \"flags\": {}}},\n"
              " \"payload_bytes\": {}, \"payload\": {}{}}}\n",
              d.id, d.state, d.attempts, d.worker, d.position, when(d.first_failure_ns), when(d.last_failure_ns),
-             json_string(d.message), d.header.key, key_seq_of(d.header.key_seq_flags), d.header.type_id,
+             d.next_attempt_ns == 0 ? std::string("null") : "\"" + when(d.next_attempt_ns) + "\"", json_string(d.message), d.header.key, key_seq_of(d.header.key_seq_flags), d.header.type_id,
              d.header.schema_version, d.header.producer_id, d.header.producer_seq, d.header.correlation_id,
              d.header.timestamp_ns, flags_of(d.header.key_seq_flags), d.payload.size(), payload_json(d.payload),
              envelope.empty() ? "" : ",\n \"envelope\": " + envelope);
@@ -101,13 +101,13 @@ void add_dlq_command(CLI::App& app, int& exit_code) {
                dlq.group(), letters.size(), human_bytes(s.bytes_used), human_bytes(s.capacity), s.appended,
                s.removed, s.full_waits);
     if (!letters.empty()) {
-      fmt::print("{:>6}  {:<10}  {:>8}  {:>20}  {:>8}  {:>6}  {:<24}  {}\n", "id", "state", "attempts", "key",
-                 "key_seq", "type", "last failure", "error");
+      fmt::print("{:>6}  {:<10}  {:>8}  {:>20}  {:>8}  {:>6}  {:<24}  {:<24}  {}\n", "id", "state", "attempts", "key",
+                 "key_seq", "type", "last failure", "next attempt", "error");
     }
     for (const DeadLetter& d : letters) {
-      fmt::print("{:>6}  {:<10}  {:>8}  {:>20}  {:>8}  {:>6}  {:<24}  {}\n", d.id, d.state, d.attempts, d.header.key,
-                 key_seq_of(d.header.key_seq_flags), type_text(d.header.type_id, registry), when(d.last_failure_ns),
-                 shortened(printable(d.message), 80));
+      fmt::print("{:>6}  {:<10}  {:>8}  {:>20}  {:>8}  {:>6}  {:<24}  {:<24}  {}\n", d.id, d.state, d.attempts,
+                 d.header.key, key_seq_of(d.header.key_seq_flags), type_text(d.header.type_id, registry),
+                 when(d.last_failure_ns), when(d.next_attempt_ns), shortened(printable(d.message), 80));
     }
     exit_code = kOk;
   });

@@ -188,8 +188,9 @@ class Worker {
   // worker (Event::redriven()) under the group's retry policy: up to max_attempts
   // handler calls, `spin` waiting between them, `deferred` keeping the entry (state
   // `delivering`) and calling again when its wait is over, at a later poll_redrives.
-  // Each is removed once the handler accepts it, else it returns to the ring with the
-  // failed calls added to its attempts. Returns how many were accepted. run() and
+  // Each failed call is added to the entry's attempts as it fails (DeadLetter shows it,
+  // and the time of the next call while one is to come). Each entry is removed once the
+  // handler accepts it, else it returns to `ready`. Returns how many were accepted. run() and
   // run_batch() call this after every poll; a loop of the application's own calls it
   // for a redrive to be taken, and again for deferred attempts to be made. A worker let
   // go of (its group's handle destroyed) hands the entries it keeps to the next one.
@@ -316,9 +317,18 @@ class Worker {
     const std::uint64_t until = detail::monotonic_ns() + static_cast<std::uint64_t>(retry_.delay.count());
     while (detail::monotonic_ns() < until) detail::cpu_relax();
   }
+  // The policy's wait before the call after the `failures`-th failed one.
+  [[nodiscard]] std::uint64_t retry_wait_ns(std::uint32_t failures) const noexcept {
+    switch (retry_.backoff) {
+      case RetryPolicy::Backoff::deferred: return static_cast<std::uint64_t>(retry_.deferred_wait(failures).count());
+      case RetryPolicy::Backoff::spin: return static_cast<std::uint64_t>(retry_.delay.count());
+      case RetryPolicy::Backoff::immediate: break;
+    }
+    return 0;
+  }
   // Backoff::deferred: when the call after the `failures`-th failed one is due.
   [[nodiscard]] std::uint64_t retry_due_ns(std::uint64_t now, std::uint32_t failures) const noexcept {
-    return now + static_cast<std::uint64_t>(retry_.deferred_wait(failures).count());
+    return now + retry_wait_ns(failures);
   }
   // When the first event set aside for a retry (or for dead-letter room), or the first
   // kept redrive's deferred attempt, is due.
@@ -864,25 +874,31 @@ template <class H>
 bool Worker::redeliver(H& handler, KeptRedrive& k, bool& kept) {
   Event e(detail::dlq_record(k.entry), k.entry->position, k.payload_len);
   e.mark(Event::kRedriven);
-  const bool deferred = retry_.backoff == RetryPolicy::Backoff::deferred;
-  bool accepted = false;
-  do {
-    if (k.calls != 0 && retry_.backoff == RetryPolicy::Backoff::spin) spin_delay();
-    accepted = invoke(handler, e) == Handled::ok;
-    if (!accepted) {
-      ++k.calls;
-      bump(slot_->handler_errors);
+  kept = false;
+  for (;;) {
+    if (k.calls != 0) detail::dlq_redrive_call(r_, group_slot_, k.entry);
+    if (invoke(handler, e) == Handled::ok) {
+      detail::dlq_finish_redrive(r_, group_slot_, k.entry, detail::RedriveEnd::accepted);
+      bump(slot_->redriven);
+      return true;
     }
-  } while (!accepted && !deferred && k.calls < retry_.max_attempts);
-  kept = !accepted && deferred && k.calls < retry_.max_attempts;
-  if (kept) {
-    k.next_ns = retry_due_ns(detail::monotonic_ns(), k.calls);
-    return false;
+    ++k.calls;
+    bump(slot_->handler_errors);
+    if (k.calls >= retry_.max_attempts) {
+      detail::dlq_finish_redrive(r_, group_slot_, k.entry, detail::RedriveEnd::failed);
+      return false;
+    }
+    // Another call is to come: after the policy's wait (none for `immediate`), by this
+    // loop, or by a later poll_redrives() for `deferred`, which keeps the entry.
+    const std::uint64_t wait = retry_wait_ns(k.calls);
+    detail::dlq_redrive_failed_call(r_, group_slot_, k.entry, detail::realtime_ns() + wait);
+    if (retry_.backoff == RetryPolicy::Backoff::deferred) {
+      k.next_ns = detail::monotonic_ns() + wait;
+      kept = true;
+      return false;
+    }
+    if (retry_.backoff == RetryPolicy::Backoff::spin) spin_delay();
   }
-  detail::dlq_finish_redrive(r_, group_slot_, k.entry,
-                             accepted ? detail::RedriveEnd::accepted : detail::RedriveEnd::failed, k.calls);
-  if (accepted) bump(slot_->redriven);
-  return accepted;
 }
 
 template <class H>

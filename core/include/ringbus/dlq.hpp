@@ -34,6 +34,9 @@ struct DeadLetter {
   std::uint32_t worker = 0;
   std::uint64_t first_failure_ns = 0;
   std::uint64_t last_failure_ns = 0;
+  // While the worker redelivering it waits between two handler calls (state
+  // `delivering`), the wall clock time of its next call; else 0.
+  std::uint64_t next_attempt_ns = 0;
   std::string message;
   RecordHeader header{};  // the event's header as it was in the log (frame word included)
   std::vector<std::byte> payload;
@@ -107,18 +110,25 @@ Status dlq_append(const SegmentRefs& r, std::uint32_t g, const RecordHeader& rec
 // taken (state delivering); nullptr if none.
 layout::DlqEntry* dlq_take_redrive(const SegmentRefs& r, std::uint32_t g, std::uint32_t w,
                                    std::uint32_t workers) noexcept;
-// How a worker's redelivery of a taken entry ends: the handler accepted it (removed),
-// every attempt the retry policy allows failed (back to `ready`), or the worker let go
-// of it before that, a deferred attempt still to come (back to `redrive`, announced, for
-// the next worker of the group).
+// A worker's redelivery of a taken entry, written to the entry as it goes (under the
+// ring's lock, which every reader of an entry's fields holds), so that a tool shows it
+// and a death loses none of it. A handler call failed and another is to come at wall
+// clock time `next_attempt_ns` (one more attempt, the failure time, the time of the
+// next call: the worker waits).
+void dlq_redrive_failed_call(const SegmentRefs& r, std::uint32_t g, layout::DlqEntry* e,
+                             std::uint64_t next_attempt_ns) noexcept;
+// The next handler call begins (the worker no longer waits).
+void dlq_redrive_call(const SegmentRefs& r, std::uint32_t g, layout::DlqEntry* e) noexcept;
+// How it ends: the handler accepted it (removed), the last call the retry policy allows
+// failed (one more attempt, back to `ready`), or the worker let go of it while it waited
+// for a deferred call (back to `redrive`, announced, for the next worker of the group).
 enum class RedriveEnd : std::uint8_t { accepted, failed, given_back };
-// Ends a redelivery; `calls` handler calls failed (added to the entry's attempts).
-void dlq_finish_redrive(const SegmentRefs& r, std::uint32_t g, layout::DlqEntry* e, RedriveEnd end,
-                        std::uint32_t calls) noexcept;
+void dlq_finish_redrive(const SegmentRefs& r, std::uint32_t g, layout::DlqEntry* e, RedriveEnd end) noexcept;
 // Entries left `delivering` by a worker whose process died during the delivery go back
-// to `redrive`, with one more attempt: the next worker delivers them again. Called by
-// ConsumerGroup::join once it holds every worker slot of group `g`, when no live process
-// can be delivering one. Returns how many.
+// to `redrive`: the next worker delivers them again. One cut short in a handler call
+// counts one more attempt; one that waited for its next call had its failed calls
+// counted already. Called by ConsumerGroup::join once it holds every worker slot of
+// group `g`, when no live process can be delivering one. Returns how many.
 std::size_t dlq_resume_deliveries(const SegmentRefs& r, std::uint32_t g) noexcept;
 
 inline const RecordHeader* dlq_record(const layout::DlqEntry* e) noexcept {

@@ -24,8 +24,8 @@ inline constexpr std::uint32_t kVersionMajor = 1;
 // Minor versions add what older libraries do not read. 1: ControlBlock::group_lock.
 // 2: ControlBlock::exclusive (a library of minor < 2 does not see an exclusive producer:
 // do not attach one to a segment that such a library publishes to).
-// 3: ControlBlock::tsc_mult. 4: SegmentHeader::pid_namespace.
-inline constexpr std::uint32_t kVersionMinor = 4;
+// 3: ControlBlock::tsc_mult. 4: SegmentHeader::pid_namespace. 5: DlqEntry::next_attempt_ns.
+inline constexpr std::uint32_t kVersionMinor = 5;
 
 inline constexpr std::size_t kPage = 4096;
 // Independently written hot words are kept this far apart: one line, plus the
@@ -337,7 +337,10 @@ struct DlqEntry {
   std::uint32_t message_len;               // 40
   std::uint32_t payload_len;               // 44
   std::uint64_t position;                  // 48 where the event was in the log
-  std::uint64_t reserved;                  // 56
+  // 56: while a worker redelivering the entry waits between two handler calls, the wall
+  // clock time of the next one; 0 while a call runs and when no worker has it (and in
+  // entries appended by a library of minor < 5). Under the ring's lock.
+  std::uint64_t next_attempt_ns;
   // followed by the record (RecordHeader + payload padded to 8), then the message
 };
 static_assert(sizeof(DlqEntry) == 64);
