@@ -1624,7 +1624,7 @@ TEST(Cli, DeadLetterShowAndListPrintEveryField) {
 
 // A dead letter whose redelivery failed and waits for its next deferred call: `dlq
 // list` and `dlq show` say that a worker has it (`delivering`), with the failed call
-// counted and when the next call is due.
+// counted and when the next call is due, and `dlq redrive` of it says when.
 TEST(Cli, DeadLetterListShowsWhenAWaitingRedriveIsCalledAgain) {
   ToolSegment seg;
   const ringbus::Segment s = seg.open();
@@ -1659,6 +1659,11 @@ TEST(Cli, DeadLetterListShowsWhenAWaitingRedriveIsCalledAgain) {
   const Result show = ringbus_run({"dlq", seg.name(), "orders", "show", std::to_string(d.id)});
   ASSERT_EQ(show.code, 0) << show.err;
   EXPECT_EQ(fields_of(show.out).at("next_attempt"), "string:" + utc_ms(d.next_attempt_ns));
+  const Result again = ringbus_run({"dlq", seg.name(), "orders", "redrive", std::to_string(d.id)});
+  EXPECT_EQ(again.code, 0) << again.err;
+  EXPECT_EQ(again.out, "dead letter " + std::to_string(d.id) +
+                           " of group \"orders\" is being delivered to the group's workers (its next call at " +
+                           utc_ms(d.next_attempt_ns) + ", by the retry policy)\n");
 }
 
 // publish --exclusive attaches as the segment's only producer: refused, naming who is

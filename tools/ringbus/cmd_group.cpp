@@ -151,8 +151,11 @@ void add_dlq_command(CLI::App& app, int& exit_code) {
     // One that is not parked any more is on its way back already: marking it again does
     // nothing, and republishing it as well would deliver it twice.
     if (one && one->state != "ready") {
-      const std::string why = one->state == "redrive" ? "is marked for redelivery to the group's workers already"
-                                                      : "is being delivered to the group's workers";
+      const std::string why =
+          one->state == "redrive"   ? "is marked for redelivery to the group's workers already"
+          : one->next_attempt_ns != 0 ? "is being delivered to the group's workers (its next call at " +
+                                            when(one->next_attempt_ns) + ", by the retry policy)"
+                                      : "is being delivered to the group's workers";
       if (*republish) {
         print_err("ringbus: dead letter {} of group \"{}\" {}: not republished\n", *which, *group, why);
         exit_code = kFailed;
