@@ -9,8 +9,10 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 
+#include "ringbus/detail/fault.hpp"
 #include "ringbus/detail/groups.hpp"
 #include "ringbus/detail/handler_scope.hpp"
 #include "ringbus/detail/robust_lock.hpp"
@@ -118,11 +120,12 @@ DeadLetter copy_out(const DlqEntry* e, std::uint64_t w) {
     default: d.state = "other"; break;
   }
   d.position = e->position;
-  d.attempts = e->attempts;
+  d.attempts = e->attempts & ~layout::kDlqWaiting;
   d.worker = e->worker;
   d.first_failure_ns = e->first_failure_ns;
   d.last_failure_ns = e->last_failure_ns;
-  d.next_attempt_ns = st::state(w) == st::delivering ? e->next_attempt_ns : 0;
+  d.next_attempt_ns =
+      st::state(w) == st::delivering && (e->attempts & layout::kDlqWaiting) != 0 ? e->next_attempt_ns : 0;
   std::memcpy(&d.header, dlq_record(e), sizeof(RecordHeader));
   const auto* payload = reinterpret_cast<const std::byte*>(dlq_record(e)) + kRecordHeaderSize;
   d.payload.assign(payload, payload + e->payload_len);
@@ -189,7 +192,7 @@ Status dlq_append(const SegmentRefs& r, std::uint32_t g, const RecordHeader& rec
   e->id = ring.c.next_id.fetch_add(1, std::memory_order_relaxed);
   e->first_failure_ns = first_failure_ns;
   e->last_failure_ns = realtime_ns();
-  e->attempts = attempts;
+  e->attempts = std::min(attempts, layout::kMaxDlqAttempts);  // bit 31 is kDlqWaiting
   e->worker = worker;
   e->message_len = msg_len;
   e->payload_len = payload_len;
@@ -219,6 +222,7 @@ DlqEntry* dlq_take_redrive(const SegmentRefs& r, std::uint32_t g, std::uint32_t 
          std::uint64_t expected = word;
          if (e->state_bytes.compare_exchange_strong(expected, st::make(st::delivering, st::bytes(word)),
                                                     std::memory_order_acq_rel)) {
+           e->attempts &= ~layout::kDlqWaiting;  // (left set by a resume of a library of minor < 5)
            taken = e;
            return false;
          }
@@ -228,13 +232,24 @@ DlqEntry* dlq_take_redrive(const SegmentRefs& r, std::uint32_t g, std::uint32_t 
 }
 
 // The fields below are the taking worker's to write, under the lock: a tool may be
-// copying the entry out (list, get).
+// copying the entry out (list, get). The attempts word is written by one store each
+// time (layout::kDlqWaiting).
+namespace {
+std::uint32_t one_more(std::uint32_t attempts) noexcept {
+  const std::uint32_t n = attempts & ~layout::kDlqWaiting;
+  return n < layout::kMaxDlqAttempts ? n + 1 : n;
+}
+}  // namespace
+
 void dlq_redrive_failed_call(const SegmentRefs& r, std::uint32_t g, DlqEntry* e,
                              std::uint64_t next_attempt_ns) noexcept {
   const Ring ring = ring_of(r, g);
   RingLock lock(ring.c);
-  e->attempts += 1;
   e->last_failure_ns = realtime_ns();
+  // The failed call and the wait, at once: a death after this store counts the call once.
+  std::atomic_ref<std::uint32_t>(e->attempts).store(one_more(e->attempts) | layout::kDlqWaiting,
+                                                    std::memory_order_relaxed);
+  RINGBUS_FAULT_POINT(in_redrive_failure);
   e->next_attempt_ns = next_attempt_ns;
 }
 
@@ -242,6 +257,7 @@ void dlq_redrive_call(const SegmentRefs& r, std::uint32_t g, DlqEntry* e) noexce
   const Ring ring = ring_of(r, g);
   RingLock lock(ring.c);
   e->next_attempt_ns = 0;
+  std::atomic_ref<std::uint32_t>(e->attempts).store(e->attempts & ~layout::kDlqWaiting, std::memory_order_relaxed);
 }
 
 void dlq_finish_redrive(const SegmentRefs& r, std::uint32_t g, DlqEntry* e, RedriveEnd end) noexcept {
@@ -256,8 +272,10 @@ void dlq_finish_redrive(const SegmentRefs& r, std::uint32_t g, DlqEntry* e, Redr
   {
     RingLock lock(ring.c);
     if (end == RedriveEnd::failed) {
-      e->attempts += 1;
       e->last_failure_ns = realtime_ns();
+      e->attempts = one_more(e->attempts);
+    } else {
+      e->attempts &= ~layout::kDlqWaiting;
     }
     e->next_attempt_ns = 0;
     // Release: the fields above before the state, as everywhere in the ring.
@@ -275,10 +293,11 @@ std::size_t dlq_resume_deliveries(const SegmentRefs& r, std::uint32_t g) noexcep
     walk(ring, ring.c.head.load(std::memory_order_relaxed), ring.c.tail.load(std::memory_order_relaxed),
          [&](DlqEntry* e, std::uint64_t, std::uint64_t word) {
            if (st::state(word) != st::delivering) return true;
-           if (e->next_attempt_ns == 0) {  // died in a handler call: it counts
-             e->attempts += 1;
+           if ((e->attempts & layout::kDlqWaiting) == 0) {  // died in a handler call: it counts
+             e->attempts = one_more(e->attempts);
              e->last_failure_ns = realtime_ns();
            }
+           e->attempts &= ~layout::kDlqWaiting;
            e->next_attempt_ns = 0;
            std::uint64_t expected = word;
            // Release: the fields above before the state, as everywhere in the ring.

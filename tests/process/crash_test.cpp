@@ -12,6 +12,7 @@
 
 #include "process_support.hpp"
 #include "ringbus/consumer.hpp"
+#include "ringbus/dlq.hpp"
 #include "ringbus/detail/fault.hpp"
 #include "ringbus/detail/process.hpp"
 #include "ringbus/detail/robust_lock.hpp"
@@ -558,6 +559,56 @@ TEST(GroupRemoval, AJoinKilledHoldingTheRegistrationLockHoldsUpNobody) {
   EXPECT_TRUE(ConsumerGroup::remove(seg.segment(), "g"));
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::nanoseconds(detail::kStaleLockNs))
       << "waited for a dead process's lock to go stale";
+}
+
+// Child: "die-recording-redrive LOCATION": joins group "billing" with a deferred retry
+// policy (1 ms, doubling) and refuses the dead letter redelivered to it; killed at
+// in_redrive_failure of its second failed call: the call counted and the wait marked,
+// the next call's time not yet written, the dead-letter ring's lock held.
+const test::ChildRole die_recording_redrive("die-recording-redrive", [](const std::vector<std::string>& a) {
+  const Segment s = Segment::open(Location::shm(a.at(0)));
+  ConsumerGroup g = ConsumerGroup::join(
+      s, "billing",
+      {.retry = {.max_attempts = 5, .backoff = RetryPolicy::Backoff::deferred, .delay = std::chrono::milliseconds(1)}});
+  g_point = FaultPoint::in_redrive_failure;
+  g_hits_left = 2;
+  detail::fault_hook = kill_at_point;
+  (void)test::eventually([&] {
+    g.worker(0).poll_redrives([](const Event&) { return Handled::fail; });
+    return false;
+  }, std::chrono::seconds(10));
+  return 9;  // the fault point was never reached
+});
+
+// A worker killed while it records a redelivery's failed call leaves the entry's
+// attempts exact: the call is counted once, by the worker, not again by the next join
+// as a call cut short; and the dead-letter ring's lock it held holds up nobody.
+TEST(RedeliveryDeath, WhileRecordingAFailedCallCountsItOnce) {
+  test::TempSegment seg(test::TempSegment::small_options(), "dierec");
+  {
+    ConsumerGroup g = ConsumerGroup::join(seg.segment(), "billing", {.retry = {.max_attempts = 1}});
+    Producer p = Producer::attach(seg.segment());
+    const std::uint64_t v = 7;
+    ASSERT_EQ(p.publish(1, 1, std::as_bytes(std::span(&v, 1))), Status::ok);
+    g.worker(0).poll([](const Event&) { return Handled::fail; });
+  }
+  DeadLetters dlq = DeadLetters::open(seg.segment(), "billing");
+  ASSERT_EQ(dlq.request_redrive(), 1u);
+  ASSERT_EQ(reap(spawn_child("die-recording-redrive", {seg.location().name})), 128 + SIGKILL);
+
+  const auto t0 = std::chrono::steady_clock::now();
+  const DeadLetter dead = dlq.list().at(0);
+  EXPECT_EQ(dead.state, "delivering");
+  EXPECT_EQ(dead.attempts, 3u) << "one call before it was parked, two redriven";
+  EXPECT_EQ(dead.next_attempt_ns, 0u) << "the time of the next call was not written";
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "billing");
+  const DeadLetter d = dlq.list().at(0);
+  EXPECT_EQ(d.state, "redrive");
+  EXPECT_EQ(d.attempts, 3u) << "the second failed call is not counted again";
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::nanoseconds(detail::kStaleLockNs))
+      << "waited for a dead process's lock to go stale";
+  EXPECT_EQ(g.worker(0).poll_redrives([](const Event&) { return Handled::ok; }), 1u);
+  EXPECT_TRUE(dlq.list().empty());
 }
 
 }  // namespace

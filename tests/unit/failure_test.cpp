@@ -747,6 +747,34 @@ TEST(DeadLetters, AToolLeavesAnEntryBeingDeliveredAlone) {
   EXPECT_TRUE(dlq.list().empty());
 }
 
+// An entry's attempts word keeps its top bit for "the worker waits between calls"
+// (layout::kDlqWaiting): counts saturate below it, and the bit never shows as a count.
+TEST(DeadLetters, AttemptsSaturateBelowTheWaitingBit) {
+  TempSegment seg;
+  ConsumerGroup g = three_dead_letters(seg, "g");
+  const detail::SegmentRefs& r = seg.segment().refs();
+  const RecordHeader h{};
+  ASSERT_EQ(detail::dlq_append(r, 0, h, 0, 0, UINT32_MAX, 0, 1, "failed a great many times"), Status::ok);
+  DeadLetters dlq = DeadLetters::open(seg.segment(), "g");
+  const std::uint64_t id = dlq.list().back().id;
+  EXPECT_EQ(dlq.get(id)->attempts, layout::kMaxDlqAttempts);
+  ASSERT_EQ(dlq.request_redrive(id), 1u);
+  layout::DlqEntry* e = detail::dlq_take_redrive(r, 0, 0, 1);
+  ASSERT_NE(e, nullptr);
+  ASSERT_EQ(e->id, id);
+  detail::dlq_redrive_failed_call(r, 0, e, 12345);
+  EXPECT_EQ(e->attempts, layout::kMaxDlqAttempts | layout::kDlqWaiting) << "saturated, and waiting";
+  EXPECT_EQ(dlq.get(id)->attempts, layout::kMaxDlqAttempts);
+  EXPECT_EQ(dlq.get(id)->next_attempt_ns, 12345u);
+  detail::dlq_redrive_call(r, 0, e);
+  EXPECT_EQ(dlq.get(id)->next_attempt_ns, 0u) << "a call runs";
+  detail::dlq_finish_redrive(r, 0, e, detail::RedriveEnd::failed);
+  const DeadLetter d = *dlq.get(id);
+  EXPECT_EQ(d.state, "ready");
+  EXPECT_EQ(d.attempts, layout::kMaxDlqAttempts);
+  EXPECT_EQ(e->attempts, layout::kMaxDlqAttempts) << "the bit is cleared";
+}
+
 TEST(DeadLetters, RemovePurgeAndOpenErrors) {
   TempSegment seg;
   GroupOptions o;

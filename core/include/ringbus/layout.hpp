@@ -332,18 +332,25 @@ struct DlqEntry {
   std::uint64_t id;                        // 8
   std::uint64_t first_failure_ns;          // 16
   std::uint64_t last_failure_ns;           // 24
-  std::uint32_t attempts;                  // 32
+  std::uint32_t attempts;                  // 32 failed handler calls; bit 31: kDlqWaiting
   std::uint32_t worker;                    // 36
   std::uint32_t message_len;               // 40
   std::uint32_t payload_len;               // 44
   std::uint64_t position;                  // 48 where the event was in the log
-  // 56: while a worker redelivering the entry waits between two handler calls, the wall
-  // clock time of the next one; 0 while a call runs and when no worker has it (and in
-  // entries appended by a library of minor < 5). Under the ring's lock.
+  // 56: while a worker redelivering the entry waits between two handler calls
+  // (kDlqWaiting), the wall clock time of the next one; else 0 (and in entries appended
+  // by a library of minor < 5). Under the ring's lock.
   std::uint64_t next_attempt_ns;
   // followed by the record (RecordHeader + payload padded to 8), then the message
 };
 static_assert(sizeof(DlqEntry) == 64);
+// DlqEntry::attempts bit (layout 1.5): the worker redelivering the entry waits between two
+// handler calls, every failed call counted. It is set with the count of the call that
+// just failed, and cleared as the next call begins, each by one store of the word, so
+// that a process dying at any point leaves the count and the bit in agreement: the next
+// join adds an attempt for a call cut short (bit clear) and none for a wait (bit set).
+inline constexpr std::uint32_t kDlqWaiting = 1u << 31;
+inline constexpr std::uint32_t kMaxDlqAttempts = kDlqWaiting - 1;  // a count saturates there
 inline constexpr std::uint32_t kMaxDlqMessage = 512;
 
 constexpr std::uint64_t dlq_entry_bytes(std::uint32_t payload_len, std::uint32_t message_len) noexcept {

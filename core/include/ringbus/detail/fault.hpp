@@ -16,6 +16,8 @@ enum class FaultPoint : std::uint8_t {
   after_commit,       // frame stored, journal not yet idle
   in_consumer,        // a consumer between handling an event and storing its cursor
   in_join,            // a join that found its group, its worker slots not yet taken
+  in_redrive_failure, // a redelivery's failed call counted (kDlqWaiting set), under the
+                      // dead-letter ring's lock, the next call's time not yet written
   count_,
 };
 
