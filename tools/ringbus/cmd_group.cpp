@@ -1,4 +1,5 @@
 // ringbus dlq NAME GROUP list | show ID | redrive [ID | --all] [--republish] | purge
+//   (list, redrive and purge take [--key KEY] [--type TYPE])
 // ringbus group NAME GROUP rm [--discard-dead-letters] | skip --to end|POSITION
 #include <fmt/format.h>
 
@@ -10,6 +11,7 @@
 #include "common.hpp"
 #include "ringbus/consumer.hpp"
 #include "ringbus/dlq.hpp"
+#include "ringbus/hash.hpp"
 #include "ringbus/error.hpp"
 #include "ringbus/json.hpp"
 #include "ringbus/producer.hpp"
@@ -62,6 +64,53 @@ void print_letter(const DeadLetter& d, const std::optional<SchemaRegistry>& regi
              envelope.empty() ? "" : ",\n \"envelope\": " + envelope);
 }
 
+// --key and --type of `dlq list`, `redrive` and `purge`: the dead letters of one key (its
+// text, as `tail --key` takes it) or one event type, or both.
+struct LetterFilter {
+  std::string key;
+  std::string type;
+  std::optional<std::uint16_t> type_id;
+
+  void add_to(CLI::App* cmd) {
+    cmd->add_option("--key", key, "Only dead letters of this key")
+        ->check(non_empty("events have a key of 1 byte or more"));
+    cmd->add_option("--type", type, "Only dead letters of this event type")
+        ->check(non_empty("event types are 1 to 95 bytes"));
+  }
+  [[nodiscard]] bool any() const { return !key.empty() || !type.empty(); }
+  // Looks the type up in the segment's registry: false, having said so, if it has none
+  // of that name (exit code kNotFound).
+  bool resolve(const Segment& seg, const std::optional<SchemaRegistry>& registry, int& exit_code) {
+    if (type.empty()) return true;
+    type_id = registry ? registry->find(type) : std::nullopt;
+    if (type_id) return true;
+    print_err("ringbus dlq: segment {} has no event type \"{}\"{}\n", seg.location().display(), printable(type),
+              registry ? "" : " (it has no schema registry)");
+    exit_code = kNotFound;
+    return false;
+  }
+  [[nodiscard]] bool matches(const DeadLetter& d) const {
+    return (key.empty() || d.header.key == key_of(key)) && (!type_id || d.header.type_id == *type_id);
+  }
+  // "of key \"a1\" and type \"order.placed\"".
+  [[nodiscard]] std::string describe() const {
+    std::string out = "of ";
+    if (!key.empty()) out += "key " + json_string(key);
+    if (!key.empty() && !type.empty()) out += " and ";
+    if (!type.empty()) out += "type " + json_string(type);
+    return out;
+  }
+};
+
+// The ids of the dead letters `filter` matches, oldest first.
+std::vector<std::uint64_t> ids_matching(const DeadLetters& dlq, const LetterFilter& filter) {
+  std::vector<std::uint64_t> ids;
+  for (const DeadLetter& d : dlq.list()) {
+    if (filter.matches(d)) ids.push_back(d.id);
+  }
+  return ids;
+}
+
 // `ringbus COMMAND NAME GROUP SUBCOMMAND`: the command, with the segment and group it takes.
 struct GroupCommand {
   CLI::App* cmd;
@@ -85,21 +134,62 @@ void say_no_group(const Segment& seg, const std::string& group, int& exit_code) 
   exit_code = kNotFound;
 }
 
+void say_marked(std::size_t n, const std::string& which, const std::string& group) {
+  fmt::print("{} dead letter{}{} marked for redelivery to group \"{}\": the worker each key routes to hands it to "
+             "the handler again, under the group's retry policy, and it is removed once accepted\n",
+             n, n == 1 ? "" : "s", which, group);
+}
+
+// `dlq redrive --key/--type`: each matching dead letter that is parked (`ready`) is marked
+// for redelivery, or republished; the others are on their way back already.
+void redrive_matching(const Segment& seg, DeadLetters& dlq, const LetterFilter& filter, bool republish,
+                      int& exit_code) {
+  const std::string which = " " + filter.describe();
+  std::vector<std::uint64_t> ids;
+  for (const DeadLetter& d : dlq.list()) {
+    if (filter.matches(d) && d.state == "ready") ids.push_back(d.id);
+  }
+  exit_code = kOk;
+  if (!republish) {
+    std::size_t n = 0;
+    for (const std::uint64_t id : ids) n += dlq.request_redrive(id);
+    say_marked(n, which, dlq.group());
+    return;
+  }
+  Producer p = Producer::attach(seg);
+  Status last = Status::ok;
+  std::size_t n = 0;
+  for (const std::uint64_t id : ids) {
+    n += dlq.republish(p, id, &last);
+    if (last != Status::ok) break;
+  }
+  fmt::print("republished {} dead letter{}{} into {}\n", n, n == 1 ? "" : "s", which, seg.location().display());
+  if (last != Status::ok) {
+    print_err("ringbus: stopped: the log refused the next one ({})\n", to_string(last));
+    exit_code = kFailed;
+  }
+}
+
 void add_dlq_command(CLI::App& app, int& exit_code) {
   const auto [cmd, arg, group] = add_group_command(app, "dlq", "List, show, redrive or purge a consumer group's dead letters");
 
-  auto open = [arg, group] { return DeadLetters::open(arg->look(), *group); };
-
-  auto* list = cmd->add_subcommand("list", "One line per dead letter");
-  list->callback([arg, group, &exit_code] {
+  auto* list = cmd->add_subcommand("list", "One line per dead letter (or per one of --key or --type)");
+  auto list_filter = std::make_shared<LetterFilter>();
+  list_filter->add_to(list);
+  list->callback([arg, group, list_filter, &exit_code] {
     const Segment seg = arg->look();
     const std::optional<SchemaRegistry> registry = registry_of(seg);
     DeadLetters dlq = DeadLetters::open(seg, *group);
-    const auto letters = dlq.list();
+    if (!list_filter->resolve(seg, registry, exit_code)) return;
+    std::vector<DeadLetter> letters = dlq.list();
     const DeadLetterStats s = dlq.stats();
     fmt::print("dead letters of group \"{}\": {} (ring {} of {} used, {} appended, {} removed, full {} times)\n",
                dlq.group(), letters.size(), human_bytes(s.bytes_used), human_bytes(s.capacity), s.appended,
                s.removed, s.full_waits);
+    if (list_filter->any()) {
+      std::erase_if(letters, [&](const DeadLetter& d) { return !list_filter->matches(d); });
+      fmt::print("{} of them {}\n", letters.size(), list_filter->describe());
+    }
     if (!letters.empty()) {
       fmt::print("{:>6}  {:<10}  {:>8}  {:>20}  {:>8}  {:>6}  {:<24}  {:<24}  {}\n", "id", "state", "attempts", "key",
                  "key_seq", "type", "last failure", "next attempt", "error");
@@ -137,10 +227,20 @@ void add_dlq_command(CLI::App& app, int& exit_code) {
   add_number(redrive, "id", *rid, "Dead letter id");
   redrive->add_flag("--all", *all, "Every dead letter");
   redrive->add_flag("--republish", *republish, "Publish them into the log again (flag redriven) instead");
-  redrive->callback([arg, group, rid, all, republish, &exit_code] {
-    if (*all == (*rid != 0)) throw CLI::ValidationError("redrive", "give one dead letter id, or --all");
+  auto redrive_filter = std::make_shared<LetterFilter>();
+  redrive_filter->add_to(redrive);
+  redrive->callback([arg, group, rid, all, republish, redrive_filter, &exit_code] {
+    const LetterFilter& filter = *redrive_filter;
+    if ((*rid != 0) == (*all || filter.any())) {
+      throw CLI::ValidationError("redrive", "give one dead letter id, or --all, --key or --type");
+    }
     const Segment seg = arg->look();
     DeadLetters dlq = DeadLetters::open(seg, *group);
+    if (filter.any()) {
+      if (!redrive_filter->resolve(seg, registry_of(seg), exit_code)) return;
+      redrive_matching(seg, dlq, filter, *republish, exit_code);
+      return;
+    }
     const std::optional<std::uint64_t> which = *all ? std::nullopt : std::optional<std::uint64_t>(*rid);
     const std::optional<DeadLetter> one = which ? dlq.get(*which) : std::nullopt;
     if (which && !one) {
@@ -178,18 +278,25 @@ void add_dlq_command(CLI::App& app, int& exit_code) {
       exit_code = kOk;
       return;
     }
-    const std::size_t n = dlq.request_redrive(which);
-    fmt::print("{} dead letter{} marked for redelivery to group \"{}\": the worker each key routes to hands it to "
-               "the handler again, under the group's retry policy, and it is removed once accepted\n",
-               n, n == 1 ? "" : "s", *group);
+    say_marked(dlq.request_redrive(which), "", *group);
     exit_code = kOk;
   });
 
-  auto* purge = cmd->add_subcommand("purge", "Remove every dead letter (those being redelivered stay)");
-  purge->callback([open, &exit_code] {
-    DeadLetters dlq = open();
-    const std::size_t n = dlq.purge();
-    fmt::print("purged {} dead letter{} of group \"{}\"\n", n, n == 1 ? "" : "s", dlq.group());
+  auto* purge = cmd->add_subcommand("purge", "Remove every dead letter, or those of --key or --type (those being redelivered stay)");
+  auto purge_filter = std::make_shared<LetterFilter>();
+  purge_filter->add_to(purge);
+  purge->callback([arg, group, purge_filter, &exit_code] {
+    const Segment seg = arg->look();
+    DeadLetters dlq = DeadLetters::open(seg, *group);
+    std::size_t n = 0;
+    if (purge_filter->any()) {
+      if (!purge_filter->resolve(seg, registry_of(seg), exit_code)) return;
+      for (const std::uint64_t id : ids_matching(dlq, *purge_filter)) n += dlq.remove(id) ? 1 : 0;
+    } else {
+      n = dlq.purge();
+    }
+    fmt::print("purged {} dead letter{}{} of group \"{}\"\n", n, n == 1 ? "" : "s",
+               purge_filter->any() ? " " + purge_filter->describe() : "", dlq.group());
     exit_code = kOk;
   });
 }
