@@ -295,6 +295,140 @@ INSTANTIATE_TEST_SUITE_P(Process, RedeliveryCutShort, ::testing::Values("redrive
                                                                          : std::string("WhileKeptForARetry");
                          });
 
+// Redrives under random SIGKILL: what the children's handlers did, by the dead letter's
+// value (1, 2, ... as published).
+constexpr std::uint64_t kRedriveLetters = 1u << 16;  // values at most
+struct RedriveLedger {
+  std::atomic<std::uint32_t> started[kRedriveLetters + 1];   // handler calls begun
+  std::atomic<std::uint32_t> accepted[kRedriveLetters + 1];  // calls that returned ok
+  std::atomic<int> joined;                                   // the child's group is joined
+};
+
+// Child: "redrive-random LOCATION LEDGER_FD SEED": joins group "billing" with a retry
+// policy the seed picks (backoff, attempts, one or two workers) and, until it is killed,
+// marks every parked dead letter for redelivery and delivers what its workers take,
+// accepting about one call in twenty.
+const test::ChildRole redrive_random("redrive-random", [](const std::vector<std::string>& a) -> int {
+  const Segment seg = Segment::open(Location::shm(a.at(0)));
+  SharedBlock<RedriveLedger> ledger(std::stoi(a.at(1)));
+  std::mt19937_64 rng(std::stoull(a.at(2)));
+  const auto backoff = static_cast<RetryPolicy::Backoff>(rng() % 3);
+  const GroupOptions o{
+      .workers = static_cast<std::uint32_t>(1 + rng() % 2),
+      .retry = {.max_attempts = static_cast<std::uint32_t>(1 + rng() % 4),
+                .backoff = backoff,
+                .delay = backoff == RetryPolicy::Backoff::deferred ? std::chrono::microseconds(200)
+                                                                   : std::chrono::microseconds(20)}};
+  ConsumerGroup g = ConsumerGroup::join(seg, "billing", o);
+  DeadLetters dlq = DeadLetters::open(seg, "billing");
+  ledger->joined.store(1);
+  auto handler = [&](const Event& e) {
+    std::uint64_t v = 0;
+    std::memcpy(&v, e.payload().data(), sizeof v);
+    if (v == 0 || v > kRedriveLetters) std::abort();
+    ledger->started[v].fetch_add(1);
+    if (rng() % 20 != 0) return Handled::fail;
+    ledger->accepted[v].fetch_add(1);
+    return Handled::ok;
+  };
+  for (;;) {
+    dlq.request_redrive();
+    for (std::uint32_t w = 0; w < o.workers; ++w) g.worker(w).poll_redrives(handler);
+  }
+});
+
+// Workers killed at random moments while they redeliver dead letters (in a handler, in
+// a spin or deferred wait, holding the dead-letter ring's lock or not) lose none and
+// miscount none. After each death, once a join has resumed what the dead worker was
+// delivering: every dead letter is in the ring or was accepted; each in the ring counts
+// at least its call before it was parked plus every redriven call begun, and at most one
+// more per death (a death between taking an entry and calling the handler counts as a
+// call cut short). At the end all are accepted, each at least once, and at most once
+// more per death (accepted, then killed before the entry was removed).
+TEST(Process, RedrivesKilledAtRandomLoseAndMiscountNothing) {
+  // RINGBUS_KILL_ITERATIONS and RINGBUS_KILL_SEED override the deaths (100) and the seed.
+  const char* n_env = std::getenv("RINGBUS_KILL_ITERATIONS");
+  const char* seed_env = std::getenv("RINGBUS_KILL_SEED");
+  const int iterations = n_env != nullptr ? std::atoi(n_env) : 100;
+  test::TempSegment seg(test::TempSegment::small_options(), "redrivekill");
+  Producer p = Producer::attach(seg.segment());
+  std::uint64_t published = 0;
+  // `n` more events (while the ring holds fewer than 150 dead letters: it has room for
+  // about 2,000), dead-lettered by a join whose handler refuses them. The join also
+  // resumes what a dead worker was delivering.
+  auto dead_letter_more = [&](std::uint64_t n) {
+    ConsumerGroup g = ConsumerGroup::join(seg.segment(), "billing", {.retry = {.max_attempts = 1}});
+    if (DeadLetters::open(seg.segment(), "billing").list().size() >= 150 || published + n > kRedriveLetters) return;
+    for (std::uint64_t i = 0; i < n; ++i) {
+      const std::uint64_t v = ++published;
+      ASSERT_EQ(p.publish(1 + v % 64, 1, std::as_bytes(std::span(&v, 1))), Status::ok);
+    }
+    while (g.worker(0).poll([](const Event&) { return Handled::fail; }) != 0) {
+    }
+  };
+  dead_letter_more(100);
+  DeadLetters dlq = DeadLetters::open(seg.segment(), "billing");
+  ASSERT_EQ(dlq.list().size(), 100u);
+  SharedBlock<RedriveLedger> ledger;
+  std::mt19937_64 rng(seed_env != nullptr ? std::strtoull(seed_env, nullptr, 0) : 20261207);
+  auto check = [&](int deaths) {
+    std::vector<bool> in_ring(kRedriveLetters + 1, false);
+    std::uint64_t extra = 0;
+    for (const DeadLetter& d : dlq.list()) {
+      std::uint64_t v = 0;
+      std::memcpy(&v, d.payload.data(), sizeof v);
+      ASSERT_TRUE(v >= 1 && v <= published) << v;
+      EXPECT_FALSE(in_ring[v]) << "value " << v << " twice in the ring";
+      in_ring[v] = true;
+      EXPECT_NE(d.state, "delivering") << "value " << v << ": resumed by the join";
+      const std::uint32_t counted = 1 + ledger->started[v].load();
+      EXPECT_GE(d.attempts, counted) << "value " << v;
+      extra += d.attempts - std::min(d.attempts, counted);
+    }
+    EXPECT_LE(extra, static_cast<std::uint64_t>(deaths)) << "attempts beyond the calls begun";
+    for (std::uint64_t v = 1; v <= published; ++v) {
+      EXPECT_TRUE(in_ring[v] || ledger->accepted[v].load() != 0) << "value " << v << " lost";
+    }
+  };
+  int deaths = 0;
+  for (int i = 0; i < iterations && !::testing::Test::HasFailure(); ++i) {
+    if (rng() % 2 == 0) {
+      dlq.request_redrive();
+    } else {
+      for (const DeadLetter& d : dlq.list()) {
+        if (rng() % 2 == 0) dlq.request_redrive(d.id);
+      }
+    }
+    ledger->joined.store(0);
+    const pid_t child = spawn_child("redrive-random", {seg.location().name, ledger.fd_arg(), std::to_string(rng())});
+    ASSERT_TRUE(test::eventually([&] { return ledger->joined.load() != 0; })) << "the child did not join";
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 3000));
+    ::kill(child, SIGKILL);
+    ASSERT_EQ(reap(child), 128 + SIGKILL);
+    ++deaths;
+    dead_letter_more(20);
+    check(deaths);
+  }
+  // Every dead letter left is accepted once a handler always accepts.
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "billing");
+  ASSERT_TRUE(test::eventually([&] {
+    dlq.request_redrive();
+    g.worker(0).poll_redrives([&](const Event& e) {
+      std::uint64_t v = 0;
+      std::memcpy(&v, e.payload().data(), sizeof v);
+      ledger->accepted[v].fetch_add(1);
+      return Handled::ok;
+    });
+    return dlq.list().empty();
+  }));
+  std::uint64_t twice = 0;
+  for (std::uint64_t v = 1; v <= published; ++v) {
+    EXPECT_GE(ledger->accepted[v].load(), 1u) << "value " << v;
+    twice += ledger->accepted[v].load() - std::min<std::uint32_t>(ledger->accepted[v].load(), 1);
+  }
+  EXPECT_LE(twice, static_cast<std::uint64_t>(deaths)) << "accepted again beyond one per death";
+}
+
 // Child: "anonymous RESULTS_FD": creates an anonymous segment and forks a producer
 // process that publishes kAnonymousEvents through the mapping it inherits, after
 // Segment::touch_pages; reads them back and reports. The child runs in a process of its
