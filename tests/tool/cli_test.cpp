@@ -253,6 +253,15 @@ class TempFile {
   std::string path_;
 };
 
+// Publishes `lines` (JSON lines) into `seg` with the tool and hands them to worker 0 of
+// `g` (a group of join_dead_lettering), which parks every one as a dead letter.
+void publish_dead_letters(const ToolSegment& seg, ringbus::ConsumerGroup& g, const std::string& lines) {
+  TempFile file(lines);
+  ASSERT_EQ(ringbus_run({"publish", seg.name(), file.path()}).code, 0);
+  while (g.worker(0).poll([](const ringbus::Event&) { return ringbus::Handled::fail; }, 100) != 0) {
+  }
+}
+
 // The minified JSON of a value, as simdjson sees it (numbers kept as written).
 std::string minified(simdjson::ondemand::value v) {
   std::string_view s;
@@ -1700,14 +1709,12 @@ TEST(Cli, DeadLettersOfOneKeyOrTypeAreListedRedrivenAndPurged) {
   ToolSegment seg;
   const ringbus::Segment s = seg.open();
   ringbus::ConsumerGroup g = join_dead_lettering(s, "orders");
-  TempFile file(R"({"event_type":"order.created","key":"o-1","data":{"n":1}})" "\n"
-                R"({"event_type":"order.created","key":"o-2","data":{"n":2}})" "\n"
-                R"({"event_type":"order.paid","key":"o-1","data":{"n":3}})" "\n"
-                R"({"event_type":"order.paid","key":"o-2","data":{"n":4}})" "\n"
-                R"({"event_type":"order.created","key":"o-1","data":{"n":5}})" "\n");
-  ASSERT_EQ(ringbus_run({"publish", seg.name(), file.path()}).code, 0);
-  while (g.worker(0).poll([](const ringbus::Event&) { return ringbus::Handled::fail; }, 100) != 0) {
-  }
+  publish_dead_letters(seg, g,
+                       R"({"event_type":"cart.opened","key":"c-1","data":{"n":1}})" "\n"
+                       R"({"event_type":"cart.opened","key":"c-2","data":{"n":2}})" "\n"
+                       R"({"event_type":"cart.paid","key":"c-1","data":{"n":3}})" "\n"
+                       R"({"event_type":"cart.paid","key":"c-2","data":{"n":4}})" "\n"
+                       R"({"event_type":"cart.opened","key":"c-1","data":{"n":5}})" "\n");
   ringbus::DeadLetters dlq = ringbus::DeadLetters::open(s, "orders");
   const std::vector<ringbus::DeadLetter> letters = dlq.list();
   ASSERT_EQ(letters.size(), 5u);
@@ -1726,50 +1733,50 @@ TEST(Cli, DeadLettersOfOneKeyOrTypeAreListedRedrivenAndPurged) {
     return out;
   };
 
-  const Result by_key = ringbus_run({"dlq", seg.name(), "orders", "list", "--key", "o-1"});
+  const Result by_key = ringbus_run({"dlq", seg.name(), "orders", "list", "--key", "c-1"});
   ASSERT_EQ(by_key.code, 0) << by_key.err;
   EXPECT_NE(by_key.out.find("dead letters of group \"orders\": 5 ("), std::string::npos) << by_key.out;
-  EXPECT_NE(by_key.out.find("\n3 of them of key \"o-1\"\n"), std::string::npos) << by_key.out;
+  EXPECT_NE(by_key.out.find("\n3 of them of key \"c-1\"\n"), std::string::npos) << by_key.out;
   EXPECT_EQ(lines_of(by_key.out).size(), 2u + 1u + 3u) << "counts, the filter, column heads, three rows\n"
                                                        << by_key.out;
   for (std::size_t i = 0; i < letters.size(); ++i) {
     EXPECT_EQ(by_key.out.find(row_of(letters[i].id)) != std::string::npos, i % 2 == 0) << i << "\n" << by_key.out;
   }
-  const Result both = ringbus_run({"dlq", seg.name(), "orders", "list", "--key", "o-1", "--type", "order.paid"});
-  EXPECT_NE(both.out.find("\n1 of them of key \"o-1\" and type \"order.paid\"\n"), std::string::npos) << both.out;
-  const Result none = ringbus_run({"dlq", seg.name(), "orders", "list", "--type", "order.lost"});
+  const Result both = ringbus_run({"dlq", seg.name(), "orders", "list", "--key", "c-1", "--type", "cart.paid"});
+  EXPECT_NE(both.out.find("\n1 of them of key \"c-1\" and type \"cart.paid\"\n"), std::string::npos) << both.out;
+  const Result none = ringbus_run({"dlq", seg.name(), "orders", "list", "--type", "cart.lost"});
   EXPECT_EQ(none.code, 4);
-  EXPECT_NE(none.err.find("has no event type \"order.lost\""), std::string::npos) << none.err;
-  EXPECT_EQ(ringbus_run({"dlq", seg.name(), "orders", "redrive", std::to_string(letters[0].id), "--key", "o-1"}).code,
+  EXPECT_NE(none.err.find("has no event type \"cart.lost\""), std::string::npos) << none.err;
+  EXPECT_EQ(ringbus_run({"dlq", seg.name(), "orders", "redrive", std::to_string(letters[0].id), "--key", "c-1"}).code,
             2)
       << "an id names one letter";
 
-  // Marked: o-1's three; asked again, none (they are on their way back).
-  const Result marked = ringbus_run({"dlq", seg.name(), "orders", "redrive", "--key", "o-1"});
+  // Marked: c-1's three; asked again, none (they are on their way back).
+  const Result marked = ringbus_run({"dlq", seg.name(), "orders", "redrive", "--key", "c-1"});
   ASSERT_EQ(marked.code, 0) << marked.err;
-  EXPECT_NE(marked.out.find("3 dead letters of key \"o-1\" marked for redelivery to group \"orders\""),
+  EXPECT_NE(marked.out.find("3 dead letters of key \"c-1\" marked for redelivery to group \"orders\""),
             std::string::npos)
       << marked.out;
   EXPECT_EQ(published("redrive"), (std::vector<std::size_t>{1, 3, 5}));
-  EXPECT_NE(ringbus_run({"dlq", seg.name(), "orders", "redrive", "--key", "o-1"}).out.find("0 dead letters of key"),
+  EXPECT_NE(ringbus_run({"dlq", seg.name(), "orders", "redrive", "--key", "c-1"}).out.find("0 dead letters of key"),
             std::string::npos);
 
-  // Republished: the parked order.paid one (4); the marked one (3) stays marked.
-  const Result rep = ringbus_run({"dlq", seg.name(), "orders", "redrive", "--type", "order.paid", "--republish"});
+  // Republished: the parked cart.paid one (4); the marked one (3) stays marked.
+  const Result rep = ringbus_run({"dlq", seg.name(), "orders", "redrive", "--type", "cart.paid", "--republish"});
   ASSERT_EQ(rep.code, 0) << rep.err;
-  EXPECT_NE(rep.out.find("republished 1 dead letter of type \"order.paid\" into"), std::string::npos) << rep.out;
+  EXPECT_NE(rep.out.find("republished 1 dead letter of type \"cart.paid\" into"), std::string::npos) << rep.out;
   EXPECT_EQ(published("redrive"), (std::vector<std::size_t>{1, 3, 5}));
   EXPECT_EQ(published("ready"), (std::vector<std::size_t>{2}));
   const std::vector<std::string> tail = lines_of(ringbus_run({"tail", seg.name()}).out);
   ASSERT_EQ(tail.size(), 6u);
   EXPECT_EQ(fields_of(tail[5]).at("data"), R"({"n":4})");
 
-  // Purged: o-2's one left (2), then o-1's order.created ones (1 and 5).
-  const Result purged = ringbus_run({"dlq", seg.name(), "orders", "purge", "--key", "o-2"});
-  EXPECT_NE(purged.out.find("purged 1 dead letter of key \"o-2\" of group \"orders\""), std::string::npos)
+  // Purged: c-2's one left (2), then c-1's cart.opened ones (1 and 5).
+  const Result purged = ringbus_run({"dlq", seg.name(), "orders", "purge", "--key", "c-2"});
+  EXPECT_NE(purged.out.find("purged 1 dead letter of key \"c-2\" of group \"orders\""), std::string::npos)
       << purged.out;
   EXPECT_EQ(published("ready"), (std::vector<std::size_t>{}));
-  ASSERT_EQ(ringbus_run({"dlq", seg.name(), "orders", "purge", "--key", "o-1", "--type", "order.created"}).code, 0);
+  ASSERT_EQ(ringbus_run({"dlq", seg.name(), "orders", "purge", "--key", "c-1", "--type", "cart.opened"}).code, 0);
   EXPECT_EQ(published("redrive"), (std::vector<std::size_t>{3}));
 }
 
@@ -1777,12 +1784,10 @@ TEST(Cli, DeadLettersListShowRedrivePurge) {
   ToolSegment seg;
   const ringbus::Segment s = seg.open();
   ringbus::ConsumerGroup g = join_dead_lettering(s, "orders");
-  TempFile file(R"({"event_type":"order.created","key":"o-1","data":{"n":1}})" "\n"
-                R"({"event_type":"order.created","key":"o-2","data":{"n":2}})" "\n"
-                R"({"event_type":"order.created","key":"o-3","data":{"n":3}})" "\n");
-  ASSERT_EQ(ringbus_run({"publish", seg.name(), file.path()}).code, 0);
-  while (g.worker(0).poll([](const ringbus::Event&) { return ringbus::Handled::fail; }, 100) != 0) {
-  }
+  publish_dead_letters(seg, g,
+                       R"({"event_type":"order.created","key":"o-1","data":{"n":1}})" "\n"
+                       R"({"event_type":"order.created","key":"o-2","data":{"n":2}})" "\n"
+                       R"({"event_type":"order.created","key":"o-3","data":{"n":3}})" "\n");
   const std::vector<ringbus::DeadLetter> letters = ringbus::DeadLetters::open(s, "orders").list();
   ASSERT_EQ(letters.size(), 3u);
 
