@@ -50,6 +50,19 @@ void reset_group_state(const detail::SegmentRefs& r, std::uint32_t g);
 void unregister_group(const detail::SegmentRefs& r, std::uint32_t g);
 void merge_dedup(const detail::SegmentRefs& r, std::uint32_t g, std::uint32_t old_workers, std::uint32_t new_workers);
 
+// A worker slot taken from a process that died running it: if it died before the event
+// in flight was handled (the cursor not past it), one more death counts against that
+// event (layout::kInflightDeaths, saturating); else the count starts again.
+void note_death_in_flight(layout::WorkerSlot& ws) noexcept {
+  const std::uint64_t inflight = ws.inflight.load(std::memory_order_relaxed);
+  if (inflight == layout::kNoPosition) return;
+  const std::uint64_t deaths = inflight & layout::kInflightDeaths;
+  const std::uint64_t at = inflight - deaths;
+  const bool unhandled = at >= ws.cursor.load(std::memory_order_acquire);
+  const std::uint64_t counted = unhandled ? std::min(deaths + 1, layout::kInflightDeaths) : 0;
+  ws.inflight.store(at | counted, std::memory_order_relaxed);
+}
+
 std::string where_of(const Segment& seg, std::string_view name) {
   return "segment " + seg.location().display() + " group \"" + printable(name) + "\"";
 }
@@ -352,6 +365,9 @@ std::string option_problem(const GroupOptions& o, std::uint64_t capacity) {
                                      std::pair{"max_pending", o.max_pending}}) {
     if (value == 0) return std::string(field) + " is 0: it must be at least 1";
   }
+  if (o.max_deaths > kMaxDeaths) {
+    return "max_deaths is " + to_string(o.max_deaths) + ": it must be from 0 (off) to " + to_string(kMaxDeaths);
+  }
   if (o.start > StartFrom::position) return "start is " + to_string(static_cast<int>(o.start)) + ", not a StartFrom";
   if (o.retry.backoff > RetryPolicy::Backoff::deferred) {
     return "retry.backoff is " + to_string(static_cast<int>(o.retry.backoff)) + ", not a RetryPolicy::Backoff";
@@ -475,6 +491,7 @@ ConsumerGroup ConsumerGroup::join(const Segment& segment, std::string_view name,
     ws.owner_start.store(me.start_ticks, std::memory_order_relaxed);
     ws.owner.store(layout::owner::make(layout::owner::active, me.pid), std::memory_order_release);
     taken.push_back(i);
+    if (s == layout::owner::active || s == layout::owner::attaching) note_death_in_flight(ws);
   }
   if (kept != options.workers) {
     // Keys move between workers: everyone restarts from the slowest cursor, which
@@ -550,7 +567,16 @@ std::unique_ptr<ConsumerGroup::State> ConsumerGroup::make_state(const detail::Se
     // The event in flight when the previous owner stopped (or the batch it was handling)
     // may have been handled: such events are delivered with Event::redelivered().
     const std::uint64_t inflight = gs.worker[i].inflight.load(std::memory_order_relaxed);
-    if (inflight != layout::kNoPosition && inflight >= w->pos_) w->resume_until_ = inflight + 1;
+    if (inflight != layout::kNoPosition && inflight >= w->pos_) {
+      w->resume_until_ = inflight + 1;
+      const std::uint64_t deaths = inflight & layout::kInflightDeaths;
+      if (options.max_deaths != 0 && deaths != 0) {
+        w->died_at_ = inflight - deaths;
+        w->deaths_ = deaths;
+        w->singly_until_ = w->resume_until_;  // counted against the event, not its batch
+      }
+    }
+    w->max_deaths_ = options.max_deaths;
     if (options.dead_letters && r.dlq != nullptr) w->dlq_control_ = r.dlq_control(g);
     if (options.dedup) w->dedup_table_ = r.dedup_window(g, i, 0);
     if (options.record_latency) w->latency_ = r.latency_of(g, i);
@@ -737,6 +763,26 @@ Worker::Outcome Worker::dead_letter(const Event& e, std::uint32_t attempts, std:
     return Outcome::pending;
   }
   failed(e, why + "; and it cannot be parked in the dead-letter ring (" + std::string(to_string(s)) + ")");
+}
+
+Worker::Outcome Worker::dead_letter_poison(const Event& e, Pending* p) {
+  last_error_ = "its process died " + std::to_string(deaths_) + " time" + (deaths_ == 1 ? "" : "s") +
+                " in a row while the handler had it (max_deaths " + std::to_string(max_deaths_) + ")";
+  died_at_ = layout::kNoPosition;  // once: a later delivery of it is a new one
+  const std::uint64_t now = detail::realtime_ns();
+  const Outcome o = dead_letter(e, static_cast<std::uint32_t>(deaths_), now);
+  if (o == Outcome::pending) {
+    // No room in the ring: waits for it as a failed event does, with no handler call.
+    const std::uint64_t next = detail::monotonic_ns() + 1'000'000;
+    if (p == nullptr) {
+      set_aside(e, retry_.max_attempts, now, next);
+    } else {
+      p->attempts = retry_.max_attempts;
+      p->first_failure_ns = now;
+      p->next_ns = next;
+    }
+  }
+  return o;
 }
 
 void Worker::give_back_redrives() noexcept {

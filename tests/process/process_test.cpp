@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <csignal>
 #include <chrono>
 #include <cstring>
@@ -428,6 +429,112 @@ TEST(Process, RedrivesKilledAtRandomLoseAndMiscountNothing) {
   }
   EXPECT_LE(twice, static_cast<std::uint64_t>(deaths)) << "accepted again beyond one per death";
 }
+
+// Poison events: what the handlers of successive processes did, by value (1..20).
+struct PoisonLedger {
+  std::atomic<std::uint32_t> calls[21];    // handler calls that had the event
+  std::atomic<std::uint32_t> handled[21];  // ... and returned
+};
+constexpr std::uint64_t kPoison = 13;
+
+// Child: "poison LOCATION LEDGER_FD MODE MAX_DEATHS": joins group "billing" (batches of
+// 8, max_deaths MAX_DEATHS) and polls until nothing is ready. Its handler kills the
+// process when it gets event 13: always (MODE "single", or "batch": poll_batch), or only
+// in its first CRASHES calls of it over every process (MODE "recovers-CRASHES").
+const test::ChildRole poison_role("poison", [](const std::vector<std::string>& a) {
+  const Segment seg = Segment::open(Location::shm(a.at(0)));
+  SharedBlock<PoisonLedger> ledger(std::stoi(a.at(1)));
+  const std::string mode = a.at(2);
+  const std::uint32_t crashes =
+      mode.starts_with("recovers-") ? static_cast<std::uint32_t>(std::stoul(mode.substr(9))) : UINT32_MAX;
+  ConsumerGroup g = ConsumerGroup::join(
+      seg, "billing", {.batch = 8, .max_deaths = static_cast<std::uint32_t>(std::stoul(a.at(3)))});
+  auto one = [&](const Event& e) {
+    std::uint64_t v = 0;
+    std::memcpy(&v, e.payload().data(), sizeof v);
+    if (v == 0 || v > 20) std::abort();
+    const std::uint32_t call = ledger->calls[v].fetch_add(1) + 1;
+    if (v == kPoison && call <= crashes) ::raise(SIGKILL);
+    ledger->handled[v].fetch_add(1);
+  };
+  if (mode == "batch") {
+    while (g.worker(0).poll_batch([&](std::span<const Event> events) {
+      for (const Event& e : events) one(e);
+    }, 8) != 0) {
+    }
+  } else {
+    while (g.worker(0).poll(one) != 0) {
+    }
+  }
+  return 0;
+});
+
+struct PoisonCase {
+  const char* mode;
+  std::uint32_t max_deaths;
+  int deaths;           // processes killed before one got past event 13
+  bool dead_lettered;   // event 13 ends in the dead-letter ring, not handled
+};
+
+void PrintTo(const PoisonCase& c, std::ostream* os) {
+  *os << c.mode << ", max_deaths " << c.max_deaths << ", " << c.deaths << " deaths";
+}
+
+class PoisonEvent : public ::testing::TestWithParam<PoisonCase> {};
+
+// An event whose handler kills its process is delivered again to the next process,
+// which is told it was in flight (Event::redelivered()); with max_deaths N, after N
+// deaths in a row it is parked in the dead-letter ring without another call, so that a
+// crash loop ends with every other event handled. A death in a batch is counted against
+// the batch's last event, and the batch is then delivered one event at a time: the
+// deaths that follow count against event 13. An event that stops crashing before the
+// limit is handled, and so is every event of a group without max_deaths.
+TEST_P(PoisonEvent, IsDeadLetteredAfterMaxDeathsInARow) {
+  const PoisonCase c = GetParam();
+  test::TempSegment seg(test::TempSegment::small_options(), "poison");
+  ConsumerGroup::join(seg.segment(), "billing");  // registered: it sees every event below
+  Producer p = Producer::attach(seg.segment());
+  for (std::uint64_t v = 1; v <= 20; ++v) ASSERT_EQ(p.publish(v, 1, std::as_bytes(std::span(&v, 1))), Status::ok);
+  SharedBlock<PoisonLedger> ledger;
+  int deaths = 0;
+  for (int code = -1; code != 0 && deaths <= 10;) {
+    code = reap(spawn_child("poison", {seg.location().name, ledger.fd_arg(), c.mode, std::to_string(c.max_deaths)}));
+    if (code == 128 + SIGKILL) {
+      ++deaths;
+    } else {
+      ASSERT_EQ(code, 0);
+    }
+  }
+  EXPECT_EQ(deaths, c.deaths);
+  EXPECT_EQ(ledger->calls[kPoison].load(), static_cast<std::uint32_t>(c.deaths + (c.dead_lettered ? 0 : 1)))
+      << "no call after the last death when it is dead-lettered";
+  for (std::uint64_t v = 1; v <= 20; ++v) {
+    if (v != kPoison) EXPECT_GE(ledger->handled[v].load(), 1u) << "value " << v;
+  }
+  EXPECT_EQ(ledger->handled[kPoison].load(), c.dead_lettered ? 0u : 1u);
+  const std::vector<DeadLetter> dead = DeadLetters::open(seg.segment(), "billing").list();
+  ASSERT_EQ(dead.size(), c.dead_lettered ? 1u : 0u);
+  if (c.dead_lettered) {
+    std::uint64_t v = 0;
+    std::memcpy(&v, dead[0].payload.data(), sizeof v);
+    EXPECT_EQ(v, kPoison);
+    EXPECT_EQ(dead[0].attempts, c.max_deaths);
+    EXPECT_NE(dead[0].message.find("its process died " + std::to_string(c.max_deaths) +
+                                   (c.max_deaths == 1 ? " time" : " times") + " in a row while the handler had it"),
+              std::string::npos)
+        << dead[0].message;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Process, PoisonEvent,
+                         ::testing::Values(PoisonCase{"single", 3, 3, true}, PoisonCase{"batch", 3, 4, true},
+                                           PoisonCase{"single", 1, 1, true}, PoisonCase{"recovers-2", 3, 2, false},
+                                           PoisonCase{"recovers-4", 0, 4, false}),
+                         [](const ::testing::TestParamInfo<PoisonCase>& i) {
+                           std::string mode = i.param.mode;
+                           std::replace(mode.begin(), mode.end(), '-', '_');
+                           return mode + "_max_deaths_" + std::to_string(i.param.max_deaths);
+                         });
 
 // Child: "anonymous RESULTS_FD": creates an anonymous segment and forks a producer
 // process that publishes kAnonymousEvents through the mapping it inherits, after

@@ -545,6 +545,8 @@ TEST(ConsumerGroup, NamesAndOptionsAreValidated) {
       {with([](GroupOptions& o) { o.batch = UINT32_MAX; }), "batch is 4294967295: it must be from 1 to 65536"},
       {with([](GroupOptions& o) { o.retry.max_attempts = 0; }), "retry.max_attempts is 0: it must be at least 1"},
       {with([](GroupOptions& o) { o.max_pending = 0; }), "max_pending is 0: it must be at least 1"},
+      // The count lives in the low bits of a record position (layout::kInflightDeaths).
+      {with([](GroupOptions& o) { o.max_deaths = 8; }), "max_deaths is 8: it must be from 0 (off) to 7"},
       {with([](GroupOptions& o) { o.start = static_cast<StartFrom>(3); }), "start is 3, not a StartFrom"},
       {with([](GroupOptions& o) { o.retry.backoff = static_cast<RetryPolicy::Backoff>(3); }),
        "retry.backoff is 3, not a RetryPolicy::Backoff"},
@@ -580,6 +582,7 @@ TEST(ConsumerGroup, NamesAndOptionsAreValidated) {
   GroupOptions day;
   day.unblock_after = std::chrono::hours{24};
   EXPECT_EQ(refusal(day), "accepted");
+  EXPECT_EQ(refusal({.max_deaths = kMaxDeaths}), "accepted");
 }
 
 // A segment holds max_groups groups; one more is refused, naming the limit, and a group

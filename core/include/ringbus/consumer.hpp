@@ -105,6 +105,12 @@ static_assert(RetryPolicy{.delay = std::chrono::seconds{5}}.deferred_wait(7) == 
 // each), so a batch of 2^32 asked a join for 96 GiB.
 inline constexpr std::uint32_t kMaxBatch = 1u << 16;
 
+// The largest GroupOptions::max_deaths: the count lives in the low bits of a worker's
+// in-flight position (layout::kInflightDeaths).
+inline constexpr std::uint32_t kMaxDeaths = static_cast<std::uint32_t>(layout::kInflightDeaths);
+static_assert(layout::kInflightDeaths < kRecordAlign && (layout::kInflightDeaths & (layout::kInflightDeaths + 1)) == 0,
+              "the count fits below a record position's alignment");
+
 struct GroupOptions {
   std::uint32_t workers = 1;           // 1 .. layout::kMaxWorkers
   std::vector<int> cpus;               // cpus[i]: the CPU worker i's thread is pinned to (empty: not pinned);
@@ -130,6 +136,12 @@ struct GroupOptions {
   // Events set aside by deferred retries (and those held behind them) before the worker
   // stops reading ahead.
   std::uint32_t max_pending = 4096;
+  // Poison events: park an event in the dead-letter ring, unhandled, once the process
+  // handling it died this many times in a row while its handler had it (a crash in the
+  // handler kills the process before any retry). 0 (the default): never; at most
+  // kMaxDeaths. A batch (run_batch, poll_batch) a process died in is delivered again one
+  // event at a time, so that the deaths are counted against the event that causes them.
+  std::uint32_t max_deaths = 0;
   std::chrono::milliseconds unblock_after{100};  // stall before a dead producer's claim is repaired (0 .. 24 h)
   // Throughput over latency. 0 (the default): each record is read as soon as it is
   // committed. Otherwise a worker with more than `trail_bytes` of log beyond its position
@@ -311,6 +323,9 @@ class Worker {
   template <class H>
   void service_pending(H& handler);
   Outcome dead_letter(const Event& e, std::uint32_t attempts, std::uint64_t first_failure_ns);
+  // max_deaths: the event the previous processes died handling, parked without a call
+  // (`p`: its entry among the events set aside, if it is one).
+  Outcome dead_letter_poison(const Event& e, Pending* p);
   void set_aside(const Event& e, std::uint32_t attempts, std::uint64_t first_failure_ns, std::uint64_t next_ns);
   // Backoff::spin between two calls: busy-waits the policy's delay.
   void spin_delay() const noexcept {
@@ -414,6 +429,13 @@ class Worker {
   bool hold_keys_ = true;
   std::uint32_t max_pending_ = 4096;
   std::uint64_t resume_until_ = 0;  // events at positions below this are redelivered (exclusive)
+  // max_deaths: the event a previous process died handling, and how many times in a row
+  // (layout::kInflightDeaths); died_at_ kNoPosition when there is none or it is off.
+  // A batch worker delivers events below singly_until_ one at a time.
+  std::uint64_t died_at_ = layout::kNoPosition;
+  std::uint64_t deaths_ = 0;
+  std::uint64_t singly_until_ = 0;
+  std::uint32_t max_deaths_ = 0;
   std::uint64_t unblock_after_ns_ = 100'000'000;
   // Trailing (GroupOptions::trail_bytes; 0 = off), in Tsc ticks where a time.
   std::uint64_t trail_bytes_ = 0;
@@ -696,12 +718,17 @@ Worker::Outcome Worker::attempt(H& handler, Event& e, Pending* p) {
         return Outcome::dropped;
       }
     }
+    std::uint64_t inflight = e.position();
     if (e.position() < resume_until_) [[unlikely]] {
       e.mark(Event::kRedelivered);
       bump(slot_->redelivered);
+      if (e.position() == died_at_) {
+        if (deaths_ >= max_deaths_) return dead_letter_poison(e, p);
+        inflight |= deaths_;  // a death in this call counts one more
+      }
     }
     if (latency_ != nullptr) [[unlikely]] note_latency(e);
-    slot_->inflight.store(e.position(), std::memory_order_relaxed);
+    slot_->inflight.store(inflight, std::memory_order_relaxed);
   } else if (p->attempts >= retry_.max_attempts) {
     return dead_letter(e, p->attempts, p->first_failure_ns);  // waiting for room
   } else {
@@ -817,7 +844,9 @@ std::size_t Worker::poll_batch(H&& handler, std::size_t max_events) {
   auto one_at_a_time = one_at_a_time_of(handler);
   check_caller();
   const detail::HandlerScope scope(r_, slot_->cursor);
-  if (dedup_ || deliver_voids_ || !pending_.empty()) return poll_in_scope(one_at_a_time, max_events);
+  if (dedup_ || deliver_voids_ || !pending_.empty() || pos_ < singly_until_) {
+    return poll_in_scope(one_at_a_time, max_events);
+  }
   // Collect without moving the cursor: it may pass events only once they are handled.
   batch_buf_.clear();
   std::uint64_t pos = pos_;

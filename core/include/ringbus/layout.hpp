@@ -24,7 +24,8 @@ inline constexpr std::uint32_t kVersionMajor = 1;
 // Minor versions add what older libraries do not read. 1: ControlBlock::group_lock.
 // 2: ControlBlock::exclusive (a library of minor < 2 does not see an exclusive producer:
 // do not attach one to a segment that such a library publishes to).
-// 3: ControlBlock::tsc_mult. 4: SegmentHeader::pid_namespace. 5: DlqEntry::next_attempt_ns.
+// 3: ControlBlock::tsc_mult. 4: SegmentHeader::pid_namespace. 5: DlqEntry::next_attempt_ns,
+// DlqEntry::attempts' kDlqWaiting bit and WorkerSlot::inflight's kInflightDeaths bits.
 inline constexpr std::uint32_t kVersionMinor = 5;
 
 inline constexpr std::size_t kPage = 4096;
@@ -241,7 +242,7 @@ struct alignas(kHotAlign) WorkerSlot {
   std::atomic<std::uint64_t> consumed;     // events handed to the handler and done with
   std::atomic<std::uint64_t> owner;        // owner:: word of the process running this worker
   std::atomic<std::uint64_t> owner_start;
-  std::atomic<std::uint64_t> inflight;     // position being handled, or kNoPosition
+  std::atomic<std::uint64_t> inflight;     // position being handled (| kInflightDeaths), or kNoPosition
   std::atomic<std::uint64_t> voids_seen;   // void records (lost events) passed over
   std::atomic<std::uint64_t> handler_errors;  // failed attempts
   std::atomic<std::uint64_t> last_handled_ns;
@@ -259,6 +260,13 @@ struct alignas(kHotAlign) WorkerSlot {
 static_assert(sizeof(WorkerSlot) == kHotAlign);
 
 inline constexpr std::uint64_t kNoPosition = ~std::uint64_t{0};
+// WorkerSlot::inflight's low bits (layout 1.5; a record position is a multiple of 8, so
+// they were 0 before): how many times in a row a process died while it handled the event
+// there. A join that takes the slot from a dead owner adds one while the event is not
+// handled (the cursor not past it); a worker handling it again keeps the count, and
+// handling another event clears it. GroupOptions::max_deaths dead-letters an event at
+// that count.
+inline constexpr std::uint64_t kInflightDeaths = 7;
 
 // Log positions (the tail, cursors) stay below 2^62: 73 years of publishing at 2 GB/s.
 // With that bound `position + capacity` cannot overflow, so a tail or cursor above it
