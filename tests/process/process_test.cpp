@@ -501,6 +501,12 @@ TEST_P(PoisonEvent, IsDeadLetteredAfterMaxDeathsInARow) {
     code = reap(spawn_child("poison", {seg.location().name, ledger.fd_arg(), c.mode, std::to_string(c.max_deaths)}));
     if (code == 128 + SIGKILL) {
       ++deaths;
+      // `ringbus info` shows the deaths the joins counted: every one before this.
+      const WorkerStats w = read_stats(seg.segment()).groups.at(0).worker.at(0);
+      if (std::string(c.mode) == "single") {
+        EXPECT_EQ(w.deaths_in_flight, static_cast<std::uint32_t>(deaths - 1));
+        if (deaths > 1) EXPECT_EQ(w.died_at, (kPoison - 1) * record_bytes(8));
+      }
     } else {
       ASSERT_EQ(code, 0);
     }

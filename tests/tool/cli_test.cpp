@@ -1418,6 +1418,7 @@ TEST(Cli, InfoShowsEachCounterInItsOwnField) {
   gs.worker[0].handler_errors.store(19);
   gs.worker[1].owner.store(ringbus::layout::owner::make(ringbus::layout::owner::active, kDeadPid));
   gs.worker[1].owner_start.store(0);
+  gs.worker[1].inflight.store(4096 | 2);  // two processes died in a row handling the event at 4096
 
   const Result json = ringbus_run({"info", "--json", path});
   ASSERT_EQ(json.code, 0) << json.err;
@@ -1454,12 +1455,16 @@ TEST(Cli, InfoShowsEachCounterInItsOwnField) {
       const bool alive = wo["alive"].get_bool();
       const uint64_t voids = wo["voids"].get_uint64();
       const uint64_t errors = wo["handler_errors"].get_uint64();
+      const uint64_t deaths = wo["deaths_in_flight"].get_uint64();
+      const std::string died_at = minified(wo["died_at"].value());
       workers.push_back(std::to_string(index) + " " + std::to_string(pid) + (alive ? " alive " : " dead ") +
-                        std::to_string(voids) + " " + std::to_string(errors));
+                        std::to_string(voids) + " " + std::to_string(errors) + " " + std::to_string(deaths) + " " +
+                        died_at);
     }
   }
   const std::string me = std::to_string(::getpid());
-  EXPECT_EQ(workers, (std::vector<std::string>{"0 " + me + " alive 17 19", "1 " + std::to_string(kDeadPid) + " dead 0 0"}));
+  EXPECT_EQ(workers, (std::vector<std::string>{"0 " + me + " alive 17 19 0 null",
+                                               "1 " + std::to_string(kDeadPid) + " dead 0 0 2 4096"}));
 
   const Result plain = ringbus_run({"info", path});
   ASSERT_EQ(plain.code, 0) << plain.err;
@@ -1475,7 +1480,11 @@ TEST(Cli, InfoShowsEachCounterInItsOwnField) {
   EXPECT_TRUE(std::regex_search(plain.out, std::regex(R"(\n +1 +9 +1073741808 +active! )"))) << plain.out;
   EXPECT_TRUE(std::regex_search(plain.out, std::regex(R"(worker +0 +pid +[0-9]+ +running .* voids 17  errors 19\n)")))
       << plain.out;
-  EXPECT_TRUE(std::regex_search(plain.out, std::regex(R"(worker +1 +pid +1073741808 +dead )"))) << plain.out;
+  EXPECT_TRUE(std::regex_search(plain.out, std::regex(R"(worker +1 +pid +1073741808 +dead .*  errors 0  died handling position 4096: 2 times in a row\n)")))
+      << plain.out;
+  EXPECT_EQ(plain.out.find("died handling position", plain.out.find("worker  0")),
+            plain.out.find("died handling position 4096"))
+      << "worker 0 has no deaths to show\n" << plain.out;
 
   // --replace makes a new, empty segment in its place.
   const Result replaced = ringbus_run({"create", ignored, "--path", path, "--capacity", "1M", "--replace"});

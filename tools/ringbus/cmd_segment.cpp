@@ -61,9 +61,10 @@ void print_info(const Segment& seg, bool json) {
       for (std::size_t w = 0; w < g.worker.size(); ++w) {
         const WorkerStats& ws = g.worker[w];
         fmt::print("{}{{\"index\":{},\"pid\":{},\"state\":\"{}\",\"alive\":{},\"cursor\":{},\"lag_bytes\":{},"
-                   "\"consumed\":{},\"voids\":{},\"handler_errors\":{}}}",
+                   "\"consumed\":{},\"voids\":{},\"handler_errors\":{},\"deaths_in_flight\":{},\"died_at\":{}}}",
                    w ? "," : "", ws.index, ws.pid, ws.state, ws.alive, ws.cursor, ws.lag_bytes, ws.consumed,
-                   ws.voids, ws.handler_errors);
+                   ws.voids, ws.handler_errors, ws.deaths_in_flight,
+                   ws.deaths_in_flight != 0 ? std::to_string(ws.died_at) : std::string("null"));
       }
       fmt::print("]}}");
     }
@@ -116,9 +117,13 @@ void print_info(const Segment& seg, bool json) {
     fmt::print("  {}  workers {}  cursor {}  lag {}  consumed {}\n", printable(g.name), g.workers, with_commas(g.cursor),
                human_bytes(g.lag_bytes), with_commas(g.consumed));
     for (const WorkerStats& w : g.worker) {
-      fmt::print("    worker {:>2}  pid {:>8}  {:<9}  cursor {:>14}  lag {:>10}  consumed {:>12}  voids {}  errors {}\n",
+      fmt::print("    worker {:>2}  pid {:>8}  {:<9}  cursor {:>14}  lag {:>10}  consumed {:>12}  voids {}  errors {}{}\n",
                  w.index, w.pid, w.alive ? "running" : w.state == "active" ? "dead" : "idle", with_commas(w.cursor),
-                 human_bytes(w.lag_bytes), with_commas(w.consumed), w.voids, w.handler_errors);
+                 human_bytes(w.lag_bytes), with_commas(w.consumed), w.voids, w.handler_errors,
+                 w.deaths_in_flight == 0
+                     ? std::string()
+                     : fmt::format("  died handling position {}: {} time{} in a row", w.died_at,
+                                   w.deaths_in_flight, w.deaths_in_flight == 1 ? "" : "s"));
     }
     // Run by nobody, nothing moves it: a lap behind, it holds every producer back.
     if (running_workers(g) == 0 && g.lag_bytes != 0) {

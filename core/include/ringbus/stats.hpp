@@ -44,6 +44,10 @@ struct WorkerStats {
   std::uint64_t redriven = 0;         // dead letters redelivered and accepted
   std::uint64_t pending = 0;          // events set aside now (retrying, held, waiting for dead-letter
                                       // room) by a live process; 0 otherwise
+  // Processes that died in a row while handling the event at position died_at, as the
+  // joins after them counted (layout::kInflightDeaths; GroupOptions::max_deaths).
+  std::uint32_t deaths_in_flight = 0;
+  std::uint64_t died_at = 0;
 };
 
 struct GroupStats {
