@@ -121,7 +121,7 @@ SegmentStats read_stats(const Segment& segment) {
       // Set aside now, by a live process: a dead one's are delivered again at the next join.
       wi.pending = wi.alive ? ws.pending.load(std::memory_order_relaxed) : 0;
       if (const std::uint64_t f = ws.inflight.load(std::memory_order_relaxed); f != layout::kNoPosition) {
-        wi.deaths_in_flight = static_cast<std::uint32_t>(f & layout::kInflightDeaths);
+        wi.deaths_in_flight = f & layout::kInflightDeaths;
         if (wi.deaths_in_flight != 0) wi.died_at = f - wi.deaths_in_flight;
       }
       gi.cursor = std::min(gi.cursor, wi.cursor);

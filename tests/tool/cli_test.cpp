@@ -1181,6 +1181,7 @@ TEST(Cli, StatShowsEachCounterInItsOwnSeries) {
   w.redelivered.store(43);
   w.redriven.store(47);
   w.pending.store(53);
+  w.inflight.store(tail | 5);  // five processes died in a row handling the event at the tail
 
   const Result prom = ringbus_run({"stat", seg.name(), "--prometheus"});
   ASSERT_EQ(prom.code, 0) << prom.err;
@@ -1230,6 +1231,8 @@ TEST(Cli, StatShowsEachCounterInItsOwnSeries) {
   EXPECT_EQ(of("worker_redriven_total", worker1), "47");
   EXPECT_EQ(of("worker_events_set_aside", worker1), "53");
   EXPECT_EQ(of("worker_events_set_aside", worker0), "0");
+  EXPECT_EQ(of("worker_deaths_in_flight", worker1), "5");
+  EXPECT_EQ(of("worker_deaths_in_flight", worker0), "0");
   for (const char* counter : {"consumed_events", "void_records", "handler_errors", "retries", "dead_lettered",
                               "dedup_evictions", "redelivered", "redriven"}) {
     EXPECT_EQ(of(std::string("worker_") + counter + "_total", worker0), "0") << counter;

@@ -143,6 +143,9 @@ std::string prometheus_text(const Segment& seg, const SegmentStats& s) {
        "waiting for dead-letter room.",
        &WorkerStats::pending},
       {"worker_lag_bytes", "gauge", "Bytes between the tail and the worker's cursor.", &WorkerStats::lag_bytes},
+      {"worker_deaths_in_flight", "gauge",
+       "Processes that died in a row handling the worker's event in flight, as the joins after them counted.",
+       &WorkerStats::deaths_in_flight},
   };
   for (const Metric<WorkerStats>& f : kWorker) {
     p.family(f.name, f.type, f.help);

@@ -46,7 +46,7 @@ struct WorkerStats {
                                       // room) by a live process; 0 otherwise
   // Processes that died in a row while handling the event at position died_at, as the
   // joins after them counted (layout::kInflightDeaths; GroupOptions::max_deaths).
-  std::uint32_t deaths_in_flight = 0;
+  std::uint64_t deaths_in_flight = 0;
   std::uint64_t died_at = 0;
 };
 
