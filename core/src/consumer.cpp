@@ -569,11 +569,13 @@ std::unique_ptr<ConsumerGroup::State> ConsumerGroup::make_state(const detail::Se
     const std::uint64_t inflight = gs.worker[i].inflight.load(std::memory_order_relaxed);
     if (inflight != layout::kNoPosition && inflight >= w->pos_) {
       w->resume_until_ = inflight + 1;
+      // Kept while the event is delivered again (shown by `info` and `stat`); with
+      // max_deaths, it may park the event.
       const std::uint64_t deaths = inflight & layout::kInflightDeaths;
-      if (options.max_deaths != 0 && deaths != 0) {
+      if (deaths != 0) {
         w->died_at_ = inflight - deaths;
         w->deaths_ = deaths;
-        w->singly_until_ = w->resume_until_;  // counted against the event, not its batch
+        if (options.max_deaths != 0) w->singly_until_ = w->resume_until_;  // counted against the event, not its batch
       }
     }
     w->max_deaths_ = options.max_deaths;

@@ -429,9 +429,9 @@ class Worker {
   bool hold_keys_ = true;
   std::uint32_t max_pending_ = 4096;
   std::uint64_t resume_until_ = 0;  // events at positions below this are redelivered (exclusive)
-  // max_deaths: the event a previous process died handling, and how many times in a row
-  // (layout::kInflightDeaths); died_at_ kNoPosition when there is none or it is off.
-  // A batch worker delivers events below singly_until_ one at a time.
+  // The event a previous process died handling, and how many times in a row
+  // (layout::kInflightDeaths); died_at_ kNoPosition when there is none. With max_deaths,
+  // a batch worker delivers events below singly_until_ one at a time.
   std::uint64_t died_at_ = layout::kNoPosition;
   std::uint64_t deaths_ = 0;
   std::uint64_t singly_until_ = 0;
@@ -723,7 +723,7 @@ Worker::Outcome Worker::attempt(H& handler, Event& e, Pending* p) {
       e.mark(Event::kRedelivered);
       bump(slot_->redelivered);
       if (e.position() == died_at_) {
-        if (deaths_ >= max_deaths_) return dead_letter_poison(e, p);
+        if (max_deaths_ != 0 && deaths_ >= max_deaths_) return dead_letter_poison(e, p);
         inflight |= deaths_;  // a death in this call counts one more
       }
     }
