@@ -1245,7 +1245,7 @@ TEST(Cli, StatShowsEachCounterInItsOwnSeries) {
         std::string("recovery: producers 2  holes padded 3  voided 5  latches released 7  longest stall 15.0 ms  "
                     "stalls unresolved 8\n"),
         std::string("  orders: handler errors 19  retries 23  dead-lettered 29  dedup dropped 31 (+37 too old, 41 "
-                    "producers evicted)  redelivered 43  redriven 47  set aside 53\n")}) {
+                    "producers evicted)  redelivered 43  redriven 47  set aside 53  died in flight 5 in a row\n")}) {
     EXPECT_NE(text.out.find(want), std::string::npos) << want << "\n" << text.out;
   }
   EXPECT_TRUE(std::regex_search(text.out, std::regex(R"(\norders +2/2 +[0-9.]+ [KMG]?i?B +[0-9.]+% +13 +- +0 +4 +- )")))

@@ -9,6 +9,7 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -227,9 +228,10 @@ std::string text_view(const Segment& seg, const SegmentStats& s, const Rates* ra
   }
   for (const GroupStats& g : s.groups) {
     std::uint64_t errors = 0, retries = 0, dead = 0, dup = 0, old = 0, evicted = 0, redelivered = 0, redriven = 0;
-    std::uint64_t set_aside = 0;
+    std::uint64_t set_aside = 0, deaths = 0;  // deaths: the most of any worker's event in flight
     for (const WorkerStats& w : g.worker) {
       set_aside += w.pending;
+      deaths = std::max(deaths, w.deaths_in_flight);
       errors += w.handler_errors;
       retries += w.retries;
       dead += w.dead_lettered;
@@ -239,12 +241,13 @@ std::string text_view(const Segment& seg, const SegmentStats& s, const Rates* ra
       redelivered += w.redelivered;
       redriven += w.redriven;
     }
-    if (errors + retries + dead + dup + old + evicted + redelivered + redriven + set_aside == 0) continue;
+    if (errors + retries + dead + dup + old + evicted + redelivered + redriven + set_aside + deaths == 0) continue;
     line(fmt::format("  {}: handler errors {}  retries {}  dead-lettered {}  dedup dropped {} (+{} too old, {} "
-                     "producers evicted)  redelivered {}  redriven {}{}",
+                     "producers evicted)  redelivered {}  redriven {}{}{}",
                      printable(g.name), with_commas(errors), with_commas(retries), with_commas(dead), with_commas(dup),
                      with_commas(old), with_commas(evicted), with_commas(redelivered), with_commas(redriven),
-                     set_aside != 0 ? "  set aside " + with_commas(set_aside) : std::string()));
+                     set_aside != 0 ? "  set aside " + with_commas(set_aside) : std::string(),
+                     deaths != 0 ? fmt::format("  died in flight {} in a row", deaths) : std::string()));
   }
   for (const GroupStats& g : s.groups) {
     const std::uint64_t total = g.latency_samples();
