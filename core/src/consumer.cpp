@@ -767,24 +767,27 @@ Worker::Outcome Worker::dead_letter(const Event& e, std::uint32_t attempts, std:
   failed(e, why + "; and it cannot be parked in the dead-letter ring (" + std::string(to_string(s)) + ")");
 }
 
+Worker::Outcome Worker::park(const Event& e, Pending* p, std::uint32_t attempts, std::uint64_t first_failure_ns,
+                             std::uint64_t now) {
+  const Outcome o = dead_letter(e, attempts, first_failure_ns);
+  if (o != Outcome::pending) return o;
+  // At least max_attempts: the retry parks it rather than calling the handler.
+  const std::uint32_t waiting = std::max(attempts, retry_.max_attempts);
+  if (p == nullptr) {
+    set_aside(e, waiting, first_failure_ns, now + 1'000'000);
+  } else {
+    p->attempts = waiting;
+    p->first_failure_ns = first_failure_ns;
+    p->next_ns = now + 1'000'000;
+  }
+  return o;
+}
+
 Worker::Outcome Worker::dead_letter_poison(const Event& e, Pending* p) {
   last_error_ = "its process died " + std::to_string(deaths_) + " time" + (deaths_ == 1 ? "" : "s") +
                 " in a row while the handler had it (max_deaths " + std::to_string(max_deaths_) + ")";
   died_at_ = layout::kNoPosition;  // once: a later delivery of it is a new one
-  const std::uint64_t now = detail::realtime_ns();
-  const Outcome o = dead_letter(e, static_cast<std::uint32_t>(deaths_), now);
-  if (o == Outcome::pending) {
-    // No room in the ring: waits for it as a failed event does, with no handler call.
-    const std::uint64_t next = detail::monotonic_ns() + 1'000'000;
-    if (p == nullptr) {
-      set_aside(e, retry_.max_attempts, now, next);
-    } else {
-      p->attempts = retry_.max_attempts;
-      p->first_failure_ns = now;
-      p->next_ns = next;
-    }
-  }
-  return o;
+  return park(e, p, static_cast<std::uint32_t>(deaths_), detail::realtime_ns(), detail::monotonic_ns());
 }
 
 void Worker::give_back_redrives() noexcept {

@@ -233,11 +233,14 @@ DlqEntry* dlq_take_redrive(const SegmentRefs& r, std::uint32_t g, std::uint32_t 
 
 // The fields below are the taking worker's to write, under the lock: a tool may be
 // copying the entry out (list, get). The attempts word is written by one store each
-// time (layout::kDlqWaiting).
+// time, so that a death leaves its count and its kDlqWaiting bit in agreement.
 namespace {
 std::uint32_t one_more(std::uint32_t attempts) noexcept {
   const std::uint32_t n = attempts & ~layout::kDlqWaiting;
   return n < layout::kMaxDlqAttempts ? n + 1 : n;
+}
+void store_attempts(DlqEntry* e, std::uint32_t attempts) noexcept {
+  std::atomic_ref<std::uint32_t>(e->attempts).store(attempts, std::memory_order_relaxed);
 }
 }  // namespace
 
@@ -247,8 +250,7 @@ void dlq_redrive_failed_call(const SegmentRefs& r, std::uint32_t g, DlqEntry* e,
   RingLock lock(ring.c);
   e->last_failure_ns = realtime_ns();
   // The failed call and the wait, at once: a death after this store counts the call once.
-  std::atomic_ref<std::uint32_t>(e->attempts).store(one_more(e->attempts) | layout::kDlqWaiting,
-                                                    std::memory_order_relaxed);
+  store_attempts(e, one_more(e->attempts) | layout::kDlqWaiting);
   RINGBUS_FAULT_POINT(in_redrive_failure);
   e->next_attempt_ns = next_attempt_ns;
 }
@@ -257,7 +259,7 @@ void dlq_redrive_call(const SegmentRefs& r, std::uint32_t g, DlqEntry* e) noexce
   const Ring ring = ring_of(r, g);
   RingLock lock(ring.c);
   e->next_attempt_ns = 0;
-  std::atomic_ref<std::uint32_t>(e->attempts).store(e->attempts & ~layout::kDlqWaiting, std::memory_order_relaxed);
+  store_attempts(e, e->attempts & ~layout::kDlqWaiting);
 }
 
 void dlq_finish_redrive(const SegmentRefs& r, std::uint32_t g, DlqEntry* e, RedriveEnd end) noexcept {
@@ -271,12 +273,8 @@ void dlq_finish_redrive(const SegmentRefs& r, std::uint32_t g, DlqEntry* e, Redr
   }
   {
     RingLock lock(ring.c);
-    if (end == RedriveEnd::failed) {
-      e->last_failure_ns = realtime_ns();
-      e->attempts = one_more(e->attempts);
-    } else {
-      e->attempts &= ~layout::kDlqWaiting;
-    }
+    if (end == RedriveEnd::failed) e->last_failure_ns = realtime_ns();
+    store_attempts(e, end == RedriveEnd::failed ? one_more(e->attempts) : e->attempts & ~layout::kDlqWaiting);
     e->next_attempt_ns = 0;
     // Release: the fields above before the state, as everywhere in the ring.
     e->state_bytes.store(st::make(end == RedriveEnd::failed ? st::ready : st::redrive, st::bytes(w)),
@@ -293,11 +291,9 @@ std::size_t dlq_resume_deliveries(const SegmentRefs& r, std::uint32_t g) noexcep
     walk(ring, ring.c.head.load(std::memory_order_relaxed), ring.c.tail.load(std::memory_order_relaxed),
          [&](DlqEntry* e, std::uint64_t, std::uint64_t word) {
            if (st::state(word) != st::delivering) return true;
-           if ((e->attempts & layout::kDlqWaiting) == 0) {  // died in a handler call: it counts
-             e->attempts = one_more(e->attempts);
-             e->last_failure_ns = realtime_ns();
-           }
-           e->attempts &= ~layout::kDlqWaiting;
+           const bool in_call = (e->attempts & layout::kDlqWaiting) == 0;  // a call cut short counts
+           if (in_call) e->last_failure_ns = realtime_ns();
+           store_attempts(e, in_call ? one_more(e->attempts) : e->attempts & ~layout::kDlqWaiting);
            e->next_attempt_ns = 0;
            std::uint64_t expected = word;
            // Release: the fields above before the state, as everywhere in the ring.

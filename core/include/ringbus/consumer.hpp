@@ -323,8 +323,11 @@ class Worker {
   template <class H>
   void service_pending(H& handler);
   Outcome dead_letter(const Event& e, std::uint32_t attempts, std::uint64_t first_failure_ns);
-  // max_deaths: the event the previous processes died handling, parked without a call
-  // (`p`: its entry among the events set aside, if it is one).
+  // dead_letter, and with no room in the ring the event waits, set aside (`p`: its entry
+  // among them, if it is one), to be parked at a retry a millisecond after `now`
+  // (monotonic) with no handler call.
+  Outcome park(const Event& e, Pending* p, std::uint32_t attempts, std::uint64_t first_failure_ns, std::uint64_t now);
+  // max_deaths: the event the previous processes died handling, parked without a call.
   Outcome dead_letter_poison(const Event& e, Pending* p);
   void set_aside(const Event& e, std::uint32_t attempts, std::uint64_t first_failure_ns, std::uint64_t next_ns);
   // Backoff::spin between two calls: busy-waits the policy's delay.
@@ -756,12 +759,7 @@ Worker::Outcome Worker::attempt(H& handler, Event& e, Pending* p) {
     p->attempts = attempts;
     p->first_failure_ns = first_failure;
   }
-  if (attempts >= retry_.max_attempts) {
-    const Outcome o = dead_letter(e, attempts, first_failure);
-    if (o == Outcome::pending && p == nullptr) set_aside(e, attempts, first_failure, now + 1'000'000);
-    if (o == Outcome::pending && p != nullptr) p->next_ns = now + 1'000'000;
-    return o;
-  }
+  if (attempts >= retry_.max_attempts) return park(e, p, attempts, first_failure, now);
   if (p == nullptr) {
     set_aside(e, attempts, first_failure, retry_due_ns(now, attempts));
   } else {
