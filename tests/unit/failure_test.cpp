@@ -271,17 +271,31 @@ TEST(DeadLetters, AnEntryThatFitsTheLapsEndExactlyTakesIt) {
   EXPECT_EQ(letters[1].header.key, 21u);
 }
 
+// A segment whose dead-letter ring holds a few of the twelve 500-byte events published
+// into it (keys 1 to 12), and a group of one worker whose handler fails each once.
+struct SmallDeadLetterRing {
+  static SegmentOptions options() {
+    SegmentOptions so = TempSegment::small_options();
+    so.max_event = 512;
+    so.dlq_capacity = 4096;  // a few dead letters of 1 KiB
+    return so;
+  }
+  static constexpr int kEvents = 12;
+  TempSegment seg{options()};
+  void publish_all() {
+    Producer p = Producer::attach(seg.segment());
+    const std::string big(500, 'x');
+    for (int i = 0; i < kEvents; ++i) ASSERT_EQ(p.publish(1 + i, 1, std::as_bytes(std::span(big))), Status::ok);
+  }
+};
+
 TEST(DeadLetters, AFullRingHoldsTheWorkerInsteadOfDroppingTheEvent) {
-  SegmentOptions so = TempSegment::small_options();
-  so.max_event = 512;
-  so.dlq_capacity = 4096;  // a few dead letters of 1 KiB
-  TempSegment seg(so);
+  SmallDeadLetterRing ring;
+  TempSegment& seg = ring.seg;
   GroupOptions o;
   o.retry.max_attempts = 1;
   ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
-  Producer p = Producer::attach(seg.segment());
-  const std::string big(500, 'x');
-  for (int i = 0; i < 12; ++i) ASSERT_EQ(p.publish(1 + i, 1, std::as_bytes(std::span(big))), Status::ok);
+  ring.publish_all();
   std::size_t handled = 0;
   auto fail_all = [&](const Event&) -> Handled {
     ++handled;
@@ -306,6 +320,85 @@ TEST(DeadLetters, AFullRingHoldsTheWorkerInsteadOfDroppingTheEvent) {
   }
   EXPECT_EQ(total, 12u);
   EXPECT_EQ(read_stats(seg.segment()).groups.at(0).cursor, read_stats(seg.segment()).tail);
+}
+
+// While the ring stays full, each waiting event is tried again a millisecond after its
+// last try, however often the worker is polled: not at each poll, taking the ring's lock.
+TEST(DeadLetters, AFullRingIsTriedAgainAMillisecondAfterEachTry) {
+  using std::chrono::steady_clock;
+  SmallDeadLetterRing ring;
+  GroupOptions o;
+  o.retry.max_attempts = 1;
+  ConsumerGroup g = ConsumerGroup::join(ring.seg.segment(), "g", o);
+  ring.publish_all();
+  auto fail_all = [](const Event&) { return Handled::fail; };
+  while (g.worker(0).poll(fail_all, 100) != 0) {
+  }
+  DeadLetters dlq = DeadLetters::open(ring.seg.segment(), "g");
+  const std::uint64_t before = dlq.stats().full_waits;
+  ASSERT_GT(before, 0u) << "the ring filled";
+  const std::uint64_t waiting = g.worker(0).pending();
+  ASSERT_GE(waiting, 1u);
+  const auto t0 = steady_clock::now();
+  std::uint64_t polls = 0;
+  while (dlq.stats().full_waits - before < 20 * waiting) {
+    EXPECT_EQ(g.worker(0).poll(fail_all, 100), 0u);
+    ++polls;
+    ASSERT_LT(steady_clock::now() - t0, std::chrono::seconds(30)) << "not tried again";
+  }
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(steady_clock::now() - t0).count();
+  const std::uint64_t tries = dlq.stats().full_waits - before;
+  EXPECT_LE(tries, waiting * (static_cast<std::uint64_t>(ms) + 1)) << polls << " polls in " << ms << " ms";
+  EXPECT_EQ(g.worker(0).pending(), waiting);
+  // Room again: parked at the next try, a millisecond at most after the last.
+  const std::size_t parked = dlq.list().size();
+  EXPECT_EQ(dlq.purge(), parked);
+  EXPECT_TRUE(test::eventually([&] {
+    g.worker(0).poll(fail_all, 100);
+    return g.worker(0).pending() == 0;
+  })) << "not parked once there was room";
+  EXPECT_EQ(dlq.list().size(), static_cast<std::size_t>(SmallDeadLetterRing::kEvents) - parked);
+}
+
+// A group's thread does not spin while its event waits for room: it idles by its wait
+// strategy until the next try is due.
+TEST(DeadLetters, AGroupThreadWaitingForRoomIdlesBetweenTries) {
+  using std::chrono::steady_clock;
+  SmallDeadLetterRing ring;
+  const GroupOptions o{.wait = WaitStrategy::spin_park(10, 1, std::chrono::hours(1)), .retry = {.max_attempts = 1}};
+  ConsumerGroup g = ConsumerGroup::join(ring.seg.segment(), "g", o);
+  std::atomic<int> calls{0};
+  g.start([&](const Event&) {
+    calls.fetch_add(1);
+    return Handled::fail;
+  });
+  ring.publish_all();
+  DeadLetters dlq = DeadLetters::open(ring.seg.segment(), "g");
+  ASSERT_TRUE(test::eventually([&] { return dlq.stats().full_waits > 0; })) << "the ring did not fill";
+  // Once the thread has read all it can, its events wait, each tried once a millisecond.
+  std::uint64_t waiting = 0;
+  ASSERT_TRUE(test::eventually([&] {
+    const std::uint64_t now = worker_stats(read_stats(ring.seg.segment())).pending;
+    const bool settled = now != 0 && now == waiting;
+    waiting = now;
+    if (!settled) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    return settled;
+  }));
+  const std::uint64_t before = dlq.stats().full_waits;
+  const auto t0 = steady_clock::now();
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const std::uint64_t tries = dlq.stats().full_waits - before;
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(steady_clock::now() - t0).count();
+  EXPECT_LE(tries, waiting * (static_cast<std::uint64_t>(ms) + 1))
+      << waiting << " events tried again " << tries << " times in " << ms << " ms";
+  // Room again: the thread parks the waiting event and reads on.
+  std::size_t total = 0;
+  EXPECT_TRUE(test::eventually([&] {
+    for (const DeadLetter& d : dlq.list()) total += dlq.remove(d.id) ? 1 : 0;
+    return total == SmallDeadLetterRing::kEvents;
+  })) << total << " of " << SmallDeadLetterRing::kEvents << " parked";
+  EXPECT_EQ(calls.load(), SmallDeadLetterRing::kEvents) << "one call each: waiting for room calls no handler";
+  g.stop();
 }
 
 TEST(DeadLetters, RedriveRedeliversToTheWorkerAndRemovesOnlyWhenAccepted) {

@@ -733,7 +733,7 @@ Worker::Outcome Worker::attempt(H& handler, Event& e, Pending* p) {
     if (latency_ != nullptr) [[unlikely]] note_latency(e);
     slot_->inflight.store(inflight, std::memory_order_relaxed);
   } else if (p->attempts >= retry_.max_attempts) {
-    return dead_letter(e, p->attempts, p->first_failure_ns);  // waiting for room
+    return park(e, p, p->attempts, p->first_failure_ns, detail::monotonic_ns());  // waiting for room
   } else {
     bump(slot_->retries);  // a deferred retry
   }
