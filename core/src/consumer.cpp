@@ -579,7 +579,14 @@ std::unique_ptr<ConsumerGroup::State> ConsumerGroup::make_state(const detail::Se
       }
     }
     w->max_deaths_ = options.max_deaths;
-    if (options.dead_letters && r.dlq != nullptr) w->dlq_control_ = r.dlq_control(g);
+    if (options.dead_letters && r.dlq != nullptr) {
+      w->dlq_control_ = r.dlq_control(g);
+      if (w->resume_until_ > w->pos_) {
+        w->parked_before_ = detail::dlq_positions(r, g, w->pos_, w->resume_until_);
+        // A batch would hold them: delivered one at a time, attempt() passes them over.
+        if (!w->parked_before_.empty()) w->singly_until_ = w->resume_until_;
+      }
+    }
     if (options.dedup) w->dedup_table_ = r.dedup_window(g, i, 0);
     if (options.record_latency) w->latency_ = r.latency_of(g, i);
     w->consumed_ = gs.worker[i].consumed.load(std::memory_order_relaxed);
@@ -755,6 +762,7 @@ Worker::Outcome Worker::dead_letter(const Event& e, std::uint32_t attempts, std:
   const Status s = detail::dlq_append(r_, group_slot_, e.header(), static_cast<std::uint32_t>(e.payload().size()),
                                       e.position(), attempts, index_, first_failure_ns, last_error_);
   if (s == Status::ok) {
+    RINGBUS_FAULT_POINT(after_dead_letter);
     bump(slot_->dead_lettered);
     return Outcome::parked;
   }

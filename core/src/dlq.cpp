@@ -283,6 +283,24 @@ void dlq_finish_redrive(const SegmentRefs& r, std::uint32_t g, DlqEntry* e, Redr
   if (end == RedriveEnd::given_back) announce_redrives(r, ring);
 }
 
+std::vector<std::uint64_t> dlq_positions(const SegmentRefs& r, std::uint32_t g, std::uint64_t from,
+                                         std::uint64_t until) {
+  const Ring ring = ring_of(r, g);
+  std::vector<std::uint64_t> out;
+  {
+    RingLock lock(ring.c);
+    walk(ring, ring.c.head.load(std::memory_order_relaxed), ring.c.tail.load(std::memory_order_relaxed),
+         [&](DlqEntry* e, std::uint64_t, std::uint64_t word) {
+           if (st::state(word) != st::removed && e->position >= from && e->position < until) {
+             out.push_back(e->position);
+           }
+           return true;
+         });
+  }
+  std::sort(out.begin(), out.end());  // parked in the order their attempts ran out
+  return out;
+}
+
 std::size_t dlq_resume_deliveries(const SegmentRefs& r, std::uint32_t g) noexcept {
   const Ring ring = ring_of(r, g);
   std::size_t n = 0;

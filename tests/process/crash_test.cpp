@@ -611,5 +611,71 @@ TEST(RedeliveryDeath, WhileRecordingAFailedCallCountsItOnce) {
   EXPECT_TRUE(dlq.list().empty());
 }
 
+// Child: "die-after-parking LOCATION single|batch": joins group "g" (one attempt an
+// event) and fails the event of value 1; killed at after_dead_letter, once the event
+// is parked and before its cursor passes it.
+const test::ChildRole die_after_parking("die-after-parking", [](const std::vector<std::string>& a) {
+  const Segment s = Segment::open(Location::shm(a.at(0)));
+  ConsumerGroup g = ConsumerGroup::join(s, "g", {.batch = 8, .retry = {.max_attempts = 1}});
+  g_point = FaultPoint::after_dead_letter;
+  detail::fault_hook = kill_at_point;
+  const auto one = [](const Event& e) { return test::value_of(e) == 1 ? Handled::fail : Handled::ok; };
+  if (a.at(1) == "batch") {
+    g.worker(0).poll_batch(
+        [&](std::span<const Event> batch) {
+          for (const Event& e : batch) {
+            if (one(e) == Handled::fail) return Handled::fail;
+          }
+          return Handled::ok;
+        },
+        8);
+  } else {
+    g.worker(0).poll(one, 8);
+  }
+  return 9;  // the fault point was never reached
+});
+
+// A worker killed after parking an event, its cursor not yet past it, leaves it in the
+// dead-letter ring once: the next process of the group does not deliver it again
+// (delivered one at a time or in batches), nor, with max_deaths, park it again as the
+// event its process died with.
+TEST(ParkingDeath, AnEventParkedBeforeItsWorkerDiedIsNotDeliveredAgain) {
+  struct Mode {
+    const char* child_mode;
+    bool batch;
+    std::uint32_t max_deaths;
+  };
+  for (const Mode m : {Mode{"single", false, 0}, Mode{"batch", true, 0}, Mode{"single", false, 1}}) {
+    SCOPED_TRACE(std::string(m.child_mode) + (m.batch ? ", batches" : "") + ", max_deaths " +
+                 std::to_string(m.max_deaths));
+    test::TempSegment seg(test::TempSegment::small_options(), "diepark");
+    { ConsumerGroup::join(seg.segment(), "g"); }
+    Producer p = Producer::attach(seg.segment());
+    for (std::uint64_t v = 0; v < 3; ++v) ASSERT_EQ(p.publish(1 + v, 1, std::as_bytes(std::span(&v, 1))), Status::ok);
+    ASSERT_EQ(reap(spawn_child("die-after-parking", {seg.location().name, m.child_mode})), 128 + SIGKILL);
+    DeadLetters dlq = DeadLetters::open(seg.segment(), "g");
+    ASSERT_EQ(dlq.list().size(), 1u);
+    const std::uint64_t parked_at = dlq.list()[0].position;
+    ASSERT_EQ(read_stats(seg.segment()).groups.at(0).worker.at(0).cursor, parked_at) << "died before the cursor moved";
+
+    ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", {.batch = 8, .max_deaths = m.max_deaths});
+    std::vector<std::pair<std::uint64_t, bool>> got;
+    const auto note = [&](const Event& e) { got.emplace_back(test::value_of(e), e.redelivered()); };
+    if (m.batch) {
+      while (g.worker(0).poll_batch([&](std::span<const Event> b) { std::for_each(b.begin(), b.end(), note); }, 8) != 0) {
+      }
+    } else {
+      while (g.worker(0).poll(note, 8) != 0) {
+      }
+    }
+    EXPECT_EQ(got, (std::vector<std::pair<std::uint64_t, bool>>{{2, false}})) << "value 1 is parked already";
+    ASSERT_EQ(dlq.list().size(), 1u) << "parked once";
+    EXPECT_EQ(dlq.list()[0].attempts, 1u);
+    const SegmentStats st = read_stats(seg.segment());
+    EXPECT_EQ(st.groups.at(0).cursor, st.tail);
+    EXPECT_EQ(st.groups.at(0).worker.at(0).redelivered, 0u);
+  }
+}
+
 }  // namespace
 }  // namespace ringbus

@@ -432,6 +432,9 @@ class Worker {
   bool hold_keys_ = true;
   std::uint32_t max_pending_ = 4096;
   std::uint64_t resume_until_ = 0;  // events at positions below this are redelivered (exclusive)
+  // Positions below resume_until_ (sorted) of events in the group's dead-letter ring:
+  // parked by a previous owner whose cursor had not passed them. Not delivered again.
+  std::vector<std::uint64_t> parked_before_;
   // The event a previous process died handling, and how many times in a row
   // (layout::kInflightDeaths); died_at_ kNoPosition when there is none. With max_deaths,
   // a batch worker delivers events below singly_until_ one at a time.
@@ -723,6 +726,7 @@ Worker::Outcome Worker::attempt(H& handler, Event& e, Pending* p) {
     }
     std::uint64_t inflight = e.position();
     if (e.position() < resume_until_) [[unlikely]] {
+      if (std::binary_search(parked_before_.begin(), parked_before_.end(), e.position())) return Outcome::parked;
       e.mark(Event::kRedelivered);
       bump(slot_->redelivered);
       if (e.position() == died_at_) {

@@ -131,6 +131,12 @@ void dlq_finish_redrive(const SegmentRefs& r, std::uint32_t g, layout::DlqEntry*
 // group `g`, when no live process can be delivering one. Returns how many.
 std::size_t dlq_resume_deliveries(const SegmentRefs& r, std::uint32_t g) noexcept;
 
+// The log positions in [from, until) of group `g`'s dead letters (removed ones aside),
+// sorted: a joining worker's redelivery window holds events its previous owner parked
+// before its cursor passed them, which are not delivered again.
+std::vector<std::uint64_t> dlq_positions(const SegmentRefs& r, std::uint32_t g, std::uint64_t from,
+                                         std::uint64_t until);
+
 inline const RecordHeader* dlq_record(const layout::DlqEntry* e) noexcept {
   return reinterpret_cast<const RecordHeader*>(reinterpret_cast<const std::byte*>(e) + sizeof(layout::DlqEntry));
 }

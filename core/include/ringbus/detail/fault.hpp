@@ -18,6 +18,7 @@ enum class FaultPoint : std::uint8_t {
   in_join,            // a join that found its group, its worker slots not yet taken
   in_redrive_failure, // a redelivery's failed call counted (kDlqWaiting set), under the
                       // dead-letter ring's lock, the next call's time not yet written
+  after_dead_letter,  // a worker parked an event in the dead-letter ring, its cursor not yet past it
   count_,
 };
 
