@@ -157,6 +157,7 @@ void register_group(const detail::SegmentRefs& r, std::uint32_t g, std::string_v
     w.redelivered.store(0, std::memory_order_relaxed);
     w.redriven.store(0, std::memory_order_relaxed);
     w.inflight.store(layout::kNoPosition, std::memory_order_relaxed);
+    w.redeliver_until.store(0, std::memory_order_relaxed);
     w.owner.store(layout::owner::make(layout::owner::free, 0), std::memory_order_relaxed);
   }
   gs.state.store(layout::owner::make(layout::owner::active, pid), std::memory_order_seq_cst);
@@ -564,11 +565,20 @@ std::unique_ptr<ConsumerGroup::State> ConsumerGroup::make_state(const detail::Se
     w->max_pending_ = options.max_pending;
     w->pos_ = gs.worker[i].cursor.load(std::memory_order_acquire);
     gs.worker[i].pending.store(0, std::memory_order_relaxed);  // a previous owner's are delivered again
-    // The event in flight when the previous owner stopped (or the batch it was handling)
-    // may have been handled: such events are delivered with Event::redelivered().
+    // The event in flight when the previous owner stopped (or the batch it was handling),
+    // and those it delivered after an event it delivered again (redeliver_until), may
+    // have been handled: such events are delivered with Event::redelivered(). Shared
+    // memory: the window ends at the tail at most.
     const std::uint64_t inflight = gs.worker[i].inflight.load(std::memory_order_relaxed);
+    std::uint64_t until = gs.worker[i].redeliver_until.load(std::memory_order_relaxed);
+    if (inflight != layout::kNoPosition) until = std::max(until, inflight + 1);
+    until = std::min(until, r.control->tail.load(std::memory_order_acquire));
+    if (until > w->pos_) {
+      w->resume_until_ = until;
+      // A death while this worker delivers them again leaves them to the next.
+      gs.worker[i].redeliver_until.store(until, std::memory_order_relaxed);
+    }
     if (inflight != layout::kNoPosition && inflight >= w->pos_) {
-      w->resume_until_ = inflight + 1;
       // Kept while the event is delivered again (shown by `info` and `stat`); with
       // max_deaths, it may park the event.
       const std::uint64_t deaths = inflight & layout::kInflightDeaths;

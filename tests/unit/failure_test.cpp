@@ -1858,6 +1858,111 @@ TEST(Redelivery, TheBatchInFlightWhenAProcessDiedIsMarked) {
   }
 }
 
+// A process that dies while it delivers again an event of the window its predecessor
+// left (events perhaps handled) leaves the whole window to the next: the events after
+// the one it died with are still marked, though they were not reached again.
+TEST(Redelivery, ADeathWhileRedeliveringKeepsTheRestOfTheWindowMarked) {
+  TempSegment seg;
+  { ConsumerGroup::join(seg.segment(), "g"); }
+  Producer p = Producer::attach(seg.segment());
+  for (std::uint64_t v = 0; v < 5; ++v) publish(p, 1, v);
+  // Dies in the batch [2, 3]; the next dies in 2, delivered again one event at a time.
+  ASSERT_EQ(test::reap(test::spawn_child("die-in-batch-handler", {seg.location().name})), 128 + SIGKILL);
+  ASSERT_EQ(test::reap(test::spawn_child("die-in-handler", {seg.location().name})), 128 + SIGKILL);
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g");
+  std::vector<std::pair<std::uint64_t, bool>> got;
+  drain(g.worker(0), [&](const Event& e) { got.emplace_back(value_of(e), e.redelivered()); });
+  EXPECT_EQ(got, (std::vector<std::pair<std::uint64_t, bool>>{{2, true}, {3, true}, {4, false}}))
+      << "3 may have been handled by the first process";
+}
+
+// Child: "die-in-retry LOCATION": joins group g with deferred retries; the handler fails
+// the first call of value 0, accepts value 1, and kills the process in value 0's retry.
+const test::ChildRole die_in_retry("die-in-retry", [](const std::vector<std::string>& a) {
+  const Segment s = Segment::open(Location::shm(a.at(0)));
+  ConsumerGroup g = ConsumerGroup::join(s, "g", deferred_retries(3, std::chrono::milliseconds(1)));
+  int calls_of_0 = 0;
+  (void)test::eventually(
+      [&] {
+        g.worker(0).poll(
+            [&](const Event& e) {
+              if (value_of(e) != 0) return Handled::ok;
+              if (calls_of_0++ == 0) return Handled::fail;
+              ::raise(SIGKILL);
+              return Handled::fail;
+            },
+            100);
+        return false;
+      },
+      std::chrono::seconds(10));
+  return 9;  // the retry never came
+});
+
+// A death in a deferred retry counts against the event retried, not the last event
+// delivered the first time (handled, after it): with max_deaths 1 the event retried is
+// parked, and the other is delivered again, marked.
+TEST(Redelivery, ADeathInADeferredRetryCountsAgainstTheEventRetried) {
+  TempSegment seg;
+  { ConsumerGroup::join(seg.segment(), "g"); }
+  Producer p = Producer::attach(seg.segment());
+  publish(p, 1, 0);
+  publish(p, 2, 1);
+  ASSERT_EQ(test::reap(test::spawn_child("die-in-retry", {seg.location().name})), 128 + SIGKILL);
+  GroupOptions o;
+  o.max_deaths = 1;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+  std::vector<std::pair<std::uint64_t, bool>> got;
+  drain(g.worker(0), [&](const Event& e) { got.emplace_back(value_of(e), e.redelivered()); });
+  EXPECT_EQ(got, (std::vector<std::pair<std::uint64_t, bool>>{{1, true}}));
+  DeadLetters dlq = DeadLetters::open(seg.segment(), "g");
+  ASSERT_EQ(dlq.list().size(), 1u);
+  EXPECT_EQ(dlq.list()[0].header.key, 1u) << "value 0's key";
+}
+
+// Child: "die-in-redrive LOCATION": joins group g with deferred retries an hour apart;
+// the handler fails value 0, accepts value 1, and kills the process in the call of the
+// dead letter redriven to it (value 2).
+const test::ChildRole die_in_redrive("die-in-redrive", [](const std::vector<std::string>& a) {
+  const Segment s = Segment::open(Location::shm(a.at(0)));
+  ConsumerGroup g = ConsumerGroup::join(s, "g", deferred_retries(3, std::chrono::hours(1)));
+  const auto handler = [](const Event& e) {
+    if (e.redriven()) ::raise(SIGKILL);
+    return value_of(e) == 0 ? Handled::fail : Handled::ok;
+  };
+  g.worker(0).poll(handler, 100);  // value 0 set aside for an hour, value 1 handled
+  g.worker(0).poll_redrives(handler);
+  return 9;  // the redrive never came
+});
+
+// A death in a redriven dead letter's call counts against the dead letter (its entry
+// counts the call cut short), not against the event last delivered from the log, which
+// an event set aside kept in the redelivery window: with max_deaths 1 that event was
+// parked though handled.
+TEST(Redelivery, ADeathInARedriveCountsAgainstNoEventOfTheLog) {
+  TempSegment seg;
+  Producer p = Producer::attach(seg.segment());
+  {
+    ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", {.retry = {.max_attempts = 1}});
+    publish(p, 3, 2);
+    drain(g.worker(0), [](const Event&) { return Handled::fail; });
+  }
+  DeadLetters dlq = DeadLetters::open(seg.segment(), "g");
+  ASSERT_EQ(dlq.request_redrive(), 1u);
+  publish(p, 1, 0);
+  publish(p, 2, 1);
+  ASSERT_EQ(test::reap(test::spawn_child("die-in-redrive", {seg.location().name})), 128 + SIGKILL);
+  GroupOptions o;
+  o.max_deaths = 1;
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+  std::vector<std::pair<std::uint64_t, bool>> got;
+  drain(g.worker(0), [&](const Event& e) { got.emplace_back(value_of(e), e.redelivered()); });
+  EXPECT_EQ(got, (std::vector<std::pair<std::uint64_t, bool>>{{0, true}, {1, true}}));
+  ASSERT_EQ(dlq.list().size(), 1u) << "value 1 was not parked";
+  EXPECT_EQ(dlq.list()[0].header.key, 3u);
+  EXPECT_EQ(dlq.list()[0].state, "redrive");
+  EXPECT_EQ(dlq.list()[0].attempts, 2u) << "the call cut short counts";
+}
+
 // Key 8: a void record (key_seq 1: a claim aborted after a later claim of the key, so
 // it cannot be given back), then event 99 (key_seq 2).
 void publish_after_a_void(const TempSegment& seg) {

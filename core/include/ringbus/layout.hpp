@@ -26,7 +26,8 @@ inline constexpr std::uint32_t kVersionMajor = 1;
 // do not attach one to a segment that such a library publishes to).
 // 3: ControlBlock::tsc_mult. 4: SegmentHeader::pid_namespace. 5: DlqEntry::next_attempt_ns,
 // DlqEntry::attempts' kDlqWaiting bit and WorkerSlot::inflight's kInflightDeaths bits.
-inline constexpr std::uint32_t kVersionMinor = 5;
+// 6: WorkerSlot::redeliver_until (a word no older library wrote: zero in their segments).
+inline constexpr std::uint32_t kVersionMinor = 6;
 
 inline constexpr std::size_t kPage = 4096;
 // Independently written hot words are kept this far apart: one line, plus the
@@ -245,7 +246,11 @@ struct alignas(kHotAlign) WorkerSlot {
   std::atomic<std::uint64_t> inflight;     // position being handled (| kInflightDeaths), or kNoPosition
   std::atomic<std::uint64_t> voids_seen;   // void records (lost events) passed over
   std::atomic<std::uint64_t> handler_errors;  // failed attempts
-  std::atomic<std::uint64_t> last_handled_ns;
+  // With `inflight` below it, where the events a process may have handled end (exclusive):
+  // a worker delivering an event below events it delivered before (a deferred retry, an
+  // event held behind one, a redelivery) keeps the window there. Written on those paths
+  // only; a position below the cursor means nothing.
+  std::atomic<std::uint64_t> redeliver_until;
   std::atomic<std::uint64_t> dup_dropped;      // dedup: seen before
   std::atomic<std::uint64_t> too_old_dropped;  // dedup: below the window
   std::atomic<std::uint64_t> retries;          // attempts after the first
