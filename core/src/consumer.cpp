@@ -497,9 +497,23 @@ ConsumerGroup ConsumerGroup::join(const Segment& segment, std::string_view name,
   if (kept != options.workers) {
     // Keys move between workers: everyone restarts from the slowest cursor, which
     // producers already respect, so lowering the others is safe (at-least-once).
+    // The events between the slowest cursor and the furthest any old worker got may have
+    // been handled, whichever worker their key now routes to: every new worker's
+    // redelivery window reaches that far (make_state bounds it by the tail).
     std::uint64_t slowest = layout::kNoPosition;
-    for (std::uint64_t i = 0; i < kept; ++i) slowest = std::min(slowest, gs.worker[i].cursor.load(std::memory_order_acquire));
-    for (WorkerSlot& ws : gs.worker) ws.cursor.store(slowest, std::memory_order_release);
+    std::uint64_t reached = 0;
+    for (std::uint64_t i = 0; i < kept; ++i) {
+      const WorkerSlot& ws = gs.worker[i];
+      const std::uint64_t cursor = ws.cursor.load(std::memory_order_acquire);
+      const std::uint64_t inflight = ws.inflight.load(std::memory_order_relaxed);
+      slowest = std::min(slowest, cursor);
+      reached = std::max({reached, cursor, ws.redeliver_until.load(std::memory_order_relaxed),
+                          inflight == layout::kNoPosition ? 0 : inflight + 1});
+    }
+    for (WorkerSlot& ws : gs.worker) {
+      ws.cursor.store(slowest, std::memory_order_release);
+      ws.redeliver_until.store(reached, std::memory_order_relaxed);
+    }
     merge_dedup(r, g, static_cast<std::uint32_t>(kept), options.workers);
     gs.workers.store(options.workers, std::memory_order_release);
     r.control->gating_gen.fetch_add(1, std::memory_order_seq_cst);

@@ -149,17 +149,25 @@ TEST(ConsumerGroup, ChangingTheWorkerCountRestartsFromTheSlowestCursor) {
   TempSegment seg;
   Producer p = Producer::attach(seg.segment());
   std::uint64_t behind = 0;
+  std::set<std::uint64_t> handled;  // by worker 0 before the change
   {
     ConsumerGroup g = ConsumerGroup::join(seg.segment(), "scale", {.workers = 2});
     publish_values(p, 8, 0, 40);
-    g.worker(0).poll([](const Event&) {}, 1000);  // worker 1 stays behind
+    g.worker(0).poll([&](const Event& e) { handled.insert(value_of(e)); }, 1000);  // worker 1 stays behind
     behind = g.worker(1).position();
   }
+  ASSERT_FALSE(handled.empty());
   ConsumerGroup g = ConsumerGroup::join(seg.segment(), "scale", {.workers = 4});
   std::set<std::uint64_t> values;
-  drain_all(g, [&](const Event& e) { values.insert(value_of(e)); });
+  std::set<std::uint64_t> marked;
+  drain_all(g, [&](const Event& e) {
+    values.insert(value_of(e));
+    if (e.redelivered()) marked.insert(value_of(e));
+  });
   EXPECT_EQ(values.size(), 40u) << "nothing lost when the key split changes (at-least-once)";
   for (std::uint32_t i = 0; i < 4; ++i) EXPECT_GE(g.worker(i).position(), behind);
+  // Delivered again, by whichever worker their key moved to: each marked.
+  for (const std::uint64_t v : handled) EXPECT_TRUE(marked.contains(v)) << "value " << v;
 }
 
 // Joining with fewer workers than the group had: the slots beyond the new count are
