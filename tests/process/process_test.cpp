@@ -430,6 +430,137 @@ TEST(Process, RedrivesKilledAtRandomLoseAndMiscountNothing) {
   EXPECT_LE(twice, static_cast<std::uint64_t>(deaths)) << "accepted again beyond one per death";
 }
 
+// Retries under random SIGKILL: what the children's handlers did, by the event's value
+// (1, 2, ... as published).
+constexpr std::uint64_t kRetryEvents = 1u << 14;  // values at most
+struct RetryLedger {
+  std::atomic<std::uint32_t> calls[kRetryEvents + 1];    // handler calls that had the event
+  std::atomic<std::uint32_t> applied[kRetryEvents + 1];  // effects applied
+  std::atomic<std::uint64_t> unmarked_again;  // an effect applied again, the event not marked redelivered
+  std::atomic<int> joined;                    // the child's group is joined
+};
+// Value v's handler call fails always (v % 13 == 0: parked in the end), or in its first
+// call over every process (v % 3 == 0), or never.
+bool retry_call_fails(std::uint64_t v, std::uint32_t calls_before) {
+  return v % 13 == 0 || (v % 3 == 0 && calls_before == 0);
+}
+// The handlers' effect: counted, and an effect applied again must come with the mark.
+void apply_retry_effect(RetryLedger& ledger, const Event& e, std::uint64_t v) {
+  if (ledger.applied[v].fetch_add(1) != 0 && !e.redelivered()) ledger.unmarked_again.fetch_add(1);
+}
+std::uint64_t retry_value(const Event& e) {
+  std::uint64_t v = 0;
+  std::memcpy(&v, e.payload().data(), sizeof v);
+  if (v == 0 || v > kRetryEvents) std::abort();
+  return v;
+}
+
+// Child: "retry-random LOCATION LEDGER_FD SEED": joins group "orders" with a retry
+// policy the seed picks (backoff, attempts, key order, one or two workers, one event or
+// batches at a time) and polls its workers until it is killed.
+const test::ChildRole retry_random("retry-random", [](const std::vector<std::string>& a) -> int {
+  const Segment seg = Segment::open(Location::shm(a.at(0)));
+  SharedBlock<RetryLedger> ledger(std::stoi(a.at(1)));
+  std::mt19937_64 rng(std::stoull(a.at(2)));
+  const auto backoff = static_cast<RetryPolicy::Backoff>(rng() % 3);
+  const GroupOptions o{
+      .workers = static_cast<std::uint32_t>(1 + rng() % 2),
+      .batch = static_cast<std::uint32_t>(1 + rng() % 8),
+      .retry = {.max_attempts = static_cast<std::uint32_t>(1 + rng() % 4),
+                .backoff = backoff,
+                .delay = backoff == RetryPolicy::Backoff::deferred ? std::chrono::microseconds(300)
+                                                                   : std::chrono::microseconds(20),
+                .while_retrying = rng() % 2 == 0 ? RetryPolicy::KeyOrder::hold : RetryPolicy::KeyOrder::release}};
+  const bool batches = rng() % 2 == 0;
+  ConsumerGroup g = ConsumerGroup::join(seg, "orders", o);
+  ledger->joined.store(1);
+  auto one = [&](const Event& e) {
+    const std::uint64_t v = retry_value(e);
+    if (retry_call_fails(v, ledger->calls[v].fetch_add(1))) return Handled::fail;
+    apply_retry_effect(*ledger, e, v);
+    return Handled::ok;
+  };
+  // A batch fails as a whole, before any effect, if one of its events fails.
+  auto many = [&](std::span<const Event> batch) {
+    bool fails = false;
+    for (const Event& e : batch) {
+      const std::uint64_t v = retry_value(e);
+      fails = retry_call_fails(v, ledger->calls[v].fetch_add(1)) || fails;
+    }
+    if (fails) return Handled::fail;
+    for (const Event& e : batch) apply_retry_effect(*ledger, e, retry_value(e));
+    return Handled::ok;
+  };
+  for (;;) {
+    for (std::uint32_t w = 0; w < o.workers; ++w) {
+      if (batches) {
+        g.worker(w).poll_batch(many, o.batch);
+      } else {
+        g.worker(w).poll(one, o.batch);
+      }
+    }
+  }
+});
+
+// Workers killed at random moments while they retry, set aside, hold and park events
+// (the seed's policies, keys moving between one and two workers) never apply an
+// effect twice without the event marked redelivered, lose nothing, and park nothing
+// twice. The group has no dedup: the mark is all a handler has.
+TEST(Process, RetriesKilledAtRandomDeliverNothingAgainUnmarked) {
+  // RINGBUS_KILL_ITERATIONS and RINGBUS_KILL_SEED override the deaths (100) and the seed.
+  const char* n_env = std::getenv("RINGBUS_KILL_ITERATIONS");
+  const char* seed_env = std::getenv("RINGBUS_KILL_SEED");
+  const int iterations = n_env != nullptr ? std::atoi(n_env) : 100;
+  SegmentOptions so = test::TempSegment::small_options();
+  so.capacity = 4 << 20;
+  so.dlq_capacity = 1 << 20;
+  test::TempSegment seg(so, "retrykill");
+  { ConsumerGroup::join(seg.segment(), "orders"); }
+  Producer p = Producer::attach(seg.segment());
+  SharedBlock<RetryLedger> ledger;
+  std::mt19937_64 rng(seed_env != nullptr ? std::strtoull(seed_env, nullptr, 0) : 20261207);
+  std::uint64_t published = 0;
+  for (int i = 0; i < iterations && !::testing::Test::HasFailure(); ++i) {
+    for (int k = 0; k < 40 && published < kRetryEvents; ++k) {
+      const std::uint64_t v = ++published;
+      ASSERT_EQ(p.publish(1 + v % 16, 1, std::as_bytes(std::span(&v, 1))), Status::ok);
+    }
+    ledger->joined.store(0);
+    const pid_t child = spawn_child("retry-random", {seg.location().name, ledger.fd_arg(), std::to_string(rng())});
+    ASSERT_TRUE(test::eventually([&] { return ledger->joined.load() != 0; })) << "the child did not join";
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 4000));
+    ::kill(child, SIGKILL);
+    ASSERT_EQ(reap(child), 128 + SIGKILL);
+    EXPECT_EQ(ledger->unmarked_again.load(), 0u) << "after death " << i + 1;
+  }
+  // The rest, by a process that is not killed: one call an event.
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "orders", {.retry = {.max_attempts = 1}});
+  const auto last = [&](const Event& e) {
+    const std::uint64_t v = retry_value(e);
+    if (retry_call_fails(v, ledger->calls[v].fetch_add(1))) return Handled::fail;
+    apply_retry_effect(*ledger, e, v);
+    return Handled::ok;
+  };
+  ASSERT_TRUE(test::eventually([&] {
+    while (g.worker(0).poll(last, 1000) != 0) {
+    }
+    const SegmentStats st = read_stats(seg.segment());
+    return g.worker(0).pending() == 0 && st.groups.at(0).cursor == st.tail;
+  })) << "not drained";
+  EXPECT_EQ(ledger->unmarked_again.load(), 0u) << "an effect applied again without the mark";
+  std::vector<std::uint32_t> parked(published + 1, 0);
+  for (const DeadLetter& d : DeadLetters::open(seg.segment(), "orders").list()) {
+    std::uint64_t v = 0;
+    std::memcpy(&v, d.payload.data(), sizeof v);
+    ASSERT_TRUE(v >= 1 && v <= published) << v;
+    EXPECT_EQ(++parked[v], 1u) << "value " << v << " parked twice";
+  }
+  for (std::uint64_t v = 1; v <= published; ++v) {
+    EXPECT_TRUE(ledger->applied[v].load() != 0 || parked[v] != 0) << "value " << v << " lost";
+    if (v % 13 == 0) EXPECT_EQ(parked[v], 1u) << "value " << v << " always fails";
+  }
+}
+
 // Poison events: what the handlers of successive processes did, by value (1..20).
 struct PoisonLedger {
   std::atomic<std::uint32_t> calls[21];    // handler calls that had the event
