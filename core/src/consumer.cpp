@@ -603,13 +603,13 @@ std::unique_ptr<ConsumerGroup::State> ConsumerGroup::make_state(const detail::Se
       }
     }
     w->max_deaths_ = options.max_deaths;
-    if (options.dead_letters && r.dlq != nullptr) {
-      w->dlq_control_ = r.dlq_control(g);
-      if (w->resume_until_ > w->pos_) {
-        w->parked_before_ = detail::dlq_positions(r, g, w->pos_, w->resume_until_);
-        // A batch would hold them: delivered one at a time, attempt() passes them over.
-        if (!w->parked_before_.empty()) w->singly_until_ = w->resume_until_;
-      }
+    if (options.dead_letters && r.dlq != nullptr) w->dlq_control_ = r.dlq_control(g);
+    // Parked by the previous owner (whatever this process's dead_letters says: they are
+    // in the ring): a batch would hold them, so the window is delivered one event at a
+    // time, and attempt() passes them over.
+    if (r.dlq != nullptr && w->resume_until_ > w->pos_) {
+      w->parked_before_ = detail::dlq_positions(r, g, w->pos_, w->resume_until_);
+      if (!w->parked_before_.empty()) w->singly_until_ = w->resume_until_;
     }
     if (options.dedup) w->dedup_table_ = r.dedup_window(g, i, 0);
     if (options.record_latency) w->latency_ = r.latency_of(g, i);

@@ -637,17 +637,20 @@ const test::ChildRole die_after_parking("die-after-parking", [](const std::vecto
 
 // A worker killed after parking an event, its cursor not yet past it, leaves it in the
 // dead-letter ring once: the next process of the group does not deliver it again
-// (delivered one at a time or in batches), nor, with max_deaths, park it again as the
-// event its process died with.
+// (delivered one at a time or in batches, and with dead letters off too: it is in the
+// ring all the same), nor, with max_deaths, park it again as the event its process died
+// with.
 TEST(ParkingDeath, AnEventParkedBeforeItsWorkerDiedIsNotDeliveredAgain) {
   struct Mode {
     const char* child_mode;
     bool batch;
     std::uint32_t max_deaths;
+    bool dead_letters;
   };
-  for (const Mode m : {Mode{"single", false, 0}, Mode{"batch", true, 0}, Mode{"single", false, 1}}) {
+  for (const Mode m : {Mode{"single", false, 0, true}, Mode{"batch", true, 0, true}, Mode{"single", false, 1, true},
+                       Mode{"single", false, 0, false}}) {
     SCOPED_TRACE(std::string(m.child_mode) + (m.batch ? ", batches" : "") + ", max_deaths " +
-                 std::to_string(m.max_deaths));
+                 std::to_string(m.max_deaths) + (m.dead_letters ? "" : ", dead letters off"));
     test::TempSegment seg(test::TempSegment::small_options(), "diepark");
     { ConsumerGroup::join(seg.segment(), "g"); }
     Producer p = Producer::attach(seg.segment());
@@ -658,7 +661,8 @@ TEST(ParkingDeath, AnEventParkedBeforeItsWorkerDiedIsNotDeliveredAgain) {
     const std::uint64_t parked_at = dlq.list()[0].position;
     ASSERT_EQ(read_stats(seg.segment()).groups.at(0).worker.at(0).cursor, parked_at) << "died before the cursor moved";
 
-    ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", {.batch = 8, .max_deaths = m.max_deaths});
+    ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g",
+                                          {.batch = 8, .dead_letters = m.dead_letters, .max_deaths = m.max_deaths});
     std::vector<std::pair<std::uint64_t, bool>> got;
     const auto note = [&](const Event& e) { got.emplace_back(test::value_of(e), e.redelivered()); };
     if (m.batch) {
