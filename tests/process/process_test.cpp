@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <optional>
 #include <random>
 #include <thread>
@@ -932,6 +933,44 @@ TEST(Process, KilledConsumerResumesFromItsCursorWithNothingLost) {
   std::printf("consumer killed %d times: %llu events, lost %llu, redelivered %llu\n", kills,
               static_cast<unsigned long long>(kEvents), static_cast<unsigned long long>(lost),
               static_cast<unsigned long long>(duplicated));
+}
+
+// The test harness: a child never outlives its parent.
+struct ChildPid {
+  std::atomic<int> pid;
+};
+
+// Child: "loop-forever LEDGER_FD": says its pid, then spins until killed.
+const test::ChildRole loop_forever("loop-forever", [](const std::vector<std::string>& a) -> int {
+  SharedBlock<ChildPid> said(std::stoi(a.at(0)));
+  said->pid.store(::getpid());
+  for (;;) {
+  }
+});
+
+// Child: "spawn-and-exit LEDGER_FD": spawns a loop-forever child, waits for its pid,
+// and exits without reaping or killing it.
+const test::ChildRole spawn_and_exit("spawn-and-exit", [](const std::vector<std::string>& a) -> int {
+  SharedBlock<ChildPid> said(std::stoi(a.at(0)));
+  spawn_child("loop-forever", {a.at(0)});
+  return test::eventually([&] { return said->pid.load() != 0; }, std::chrono::seconds(30)) ? 0 : 9;
+});
+
+// A test process killed (by the watchdog, or by hand) takes its children with it: a
+// child left spinning would take a CPU from what runs next.
+TEST(TestHarness, AChildDiesWithItsParent) {
+  SharedBlock<ChildPid> said;
+  ASSERT_EQ(reap(spawn_child("spawn-and-exit", {said.fd_arg()})), 0);
+  const pid_t orphan = said->pid.load();
+  ASSERT_GT(orphan, 0);
+  // Gone, or a zombie its new parent has not reaped yet.
+  const auto gone = [&] {
+    std::ifstream stat("/proc/" + std::to_string(orphan) + "/stat");
+    std::string pid, comm, state;
+    return !(stat >> pid >> comm >> state) || state == "Z";
+  };
+  EXPECT_TRUE(test::eventually(gone, std::chrono::seconds(10))) << "pid " << orphan << " outlived its parent";
+  if (!gone()) ::kill(orphan, SIGKILL);
 }
 
 }  // namespace

@@ -5,7 +5,10 @@
 
 #include <gtest/gtest.h>
 #include <sched.h>
+#include <sys/prctl.h>
 #include <unistd.h>
+
+#include <csignal>
 
 #include <condition_variable>
 #include <map>
@@ -179,9 +182,14 @@ pid_t spawn_child(const std::string& role, const std::vector<std::string>& args)
   std::vector<char*> argv;
   for (std::string& a : argv_s) argv.push_back(a.data());
   argv.push_back(nullptr);
+  const pid_t parent = ::getpid();
   const pid_t pid = ::fork();
   if (pid < 0) throw std::runtime_error("fork failed");
   if (pid == 0) {
+    // A child outlives no test run: killed with its parent (by the watchdog, or by hand),
+    // it would go on looping, taking a CPU from whatever runs next (a benchmark).
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(127);  // the parent died before the prctl
     ::execv("/proc/self/exe", argv.data());
     ::_exit(127);
   }
