@@ -248,8 +248,9 @@ struct alignas(kHotAlign) WorkerSlot {
   std::atomic<std::uint64_t> handler_errors;  // failed attempts
   // With `inflight` below it, where the events a process may have handled end (exclusive):
   // a worker delivering an event below events it delivered before (a deferred retry, an
-  // event held behind one, a redelivery) keeps the window there. Written on those paths
-  // only; a position below the cursor means nothing.
+  // event held behind one, a redriven dead letter) keeps its reading position here, and
+  // a join the window it found (for its redeliveries, and across a change of worker
+  // count). Written on those paths only; a position below the cursor means nothing.
   std::atomic<std::uint64_t> redeliver_until;
   std::atomic<std::uint64_t> dup_dropped;      // dedup: seen before
   std::atomic<std::uint64_t> too_old_dropped;  // dedup: below the window
