@@ -1858,6 +1858,15 @@ TEST(Redelivery, TheBatchInFlightWhenAProcessDiedIsMarked) {
   }
 }
 
+// Joins group g of `seg` with `o` and drains worker 0: each event handled, with its
+// redelivered() mark.
+std::vector<std::pair<std::uint64_t, bool>> drain_marked(const TempSegment& seg, const GroupOptions& o = {}) {
+  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
+  std::vector<std::pair<std::uint64_t, bool>> got;
+  drain(g.worker(0), [&](const Event& e) { got.emplace_back(value_of(e), e.redelivered()); });
+  return got;
+}
+
 // A process that dies while it delivers again an event of the window its predecessor
 // left (events perhaps handled) leaves the whole window to the next: the events after
 // the one it died with are still marked, though they were not reached again.
@@ -1869,10 +1878,7 @@ TEST(Redelivery, ADeathWhileRedeliveringKeepsTheRestOfTheWindowMarked) {
   // Dies in the batch [2, 3]; the next dies in 2, delivered again one event at a time.
   ASSERT_EQ(test::reap(test::spawn_child("die-in-batch-handler", {seg.location().name})), 128 + SIGKILL);
   ASSERT_EQ(test::reap(test::spawn_child("die-in-handler", {seg.location().name})), 128 + SIGKILL);
-  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g");
-  std::vector<std::pair<std::uint64_t, bool>> got;
-  drain(g.worker(0), [&](const Event& e) { got.emplace_back(value_of(e), e.redelivered()); });
-  EXPECT_EQ(got, (std::vector<std::pair<std::uint64_t, bool>>{{2, true}, {3, true}, {4, false}}))
+  EXPECT_EQ(drain_marked(seg), (std::vector<std::pair<std::uint64_t, bool>>{{2, true}, {3, true}, {4, false}}))
       << "3 may have been handled by the first process";
 }
 
@@ -1908,12 +1914,7 @@ TEST(Redelivery, ADeathInADeferredRetryCountsAgainstTheEventRetried) {
   publish(p, 1, 0);
   publish(p, 2, 1);
   ASSERT_EQ(test::reap(test::spawn_child("die-in-retry", {seg.location().name})), 128 + SIGKILL);
-  GroupOptions o;
-  o.max_deaths = 1;
-  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
-  std::vector<std::pair<std::uint64_t, bool>> got;
-  drain(g.worker(0), [&](const Event& e) { got.emplace_back(value_of(e), e.redelivered()); });
-  EXPECT_EQ(got, (std::vector<std::pair<std::uint64_t, bool>>{{1, true}}));
+  EXPECT_EQ(drain_marked(seg, {.max_deaths = 1}), (std::vector<std::pair<std::uint64_t, bool>>{{1, true}}));
   DeadLetters dlq = DeadLetters::open(seg.segment(), "g");
   ASSERT_EQ(dlq.list().size(), 1u);
   EXPECT_EQ(dlq.list()[0].header.key, 1u) << "value 0's key";
@@ -1951,12 +1952,8 @@ TEST(Redelivery, ADeathInARedriveCountsAgainstNoEventOfTheLog) {
   publish(p, 1, 0);
   publish(p, 2, 1);
   ASSERT_EQ(test::reap(test::spawn_child("die-in-redrive", {seg.location().name})), 128 + SIGKILL);
-  GroupOptions o;
-  o.max_deaths = 1;
-  ConsumerGroup g = ConsumerGroup::join(seg.segment(), "g", o);
-  std::vector<std::pair<std::uint64_t, bool>> got;
-  drain(g.worker(0), [&](const Event& e) { got.emplace_back(value_of(e), e.redelivered()); });
-  EXPECT_EQ(got, (std::vector<std::pair<std::uint64_t, bool>>{{0, true}, {1, true}}));
+  EXPECT_EQ(drain_marked(seg, {.max_deaths = 1}),
+            (std::vector<std::pair<std::uint64_t, bool>>{{0, true}, {1, true}}));
   ASSERT_EQ(dlq.list().size(), 1u) << "value 1 was not parked";
   EXPECT_EQ(dlq.list()[0].header.key, 3u);
   EXPECT_EQ(dlq.list()[0].state, "redrive");
