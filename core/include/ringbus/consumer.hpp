@@ -353,17 +353,18 @@ class Worker {
   [[nodiscard]] std::uint64_t next_due_ns() const noexcept;
   // Shows how many events are set aside (WorkerSlot::pending, for `ringbus stat`).
   void note_pending() noexcept { slot_->pending.store(pending_.size(), std::memory_order_relaxed); }
-  // Before `inflight` takes a position below events this worker delivered since (an
-  // event set aside, retried or held behind a retry; a redriven dead letter), the
-  // redelivery window is kept up to pos_ (WorkerSlot::redeliver_until): a death in the
+  // Stores `word` (a position below events this worker delivered since: an event set
+  // aside, retried or held behind a retry; a redriven dead letter) as in flight, the
+  // redelivery window first kept up to pos_ (WorkerSlot::redeliver_until): a death in the
   // call leaves those events to the next process marked, as they may have been handled.
   // The signal fence keeps the two stores in program order, which a SIGKILL between them
   // observes.
-  void keep_window() noexcept {
+  void in_flight_below(std::uint64_t word) noexcept {
     if (slot_->redeliver_until.load(std::memory_order_relaxed) < pos_) {
       slot_->redeliver_until.store(pos_, std::memory_order_relaxed);
       std::atomic_signal_fence(std::memory_order_seq_cst);
     }
+    slot_->inflight.store(word, std::memory_order_relaxed);
   }
   void finish(const Event& e, Outcome o) noexcept;
   [[nodiscard]] bool redrives_waiting() const noexcept {
@@ -747,16 +748,17 @@ Worker::Outcome Worker::attempt(H& handler, Event& e, Pending* p) {
       }
     }
     if (latency_ != nullptr) [[unlikely]] note_latency(e);
-    if (p != nullptr) [[unlikely]] keep_window();  // an event set aside: below others delivered
-    slot_->inflight.store(inflight, std::memory_order_relaxed);
+    if (p != nullptr) [[unlikely]] {
+      in_flight_below(inflight);  // an event set aside: below others delivered
+    } else {
+      slot_->inflight.store(inflight, std::memory_order_relaxed);
+    }
   } else if (p->attempts >= retry_.max_attempts) {
     return park(e, p, p->attempts, p->first_failure_ns, detail::monotonic_ns());  // waiting for room
   } else {
     bump(slot_->retries);  // a deferred retry
-    // In flight, so that a death in the call counts against it (keep_window has kept
-    // the events delivered since in the redelivery window).
-    keep_window();
-    slot_->inflight.store(e.position() | (e.position() == died_at_ ? deaths_ : 0), std::memory_order_relaxed);
+    // In flight, so that a death in the call counts against it.
+    in_flight_below(e.position() | (e.position() == died_at_ ? deaths_ : 0));
   }
   if (invoke(handler, e) == Handled::ok) [[likely]] {
     RINGBUS_FAULT_POINT(in_consumer);
@@ -927,8 +929,7 @@ bool Worker::redeliver(H& handler, KeptRedrive& k, bool& kept) {
     if (k.calls != 0) detail::dlq_redrive_call(r_, group_slot_, k.entry);
     // In flight: a death in the call counts against the dead letter's own position (the
     // entry counts the call too), not against the event last delivered from the log.
-    keep_window();
-    slot_->inflight.store(e.position(), std::memory_order_relaxed);
+    in_flight_below(e.position());
     if (invoke(handler, e) == Handled::ok) {
       detail::dlq_finish_redrive(r_, group_slot_, k.entry, detail::RedriveEnd::accepted);
       bump(slot_->redriven);
