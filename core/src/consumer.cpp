@@ -505,10 +505,8 @@ ConsumerGroup ConsumerGroup::join(const Segment& segment, std::string_view name,
     for (std::uint64_t i = 0; i < kept; ++i) {
       const WorkerSlot& ws = gs.worker[i];
       const std::uint64_t cursor = ws.cursor.load(std::memory_order_acquire);
-      const std::uint64_t inflight = ws.inflight.load(std::memory_order_relaxed);
       slowest = std::min(slowest, cursor);
-      reached = std::max({reached, cursor, ws.redeliver_until.load(std::memory_order_relaxed),
-                          inflight == layout::kNoPosition ? 0 : inflight + 1});
+      reached = std::max({reached, cursor, layout::redelivery_end(ws)});
     }
     for (WorkerSlot& ws : gs.worker) {
       ws.cursor.store(slowest, std::memory_order_release);
@@ -584,9 +582,8 @@ std::unique_ptr<ConsumerGroup::State> ConsumerGroup::make_state(const detail::Se
     // have been handled: such events are delivered with Event::redelivered(). Shared
     // memory: the window ends at the tail at most.
     const std::uint64_t inflight = gs.worker[i].inflight.load(std::memory_order_relaxed);
-    std::uint64_t until = gs.worker[i].redeliver_until.load(std::memory_order_relaxed);
-    if (inflight != layout::kNoPosition) until = std::max(until, inflight + 1);
-    until = std::min(until, r.control->tail.load(std::memory_order_acquire));
+    const std::uint64_t until =
+        std::min(layout::redelivery_end(gs.worker[i]), r.control->tail.load(std::memory_order_acquire));
     if (until > w->pos_) {
       w->resume_until_ = until;
       // A death while this worker delivers them again leaves them to the next.

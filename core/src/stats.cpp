@@ -28,6 +28,21 @@ bool held(layout::owner::State s) {
   return s == layout::owner::active || s == layout::owner::attaching || s == layout::owner::recovering;
 }
 
+// A redelivery window's end as the record boundary after it: a window that ends past
+// the event in flight ends inside that event's record (redelivery_end). Shared memory:
+// a record that is not there or does not fit leaves the end 8-byte aligned.
+std::uint64_t record_end(const detail::SegmentRefs& r, std::uint64_t end) {
+  const std::uint64_t pos = end & ~(kRecordAlign - 1);
+  if (pos == end) return end;
+  const std::uint64_t f = std::atomic_ref<std::uint64_t>(r.record_at(pos)->frame).load(std::memory_order_acquire);
+  const RecordState st = frame::state(f);
+  if (frame::ready_for(f, r.lap(pos)) && (st == RecordState::data || st == RecordState::void_) &&
+      frame::length(f) <= r.max_event && record_bytes(frame::length(f)) <= r.to_lap_end(pos)) {
+    return pos + record_bytes(frame::length(f));
+  }
+  return pos + kRecordAlign;
+}
+
 }  // namespace
 
 SegmentStats read_stats(const Segment& segment) {
@@ -123,6 +138,9 @@ SegmentStats read_stats(const Segment& segment) {
       if (const std::uint64_t f = ws.inflight.load(std::memory_order_relaxed); f != layout::kNoPosition) {
         wi.deaths_in_flight = f & layout::kInflightDeaths;
         if (wi.deaths_in_flight != 0) wi.died_at = f - wi.deaths_in_flight;
+      }
+      if (const std::uint64_t until = std::min(layout::redelivery_end(ws), s.tail); until > wi.cursor) {
+        wi.redeliver_until = record_end(r, until);
       }
       gi.cursor = std::min(gi.cursor, wi.cursor);
       gi.consumed += wi.consumed;

@@ -1500,6 +1500,78 @@ TEST(Cli, InfoShowsEachCounterInItsOwnField) {
   EXPECT_NE(plain_after.out.find("\n  clock: no TSC rate shared yet\n"), std::string::npos) << plain_after.out;
 }
 
+// After a process died handling an event, `info` says which events the next process of
+// the group delivers again marked redelivered (those its last process may have handled):
+// in JSON the window's end, in text the positions, for a worker nobody runs. The next
+// process delivers exactly those marked.
+TEST(Cli, InfoShowsWhatTheNextProcessDeliversAgainMarked) {
+  ToolSegment seg({"--capacity", "64K", "--max-event", "1K"});
+  const ringbus::Segment s = seg.open();
+  { const ringbus::ConsumerGroup registered = ringbus::ConsumerGroup::join(s, "orders"); }
+  ringbus::Producer p = ringbus::Producer::attach(s, {});
+  const std::vector<std::byte> payload(100, std::byte{1});
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(p.publish(1, 1, payload), ringbus::Status::ok);
+  const std::uint64_t second = ringbus::record_bytes(100);
+  const std::uint64_t third = 2 * second;
+  const pid_t child = ::fork();
+  if (child == 0) {
+    ringbus::ConsumerGroup g = ringbus::ConsumerGroup::join(s, "orders", {.batch = 1});
+    for (int polls = 0; polls < 1'000'000; ++polls) {
+      g.worker(0).poll([&](const ringbus::Event& e) {
+        if (e.position() == second) ::raise(SIGKILL);  // dies handling the second event
+      });
+    }
+    ::_exit(1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFSIGNALED(status));
+
+  const auto worker_json = [&] {
+    const Result json = ringbus_run({"info", "--json", seg.name()});
+    EXPECT_EQ(json.code, 0) << json.err;
+    simdjson::ondemand::parser parser;
+    simdjson::padded_string text(json.out);
+    simdjson::ondemand::document doc = parser.iterate(text);
+    for (auto gr : doc.get_object()["groups"].get_array()) {
+      for (auto w : gr.get_object()["worker"].get_array()) {
+        simdjson::ondemand::object wo = w.get_object();
+        const std::uint64_t cursor = wo["cursor"].get_uint64();
+        return std::to_string(cursor) + " " + minified(wo["redeliver_until"].value());
+      }
+    }
+    return std::string("no worker");
+  };
+  const std::string dead = worker_json();
+  const std::uint64_t cursor = std::stoull(dead);
+  ASSERT_LE(cursor, second) << dead;
+  // The window ends where the record the process died in ends.
+  EXPECT_EQ(dead, std::to_string(cursor) + " " + std::to_string(third));
+  const Result plain = ringbus_run({"info", seg.name()});
+  ASSERT_EQ(plain.code, 0) << plain.err;
+  EXPECT_NE(plain.out.find("the next process delivers again, marked redelivered, the events that start in [" +
+                           std::to_string(cursor) + ", " + std::to_string(third) + ")"),
+            std::string::npos)
+      << plain.out;
+
+  // What it said: the next process delivers those marked, and the third event unmarked.
+  ringbus::ConsumerGroup g = ringbus::ConsumerGroup::join(s, "orders", {.batch = 1});
+  std::vector<std::string> delivered;
+  while (g.worker(0).poll([&](const ringbus::Event& e) {
+    delivered.push_back(std::to_string(e.position()) + (e.redelivered() ? " marked" : ""));
+  }) != 0) {
+  }
+  std::vector<std::string> want;
+  if (cursor == 0) want.push_back("0 marked");
+  want.push_back(std::to_string(second) + " marked");
+  want.push_back(std::to_string(third));
+  EXPECT_EQ(delivered, want);
+  // Handled: no window, and a live worker's is not shown.
+  EXPECT_EQ(worker_json(), std::to_string(third + second) + " null");
+  const Result after = ringbus_run({"info", seg.name()});
+  EXPECT_EQ(after.out.find("delivers again"), std::string::npos) << after.out;
+}
+
 // Sizes on the command line take every spelling of their unit, in either case; the
 // refusal of a capacity that is no power of two names the bytes it was read as.
 TEST(Cli, SizesTakeEverySpellingOfTheirUnit) {

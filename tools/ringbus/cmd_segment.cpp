@@ -61,10 +61,12 @@ void print_info(const Segment& seg, bool json) {
       for (std::size_t w = 0; w < g.worker.size(); ++w) {
         const WorkerStats& ws = g.worker[w];
         fmt::print("{}{{\"index\":{},\"pid\":{},\"state\":\"{}\",\"alive\":{},\"cursor\":{},\"lag_bytes\":{},"
-                   "\"consumed\":{},\"voids\":{},\"handler_errors\":{},\"deaths_in_flight\":{},\"died_at\":{}}}",
+                   "\"consumed\":{},\"voids\":{},\"handler_errors\":{},\"deaths_in_flight\":{},\"died_at\":{},"
+                   "\"redeliver_until\":{}}}",
                    w ? "," : "", ws.index, ws.pid, ws.state, ws.alive, ws.cursor, ws.lag_bytes, ws.consumed,
                    ws.voids, ws.handler_errors, ws.deaths_in_flight,
-                   ws.deaths_in_flight != 0 ? std::to_string(ws.died_at) : std::string("null"));
+                   ws.deaths_in_flight != 0 ? std::to_string(ws.died_at) : std::string("null"),
+                   ws.redeliver_until != 0 ? std::to_string(ws.redeliver_until) : std::string("null"));
       }
       fmt::print("]}}");
     }
@@ -124,6 +126,12 @@ void print_info(const Segment& seg, bool json) {
                      ? std::string()
                      : fmt::format("  died handling position {}: {} time{} in a row", w.died_at,
                                    w.deaths_in_flight, w.deaths_in_flight == 1 ? "" : "s"));
+      // What the next process delivers again, marked (a live worker's window is its own).
+      if (!w.alive && w.redeliver_until != 0) {
+        fmt::print("      the next process delivers again, marked redelivered, the events that start in [{}, {}): "
+                   "its last process may have handled them\n",
+                   with_commas(w.cursor), with_commas(w.redeliver_until));
+      }
     }
     // Run by nobody, nothing moves it: a lap behind, it holds every producer back.
     if (running_workers(g) == 0 && g.lag_bytes != 0) {

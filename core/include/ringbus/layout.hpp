@@ -11,6 +11,7 @@
 // offset or length read from it later is bounded before use.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -273,6 +274,15 @@ inline constexpr std::uint64_t kNoPosition = ~std::uint64_t{0};
 // handling another event clears it. GroupOptions::max_deaths dead-letters an event at
 // that count.
 inline constexpr std::uint64_t kInflightDeaths = 7;
+
+// Where the events a process running worker slot `w` may have handled end (exclusive):
+// past the event in flight, or the window kept in redeliver_until. Events from the
+// slot's cursor up to it (a join bounds it by the tail) come again marked redelivered.
+[[nodiscard]] inline std::uint64_t redelivery_end(const WorkerSlot& w) noexcept {
+  const std::uint64_t inflight = w.inflight.load(std::memory_order_relaxed);
+  const std::uint64_t until = w.redeliver_until.load(std::memory_order_relaxed);
+  return inflight == kNoPosition ? until : std::max(until, (inflight & ~kInflightDeaths) + 1);
+}
 
 // Log positions (the tail, cursors) stay below 2^62: 73 years of publishing at 2 GB/s.
 // With that bound `position + capacity` cannot overflow, so a tail or cursor above it

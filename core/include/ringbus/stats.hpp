@@ -48,6 +48,10 @@ struct WorkerStats {
   // joins after them counted (layout::kInflightDeaths; GroupOptions::max_deaths).
   std::uint64_t deaths_in_flight = 0;
   std::uint64_t died_at = 0;
+  // Where the events its process may have handled past the cursor end (0: none): a join
+  // taking the slot now delivers those from `cursor` up to here again, marked
+  // Event::redelivered(). For a live worker, what its death now would leave.
+  std::uint64_t redeliver_until = 0;
 };
 
 struct GroupStats {
