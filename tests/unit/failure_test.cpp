@@ -1960,6 +1960,33 @@ TEST(Redelivery, ADeathInARedriveCountsAgainstNoEventOfTheLog) {
   EXPECT_EQ(dlq.list()[0].attempts, 2u) << "the call cut short counts";
 }
 
+// Child: "die-while-a-retry-waits LOCATION": joins group g with deferred retries an hour
+// apart; the handler fails value 0 and accepts value 1; the process is then killed
+// outside any handler call, value 0 still waiting.
+const test::ChildRole die_while_a_retry_waits("die-while-a-retry-waits", [](const std::vector<std::string>& a) {
+  const Segment s = Segment::open(Location::shm(a.at(0)));
+  ConsumerGroup g = ConsumerGroup::join(s, "g", deferred_retries(3, std::chrono::hours(1)));
+  g.worker(0).poll([](const Event& e) { return value_of(e) == 0 ? Handled::fail : Handled::ok; }, 100);
+  ::raise(SIGKILL);
+  return 9;
+});
+
+// A death while an event waits for its deferred retry, after a later event was handled
+// (the cursor kept below it by the one waiting), counts against no event: with
+// max_deaths 1 the handled event was parked unhandled as a poison event. Both come again
+// marked: the first process called the handler with each.
+TEST(Redelivery, ADeathAfterAnEventHandledBehindAWaitingRetryCountsAgainstNoEvent) {
+  TempSegment seg;
+  { ConsumerGroup::join(seg.segment(), "g"); }
+  Producer p = Producer::attach(seg.segment());
+  publish(p, 1, 0);
+  publish(p, 2, 1);
+  ASSERT_EQ(test::reap(test::spawn_child("die-while-a-retry-waits", {seg.location().name})), 128 + SIGKILL);
+  EXPECT_EQ(drain_marked(seg, {.max_deaths = 1}),
+            (std::vector<std::pair<std::uint64_t, bool>>{{0, true}, {1, true}}));
+  EXPECT_TRUE(DeadLetters::open(seg.segment(), "g").list().empty()) << "value 1 was parked as a poison event";
+}
+
 // Key 8: a void record (key_seq 1: a claim aborted after a later claim of the key, so
 // it cannot be given back), then event 99 (key_seq 2).
 void publish_after_a_void(const TempSegment& seg) {

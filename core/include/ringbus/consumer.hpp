@@ -360,11 +360,24 @@ class Worker {
   // The signal fence keeps the two stores in program order, which a SIGKILL between them
   // observes.
   void in_flight_below(std::uint64_t word) noexcept {
-    if (slot_->redeliver_until.load(std::memory_order_relaxed) < pos_) {
-      slot_->redeliver_until.store(pos_, std::memory_order_relaxed);
+    keep_window(pos_);
+    slot_->inflight.store(word, std::memory_order_relaxed);
+  }
+  void keep_window(std::uint64_t until) noexcept {
+    if (slot_->redeliver_until.load(std::memory_order_relaxed) < until) {
+      slot_->redeliver_until.store(until, std::memory_order_relaxed);
       std::atomic_signal_fence(std::memory_order_seq_cst);
     }
-    slot_->inflight.store(word, std::memory_order_relaxed);
+  }
+  // `e` handled. While an earlier event set aside keeps the cursor below it, a death
+  // from here on would count against `e` as in flight (max_deaths would park it,
+  // handled): the window is kept past it, and nothing is left in flight.
+  Outcome handled_ok(const Event& e) noexcept {
+    if (!pending_.empty()) [[unlikely]] {
+      keep_window(std::max(pos_, e.position() + 1));
+      slot_->inflight.store(layout::kNoPosition, std::memory_order_relaxed);
+    }
+    return Outcome::handled;
   }
   void finish(const Event& e, Outcome o) noexcept;
   [[nodiscard]] bool redrives_waiting() const noexcept {
@@ -762,7 +775,7 @@ Worker::Outcome Worker::attempt(H& handler, Event& e, Pending* p) {
   }
   if (invoke(handler, e) == Handled::ok) [[likely]] {
     RINGBUS_FAULT_POINT(in_consumer);
-    return Outcome::handled;
+    return handled_ok(e);
   }
   // Failure path: retries as the policy says.
   bump(slot_->handler_errors);
@@ -774,7 +787,7 @@ Worker::Outcome Worker::attempt(H& handler, Event& e, Pending* p) {
       if (retry_.backoff == RetryPolicy::Backoff::spin) spin_delay();
       ++attempts;
       bump(slot_->retries);
-      if (invoke(handler, e) == Handled::ok) return Outcome::handled;
+      if (invoke(handler, e) == Handled::ok) return handled_ok(e);
       bump(slot_->handler_errors);
     }
   }
