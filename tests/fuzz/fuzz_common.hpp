@@ -59,6 +59,28 @@ inline void exercise(const Segment& seg) {
     } catch (const Error&) {
     }
   }
+  // The groups the segment holds, joined as they are and with another worker count:
+  // their cursors, in-flight words and redelivery windows come from the segment.
+  for (std::size_t i = 0; i < s.groups.size() && i < 2; ++i) {
+    for (const std::uint32_t workers : {s.groups[i].workers, s.groups[i].workers == 1 ? 2u : 1u}) {
+      try {
+        GroupOptions o;
+        o.workers = workers;
+        o.retry.max_attempts = 2;
+        o.max_deaths = 1;
+        o.unblock_after = std::chrono::milliseconds(0);
+        ConsumerGroup g = ConsumerGroup::join(seg, s.groups[i].name, o);
+        std::uint64_t n = 0;
+        for (std::uint32_t w = 0; w < workers; ++w) {
+          g.worker(w).poll_batch(
+              [&](std::span<const Event> b) { return (n++ + b.size()) % 4 == 0 ? Handled::fail : Handled::ok; }, 16);
+          (void)g.worker(w).poll_redrives([](const Event&) {});
+        }
+      } catch (const Error&) {
+      } catch (const HandlerFailed&) {
+      }
+    }
+  }
   try {
     GroupOptions o;
     o.workers = 2;

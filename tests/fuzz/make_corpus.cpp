@@ -108,6 +108,15 @@ int main(int argc, char** argv) {
           }
         }
         consume();
+        // Worker 0 as a process that died handling an event after a deferred retry
+        // leaves it: a redelivery window and a death count for the join to read.
+        TailReader oldest = TailReader::open(seg, TailStart::earliest);
+        if (Event first; oldest.try_next(first)) {
+          layout::WorkerSlot& ws = seg.refs().groups[read_stats(seg).groups.at(0).slot].worker[0];
+          ws.cursor.store(first.position());
+          ws.inflight.store(first.position() | 1);
+          ws.redeliver_until.store(seg.was_tail());
+        }
         if (variant == 2) {
           const auto* base = reinterpret_cast<const char*>(seg.refs().log);
           std::vector<char> log(base, base + seg.capacity());
