@@ -1907,13 +1907,19 @@ const test::ChildRole die_in_retry("die-in-retry", [](const std::vector<std::str
 // A death in a deferred retry counts against the event retried, not the last event
 // delivered the first time (handled, after it): with max_deaths 1 the event retried is
 // parked, and the other is delivered again, marked.
-TEST(Redelivery, ADeathInADeferredRetryCountsAgainstTheEventRetried) {
-  TempSegment seg;
+// Values 0 (key 1) and 1 (key 2) for group g, whose process (the ChildRole `child`)
+// is then killed.
+void two_events_then_a_death(const TempSegment& seg, const char* child) {
   { ConsumerGroup::join(seg.segment(), "g"); }
   Producer p = Producer::attach(seg.segment());
   publish(p, 1, 0);
   publish(p, 2, 1);
-  ASSERT_EQ(test::reap(test::spawn_child("die-in-retry", {seg.location().name})), 128 + SIGKILL);
+  ASSERT_EQ(test::reap(test::spawn_child(child, {seg.location().name})), 128 + SIGKILL);
+}
+
+TEST(Redelivery, ADeathInADeferredRetryCountsAgainstTheEventRetried) {
+  TempSegment seg;
+  ASSERT_NO_FATAL_FAILURE(two_events_then_a_death(seg, "die-in-retry"));
   EXPECT_EQ(drain_marked(seg, {.max_deaths = 1}), (std::vector<std::pair<std::uint64_t, bool>>{{1, true}}));
   DeadLetters dlq = DeadLetters::open(seg.segment(), "g");
   ASSERT_EQ(dlq.list().size(), 1u);
@@ -1977,11 +1983,7 @@ const test::ChildRole die_while_a_retry_waits("die-while-a-retry-waits", [](cons
 // marked: the first process called the handler with each.
 TEST(Redelivery, ADeathAfterAnEventHandledBehindAWaitingRetryCountsAgainstNoEvent) {
   TempSegment seg;
-  { ConsumerGroup::join(seg.segment(), "g"); }
-  Producer p = Producer::attach(seg.segment());
-  publish(p, 1, 0);
-  publish(p, 2, 1);
-  ASSERT_EQ(test::reap(test::spawn_child("die-while-a-retry-waits", {seg.location().name})), 128 + SIGKILL);
+  ASSERT_NO_FATAL_FAILURE(two_events_then_a_death(seg, "die-while-a-retry-waits"));
   EXPECT_EQ(drain_marked(seg, {.max_deaths = 1}),
             (std::vector<std::pair<std::uint64_t, bool>>{{0, true}, {1, true}}));
   EXPECT_TRUE(DeadLetters::open(seg.segment(), "g").list().empty()) << "value 1 was parked as a poison event";
