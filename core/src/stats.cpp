@@ -7,6 +7,7 @@
 #include "ringbus/dedup.hpp"
 #include "ringbus/detail/groups.hpp"
 #include "ringbus/detail/process.hpp"
+#include "ringbus/detail/record_walk.hpp"
 #include "ringbus/detail/recovery.hpp"
 
 namespace ringbus {
@@ -35,12 +36,10 @@ std::uint64_t record_end(const detail::SegmentRefs& r, std::uint64_t end) {
   const std::uint64_t pos = end & ~(kRecordAlign - 1);
   if (pos == end) return end;
   const std::uint64_t f = std::atomic_ref<std::uint64_t>(r.record_at(pos)->frame).load(std::memory_order_acquire);
-  const RecordState st = frame::state(f);
-  if (frame::ready_for(f, r.lap(pos)) && (st == RecordState::data || st == RecordState::void_) &&
-      frame::length(f) <= r.max_event && record_bytes(frame::length(f)) <= r.to_lap_end(pos)) {
-    return pos + record_bytes(frame::length(f));
-  }
-  return pos + kRecordAlign;
+  const std::uint64_t bytes = frame::ready_for(f, r.lap(pos)) && frame::state(f) != RecordState::padding
+                                  ? detail::record_span(r, f, pos)
+                                  : 0;
+  return pos + (bytes != 0 ? bytes : kRecordAlign);
 }
 
 }  // namespace

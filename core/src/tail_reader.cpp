@@ -23,17 +23,6 @@ __attribute__((no_sanitize("thread"))) void racy_copy(std::uint64_t* dst, const 
   }
 }
 
-// Bytes the record with frame `f` at `pos` occupies, or 0 when its length cannot fit
-// (damaged memory: shared memory is untrusted).
-std::uint64_t record_span(const detail::SegmentRefs& r, std::uint64_t f, std::uint64_t pos) noexcept {
-  const std::uint32_t len = frame::length(f);
-  if (frame::state(f) == RecordState::padding) {
-    return len < kRecordAlign || len % kRecordAlign != 0 || len > r.to_lap_end(pos) ? 0 : len;
-  }
-  const std::uint64_t bytes = record_bytes(len);
-  return len > r.max_event || bytes > r.to_lap_end(pos) ? 0 : bytes;
-}
-
 // Calls fn(cursor) for each worker cursor of each active group that is a valid
 // position: every one is a record boundary (shared memory: checked, counts clamped).
 template <class Fn>
@@ -53,6 +42,15 @@ void for_each_cursor(const detail::SegmentRefs& r, Fn&& fn) {
 
 namespace detail {
 
+std::uint64_t record_span(const SegmentRefs& r, std::uint64_t f, std::uint64_t pos) noexcept {
+  const std::uint32_t len = frame::length(f);
+  if (frame::state(f) == RecordState::padding) {
+    return len < kRecordAlign || len % kRecordAlign != 0 || len > r.to_lap_end(pos) ? 0 : len;
+  }
+  const std::uint64_t bytes = record_bytes(len);
+  return len > r.max_event || bytes > r.to_lap_end(pos) ? 0 : bytes;
+}
+
 Walk walk_to(const SegmentRefs& r, std::uint64_t from, std::uint64_t position, const std::string& where) {
   std::uint64_t at = from, next = from;
   while (next < position) {
@@ -61,7 +59,7 @@ Walk walk_to(const SegmentRefs& r, std::uint64_t from, std::uint64_t position, c
     const std::uint64_t f = std::atomic_ref<std::uint64_t>(r.record_at(at)->frame).load(std::memory_order_acquire);
     // Not yet committed, overwritten meanwhile or damaged: what follows is unknown.
     if (!frame::ready_for(f, r.lap(at))) return {WalkResult::unknown, at};
-    const std::uint64_t bytes = record_span(r, f, at);
+    const std::uint64_t bytes = detail::record_span(r, f, at);
     if (bytes == 0) return {WalkResult::unknown, at};
     next = at + bytes;
   }
@@ -196,7 +194,7 @@ bool TailReader::try_next(Event& out) {
     held_pos_ = layout::kNoPosition;
     const RecordState state = frame::state(f);
     const std::uint32_t len = frame::length(f);
-    const std::uint64_t bytes = record_span(r_, f, pos);
+    const std::uint64_t bytes = detail::record_span(r_, f, pos);
     if (bytes == 0) {
       if (resync_if_lapped(pos)) continue;
       throw Error(Errc::corrupt, "segment " + seg_.location().display() + ": at position " + std::to_string(pos) +

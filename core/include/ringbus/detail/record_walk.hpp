@@ -1,6 +1,6 @@
 // Checking that a position is where a record starts, by walking the committed records
 // from a boundary known before it (shared by TailReader::open_at and
-// ConsumerGroup::skip_to).
+// ConsumerGroup::skip_to), and a record's bounded size (shared with read_stats).
 #pragma once
 
 #include <cstdint>
@@ -24,6 +24,10 @@ struct Walk {
   WalkResult result;
   std::uint64_t stopped_at;  // unknown: the position of the record the walk could not pass
 };
+
+// Bytes the record with frame `f` (a record of pos's lap) at `pos` occupies, or 0 when
+// its length cannot fit (damaged memory: shared memory is untrusted).
+std::uint64_t record_span(const SegmentRefs& r, std::uint64_t f, std::uint64_t pos) noexcept;
 
 // Walks from `from`, a record boundary no later than `position` and still in the ring,
 // one frame read a record. Throws Error(invalid_options), `where` + " is inside the
